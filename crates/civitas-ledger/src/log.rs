@@ -1,0 +1,800 @@
+//! The running log: a sequencer task that batches concurrent appends into one transaction
+//! (one sync to disk), signs checkpoints, and the read side (proofs, tiles, subject events).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use civitas_store::Db;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tlog_tiles::{RecordProof, TreeProof};
+
+use civitas_store::Engine;
+use tokio::sync::{Mutex, RwLock, mpsc, oneshot, watch};
+
+use crate::LedgerError;
+use crate::event::Event;
+use crate::note::{LogKey, generate_signer_key};
+use crate::proof::ProofBundle;
+use crate::storage::{self, NewEntry};
+use crate::subject::{SubjectSecret, SubjectTag};
+use crate::tree::{Frontier, Hash, Prefetched, Recording, record_hash, stored_hash_index};
+use crate::witness::{WitnessPolicy, add_checkpoint_body};
+
+/// How a log runs.
+#[derive(Clone)]
+pub struct LedgerConfig {
+    /// The log's origin: its name in checkpoints, such as `civitas.example.gov/ledger`.
+    pub origin: String,
+    /// Longest time between an append and a checkpoint that covers it.
+    pub checkpoint_interval: Duration,
+    /// Most entries written in one transaction.
+    pub max_batch: usize,
+    /// Witnesses whose cosignatures a checkpoint needs before it is published; none means
+    /// a checkpoint is published as soon as the log signs it.
+    pub witnesses: Option<WitnessPolicy>,
+}
+
+impl LedgerConfig {
+    /// Defaults for a log named `origin`: a checkpoint at least every 250 ms while the log
+    /// grows, batches of up to 4,096 entries.
+    pub fn new(origin: &str) -> LedgerConfig {
+        LedgerConfig {
+            origin: origin.to_string(),
+            checkpoint_interval: Duration::from_millis(250),
+            max_batch: 4096,
+            witnesses: None,
+        }
+    }
+}
+
+/// A signed checkpoint as published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedCheckpoint {
+    /// Tree size.
+    pub size: u64,
+    /// Root hash.
+    pub root: Hash,
+    /// The C2SP signed note.
+    pub note: String,
+}
+
+struct Append {
+    entry: NewEntry,
+    reply: oneshot::Sender<Result<u64, String>>,
+}
+
+struct Inner {
+    db: Db,
+    key: LogKey,
+    config: LedgerConfig,
+    appends: mpsc::Sender<Append>,
+    /// The receiving end of `appends`, held by the sequencer while this node leads.
+    receiver: Mutex<Option<mpsc::Receiver<Append>>>,
+    /// Whether this node is the sequencer now.
+    leader: AtomicBool,
+    latest: RwLock<Option<Arc<SignedCheckpoint>>>,
+    published: watch::Receiver<u64>,
+    publish: watch::Sender<u64>,
+}
+
+/// A handle to the log; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+/// Any number that fits PostgreSQL's advisory-lock key space and names this log's sequencer.
+const SEQUENCER_LOCK: i64 = 0x0063_6976_6974_6173;
+
+impl Ledger {
+    /// Opens the log in a migrated database, loads or creates its signing key, and starts
+    /// sequencing. On SQLite this process is the sequencer. On PostgreSQL every node
+    /// competes for an advisory lock: the holder sequences, the others queue their appends
+    /// for it, and when the holder dies another node takes over.
+    pub async fn open(db: Db, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        let skey = storage::signing_key(&db, "log", || generate_signer_key(&config.origin)).await?;
+        let key = LogKey::from_signer_key(&skey)?;
+        let latest = load_published(&db, &key).await?;
+        let (appends, rx) = mpsc::channel(config.max_batch * 4);
+        let (publish, published) = watch::channel(latest.as_ref().map_or(0, |c| c.size));
+        let inner = Arc::new(Inner {
+            db,
+            key,
+            config,
+            appends,
+            receiver: Mutex::new(Some(rx)),
+            leader: AtomicBool::new(false),
+            latest: RwLock::new(latest),
+            published,
+            publish,
+        });
+        match inner.db.engine() {
+            Engine::Sqlite => {
+                lead(&inner, None).await?;
+            }
+            Engine::Postgres => {
+                if let Some(lock) = try_lock(&inner.db).await? {
+                    let term = lead(&inner, Some(lock)).await?;
+                    tokio::spawn(elect(Arc::downgrade(&inner), Some(term)));
+                } else {
+                    tokio::spawn(elect(Arc::downgrade(&inner), None));
+                }
+            }
+        }
+        Ok(Ledger { inner })
+    }
+
+    /// Whether this node sequences the log now.
+    pub fn is_sequencer(&self) -> bool {
+        self.inner.leader.load(Ordering::SeqCst)
+    }
+
+    /// Appends an event and returns its index once it is durable.
+    pub async fn append(&self, event: &Event) -> Result<u64, LedgerError> {
+        let data = event.encode()?;
+        let entry = NewEntry {
+            idx: 0,
+            data,
+            kind: event.kind.clone(),
+            subject_tag: event.subject.map(|t| t.to_string()),
+            time_ms: event.time_ms,
+            queue_ref: None,
+        };
+        if !self.is_sequencer() {
+            return self.append_through_queue(entry).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .appends
+            .send(Append { entry, reply })
+            .await
+            .map_err(|_| LedgerError::Unavailable("the sequencer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| LedgerError::Unavailable("the sequencer stopped before answering".into()))?
+            .map_err(LedgerError::Unavailable)
+    }
+
+    /// On a node that does not sequence: queue the entry for the sequencer and wait until
+    /// it is in the log.
+    async fn append_through_queue(&self, entry: NewEntry) -> Result<u64, LedgerError> {
+        let queue_ref = storage::enqueue(&self.inner.db, &entry).await?;
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(5);
+        loop {
+            if let Some(idx) = storage::index_of_queued(&self.inner.db, queue_ref).await? {
+                return Ok(idx);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(LedgerError::Unavailable(
+                    "no sequencer took the entry within 30 s; it stays queued".into(),
+                ));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until a signed checkpoint covers entry `index`, and returns it.
+    pub async fn wait_for_checkpoint(
+        &self,
+        index: u64,
+    ) -> Result<Arc<SignedCheckpoint>, LedgerError> {
+        let mut rx = self.inner.published.clone();
+        rx.wait_for(|size| *size > index)
+            .await
+            .map_err(|_| LedgerError::Unavailable("the sequencer has stopped".into()))?;
+        self.checkpoint().await
+    }
+
+    /// The newest signed checkpoint.
+    pub async fn checkpoint(&self) -> Result<Arc<SignedCheckpoint>, LedgerError> {
+        self.inner
+            .latest
+            .read()
+            .await
+            .clone()
+            .ok_or_else(|| LedgerError::Unavailable("no checkpoint has been signed yet".into()))
+    }
+
+    /// The log's origin.
+    pub fn origin(&self) -> &str {
+        self.inner.key.origin()
+    }
+
+    /// The log's public verifier key.
+    pub fn verifier_key(&self) -> &str {
+        self.inner.key.verifier_key()
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `size`.
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<RecordProof, LedgerError> {
+        if index >= size {
+            return Err(LedgerError::NotFound(format!(
+                "entry {index} is not in a tree of {size}"
+            )));
+        }
+        let rec = Recording::default();
+        tlog_tiles::prove_record(size, index, &rec)
+            .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let pre = Prefetched(storage::read_hashes(&self.inner.db, &rec.take()).await?);
+        tlog_tiles::prove_record(size, index, &pre).map_err(|e| LedgerError::Corrupt(e.to_string()))
+    }
+
+    /// The consistency proof from the tree of `old` to the tree of `new`.
+    pub async fn consistency_proof(&self, old: u64, new: u64) -> Result<TreeProof, LedgerError> {
+        consistency_proof(&self.inner.db, old, new).await
+    }
+
+    /// Every published checkpoint, oldest first.
+    pub async fn published_checkpoints(&self) -> Result<Vec<String>, LedgerError> {
+        storage::published_checkpoints(&self.inner.db).await
+    }
+
+    /// The stored bytes of entry `index`.
+    pub async fn entry(&self, index: u64) -> Result<Vec<u8>, LedgerError> {
+        storage::entries(&self.inner.db, index, index + 1)
+            .await?
+            .pop()
+            .map(|(_, d)| d)
+            .ok_or_else(|| LedgerError::NotFound(format!("there is no entry {index}")))
+    }
+
+    /// A C2SP tlog-proof bundle for entry `index` against the newest checkpoint, with the
+    /// entry itself as the bundle's extra data.
+    pub async fn proof_bundle(&self, index: u64) -> Result<ProofBundle, LedgerError> {
+        let cp = self.wait_for_checkpoint(index).await?;
+        let proof = self.inclusion_proof(index, cp.size).await?;
+        let entry = self.entry(index).await?;
+        Ok(ProofBundle {
+            extra: Some(entry),
+            index,
+            proof,
+            checkpoint: cp.note.clone(),
+        })
+    }
+
+    /// The hash tile at tile level `level`, index `n`, with `width` hashes (C2SP tlog-tiles,
+    /// height 8). Only tiles inside the newest checkpoint are served.
+    pub async fn hash_tile(&self, level: u8, n: u64, width: u32) -> Result<Vec<u8>, LedgerError> {
+        let size = self.checkpoint().await?.size;
+        check_tile(level, n, width, size)?;
+        let tree_level = level * 8;
+        let indexes: Vec<u64> = (0..u64::from(width))
+            .map(|i| stored_hash_index(tree_level, n * 256 + i))
+            .collect();
+        let got = storage::read_hashes(&self.inner.db, &indexes).await?;
+        Ok(indexes.iter().flat_map(|i| got[i].0).collect())
+    }
+
+    /// The entry bundle `n` with `width` entries: each entry prefixed by its 16-bit length.
+    pub async fn entry_bundle(&self, n: u64, width: u32) -> Result<Vec<u8>, LedgerError> {
+        let size = self.checkpoint().await?.size;
+        check_tile(0, n, width, size)?;
+        let start = n * 256;
+        let rows = storage::entries(&self.inner.db, start, start + u64::from(width)).await?;
+        if rows.len() != width as usize {
+            return Err(LedgerError::Corrupt(format!(
+                "entry bundle {n} is missing entries"
+            )));
+        }
+        let mut out = Vec::new();
+        for (_, data) in rows {
+            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            out.extend_from_slice(&data);
+        }
+        Ok(out)
+    }
+
+    /// The private secret of a subject (a person), created on first use. `subject_ref` is
+    /// the caller's own stable reference for the person; it never reaches the log.
+    pub async fn subject_secret(&self, subject_ref: &str) -> Result<SubjectSecret, LedgerError> {
+        let bytes = storage::subject_secret(&self.inner.db, subject_ref, || {
+            SubjectSecret::generate().as_bytes().to_vec()
+        })
+        .await?;
+        SubjectSecret::from_bytes(&bytes)
+    }
+
+    /// The newest event of `kind`, with its index.
+    pub async fn latest_of_kind(&self, kind: &str) -> Result<Option<(u64, Event)>, LedgerError> {
+        storage::latest_of_kind(&self.inner.db, kind)
+            .await?
+            .map(|(i, d)| Ok((i, Event::decode(&d)?)))
+            .transpose()
+    }
+
+    /// Every event about the person with this tag, with its index, oldest first.
+    pub async fn subject_events(&self, tag: SubjectTag) -> Result<Vec<(u64, Event)>, LedgerError> {
+        storage::entries_with_tag(&self.inner.db, &tag.to_string())
+            .await?
+            .into_iter()
+            .map(|(i, d)| Ok((i, Event::decode(&d)?)))
+            .collect()
+    }
+}
+
+/// Checks that a tile lies within a tree of `size`: full tiles anywhere inside it, partial
+/// ones only at its right edge.
+fn check_tile(level: u8, n: u64, width: u32, size: u64) -> Result<(), LedgerError> {
+    if width == 0 || width > 256 || level > 7 {
+        return Err(LedgerError::NotFound("no such tile".into()));
+    }
+    let level_size = size >> (8 * u32::from(level));
+    let end = n
+        .checked_mul(256)
+        .and_then(|s| s.checked_add(u64::from(width)));
+    match end {
+        Some(end) if end <= level_size && (width == 256 || end == level_size) => Ok(()),
+        _ => Err(LedgerError::NotFound(format!(
+            "tile {level}/{n} of width {width} is not in the tree of {size}"
+        ))),
+    }
+}
+
+async fn consistency_proof(db: &Db, old: u64, new: u64) -> Result<TreeProof, LedgerError> {
+    if old == 0 || old == new {
+        return Ok(Vec::new());
+    }
+    if old > new {
+        return Err(LedgerError::NotFound(format!(
+            "a tree of {old} cannot be proven inside a tree of {new}"
+        )));
+    }
+    let rec = Recording::default();
+    tlog_tiles::prove_tree(new, old, &rec).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+    let pre = Prefetched(storage::read_hashes(db, &rec.take()).await?);
+    tlog_tiles::prove_tree(new, old, &pre).map_err(|e| LedgerError::Corrupt(e.to_string()))
+}
+
+async fn load_published(
+    db: &Db,
+    key: &LogKey,
+) -> Result<Option<Arc<SignedCheckpoint>>, LedgerError> {
+    match storage::latest_published(db).await? {
+        Some(note) => {
+            let v = crate::note::verify_checkpoint(&note, key.verifier_key())?;
+            Ok(Some(Arc::new(SignedCheckpoint {
+                size: v.size,
+                root: v.root,
+                note,
+            })))
+        }
+        None => Ok(None),
+    }
+}
+
+async fn load_frontier(db: &Db) -> Result<Frontier, LedgerError> {
+    let (size, root) = storage::tree_state(db).await?;
+    let idx: Vec<u64> = Frontier::indexes(size)
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect();
+    let stored = storage::read_hashes(db, &idx).await?;
+    let hashes: Vec<Hash> = idx.iter().map(|i| stored[i]).collect();
+    let frontier = Frontier::from_hashes(size, &hashes)?;
+    if frontier.root() != root {
+        return Err(LedgerError::Corrupt(format!(
+            "the stored root of the tree of {size} does not match its hashes"
+        )));
+    }
+    Ok(frontier)
+}
+
+type LockConn = civitas_store::sqlx::pool::PoolConnection<civitas_store::sqlx::Any>;
+
+/// Takes the sequencer lock on a dedicated PostgreSQL connection, if it is free.
+async fn try_lock(db: &Db) -> Result<Option<LockConn>, LedgerError> {
+    let mut conn = db
+        .pool()
+        .acquire()
+        .await
+        .map_err(|e| LedgerError::Store(e.into()))?;
+    let locked: bool = civitas_store::sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(SEQUENCER_LOCK)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| LedgerError::Store(e.into()))?;
+    Ok(locked.then_some(conn))
+}
+
+/// Starts a term as sequencer: reloads the tree (another node may have grown it), starts
+/// the publisher, signs a checkpoint if the last one is not published, and runs.
+async fn lead(
+    inner: &Arc<Inner>,
+    lock: Option<LockConn>,
+) -> Result<tokio::task::JoinHandle<()>, LedgerError> {
+    let frontier = load_frontier(&inner.db).await?;
+    let (signed, signed_rx) = watch::channel(None);
+    let publisher = Publisher {
+        inner: Arc::downgrade(inner),
+        policy: inner.config.witnesses.clone(),
+        known: vec![
+            0;
+            inner
+                .config
+                .witnesses
+                .as_ref()
+                .map_or(0, |p| p.witnesses.len())
+        ],
+    };
+    tokio::spawn(publisher.run(signed_rx));
+    let mut sequencer = Sequencer {
+        inner: Arc::downgrade(inner),
+        frontier,
+        signed,
+        lock,
+    };
+    let published = inner.latest.read().await.as_ref().map(|c| c.size);
+    if published.is_none_or(|p| p < sequencer.frontier.size()) {
+        sequencer.sign(inner).await?;
+    }
+    let rx = inner.receiver.lock().await.take().ok_or_else(|| {
+        LedgerError::Unavailable("another sequencer term is still running".into())
+    })?;
+    inner.leader.store(true, Ordering::SeqCst);
+    tracing::info!(
+        size = sequencer.frontier.size(),
+        "this node sequences the ledger"
+    );
+    Ok(tokio::spawn(sequencer.run(rx)))
+}
+
+/// The election loop of a PostgreSQL node: follow the published checkpoints while another
+/// node leads; take the lock and lead when it is free.
+async fn elect(weak: std::sync::Weak<Inner>, mut term: Option<tokio::task::JoinHandle<()>>) {
+    loop {
+        if let Some(t) = term.take() {
+            let _ = t.await;
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        match try_lock(&inner.db).await {
+            Ok(Some(lock)) => match lead(&inner, Some(lock)).await {
+                Ok(t) => term = Some(t),
+                Err(e) => tracing::error!(error = %e, "cannot start sequencing"),
+            },
+            Ok(None) => {
+                if let Ok(Some(cp)) = load_published(&inner.db, &inner.key).await {
+                    let newer = inner
+                        .latest
+                        .read()
+                        .await
+                        .as_ref()
+                        .is_none_or(|c| c.size < cp.size);
+                    if newer {
+                        let size = cp.size;
+                        *inner.latest.write().await = Some(cp);
+                        inner.publish.send_replace(size);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reach the database to elect a sequencer"),
+        }
+        drop(inner);
+        if term.is_none() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+struct Sequencer {
+    inner: std::sync::Weak<Inner>,
+    frontier: Frontier,
+    signed: watch::Sender<Option<Arc<SignedCheckpoint>>>,
+    /// The connection holding the PostgreSQL sequencer lock; `None` on SQLite.
+    lock: Option<LockConn>,
+}
+
+impl Sequencer {
+    /// Signs the current tree and hands the checkpoint to the publisher.
+    async fn sign(&mut self, inner: &Inner) -> Result<u64, LedgerError> {
+        let (size, root) = (self.frontier.size(), self.frontier.root());
+        let note = inner.key.sign_checkpoint(size, root)?;
+        storage::save_checkpoint(&inner.db, size, &note, false).await?;
+        self.signed
+            .send_replace(Some(Arc::new(SignedCheckpoint { size, root, note })));
+        Ok(size)
+    }
+
+    /// Whether the lock connection still holds the lock (always true on SQLite).
+    async fn still_leads(&mut self) -> bool {
+        let Some(conn) = self.lock.as_mut() else {
+            return true;
+        };
+        civitas_store::sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted)",
+        )
+        .fetch_one(&mut **conn)
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+        let mut signed_size = self.signed.borrow().as_ref().map_or(0, |c| c.size);
+        let mut last_signed = Instant::now();
+        let mut last_lock_check = Instant::now();
+        // Queued entries from other nodes are polled only on PostgreSQL.
+        let poll = self.lock.is_some().then_some(Duration::from_millis(20));
+        while let Some(interval) = self.inner.upgrade().map(|i| i.config.checkpoint_interval) {
+            let due = (self.frontier.size() > signed_size).then(|| last_signed + interval);
+            let wake = match (due, poll) {
+                (Some(d), Some(p)) => Some(d.min(Instant::now() + p)),
+                (d, p) => d.or_else(|| p.map(|p| Instant::now() + p)),
+            };
+            let first = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(m) => Some(m),
+                    None => break,
+                },
+                () = sleep_until(wake) => None,
+            };
+            let Some(inner) = self.inner.upgrade() else {
+                break;
+            };
+            let mut batch: Vec<Append> = first.into_iter().collect();
+            while batch.len() < inner.config.max_batch {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let queued = if poll.is_some() {
+                storage::queued(
+                    &inner.db,
+                    inner.config.max_batch.saturating_sub(batch.len()).max(1),
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read queued ledger entries");
+                    Vec::new()
+                })
+            } else {
+                Vec::new()
+            };
+            if (!batch.is_empty() || !queued.is_empty())
+                && let Err(e) = self.write(&inner, batch, queued).await
+            {
+                tracing::error!(error = %e, "ledger batch not written; stepping down");
+                break;
+            }
+            if poll.is_some() && last_lock_check.elapsed() > Duration::from_secs(1) {
+                last_lock_check = Instant::now();
+                if !self.still_leads().await {
+                    tracing::warn!("lost the sequencer lock");
+                    break;
+                }
+            }
+            let now = Instant::now();
+            if self.frontier.size() > signed_size && now >= last_signed + interval {
+                match self.sign(&inner).await {
+                    Ok(size) => {
+                        signed_size = size;
+                        last_signed = now;
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot sign a checkpoint"),
+                }
+            }
+        }
+        // End of this term: release the lock by closing its session (a pooled connection
+        // would keep holding it), refuse what is waiting, hand the queue back.
+        if let Some(conn) = self.lock.take() {
+            let _ = civitas_store::sqlx::Connection::close(conn.detach()).await;
+        }
+        if let Some(inner) = self.inner.upgrade() {
+            inner.leader.store(false, Ordering::SeqCst);
+            while let Ok(a) = rx.try_recv() {
+                let _ = a
+                    .reply
+                    .send(Err("this node stopped sequencing; retry the append".into()));
+            }
+            *inner.receiver.lock().await = Some(rx);
+        }
+    }
+
+    async fn write(
+        &mut self,
+        inner: &Inner,
+        batch: Vec<Append>,
+        queued: Vec<NewEntry>,
+    ) -> Result<(), LedgerError> {
+        let start = self.frontier.size();
+        let mut next = self.frontier.clone();
+        let mut hashes = Vec::with_capacity((batch.len() + queued.len()) * 2);
+        let mut entries = Vec::with_capacity(batch.len() + queued.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for a in batch {
+            entries.push(a.entry);
+            replies.push(a.reply);
+        }
+        entries.extend(queued);
+        for (i, e) in entries.iter_mut().enumerate() {
+            e.idx = start + i as u64;
+            next.append(record_hash(&e.data), &mut hashes);
+        }
+        match storage::write_batch(&inner.db, start, entries, hashes, next.size(), next.root())
+            .await
+        {
+            Ok(()) => {
+                self.frontier = next;
+                for (i, r) in replies.into_iter().enumerate() {
+                    let _ = r.send(Ok(start + i as u64));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for r in replies {
+                    let _ = r.send(Err(e.to_string()));
+                }
+                // The tree may have moved under us: reload before anything else is written.
+                self.frontier = load_frontier(&inner.db).await?;
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes signed checkpoints once they meet the witness policy.
+struct Publisher {
+    inner: std::sync::Weak<Inner>,
+    policy: Option<WitnessPolicy>,
+    /// The size each witness last cosigned, as far as this log knows.
+    known: Vec<u64>,
+}
+
+impl Publisher {
+    async fn run(mut self, mut signed: watch::Receiver<Option<Arc<SignedCheckpoint>>>) {
+        let mut pending: Option<Arc<SignedCheckpoint>> = None;
+        loop {
+            let retry = pending
+                .is_some()
+                .then(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                changed = signed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    pending = signed.borrow_and_update().clone();
+                }
+                () = sleep_until(retry) => {}
+            }
+            let Some(cp) = pending.clone() else { continue };
+            let Some(inner) = self.inner.upgrade() else {
+                return;
+            };
+            let note = match &self.policy {
+                None => Some(cp.note.clone()),
+                Some(_) => self.cosign(&inner, &cp).await,
+            };
+            let Some(note) = note else { continue };
+            if let Err(e) = storage::save_checkpoint(&inner.db, cp.size, &note, true).await {
+                tracing::error!(error = %e, "cannot store a published checkpoint");
+                continue;
+            }
+            *inner.latest.write().await = Some(Arc::new(SignedCheckpoint {
+                size: cp.size,
+                root: cp.root,
+                note,
+            }));
+            inner.publish.send_replace(cp.size);
+            pending = None;
+        }
+    }
+
+    /// Asks every witness to cosign; returns the note with the cosignatures when enough did.
+    async fn cosign(&mut self, inner: &Inner, cp: &SignedCheckpoint) -> Option<String> {
+        let policy = self.policy.as_ref()?;
+        let body_end = cp.note.find("\n\n")?;
+        let body = &cp.note[..=body_end];
+        let mut lines = Vec::new();
+        for (i, w) in policy.witnesses.iter().enumerate() {
+            // One retry: the first answer may tell us the size the witness really holds.
+            for _ in 0..2 {
+                let old = self.known[i];
+                if old > cp.size {
+                    break;
+                }
+                let proof = match consistency_proof(&inner.db, old, cp.size).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot prove consistency for a witness");
+                        break;
+                    }
+                };
+                let request = add_checkpoint_body(old, &proof, &cp.note);
+                match policy.transport.add_checkpoint(&w.url, request).await {
+                    Ok((200, text)) => {
+                        match w.key.find_cosignature(body, &text) {
+                            Some(_) => {
+                                lines.extend(
+                                    text.lines()
+                                        .filter(|l| l.starts_with(&format!("— {} ", w.key.name())))
+                                        .map(str::to_string)
+                                        .take(1),
+                                );
+                                self.known[i] = cp.size;
+                            }
+                            None => {
+                                tracing::warn!(witness = %w.url, "the witness answered without a valid cosignature")
+                            }
+                        }
+                        break;
+                    }
+                    Ok((409, text)) => match text.trim().parse::<u64>() {
+                        Ok(size) => self.known[i] = size,
+                        Err(_) => {
+                            tracing::warn!(witness = %w.url, "the witness reports a conflict: a different root for the same size");
+                            break;
+                        }
+                    },
+                    Ok((status, text)) => {
+                        tracing::warn!(witness = %w.url, status, answer = %text.trim(), "the witness refused the checkpoint");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(witness = %w.url, error = %e, "the witness is unreachable");
+                        break;
+                    }
+                }
+            }
+        }
+        if lines.len() < policy.quorum {
+            tracing::warn!(
+                size = cp.size,
+                cosigned = lines.len(),
+                needed = policy.quorum,
+                "checkpoint not yet published: too few cosignatures"
+            );
+            return None;
+        }
+        let mut note = cp.note.clone();
+        for l in lines {
+            note.push_str(&l);
+            note.push('\n');
+        }
+        Some(note)
+    }
+}
+
+/// Fills an empty log with `n` synthetic `bench.entry` events in large batches, bypassing
+/// the sequencer: only for building benchmark logs quickly. The log must not be open.
+pub async fn bulk_load_for_benchmark(db: &Db, n: u64) -> Result<(), LedgerError> {
+    let mut frontier = load_frontier(db).await?;
+    if frontier.size() != 0 {
+        return Err(LedgerError::InvalidEvent(
+            "benchmark logs are built in an empty database".into(),
+        ));
+    }
+    const CHUNK: u64 = 50_000;
+    let mut done = 0;
+    while done < n {
+        let start = frontier.size();
+        let count = CHUNK.min(n - done);
+        let mut next = frontier.clone();
+        let mut hashes = Vec::with_capacity(count as usize * 2);
+        let mut entries = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let idx = start + i;
+            let data = format!(r#"{{"v":1,"kind":"bench.entry","actor":"system","object":"bench/{idx}","time_ms":0}}"#).into_bytes();
+            next.append(record_hash(&data), &mut hashes);
+            entries.push(NewEntry {
+                idx,
+                data,
+                kind: "bench.entry".into(),
+                subject_tag: None,
+                time_ms: 0,
+                queue_ref: None,
+            });
+        }
+        storage::write_batch(db, start, entries, hashes, next.size(), next.root()).await?;
+        frontier = next;
+        done += count;
+    }
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! The ledger's tables and every query on them, for SQLite and PostgreSQL alike.
+
+use std::collections::HashMap;
+
+use civitas_store::sqlx::{self, Any, Row, Transaction};
+use civitas_store::{BulkInsert, Component, Db, Migration, Value};
+
+use crate::LedgerError;
+use crate::tree::Hash;
+
+/// The ledger's schema.
+pub const COMPONENT: Component = Component {
+    name: "ledger",
+    migrations: &[Migration {
+        version: 1,
+        name: "log, hashes, checkpoints, subjects, keys, witnessed logs",
+        sql: "CREATE TABLE ledger_entries (
+            idx BIGINT PRIMARY KEY,
+            data BLOB NOT NULL,
+            kind TEXT NOT NULL,
+            subject_tag TEXT,
+            time_ms BIGINT NOT NULL,
+            queue_ref BIGINT
+        );
+        CREATE INDEX ledger_entries_subject ON ledger_entries (subject_tag) WHERE subject_tag IS NOT NULL;
+        CREATE INDEX ledger_entries_kind ON ledger_entries (kind, idx);
+        CREATE INDEX ledger_entries_queue_ref ON ledger_entries (queue_ref) WHERE queue_ref IS NOT NULL;
+        CREATE TABLE ledger_queue (
+            queue_ref BIGINT PRIMARY KEY,
+            data BLOB NOT NULL,
+            kind TEXT NOT NULL,
+            subject_tag TEXT,
+            time_ms BIGINT NOT NULL,
+            queued_ms BIGINT NOT NULL
+        );
+        CREATE TABLE ledger_hashes (idx BIGINT PRIMARY KEY, hash BLOB NOT NULL);
+        CREATE TABLE ledger_tree (id BIGINT PRIMARY KEY, size BIGINT NOT NULL, root BLOB NOT NULL);
+        CREATE TABLE ledger_checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL, signed_ms BIGINT NOT NULL, published BOOLEAN NOT NULL);
+        CREATE TABLE ledger_subjects (subject_ref TEXT PRIMARY KEY, secret BLOB NOT NULL);
+        CREATE TABLE ledger_keys (name TEXT PRIMARY KEY, secret TEXT NOT NULL, created_ms BIGINT NOT NULL);
+        CREATE TABLE ledger_witnessed (origin TEXT PRIMARY KEY, size BIGINT NOT NULL, root BLOB NOT NULL, updated_ms BIGINT NOT NULL);",
+    }],
+};
+
+fn to_hash(bytes: &[u8]) -> Result<Hash, LedgerError> {
+    let a: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| LedgerError::Corrupt("a stored hash is not 32 bytes".into()))?;
+    Ok(Hash(a))
+}
+
+fn sql(e: sqlx::Error) -> LedgerError {
+    LedgerError::Store(e.into())
+}
+
+/// The durable size and root of the tree (0 and the empty hash before the first append).
+pub(crate) async fn tree_state(db: &Db) -> Result<(u64, Hash), LedgerError> {
+    let row = sqlx::query("SELECT size, root FROM ledger_tree WHERE id = 1")
+        .fetch_optional(db.pool())
+        .await
+        .map_err(sql)?;
+    match row {
+        None => Ok((0, crate::tree::EMPTY_HASH)),
+        Some(r) => {
+            let size: i64 = r.try_get("size").map_err(sql)?;
+            let root: Vec<u8> = r.try_get("root").map_err(sql)?;
+            Ok((size as u64, to_hash(&root)?))
+        }
+    }
+}
+
+/// Reads stored hashes by index; fails if any is missing.
+pub(crate) async fn read_hashes(
+    db: &Db,
+    indexes: &[u64],
+) -> Result<HashMap<u64, Hash>, LedgerError> {
+    let mut out = HashMap::with_capacity(indexes.len());
+    for chunk in indexes.chunks(500) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let q = format!(
+            "SELECT idx, hash FROM ledger_hashes WHERE idx IN ({})",
+            placeholders.join(",")
+        );
+        let mut query = sqlx::query(&q);
+        for i in chunk {
+            query = query.bind(*i as i64);
+        }
+        for row in query.fetch_all(db.pool()).await.map_err(sql)? {
+            let idx: i64 = row.try_get("idx").map_err(sql)?;
+            let hash: Vec<u8> = row.try_get("hash").map_err(sql)?;
+            out.insert(idx as u64, to_hash(&hash)?);
+        }
+    }
+    if let Some(missing) = indexes.iter().find(|i| !out.contains_key(i)) {
+        return Err(LedgerError::Corrupt(format!(
+            "stored hash {missing} is missing"
+        )));
+    }
+    Ok(out)
+}
+
+/// One entry ready to be written.
+pub(crate) struct NewEntry {
+    pub idx: u64,
+    pub data: Vec<u8>,
+    pub kind: String,
+    pub subject_tag: Option<String>,
+    pub time_ms: i64,
+    /// Set for entries queued by a node that does not sequence.
+    pub queue_ref: Option<i64>,
+}
+
+/// Writes a batch of entries, their stored hashes and the new tree head in one transaction.
+/// Fails (writing nothing) if another sequencer moved the tree since `expected_size`.
+pub(crate) async fn write_batch(
+    db: &Db,
+    expected_size: u64,
+    entries: Vec<NewEntry>,
+    hashes: Vec<(u64, Hash)>,
+    new_size: u64,
+    new_root: Hash,
+) -> Result<(), LedgerError> {
+    let mut tx: Transaction<'_, Any> = db.pool().begin().await.map_err(sql)?;
+    let moved = if expected_size == 0 {
+        sqlx::query("INSERT INTO ledger_tree (id, size, root) VALUES (1, $1, $2)")
+            .bind(new_size as i64)
+            .bind(new_root.0.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(sql)?
+            .rows_affected()
+    } else {
+        sqlx::query("UPDATE ledger_tree SET size = $1, root = $2 WHERE id = 1 AND size = $3")
+            .bind(new_size as i64)
+            .bind(new_root.0.as_slice())
+            .bind(expected_size as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql)?
+            .rows_affected()
+    };
+    if moved != 1 {
+        return Err(LedgerError::Corrupt(format!(
+            "the tree is no longer at size {expected_size}: another sequencer wrote to it"
+        )));
+    }
+    let mut rows = BulkInsert::new(
+        "ledger_entries",
+        &["idx", "data", "kind", "subject_tag", "time_ms", "queue_ref"],
+    );
+    let mut dequeued = Vec::new();
+    for e in entries {
+        dequeued.extend(e.queue_ref);
+        rows.row([
+            Value::I64(e.idx as i64),
+            Value::Bytes(e.data),
+            Value::Text(e.kind),
+            e.subject_tag.into(),
+            Value::I64(e.time_ms),
+            e.queue_ref.into(),
+        ]);
+    }
+    rows.flush(&mut tx).await?;
+    for chunk in dequeued.chunks(500) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let q = format!(
+            "DELETE FROM ledger_queue WHERE queue_ref IN ({})",
+            placeholders.join(",")
+        );
+        let mut query = sqlx::query(&q);
+        for r in chunk {
+            query = query.bind(*r);
+        }
+        query.execute(&mut *tx).await.map_err(sql)?;
+    }
+    let mut hash_rows = BulkInsert::new("ledger_hashes", &["idx", "hash"]);
+    for (idx, h) in hashes {
+        hash_rows.row([Value::I64(idx as i64), Value::Bytes(h.0.to_vec())]);
+    }
+    hash_rows.flush(&mut tx).await?;
+    tx.commit().await.map_err(sql)?;
+    Ok(())
+}
+
+/// Entries `[start, end)` as stored bytes, in order.
+pub(crate) async fn entries(
+    db: &Db,
+    start: u64,
+    end: u64,
+) -> Result<Vec<(u64, Vec<u8>)>, LedgerError> {
+    let rows = sqlx::query(
+        "SELECT idx, data FROM ledger_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+    )
+    .bind(start as i64)
+    .bind(end as i64)
+    .fetch_all(db.pool())
+    .await
+    .map_err(sql)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("idx").map_err(sql)? as u64,
+                r.try_get("data").map_err(sql)?,
+            ))
+        })
+        .collect()
+}
+
+/// Indexes and bytes of the entries carrying `tag`, in order.
+pub(crate) async fn entries_with_tag(
+    db: &Db,
+    tag: &str,
+) -> Result<Vec<(u64, Vec<u8>)>, LedgerError> {
+    let rows =
+        sqlx::query("SELECT idx, data FROM ledger_entries WHERE subject_tag = $1 ORDER BY idx")
+            .bind(tag)
+            .fetch_all(db.pool())
+            .await
+            .map_err(sql)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("idx").map_err(sql)? as u64,
+                r.try_get("data").map_err(sql)?,
+            ))
+        })
+        .collect()
+}
+
+/// Stores a checkpoint note for `size`; `published` once it meets the witness policy.
+pub(crate) async fn save_checkpoint(
+    db: &Db,
+    size: u64,
+    note: &str,
+    published: bool,
+) -> Result<(), LedgerError> {
+    sqlx::query("INSERT INTO ledger_checkpoints (size, note, signed_ms, published) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO UPDATE SET note = excluded.note, published = excluded.published")
+        .bind(size as i64)
+        .bind(note)
+        .bind(crate::event::now_ms())
+        .bind(published)
+        .execute(db.pool())
+        .await
+        .map_err(sql)?;
+    Ok(())
+}
+
+/// The newest published checkpoint note, if any.
+pub(crate) async fn latest_published(db: &Db) -> Result<Option<String>, LedgerError> {
+    let row = sqlx::query(
+        "SELECT note FROM ledger_checkpoints WHERE published ORDER BY size DESC LIMIT 1",
+    )
+    .fetch_optional(db.pool())
+    .await
+    .map_err(sql)?;
+    row.map(|r| r.try_get("note").map_err(sql)).transpose()
+}
+
+/// Every published checkpoint note, oldest first (for auditors).
+pub(crate) async fn published_checkpoints(db: &Db) -> Result<Vec<String>, LedgerError> {
+    let rows = sqlx::query("SELECT note FROM ledger_checkpoints WHERE published ORDER BY size")
+        .fetch_all(db.pool())
+        .await
+        .map_err(sql)?;
+    rows.into_iter()
+        .map(|r| r.try_get("note").map_err(sql))
+        .collect()
+}
+
+/// The log's signing key, created by `make` on first use. The key lives in the database
+/// so that every node of a PostgreSQL deployment signs with the same one.
+pub(crate) async fn signing_key(
+    db: &Db,
+    name: &str,
+    make: impl FnOnce() -> String,
+) -> Result<String, LedgerError> {
+    let fetch = || async {
+        sqlx::query("SELECT secret FROM ledger_keys WHERE name = $1")
+            .bind(name)
+            .fetch_optional(db.pool())
+            .await
+            .map_err(sql)
+    };
+    if let Some(row) = fetch().await? {
+        return row.try_get("secret").map_err(sql);
+    }
+    sqlx::query("INSERT INTO ledger_keys (name, secret, created_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(make())
+        .bind(crate::event::now_ms())
+        .execute(db.pool())
+        .await
+        .map_err(sql)?;
+    // Another node may have won the race: read back whichever key was stored.
+    let row = fetch()
+        .await?
+        .ok_or_else(|| LedgerError::Corrupt("the signing key vanished".into()))?;
+    row.try_get("secret").map_err(sql)
+}
+
+/// The private secret of a subject, created on first use.
+pub(crate) async fn subject_secret(
+    db: &Db,
+    subject_ref: &str,
+    make: impl FnOnce() -> Vec<u8>,
+) -> Result<Vec<u8>, LedgerError> {
+    sqlx::query("INSERT INTO ledger_subjects (subject_ref, secret) VALUES ($1, $2) ON CONFLICT (subject_ref) DO NOTHING")
+        .bind(subject_ref)
+        .bind(make())
+        .execute(db.pool())
+        .await
+        .map_err(sql)?;
+    let row = sqlx::query("SELECT secret FROM ledger_subjects WHERE subject_ref = $1")
+        .bind(subject_ref)
+        .fetch_one(db.pool())
+        .await
+        .map_err(sql)?;
+    row.try_get("secret").map_err(sql)
+}
+
+/// Queues an entry for the sequencer (on a node that does not sequence); returns its reference.
+pub(crate) async fn enqueue(db: &Db, e: &NewEntry) -> Result<i64, LedgerError> {
+    use rand_core::RngCore;
+    let queue_ref = (rand_core::OsRng.next_u64() >> 1) as i64;
+    sqlx::query("INSERT INTO ledger_queue (queue_ref, data, kind, subject_tag, time_ms, queued_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(queue_ref)
+        .bind(e.data.as_slice())
+        .bind(&e.kind)
+        .bind(e.subject_tag.as_deref())
+        .bind(e.time_ms)
+        .bind(crate::event::now_ms())
+        .execute(db.pool())
+        .await
+        .map_err(sql)?;
+    Ok(queue_ref)
+}
+
+/// The index a queued entry received, once it is in the log.
+pub(crate) async fn index_of_queued(db: &Db, queue_ref: i64) -> Result<Option<u64>, LedgerError> {
+    let row = sqlx::query("SELECT idx FROM ledger_entries WHERE queue_ref = $1")
+        .bind(queue_ref)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(sql)?;
+    row.map(|r| r.try_get::<i64, _>("idx").map(|i| i as u64).map_err(sql))
+        .transpose()
+}
+
+/// Up to `limit` queued entries, oldest first.
+pub(crate) async fn queued(db: &Db, limit: usize) -> Result<Vec<NewEntry>, LedgerError> {
+    let rows = sqlx::query("SELECT queue_ref, data, kind, subject_tag, time_ms FROM ledger_queue ORDER BY queued_ms, queue_ref LIMIT $1")
+        .bind(limit as i64)
+        .fetch_all(db.pool())
+        .await
+        .map_err(sql)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(NewEntry {
+                idx: 0,
+                data: r.try_get("data").map_err(sql)?,
+                kind: r.try_get("kind").map_err(sql)?,
+                subject_tag: r.try_get("subject_tag").map_err(sql)?,
+                time_ms: r.try_get("time_ms").map_err(sql)?,
+                queue_ref: Some(r.try_get("queue_ref").map_err(sql)?),
+            })
+        })
+        .collect()
+}
+
+/// The newest entry of a kind, if any.
+pub(crate) async fn latest_of_kind(
+    db: &Db,
+    kind: &str,
+) -> Result<Option<(u64, Vec<u8>)>, LedgerError> {
+    let row = sqlx::query(
+        "SELECT idx, data FROM ledger_entries WHERE kind = $1 ORDER BY idx DESC LIMIT 1",
+    )
+    .bind(kind)
+    .fetch_optional(db.pool())
+    .await
+    .map_err(sql)?;
+    row.map(|r| {
+        Ok((
+            r.try_get::<i64, _>("idx").map_err(sql)? as u64,
+            r.try_get("data").map_err(sql)?,
+        ))
+    })
+    .transpose()
+}

@@ -1,0 +1,469 @@
+//! The ledger against a real SQLite database.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use civitas_store::Db;
+
+use crate::tree::{Frontier, record_hash, verify_consistency};
+use crate::{Event, Ledger, LedgerConfig, ProofBundle, SubjectTag};
+
+async fn open(name: &str) -> (Db, Ledger) {
+    let dir = std::env::temp_dir().join(format!("civitas-ledger-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = Db::connect(
+        &format!("sqlite://{}?mode=rwc", dir.join("l.db").display()),
+        4,
+    )
+    .await
+    .unwrap();
+    civitas_store::migrate(&db, &[crate::COMPONENT])
+        .await
+        .unwrap();
+    let mut config = LedgerConfig::new("test.civitas/ledger");
+    config.checkpoint_interval = Duration::from_millis(20);
+    let ledger = Ledger::open(db.clone(), config).await.unwrap();
+    (db, ledger)
+}
+
+fn event(i: usize) -> Event {
+    Event::new("test.appended", "system", &format!("object/{i}")).with("i", i as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_get_distinct_indexes_and_every_bundle_verifies() {
+    let (_db, ledger) = open("concurrent").await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let l = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..40 {
+                got.push(l.append(&event(t * 100 + i)).await.unwrap());
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..320).collect::<Vec<u64>>(),
+        "indexes are dense and unique"
+    );
+
+    let key = ledger.verifier_key().to_string();
+    for i in [0u64, 1, 2, 100, 255, 256, 319] {
+        let bundle = ledger.proof_bundle(i).await.unwrap();
+        let text = bundle.to_text();
+        assert!(text.starts_with("c2sp.org/tlog-proof@v1\nextra "), "{text}");
+        let parsed = ProofBundle::parse(&text).unwrap();
+        assert_eq!(parsed, bundle);
+        let cp = parsed.verify(&key).unwrap();
+        assert!(cp.size > i);
+        let logged = Event::decode(parsed.extra.as_ref().unwrap()).unwrap();
+        assert_eq!(logged.kind, "test.appended");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_bundles_fail_verification() {
+    let (_db, ledger) = open("tamper").await;
+    for i in 0..10 {
+        ledger.append(&event(i)).await.unwrap();
+    }
+    let bundle = ledger.proof_bundle(3).await.unwrap();
+    let key = ledger.verifier_key().to_string();
+    assert!(bundle.verify(&key).is_ok());
+
+    let mut changed_entry = bundle.clone();
+    changed_entry.extra = Some(event(4).encode().unwrap());
+    assert!(
+        changed_entry.verify(&key).is_err(),
+        "another entry must not verify at index 3"
+    );
+
+    let mut moved = bundle.clone();
+    moved.index = 4;
+    assert!(
+        moved.verify(&key).is_err(),
+        "the proof is bound to its index"
+    );
+
+    let mut flipped = bundle.clone();
+    flipped.proof[0].0[0] ^= 1;
+    assert!(
+        flipped.verify(&key).is_err(),
+        "a flipped bit in the proof must fail"
+    );
+
+    let size = bundle.verify(&key).unwrap().size;
+    let text = bundle.to_text();
+    let forged_root = text.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1);
+    assert_ne!(forged_root, text);
+    assert!(
+        ProofBundle::parse(&forged_root)
+            .unwrap()
+            .verify(&key)
+            .is_err(),
+        "a changed checkpoint must fail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiles_rebuild_the_checkpointed_root_and_checkpoints_stay_consistent() {
+    let (_db, ledger) = open("tiles").await;
+    for i in 0..300 {
+        ledger.append(&event(i)).await.unwrap();
+    }
+    let cp = ledger.wait_for_checkpoint(299).await.unwrap();
+    assert_eq!(cp.size, 300);
+    // Rebuild the tree from the entry bundles alone, as an auditor would.
+    let mut entries = Vec::new();
+    for (n, width) in [(0u64, 256u32), (1, 44)] {
+        let bundle = ledger.entry_bundle(n, width).await.unwrap();
+        let mut rest = bundle.as_slice();
+        while !rest.is_empty() {
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            entries.push(rest[2..2 + len].to_vec());
+            rest = &rest[2 + len..];
+        }
+    }
+    let mut f = Frontier::empty();
+    let mut hashes = Vec::new();
+    for e in &entries {
+        f.append(record_hash(e), &mut hashes);
+    }
+    assert_eq!(f.root(), cp.root);
+    // The level-0 hash tile is the leaves' hashes; level 1 holds the one full subtree of 256.
+    let tile0 = ledger.hash_tile(0, 0, 256).await.unwrap();
+    assert_eq!(&tile0[..32], &record_hash(&entries[0]).0);
+    let tile1 = ledger.hash_tile(1, 0, 1).await.unwrap();
+    assert_eq!(tile1.len(), 32);
+    assert!(
+        ledger.hash_tile(0, 1, 45).await.is_err(),
+        "no tile beyond the checkpoint"
+    );
+    assert!(
+        ledger.hash_tile(0, 1, 43).await.is_err(),
+        "a partial tile must reach the right edge"
+    );
+
+    let old = ledger.checkpoint().await.unwrap();
+    for i in 300..333 {
+        ledger.append(&event(i)).await.unwrap();
+    }
+    let new = ledger.wait_for_checkpoint(332).await.unwrap();
+    let proof = ledger.consistency_proof(old.size, new.size).await.unwrap();
+    verify_consistency(&proof, new.size, new.root, old.size, old.root).unwrap();
+    assert!(
+        verify_consistency(&proof, new.size, new.root, old.size, record_hash(b"fork")).is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_finds_their_own_events_and_only_theirs() {
+    let (_db, ledger) = open("subjects").await;
+    let alice = ledger.subject_secret("person:1").await.unwrap();
+    let bob = ledger.subject_secret("person:2").await.unwrap();
+    assert_eq!(
+        ledger.subject_secret("person:1").await.unwrap(),
+        alice,
+        "stable per person"
+    );
+    let mut mine = Vec::new();
+    for i in 0..6 {
+        let who = if i % 2 == 0 { &alice } else { &bob };
+        let idx = ledger.append(&event(i).about(who.tag())).await.unwrap();
+        if i % 2 == 0 {
+            mine.push(idx);
+        }
+    }
+    let found = ledger.subject_events(alice.tag()).await.unwrap();
+    assert_eq!(found.iter().map(|(i, _)| *i).collect::<Vec<_>>(), mine);
+    let key = ledger.verifier_key().to_string();
+    for (i, e) in &found {
+        assert_eq!(e.subject, Some(alice.tag()));
+        ledger.proof_bundle(*i).await.unwrap().verify(&key).unwrap();
+    }
+    // The log itself never holds the reference, only the tag.
+    let raw = ledger.entry(mine[0]).await.unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains("person:1"));
+    let none = SubjectTag([7; 32]);
+    assert!(ledger.subject_events(none).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_log_continues_where_it_stopped() {
+    let (db, ledger) = open("reopen").await;
+    let mut roots = HashMap::new();
+    for i in 0..20 {
+        ledger.append(&event(i)).await.unwrap();
+    }
+    let before = ledger.wait_for_checkpoint(19).await.unwrap();
+    roots.insert(before.size, before.root);
+    let key = ledger.verifier_key().to_string();
+    drop(ledger);
+    let again = Ledger::open(db, LedgerConfig::new("test.civitas/ledger"))
+        .await
+        .unwrap();
+    assert_eq!(again.verifier_key(), key, "the same key after a restart");
+    assert_eq!(again.append(&event(20)).await.unwrap(), 20);
+    let after = again.wait_for_checkpoint(20).await.unwrap();
+    let proof = again
+        .consistency_proof(before.size, after.size)
+        .await
+        .unwrap();
+    verify_consistency(&proof, after.size, after.root, before.size, before.root).unwrap();
+}
+
+#[test]
+fn events_encode_canonically_and_refuse_bad_fields() {
+    let e = Event {
+        time_ms: 1,
+        ..Event::new("platform.seeded", "system", "registry/demo")
+    }
+    .with("b", 2)
+    .with("a", 1);
+    let text = String::from_utf8(e.encode().unwrap()).unwrap();
+    assert_eq!(
+        text,
+        r#"{"v":1,"kind":"platform.seeded","actor":"system","object":"registry/demo","time_ms":1,"public":{"a":1,"b":2}}"#
+    );
+    assert!(Event::new("Bad Kind", "system", "x").encode().is_err());
+    assert!(Event::new("ok", "", "x").encode().is_err());
+    let big = Event::new("ok", "system", "x").with("blob", "x".repeat(5000));
+    assert!(big.encode().is_err());
+}
+
+/// Delivers add-checkpoint requests straight to in-process witnesses.
+struct Direct(HashMap<String, crate::Witness>);
+
+impl crate::WitnessTransport for Direct {
+    fn add_checkpoint<'a>(
+        &'a self,
+        url: &'a str,
+        body: String,
+    ) -> crate::witness::TransportFuture<'a> {
+        Box::pin(async move {
+            let w = self.0.get(url).ok_or("no such witness")?;
+            Ok(match w.add_checkpoint(&body).await {
+                Ok(lines) => (200, lines),
+                Err(crate::WitnessRefusal::Conflict(n)) => (409, format!("{n}\n")),
+                Err(e) => (e.status(), e.to_string()),
+            })
+        })
+    }
+}
+
+async fn scratch_db(name: &str) -> Db {
+    let dir = std::env::temp_dir().join(format!("civitas-ledger-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = Db::connect(
+        &format!("sqlite://{}?mode=rwc", dir.join("l.db").display()),
+        4,
+    )
+    .await
+    .unwrap();
+    civitas_store::migrate(&db, &[crate::COMPONENT])
+        .await
+        .unwrap();
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_published_with_a_quorum_of_cosignatures_and_forks_are_caught() {
+    use crate::{TrustedCosigner, Witness, WitnessEndpoint, WitnessPolicy, verify_cosigned};
+    use std::sync::Arc;
+
+    // The log's key is made first so the witnesses can trust it.
+    let log_db = scratch_db("wlog").await;
+    let skey = crate::note::generate_signer_key("test.civitas/ledger");
+    civitas_store::sqlx::query(
+        "INSERT INTO ledger_keys (name, secret, created_ms) VALUES ('log', $1, 0)",
+    )
+    .bind(&skey)
+    .execute(log_db.pool())
+    .await
+    .unwrap();
+    let log_vkey = crate::note::LogKey::from_signer_key(&skey)
+        .unwrap()
+        .verifier_key()
+        .to_string();
+    let w1 = Witness::open(
+        scratch_db("w1").await,
+        "w1.test",
+        std::slice::from_ref(&log_vkey),
+    )
+    .await
+    .unwrap();
+    let w2 = Witness::open(
+        scratch_db("w2").await,
+        "w2.test",
+        std::slice::from_ref(&log_vkey),
+    )
+    .await
+    .unwrap();
+    let trusted = vec![
+        TrustedCosigner::parse(&w1.verifier_key()).unwrap(),
+        TrustedCosigner::parse(&w2.verifier_key()).unwrap(),
+    ];
+    let transport = Arc::new(Direct(HashMap::from([
+        ("w1".to_string(), w1.clone()),
+        ("w2".to_string(), w2.clone()),
+    ])));
+    let mut config = LedgerConfig::new("test.civitas/ledger");
+    config.checkpoint_interval = Duration::from_millis(20);
+    config.witnesses = Some(WitnessPolicy {
+        witnesses: vec![
+            WitnessEndpoint {
+                url: "w1".into(),
+                key: trusted[0].clone(),
+            },
+            WitnessEndpoint {
+                url: "w2".into(),
+                key: trusted[1].clone(),
+            },
+        ],
+        quorum: 2,
+        transport,
+    });
+    let ledger = Ledger::open(log_db, config).await.unwrap();
+    for i in 0..5 {
+        ledger.append(&event(i)).await.unwrap();
+    }
+    let first = ledger.wait_for_checkpoint(4).await.unwrap();
+    verify_cosigned(&first.note, &log_vkey, &trusted, 2).unwrap();
+    for i in 5..9 {
+        ledger.append(&event(i)).await.unwrap();
+    }
+    let second = ledger.wait_for_checkpoint(8).await.unwrap();
+    verify_cosigned(&second.note, &log_vkey, &trusted, 2).unwrap();
+    assert!(verify_cosigned(&second.note, &log_vkey, &trusted, 3).is_err());
+    let bundle = ledger.proof_bundle(2).await.unwrap();
+    verify_cosigned(&bundle.checkpoint, &log_vkey, &trusted, 2).unwrap();
+
+    // Rollback: offering the first checkpoint again after the witness saw the second.
+    let body = crate::witness::add_checkpoint_body(first.size, &[], &first.note);
+    match w1.add_checkpoint(&body).await {
+        Err(crate::WitnessRefusal::Conflict(n)) => assert_eq!(n, second.size),
+        other => panic!("a rollback must be refused with 409, got {other:?}"),
+    }
+
+    // A fork: the same key signs a different history of the same size.
+    let fork_db = scratch_db("wfork").await;
+    civitas_store::sqlx::query(
+        "INSERT INTO ledger_keys (name, secret, created_ms) VALUES ('log', $1, 0)",
+    )
+    .bind(&skey)
+    .execute(fork_db.pool())
+    .await
+    .unwrap();
+    let mut fork_config = LedgerConfig::new("test.civitas/ledger");
+    fork_config.checkpoint_interval = Duration::from_millis(20);
+    let fork = Ledger::open(fork_db, fork_config).await.unwrap();
+    for i in 0..(second.size as usize) {
+        fork.append(&Event::new("test.forged", "system", &format!("x/{i}")))
+            .await
+            .unwrap();
+    }
+    let forged = fork.wait_for_checkpoint(second.size - 1).await.unwrap();
+    assert_eq!(forged.size, second.size);
+    let body = crate::witness::add_checkpoint_body(second.size, &[], &forged.note);
+    assert!(
+        matches!(
+            w1.add_checkpoint(&body).await,
+            Err(crate::WitnessRefusal::Fork(_))
+        ),
+        "same size, other root"
+    );
+    fork.append(&event(99)).await.unwrap();
+    let grown = fork.wait_for_checkpoint(second.size).await.unwrap();
+    let proof = fork
+        .consistency_proof(second.size, grown.size)
+        .await
+        .unwrap();
+    let body = crate::witness::add_checkpoint_body(second.size, &proof, &grown.note);
+    let refusal = w2.add_checkpoint(&body).await.unwrap_err();
+    assert_eq!(
+        refusal.status(),
+        422,
+        "an extension of a forked history: {refusal}"
+    );
+}
+
+/// A fresh PostgreSQL database, when `CIVITAS_TEST_POSTGRES_URL` names a server.
+async fn postgres(name: &str) -> Option<String> {
+    let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CIVITAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+            "CIVITAS_TEST_POSTGRES_URL is required"
+        );
+        eprintln!("skipped: set CIVITAS_TEST_POSTGRES_URL to run this test on PostgreSQL");
+        return None;
+    };
+    let db = Db::connect(&admin, 1).await.unwrap();
+    let dbname = format!("civitas_ledger_{}_{name}", std::process::id());
+    civitas_store::sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {dbname}"))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    civitas_store::sqlx::raw_sql(&format!("CREATE DATABASE {dbname}"))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    db.close().await;
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    Some(format!("{base}/{dbname}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_one_node_sequences_the_others_queue_and_a_successor_takes_over() {
+    let Some(url) = postgres("failover").await else {
+        return;
+    };
+    let node = |url: String| async move {
+        let db = Db::connect(&url, 4).await.unwrap();
+        civitas_store::migrate(&db, &[crate::COMPONENT])
+            .await
+            .unwrap();
+        let mut config = LedgerConfig::new("test.civitas/ledger");
+        config.checkpoint_interval = Duration::from_millis(20);
+        Ledger::open(db, config).await.unwrap()
+    };
+    let a = node(url.clone()).await;
+    let b = node(url.clone()).await;
+    assert!(
+        a.is_sequencer() && !b.is_sequencer(),
+        "exactly one node sequences"
+    );
+    let mut idx = Vec::new();
+    for i in 0..5 {
+        idx.push(a.append(&event(i)).await.unwrap());
+        idx.push(b.append(&event(100 + i)).await.unwrap());
+    }
+    idx.sort_unstable();
+    assert_eq!(idx, (0..10).collect::<Vec<u64>>());
+    let before = b.wait_for_checkpoint(9).await.unwrap();
+    let key = b.verifier_key().to_string();
+    b.proof_bundle(3).await.unwrap().verify(&key).unwrap();
+
+    drop(a); // the sequencer's node goes away; its lock is released
+    let started = std::time::Instant::now();
+    while !b.is_sequencer() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no node took over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.append(&event(200)).await.unwrap(), 10);
+    let after = b.wait_for_checkpoint(10).await.unwrap();
+    let proof = b.consistency_proof(before.size, after.size).await.unwrap();
+    verify_consistency(&proof, after.size, after.root, before.size, before.root).unwrap();
+}

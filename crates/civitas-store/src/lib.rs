@@ -1,0 +1,186 @@
+//! Database access for every Civitas block: one pool type over SQLite or PostgreSQL,
+//! per-component migrations with a schema-version guard, and fast bulk inserts.
+//!
+//! SQL is written once for both engines: `$1`-style parameters, portable column types
+//! (`TEXT`, `BIGINT`, `DOUBLE PRECISION`, `BOOLEAN`) and `BLOB`, which becomes `BYTEA` on
+//! PostgreSQL when a migration is applied.
+
+mod bulk;
+mod migrate;
+
+pub use bulk::{BulkInsert, Value};
+pub use migrate::{
+    Component, Migration, SchemaState, SchemaStatus, migrate, refuse_newer, schema_status,
+};
+pub use sqlx;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+/// The database engine behind a [`Db`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Embedded SQLite in a file (the default).
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl Engine {
+    /// The engine's name as shown to people and in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
+/// Errors from the store; each says what an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not one Civitas can use.
+    #[error("database URL `{0}` is not a sqlite: or postgres:// URL")]
+    UnsupportedUrl(String),
+    /// The database could not be reached or opened.
+    #[error("cannot connect to the {engine} database: {source}")]
+    Connect {
+        /// Which engine was tried.
+        engine: &'static str,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// The database holds a schema written by a newer Civitas.
+    #[error(
+        "the database schema is newer than this civitas: component `{component}` is at version {found}, this build knows up to {known}; upgrade civitas before starting it against this database"
+    )]
+    SchemaNewer {
+        /// Component whose schema is ahead.
+        component: String,
+        /// Version found in the database.
+        found: i64,
+        /// Highest version this build knows.
+        known: i64,
+    },
+    /// A migration failed; nothing of it was applied.
+    #[error("migration {component} v{version} ({name}) failed: {source}")]
+    Migration {
+        /// Component the migration belongs to.
+        component: String,
+        /// Its version.
+        version: i64,
+        /// Its name.
+        name: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// A pool of connections to the Civitas database.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://...`).
+    ///
+    /// SQLite runs in WAL mode with `synchronous=FULL`, so every acknowledged commit is on
+    /// disk and survives a crash.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Engine::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let opts = AnyConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
+            engine: engine.name(),
+            source,
+        })?;
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10));
+        if engine == Engine::Sqlite {
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Connect {
+                engine: engine.name(),
+                source,
+            })?;
+        Ok(Db { pool, engine })
+    }
+
+    /// The underlying pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which engine this database runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Connections open now and how many of them are idle.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Rewrites portable SQL for this engine (`BLOB` becomes `BYTEA` on PostgreSQL).
+    pub fn dialect(&self, sql: &str) -> String {
+        dialect(self.engine, sql)
+    }
+}
+
+pub(crate) fn dialect(engine: Engine, sql: &str) -> String {
+    match engine {
+        Engine::Sqlite => sql.to_string(),
+        Engine::Postgres => sql.replace(" BLOB", " BYTEA"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_becomes_bytea_on_postgres_only() {
+        let sql = "CREATE TABLE t (k BLOB NOT NULL)";
+        assert_eq!(
+            dialect(Engine::Postgres, sql),
+            "CREATE TABLE t (k BYTEA NOT NULL)"
+        );
+        assert_eq!(dialect(Engine::Sqlite, sql), sql);
+    }
+}

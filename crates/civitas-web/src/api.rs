@@ -1,0 +1,117 @@
+//! The public JSON API under `/api/v1`, and its OpenAPI 3.1 document.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{Problem, Shared, ops};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Civitas API", description = "Public API of a Civitas digital-government platform."),
+    paths(list_agencies, get_agency, status, ops::healthz, ops::readyz),
+    components(schemas(AgencyView, StatusView, Problem)),
+    tags(
+        (name = "agencies", description = "The government agencies on this platform"),
+        (name = "platform", description = "This instance"),
+        (name = "operations", description = "Health and readiness probes"),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the public API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub(crate) fn routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/api/v1/agencies", get(list_agencies))
+        .route("/api/v1/agencies/{code}", get(get_agency))
+        .route("/api/v1/status", get(status))
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi()))
+}
+
+/// A government agency.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AgencyView {
+    /// Stable short code, also its exchange member code.
+    code: String,
+    /// Kind: `ministry`, `agency` or `operator`.
+    kind: String,
+    /// Name in Traditional Chinese.
+    name_zh: String,
+    /// Name in English.
+    name_en: String,
+    /// What it does, in Traditional Chinese.
+    description_zh: String,
+    /// What it does, in English.
+    description_en: String,
+    /// Its supervising ministry in Traditional Chinese, if any.
+    parent_zh: String,
+    /// Its supervising ministry in English, if any.
+    parent_en: String,
+    /// Its public website.
+    website: String,
+}
+
+impl From<civitas_registry::Agency> for AgencyView {
+    fn from(a: civitas_registry::Agency) -> Self {
+        AgencyView {
+            code: a.code,
+            kind: a.kind,
+            name_zh: a.name_zh,
+            name_en: a.name_en,
+            description_zh: a.description_zh,
+            description_en: a.description_en,
+            parent_zh: a.parent_zh,
+            parent_en: a.parent_en,
+            website: a.website,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/agencies", tag = "agencies",
+    responses((status = 200, description = "Every agency, ordered by code", body = [AgencyView])))]
+async fn list_agencies(State(app): State<Shared>) -> Response {
+    match civitas_registry::agencies(&app.db).await {
+        Ok(list) => {
+            Json(list.into_iter().map(AgencyView::from).collect::<Vec<_>>()).into_response()
+        }
+        Err(e) => Problem::internal(&e).into_response(),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/agencies/{code}", tag = "agencies",
+    params(("code" = String, Path, description = "Agency code, e.g. `HRO`")),
+    responses((status = 200, body = AgencyView), (status = 404, body = Problem)))]
+async fn get_agency(State(app): State<Shared>, Path(code): Path<String>) -> Response {
+    match civitas_registry::agency(&app.db, &code).await {
+        Ok(Some(a)) => Json(AgencyView::from(a)).into_response(),
+        Ok(None) => {
+            Problem::not_found(format!("There is no agency with code `{code}`.")).into_response()
+        }
+        Err(e) => Problem::internal(&e).into_response(),
+    }
+}
+
+/// This instance: software version and database engine.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StatusView {
+    /// Civitas version.
+    version: &'static str,
+    /// `sqlite` or `postgres`.
+    database: &'static str,
+}
+
+#[utoipa::path(get, path = "/api/v1/status", tag = "platform", responses((status = 200, body = StatusView)))]
+async fn status(State(app): State<Shared>) -> Json<StatusView> {
+    Json(StatusView {
+        version: env!("CARGO_PKG_VERSION"),
+        database: app.db.engine().name(),
+    })
+}

@@ -1,0 +1,85 @@
+//! The HTTP edge of Civitas: the public API under `/api/v1` with its OpenAPI document,
+//! operational endpoints (`/healthz`, `/readyz`, `/metrics`) and the server-rendered pages.
+//!
+//! Handlers stay thin: they parse the request, call a block's API and render the result.
+//! Blocks never see HTTP types.
+
+mod api;
+mod i18n;
+mod ledger;
+mod ops;
+mod pages;
+mod problem;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, header};
+use civitas_core::config::Config;
+use civitas_store::{Component, Db};
+use tower::ServiceBuilder;
+use tower_http::LatencyUnit;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+pub use problem::Problem;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// The schema components this build knows, for `/readyz`.
+    pub components: &'static [Component],
+    /// The ledger of consequential events.
+    pub ledger: civitas_ledger::Ledger,
+    /// The witness role, when this instance cosigns other logs' checkpoints.
+    pub witness: Option<civitas_ledger::Witness>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    ops::install_metrics();
+    let state = Arc::new(state);
+    Router::new()
+        .merge(ops::routes())
+        .merge(api::routes())
+        .merge(ledger::routes())
+        .merge(pages::routes())
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(axum::middleware::from_fn(ops::record_metrics))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("same-origin"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_FRAME_OPTIONS,
+                    HeaderValue::from_static("DENY"),
+                )),
+        )
+}
+
+type Shared = Arc<AppState>;

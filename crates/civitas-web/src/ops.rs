@@ -1,0 +1,154 @@
+//! Operational endpoints: liveness, readiness, Prometheus metrics, and the middleware that
+//! measures every request.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{Problem, Shared};
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Installs the process-wide Prometheus recorder once.
+pub(crate) fn install_metrics() {
+    METRICS.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("http_request_duration_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (only in embedding tests): render an empty registry.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    });
+}
+
+/// Counts and times every request by route template and status.
+pub(crate) async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    res
+}
+
+pub(crate) fn routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+}
+
+/// Liveness: the process answers.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    status: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health { status: "alive" })
+}
+
+/// Readiness: the database answers and its schema matches this build.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Readiness {
+    status: &'static str,
+    database: &'static str,
+    schema: Vec<ComponentSchema>,
+}
+
+/// One component's schema version in the database and in this build.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ComponentSchema {
+    component: String,
+    applied: i64,
+    known: i64,
+    current: bool,
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready", body = Readiness),
+    (status = 503, description = "Database unreachable or schema not current", body = Problem)))]
+pub(crate) async fn readyz(State(app): State<Shared>) -> Response {
+    if let Err(e) = app.db.ping().await {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
+            .detail(format!("The database does not answer: {e}"))
+            .into_response();
+    }
+    let status = match civitas_store::schema_status(&app.db, app.components).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
+                .detail(format!("The schema cannot be read: {e}"))
+                .into_response();
+        }
+    };
+    let schema: Vec<ComponentSchema> = status
+        .into_iter()
+        .map(|s| ComponentSchema {
+            current: s.state() == civitas_store::SchemaState::Current,
+            component: s.component,
+            applied: s.applied,
+            known: s.known,
+        })
+        .collect();
+    if let Some(stale) = schema.iter().find(|s| !s.current) {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
+            .detail(format!(
+                "Schema of `{}` is at version {} but this build expects {}; run `civitas migrate`.",
+                stale.component, stale.applied, stale.known
+            ))
+            .into_response();
+    }
+    Json(Readiness {
+        status: "ready",
+        database: app.db.engine().name(),
+        schema,
+    })
+    .into_response()
+}
+
+async fn prometheus(State(app): State<Shared>) -> Response {
+    let (open, idle) = app.db.pool_usage();
+    let in_use = f64::from(open) - idle as f64;
+    metrics::gauge!("civitas_db_pool_connections", "state" => "in_use").set(in_use);
+    metrics::gauge!("civitas_db_pool_connections", "state" => "idle").set(idle as f64);
+    metrics::gauge!("civitas_db_pool_max_connections").set(f64::from(app.config.max_connections));
+    let body = METRICS
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

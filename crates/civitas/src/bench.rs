@@ -1,0 +1,486 @@
+//! `civitas bench startup`: how fast a seeded Civitas becomes ready, how little memory it
+//! holds when idle, and how long a large demo country takes to build.
+//!
+//! Each figure is measured by running this same binary as a child process, the way an
+//! operator would run it, and printed beside its target and the baseline the issue names.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Options of `civitas bench startup`.
+#[derive(clap::Args, Debug)]
+pub struct StartupArgs {
+    /// People in the demo country the server starts on.
+    #[arg(long, default_value_t = 10_000)]
+    citizens: u64,
+    /// People in the large demo country whose seeding is timed (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    large: u64,
+    /// How many cold starts to time.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Scratch folder (removed afterwards). Default: a new folder under the system temp dir.
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+}
+
+/// Runs the benchmark and prints its figures.
+pub fn startup(args: &StartupArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the civitas executable")?;
+    let scratch = args.scratch.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("civitas-bench-{}", std::process::id()))
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let result = run(&exe, &scratch, args);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn run(exe: &Path, scratch: &Path, args: &StartupArgs) -> Result<()> {
+    println!("civitas bench startup — {}", machine());
+    let small = scratch.join("small");
+    let seeded = seed(exe, &small, args.citizens)?;
+    println!(
+        "seeded {} people in {:.2} s (setup, not a figure)",
+        args.citizens,
+        seeded.as_secs_f64()
+    );
+
+    let mut ready = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        let (t, kib) = start_and_measure(exe, &small)?;
+        ready.push(t);
+        rss.push(kib);
+    }
+    ready.sort();
+    rss.sort_unstable();
+    let ready_median = ready[ready.len() / 2].as_secs_f64();
+    let ready_max = ready[ready.len() - 1].as_secs_f64();
+    let rss_mib = rss[rss.len() / 2] as f64 / 1024.0;
+    println!();
+    println!("| figure | value | target | ratio to target | baseline | ratio to baseline |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| start to /readyz 200, {} people (median of {}, max {:.3} s) | {:.3} s | < 1 s | {:.2} | — | — |",
+        args.citizens,
+        ready.len(),
+        ready_max,
+        ready_median,
+        ready_median / 1.0
+    );
+    println!(
+        "| idle resident memory after start (median) | {:.1} MiB | < 60 MB | {:.2} | X-Road security server minimum 3 GB | {:.4} |",
+        rss_mib,
+        rss_mib * 1.048_576 / 60.0,
+        rss_mib / 3072.0
+    );
+    if args.large > 0 {
+        let large = scratch.join("large");
+        let t = seed(exe, &large, args.large)?;
+        let bytes = folder_size(&large)?;
+        println!(
+            "| seed {} people (`civitas seed --citizens {}`) | {:.1} s, database {:.0} MiB | < 120 s | {:.2} | — | — |",
+            args.large,
+            args.large,
+            t.as_secs_f64(),
+            bytes as f64 / 1_048_576.0,
+            t.as_secs_f64() / 120.0
+        );
+    }
+    Ok(())
+}
+
+fn seed(exe: &Path, data: &Path, people: u64) -> Result<Duration> {
+    let started = Instant::now();
+    let out = Command::new(exe)
+        .args([
+            "seed",
+            "--fresh",
+            "--citizens",
+            &people.to_string(),
+            "--data",
+        ])
+        .arg(data)
+        .env("CIVITAS_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run civitas seed")?;
+    if !out.status.success() {
+        bail!(
+            "civitas seed failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(started.elapsed())
+}
+
+/// Starts `civitas serve` on a free port, returns the time until `/readyz` answers 200 and
+/// the resident memory (KiB) after two idle seconds, then stops it with SIGTERM.
+fn start_and_measure(exe: &Path, data: &Path) -> Result<(Duration, u64)> {
+    let port = free_port()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", &addr.to_string()])
+        .env("CIVITAS_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start civitas serve")?;
+    let ready = loop {
+        if started.elapsed() > Duration::from_secs(30) {
+            stop(&mut child);
+            bail!("civitas serve did not become ready within 30 s");
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("civitas serve exited early with {status}");
+        }
+        if get_status(addr, "/readyz") == Some(200) {
+            break started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = resident_kib(child.id()).unwrap_or(0);
+    stop(&mut child);
+    Ok((ready, rss))
+}
+
+fn stop(child: &mut Child) {
+    // SIGTERM lets the server drain and exit; fall back to kill if it does not.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..500 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A minimal HTTP/1.1 GET that returns the status code, so the measurement does not
+/// depend on a client library's start-up.
+fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn folder_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let meta = entry?.metadata()?;
+        if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}
+
+/// A one-line description of the machine for the record.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {mem} memory, {} build",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    )
+}
+
+/// Options of `civitas bench ledger`.
+#[derive(clap::Args, Debug)]
+pub struct LedgerArgs {
+    /// Seconds each throughput run lasts.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Entries in the log on which inclusion proofs are timed.
+    #[arg(long, default_value_t = 10_000_000)]
+    proof_log_size: u64,
+    /// A PostgreSQL server URL where the benchmark may create and drop a scratch database
+    /// (default: $CIVITAS_BENCH_POSTGRES; PostgreSQL runs are skipped without one).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Scratch folder. Default: a new folder under the system temp dir.
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+}
+
+/// Runs `civitas bench ledger` and prints its figures.
+pub fn ledger(args: &LedgerArgs) -> Result<()> {
+    let scratch = args.scratch.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("civitas-bench-ledger-{}", std::process::id()))
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(ledger_async(args, &scratch));
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+async fn scratch_db(
+    engine: &str,
+    scratch: &Path,
+    pg_admin: Option<&str>,
+    name: &str,
+) -> Result<civitas_store::Db> {
+    let url = match engine {
+        "sqlite" => {
+            let dir = scratch.join(name);
+            std::fs::create_dir_all(&dir)?;
+            format!("sqlite://{}?mode=rwc", dir.join("bench.db").display())
+        }
+        _ => {
+            let admin = pg_admin.context("no PostgreSQL URL")?;
+            let db = civitas_store::Db::connect(admin, 1).await?;
+            let dbname = format!("civitas_bench_{}_{name}", std::process::id());
+            civitas_store::sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {dbname}"))
+                .execute(db.pool())
+                .await?;
+            civitas_store::sqlx::raw_sql(&format!("CREATE DATABASE {dbname}"))
+                .execute(db.pool())
+                .await?;
+            db.close().await;
+            let (base, _) = admin.rsplit_once('/').context("bad PostgreSQL URL")?;
+            format!("{base}/{dbname}")
+        }
+    };
+    let db = civitas_store::Db::connect(&url, 16).await?;
+    civitas_store::migrate(&db, crate::COMPONENTS).await?;
+    Ok(db)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Appends from `appenders` tasks for `secs`; returns appends/s and the sorted latencies (s)
+/// from append to a published checkpoint, sampled on every 8th append.
+async fn run_appends(
+    ledger: &civitas_ledger::Ledger,
+    appenders: usize,
+    secs: u64,
+) -> Result<(f64, Vec<f64>)> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for a in 0..appenders {
+        let l = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut waits = Vec::new();
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let e =
+                    civitas_ledger::Event::new("bench.append", "system", &format!("bench/{a}/{n}"));
+                let idx = l.append(&e).await?;
+                if n % 8 == 0 {
+                    let l2 = l.clone();
+                    waits.push(tokio::spawn(async move {
+                        l2.wait_for_checkpoint(idx)
+                            .await
+                            .map(|_| t0.elapsed().as_secs_f64())
+                    }));
+                }
+                n += 1;
+            }
+            let mut lat = Vec::new();
+            for w in waits {
+                lat.push(w.await??);
+            }
+            anyhow::Ok((n, lat))
+        }));
+    }
+    let mut total = 0;
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (n, lat) = t.await??;
+        total += n;
+        latencies.extend(lat);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok((total as f64 / elapsed, latencies))
+}
+
+/// The design without batching: each append is its own synced single-row transaction.
+async fn run_baseline(db: &civitas_store::Db, appenders: usize, secs: u64) -> Result<f64> {
+    civitas_store::sqlx::raw_sql(
+        &db.dialect("CREATE TABLE bench_baseline (idx BIGINT PRIMARY KEY, data BLOB NOT NULL)"),
+    )
+    .execute(db.pool())
+    .await?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..appenders {
+        let (db, next) = (db.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let data = vec![7u8; 120];
+            while Instant::now() < deadline {
+                let idx = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                civitas_store::sqlx::query(
+                    "INSERT INTO bench_baseline (idx, data) VALUES ($1, $2)",
+                )
+                .bind(idx)
+                .bind(data.as_slice())
+                .execute(db.pool())
+                .await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn ledger_async(args: &LedgerArgs, scratch: &Path) -> Result<()> {
+    println!("civitas bench ledger — {}", machine());
+    let pg = args
+        .postgres
+        .clone()
+        .or_else(|| std::env::var("CIVITAS_BENCH_POSTGRES").ok());
+    let mut engines = vec!["sqlite"];
+    if pg.is_some() {
+        engines.push("postgres");
+    } else {
+        println!("(PostgreSQL skipped: pass --postgres URL or set CIVITAS_BENCH_POSTGRES)");
+    }
+    println!();
+    println!(
+        "| engine | appenders | durable appends/s | baseline: one synced row per append, /s | ratio | append→checkpoint p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for engine in &engines {
+        for appenders in [1usize, 8, 64] {
+            let db = scratch_db(engine, scratch, pg.as_deref(), &format!("a{appenders}")).await?;
+            let ledger = civitas_ledger::Ledger::open(
+                db.clone(),
+                civitas_ledger::LedgerConfig::new("bench.civitas/ledger"),
+            )
+            .await?;
+            let (rate, lat) = run_appends(&ledger, appenders, args.seconds).await?;
+            drop(ledger);
+            let base_db =
+                scratch_db(engine, scratch, pg.as_deref(), &format!("b{appenders}")).await?;
+            let baseline = run_baseline(&base_db, appenders, args.seconds).await?;
+            println!(
+                "| {engine} | {appenders} | {rate:.0} | {baseline:.0} | {:.1}× | {:.0} ms | {:.0} ms |",
+                rate / baseline,
+                percentile(&lat, 0.5) * 1000.0,
+                percentile(&lat, 0.99) * 1000.0
+            );
+            db.close().await;
+            base_db.close().await;
+        }
+    }
+    if args.proof_log_size > 0 {
+        let db = scratch_db("sqlite", scratch, None, "proofs").await?;
+        let t = Instant::now();
+        civitas_ledger::bulk_load_for_benchmark(&db, args.proof_log_size).await?;
+        println!();
+        println!(
+            "built a {}-entry log in {:.0} s (setup)",
+            args.proof_log_size,
+            t.elapsed().as_secs_f64()
+        );
+        let ledger = civitas_ledger::Ledger::open(
+            db,
+            civitas_ledger::LedgerConfig::new("bench.civitas/ledger"),
+        )
+        .await?;
+        let size = ledger.checkpoint().await?.size;
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..8u64 {
+            let l = ledger.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut x = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(w + 1);
+                while Instant::now() < deadline {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    l.inclusion_proof(x % size, size).await?;
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await??;
+        }
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "| inclusion proofs on a {size}-entry log (SQLite, 8 tasks) | {rate:.0}/s | target 50,000/s | ratio {:.2} |",
+            rate / 50_000.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The demo country: build it once in the database, reuse it on later starts, rebuild it
+//! on `--fresh`.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use civitas_core::config::{Config, Source};
+use civitas_ledger::Event;
+use civitas_registry::{DemoSpec, DemoSummary};
+use civitas_store::{Db, Engine};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::Running;
+
+/// Today's date in Taiwan (UTC+8), the demo country's default reference date.
+pub fn today_in_taiwan() -> time::Date {
+    (time::OffsetDateTime::now_utc() + time::Duration::hours(8)).date()
+}
+
+/// The demo specification the configuration asks for.
+pub fn spec(config: &Config) -> Result<DemoSpec> {
+    let as_of = match &config.demo_as_of {
+        Some(d) => time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"))
+            .with_context(|| format!("demo.as_of `{d}` is not a calendar date"))?,
+        None => today_in_taiwan(),
+    };
+    Ok(DemoSpec {
+        seed: config.demo_seed,
+        people: config.demo_citizens,
+        as_of,
+    })
+}
+
+/// The file behind a `sqlite:` URL (`sqlite://PATH?options` or `sqlite:PATH`).
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Removes a SQLite database file and its journal files so the demo is rebuilt from nothing.
+pub fn remove_sqlite_files(url: &str) -> Result<()> {
+    let Some(db) = sqlite_path(url) else {
+        return Ok(());
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.clone().into_os_string();
+        name.push(suffix);
+        let path = std::path::PathBuf::from(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!("cannot remove {} to start fresh: {e}", path.display()),
+        }
+    }
+    Ok(())
+}
+
+/// Empties a PostgreSQL database's `public` schema so the demo is rebuilt from nothing.
+pub async fn reset_postgres(db: &Db) -> Result<()> {
+    civitas_store::sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .execute(db.pool())
+        .await
+        .context("cannot empty the PostgreSQL database to start fresh")?;
+    Ok(())
+}
+
+/// What [`ensure_seeded`] did.
+pub enum Seeded {
+    /// The database already held a demo country.
+    Reused(DemoSummary),
+    /// A demo country was generated now, in this many seconds.
+    Built(DemoSummary, f64),
+}
+
+/// Seeds the demo country unless the database already holds one. The database must be
+/// migrated. Shows a progress bar on a terminal.
+pub async fn ensure_seeded(db: &Db, spec: &DemoSpec, quiet: bool) -> Result<Seeded> {
+    if let Some(existing) = civitas_registry::demo_summary(db).await? {
+        return Ok(Seeded::Reused(existing));
+    }
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(spec.people)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} people, {eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message("Building the demo country");
+    let started = Instant::now();
+    let summary =
+        civitas_registry::seed_demo(db, spec, &|done, _total| bar.set_position(done)).await?;
+    let agencies: Vec<(String, bool)> = civitas_registry::agencies(db)
+        .await?
+        .into_iter()
+        .map(|a| {
+            let operator = a.kind == "operator";
+            (a.code, operator)
+        })
+        .collect();
+    civitas_identity::seed_demo_staff(db, &agencies).await?;
+    bar.finish_and_clear();
+    Ok(Seeded::Built(summary, started.elapsed().as_secs_f64()))
+}
+
+/// Rebuilds from nothing when `fresh`, migrates, opens the ledger and seeds when needed;
+/// logs the migrations, the configuration and the seeding. Returns the running parts and
+/// what happened.
+pub async fn prepare(
+    config: &Config,
+    entries: &[(&'static str, String, Source)],
+    fresh: bool,
+    quiet: bool,
+) -> Result<(Running, Seeded)> {
+    // Reset before the schema check: a fresh start must work even on a database that a
+    // newer build wrote.
+    if fresh {
+        let url = config.database_url();
+        if url.starts_with("sqlite:") {
+            remove_sqlite_files(&url)?;
+        } else {
+            let db = Db::connect(&url, 1).await?;
+            if db.engine() == Engine::Postgres {
+                reset_postgres(&db).await?;
+            }
+            db.close().await;
+        }
+    }
+    let db = crate::open_database(config).await?;
+    let applied = civitas_store::migrate(&db, crate::COMPONENTS).await?;
+    let (ledger, witness) = crate::open_ledger(&db, config).await?;
+    crate::record_migrations(&ledger, crate::SYSTEM, &applied).await?;
+    crate::record_config(&ledger, entries).await?;
+    let seeded = ensure_seeded(&db, &spec(config)?, quiet).await?;
+    if let Seeded::Built(s, secs) = &seeded {
+        let event = Event::new("platform.demo_seeded", crate::SYSTEM, "registry/demo")
+            .with("people", s.people)
+            .with("households", s.households)
+            .with("businesses", s.businesses)
+            .with("seed", s.seed)
+            .with("as_of", s.as_of.to_string())
+            .with("seconds", (secs * 10.0).round() / 10.0);
+        crate::record(&ledger, event).await?;
+    }
+    Ok((
+        Running {
+            db,
+            ledger,
+            witness,
+        },
+        seeded,
+    ))
+}
+#[cfg(test)]
+mod tests {
+    use super::sqlite_path;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_path("sqlite:///var/x.db?mode=rwc").unwrap().to_str(),
+            Some("/var/x.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:rel/x.db").unwrap().to_str(),
+            Some("rel/x.db")
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+}

@@ -1,0 +1,297 @@
+//! Wiring of the Civitas binary: configuration loading, database start-up, demo seeding
+//! and the HTTP server. `main.rs` parses the command line; integration tests call these
+//! functions to start a real server.
+
+pub mod bench;
+pub mod demo;
+pub mod ledger_cli;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use civitas_core::config::Config;
+use civitas_ledger::{Event, Ledger, LedgerConfig, Witness};
+use civitas_store::{Component, Db};
+use tokio::net::TcpListener;
+
+/// Every block's schema, in the order migrations are applied.
+pub const COMPONENTS: &[Component] = &[
+    civitas_ledger::COMPONENT,
+    civitas_registry::COMPONENT,
+    civitas_identity::COMPONENT,
+];
+
+/// The ledger's actor for actions the platform takes by itself.
+pub const SYSTEM: &str = "system";
+/// The ledger's actor for actions an operator takes from the command line.
+pub const OPERATOR_CLI: &str = "operator:cli";
+
+/// Sends witness requests over HTTP.
+struct HttpWitnesses(reqwest::Client);
+
+impl civitas_ledger::WitnessTransport for HttpWitnesses {
+    fn add_checkpoint<'a>(
+        &'a self,
+        url: &'a str,
+        body: String,
+    ) -> civitas_ledger::witness::TransportFuture<'a> {
+        Box::pin(async move {
+            let res = self
+                .0
+                .post(format!("{}/add-checkpoint", url.trim_end_matches('/')))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = res.status().as_u16();
+            Ok((status, res.text().await.map_err(|e| e.to_string())?))
+        })
+    }
+}
+
+/// Opens the ledger with the configured witnesses, and the witness role when configured.
+pub async fn open_ledger(db: &Db, config: &Config) -> Result<(Ledger, Option<Witness>)> {
+    let mut lc = LedgerConfig::new(&config.ledger_origin());
+    lc.checkpoint_interval = std::time::Duration::from_millis(config.ledger_checkpoint_ms);
+    if !config.ledger_witnesses.is_empty() {
+        let witnesses = config
+            .ledger_witnesses
+            .iter()
+            .map(|(url, key)| {
+                Ok(civitas_ledger::WitnessEndpoint {
+                    url: url.clone(),
+                    key: civitas_ledger::TrustedCosigner::parse(key)?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, civitas_ledger::LedgerError>>()
+            .context("ledger.witnesses")?;
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .context("cannot build the witness HTTP client")?;
+        lc.witnesses = Some(civitas_ledger::WitnessPolicy {
+            witnesses,
+            quorum: config.ledger_witness_quorum as usize,
+            transport: Arc::new(HttpWitnesses(client)),
+        });
+    }
+    let ledger = Ledger::open(db.clone(), lc)
+        .await
+        .context("cannot open the ledger")?;
+    let witness = match &config.witness_name {
+        Some(name) => Some(
+            Witness::open(db.clone(), name, &config.witness_logs)
+                .await
+                .context("cannot open the witness")?,
+        ),
+        None => None,
+    };
+    Ok((ledger, witness))
+}
+
+/// Logs a platform event and returns its index.
+pub async fn record(ledger: &Ledger, event: Event) -> Result<u64> {
+    Ok(ledger
+        .append(&event)
+        .await
+        .context("cannot append to the ledger")?)
+}
+
+/// Logs the effective configuration (its hash, secrets masked first) when it differs from
+/// the last one logged, so every configuration change is on the record.
+pub async fn record_config(
+    ledger: &Ledger,
+    entries: &[(&'static str, String, civitas_core::config::Source)],
+) -> Result<Option<u64>> {
+    use sha2::Digest;
+    let mut text = String::new();
+    for (k, v, _) in entries {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let digest: String = sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let last = ledger.latest_of_kind("platform.config_applied").await?;
+    if last.is_some_and(|(_, e)| {
+        e.public.get("config_sha256").and_then(|v| v.as_str()) == Some(digest.as_str())
+    }) {
+        return Ok(None);
+    }
+    let keys: Vec<&str> = entries
+        .iter()
+        .filter(|(_, _, s)| *s != civitas_core::config::Source::Default)
+        .map(|(k, _, _)| *k)
+        .collect();
+    let event = Event::new("platform.config_applied", SYSTEM, "config")
+        .with("config_sha256", digest)
+        .with("set_keys", keys);
+    Ok(Some(record(ledger, event).await?))
+}
+
+/// Makes sure the data folder exists and can be written to.
+pub fn prepare_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("the data folder {} cannot be created: {e}", dir.display()))?;
+    let probe = dir.join(".civitas-write-check");
+    std::fs::write(&probe, b"ok")
+        .map_err(|e| anyhow::anyhow!("the data folder {} is not writable: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Binds the listening socket, with a clear message when the port is taken.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            anyhow::anyhow!(
+                "port {} on {} is already in use by another program; choose another with --listen",
+                addr.port(),
+                addr.ip()
+            )
+        }
+        _ => anyhow::anyhow!("cannot listen on {addr}: {e}"),
+    })
+}
+
+/// Connects to the configured database (SQLite in the data folder by default) and refuses
+/// a schema newer than this build.
+pub async fn open_database(config: &Config) -> Result<Db> {
+    if config.database.is_none() {
+        prepare_data_dir(&config.data_dir)?;
+    }
+    let url = config.database_url();
+    let db = Db::connect(&url, config.max_connections).await?;
+    let status = civitas_store::schema_status(&db, COMPONENTS).await?;
+    civitas_store::refuse_newer(&status)?;
+    Ok(db)
+}
+
+/// Logs migrations that were applied, as one platform event.
+pub async fn record_migrations(
+    ledger: &Ledger,
+    actor: &str,
+    applied: &[(String, i64, String)],
+) -> Result<()> {
+    if applied.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = applied
+        .iter()
+        .map(|(c, v, _)| format!("{c} v{v}"))
+        .collect();
+    record(
+        ledger,
+        Event::new("platform.schema_migrated", actor, "schema").with("applied", list),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Opens the database, applies migrations when `auto_migrate` is on, opens the ledger and
+/// logs the start-up's consequential events (migrations, a changed configuration).
+pub async fn start(
+    config: &Config,
+    entries: &[(&'static str, String, civitas_core::config::Source)],
+) -> Result<Running> {
+    let db = open_database(config).await?;
+    let applied = if config.auto_migrate {
+        civitas_store::migrate(&db, COMPONENTS).await?
+    } else {
+        Vec::new()
+    };
+    let status = civitas_store::schema_status(&db, COMPONENTS).await?;
+    if let Some(s) = status
+        .iter()
+        .find(|s| s.component == "ledger" && s.state() != civitas_store::SchemaState::Current)
+    {
+        anyhow::bail!(
+            "the ledger's schema is at version {} but this build needs {}; run `civitas migrate` first",
+            s.applied,
+            s.known
+        );
+    }
+    let (ledger, witness) = open_ledger(&db, config).await?;
+    record_migrations(&ledger, SYSTEM, &applied).await?;
+    record_config(&ledger, entries).await?;
+    Ok(Running {
+        db,
+        ledger,
+        witness,
+    })
+}
+
+/// Everything a running server holds.
+pub struct Running {
+    /// The database.
+    pub db: Db,
+    /// The ledger.
+    pub ledger: Ledger,
+    /// The witness role, if configured.
+    pub witness: Option<Witness>,
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// for the configured grace period.
+pub async fn serve(
+    listener: TcpListener,
+    running: Running,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
+    let Running {
+        db,
+        ledger,
+        witness,
+    } = running;
+    let app = civitas_web::app(civitas_web::AppState {
+        db: db.clone(),
+        config: Arc::new(config),
+        components: COMPONENTS,
+        ledger,
+        witness,
+    });
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing requests in flight");
+        notify.notify_one();
+    });
+    let outcome = tokio::select! {
+        r = server => r.context("the HTTP server failed"),
+        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with requests still in flight");
+            Ok(())
+        }
+    };
+    db.close().await;
+    tracing::info!("stopped");
+    outcome
+}
+
+/// Resolves when the process receives SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

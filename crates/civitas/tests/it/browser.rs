@@ -1,0 +1,236 @@
+//! Pages in a real browser: headless Chromium driven over WebDriver, with axe-core checking
+//! accessibility, at desktop and 360 px phone widths.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::support::{Engine, TestApp, require_all, scratch};
+
+/// A chromedriver process and a browser session in it, closed on drop.
+struct Browser {
+    client: Client,
+    driver: Child,
+    axe: String,
+}
+
+impl Browser {
+    async fn start() -> Option<Browser> {
+        let (Ok(driver_path), Ok(axe_path)) = (
+            std::env::var("CIVITAS_TEST_CHROMEDRIVER"),
+            std::env::var("CIVITAS_TEST_AXE"),
+        ) else {
+            assert!(
+                !require_all(),
+                "CIVITAS_TEST_CHROMEDRIVER and CIVITAS_TEST_AXE must be set when CIVITAS_TEST_REQUIRE_ALL=1"
+            );
+            eprintln!(
+                "skipped: set CIVITAS_TEST_CHROMEDRIVER and CIVITAS_TEST_AXE to run browser tests"
+            );
+            return None;
+        };
+        let axe = std::fs::read_to_string(&axe_path).expect("read axe-core");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = scratch("chrome");
+        let chromium =
+            std::env::var("CIVITAS_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display()),
+                    "--window-size=1280,900",
+                ]
+            }
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let started = Instant::now();
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if started.elapsed() < Duration::from_secs(20) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot start a browser session: {e}"),
+            }
+        };
+        Some(Browser {
+            client,
+            driver,
+            axe,
+        })
+    }
+
+    /// Runs axe-core on the current page and returns its violations (rule id and nodes).
+    async fn axe_violations(&self) -> Vec<String> {
+        self.client
+            .execute(&format!("{}\nreturn true;", self.axe), vec![])
+            .await
+            .expect("inject axe-core");
+        let result = self
+            .client
+            .execute(
+                "return axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', ')));",
+                vec![],
+            )
+            .await
+            .expect("run axe-core");
+        result
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    async fn overflows_horizontally(&self) -> bool {
+        let v = self
+            .client
+            .execute("return document.documentElement.scrollWidth > document.documentElement.clientWidth;", vec![])
+            .await
+            .unwrap();
+        v.as_bool().unwrap()
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn agency_code(app: &TestApp) -> String {
+    let list: Vec<Value> = app.get("/api/v1/agencies").await.json().await.unwrap();
+    list[0]["code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_pass_axe_in_both_languages_at_desktop_and_phone_widths() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Engine::Sqlite).await.unwrap();
+    let code = agency_code(&app).await;
+    let pages = [
+        "/".to_string(),
+        "/agencies".to_string(),
+        format!("/agencies/{code}"),
+        "/no-such-page".to_string(),
+    ];
+    let mut failures = Vec::new();
+    for (width, height) in [(1280, 900), (360, 740)] {
+        browser.client.set_window_size(width, height).await.unwrap();
+        for lang in ["zh-TW", "en"] {
+            browser
+                .client
+                .goto(&format!("{}/lang/{lang}?next=/", app.base))
+                .await
+                .unwrap();
+            for page in &pages {
+                browser
+                    .client
+                    .goto(&format!("{}{page}", app.base))
+                    .await
+                    .unwrap();
+                for v in browser.axe_violations().await {
+                    failures.push(format!("{lang} {page} at {width}px: {v}"));
+                }
+                if browser.overflows_horizontally().await {
+                    failures.push(format!("{lang} {page} at {width}px: scrolls sideways"));
+                }
+            }
+        }
+    }
+    browser.close().await;
+    app.stop().await;
+    assert!(
+        failures.is_empty(),
+        "accessibility or layout failures:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_switches_language_by_clicking_and_it_is_remembered() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Engine::Sqlite).await.unwrap();
+    let c = &browser.client;
+    c.goto(&format!("{}/agencies", app.base)).await.unwrap();
+    assert_eq!(
+        c.find(Locator::Css("h1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "政府機關"
+    );
+    c.find(Locator::Css("a.lang-switch"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        "/agencies",
+        "stays on the same page"
+    );
+    assert_eq!(
+        c.find(Locator::Css("h1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "Agencies"
+    );
+    // Remembered on the next page.
+    c.find(Locator::Css("a.brand"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let lang = c
+        .execute("return document.documentElement.lang;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(lang, "en");
+    // The skip link is the first thing a keyboard reaches, and it leads to the main content.
+    let first = c
+        .execute(
+            "document.body.focus(); return document.querySelector('a').getAttribute('href');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, "#main");
+    browser.close().await;
+    app.stop().await;
+}

@@ -1,0 +1,15 @@
+//! Civitas integration tests: each starts the real server on a random loopback port, on
+//! SQLite and on PostgreSQL, and speaks to it with real clients (an HTTP client, the
+//! `civitas` binary itself, and a headless browser).
+//!
+//! PostgreSQL tests run when `CIVITAS_TEST_POSTGRES_URL` names a server where the test may
+//! create databases; browser tests when `CIVITAS_TEST_CHROMEDRIVER` and `CIVITAS_TEST_AXE`
+//! are set. `scripts/test` sets all three and `CIVITAS_TEST_REQUIRE_ALL=1`, which turns a
+//! missing one into a failure instead of a skip.
+
+mod support;
+
+mod browser;
+mod cli;
+mod http;
+mod ledger;

@@ -1,0 +1,180 @@
+//! Starting real Civitas servers for tests.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use civitas_core::config::{Config, Layers};
+use civitas_store::sqlx;
+
+/// The database engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Whether a missing optional dependency (PostgreSQL, browser) fails the test.
+pub fn require_all() -> bool {
+    std::env::var("CIVITAS_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// A fresh scratch folder for one test.
+pub fn scratch(tag: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("civitas-it-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A fresh, empty PostgreSQL database, or `None` (with a note) when no server is configured.
+pub async fn postgres_database() -> Option<String> {
+    let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") else {
+        assert!(
+            !require_all(),
+            "CIVITAS_TEST_POSTGRES_URL is not set but CIVITAS_TEST_REQUIRE_ALL=1"
+        );
+        eprintln!("skipped: set CIVITAS_TEST_POSTGRES_URL to run this test on PostgreSQL");
+        return None;
+    };
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("civitas_it_{}_{n}", std::process::id());
+    let db = civitas_store::Db::connect(&admin, 1)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    db.close().await;
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&format!("/{name}"));
+    Some(url.to_string())
+}
+
+/// The configuration a test server uses: a scratch data folder, a small demo country with a
+/// fixed seed and date, a random port and frequent checkpoints.
+pub fn test_layers(data: &std::path::Path, database: Option<&str>) -> Layers {
+    let mut flags = vec![
+        ("data_dir", data.display().to_string(), "--data"),
+        ("listen", "127.0.0.1:0".to_string(), "--listen"),
+        ("demo.citizens", "600".to_string(), "--citizens"),
+        ("demo.seed", "42".to_string(), "--seed"),
+        ("demo.as_of", "2026-11-22".to_string(), "--as-of"),
+        ("shutdown_grace_secs", "5".to_string(), "--grace"),
+        ("max_connections", "4".to_string(), "--max-connections"),
+        ("ledger.checkpoint_ms", "20".to_string(), "--checkpoint-ms"),
+    ];
+    if let Some(url) = database {
+        flags.push(("database", url.to_string(), "--database"));
+    }
+    Layers {
+        file: None,
+        env: Vec::new(),
+        flags,
+    }
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub config: Config,
+    pub ledger: civitas_ledger::Ledger,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    /// Starts a seeded server on `engine`, or returns `None` when the engine is unavailable.
+    pub async fn spawn(engine: Engine) -> Option<TestApp> {
+        let data = scratch("app");
+        let database = match engine {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(postgres_database().await?),
+        };
+        let resolved = test_layers(&data, database.as_deref()).resolve().unwrap();
+        let config = resolved.config.clone();
+        let (running, _) = civitas::demo::prepare(&config, &resolved.entries, false, true)
+            .await
+            .expect("seed the demo country");
+        let ledger = running.ledger.clone();
+        let listener = civitas::bind(config.listen).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = config.clone();
+        let task = tokio::spawn(async move {
+            civitas::serve(listener, running, served, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server ran");
+        });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Some(TestApp {
+            base,
+            client,
+            config,
+            ledger,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// GETs a path and returns the response.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+/// Defines each test twice, `sqlite::name` and `postgres::name`, with a running [`TestApp`].
+#[macro_export]
+macro_rules! on_both_engines {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let $app = $crate::support::TestApp::spawn($crate::support::Engine::Sqlite).await.unwrap();
+                    $body
+                }
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some($app) = $crate::support::TestApp::spawn($crate::support::Engine::Postgres).await else { return };
+                    $body
+                }
+            )*
+        }
+    };
+}
