@@ -125,7 +125,7 @@ pub async fn seed_demo_staff(db: &Db, agencies: &[(String, bool)]) -> Result<u64
                     "staff".into(),
                     format!("{}.{i}@{lower}.gov.example", role.code()).into(),
                     name.into(),
-                    code.as_str().into(),
+                    code.clone().into(),
                     role.code().into(),
                     "demo".into(),
                 ]);
@@ -138,7 +138,7 @@ pub async fn seed_demo_staff(db: &Db, agencies: &[(String, bool)]) -> Result<u64
                     "operator".into(),
                     format!("operator.{i}@{lower}.gov.example").into(),
                     DEMO_NAMES[(n + i) % DEMO_NAMES.len()].into(),
-                    code.as_str().into(),
+                    code.clone().into(),
                     "operator".into(),
                     "demo".into(),
                 ]);
@@ -146,7 +146,7 @@ pub async fn seed_demo_staff(db: &Db, agencies: &[(String, bool)]) -> Result<u64
         }
     }
     let mut tx = db.pool().begin().await?;
-    let written = rows.flush(&mut tx).await?;
+    let written = rows.flush(&mut tx, db.engine()).await?;
     tx.commit().await?;
     Ok(written)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use civitas_store::Db;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tlog_tiles::{RecordProof, TreeProof};
 
 use civitas_store::Engine;
@@ -72,6 +72,8 @@ struct Inner {
     receiver: Mutex<Option<mpsc::Receiver<Append>>>,
     /// Whether this node is the sequencer now.
     leader: AtomicBool,
+    /// Entries durable in the tree, as far as this node knows.
+    durable: AtomicU64,
     latest: RwLock<Option<Arc<SignedCheckpoint>>>,
     published: watch::Receiver<u64>,
     publish: watch::Sender<u64>,
@@ -104,6 +106,7 @@ impl Ledger {
             appends,
             receiver: Mutex::new(Some(rx)),
             leader: AtomicBool::new(false),
+            durable: AtomicU64::new(0),
             latest: RwLock::new(latest),
             published,
             publish,
@@ -122,6 +125,15 @@ impl Ledger {
             }
         }
         Ok(Ledger { inner })
+    }
+
+    /// How many entries are durable, as far as this node knows (on a node that does not
+    /// sequence: as of the last published checkpoint).
+    pub fn durable_size(&self) -> u64 {
+        self.inner
+            .durable
+            .load(Ordering::SeqCst)
+            .max(*self.inner.published.borrow())
     }
 
     /// Whether this node sequences the log now.
@@ -432,6 +444,9 @@ async fn lead(
     let rx = inner.receiver.lock().await.take().ok_or_else(|| {
         LedgerError::Unavailable("another sequencer term is still running".into())
     })?;
+    inner
+        .durable
+        .store(sequencer.frontier.size(), Ordering::SeqCst);
     inner.leader.store(true, Ordering::SeqCst);
     tracing::info!(
         size = sequencer.frontier.size(),
@@ -616,6 +631,7 @@ impl Sequencer {
         {
             Ok(()) => {
                 self.frontier = next;
+                inner.durable.store(self.frontier.size(), Ordering::SeqCst);
                 for (i, r) in replies.into_iter().enumerate() {
                     let _ = r.send(Ok(start + i as u64));
                 }

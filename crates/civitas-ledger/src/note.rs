@@ -82,6 +82,21 @@ impl LogKey {
     }
 }
 
+/// Whether `s` has the shape of a note verifier key, `<name>+<8 hex digits>+<base64>`. The
+/// base64 part may itself contain `+`, so the text is split at the first two only.
+pub fn is_verifier_key(s: &str) -> bool {
+    let mut parts = s.trim().splitn(3, '+');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(name), Some(id), Some(key)) => {
+            !name.is_empty()
+                && id.len() == 8
+                && id.bytes().all(|b| b.is_ascii_hexdigit())
+                && !key.is_empty()
+        }
+        _ => false,
+    }
+}
+
 /// A checkpoint whose log signature has been verified.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedCheckpoint {
@@ -128,6 +143,13 @@ pub fn verify_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verifier_keys_are_recognised_even_with_plus_signs_in_their_base64() {
+        assert!(is_verifier_key("example.gov/ledger+0a1b2c3d+AQ+b/c=="));
+        assert!(!is_verifier_key("example.gov/ledger+0a1b2c+AQ=="));
+        assert!(!is_verifier_key("just text"));
+    }
 
     #[test]
     fn a_signed_checkpoint_verifies_and_a_changed_one_does_not() {

@@ -160,7 +160,7 @@ pub(crate) async fn write_batch(
             e.queue_ref.into(),
         ]);
     }
-    rows.flush(&mut tx).await?;
+    rows.flush(&mut tx, db.engine()).await?;
     for chunk in dequeued.chunks(500) {
         let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let q = format!(
@@ -177,7 +177,7 @@ pub(crate) async fn write_batch(
     for (idx, h) in hashes {
         hash_rows.row([Value::I64(idx as i64), Value::Bytes(h.0.to_vec())]);
     }
-    hash_rows.flush(&mut tx).await?;
+    hash_rows.flush(&mut tx, db.engine()).await?;
     tx.commit().await.map_err(sql)?;
     Ok(())
 }

@@ -226,3 +226,117 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+    use tlog_tiles::HashReader;
+
+    use super::*;
+
+    /// A whole tree of `size` leaves in memory, built with the frontier.
+    struct Tree {
+        hashes: HashMap<u64, Hash>,
+        roots: Vec<Hash>,
+    }
+
+    impl HashReader for Tree {
+        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+            indexes
+                .iter()
+                .map(|i| {
+                    self.hashes
+                        .get(i)
+                        .copied()
+                        .ok_or(tlog_tiles::Error::IndexesNotInTree)
+                })
+                .collect()
+        }
+    }
+
+    fn leaf(seed: u64, i: u64) -> Hash {
+        record_hash(&[seed.to_be_bytes(), i.to_be_bytes()].concat())
+    }
+
+    fn build(seed: u64, size: u64) -> Tree {
+        let mut f = Frontier::empty();
+        let mut out = Vec::with_capacity(size as usize * 2);
+        let mut roots = Vec::with_capacity(size as usize + 1);
+        roots.push(f.root());
+        for i in 0..size {
+            f.append(leaf(seed, i), &mut out);
+            roots.push(f.root());
+        }
+        Tree {
+            hashes: out.into_iter().collect(),
+            roots,
+        }
+    }
+
+    fn flip(h: &mut Hash, bit: usize) {
+        h.0[(bit / 8) % 32] ^= 1 << (bit % 8);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+        #[test]
+        fn every_inclusion_proof_verifies_and_any_flipped_bit_fails(
+            seed in any::<u64>(),
+            size in 1u64..100_000,
+            picks in proptest::collection::vec(any::<u64>(), 8),
+            bit in 0usize..256,
+        ) {
+            let tree = build(seed, size);
+            let root = tree.roots[size as usize];
+            for p in &picks {
+                let n = p % size;
+                let proof = tlog_tiles::prove_record(size, n, &tree).unwrap();
+                prop_assert!(verify_inclusion(&proof, size, root, n, leaf(seed, n)).is_ok());
+                let mut bad_leaf = leaf(seed, n);
+                flip(&mut bad_leaf, bit);
+                prop_assert!(verify_inclusion(&proof, size, root, n, bad_leaf).is_err());
+                let mut bad_root = root;
+                flip(&mut bad_root, bit);
+                prop_assert!(verify_inclusion(&proof, size, bad_root, n, leaf(seed, n)).is_err());
+                if !proof.is_empty() {
+                    let mut bad_proof = proof.clone();
+                    let at = (*p as usize / 7) % bad_proof.len();
+                    flip(&mut bad_proof[at], bit);
+                    prop_assert!(verify_inclusion(&bad_proof, size, root, n, leaf(seed, n)).is_err());
+                }
+            }
+        }
+
+        #[test]
+        fn every_consistency_proof_verifies_and_any_flipped_bit_fails(
+            seed in any::<u64>(),
+            size in 2u64..100_000,
+            picks in proptest::collection::vec(any::<u64>(), 8),
+            bit in 0usize..256,
+        ) {
+            let tree = build(seed, size);
+            let new_root = tree.roots[size as usize];
+            for p in &picks {
+                let old = 1 + p % (size - 1);
+                let old_root = tree.roots[old as usize];
+                let proof = tlog_tiles::prove_tree(size, old, &tree).unwrap();
+                prop_assert!(verify_consistency(&proof, size, new_root, old, old_root).is_ok());
+                let mut bad_old = old_root;
+                flip(&mut bad_old, bit);
+                prop_assert!(verify_consistency(&proof, size, new_root, old, bad_old).is_err());
+                let mut bad_new = new_root;
+                flip(&mut bad_new, bit);
+                prop_assert!(verify_consistency(&proof, size, bad_new, old, old_root).is_err());
+                if !proof.is_empty() {
+                    let mut bad_proof = proof.clone();
+                    let at = (*p as usize / 7) % bad_proof.len();
+                    flip(&mut bad_proof[at], bit);
+                    prop_assert!(verify_consistency(&bad_proof, size, new_root, old, old_root).is_err());
+                }
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use civitas_core::config::Config;
-use civitas_ledger::note::{VerifiedCheckpoint, verify_checkpoint};
+use civitas_ledger::note::{VerifiedCheckpoint, is_verifier_key, verify_checkpoint};
 use civitas_ledger::tiles::{TILE_WIDTH, TileRef};
 use civitas_ledger::tree::{Frontier, Hash, node_hash, record_hash, stored_hash_index};
 use civitas_ledger::{Event, ProofBundle, TrustedCosigner, verify_cosigned};
@@ -94,11 +94,11 @@ fn read_key(arg: &str) -> Result<String> {
         return text
             .lines()
             .map(str::trim)
-            .find(|l| l.split('+').count() == 3)
+            .find(|l| is_verifier_key(l))
             .map(str::to_string)
             .with_context(|| format!("{} holds no verifier key", path.display()));
     }
-    if arg.split('+').count() != 3 {
+    if !is_verifier_key(arg) {
         bail!("`{arg}` is neither a verifier key (name+id+key) nor a file");
     }
     Ok(arg.to_string())
@@ -443,7 +443,7 @@ async fn audit(url: &str, key: Option<&str>) -> Result<()> {
 fn read_key_text(text: &str) -> Option<String> {
     text.lines()
         .map(str::trim)
-        .find(|l| l.split('+').count() == 3)
+        .find(|l| is_verifier_key(l))
         .map(str::to_string)
 }
 

@@ -155,8 +155,15 @@ fn load_config(global: &Global, demo: Option<&DemoArgs>) -> Result<Resolved> {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // PostgreSQL notices ("relation already exists, skipping") are not worth an operator's
+    // attention unless asked for.
+    let directives = if config.log_level.contains("sqlx") {
+        config.log_level.clone()
+    } else {
+        format!("{},sqlx=warn", config.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -105,6 +105,12 @@ impl TestApp {
             .await
             .expect("seed the demo country");
         let ledger = running.ledger.clone();
+        // Start-up events (migrations, configuration, seeding) are in a published checkpoint
+        // before the test begins.
+        ledger
+            .wait_for_checkpoint(ledger.durable_size() - 1)
+            .await
+            .unwrap();
         let listener = civitas::bind(config.listen).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
