@@ -332,7 +332,7 @@ async fn run_appends(
                 let e =
                     civitas_ledger::Event::new("bench.append", "system", &format!("bench/{a}/{n}"));
                 let idx = l.append(&e).await?;
-                if n % 8 == 0 {
+                if n.is_multiple_of(8) {
                     let l2 = l.clone();
                     waits.push(tokio::spawn(async move {
                         l2.wait_for_checkpoint(idx)

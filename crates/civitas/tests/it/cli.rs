@@ -255,6 +255,9 @@ fn a_second_start_reuses_the_demo_and_fresh_rebuilds_it() {
 }
 
 /// Starts `civitas demo` and waits for the line announcing its address.
+// The child is returned to the caller, which waits on it; only a failing assertion (which
+// ends the test) leaves it unwaited.
+#[allow(clippy::zombie_processes)]
 fn start_demo(data: &Path, extra: &[&str]) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
