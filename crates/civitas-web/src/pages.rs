@@ -66,11 +66,32 @@ fn render(t: &impl Template, status: StatusCode) -> Response {
     }
 }
 
+/// The demo country's figures, formatted for reading.
+struct CountryFigures {
+    people: String,
+    households: String,
+    businesses: String,
+    agencies: String,
+}
+
+/// A count with thousands separators: 1000000 becomes "1,000,000".
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 #[derive(Template)]
 #[template(path = "home.html")]
 struct HomePage {
     c: Chrome,
-    country: Option<civitas_registry::DemoSummary>,
+    country: Option<CountryFigures>,
 }
 
 async fn home(
@@ -80,7 +101,15 @@ async fn home(
 ) -> Response {
     let c = Chrome::new(&headers, &uri, "home");
     match civitas_registry::demo_summary(&app.db).await {
-        Ok(country) => render(&HomePage { c, country }, StatusCode::OK),
+        Ok(summary) => {
+            let country = summary.map(|s| CountryFigures {
+                people: grouped(s.people),
+                households: grouped(s.households),
+                businesses: grouped(s.businesses),
+                agencies: grouped(s.agencies),
+            });
+            render(&HomePage { c, country }, StatusCode::OK)
+        }
         Err(e) => error_page(c, &headers, &e),
     }
 }
@@ -289,4 +318,17 @@ async fn not_found(headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Respons
         |t| (t.not_found_title, t.not_found_text),
         String::new(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grouped;
+
+    #[test]
+    fn counts_read_with_thousands_separators() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+    }
 }

@@ -94,7 +94,10 @@ pub async fn open_ledger(db: &Db, config: &Config) -> Result<(Ledger, Option<Wit
 
 /// Logs a platform event and returns its index.
 pub async fn record(ledger: &Ledger, event: Event) -> Result<u64> {
-    ledger.append(&event).await.context("cannot append to the ledger")
+    ledger
+        .append(&event)
+        .await
+        .context("cannot append to the ledger")
 }
 
 /// Logs the effective configuration (its hash, secrets masked first) when it differs from
