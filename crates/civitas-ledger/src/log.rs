@@ -124,7 +124,16 @@ impl Ledger {
                 }
             }
         }
-        Ok(Ledger { inner })
+        let ledger = Ledger { inner };
+        // Without witnesses the first checkpoint is published at once: wait for it, so an
+        // open log always has one to serve. With witnesses it comes when they answer.
+        if ledger.inner.config.witnesses.is_none() && ledger.is_sequencer() {
+            let target = ledger.durable_size();
+            let mut rx = ledger.inner.published.clone();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|p| *p >= target)).await;
+        }
+        Ok(ledger)
     }
 
     /// How many entries are durable, as far as this node knows (on a node that does not
@@ -505,7 +514,11 @@ impl Sequencer {
     async fn sign(&mut self, inner: &Inner) -> Result<u64, LedgerError> {
         let (size, root) = (self.frontier.size(), self.frontier.root());
         let note = inner.key.sign_checkpoint(size, root)?;
-        storage::save_checkpoint(&inner.db, size, &note, false).await?;
+        // Without witnesses a signed checkpoint is published as it is; storing it as
+        // published here keeps the sequencer the only writer (on SQLite a second writer
+        // waits in the busy handler's coarse sleeps, which shows up as tail latency).
+        let published = inner.config.witnesses.is_none();
+        storage::save_checkpoint(&inner.db, size, &note, published).await?;
         self.signed
             .send_replace(Some(Arc::new(SignedCheckpoint { size, root, note })));
         Ok(size)
@@ -528,6 +541,7 @@ impl Sequencer {
         let mut signed_size = self.signed.borrow().as_ref().map_or(0, |c| c.size);
         let mut last_signed = Instant::now();
         let mut last_lock_check = Instant::now();
+        let mut last_poll = Instant::now();
         // Queued entries from other nodes are polled only on PostgreSQL.
         let poll = self.lock.is_some().then_some(Duration::from_millis(20));
         while let Some(interval) = self.inner.upgrade().map(|i| i.config.checkpoint_interval) {
@@ -553,7 +567,10 @@ impl Sequencer {
                     Err(_) => break,
                 }
             }
-            let queued = if poll.is_some() {
+            // Other nodes' queued entries are read on the poll tick, not on every batch.
+            let poll_due = poll.is_some_and(|p| last_poll.elapsed() >= p);
+            let queued = if poll_due {
+                last_poll = Instant::now();
                 storage::queued(
                     &inner.db,
                     inner.config.max_batch.saturating_sub(batch.len()).max(1),
@@ -689,7 +706,9 @@ impl Publisher {
                 Some(_) => self.cosign(&inner, &cp).await,
             };
             let Some(note) = note else { continue };
-            if let Err(e) = storage::save_checkpoint(&inner.db, cp.size, &note, true).await {
+            if self.policy.is_some()
+                && let Err(e) = storage::save_checkpoint(&inner.db, cp.size, &note, true).await
+            {
                 tracing::error!(error = %e, "cannot store a published checkpoint");
                 continue;
             }

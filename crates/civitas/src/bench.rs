@@ -256,6 +256,9 @@ pub struct LedgerArgs {
     /// Scratch folder. Default: a new folder under the system temp dir.
     #[arg(long)]
     scratch: Option<PathBuf>,
+    /// Time only the inclusion proofs.
+    #[arg(long)]
+    proofs_only: bool,
 }
 
 /// Runs `civitas bench ledger` and prints its figures.
@@ -410,12 +413,14 @@ async fn ledger_async(args: &LedgerArgs, scratch: &Path) -> Result<()> {
     } else {
         println!("(PostgreSQL skipped: pass --postgres URL or set CIVITAS_BENCH_POSTGRES)");
     }
-    println!();
-    println!(
-        "| engine | appenders | durable appends/s | baseline: one synced row per append, /s | ratio | append→checkpoint p50 | p99 |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for engine in &engines {
+    if !args.proofs_only {
+        println!();
+        println!(
+            "| engine | appenders | durable appends/s | baseline: one synced row per append, /s | ratio | append→checkpoint p50 | p99 |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+    }
+    for engine in engines.iter().filter(|_| !args.proofs_only) {
         for appenders in [1usize, 8, 64] {
             let db = scratch_db(engine, scratch, pg.as_deref(), &format!("a{appenders}")).await?;
             let ledger = civitas_ledger::Ledger::open(
@@ -453,7 +458,10 @@ async fn ledger_async(args: &LedgerArgs, scratch: &Path) -> Result<()> {
             civitas_ledger::LedgerConfig::new("bench.civitas/ledger"),
         )
         .await?;
-        let size = ledger.checkpoint().await?.size;
+        let size = ledger
+            .wait_for_checkpoint(args.proof_log_size - 1)
+            .await?
+            .size;
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let started = Instant::now();
         let mut tasks = Vec::new();
