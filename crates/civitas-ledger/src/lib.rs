@@ -5,6 +5,7 @@
 //! This crate knows nothing about HTTP: the web edge serves what it returns.
 
 pub mod event;
+mod hashfile;
 mod log;
 pub mod note;
 pub mod proof;

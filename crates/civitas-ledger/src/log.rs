@@ -1,6 +1,7 @@
 //! The running log: a sequencer task that batches concurrent appends into one transaction
 //! (one sync to disk), signs checkpoints, and the read side (proofs, tiles, subject events).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use crate::LedgerError;
 use crate::event::Event;
 use crate::note::{LogKey, generate_signer_key};
 use crate::proof::ProofBundle;
+use crate::hashfile::HashFile;
 use crate::storage::{self, NewEntry};
 use crate::subject::{SubjectSecret, SubjectTag};
 use crate::tree::{Frontier, Hash, Prefetched, Recording, record_hash, stored_hash_index};
@@ -32,6 +34,9 @@ pub struct LedgerConfig {
     /// Witnesses whose cosignatures a checkpoint needs before it is published; none means
     /// a checkpoint is published as soon as the log signs it.
     pub witnesses: Option<WitnessPolicy>,
+    /// A local file for a copy of the stored hashes, from which proofs and tiles are read;
+    /// without one they are read from the database.
+    pub hash_file: Option<std::path::PathBuf>,
 }
 
 impl LedgerConfig {
@@ -43,6 +48,7 @@ impl LedgerConfig {
             checkpoint_interval: Duration::from_millis(250),
             max_batch: 4096,
             witnesses: None,
+            hash_file: None,
         }
     }
 }
@@ -74,6 +80,8 @@ struct Inner {
     leader: AtomicBool,
     /// Entries durable in the tree, as far as this node knows.
     durable: AtomicU64,
+    /// The local copy of the stored hashes, when configured.
+    hashes: Option<HashFile>,
     latest: RwLock<Option<Arc<SignedCheckpoint>>>,
     published: watch::Receiver<u64>,
     publish: watch::Sender<u64>,
@@ -99,6 +107,13 @@ impl Ledger {
         let latest = load_published(&db, &key).await?;
         let (appends, rx) = mpsc::channel(config.max_batch * 4);
         let (publish, published) = watch::channel(latest.as_ref().map_or(0, |c| c.size));
+        let hashes = match &config.hash_file {
+            Some(path) => {
+                let (size, root) = storage::tree_state(&db).await?;
+                Some(HashFile::open(path, &db, size, root).await?)
+            }
+            None => None,
+        };
         let inner = Arc::new(Inner {
             db,
             key,
@@ -107,6 +122,7 @@ impl Ledger {
             receiver: Mutex::new(Some(rx)),
             leader: AtomicBool::new(false),
             durable: AtomicU64::new(0),
+            hashes,
             latest: RwLock::new(latest),
             published,
             publish,
@@ -238,13 +254,13 @@ impl Ledger {
         let rec = Recording::default();
         tlog_tiles::prove_record(size, index, &rec)
             .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-        let pre = Prefetched(storage::read_hashes(&self.inner.db, &rec.take()).await?);
+        let pre = Prefetched(read_stored(&self.inner, &rec.take()).await?);
         tlog_tiles::prove_record(size, index, &pre).map_err(|e| LedgerError::Corrupt(e.to_string()))
     }
 
     /// The consistency proof from the tree of `old` to the tree of `new`.
     pub async fn consistency_proof(&self, old: u64, new: u64) -> Result<TreeProof, LedgerError> {
-        consistency_proof(&self.inner.db, old, new).await
+        consistency_proof(&self.inner, old, new).await
     }
 
     /// Every published checkpoint, oldest first.
@@ -265,8 +281,18 @@ impl Ledger {
     /// entry itself as the bundle's extra data.
     pub async fn proof_bundle(&self, index: u64) -> Result<ProofBundle, LedgerError> {
         let cp = self.wait_for_checkpoint(index).await?;
-        let proof = self.inclusion_proof(index, cp.size).await?;
         let entry = self.entry(index).await?;
+        let mut proof = self.inclusion_proof(index, cp.size).await?;
+        // A bundle goes to a person who will check it: check it first, and if the local
+        // hash file served a wrong hash, build the proof from the database instead.
+        if crate::tree::verify_inclusion(&proof, cp.size, cp.root, index, record_hash(&entry)).is_err() {
+            tracing::error!(index, "a proof from the hash file did not verify; using the database");
+            let rec = Recording::default();
+            tlog_tiles::prove_record(cp.size, index, &rec).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            let pre = Prefetched(storage::read_hashes(&self.inner.db, &rec.take()).await?);
+            proof = tlog_tiles::prove_record(cp.size, index, &pre).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            crate::tree::verify_inclusion(&proof, cp.size, cp.root, index, record_hash(&entry))?;
+        }
         Ok(ProofBundle {
             extra: Some(entry),
             index,
@@ -284,7 +310,7 @@ impl Ledger {
         let indexes: Vec<u64> = (0..u64::from(width))
             .map(|i| stored_hash_index(tree_level, n * 256 + i))
             .collect();
-        let got = storage::read_hashes(&self.inner.db, &indexes).await?;
+        let got = read_stored(&self.inner, &indexes).await?;
         Ok(indexes.iter().flat_map(|i| got[i].0).collect())
     }
 
@@ -353,7 +379,24 @@ fn check_tile(level: u8, n: u64, width: u32, size: u64) -> Result<(), LedgerErro
     }
 }
 
-async fn consistency_proof(db: &Db, old: u64, new: u64) -> Result<TreeProof, LedgerError> {
+/// Stored hashes by index: from the hash file when it has them (filling it from the
+/// database first if this node has not written them), else from the database.
+async fn read_stored(inner: &Inner, indexes: &[u64]) -> Result<HashMap<u64, Hash>, LedgerError> {
+    if let Some(hf) = &inner.hashes {
+        if let Some(found) = hf.read(indexes) {
+            return Ok(indexes.iter().copied().zip(found).collect());
+        }
+        if let Some(max) = indexes.iter().max() {
+            hf.fill(&inner.db, max + 1).await?;
+            if let Some(found) = hf.read(indexes) {
+                return Ok(indexes.iter().copied().zip(found).collect());
+            }
+        }
+    }
+    storage::read_hashes(&inner.db, indexes).await
+}
+
+async fn consistency_proof(inner: &Inner, old: u64, new: u64) -> Result<TreeProof, LedgerError> {
     if old == 0 || old == new {
         return Ok(Vec::new());
     }
@@ -364,7 +407,7 @@ async fn consistency_proof(db: &Db, old: u64, new: u64) -> Result<TreeProof, Led
     }
     let rec = Recording::default();
     tlog_tiles::prove_tree(new, old, &rec).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-    let pre = Prefetched(storage::read_hashes(db, &rec.take()).await?);
+    let pre = Prefetched(read_stored(inner, &rec.take()).await?);
     tlog_tiles::prove_tree(new, old, &pre).map_err(|e| LedgerError::Corrupt(e.to_string()))
 }
 
@@ -643,10 +686,19 @@ impl Sequencer {
             e.idx = start + i as u64;
             next.append(record_hash(&e.data), &mut hashes);
         }
+        let for_file: Vec<Hash> = match &inner.hashes {
+            Some(_) => hashes.iter().map(|(_, h)| *h).collect(),
+            None => Vec::new(),
+        };
         match storage::write_batch(&inner.db, start, entries, hashes, next.size(), next.root())
             .await
         {
             Ok(()) => {
+                if let Some(hf) = &inner.hashes
+                    && let Err(e) = hf.append(stored_hash_index(0, start), &for_file).await
+                {
+                    tracing::warn!(error = %e, "the hash file fell behind; proofs read the database until it is refilled");
+                }
                 self.frontier = next;
                 inner.durable.store(self.frontier.size(), Ordering::SeqCst);
                 for (i, r) in replies.into_iter().enumerate() {
@@ -735,7 +787,7 @@ impl Publisher {
                 if old > cp.size {
                     break;
                 }
-                let proof = match consistency_proof(&inner.db, old, cp.size).await {
+                let proof = match consistency_proof(inner, old, cp.size).await {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot prove consistency for a witness");

@@ -308,6 +308,15 @@ async fn scratch_db(
     Ok(db)
 }
 
+/// The ledger configuration used in production, with its hash file in the scratch folder.
+fn bench_config(scratch: &Path, name: &str) -> civitas_ledger::LedgerConfig {
+    let mut c = civitas_ledger::LedgerConfig::new("bench.civitas/ledger");
+    let dir = scratch.join(format!("hashes-{name}"));
+    let _ = std::fs::create_dir_all(&dir);
+    c.hash_file = Some(dir.join("hashes.bin"));
+    c
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -425,7 +434,7 @@ async fn ledger_async(args: &LedgerArgs, scratch: &Path) -> Result<()> {
             let db = scratch_db(engine, scratch, pg.as_deref(), &format!("a{appenders}")).await?;
             let ledger = civitas_ledger::Ledger::open(
                 db.clone(),
-                civitas_ledger::LedgerConfig::new("bench.civitas/ledger"),
+                bench_config(scratch, &format!("{engine}-{appenders}")),
             )
             .await?;
             let (rate, lat) = run_appends(&ledger, appenders, args.seconds).await?;
@@ -455,7 +464,7 @@ async fn ledger_async(args: &LedgerArgs, scratch: &Path) -> Result<()> {
         );
         let ledger = civitas_ledger::Ledger::open(
             db,
-            civitas_ledger::LedgerConfig::new("bench.civitas/ledger"),
+            bench_config(scratch, "proofs"),
         )
         .await?;
         let size = ledger

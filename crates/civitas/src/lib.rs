@@ -55,6 +55,9 @@ impl civitas_ledger::WitnessTransport for HttpWitnesses {
 /// Opens the ledger with the configured witnesses, and the witness role when configured.
 pub async fn open_ledger(db: &Db, config: &Config) -> Result<(Ledger, Option<Witness>)> {
     let mut lc = LedgerConfig::new(&config.ledger_origin());
+    // A node-local copy of the stored hashes serves proofs and tiles without a query.
+    prepare_data_dir(&config.data_dir)?;
+    lc.hash_file = Some(config.data_dir.join("ledger-hashes.bin"));
     lc.checkpoint_interval = std::time::Duration::from_millis(config.ledger_checkpoint_ms);
     if !config.ledger_witnesses.is_empty() {
         let witnesses = config
