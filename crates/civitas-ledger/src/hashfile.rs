@@ -35,23 +35,42 @@ impl HashFile {
     /// Opens (or creates) the file and makes it agree with the database's tree of `size`
     /// with `root`: a longer or disagreeing file is cut, a shorter one filled, and the file's
     /// right edge must give the database's root.
-    pub(crate) async fn open(path: &Path, db: &Db, size: u64, root: Hash) -> Result<HashFile, LedgerError> {
+    pub(crate) async fn open(
+        path: &Path,
+        db: &Db,
+        size: u64,
+        root: Hash,
+    ) -> Result<HashFile, LedgerError> {
         let count = crate::tree::stored_hash_index(0, size);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
         let on_disk = file.metadata().map_err(io)?.len() / 32;
-        let hf = HashFile { file, len: AtomicU64::new(on_disk.min(count)), write: Mutex::new(()) };
+        let hf = HashFile {
+            file,
+            len: AtomicU64::new(on_disk.min(count)),
+            write: Mutex::new(()),
+        };
         // Spot-check the file against the database at a few places; any difference means it
         // belongs to another history (a rebuilt database), so it is rebuilt from scratch.
         let kept = hf.len.load(Ordering::SeqCst);
         if kept > 0 {
             let probes: Vec<u64> = [0, kept / 3, kept / 2, kept - 1].into_iter().collect();
             let want = storage::read_hashes(db, &probes).await?;
-            let agrees = probes.iter().all(|i| hf.read_one(*i).is_some_and(|h| h == want[i]));
+            let agrees = probes
+                .iter()
+                .all(|i| hf.read_one(*i).is_some_and(|h| h == want[i]));
             if !agrees {
                 hf.len.store(0, Ordering::SeqCst);
             }
         }
-        hf.file.set_len(hf.len.load(Ordering::SeqCst) * 32).map_err(io)?;
+        hf.file
+            .set_len(hf.len.load(Ordering::SeqCst) * 32)
+            .map_err(io)?;
         hf.fill(db, count).await?;
         if hf.root(size) != Some(root) {
             tracing::warn!("the ledger's hash file disagrees with the database; rebuilding it");
@@ -59,7 +78,9 @@ impl HashFile {
             hf.file.set_len(0).map_err(io)?;
             hf.fill(db, count).await?;
             if hf.root(size) != Some(root) {
-                return Err(LedgerError::Corrupt("the stored hashes do not give the stored root".into()));
+                return Err(LedgerError::Corrupt(
+                    "the stored hashes do not give the stored root".into(),
+                ));
             }
         }
         Ok(hf)
@@ -67,9 +88,14 @@ impl HashFile {
 
     /// The root of the tree of `size` computed from the file's right edge.
     fn root(&self, size: u64) -> Option<Hash> {
-        let idx: Vec<u64> = crate::tree::Frontier::indexes(size).into_iter().map(|(_, i)| i).collect();
+        let idx: Vec<u64> = crate::tree::Frontier::indexes(size)
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect();
         let hashes = self.read(&idx)?;
-        crate::tree::Frontier::from_hashes(size, &hashes).ok().map(|f| f.root())
+        crate::tree::Frontier::from_hashes(size, &hashes)
+            .ok()
+            .map(|f| f.root())
     }
 
     fn read_one(&self, i: u64) -> Option<Hash> {
@@ -81,7 +107,10 @@ impl HashFile {
     /// The hashes at `indexes`, or `None` if the file does not reach them all.
     pub(crate) fn read(&self, indexes: &[u64]) -> Option<Vec<Hash>> {
         let len = self.len.load(Ordering::Acquire);
-        indexes.iter().map(|i| if *i < len { self.read_one(*i) } else { None }).collect()
+        indexes
+            .iter()
+            .map(|i| if *i < len { self.read_one(*i) } else { None })
+            .collect()
     }
 
     /// Appends hashes that start at stored index `start`, right after a batch committed.
@@ -93,7 +122,8 @@ impl HashFile {
         }
         let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
         self.file.write_all_at(&bytes, start * 32).map_err(io)?;
-        self.len.store(start + hashes.len() as u64, Ordering::Release);
+        self.len
+            .store(start + hashes.len() as u64, Ordering::Release);
         Ok(())
     }
 
@@ -109,7 +139,9 @@ impl HashFile {
             let end = (start + CHUNK).min(count);
             let hashes = storage::hash_range(db, start, end).await?;
             if hashes.len() as u64 != end - start {
-                return Err(LedgerError::Corrupt(format!("stored hashes {start}..{end} are incomplete")));
+                return Err(LedgerError::Corrupt(format!(
+                    "stored hashes {start}..{end} are incomplete"
+                )));
             }
             let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
             self.file.write_all_at(&bytes, start * 32).map_err(io)?;

@@ -14,9 +14,9 @@ use tokio::sync::{Mutex, RwLock, mpsc, oneshot, watch};
 
 use crate::LedgerError;
 use crate::event::Event;
+use crate::hashfile::HashFile;
 use crate::note::{LogKey, generate_signer_key};
 use crate::proof::ProofBundle;
-use crate::hashfile::HashFile;
 use crate::storage::{self, NewEntry};
 use crate::subject::{SubjectSecret, SubjectTag};
 use crate::tree::{Frontier, Hash, Prefetched, Recording, record_hash, stored_hash_index};
@@ -285,12 +285,19 @@ impl Ledger {
         let mut proof = self.inclusion_proof(index, cp.size).await?;
         // A bundle goes to a person who will check it: check it first, and if the local
         // hash file served a wrong hash, build the proof from the database instead.
-        if crate::tree::verify_inclusion(&proof, cp.size, cp.root, index, record_hash(&entry)).is_err() {
-            tracing::error!(index, "a proof from the hash file did not verify; using the database");
+        if crate::tree::verify_inclusion(&proof, cp.size, cp.root, index, record_hash(&entry))
+            .is_err()
+        {
+            tracing::error!(
+                index,
+                "a proof from the hash file did not verify; using the database"
+            );
             let rec = Recording::default();
-            tlog_tiles::prove_record(cp.size, index, &rec).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            tlog_tiles::prove_record(cp.size, index, &rec)
+                .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
             let pre = Prefetched(storage::read_hashes(&self.inner.db, &rec.take()).await?);
-            proof = tlog_tiles::prove_record(cp.size, index, &pre).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            proof = tlog_tiles::prove_record(cp.size, index, &pre)
+                .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
             crate::tree::verify_inclusion(&proof, cp.size, cp.root, index, record_hash(&entry))?;
         }
         Ok(ProofBundle {

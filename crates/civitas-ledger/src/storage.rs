@@ -390,12 +390,13 @@ pub(crate) async fn latest_of_kind(
 
 /// Stored hashes `[start, end)` in index order.
 pub(crate) async fn hash_range(db: &Db, start: u64, end: u64) -> Result<Vec<Hash>, LedgerError> {
-    let rows = sqlx::query("SELECT hash FROM ledger_hashes WHERE idx >= $1 AND idx < $2 ORDER BY idx")
-        .bind(start as i64)
-        .bind(end as i64)
-        .fetch_all(db.pool())
-        .await
-        .map_err(sql)?;
+    let rows =
+        sqlx::query("SELECT hash FROM ledger_hashes WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+            .bind(start as i64)
+            .bind(end as i64)
+            .fetch_all(db.pool())
+            .await
+            .map_err(sql)?;
     rows.into_iter()
         .map(|r| to_hash(&r.try_get::<Vec<u8>, _>("hash").map_err(sql)?))
         .collect()

@@ -29,7 +29,9 @@ async fn open(name: &str) -> (Db, Ledger) {
 }
 
 fn hash_file(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("civitas-ledger-{}-{name}", std::process::id())).join("hashes.bin")
+    std::env::temp_dir()
+        .join(format!("civitas-ledger-{}-{name}", std::process::id()))
+        .join("hashes.bin")
 }
 
 fn event(i: usize) -> Event {

@@ -8,16 +8,17 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{Problem, Shared, ops};
+use crate::{Problem, Shared, ledger, ops};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Civitas API", description = "Public API of a Civitas digital-government platform."),
-    paths(list_agencies, get_agency, status, ops::healthz, ops::readyz),
-    components(schemas(AgencyView, StatusView, Problem)),
+    paths(list_agencies, get_agency, status, ledger::checkpoints, ops::healthz, ops::readyz),
+    components(schemas(AgencyView, StatusView, Problem, ledger::CheckpointList)),
     tags(
         (name = "agencies", description = "The government agencies on this platform"),
         (name = "platform", description = "This instance"),
+        (name = "ledger", description = "The transparency log of consequential events (its C2SP files live under /ledger)"),
         (name = "operations", description = "Health and readiness probes"),
     )
 )]

@@ -128,11 +128,20 @@ async fn witness_key(State(app): State<Shared>) -> Response {
     }
 }
 
+/// Every checkpoint the ledger has published, oldest first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct CheckpointList {
+    /// C2SP signed notes, each with the log's signature and any witness cosignatures.
+    checkpoints: Vec<String>,
+}
+
 /// Every checkpoint the log has published, oldest first, so auditors can check that each
 /// one is a prefix of today's tree.
-async fn checkpoints(State(app): State<Shared>) -> Response {
+#[utoipa::path(get, path = "/api/v1/ledger/checkpoints", tag = "ledger",
+    responses((status = 200, description = "Published checkpoints, oldest first", body = CheckpointList)))]
+pub(crate) async fn checkpoints(State(app): State<Shared>) -> Response {
     match app.ledger.published_checkpoints().await {
-        Ok(list) => axum::Json(serde_json::json!({ "checkpoints": list })).into_response(),
+        Ok(checkpoints) => axum::Json(CheckpointList { checkpoints }).into_response(),
         Err(e) => ledger_problem(&e),
     }
 }

@@ -462,11 +462,7 @@ async fn ledger_async(args: &LedgerArgs, scratch: &Path) -> Result<()> {
             args.proof_log_size,
             t.elapsed().as_secs_f64()
         );
-        let ledger = civitas_ledger::Ledger::open(
-            db,
-            bench_config(scratch, "proofs"),
-        )
-        .await?;
+        let ledger = civitas_ledger::Ledger::open(db, bench_config(scratch, "proofs")).await?;
         let size = ledger
             .wait_for_checkpoint(args.proof_log_size - 1)
             .await?

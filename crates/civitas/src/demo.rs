@@ -123,7 +123,8 @@ pub async fn prepare(
         let url = config.database_url();
         let hashes = config.data_dir.join("ledger-hashes.bin");
         if hashes.exists() {
-            std::fs::remove_file(&hashes).with_context(|| format!("cannot remove {} to start fresh", hashes.display()))?;
+            std::fs::remove_file(&hashes)
+                .with_context(|| format!("cannot remove {} to start fresh", hashes.display()))?;
         }
         if url.starts_with("sqlite:") {
             remove_sqlite_files(&url)?;

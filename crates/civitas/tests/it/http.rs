@@ -77,7 +77,7 @@ on_both_engines! {
     async fn openapi_document_is_3_1_and_docs_are_served_locally(app) {
         let doc: Value = app.get("/api/openapi.json").await.json().await.unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
-        for path in ["/api/v1/agencies", "/api/v1/agencies/{code}", "/api/v1/status", "/readyz"] {
+        for path in ["/api/v1/agencies", "/api/v1/agencies/{code}", "/api/v1/status", "/api/v1/ledger/checkpoints", "/readyz"] {
             assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
         }
         let res = app.get("/api/docs/").await;
