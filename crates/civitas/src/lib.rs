@@ -146,6 +146,43 @@ pub fn prepare_data_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Takes an exclusive lock on the data folder for the life of this process, so that two
+/// `civitas` processes never write the same SQLite database (and its ledger) at once. The
+/// operating system releases it when the process ends, however it ends.
+pub fn lock_data_dir(dir: &Path) -> Result<()> {
+    static HELD: std::sync::Mutex<Vec<(std::path::PathBuf, std::fs::File)>> =
+        std::sync::Mutex::new(Vec::new());
+    let canonical = dir
+        .canonicalize()
+        .map_err(|e| anyhow::anyhow!("the data folder {} cannot be opened: {e}", dir.display()))?;
+    let mut held = HELD
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the data-folder lock table is poisoned"))?;
+    if held.iter().any(|(p, _)| *p == canonical) {
+        return Ok(());
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(canonical.join("civitas.lock"))
+        .map_err(|e| anyhow::anyhow!("cannot create the lock file in {}: {e}", dir.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            held.push((canonical, file));
+            Ok(())
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "the data folder {} is in use by another civitas process; stop that one first or give this one its own --data",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!(
+            "cannot lock the data folder {}: {e}",
+            dir.display()
+        )),
+    }
+}
+
 /// Binds the listening socket, with a clear message when the port is taken.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| match e.kind() {
@@ -165,6 +202,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 pub async fn open_database(config: &Config) -> Result<Db> {
     if config.database.is_none() {
         prepare_data_dir(&config.data_dir)?;
+        lock_data_dir(&config.data_dir)?;
     }
     let url = config.database_url();
     let db = Db::connect(&url, config.max_connections).await?;

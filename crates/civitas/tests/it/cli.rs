@@ -376,3 +376,28 @@ fn demo_prints_its_address_serves_json_logs_and_drains_on_sigterm() {
         "request logs carry the request id: {logs}"
     );
 }
+
+#[test]
+fn a_second_process_on_the_same_data_folder_is_refused() {
+    let dir = scratch("lock");
+    let (mut child, _url) = start_demo(&dir, &[]);
+    assert_one_sentence_failure(
+        civitas().arg("migrate").arg("--data").arg(&dir),
+        "is in use by another civitas process",
+    );
+    assert_one_sentence_failure(
+        civitas()
+            .args(["seed", "--fresh", "--citizens", "300", "--data"])
+            .arg(&dir),
+        "is in use by another civitas process",
+    );
+    assert!(
+        dir.join("civitas.db").exists(),
+        "--fresh must not delete a running server's database"
+    );
+    sigterm(&child);
+    assert!(wait_exit(&mut child).success());
+    // Once the server has stopped, the folder is free again.
+    let (ok, out, err) = run(civitas().arg("migrate").arg("--data").arg(&dir));
+    assert!(ok, "{out}{err}");
+}
