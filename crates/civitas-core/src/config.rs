@@ -373,7 +373,7 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
     let ledger_witnesses = list(text("ledger.witnesses"))
         .into_iter()
         .map(|item| match item.split_once(' ') {
-            Some((url, key)) if url.starts_with("http") && key_shaped(key.trim()) => {
+            Some((url, key)) if url.starts_with("http") && crate::is_verifier_key(key) => {
                 Ok((url.to_string(), key.trim().to_string()))
             }
             _ => Err(invalid(
@@ -395,7 +395,7 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
         ));
     }
     let witness_logs = list(text("witness.logs"));
-    if let Some(bad) = witness_logs.iter().find(|k| !key_shaped(k.as_str())) {
+    if let Some(bad) = witness_logs.iter().find(|k| !crate::is_verifier_key(k)) {
         return Err(invalid(
             "witness.logs",
             &get("witness.logs").1,
@@ -435,14 +435,6 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
         })
         .collect();
     Ok(Resolved { config, entries })
-}
-
-/// Whether `k` has the shape of a note verifier key, `<name>+<8 hex digits>+<base64>`
-/// (the base64 part may itself contain `+`).
-fn key_shaped(k: &str) -> bool {
-    let mut p = k.splitn(3, '+');
-    matches!((p.next(), p.next(), p.next()), (Some(n), Some(id), Some(key))
-        if !n.is_empty() && id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !key.is_empty())
 }
 
 /// Splits a comma-separated list, dropping empty items.

@@ -251,11 +251,28 @@ impl Ledger {
                 "entry {index} is not in a tree of {size}"
             )));
         }
+        self.prove_record(size, index, false).await
+    }
+
+    /// Builds a record proof from the hash file (or, with `from_db`, straight from the
+    /// database): a first pass finds which hashes it needs, the second uses them.
+    async fn prove_record(
+        &self,
+        size: u64,
+        index: u64,
+        from_db: bool,
+    ) -> Result<RecordProof, LedgerError> {
         let rec = Recording::default();
         tlog_tiles::prove_record(size, index, &rec)
             .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-        let pre = Prefetched(read_stored(&self.inner, &rec.take()).await?);
-        tlog_tiles::prove_record(size, index, &pre).map_err(|e| LedgerError::Corrupt(e.to_string()))
+        let needed = rec.take();
+        let hashes = if from_db {
+            storage::read_hashes(&self.inner.db, &needed).await?
+        } else {
+            read_stored(&self.inner, &needed).await?
+        };
+        tlog_tiles::prove_record(size, index, &Prefetched(hashes))
+            .map_err(|e| LedgerError::Corrupt(e.to_string()))
     }
 
     /// The consistency proof from the tree of `old` to the tree of `new`.
@@ -292,12 +309,7 @@ impl Ledger {
                 index,
                 "a proof from the hash file did not verify; using the database"
             );
-            let rec = Recording::default();
-            tlog_tiles::prove_record(cp.size, index, &rec)
-                .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-            let pre = Prefetched(storage::read_hashes(&self.inner.db, &rec.take()).await?);
-            proof = tlog_tiles::prove_record(cp.size, index, &pre)
-                .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            proof = self.prove_record(cp.size, index, true).await?;
             crate::tree::verify_inclusion(&proof, cp.size, cp.root, index, record_hash(&entry))?;
         }
         Ok(ProofBundle {

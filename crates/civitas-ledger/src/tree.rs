@@ -95,9 +95,10 @@ impl Frontier {
 }
 
 /// A hash reader that records what `tlog_tiles` asks for, so the hashes can be fetched
-/// asynchronously and the computation run again with [`Prefetched`].
+/// asynchronously (from storage, or from a log's public tiles) and the computation run
+/// again with [`Prefetched`].
 #[derive(Default)]
-pub(crate) struct Recording(RefCell<Vec<u64>>);
+pub struct Recording(RefCell<Vec<u64>>);
 
 impl HashReader for Recording {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
@@ -107,13 +108,14 @@ impl HashReader for Recording {
 }
 
 impl Recording {
-    pub(crate) fn take(self) -> Vec<u64> {
+    /// The stored-hash indexes asked for.
+    pub fn take(self) -> Vec<u64> {
         self.0.into_inner()
     }
 }
 
-/// Hashes fetched ahead of a computation.
-pub(crate) struct Prefetched(pub(crate) HashMap<u64, Hash>);
+/// Hashes fetched ahead of a computation, by stored-hash index.
+pub struct Prefetched(pub HashMap<u64, Hash>);
 
 impl HashReader for Prefetched {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {

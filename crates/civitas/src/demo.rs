@@ -120,10 +120,8 @@ pub async fn prepare(
     // Reset before the schema check: a fresh start must work even on a database that a
     // newer build wrote.
     // Lock before touching anything: `--fresh` must never delete a running server's files.
-    if config.database.is_none() {
-        crate::prepare_data_dir(&config.data_dir)?;
-        crate::lock_data_dir(&config.data_dir)?;
-    }
+    crate::prepare_data_dir(&config.data_dir)?;
+    crate::lock_data_dir(&config.data_dir)?;
     if fresh {
         let url = config.database_url();
         let hashes = config.data_dir.join("ledger-hashes.bin");

@@ -17,7 +17,9 @@ use base64::prelude::BASE64_STANDARD;
 use civitas_core::config::Config;
 use civitas_ledger::note::{VerifiedCheckpoint, is_verifier_key, verify_checkpoint};
 use civitas_ledger::tiles::{TILE_WIDTH, TileRef};
-use civitas_ledger::tree::{Frontier, Hash, node_hash, record_hash, stored_hash_index};
+use civitas_ledger::tree::{
+    Frontier, Hash, Prefetched, Recording, node_hash, record_hash, stored_hash_index,
+};
 use civitas_ledger::{Event, ProofBundle, TrustedCosigner, verify_cosigned};
 
 /// The `civitas ledger` commands.
@@ -91,11 +93,7 @@ fn read_key(arg: &str) -> Result<String> {
     if path.is_file() {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        return text
-            .lines()
-            .map(str::trim)
-            .find(|l| is_verifier_key(l))
-            .map(str::to_string)
+        return read_key_text(&text)
             .with_context(|| format!("{} holds no verifier key", path.display()));
     }
     if !is_verifier_key(arg) {
@@ -224,28 +222,6 @@ impl Remote {
     }
 }
 
-/// Which stored hashes a consistency proof needs, found by running it once with dummies.
-struct Recorder(std::cell::RefCell<Vec<u64>>);
-impl tlog_tiles_reader::HashReader for Recorder {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles_reader::Error> {
-        self.0.borrow_mut().extend_from_slice(indexes);
-        Ok(vec![Hash([0; 32]); indexes.len()])
-    }
-}
-struct Fetched(HashMap<u64, Hash>);
-impl tlog_tiles_reader::HashReader for Fetched {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles_reader::Error> {
-        indexes
-            .iter()
-            .map(|i| {
-                self.0
-                    .get(i)
-                    .copied()
-                    .ok_or(tlog_tiles_reader::Error::IndexesNotInTree)
-            })
-            .collect()
-    }
-}
 use civitas_ledger::tree::tlog as tlog_tiles_reader;
 
 async fn verify_consistency(url: &str, key: &str, trusted: &std::path::Path) -> Result<()> {
@@ -284,14 +260,14 @@ async fn verify_consistency(url: &str, key: &str, trusted: &std::path::Path) -> 
     let proof = if old.size == 0 {
         Vec::new()
     } else {
-        let rec = Recorder(Default::default());
+        let rec = Recording::default();
         tlog_tiles_reader::prove_tree(new.size, old.size, &rec)?;
         let mut got = HashMap::new();
-        for idx in rec.0.into_inner() {
+        for idx in rec.take() {
             let (level, n) = tlog_tiles_reader::split_stored_hash_index(idx);
             got.insert(idx, remote.stored_hash(level, n, new.size).await?);
         }
-        tlog_tiles_reader::prove_tree(new.size, old.size, &Fetched(got))?
+        tlog_tiles_reader::prove_tree(new.size, old.size, &Prefetched(got))?
     };
     civitas_ledger::tree::verify_consistency(&proof, new.size, new.root, old.size, old.root)
         .with_context(|| {
@@ -398,7 +374,7 @@ async fn audit(url: &str, key: Option<&str>) -> Result<()> {
         .iter()
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
-    let reader = Fetched(stored);
+    let reader = Prefetched(stored);
     for note in &notes {
         let old = match verify_checkpoint(note, &key) {
             Ok(o) => o,
@@ -440,6 +416,7 @@ async fn audit(url: &str, key: Option<&str>) -> Result<()> {
     }
 }
 
+/// The first line of `text` that is a verifier key.
 fn read_key_text(text: &str) -> Option<String> {
     text.lines()
         .map(str::trim)

@@ -55,8 +55,8 @@ impl civitas_ledger::WitnessTransport for HttpWitnesses {
 /// Opens the ledger with the configured witnesses, and the witness role when configured.
 pub async fn open_ledger(db: &Db, config: &Config) -> Result<(Ledger, Option<Witness>)> {
     let mut lc = LedgerConfig::new(&config.ledger_origin());
-    // A node-local copy of the stored hashes serves proofs and tiles without a query.
-    prepare_data_dir(&config.data_dir)?;
+    // A node-local copy of the stored hashes (in the data folder `open_database` prepared
+    // and locked) serves proofs and tiles without a query.
     lc.hash_file = Some(config.data_dir.join("ledger-hashes.bin"));
     lc.checkpoint_interval = std::time::Duration::from_millis(config.ledger_checkpoint_ms);
     if !config.ledger_witnesses.is_empty() {
@@ -197,13 +197,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     })
 }
 
-/// Connects to the configured database (SQLite in the data folder by default) and refuses
-/// a schema newer than this build.
+/// Prepares and locks the data folder, connects to the configured database (SQLite in the
+/// data folder by default) and refuses a schema newer than this build.
 pub async fn open_database(config: &Config) -> Result<Db> {
-    if config.database.is_none() {
-        prepare_data_dir(&config.data_dir)?;
-        lock_data_dir(&config.data_dir)?;
-    }
+    // The data folder holds the SQLite database and, on either engine, this node's copy of
+    // the ledger's hashes: one process owns it.
+    prepare_data_dir(&config.data_dir)?;
+    lock_data_dir(&config.data_dir)?;
     let url = config.database_url();
     let db = Db::connect(&url, config.max_connections).await?;
     let status = civitas_store::schema_status(&db, COMPONENTS).await?;

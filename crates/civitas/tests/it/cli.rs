@@ -216,7 +216,13 @@ async fn migrate_applies_once_and_serve_refuses_a_newer_schema_on_postgres() {
     let Some(url) = postgres_database().await else {
         return;
     };
-    let args = vec!["--database".to_string(), url.clone()];
+    let dir = scratch("migpg");
+    let args = vec![
+        "--database".to_string(),
+        url.clone(),
+        "--data".to_string(),
+        dir.display().to_string(),
+    ];
     migrate_twice(&args);
     make_schema_newer(&url).await;
     assert_refuses_newer_schema(&args);
