@@ -1,7 +1,10 @@
 //! Identity: who may act in Civitas and in which role.
 //!
-//! Today this holds the accounts of agency staff and platform operators with their roles;
-//! sign-in methods, sessions, mandates and the OpenID Connect provider build on it.
+//! Today this holds the accounts of agency staff and platform operators with their roles, and
+//! passkeys (WebAuthn) to sign in with ([`passkey`]); sessions, mandates and the OpenID
+//! Connect provider build on it.
+
+pub mod passkey;
 
 use civitas_store::sqlx::{self, Row};
 use civitas_store::{BulkInsert, Component, Db, Migration, Value};
@@ -9,10 +12,11 @@ use civitas_store::{BulkInsert, Component, Db, Migration, Value};
 /// The identity block's schema.
 pub const COMPONENT: Component = Component {
     name: "identity",
-    migrations: &[Migration {
-        version: 1,
-        name: "accounts",
-        sql: "CREATE TABLE accounts (
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "accounts",
+            sql: "CREATE TABLE accounts (
             id TEXT PRIMARY KEY,
             kind TEXT NOT NULL,
             username TEXT NOT NULL UNIQUE,
@@ -22,7 +26,41 @@ pub const COMPONENT: Component = Component {
             created_on TEXT NOT NULL
         );
         CREATE INDEX accounts_agency ON accounts (agency_code);",
-    }],
+        },
+        Migration {
+            version: 2,
+            name: "placeholder",
+            sql: "SELECT 1",
+        },
+        Migration {
+            version: 3,
+            name: "passkeys",
+            // Credential ids are base64url TEXT so one UNIQUE index serves both engines. The
+            // passkey column is webauthn-rs's serialised Passkey, which the library keeps
+            // opaque; sign_count repeats its counter as a column so a sign-in can
+            // compare-and-set it in one UPDATE.
+            sql: "CREATE TABLE passkey_credentials (
+                id TEXT PRIMARY KEY,
+                account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+                credential_id TEXT NOT NULL UNIQUE,
+                user_handle TEXT NOT NULL,
+                passkey TEXT NOT NULL,
+                sign_count BIGINT NOT NULL,
+                label TEXT NOT NULL,
+                created_ms BIGINT NOT NULL,
+                last_used_ms BIGINT
+            );
+            CREATE INDEX passkey_credentials_account ON passkey_credentials (account_id);
+            CREATE TABLE passkey_ceremonies (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                account_id TEXT,
+                state TEXT NOT NULL,
+                expires_ms BIGINT NOT NULL
+            );
+            CREATE INDEX passkey_ceremonies_expires ON passkey_ceremonies (expires_ms);",
+        },
+    ],
 };
 
 /// Errors from the identity block.
@@ -31,6 +69,34 @@ pub enum IdentityError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] civitas_store::StoreError),
+    /// No account has this id.
+    #[error("no account `{0}`")]
+    UnknownAccount(String),
+    /// The passkey's response was not accepted: a bad or foreign signature, another origin or
+    /// relying party, no user verification, a signature counter that went backwards (a cloned
+    /// authenticator), or a passkey that is unknown or registered elsewhere.
+    #[error("passkey not accepted: {0}")]
+    PasskeyRejected(String),
+    /// No ceremony has this id for this purpose and account: it was never started, was
+    /// already finished (ceremonies are single-use), or was started for something else.
+    #[error("no such passkey ceremony, or it was already used")]
+    CeremonyUnknown,
+    /// The ceremony was started too long ago; it has been discarded.
+    #[error("the passkey ceremony expired; start again")]
+    CeremonyExpired,
+    /// The account has no passkey to sign in with.
+    #[error("the account has no passkey")]
+    NoPasskey,
+    /// A passkey label that cannot be stored.
+    #[error("invalid passkey label: {0}")]
+    InvalidLabel(String),
+    /// The relying party's settings (id, origin, name) or a ceremony's inputs were refused by
+    /// the WebAuthn library.
+    #[error("passkey setup: {0}")]
+    PasskeySetup(String),
+    /// Passkey data read back from the database cannot be decoded.
+    #[error("stored passkey data is unreadable: {0}")]
+    StoredPasskeyData(String),
 }
 
 impl From<sqlx::Error> for IdentityError {
