@@ -5,6 +5,8 @@
 //! Connect provider build on it.
 
 pub mod passkey;
+#[cfg(any(test, feature = "softkey"))]
+pub mod softkey;
 
 use civitas_store::sqlx::{self, Row};
 use civitas_store::{BulkInsert, Component, Db, Migration, Value};
