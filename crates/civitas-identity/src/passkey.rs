@@ -626,3 +626,687 @@ fn setup_msg(msg: String) -> IdentityError {
 fn unreadable(e: impl std::fmt::Display) -> IdentityError {
     IdentityError::StoredPasskeyData(e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::softkey::{SoftKey, SoftKeyError};
+
+    const RP_ID: &str = "gov.example";
+    const ORIGIN: &str = "https://id.gov.example";
+
+    struct Fixture {
+        db: Db,
+        dir: Option<std::path::PathBuf>,
+        passkeys: Passkeys,
+    }
+
+    impl Fixture {
+        /// A fresh SQLite database in a temporary folder.
+        async fn new(name: &str) -> Fixture {
+            let dir = std::env::temp_dir().join(format!(
+                "civitas-identity-passkey-{}-{name}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+            Fixture::on(&url, Some(dir)).await
+        }
+
+        async fn on(url: &str, dir: Option<std::path::PathBuf>) -> Fixture {
+            let db = Db::connect(url, 2).await.unwrap();
+            civitas_store::migrate(&db, &[crate::COMPONENT])
+                .await
+                .unwrap();
+            for id in ["alice", "bob"] {
+                sqlx::query(
+                    "INSERT INTO accounts (id, kind, username, display_name, created_on) VALUES ($1, 'citizen', $1, $1, 'test')",
+                )
+                .bind(id)
+                .execute(db.pool())
+                .await
+                .unwrap();
+            }
+            let passkeys = Passkeys::new(RP_ID, &Url::parse(ORIGIN).unwrap(), "Civitas").unwrap();
+            Fixture { db, dir, passkeys }
+        }
+
+        async fn close(self) {
+            self.db.close().await;
+            if let Some(dir) = &self.dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+
+        async fn register(
+            &self,
+            key: &mut SoftKey,
+            account: &str,
+            label: &str,
+        ) -> Result<PasskeyInfo, IdentityError> {
+            let started = self
+                .passkeys
+                .start_registration(&self.db, account, account, account)
+                .await?;
+            let response = key.register(&started.challenge).unwrap();
+            self.passkeys
+                .finish_registration(&self.db, &started.ceremony_id, account, &response, label)
+                .await
+        }
+
+        async fn sign_in(&self, key: &mut SoftKey) -> Result<PasskeySignIn, IdentityError> {
+            let started = self
+                .passkeys
+                .start_discoverable_authentication(&self.db)
+                .await?;
+            let response = key.sign_in(&started.challenge).unwrap();
+            self.passkeys
+                .finish_discoverable_authentication(&self.db, &started.ceremony_id, &response)
+                .await
+        }
+
+        async fn step_up(
+            &self,
+            key: &mut SoftKey,
+            account: &str,
+        ) -> Result<PasskeySignIn, IdentityError> {
+            let started = self
+                .passkeys
+                .start_authentication(&self.db, account)
+                .await?;
+            let response = key.sign_in(&started.challenge).unwrap();
+            self.passkeys
+                .finish_authentication(&self.db, &started.ceremony_id, account, &response)
+                .await
+        }
+
+        async fn ceremonies(&self) -> i64 {
+            sqlx::query("SELECT COUNT(*) AS n FROM passkey_ceremonies")
+                .fetch_one(self.db.pool())
+                .await
+                .unwrap()
+                .try_get("n")
+                .unwrap()
+        }
+    }
+
+    fn key() -> SoftKey {
+        SoftKey::new(ORIGIN).unwrap()
+    }
+
+    #[track_caller]
+    fn assert_rejected<T: std::fmt::Debug>(r: Result<T, IdentityError>) {
+        match r {
+            Err(IdentityError::PasskeyRejected(_)) => {}
+            other => panic!("expected PasskeyRejected, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn registered_passkey_signs_in_without_and_with_a_username() {
+        let f = Fixture::new("roundtrip").await;
+        let mut key = key();
+        let info = f.register(&mut key, "alice", " Laptop ").await.unwrap();
+        assert_eq!(info.label, "Laptop");
+        assert_eq!(info.last_used_ms, None);
+
+        let started = f
+            .passkeys
+            .start_registration(&f.db, "bob", "bob", "Bob")
+            .await
+            .unwrap();
+        let options: serde_json::Value = serde_json::from_str(&started.challenge).unwrap();
+        let selection = &options["publicKey"]["authenticatorSelection"];
+        assert_eq!(selection["residentKey"], "required");
+        assert_eq!(selection["userVerification"], "required");
+
+        let signed = f.sign_in(&mut key).await.unwrap();
+        assert_eq!(
+            signed,
+            PasskeySignIn {
+                account_id: "alice".into(),
+                passkey_id: info.id.clone()
+            }
+        );
+        let signed = f.step_up(&mut key, "alice").await.unwrap();
+        assert_eq!(signed.account_id, "alice");
+        // A second discoverable sign-in works too: the counter moved on.
+        assert_eq!(f.sign_in(&mut key).await.unwrap().account_id, "alice");
+
+        let listed = list(&f.db, "alice").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, info.id);
+        assert!(listed[0].last_used_ms.is_some());
+        assert_eq!(count(&f.db, "alice").await.unwrap(), 1);
+        assert_eq!(count(&f.db, "bob").await.unwrap(), 0);
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn localhost_over_http_works_as_integration_tests_use_it() {
+        let mut f = Fixture::new("localhost").await;
+        let origin = "http://localhost:38123";
+        f.passkeys = Passkeys::new("localhost", &Url::parse(origin).unwrap(), "Civitas").unwrap();
+        let mut key = SoftKey::new(origin).unwrap();
+        f.register(&mut key, "alice", "Laptop").await.unwrap();
+        assert_eq!(f.sign_in(&mut key).await.unwrap().account_id, "alice");
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_ceremony_started_on_one_node_finishes_on_another() {
+        let f = Fixture::new("nodes").await;
+        let other_db = Db::connect(
+            &format!(
+                "sqlite://{}?mode=rwc",
+                f.dir.as_ref().unwrap().join("t.db").display()
+            ),
+            1,
+        )
+        .await
+        .unwrap();
+        let other = Passkeys::new(RP_ID, &Url::parse(ORIGIN).unwrap(), "Civitas").unwrap();
+        let mut key = key();
+        let started = f
+            .passkeys
+            .start_registration(&f.db, "alice", "alice", "Alice")
+            .await
+            .unwrap();
+        let response = key.register(&started.challenge).unwrap();
+        other
+            .finish_registration(&other_db, &started.ceremony_id, "alice", &response, "Phone")
+            .await
+            .unwrap();
+        other_db.close().await;
+        assert_eq!(count(&f.db, "alice").await.unwrap(), 1);
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_used_ceremony_is_refused() {
+        let f = Fixture::new("replay").await;
+        let mut key = key();
+        let started = f
+            .passkeys
+            .start_registration(&f.db, "alice", "alice", "Alice")
+            .await
+            .unwrap();
+        let response = key.register(&started.challenge).unwrap();
+        f.passkeys
+            .finish_registration(&f.db, &started.ceremony_id, "alice", &response, "Laptop")
+            .await
+            .unwrap();
+        let again = f
+            .passkeys
+            .finish_registration(&f.db, &started.ceremony_id, "alice", &response, "Laptop")
+            .await;
+        assert!(
+            matches!(again, Err(IdentityError::CeremonyUnknown)),
+            "{again:?}"
+        );
+
+        let started = f
+            .passkeys
+            .start_discoverable_authentication(&f.db)
+            .await
+            .unwrap();
+        let response = key.sign_in(&started.challenge).unwrap();
+        f.passkeys
+            .finish_discoverable_authentication(&f.db, &started.ceremony_id, &response)
+            .await
+            .unwrap();
+        // The same response again, and a fresh one for the same challenge: both refused.
+        let replay = f
+            .passkeys
+            .finish_discoverable_authentication(&f.db, &started.ceremony_id, &response)
+            .await;
+        assert!(
+            matches!(replay, Err(IdentityError::CeremonyUnknown)),
+            "{replay:?}"
+        );
+        let fresh = key.sign_in(&started.challenge).unwrap();
+        let replay = f
+            .passkeys
+            .finish_discoverable_authentication(&f.db, &started.ceremony_id, &fresh)
+            .await;
+        assert!(
+            matches!(replay, Err(IdentityError::CeremonyUnknown)),
+            "{replay:?}"
+        );
+        assert_eq!(f.ceremonies().await, 0);
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_ceremony_is_used_up_too() {
+        let f = Fixture::new("failed").await;
+        let mut key = key();
+        f.register(&mut key, "alice", "Laptop").await.unwrap();
+        let started = f
+            .passkeys
+            .start_discoverable_authentication(&f.db)
+            .await
+            .unwrap();
+        let mut wrong = key.clone();
+        wrong.replace_keys();
+        let bad = wrong.sign_in(&started.challenge).unwrap();
+        assert_rejected(
+            f.passkeys
+                .finish_discoverable_authentication(&f.db, &started.ceremony_id, &bad)
+                .await,
+        );
+        let good = key.sign_in(&started.challenge).unwrap();
+        let retry = f
+            .passkeys
+            .finish_discoverable_authentication(&f.db, &started.ceremony_id, &good)
+            .await;
+        assert!(
+            matches!(retry, Err(IdentityError::CeremonyUnknown)),
+            "{retry:?}"
+        );
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_ceremony_is_bound_to_its_purpose_and_account() {
+        let f = Fixture::new("bound").await;
+        let mut key = key();
+        let started = f
+            .passkeys
+            .start_registration(&f.db, "alice", "alice", "Alice")
+            .await
+            .unwrap();
+        let response = key.register(&started.challenge).unwrap();
+        let as_bob = f
+            .passkeys
+            .finish_registration(&f.db, &started.ceremony_id, "bob", &response, "Laptop")
+            .await;
+        assert!(
+            matches!(as_bob, Err(IdentityError::CeremonyUnknown)),
+            "{as_bob:?}"
+        );
+        let as_sign_in = f
+            .passkeys
+            .finish_discoverable_authentication(&f.db, &started.ceremony_id, &response)
+            .await;
+        assert!(
+            matches!(as_sign_in, Err(IdentityError::CeremonyUnknown)),
+            "{as_sign_in:?}"
+        );
+        // Neither attempt spent it: Alice can still finish.
+        f.passkeys
+            .finish_registration(&f.db, &started.ceremony_id, "alice", &response, "Laptop")
+            .await
+            .unwrap();
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_ceremony_is_refused_and_dropped() {
+        let f = Fixture::new("expired").await;
+        let mut key = key();
+        let started = f
+            .passkeys
+            .start_registration(&f.db, "alice", "alice", "Alice")
+            .await
+            .unwrap();
+        let response = key.register(&started.challenge).unwrap();
+        let expire = |id: String| {
+            let db = f.db.clone();
+            async move {
+                sqlx::query("UPDATE passkey_ceremonies SET expires_ms = $1 WHERE id = $2")
+                    .bind(now_ms() - 1)
+                    .bind(id)
+                    .execute(db.pool())
+                    .await
+                    .unwrap();
+            }
+        };
+        expire(started.ceremony_id.clone()).await;
+        let late = f
+            .passkeys
+            .finish_registration(&f.db, &started.ceremony_id, "alice", &response, "Laptop")
+            .await;
+        assert!(
+            matches!(late, Err(IdentityError::CeremonyExpired)),
+            "{late:?}"
+        );
+        let again = f
+            .passkeys
+            .finish_registration(&f.db, &started.ceremony_id, "alice", &response, "Laptop")
+            .await;
+        assert!(
+            matches!(again, Err(IdentityError::CeremonyUnknown)),
+            "{again:?}"
+        );
+        assert_eq!(count(&f.db, "alice").await.unwrap(), 0);
+
+        // Abandoned ceremonies go when the next one starts.
+        let abandoned = f
+            .passkeys
+            .start_discoverable_authentication(&f.db)
+            .await
+            .unwrap();
+        expire(abandoned.ceremony_id).await;
+        f.passkeys
+            .start_discoverable_authentication(&f.db)
+            .await
+            .unwrap();
+        assert_eq!(f.ceremonies().await, 1);
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_response_from_another_origin_is_refused() {
+        let f = Fixture::new("origin").await;
+        let mut phished = SoftKey::new("https://id.gov.example.evil.test").unwrap();
+        assert_rejected(f.register(&mut phished, "alice", "Laptop").await);
+        assert_eq!(count(&f.db, "alice").await.unwrap(), 0);
+
+        let mut key = key();
+        f.register(&mut key, "alice", "Laptop").await.unwrap();
+        key.set_origin("https://evil.test").unwrap();
+        assert_rejected(f.sign_in(&mut key).await);
+        assert_rejected(f.step_up(&mut key, "alice").await);
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_signature_by_another_key_is_refused() {
+        let f = Fixture::new("key").await;
+        let mut key = key();
+        f.register(&mut key, "alice", "Laptop").await.unwrap();
+        key.replace_keys();
+        assert_rejected(f.sign_in(&mut key).await);
+        assert_rejected(f.step_up(&mut key, "alice").await);
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_passkey_without_user_verification_is_refused() {
+        let f = Fixture::new("uv").await;
+        let mut key = key();
+        key.set_user_verification(false);
+        assert_rejected(f.register(&mut key, "alice", "Laptop").await);
+        key.set_user_verification(true);
+        f.register(&mut key, "alice", "Laptop").await.unwrap();
+        key.set_user_verification(false);
+        assert_rejected(f.sign_in(&mut key).await);
+        assert_rejected(f.step_up(&mut key, "alice").await);
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_cloned_authenticator_is_refused() {
+        let f = Fixture::new("clone").await;
+        let mut key = key();
+        f.register(&mut key, "alice", "Laptop").await.unwrap();
+        let mut clone = key.clone();
+        let mut second_clone = key.clone();
+        f.sign_in(&mut key).await.unwrap();
+        // The clones' counters (1) are not above the stored one (1).
+        assert_rejected(f.sign_in(&mut clone).await);
+        assert_rejected(f.step_up(&mut second_clone, "alice").await);
+        // The original carries on.
+        f.step_up(&mut key, "alice").await.unwrap();
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_clone_racing_the_original_through_an_older_ceremony_is_refused() {
+        let f = Fixture::new("race").await;
+        let mut key = key();
+        f.register(&mut key, "alice", "Laptop").await.unwrap();
+        let mut clone = key.clone();
+        // The step-up ceremony holds the passkey as it is now, counter 0 ...
+        let started = f
+            .passkeys
+            .start_authentication(&f.db, "alice")
+            .await
+            .unwrap();
+        // ... then the original signs in elsewhere and the stored counter becomes 1 ...
+        f.sign_in(&mut key).await.unwrap();
+        // ... so the clone's counter 1 beats the ceremony's copy but not the database.
+        let response = clone.sign_in(&started.challenge).unwrap();
+        assert_rejected(
+            f.passkeys
+                .finish_authentication(&f.db, &started.ceremony_id, "alice", &response)
+                .await,
+        );
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn another_accounts_passkey_does_not_step_up_this_one() {
+        let f = Fixture::new("other").await;
+        let mut alice = key();
+        let mut bob = key();
+        f.register(&mut alice, "alice", "Laptop").await.unwrap();
+        f.register(&mut bob, "bob", "Phone").await.unwrap();
+        let started = f
+            .passkeys
+            .start_authentication(&f.db, "alice")
+            .await
+            .unwrap();
+        // Bob's authenticator answers as if no credential had been named.
+        let mut options: serde_json::Value = serde_json::from_str(&started.challenge).unwrap();
+        options["publicKey"]["allowCredentials"] = serde_json::json!([]);
+        let response = bob.sign_in(&options.to_string()).unwrap();
+        assert_rejected(
+            f.passkeys
+                .finish_authentication(&f.db, &started.ceremony_id, "alice", &response)
+                .await,
+        );
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_passkey_the_browser_says_is_not_discoverable_is_refused() {
+        let f = Fixture::new("rk").await;
+        let mut key = key();
+        let started = f
+            .passkeys
+            .start_registration(&f.db, "alice", "alice", "Alice")
+            .await
+            .unwrap();
+        let mut response: serde_json::Value =
+            serde_json::from_str(&key.register(&started.challenge).unwrap()).unwrap();
+        assert_eq!(response["extensions"]["credProps"]["rk"], true);
+        response["extensions"]["credProps"]["rk"] = false.into();
+        assert_rejected(
+            f.passkeys
+                .finish_registration(
+                    &f.db,
+                    &started.ceremony_id,
+                    "alice",
+                    &response.to_string(),
+                    "Laptop",
+                )
+                .await,
+        );
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_user_handle_that_is_not_the_accounts_is_refused() {
+        let f = Fixture::new("handle").await;
+        let mut key = key();
+        f.register(&mut key, "alice", "Laptop").await.unwrap();
+        // The user handle is outside the signature, so a tampered one still verifies.
+        let other = URL_SAFE_NO_PAD.encode(Uuid::new_v4().as_bytes());
+        let tamper = |json: String| {
+            let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            v["response"]["userHandle"] = other.clone().into();
+            v.to_string()
+        };
+        let started = f
+            .passkeys
+            .start_discoverable_authentication(&f.db)
+            .await
+            .unwrap();
+        let response = tamper(key.sign_in(&started.challenge).unwrap());
+        assert_rejected(
+            f.passkeys
+                .finish_discoverable_authentication(&f.db, &started.ceremony_id, &response)
+                .await,
+        );
+        let started = f
+            .passkeys
+            .start_authentication(&f.db, "alice")
+            .await
+            .unwrap();
+        let response = tamper(key.sign_in(&started.challenge).unwrap());
+        assert_rejected(
+            f.passkeys
+                .finish_authentication(&f.db, &started.ceremony_id, "alice", &response)
+                .await,
+        );
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn registered_passkeys_are_excluded_and_removable() {
+        let f = Fixture::new("manage").await;
+        let mut laptop = key();
+        let mut phone = key();
+        let first = f.register(&mut laptop, "alice", "Laptop").await.unwrap();
+        f.register(&mut phone, "alice", "Phone").await.unwrap();
+
+        let started = f
+            .passkeys
+            .start_registration(&f.db, "alice", "alice", "Alice")
+            .await
+            .unwrap();
+        assert!(matches!(
+            laptop.register(&started.challenge),
+            Err(SoftKeyError::Excluded)
+        ));
+        assert_eq!(laptop.credential_count(), 1);
+
+        let labels: Vec<String> = list(&f.db, "alice")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.label)
+            .collect();
+        assert_eq!(labels, ["Laptop", "Phone"]);
+
+        assert!(!remove(&f.db, "bob", &first.id).await.unwrap());
+        assert!(remove(&f.db, "alice", &first.id).await.unwrap());
+        assert!(!remove(&f.db, "alice", &first.id).await.unwrap());
+        assert_eq!(count(&f.db, "alice").await.unwrap(), 1);
+        assert_rejected(f.sign_in(&mut laptop).await);
+        assert_eq!(f.sign_in(&mut phone).await.unwrap().account_id, "alice");
+
+        let listed = list(&f.db, "alice").await.unwrap();
+        assert!(remove(&f.db, "alice", &listed[0].id).await.unwrap());
+        assert!(matches!(
+            f.passkeys.start_authentication(&f.db, "alice").await,
+            Err(IdentityError::NoPasskey)
+        ));
+        f.close().await;
+    }
+
+    #[tokio::test]
+    async fn bad_inputs_are_named() {
+        let f = Fixture::new("inputs").await;
+        assert!(matches!(
+            f.passkeys
+                .start_registration(&f.db, "nobody", "nobody", "Nobody")
+                .await,
+            Err(IdentityError::UnknownAccount(_))
+        ));
+        let mut key = key();
+        for label in ["", "   ", "a\u{7}b", &"x".repeat(MAX_LABEL_CHARS + 1)] {
+            assert!(matches!(
+                f.register(&mut key, "alice", label).await,
+                Err(IdentityError::InvalidLabel(_))
+            ));
+        }
+        let started = f
+            .passkeys
+            .start_discoverable_authentication(&f.db)
+            .await
+            .unwrap();
+        assert_rejected(
+            f.passkeys
+                .finish_discoverable_authentication(&f.db, &started.ceremony_id, "{}")
+                .await,
+        );
+        assert!(matches!(
+            Passkeys::new(
+                "gov.example",
+                &Url::parse("https://other.test").unwrap(),
+                "x"
+            ),
+            Err(IdentityError::PasskeySetup(_))
+        ));
+        f.close().await;
+    }
+
+    /// A fresh PostgreSQL database, when `CIVITAS_TEST_POSTGRES_URL` names a server.
+    async fn postgres(name: &str) -> Option<String> {
+        let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("CIVITAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+                "CIVITAS_TEST_POSTGRES_URL is required"
+            );
+            eprintln!("skipped: set CIVITAS_TEST_POSTGRES_URL to run this test on PostgreSQL");
+            return None;
+        };
+        let db = Db::connect(&admin, 1).await.unwrap();
+        let dbname = format!("civitas_identity_{}_{name}", std::process::id());
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {dbname}"),
+            format!("CREATE DATABASE {dbname}"),
+        ] {
+            sqlx::raw_sql(&sql).execute(db.pool()).await.unwrap();
+        }
+        db.close().await;
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        Some(format!("{base}/{dbname}"))
+    }
+
+    #[tokio::test]
+    async fn on_postgres_passkeys_register_sign_in_and_refuse_clones_and_replays() {
+        let Some(url) = postgres("passkeys").await else {
+            return;
+        };
+        let f = Fixture::on(&url, None).await;
+        let mut key = key();
+        let info = f.register(&mut key, "alice", "Laptop").await.unwrap();
+        let mut clone = key.clone();
+        let step_up = f
+            .passkeys
+            .start_authentication(&f.db, "alice")
+            .await
+            .unwrap();
+        assert_eq!(f.sign_in(&mut key).await.unwrap().account_id, "alice");
+        let response = clone.sign_in(&step_up.challenge).unwrap();
+        assert_rejected(
+            f.passkeys
+                .finish_authentication(&f.db, &step_up.ceremony_id, "alice", &response)
+                .await,
+        );
+        let replay = f
+            .passkeys
+            .finish_authentication(&f.db, &step_up.ceremony_id, "alice", &response)
+            .await;
+        assert!(
+            matches!(replay, Err(IdentityError::CeremonyUnknown)),
+            "{replay:?}"
+        );
+        assert_eq!(
+            f.step_up(&mut key, "alice").await.unwrap().passkey_id,
+            info.id
+        );
+
+        let listed = list(&f.db, "alice").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].last_used_ms.is_some());
+        assert!(remove(&f.db, "alice", &info.id).await.unwrap());
+        assert_eq!(count(&f.db, "alice").await.unwrap(), 0);
+        f.close().await;
+    }
+}
