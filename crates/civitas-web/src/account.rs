@@ -1462,6 +1462,8 @@ struct MailPage {
     c: Chrome,
     rows: Vec<MailRow>,
     demo_password: Option<&'static str>,
+    /// The featured demo residents who have accounts: (identification number, name, note).
+    people: Vec<(String, String, String)>,
 }
 
 async fn dev_mail(
@@ -1479,6 +1481,16 @@ async fn dev_mail(
             String::new(),
         );
     };
+    let people = match civitas_registry::demo_people(&app.db).await {
+        Ok(list) => list
+            .into_iter()
+            .map(|p| {
+                let note = c.lang.pick(&p.note_zh, &p.note_en).to_string();
+                (p.national_id, p.name_zh, note)
+            })
+            .collect(),
+        Err(e) => return error_page(c, &headers, &e),
+    };
     match sink.recent(50).await {
         Ok(list) => {
             let rows = list
@@ -1495,6 +1507,7 @@ async fn dev_mail(
                     c,
                     rows,
                     demo_password: Some(civitas_identity::DEMO_PASSWORD),
+                    people,
                 },
                 StatusCode::OK,
             )
