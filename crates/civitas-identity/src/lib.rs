@@ -11,8 +11,8 @@
 mod accounts;
 mod courier;
 mod loa;
-pub mod passkey;
 pub mod mandate;
+pub mod passkey;
 pub mod password;
 mod secret;
 mod service;
