@@ -99,7 +99,16 @@ fn is_user_error(e: &IdentityError) -> bool {
 
 /// Sets the session cookie for a fresh sign-in and sends the browser on.
 fn signed_in(app: &Shared, outcome: &SignInOutcome, next: &str) -> Response {
-    let mut res = Redirect::to(next).into_response();
+    session_cookies(app, outcome, Redirect::to(next).into_response())
+}
+
+/// Adds the cookies of a fresh sign-in (or step-up) to `res`: the new session token, and
+/// the half-finished sign-in's cookie deleted.
+pub(crate) fn session_cookies(
+    app: &Shared,
+    outcome: &SignInOutcome,
+    mut res: Response,
+) -> Response {
     let secure = secure_cookies(app);
     let h = res.headers_mut();
     h.append(
@@ -149,6 +158,8 @@ struct SignInPage {
     errors: Vec<FieldError>,
     identifier: String,
     next: String,
+    /// Whether the site offers passkey sign-in.
+    passkey: bool,
 }
 
 impl SignInPage {
@@ -158,6 +169,7 @@ impl SignInPage {
 }
 
 async fn sign_in_form(
+    State(app): State<Shared>,
     v: Visitor,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
@@ -171,6 +183,7 @@ async fn sign_in_form(
             errors: Vec::new(),
             identifier: String::new(),
             next,
+            passkey: app.identity.passkeys_enabled(),
         },
         StatusCode::OK,
     )
@@ -197,6 +210,7 @@ async fn sign_in(
 ) -> Response {
     let c = Chrome::for_visitor(&v, &headers, &uri, "signin");
     let next = safe_next(Some(&f.next));
+    let passkey = app.identity.passkeys_enabled();
     let page = |c: Chrome, errors: Vec<FieldError>, identifier: String, next: String| {
         render(
             &SignInPage {
@@ -204,6 +218,7 @@ async fn sign_in(
                 errors,
                 identifier,
                 next,
+                passkey,
             },
             StatusCode::UNPROCESSABLE_ENTITY,
         )
@@ -274,6 +289,8 @@ struct CodePage {
     action: &'static str,
     heading: &'static str,
     lead: &'static str,
+    /// Whether the page offers a passkey (step-up, when the account has one).
+    passkey: bool,
 }
 
 impl CodePage {
@@ -301,6 +318,7 @@ async fn code_form(
             action: "/signin/code",
             heading,
             lead,
+            passkey: false,
         },
         StatusCode::OK,
     )
@@ -335,6 +353,7 @@ async fn code(
                 action: "/signin/code",
                 heading,
                 lead,
+                passkey: false,
             },
             StatusCode::UNPROCESSABLE_ENTITY,
         )
@@ -392,9 +411,13 @@ async fn step_up_form(
         Ok(t) => t,
         Err(e) => return error_page(c, &headers, &e),
     };
+    let passkey = match has_passkeys(&app, &session).await {
+        Ok(p) => p,
+        Err(e) => return error_page(c, &headers, &e),
+    };
     let (heading, lead) = (
         c.a.step_up_title,
-        if has_totp {
+        if has_totp || passkey {
             c.a.step_up_lead
         } else {
             c.a.step_up_no_method
@@ -408,6 +431,7 @@ async fn step_up_form(
             action: "/signin/step-up",
             heading,
             lead,
+            passkey,
         },
         StatusCode::OK,
     )
@@ -427,6 +451,10 @@ async fn step_up(
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     let next = safe_next(Some(&f.next));
     let (heading, lead) = (c.a.step_up_title, c.a.step_up_lead);
+    let passkey = match has_passkeys(&app, &session).await {
+        Ok(p) => p,
+        Err(e) => return error_page(c, &headers, &e),
+    };
     let page = |c: Chrome, errors: Vec<FieldError>| {
         render(
             &CodePage {
@@ -436,6 +464,7 @@ async fn step_up(
                 action: "/signin/step-up",
                 heading,
                 lead,
+                passkey,
             },
             StatusCode::UNPROCESSABLE_ENTITY,
         )
@@ -452,6 +481,14 @@ async fn step_up(
         }
         Err(e) => bad_form(c, &headers, e, page, "code"),
     }
+}
+
+/// Whether the site has passkeys on and the account holds one.
+async fn has_passkeys(app: &Shared, s: &SessionInfo) -> Result<bool, IdentityError> {
+    if !app.identity.passkeys_enabled() {
+        return Ok(false);
+    }
+    Ok(!app.identity.passkeys_of(&s.account.id).await?.is_empty())
 }
 
 #[derive(Deserialize, Default)]
@@ -486,7 +523,7 @@ async fn sign_out(
     res
 }
 
-fn forbidden_form(headers: &HeaderMap) -> Response {
+pub(crate) fn forbidden_form(headers: &HeaderMap) -> Response {
     let c = Chrome::new(headers, &"/".parse().unwrap_or_default(), "");
     crate::pages::message_page(
         c,
@@ -765,6 +802,17 @@ struct SecurityPage {
     totp_setup: Option<(String, String)>,
     /// Fresh recovery codes, shown once.
     new_codes: Vec<String>,
+    /// Whether the site offers passkeys at all.
+    passkeys_on: bool,
+    passkeys: Vec<PasskeyRow>,
+}
+
+/// A passkey as the security page lists it.
+struct PasskeyRow {
+    id: String,
+    label: String,
+    created: String,
+    last_used: String,
 }
 
 impl SecurityPage {
@@ -802,6 +850,20 @@ async fn security_page(
         Ok(n) => n,
         Err(e) => return error_page(c, headers, &e),
     };
+    let passkeys = match app.identity.passkeys_of(&s.account.id).await {
+        Ok(list) => list
+            .into_iter()
+            .map(|p| PasskeyRow {
+                created: taiwan_time(p.created_ms),
+                last_used: p
+                    .last_used_ms
+                    .map_or_else(|| c.a.passkey_never_used.to_string(), taiwan_time),
+                id: p.id,
+                label: p.label,
+            })
+            .collect(),
+        Err(e) => return error_page(c, headers, &e),
+    };
     render(
         &SecurityPage {
             c,
@@ -811,9 +873,16 @@ async fn security_page(
             recovery_left,
             totp_setup: view.totp_setup,
             new_codes: view.new_codes,
+            passkeys_on: app.identity.passkeys_enabled(),
+            passkeys,
         },
         status,
     )
+}
+
+#[derive(Deserialize, Default)]
+struct SecurityQuery {
+    passkey: Option<String>,
 }
 
 async fn security(
@@ -821,13 +890,28 @@ async fn security(
     v: Visitor,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
+    Query(q): Query<SecurityQuery>,
 ) -> Response {
     let s = match require(&v, &uri, Loa::Low) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
-    security_page(&app, c, &headers, &s, SecurityView::default()).await
+    let notice = match q.passkey.as_deref() {
+        Some("added") => c.a.passkey_added.to_string(),
+        _ => String::new(),
+    };
+    security_page(
+        &app,
+        c,
+        &headers,
+        &s,
+        SecurityView {
+            notice,
+            ..SecurityView::default()
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize, Default)]

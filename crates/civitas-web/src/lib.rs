@@ -12,6 +12,7 @@ mod i18n;
 mod ledger;
 mod ops;
 mod pages;
+mod passkey_routes;
 mod problem;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes())
         .merge(ledger::routes())
         .merge(account::routes())
+        .merge(passkey_routes::routes())
         .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
