@@ -523,6 +523,22 @@ async fn sign_out(
     res
 }
 
+/// The session of a signed-in person submitting a genuine form at level `need`, or the
+/// response to give instead: sign in, step up, or the expired-form page.
+pub(crate) fn guard_form(
+    v: &Visitor,
+    headers: &HeaderMap,
+    back: &axum::http::Uri,
+    need: Loa,
+    csrf: &str,
+) -> Result<SessionInfo, Box<Response>> {
+    let s = require(v, back, need).map_err(|r| Box::new(r.into_response()))?;
+    if !v.form_is_genuine(headers, csrf) {
+        return Err(Box::new(forbidden_form(headers)));
+    }
+    Ok(s)
+}
+
 pub(crate) fn forbidden_form(headers: &HeaderMap) -> Response {
     let c = Chrome::new(headers, &"/".parse().unwrap_or_default(), "");
     crate::pages::message_page(
@@ -988,13 +1004,10 @@ async fn totp_begin(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     match app.identity.begin_totp(&s).await {
         Ok(setup) => {
@@ -1047,13 +1060,10 @@ async fn totp_confirm(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<TotpConfirmForm>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     match app.identity.confirm_totp(&s, &f.code).await {
         Ok(codes) => {
@@ -1112,17 +1122,16 @@ async fn totp_remove(
 ) -> Response {
     // Removing a second factor needs the level it gives: a stolen password alone must not
     // be able to take the authenticator off.
-    let s = match require(
+    let s = match guard_form(
         &v,
+        &headers,
         &"/account/security".parse().unwrap_or(uri.clone()),
         Loa::Substantial,
+        &f.csrf,
     ) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     match app.identity.remove_totp(&s).await {
         Ok(()) => Redirect::to("/account/security").into_response(),
@@ -1137,17 +1146,16 @@ async fn recovery_codes(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    let s = match require(
+    let s = match guard_form(
         &v,
+        &headers,
         &"/account/security".parse().unwrap_or(uri.clone()),
         Loa::Substantial,
+        &f.csrf,
     ) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     match app.identity.new_recovery_codes(&s).await {
         Ok(codes) => {
@@ -1245,13 +1253,10 @@ async fn end_session(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<EndForm>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     match app
         .identity
         .end_session(&s.account, &f.session, ended::ENDED_BY_USER)
@@ -1434,13 +1439,10 @@ async fn grant_mandate(
     Form(f): Form<GrantForm>,
 ) -> Response {
     // Letting someone act for you is consequential: it needs a second factor.
-    let s = match require(&v, &uri, Loa::Substantial) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Substantial, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     let req = GrantRequest {
         grantee_national_id: f.grantee.clone(),
@@ -1480,13 +1482,10 @@ async fn revoke_mandate(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<KeyForm>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     match app.identity.revoke_mandate(&s, &f.key).await {
         Ok(_) | Err(IdentityError::NotFound) => Redirect::to("/account/mandates").into_response(),
         Err(e) => error_page(
@@ -1504,13 +1503,10 @@ async fn act_for(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<KeyForm>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let key = (!f.key.is_empty()).then_some(f.key.as_str());
     match app.identity.act_for(&s, key).await {
         Ok(_) => Redirect::to("/account").into_response(),
