@@ -9,6 +9,7 @@
 
 mod support;
 
+mod authz;
 mod browser;
 mod cli;
 mod http;

@@ -1,0 +1,247 @@
+//! The authorisation matrix: every route of the site, for every kind of visitor (signed out,
+//! a resident, each staff role, an operator), gets the answer its rule says. A route added to
+//! `civitas-web` without a row here fails `every_route_is_in_the_matrix`.
+
+use crate::support::{Browser, Engine, TestApp};
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Anonymous,
+    Resident,
+    Caseworker,
+    Supervisor,
+    AgencyAdmin,
+    Operator,
+}
+
+const ROLES: [Role; 6] = [
+    Role::Anonymous,
+    Role::Resident,
+    Role::Caseworker,
+    Role::Supervisor,
+    Role::AgencyAdmin,
+    Role::Operator,
+];
+
+/// What a route allows.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Anyone; the status every visitor gets.
+    Public(u16),
+    /// A signed-in person of any kind; others are sent to sign in.
+    SignedIn,
+    /// A form for signed-in people: without a session it sends to sign in; with one but
+    /// without the anti-forgery token it is refused with 403.
+    SignedInForm,
+    /// Like `SignedInForm`, but the form is shown again with its error (this status).
+    SignedInFormAgain(u16),
+    /// A form that needs level substantial: a low session is sent to step up first.
+    SubstantialForm,
+    /// A JSON call for signed-in people, guarded by the X-CSRF-Token header: 403 without it
+    /// (and 401/403 without a session).
+    SignedInJson,
+    /// A form anyone may submit, refused without the anti-forgery token (422 with the form
+    /// again, or 403 for JSON calls).
+    AnyoneForm(u16),
+    /// Operators only: others get 403, signed-out visitors are sent to sign in.
+    OperatorOnly,
+    /// A protocol endpoint with its own authentication (bearer tokens, client credentials):
+    /// every visitor without those gets this status.
+    Protocol(u16),
+}
+
+/// Every route: method, a concrete path, its rule.
+const MATRIX: &[(&str, &str, Rule)] = &[
+    ("GET", "/", Rule::Public(200)),
+    ("GET", "/agencies", Rule::Public(200)),
+    ("GET", "/agencies/HRO", Rule::Public(200)),
+    ("GET", "/lang/en", Rule::Public(303)),
+    ("GET", "/assets/site.css", Rule::Public(200)),
+    ("GET", "/assets/passkey.js", Rule::Public(200)),
+    ("GET", "/healthz", Rule::Public(200)),
+    ("GET", "/readyz", Rule::Public(200)),
+    ("GET", "/metrics", Rule::Public(200)),
+    ("GET", "/api/v1/agencies", Rule::Public(200)),
+    ("GET", "/api/v1/agencies/HRO", Rule::Public(200)),
+    ("GET", "/api/v1/status", Rule::Public(200)),
+    ("GET", "/api/v1/ledger/checkpoints", Rule::Public(200)),
+    ("GET", "/ledger/checkpoint", Rule::Public(200)),
+    ("GET", "/ledger/key", Rule::Public(200)),
+    ("GET", "/ledger/tile/0/000", Rule::Public(404)),
+    ("GET", "/ledger/witness/key", Rule::Public(404)),
+    (
+        "POST",
+        "/ledger/witness/add-checkpoint",
+        Rule::Protocol(404),
+    ),
+    ("GET", "/dev/mail", Rule::Public(200)),
+    ("GET", "/signin", Rule::Public(200)),
+    ("POST", "/signin", Rule::AnyoneForm(422)),
+    ("GET", "/signin/code", Rule::Public(303)),
+    ("POST", "/signin/code", Rule::AnyoneForm(422)),
+    ("POST", "/signin/passkey/start", Rule::AnyoneForm(403)),
+    ("POST", "/signin/passkey/finish", Rule::AnyoneForm(403)),
+    ("GET", "/register", Rule::Public(200)),
+    ("POST", "/register", Rule::AnyoneForm(422)),
+    ("GET", "/register/confirm", Rule::Public(303)),
+    ("POST", "/register/confirm", Rule::AnyoneForm(422)),
+    ("GET", "/signin/step-up", Rule::SignedIn),
+    ("POST", "/signin/step-up", Rule::SignedInFormAgain(422)),
+    ("POST", "/signin/step-up/passkey/start", Rule::SignedInJson),
+    ("POST", "/signin/step-up/passkey/finish", Rule::SignedInJson),
+    ("POST", "/signout", Rule::SignedInForm),
+    ("GET", "/account", Rule::SignedIn),
+    ("GET", "/account/security", Rule::SignedIn),
+    ("GET", "/account/sessions", Rule::SignedIn),
+    ("GET", "/account/mandates", Rule::SignedIn),
+    ("POST", "/account/mandates", Rule::SubstantialForm),
+    ("POST", "/account/mandates/revoke", Rule::SignedInForm),
+    ("POST", "/account/act-for", Rule::SignedInForm),
+    ("POST", "/account/password", Rule::SignedInForm),
+    ("POST", "/account/totp", Rule::SignedInForm),
+    ("POST", "/account/totp/confirm", Rule::SignedInForm),
+    ("POST", "/account/totp/remove", Rule::SubstantialForm),
+    ("POST", "/account/recovery-codes", Rule::SubstantialForm),
+    ("POST", "/account/sessions/end", Rule::SignedInForm),
+    ("POST", "/account/passkeys/start", Rule::SignedInJson),
+    ("POST", "/account/passkeys/finish", Rule::SignedInJson),
+    ("POST", "/account/passkeys/remove", Rule::SubstantialForm),
+];
+
+/// Paths registered with `.route("…")` in civitas-web's sources.
+fn registered_routes() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../civitas-web/src");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for part in text.split(".route(").skip(1) {
+            let path = part.trim_start().trim_start_matches('"');
+            out.push(path.split('"').next().unwrap().to_string());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether a concrete path matches a route pattern like `/agencies/{code}`.
+fn matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    if pattern.contains("{*") {
+        let fixed = pattern.split("{*").next().unwrap();
+        return path.starts_with(fixed);
+    }
+    p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| a.starts_with('{') || a == b)
+}
+
+#[test]
+fn every_route_is_in_the_matrix() {
+    let missing: Vec<String> = registered_routes()
+        .into_iter()
+        .filter(|r| !MATRIX.iter().any(|(_, path, _)| matches(r, path)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "routes without a row in the authorisation matrix: {missing:?}"
+    );
+}
+
+async fn browser_for(app: &TestApp, role: Role, resident: &str) -> Browser {
+    let mut b = Browser::new(app);
+    let user = match role {
+        Role::Anonymous => {
+            b.get("/signin").await;
+            return b;
+        }
+        Role::Resident => resident.to_string(),
+        Role::Caseworker => "caseworker.1@hro.gov.example".into(),
+        Role::Supervisor => "supervisor.1@hro.gov.example".into(),
+        Role::AgencyAdmin => "agency_admin.1@hro.gov.example".into(),
+        Role::Operator => "operator.1@moda.gov.example".into(),
+    };
+    b.sign_in(&user, civitas_identity::DEMO_PASSWORD).await;
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_every_role_as_its_rule_says() {
+    let app = TestApp::spawn(Engine::Sqlite).await.unwrap();
+    let resident = civitas_registry::demo_people(&app.db).await.unwrap()[0]
+        .national_id
+        .clone();
+    let mut wrong = Vec::new();
+    for role in ROLES {
+        let mut b = browser_for(&app, role, &resident).await;
+        let signed_in = role != Role::Anonymous;
+        for (method, path, rule) in MATRIX {
+            // Forms go without their token: the matrix checks who may reach them, and that
+            // nobody reaches a state change without the token.
+            let page = if *method == "GET" {
+                b.get(path).await
+            } else {
+                b.post(path, &[("csrf", "missing")]).await
+            };
+            let to_sign_in = page.status == 303
+                && page
+                    .location
+                    .as_deref()
+                    .is_some_and(|l| l.starts_with("/signin?next="));
+            let ok = match rule {
+                Rule::Public(status) | Rule::Protocol(status) | Rule::AnyoneForm(status) => {
+                    page.status == *status
+                }
+                Rule::SignedIn => {
+                    if signed_in {
+                        page.status == 200 || (page.status == 303 && *path == "/signin/step-up")
+                    } else {
+                        to_sign_in
+                    }
+                }
+                Rule::SignedInForm => {
+                    if signed_in {
+                        page.status == 403
+                    } else {
+                        to_sign_in || (*path == "/signout" && page.status == 303)
+                    }
+                }
+                Rule::SignedInFormAgain(status) => {
+                    if signed_in {
+                        page.status == *status
+                    } else {
+                        to_sign_in
+                    }
+                }
+                Rule::SubstantialForm => {
+                    if signed_in {
+                        page.status == 303
+                            && page
+                                .location
+                                .as_deref()
+                                .is_some_and(|l| l.starts_with("/signin/step-up?need=substantial"))
+                    } else {
+                        to_sign_in
+                    }
+                }
+                Rule::SignedInJson => page.status == 403 || (!signed_in && page.status == 401),
+                Rule::OperatorOnly => match role {
+                    Role::Operator => page.status == 200 || page.status == 403,
+                    Role::Anonymous => to_sign_in,
+                    _ => page.status == 403,
+                },
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{role:?} {method} {path}: {} {:?} ({rule:?})",
+                    page.status, page.location
+                ));
+            }
+        }
+    }
+    app.stop().await;
+    assert!(
+        wrong.is_empty(),
+        "answers that break the matrix:\n{}",
+        wrong.join("\n")
+    );
+}
