@@ -1,7 +1,12 @@
 //! Identity: who may act in Civitas and in which role.
 //!
-//! Today this holds the accounts of agency staff and platform operators with their roles;
-//! sign-in methods, sessions, mandates and the OpenID Connect provider build on it.
+//! Today this holds the accounts of agency staff and platform operators with their roles,
+//! and levels of assurance ([`Loa`]); sign-in methods, sessions, mandates and the OpenID
+//! Connect provider build on it.
+
+mod loa;
+
+pub use loa::Loa;
 
 use civitas_store::sqlx::{self, Row};
 use civitas_store::{BulkInsert, Component, Db, Migration, Value};
