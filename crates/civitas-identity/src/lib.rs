@@ -1,10 +1,11 @@
 //! Identity: who may act in Civitas and in which role.
 //!
 //! Today this holds the accounts of agency staff and platform operators with their roles,
-//! and levels of assurance ([`Loa`]); sign-in methods, sessions, mandates and the OpenID
-//! Connect provider build on it.
+//! levels of assurance ([`Loa`]) and the OpenID Connect provider ([`oidc`]); sign-in methods,
+//! sessions and mandates build on it.
 
 mod loa;
+pub mod oidc;
 
 pub use loa::Loa;
 
@@ -14,10 +15,11 @@ use civitas_store::{BulkInsert, Component, Db, Migration, Value};
 /// The identity block's schema.
 pub const COMPONENT: Component = Component {
     name: "identity",
-    migrations: &[Migration {
-        version: 1,
-        name: "accounts",
-        sql: "CREATE TABLE accounts (
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "accounts",
+            sql: "CREATE TABLE accounts (
             id TEXT PRIMARY KEY,
             kind TEXT NOT NULL,
             username TEXT NOT NULL UNIQUE,
@@ -27,8 +29,109 @@ pub const COMPONENT: Component = Component {
             created_on TEXT NOT NULL
         );
         CREATE INDEX accounts_agency ON accounts (agency_code);",
-    }],
+        },
+        // Versions 2 and 3 are written in parallel on other branches; these placeholders
+        // keep the numbering until they are merged.
+        Migration {
+            version: 2,
+            name: "placeholder2",
+            sql: "SELECT 1",
+        },
+        Migration {
+            version: 3,
+            name: "placeholder3",
+            sql: "SELECT 1",
+        },
+        Migration {
+            version: 4,
+            name: "openid_connect",
+            sql: OPENID_CONNECT_SQL,
+        },
+    ],
 };
+
+/// The OpenID Connect provider's tables (identity v4). Secrets (client secrets, codes,
+/// tokens) are stored as SHA-256 hashes; signing keys and the pairwise secret as they are.
+const OPENID_CONNECT_SQL: &str = "CREATE TABLE oidc_keys (
+    kid TEXT PRIMARY KEY,
+    alg TEXT NOT NULL,
+    private_der BLOB NOT NULL,
+    public_jwk TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    retired_at BIGINT
+);
+CREATE INDEX oidc_keys_alg ON oidc_keys (alg, retired_at);
+CREATE TABLE oidc_secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE oidc_clients (
+    client_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret_hash TEXT,
+    redirect_uris TEXT NOT NULL,
+    post_logout_redirect_uris TEXT NOT NULL,
+    auth_method TEXT NOT NULL,
+    jwks TEXT,
+    id_token_alg TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    first_party BIGINT NOT NULL,
+    min_loa TEXT NOT NULL,
+    sector TEXT NOT NULL,
+    enabled BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE oidc_grants (
+    grant_id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    acr TEXT NOT NULL,
+    amr TEXT NOT NULL,
+    auth_time BIGINT NOT NULL,
+    nonce TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE INDEX oidc_grants_session ON oidc_grants (session_id);
+CREATE INDEX oidc_grants_client ON oidc_grants (client_id);
+CREATE TABLE oidc_codes (
+    code_hash TEXT PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    code_challenge TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX oidc_codes_expiry ON oidc_codes (expires_at);
+CREATE TABLE oidc_tokens (
+    token_hash TEXT PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX oidc_tokens_grant ON oidc_tokens (grant_id);
+CREATE INDEX oidc_tokens_expiry ON oidc_tokens (expires_at);
+CREATE TABLE oidc_assertions (
+    client_id TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (client_id, jti)
+);
+CREATE TABLE oidc_consents (
+    account_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    granted_at BIGINT NOT NULL,
+    PRIMARY KEY (account_id, client_id)
+);";
 
 /// Errors from the identity block.
 #[derive(Debug, thiserror::Error)]
