@@ -49,6 +49,13 @@ pub struct Config {
     pub witness_name: Option<String>,
     /// Verifier keys of the logs this instance witnesses.
     pub witness_logs: Vec<String>,
+    /// Minutes without activity after which a sign-in session ends.
+    pub session_idle_mins: u64,
+    /// Hours after sign-in at which a session ends, however active.
+    pub session_max_hours: u64,
+    /// Keep outgoing messages (one-time codes, alerts) in a development mail sink shown at
+    /// `/dev/mail` instead of sending them. For demos and tests only.
+    pub dev_mail_sink: bool,
 }
 
 /// How log lines are written.
@@ -145,6 +152,9 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("ledger.witness_quorum", Kind::Int, "0"),
     ("witness.name", Kind::Str, ""),
     ("witness.logs", Kind::Str, ""),
+    ("identity.session_idle_mins", Kind::Int, "30"),
+    ("identity.session_max_hours", Kind::Int, "12"),
+    ("identity.dev_mail_sink", Kind::Bool, "false"),
 ];
 
 /// Environment variables with this prefix are configuration, except these names.
@@ -421,6 +431,9 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
         ledger_witness_quorum,
         witness_name: text("witness.name").map(str::to_string),
         witness_logs,
+        session_idle_mins: int("identity.session_idle_mins", 1, 24 * 60)?,
+        session_max_hours: int("identity.session_max_hours", 1, 24 * 30)?,
+        dev_mail_sink: boolean("identity.dev_mail_sink")?,
     };
     let entries = KEYS
         .iter()

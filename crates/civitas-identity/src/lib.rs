@@ -1,13 +1,30 @@
-//! Identity: who may act in Civitas and in which role.
+//! Identity: who may act in Civitas, how they proved it, and for whom they act.
 //!
-//! Today this holds the accounts of agency staff and platform operators with their roles,
-//! levels of assurance ([`Loa`]) and the OpenID Connect provider ([`oidc`]); sign-in methods,
-//! sessions and mandates build on it.
+//! Accounts belong to citizens (linked to their record in the population register), agency
+//! staff (with a role per agency), and platform operators; a business representative is a
+//! citizen whom the business register names for a business. People sign in with a password
+//! (argon2id) and a second factor (TOTP or a recovery code) or with a passkey; each session
+//! carries the level of assurance (eIDAS low / substantial / high) those methods earn.
+//! Mandates let one person act for another. [`Identity`] is the block's API; it appends the
+//! consequential events (sign-ins, step-ups, mandates) to the ledger itself.
 
+mod accounts;
+mod courier;
 mod loa;
+pub mod mandate;
 pub mod oidc;
+pub mod password;
+mod secret;
+mod service;
+pub mod session;
+mod throttle;
+pub mod totp;
 
+pub use accounts::{Account, AccountKind, Registration};
+pub use courier::{Courier, MailSink, SentMessage};
 pub use loa::Loa;
+pub use service::{Identity, IdentitySettings, SignInOutcome, SignInStep};
+pub use throttle::Throttled;
 
 use civitas_store::sqlx::{self, Row};
 use civitas_store::{BulkInsert, Component, Db, Migration, Value};
@@ -30,13 +47,13 @@ pub const COMPONENT: Component = Component {
         );
         CREATE INDEX accounts_agency ON accounts (agency_code);",
         },
-        // Versions 2 and 3 are written in parallel on other branches; these placeholders
-        // keep the numbering until they are merged.
         Migration {
             version: 2,
-            name: "placeholder2",
-            sql: "SELECT 1",
+            name: "sign_in",
+            sql: include_str!("sign_in.sql"),
         },
+        // Version 3 is written in parallel on another branch; this placeholder keeps the
+        // numbering until it is merged.
         Migration {
             version: 3,
             name: "placeholder3",
@@ -85,6 +102,7 @@ CREATE TABLE oidc_grants (
     grant_id TEXT PRIMARY KEY,
     client_id TEXT NOT NULL,
     account_id TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
     session_id TEXT NOT NULL,
     scope TEXT NOT NULL,
     acr TEXT NOT NULL,
@@ -139,6 +157,39 @@ pub enum IdentityError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] civitas_store::StoreError),
+    /// The ledger refused an event.
+    #[error(transparent)]
+    Ledger(#[from] civitas_ledger::LedgerError),
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] civitas_registry::RegistryError),
+    /// The identifier, password or code did not match. Deliberately says no more.
+    #[error("the sign-in details are not correct")]
+    BadCredentials,
+    /// Too many failed attempts: try again after the lock ends.
+    #[error("too many failed attempts; try again in {} seconds", .0.retry_after_secs)]
+    Throttled(Throttled),
+    /// The password is refused by the policy; the text says why, in plain words.
+    #[error("{0}")]
+    WeakPassword(password::Weakness),
+    /// A value the caller gave is not acceptable; the text says which and why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The thing asked for does not exist (or is not the caller's).
+    #[error("not found")]
+    NotFound,
+    /// An account already exists for this person or name.
+    #[error("an account already exists for this person")]
+    AlreadyRegistered,
+    /// A one-time code or ceremony expired; start again.
+    #[error("the code has expired; ask for a new one")]
+    Expired,
+    /// No way to send messages is configured.
+    #[error("no message channel is configured, so codes cannot be sent")]
+    NoCourier,
+    /// Hashing failed (out of memory, bad parameters).
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
 }
 
 impl From<sqlx::Error> for IdentityError {

@@ -1,18 +1,25 @@
-//! Levels of assurance of a sign-in, as eIDAS defines them: low, substantial, high.
+//! Levels of assurance, as eIDAS defines them.
 
-/// How sure Civitas is that the person signed in is who they claim to be (eIDAS levels).
+/// How sure Civitas is that the person in a session is who the account says.
+///
+/// Password alone earns `Low`; a password with a second factor (TOTP) earns `Substantial`;
+/// a passkey with user verification (phishing-resistant, bound to a device, unlocked by the
+/// person) on an account verified against the population register earns `High`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Loa {
-    /// eIDAS low: a single factor, such as a password.
+    /// eIDAS low.
     Low,
-    /// eIDAS substantial: two factors, one of them possession-based.
+    /// eIDAS substantial.
     Substantial,
-    /// eIDAS high: a certified device with a tamper-resistant key (a citizen certificate card).
+    /// eIDAS high.
     High,
 }
 
 impl Loa {
-    /// Stable code stored in the database and used in URLs: `low`, `substantial`, `high`.
+    /// Every level, lowest first.
+    pub const ALL: [Loa; 3] = [Loa::Low, Loa::Substantial, Loa::High];
+
+    /// Stable code stored in the database and used in URLs.
     pub fn code(self) -> &'static str {
         match self {
             Loa::Low => "low",
@@ -21,7 +28,12 @@ impl Loa {
         }
     }
 
-    /// The OpenID Connect `acr` value of this level (the eIDAS URIs).
+    /// Parses a stored code.
+    pub fn from_code(code: &str) -> Option<Loa> {
+        Loa::ALL.into_iter().find(|l| l.code() == code)
+    }
+
+    /// The OpenID Connect `acr` value for this level (the eIDAS URIs).
     pub fn acr(self) -> &'static str {
         match self {
             Loa::Low => "http://eidas.europa.eu/LoA/low",
@@ -30,11 +42,9 @@ impl Loa {
         }
     }
 
-    /// The level an `acr` value names, if it is one of the eIDAS URIs.
+    /// Parses an `acr` value.
     pub fn from_acr(acr: &str) -> Option<Loa> {
-        [Loa::Low, Loa::Substantial, Loa::High]
-            .into_iter()
-            .find(|l| l.acr() == acr)
+        Loa::ALL.into_iter().find(|l| l.acr() == acr)
     }
 }
 
@@ -43,16 +53,12 @@ mod tests {
     use super::Loa;
 
     #[test]
-    fn levels_are_ordered_and_round_trip_through_acr() {
+    fn levels_order_and_round_trip() {
         assert!(Loa::Low < Loa::Substantial && Loa::Substantial < Loa::High);
-        for l in [Loa::Low, Loa::Substantial, Loa::High] {
+        for l in Loa::ALL {
+            assert_eq!(Loa::from_code(l.code()), Some(l));
             assert_eq!(Loa::from_acr(l.acr()), Some(l));
         }
-        assert_eq!(
-            Loa::from_acr("http://eidas.europa.eu/LoA/substantial"),
-            Some(Loa::Substantial)
-        );
-        assert_eq!(Loa::from_acr("urn:mace:incommon:iap:silver"), None);
-        assert_eq!(Loa::High.code(), "high");
+        assert_eq!(Loa::from_acr("urn:other"), None);
     }
 }

@@ -33,6 +33,7 @@ mod catalog;
 mod dates;
 mod generator;
 mod names;
+mod people;
 mod places;
 mod rng;
 mod schema;
@@ -42,6 +43,10 @@ use civitas_store::sqlx::{self, Connection, Executor, Row};
 use civitas_store::{Db, Engine, StoreError};
 use time::Date;
 
+pub use people::{
+    Person, Representation, businesses_represented_by, children_of, person_by_id,
+    person_by_national_id,
+};
 pub use ubn::ubn_is_valid;
 
 use civitas_store::{BulkInsert, Value};

@@ -5,6 +5,7 @@
 //! Blocks never see HTTP types.
 
 mod api;
+pub mod auth;
 mod i18n;
 mod ledger;
 mod ops;
@@ -38,6 +39,10 @@ pub struct AppState {
     pub ledger: civitas_ledger::Ledger,
     /// The witness role, when this instance cosigns other logs' checkpoints.
     pub witness: Option<civitas_ledger::Witness>,
+    /// Accounts, sign-in, sessions and mandates.
+    pub identity: civitas_identity::Identity,
+    /// The development mail sink, when configured (`identity.dev_mail_sink`).
+    pub mail_sink: Option<civitas_identity::MailSink>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -51,6 +56,10 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes())
         .merge(ledger::routes())
         .merge(pages::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::ensure_csrf_cookie,
+        ))
         .with_state(state)
         .layer(
             ServiceBuilder::new()

@@ -12,6 +12,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::Running;
 
+/// The password of every demo staff, operator and featured citizen account. Only the demo
+/// sets it; it is printed at start and shown on `/dev/mail`.
+pub const DEMO_PASSWORD: &str = "civitas-demo-2026";
+
 /// Today's date in Taiwan (UTC+8), the demo country's default reference date.
 pub fn today_in_taiwan() -> time::Date {
     (time::OffsetDateTime::now_utc() + time::Duration::hours(8)).date()
@@ -146,6 +150,15 @@ pub async fn prepare(
     crate::record_config(&ledger, entries).await?;
     let seeded = ensure_seeded(&db, &spec(config)?, quiet).await?;
     if let Seeded::Built(s, secs) = &seeded {
+        let featured: Vec<String> = civitas_registry::demo_people(&db)
+            .await?
+            .into_iter()
+            .map(|p| p.national_id)
+            .collect();
+        let (identity, _) = crate::identity_for(&db, &ledger, config);
+        identity
+            .seed_demo_sign_ins(DEMO_PASSWORD, &featured)
+            .await?;
         let event = Event::new("platform.demo_seeded", crate::SYSTEM, "registry/demo")
             .with("people", s.people)
             .with("households", s.households)

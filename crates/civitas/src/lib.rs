@@ -265,6 +265,35 @@ pub async fn start(
     })
 }
 
+/// The identity block as configured: session timeouts and, when `identity.dev_mail_sink` is
+/// on, the development mail sink as its courier.
+pub fn identity_for(
+    db: &Db,
+    ledger: &Ledger,
+    config: &Config,
+) -> (
+    civitas_identity::Identity,
+    Option<civitas_identity::MailSink>,
+) {
+    let settings = civitas_identity::IdentitySettings {
+        timeouts: civitas_identity::session::Timeouts {
+            idle_ms: config.session_idle_mins as i64 * 60_000,
+            absolute_ms: config.session_max_hours as i64 * 3_600_000,
+        },
+        issuer_name: "Civitas".into(),
+    };
+    let sink = config
+        .dev_mail_sink
+        .then(|| civitas_identity::MailSink::new(db.clone()));
+    let courier = sink
+        .clone()
+        .map(|s| Arc::new(s) as Arc<dyn civitas_identity::Courier>);
+    (
+        civitas_identity::Identity::new(db.clone(), ledger.clone(), settings, courier),
+        sink,
+    )
+}
+
 /// Everything a running server holds.
 pub struct Running {
     /// The database.
@@ -289,16 +318,23 @@ pub async fn serve(
         ledger,
         witness,
     } = running;
+    let (identity, mail_sink) = identity_for(&db, &ledger, &config);
     let app = civitas_web::app(civitas_web::AppState {
         db: db.clone(),
         config: Arc::new(config),
         components: COMPONENTS,
         ledger,
         witness,
+        identity,
+        mail_sink,
     });
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing requests in flight");
         notify.notify_one();

@@ -231,11 +231,22 @@ fn describe(seeded: &Seeded) -> String {
     }
 }
 
-async fn demo(config: Config, entries: &[Entry], fresh: bool) -> Result<()> {
+async fn demo(mut config: Config, entries: &[Entry], fresh: bool) -> Result<()> {
+    // The demo keeps its messages (registration codes) in the development mail sink unless
+    // the configuration says otherwise.
+    if entries.iter().any(|(k, _, s)| {
+        *k == "identity.dev_mail_sink" && *s == civitas_core::config::Source::Default
+    }) {
+        config.dev_mail_sink = true;
+    }
     // Bind first: a taken port should fail before minutes of seeding.
     let listener = civitas::bind(config.listen).await?;
     let (running, seeded) = civitas::demo::prepare(&config, entries, fresh, false).await?;
     println!("{}", describe(&seeded));
+    println!(
+        "Demo sign-ins: staff like caseworker.1@hro.gov.example, and featured citizens by identification number, all with the password {}. Codes sent to citizens are kept in the development mail sink: /dev/mail.",
+        civitas::demo::DEMO_PASSWORD
+    );
     announce(&config, &listener, &running.db);
     civitas::serve(listener, running, config, civitas::shutdown_signal()).await
 }

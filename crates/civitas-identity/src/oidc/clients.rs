@@ -183,10 +183,7 @@ fn client_from_row(row: &civitas_store::sqlx::any::AnyRow) -> Result<Client, Oid
         id_token_alg: SigningAlg::parse(&alg).ok_or_else(|| corrupt("algorithm"))?,
         scopes: split_list(&row.try_get::<String, _>("scopes")?),
         first_party: first_party != 0,
-        min_loa: [Loa::Low, Loa::Substantial, Loa::High]
-            .into_iter()
-            .find(|l| l.code() == loa)
-            .ok_or_else(|| corrupt("level of assurance"))?,
+        min_loa: Loa::from_code(&loa).ok_or_else(|| corrupt("level of assurance"))?,
         sector: row.try_get("sector")?,
         enabled: enabled != 0,
         created_at: row.try_get("created_at")?,

@@ -394,12 +394,13 @@ impl Provider {
         // that revoking it (a reused code, a logout) also covers a redemption in flight.
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO oidc_grants (grant_id, client_id, account_id, session_id, scope, acr, amr, auth_time, nonce, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO oidc_grants (grant_id, client_id, account_id, subject_ref, session_id, scope, acr, amr, auth_time, nonce, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&grant_id)
         .bind(&req.client.client_id)
         .bind(&auth.account_id)
+        .bind(&auth.subject_ref)
         .bind(&auth.session_id)
         .bind(req.scopes.join(" "))
         .bind(auth.loa.acr())

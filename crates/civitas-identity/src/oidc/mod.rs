@@ -55,10 +55,7 @@ pub const GRANT_TYPES: [&str; 2] = ["authorization_code", "refresh_token"];
 
 /// The `acr` values this provider can satisfy, weakest first.
 pub fn acr_values_supported() -> Vec<&'static str> {
-    [Loa::Low, Loa::Substantial, Loa::High]
-        .into_iter()
-        .map(Loa::acr)
-        .collect()
+    Loa::ALL.into_iter().map(Loa::acr).collect()
 }
 
 /// Lifetimes and addresses of the provider.
@@ -105,6 +102,9 @@ impl Settings {
 pub struct Authentication {
     /// The account's id.
     pub account_id: String,
+    /// The ledger's reference for the person (`Account::subject_ref`): events about the
+    /// tokens carry this person's subject tag.
+    pub subject_ref: String,
     /// The Civitas session's id (never sent to clients as is).
     pub session_id: String,
     /// The session's level of assurance.

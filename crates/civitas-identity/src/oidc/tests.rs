@@ -44,6 +44,7 @@ async fn setup(name: &str, tune: impl FnOnce(&mut Settings)) -> Fixture {
 fn auth(loa: Loa) -> Authentication {
     Authentication {
         account_id: "acct-1".into(),
+        subject_ref: "account:acct-1".into(),
         session_id: "sess-1".into(),
         loa,
         amr: vec!["pwd".into()],

@@ -136,6 +136,7 @@ struct Grant {
     grant_id: String,
     client_id: String,
     account_id: String,
+    subject_ref: String,
     session_id: String,
     scope: String,
     acr: String,
@@ -146,7 +147,7 @@ struct Grant {
     revoked: bool,
 }
 
-const GRANT_COLUMNS: &str = "g.grant_id, g.client_id, g.account_id, g.session_id, g.scope, g.acr, g.amr, g.auth_time, g.nonce, g.expires_at, g.revoked_at";
+const GRANT_COLUMNS: &str = "g.grant_id, g.client_id, g.account_id, g.subject_ref, g.session_id, g.scope, g.acr, g.amr, g.auth_time, g.nonce, g.expires_at, g.revoked_at";
 
 fn grant_from_row(row: &civitas_store::sqlx::any::AnyRow) -> Result<Grant, OidcError> {
     let revoked: Option<i64> = row.try_get("revoked_at")?;
@@ -154,6 +155,7 @@ fn grant_from_row(row: &civitas_store::sqlx::any::AnyRow) -> Result<Grant, OidcE
         grant_id: row.try_get("grant_id")?,
         client_id: row.try_get("client_id")?,
         account_id: row.try_get("account_id")?,
+        subject_ref: row.try_get("subject_ref")?,
         session_id: row.try_get("session_id")?,
         scope: row.try_get("scope")?,
         acr: row.try_get("acr")?,
@@ -215,12 +217,8 @@ fn jwk_fits(jwk: &Jwk, alg: SigningAlg) -> bool {
 }
 
 impl Provider {
-    async fn account_tag(&self, account_id: &str) -> Result<SubjectTag, OidcError> {
-        Ok(self
-            .ledger
-            .subject_secret(&format!("account:{account_id}"))
-            .await?
-            .tag())
+    async fn subject_tag(&self, grant: &Grant) -> Result<SubjectTag, OidcError> {
+        Ok(self.ledger.subject_secret(&grant.subject_ref).await?.tag())
     }
 
     /// Authenticates the client of a token request.
@@ -423,7 +421,7 @@ impl Provider {
                     &format!("client:{}", client.client_id),
                     &format!("oidc-grant/{grant_id}"),
                 )
-                .about(self.account_tag(&g.account_id).await?)
+                .about(self.subject_tag(&g).await?)
                 .with("client_id", g.client_id.as_str());
                 self.ledger.append(&event).await?;
             }
@@ -548,7 +546,7 @@ impl Provider {
                 &format!("client:{}", client.client_id),
                 &format!("oidc-grant/{}", grant.grant_id),
             )
-            .about(self.account_tag(&grant.account_id).await?)
+            .about(self.subject_tag(grant).await?)
             .with("client_id", client.client_id.as_str());
             self.ledger.append(&event).await?;
             Ok::<(), OidcError>(())
@@ -634,7 +632,7 @@ impl Provider {
             &format!("client:{}", client.client_id),
             &format!("oidc-grant/{}", grant.grant_id),
         )
-        .about(self.account_tag(&grant.account_id).await?)
+        .about(self.subject_tag(grant).await?)
         .with("client_id", client.client_id.as_str())
         .with("grant_type", grant_type)
         .with("scope", access_scope)

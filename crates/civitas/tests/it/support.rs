@@ -70,6 +70,11 @@ pub fn test_layers(data: &std::path::Path, database: Option<&str>) -> Layers {
         ("shutdown_grace_secs", "5".to_string(), "--grace"),
         ("max_connections", "4".to_string(), "--max-connections"),
         ("ledger.checkpoint_ms", "20".to_string(), "--checkpoint-ms"),
+        (
+            "identity.dev_mail_sink",
+            "true".to_string(),
+            "--dev-mail-sink",
+        ),
     ];
     if let Some(url) = database {
         flags.push(("database", url.to_string(), "--database"));

@@ -1,0 +1,89 @@
+//! Rate limits on sign-in: after a few failures a key (an account, a client address) is
+//! locked for a while, and each further failure doubles the wait.
+
+use civitas_store::Db;
+use civitas_store::sqlx::{self, Row};
+
+use crate::IdentityError;
+use crate::secret::now_ms;
+
+/// Failures allowed on one account before it is locked.
+pub const ACCOUNT_FREE_FAILURES: i64 = 5;
+/// Failures allowed from one client address before it is locked (many people may share one).
+pub const ADDRESS_FREE_FAILURES: i64 = 20;
+/// The first lock lasts this long; each further failure doubles it.
+const FIRST_LOCK_MS: i64 = 30_000;
+/// No lock lasts longer than this.
+const MAX_LOCK_MS: i64 = 15 * 60_000;
+/// A quiet day forgives earlier failures.
+const FORGET_AFTER_MS: i64 = 24 * 3_600_000;
+
+/// A refusal because of too many failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    /// Seconds until the next attempt is allowed.
+    pub retry_after_secs: u64,
+}
+
+/// Refuses when `key` is locked now.
+pub(crate) async fn check(db: &Db, key: &str) -> Result<(), IdentityError> {
+    let row = sqlx::query("SELECT locked_until_ms FROM sign_in_throttle WHERE key = $1")
+        .bind(key)
+        .fetch_optional(db.pool())
+        .await?;
+    if let Some(row) = row {
+        let until: i64 = row.try_get("locked_until_ms")?;
+        let now = now_ms();
+        if until > now {
+            return Err(IdentityError::Throttled(Throttled {
+                retry_after_secs: ((until - now + 999) / 1000) as u64,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Counts a failure against `key`; locks it once more than `free` failures have happened.
+pub(crate) async fn fail(db: &Db, key: &str, free: i64) -> Result<(), IdentityError> {
+    let now = now_ms();
+    let mut tx = db.pool().begin().await?;
+    let row = sqlx::query("SELECT failures, last_failure_ms FROM sign_in_throttle WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let failures = match &row {
+        Some(r) if now - r.try_get::<i64, _>("last_failure_ms")? < FORGET_AFTER_MS => {
+            r.try_get::<i64, _>("failures")? + 1
+        }
+        _ => 1,
+    };
+    let locked_until = if failures >= free {
+        let doublings = (failures - free).min(20) as u32;
+        now + (FIRST_LOCK_MS << doublings).min(MAX_LOCK_MS)
+    } else {
+        0
+    };
+    // An upsert, so two failures racing on a new key do not collide on the primary key.
+    sqlx::query(
+        "INSERT INTO sign_in_throttle (key, failures, locked_until_ms, last_failure_ms) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,
+             locked_until_ms = excluded.locked_until_ms, last_failure_ms = excluded.last_failure_ms",
+    )
+        .bind(key)
+        .bind(failures)
+        .bind(locked_until)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Forgets the failures of `key` after a success.
+pub(crate) async fn clear(db: &Db, key: &str) -> Result<(), IdentityError> {
+    sqlx::query("DELETE FROM sign_in_throttle WHERE key = $1")
+        .bind(key)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
