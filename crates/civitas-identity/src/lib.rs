@@ -29,6 +29,10 @@ pub use throttle::Throttled;
 use civitas_store::sqlx::{self, Row};
 use civitas_store::{BulkInsert, Component, Db, Migration, Value};
 
+/// The password of every demo staff, operator and featured citizen account. Only the demo
+/// sets it (`Identity::seed_demo_sign_ins`); the demo prints it and `/dev/mail` shows it.
+pub const DEMO_PASSWORD: &str = "civitas-demo-2026";
+
 /// The identity block's schema.
 pub const COMPONENT: Component = Component {
     name: "identity",

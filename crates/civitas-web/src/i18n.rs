@@ -124,6 +124,8 @@ pub struct Texts {
     pub not_found_text: &'static str,
     pub error_title: &'static str,
     pub error_text: &'static str,
+    pub form_expired_title: &'static str,
+    pub form_expired_text: &'static str,
 }
 
 static ZH: Texts = Texts {
@@ -170,6 +172,8 @@ static ZH: Texts = Texts {
     not_found_text: "網址可能打錯了，或頁面已經移走。",
     error_title: "系統發生問題",
     error_text: "請稍後再試。回報問題時請提供下面的請求編號。",
+    form_expired_title: "表單已經過期",
+    form_expired_text: "為了保護您的帳號，這個表單無法送出。請回到上一頁，重新整理後再試一次。",
 };
 
 static EN: Texts = Texts {
@@ -216,4 +220,6 @@ static EN: Texts = Texts {
     not_found_text: "The address may be mistyped, or the page has moved.",
     error_title: "Sorry, something went wrong",
     error_text: "Please try again later. If you report this, quote the request number below.",
+    form_expired_title: "This form has expired",
+    form_expired_text: "To protect your account, this form could not be sent. Go back, reload the page and try again.",
 };

@@ -4,6 +4,8 @@
 //! Handlers stay thin: they parse the request, call a block's API and render the result.
 //! Blocks never see HTTP types.
 
+mod account;
+mod account_texts;
 mod api;
 pub mod auth;
 mod i18n;
@@ -55,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(api::routes())
         .merge(ledger::routes())
+        .merge(account::routes())
         .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -24,18 +24,24 @@ pub(crate) fn routes() -> axum::Router<Shared> {
 
 /// What every page's layout needs.
 pub(crate) struct Chrome {
-    t: &'static Texts,
-    lang: Lang,
-    section: &'static str,
-    switch_href: String,
+    pub(crate) t: &'static Texts,
+    pub(crate) a: &'static crate::account_texts::AccountTexts,
+    pub(crate) lang: Lang,
+    pub(crate) section: &'static str,
+    pub(crate) switch_href: String,
+    /// The signed-in person's name, for the header.
+    pub(crate) user: Option<String>,
+    /// The anti-forgery token for forms on the page (the header's sign-out among them).
+    pub(crate) csrf: String,
 }
 
 impl Chrome {
-    fn new(headers: &HeaderMap, uri: &axum::http::Uri, section: &'static str) -> Chrome {
+    pub(crate) fn new(headers: &HeaderMap, uri: &axum::http::Uri, section: &'static str) -> Chrome {
         let lang = Lang::from_headers(headers);
         let here = uri.path_and_query().map_or("/", |p| p.as_str());
         Chrome {
             t: lang.texts(),
+            a: lang.account(),
             lang,
             section,
             switch_href: format!(
@@ -43,7 +49,22 @@ impl Chrome {
                 lang.other().code(),
                 percent_encode(here)
             ),
+            user: None,
+            csrf: String::new(),
         }
+    }
+
+    /// The chrome for a visitor: their name in the header when signed in.
+    pub(crate) fn for_visitor(
+        v: &crate::auth::Visitor,
+        headers: &HeaderMap,
+        uri: &axum::http::Uri,
+        section: &'static str,
+    ) -> Chrome {
+        let mut c = Chrome::new(headers, uri, section);
+        c.user = v.session.as_ref().map(|s| s.account.display_name.clone());
+        c.csrf = v.csrf.clone();
+        c
     }
 }
 
@@ -59,7 +80,7 @@ pub(crate) fn percent_encode(s: &str) -> String {
     out
 }
 
-fn render(t: &impl Template, status: StatusCode) -> Response {
+pub(crate) fn render(t: &impl Template, status: StatusCode) -> Response {
     match t.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => Problem::internal(&e).into_response(),
@@ -96,10 +117,11 @@ struct HomePage {
 
 async fn home(
     State(app): State<Shared>,
+    v: crate::auth::Visitor,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
 ) -> Response {
-    let c = Chrome::new(&headers, &uri, "home");
+    let c = Chrome::for_visitor(&v, &headers, &uri, "home");
     match civitas_registry::demo_summary(&app.db).await {
         Ok(summary) => {
             let country = summary.map(|s| CountryFigures {
@@ -157,10 +179,11 @@ struct AgenciesPage {
 
 async fn agencies(
     State(app): State<Shared>,
+    v: crate::auth::Visitor,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
 ) -> Response {
-    let c = Chrome::new(&headers, &uri, "agencies");
+    let c = Chrome::for_visitor(&v, &headers, &uri, "agencies");
     match civitas_registry::agencies(&app.db).await {
         Ok(list) => {
             let agencies = list
@@ -184,10 +207,11 @@ struct AgencyPage {
 async fn agency(
     State(app): State<Shared>,
     Path(code): Path<String>,
+    v: crate::auth::Visitor,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
 ) -> Response {
-    let c = Chrome::new(&headers, &uri, "agencies");
+    let c = Chrome::for_visitor(&v, &headers, &uri, "agencies");
     let found = match civitas_registry::agency(&app.db, &code).await {
         Ok(found) => found,
         Err(e) => return error_page(c, &headers, &e),
@@ -273,7 +297,7 @@ struct MessagePage {
     request_id: String,
 }
 
-fn message_page(
+pub(crate) fn message_page(
     c: Chrome,
     status: StatusCode,
     texts: impl Fn(&'static Texts) -> (&'static str, &'static str),
@@ -291,7 +315,7 @@ fn message_page(
     )
 }
 
-fn error_page(c: Chrome, headers: &HeaderMap, err: &dyn std::error::Error) -> Response {
+pub(crate) fn error_page(c: Chrome, headers: &HeaderMap, err: &dyn std::error::Error) -> Response {
     tracing::error!(error = %err, "page failed");
     let id = headers
         .get("x-request-id")

@@ -12,9 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::Running;
 
-/// The password of every demo staff, operator and featured citizen account. Only the demo
-/// sets it; it is printed at start and shown on `/dev/mail`.
-pub const DEMO_PASSWORD: &str = "civitas-demo-2026";
+/// The password of every demo account.
+pub use civitas_identity::DEMO_PASSWORD;
 
 /// Today's date in Taiwan (UTC+8), the demo country's default reference date.
 pub fn today_in_taiwan() -> time::Date {

@@ -12,4 +12,5 @@ mod support;
 mod browser;
 mod cli;
 mod http;
+mod identity;
 mod ledger;

@@ -92,6 +92,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub config: Config,
     pub ledger: civitas_ledger::Ledger,
+    pub db: civitas_store::Db,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -110,6 +111,7 @@ impl TestApp {
             .await
             .expect("seed the demo country");
         let ledger = running.ledger.clone();
+        let db = running.db.clone();
         // Start-up events (migrations, configuration, seeding) are in a published checkpoint
         // before the test begins.
         ledger
@@ -136,6 +138,7 @@ impl TestApp {
             client,
             config,
             ledger,
+            db,
             stop: Some(stop),
             task: Some(task),
         })
@@ -188,4 +191,143 @@ macro_rules! on_both_engines {
             )*
         }
     };
+}
+
+/// A browser without a browser: keeps cookies, does not follow redirects, and fills in the
+/// anti-forgery token of the last page it read.
+pub struct Browser {
+    pub base: String,
+    client: reqwest::Client,
+    cookies: std::collections::BTreeMap<String, String>,
+    /// The `csrf` value of the last HTML page read.
+    pub csrf: String,
+}
+
+/// A response as the [`Browser`] saw it.
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+    pub set_cookies: Vec<String>,
+}
+
+impl Browser {
+    pub fn new(app: &TestApp) -> Browser {
+        Browser {
+            base: app.base.clone(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: Default::default(),
+            csrf: String::new(),
+        }
+    }
+
+    /// The value of a cookie the browser holds.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies.get(name).map(String::as_str)
+    }
+
+    /// Sets or replaces a cookie by hand.
+    pub fn set_cookie(&mut self, name: &str, value: &str) {
+        self.cookies.insert(name.to_string(), value.to_string());
+    }
+
+    async fn finish(&mut self, res: reqwest::Response) -> Page {
+        let status = res.status().as_u16();
+        let location = res
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        let set_cookies: Vec<String> = res
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        for c in &set_cookies {
+            let pair = c.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() || c.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        let body = res.text().await.unwrap();
+        if let Some(token) = hidden_value(&body, "csrf") {
+            self.csrf = token;
+        }
+        Page {
+            status,
+            location,
+            body,
+            set_cookies,
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.finish(res).await
+    }
+
+    /// Posts a form with the current anti-forgery token added.
+    pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let mut form: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !fields.iter().any(|(k, _)| *k == "csrf") {
+            form.push(("csrf".into(), self.csrf.clone()));
+        }
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        self.finish(res).await
+    }
+
+    /// Signs in with a password (no second factor), asserting it worked.
+    pub async fn sign_in(&mut self, identifier: &str, password: &str) {
+        self.get("/signin").await;
+        let page = self
+            .post(
+                "/signin",
+                &[
+                    ("identifier", identifier),
+                    ("password", password),
+                    ("next", "/account"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, 303, "sign-in failed: {}", page.body);
+        self.get("/account").await;
+    }
+}
+
+/// The `value` of the first hidden input named `name` in an HTML page.
+pub fn hidden_value(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')?;
+    Some(html[start..start + end].to_string())
 }

@@ -1,0 +1,430 @@
+//! Identity end to end: password sign-in and lockout, anti-forgery tokens, registration
+//! against the population register, authenticator apps and step-up, sessions and their
+//! timeouts, and mandates. Every test speaks HTTP to the running server.
+
+use civitas_store::sqlx::{self, Row};
+
+use crate::on_both_engines;
+use crate::support::{Browser, TestApp, hidden_value};
+
+const STAFF: &str = "caseworker.1@hro.gov.example";
+
+/// Event kinds in the ledger, oldest first.
+async fn ledger_kinds(app: &TestApp) -> Vec<(String, String)> {
+    let rows = sqlx::query("SELECT data FROM ledger_entries ORDER BY idx")
+        .fetch_all(app.db.pool())
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let bytes: Vec<u8> = r.try_get("data").unwrap();
+            let text = String::from_utf8(bytes).unwrap();
+            let e = civitas_ledger::Event::decode(text.as_bytes()).unwrap();
+            (e.kind.clone(), text)
+        })
+        .collect()
+}
+
+/// The current TOTP code for a base32 secret.
+fn totp_now(secret_b32: &str) -> String {
+    totp_ahead(secret_b32, 0)
+}
+
+/// The TOTP code `steps` steps from now (the server accepts one step of clock drift).
+fn totp_ahead(secret_b32: &str, steps: u64) -> String {
+    let secret = base32_decode(secret_b32);
+    let step = steps
+        + civitas_identity::totp::step_of(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        );
+    format!("{:06}", civitas_identity::totp::code_at_step(&secret, step))
+}
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for ch in s.bytes() {
+        let v = match ch {
+            b'A'..=b'Z' => ch - b'A',
+            b'2'..=b'7' => ch - b'2' + 26,
+            _ => continue,
+        } as u32;
+        buf = (buf << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            out.push((buf >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    out
+}
+
+/// A parent of the demo's newborn who has an e-mail address in the register.
+async fn newborns_parent(app: &TestApp) -> (String, String, String) {
+    let row = sqlx::query(
+        "SELECT p.national_id, p.birth_date, c.family_name || c.given_name AS child
+         FROM demo_people d JOIN parent_links l ON l.child_id = d.person_id
+         JOIN persons p ON p.id = l.parent_id JOIN persons c ON c.id = d.person_id
+         WHERE d.role = 'baby_born_last_week' AND p.email IS NOT NULL ORDER BY p.id LIMIT 1",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    (
+        row.try_get("national_id").unwrap(),
+        row.try_get("birth_date").unwrap(),
+        row.try_get("child").unwrap(),
+    )
+}
+
+/// Registers a person through the pages; returns the signed-in browser.
+async fn register(app: &TestApp, national_id: &str, birth_date: &str) -> Browser {
+    let mut b = Browser::new(app);
+    b.get("/register").await;
+    let page = b
+        .post(
+            "/register",
+            &[("national_id", national_id), ("birth_date", birth_date)],
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let confirm = b.get(page.location.as_deref().unwrap()).await;
+    assert!(confirm.body.contains("***@"), "masked address shown");
+    let mail = b.get("/dev/mail").await.body;
+    let code: String = mail
+        .split("registration code is ")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take(6)
+        .collect();
+    b.get("/register/confirm").await;
+    // A leaked password is refused, and the code stays usable.
+    let weak = b
+        .post(
+            "/register/confirm",
+            &[("code", &code), ("password", "password123")],
+        )
+        .await;
+    assert_eq!(weak.status, 422);
+    assert!(weak.body.contains("error-summary"));
+    assert!(weak.body.contains("href=\"#password\""));
+    let wrong = b
+        .post(
+            "/register/confirm",
+            &[
+                ("code", "000000x"),
+                ("password", "Tainan-lantern-47-oyster"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 422);
+    let done = b
+        .post(
+            "/register/confirm",
+            &[("code", &code), ("password", "Tainan-lantern-47-oyster")],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.location.as_deref(), Some("/account"));
+    b
+}
+
+on_both_engines! {
+    async fn password_sign_in_starts_a_session_that_sign_out_ends(app) {
+        let mut b = Browser::new(&app);
+        let page = b.get("/account").await;
+        assert_eq!(page.status, 303);
+        assert_eq!(page.location.as_deref(), Some("/signin?next=/account"));
+        b.get("/signin").await;
+        let page = b
+            .post("/signin", &[("identifier", " CASEWORKER.1@hro.gov.example "), ("password", civitas_identity::DEMO_PASSWORD), ("next", "/account/sessions")])
+            .await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        assert_eq!(page.location.as_deref(), Some("/account/sessions"));
+        let cookie = page.set_cookies.iter().find(|c| c.starts_with("civitas_session=")).unwrap();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+        let old_token = b.cookie("civitas_session").unwrap().to_string();
+        let account = b.get("/account").await;
+        assert_eq!(account.status, 200);
+        assert!(account.body.contains(STAFF));
+        assert!(account.body.contains(">low<"));
+        // A second sign-in gets a new session id, and both are listed.
+        let mut other = Browser::new(&app);
+        other.sign_in(STAFF, civitas_identity::DEMO_PASSWORD).await;
+        assert_ne!(other.cookie("civitas_session").unwrap(), old_token);
+        let sessions = b.get("/account/sessions").await;
+        assert_eq!(sessions.body.matches("name=\"session\"").count(), 2);
+        // Sign out ends the session on the server, not only in the browser.
+        let out = b.post("/signout", &[]).await;
+        assert_eq!(out.status, 303);
+        b.set_cookie("civitas_session", &old_token);
+        assert_eq!(b.get("/account").await.status, 303);
+        let kinds = ledger_kinds(&app).await;
+        assert!(kinds.iter().any(|(k, _)| k == "identity.signed_in"));
+        assert!(kinds.iter().any(|(k, _)| k == "identity.signed_out"));
+        app.stop().await;
+    }
+
+    async fn repeated_wrong_passwords_lock_the_account_and_are_logged_without_secrets(app) {
+        let mut b = Browser::new(&app);
+        b.get("/signin").await;
+        for _ in 0..5 {
+            let page = b.post("/signin", &[("identifier", STAFF), ("password", "Wrong-guess-123456")]).await;
+            assert!(page.status == 422 || page.status == 429, "{}", page.status);
+            assert!(page.body.contains("error-summary"));
+        }
+        // Locked: even the right password is refused for now, with a Retry-After.
+        let page = b.post("/signin", &[("identifier", STAFF), ("password", civitas_identity::DEMO_PASSWORD)]).await;
+        assert_eq!(page.status, 429);
+        // An unknown identifier fails like a wrong password.
+        let page = b.post("/signin", &[("identifier", "nobody@x.gov.example"), ("password", "Wrong-guess-123456")]).await;
+        assert_eq!(page.status, 422);
+        let kinds = ledger_kinds(&app).await;
+        let failures: Vec<_> = kinds.iter().filter(|(k, _)| k == "identity.sign_in_failed").collect();
+        assert_eq!(failures.len(), 6);
+        assert!(failures.iter().all(|(_, t)| !t.contains("Wrong-guess") && !t.contains(STAFF)));
+        app.stop().await;
+    }
+
+    async fn forms_need_the_anti_forgery_token_and_the_same_origin(app) {
+        let mut b = Browser::new(&app);
+        b.get("/signin").await;
+        let page = b.post("/signin", &[("identifier", STAFF), ("password", civitas_identity::DEMO_PASSWORD), ("csrf", "forged")]).await;
+        assert_eq!(page.status, 422);
+        assert!(b.cookie("civitas_session").is_none());
+        b.sign_in(STAFF, civitas_identity::DEMO_PASSWORD).await;
+        // Signed in, the token is bound to the session: the anonymous one no longer works.
+        let page = b.post("/signout", &[("csrf", "0123456789")]).await;
+        assert_eq!(page.status, 403);
+        let res = reqwest::Client::new()
+            .post(format!("{}/signout", app.base))
+            .header("cookie", format!("civitas_session={}", b.cookie("civitas_session").unwrap()))
+            .header("origin", "https://evil.example")
+            .form(&[("csrf", b.csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        assert_eq!(b.get("/account").await.status, 200, "still signed in");
+        app.stop().await;
+    }
+
+    async fn a_citizen_registers_against_the_register_and_acts_for_their_baby(app) {
+        let (nid, birth, child) = newborns_parent(&app).await;
+        // Details that do not match the register are refused.
+        let mut stranger = Browser::new(&app);
+        stranger.get("/register").await;
+        let page = stranger.post("/register", &[("national_id", &nid), ("birth_date", "1900-01-01")]).await;
+        assert_eq!(page.status, 422);
+        let mut b = register(&app, &nid, &birth).await;
+        let account = b.get("/account").await;
+        assert!(account.body.contains(&nid));
+        // Registering twice is refused.
+        let mut again = Browser::new(&app);
+        again.get("/register").await;
+        let page = again.post("/register", &[("national_id", &nid), ("birth_date", &birth)]).await;
+        assert_eq!(page.status, 422);
+        // The register makes the parent the newborn's mandate holder.
+        let mandates = b.get("/account/mandates").await;
+        assert!(mandates.body.contains(&child), "{}", mandates.body);
+        let key = mandates.body.split("name=\"key\" value=\"parent:").nth(1).unwrap().split('"').next().unwrap().to_string();
+        let acted = b.post("/account/act-for", &[("key", &format!("parent:{key}"))]).await;
+        assert_eq!(acted.status, 303);
+        let account = b.get("/account").await;
+        assert!(account.body.contains(&child));
+        // A mandate the person does not hold is refused.
+        let page = b.post("/account/act-for", &[("key", "parent:1")]).await;
+        assert_eq!(page.status, 404);
+        let kinds = ledger_kinds(&app).await;
+        assert!(kinds.iter().any(|(k, _)| k == "identity.account_registered"));
+        let used = kinds.iter().find(|(k, _)| k == "identity.mandate_used").unwrap();
+        assert!(used.1.contains("\"actor\""), "both actor and principal recorded: {}", used.1);
+        assert!(!used.1.contains(&nid));
+        app.stop().await;
+    }
+
+    async fn an_authenticator_app_adds_a_second_step_and_the_level_substantial(app) {
+        let mut b = Browser::new(&app);
+        b.sign_in(STAFF, civitas_identity::DEMO_PASSWORD).await;
+        b.get("/account/security").await;
+        let setup = b.post("/account/totp", &[]).await;
+        assert_eq!(setup.status, 200);
+        let secret = setup.body.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+        let wrong = b.post("/account/totp/confirm", &[("code", "000000"), ("secret", &secret), ("uri", "x")]).await;
+        assert_eq!(wrong.status, 422);
+        let done = b.post("/account/totp/confirm", &[("code", &totp_now(&secret))]).await;
+        assert_eq!(done.status, 200);
+        let codes: Vec<String> = done.body.split("id=\"recovery-codes\">").nth(1).unwrap()
+            .split("</ul>").next().unwrap().split("<li>").skip(1)
+            .map(|c| c.split('<').next().unwrap().to_string()).collect();
+        assert_eq!(codes.len(), 10);
+        // Now a password alone is not enough.
+        let mut c = Browser::new(&app);
+        c.get("/signin").await;
+        let page = c.post("/signin", &[("identifier", STAFF), ("password", civitas_identity::DEMO_PASSWORD), ("next", "/account")]).await;
+        assert_eq!(page.status, 303);
+        assert!(page.location.as_deref().unwrap().starts_with("/signin/code"));
+        assert!(c.cookie("civitas_session").is_none());
+        c.get(page.location.as_deref().unwrap()).await;
+        assert_eq!(c.post("/signin/code", &[("code", "123456"), ("next", "/account")]).await.status, 422);
+        // The code just used for confirming cannot be replayed; a recovery code works once.
+        let page = c.post("/signin/code", &[("code", &codes[0].to_uppercase()), ("next", "/account")]).await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        assert!(c.get("/account").await.body.contains(">low<"), "recovery code gives level low");
+        // Step-up to substantial with the app is refused with a replayed code.
+        let page = c.get("/account/mandates").await;
+        assert_eq!(page.status, 200);
+        c.get("/signin/step-up?need=substantial&next=/account").await;
+        let page = c.post("/signin/step-up", &[("code", "999999"), ("next", "/account")]).await;
+        assert_eq!(page.status, 422);
+        let mut d = Browser::new(&app);
+        d.get("/signin").await;
+        d.post("/signin", &[("identifier", STAFF), ("password", civitas_identity::DEMO_PASSWORD)]).await;
+        d.get("/signin/code").await;
+        assert_eq!(d.post("/signin/code", &[("code", &codes[0])]).await.status, 422, "recovery codes work once");
+        let kinds = ledger_kinds(&app).await;
+        assert!(kinds.iter().any(|(k, _)| k == "identity.totp_enabled"));
+        assert!(kinds.iter().all(|(_, t)| !t.contains(&secret)));
+        app.stop().await;
+    }
+
+    async fn idle_and_expired_sessions_end(app) {
+        let mut b = Browser::new(&app);
+        b.sign_in(STAFF, civitas_identity::DEMO_PASSWORD).await;
+        assert_eq!(b.get("/account").await.status, 200);
+        sqlx::query("UPDATE sessions SET last_seen_ms = last_seen_ms - 31 * 60000")
+            .execute(app.db.pool()).await.unwrap();
+        assert_eq!(b.get("/account").await.status, 303, "idle for 31 minutes");
+        b.sign_in(STAFF, civitas_identity::DEMO_PASSWORD).await;
+        sqlx::query("UPDATE sessions SET expires_ms = 1 WHERE ended_ms IS NULL")
+            .execute(app.db.pool()).await.unwrap();
+        assert_eq!(b.get("/account").await.status, 303, "past the absolute timeout");
+        let reasons: Vec<String> = sqlx::query("SELECT ended_reason FROM sessions ORDER BY created_ms")
+            .fetch_all(app.db.pool()).await.unwrap()
+            .iter().map(|r| r.try_get("ended_reason").unwrap()).collect();
+        assert_eq!(reasons, vec!["idle".to_string(), "expired".to_string()]);
+        app.stop().await;
+    }
+}
+
+/// Granting needs level substantial; a granted mandate reaches the grantee and revoking it
+/// takes it away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_mandates_need_a_second_factor_and_can_be_revoked() {
+    let app = TestApp::spawn(crate::support::Engine::Sqlite)
+        .await
+        .unwrap();
+    let (nid, birth, _) = newborns_parent(&app).await;
+    let mut grantor = register(&app, &nid, &birth).await;
+    let grantee_nid: String = {
+        let featured = civitas_registry::demo_people(&app.db).await.unwrap();
+        featured
+            .iter()
+            .find(|p| p.role == "elderly_living_alone")
+            .unwrap()
+            .national_id
+            .clone()
+    };
+    grantor.get("/account/mandates").await;
+    let today = civitas_identity::Identity::today();
+    let fields = [
+        ("grantee", grantee_nid.as_str()),
+        ("scope", "benefits"),
+        ("valid_from", today.as_str()),
+        ("valid_until", "2099-01-01"),
+        ("note", "home visits"),
+    ];
+    let page = grantor.post("/account/mandates", &fields).await;
+    assert_eq!(page.status, 303);
+    assert!(
+        page.location
+            .unwrap()
+            .starts_with("/signin/step-up?need=substantial")
+    );
+    // Set up an authenticator, step up, then grant.
+    let setup = grantor.post("/account/totp", &[]).await;
+    let secret = setup
+        .body
+        .split("id=\"totp-secret\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string();
+    let first = totp_now(&secret);
+    assert_eq!(
+        grantor
+            .post("/account/totp/confirm", &[("code", &first)])
+            .await
+            .status,
+        200
+    );
+    grantor
+        .get("/signin/step-up?need=substantial&next=/account/mandates")
+        .await;
+    // The code that confirmed the app cannot be used again; the next step's code can.
+    let replay = grantor
+        .post(
+            "/signin/step-up",
+            &[("code", &first), ("next", "/account/mandates")],
+        )
+        .await;
+    assert_eq!(replay.status, 422);
+    let stepped = grantor
+        .post(
+            "/signin/step-up",
+            &[
+                ("code", &totp_ahead(&secret, 1)),
+                ("next", "/account/mandates"),
+            ],
+        )
+        .await;
+    assert_eq!(stepped.status, 303, "{}", stepped.body);
+    grantor.get("/account/mandates").await;
+    let too_long = grantor.post("/account/mandates", &fields).await;
+    assert_eq!(too_long.status, 422, "an endless mandate is refused");
+    assert!(too_long.body.contains("href=\"#valid_until\""));
+    let fields = [
+        ("grantee", grantee_nid.as_str()),
+        ("scope", "benefits"),
+        ("valid_from", today.as_str()),
+        ("valid_until", "2027-06-30"),
+        ("note", "home visits"),
+    ];
+    assert_eq!(grantor.post("/account/mandates", &fields).await.status, 303);
+    let mut grantee = Browser::new(&app);
+    grantee
+        .sign_in(&grantee_nid, civitas_identity::DEMO_PASSWORD)
+        .await;
+    let held = grantee.get("/account/mandates").await;
+    assert!(held.body.contains("2027-06-30"), "{}", held.body);
+    let given = grantor.get("/account/mandates").await;
+    let id = hidden_value(
+        given.body.split("/account/mandates/revoke").nth(1).unwrap(),
+        "key",
+    )
+    .unwrap();
+    assert_eq!(
+        grantor
+            .post("/account/mandates/revoke", &[("key", &id)])
+            .await
+            .status,
+        303
+    );
+    let held = grantee.get("/account/mandates").await;
+    assert!(!held.body.contains("2027-06-30"));
+    let kinds = ledger_kinds(&app).await;
+    for kind in [
+        "identity.mandate_granted",
+        "identity.mandate_revoked",
+        "identity.stepped_up",
+    ] {
+        assert!(kinds.iter().any(|(k, _)| k == kind), "{kind}");
+    }
+    app.stop().await;
+}
