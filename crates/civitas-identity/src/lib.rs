@@ -13,10 +13,13 @@ mod courier;
 mod loa;
 pub mod mandate;
 pub mod oidc;
+pub mod passkey;
 pub mod password;
 mod secret;
 mod service;
 pub mod session;
+#[cfg(any(test, feature = "softkey"))]
+pub mod softkey;
 mod throttle;
 pub mod totp;
 
@@ -56,12 +59,33 @@ pub const COMPONENT: Component = Component {
             name: "sign_in",
             sql: include_str!("sign_in.sql"),
         },
-        // Version 3 is written in parallel on another branch; this placeholder keeps the
-        // numbering until it is merged.
         Migration {
             version: 3,
-            name: "placeholder3",
-            sql: "SELECT 1",
+            name: "passkeys",
+            // Credential ids are base64url TEXT so one UNIQUE index serves both engines. The
+            // passkey column is webauthn-rs's serialised Passkey, which the library keeps
+            // opaque; sign_count repeats its counter as a column so a sign-in can
+            // compare-and-set it in one UPDATE.
+            sql: "CREATE TABLE passkey_credentials (
+                id TEXT PRIMARY KEY,
+                account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+                credential_id TEXT NOT NULL UNIQUE,
+                user_handle TEXT NOT NULL,
+                passkey TEXT NOT NULL,
+                sign_count BIGINT NOT NULL,
+                label TEXT NOT NULL,
+                created_ms BIGINT NOT NULL,
+                last_used_ms BIGINT
+            );
+            CREATE INDEX passkey_credentials_account ON passkey_credentials (account_id);
+            CREATE TABLE passkey_ceremonies (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                account_id TEXT,
+                state TEXT NOT NULL,
+                expires_ms BIGINT NOT NULL
+            );
+            CREATE INDEX passkey_ceremonies_expires ON passkey_ceremonies (expires_ms);",
         },
         Migration {
             version: 4,
@@ -194,6 +218,34 @@ pub enum IdentityError {
     /// Hashing failed (out of memory, bad parameters).
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// No account has this id.
+    #[error("no account `{0}`")]
+    UnknownAccount(String),
+    /// The passkey's response was not accepted: a bad or foreign signature, another origin or
+    /// relying party, no user verification, a signature counter that went backwards (a cloned
+    /// authenticator), or a passkey that is unknown or registered elsewhere.
+    #[error("passkey not accepted: {0}")]
+    PasskeyRejected(String),
+    /// No ceremony has this id for this purpose and account: it was never started, was
+    /// already finished (ceremonies are single-use), or was started for something else.
+    #[error("no such passkey ceremony, or it was already used")]
+    CeremonyUnknown,
+    /// The ceremony was started too long ago; it has been discarded.
+    #[error("the passkey ceremony expired; start again")]
+    CeremonyExpired,
+    /// The account has no passkey to sign in with.
+    #[error("the account has no passkey")]
+    NoPasskey,
+    /// A passkey label that cannot be stored.
+    #[error("invalid passkey label: {0}")]
+    InvalidLabel(String),
+    /// The relying party's settings (id, origin, name) or a ceremony's inputs were refused by
+    /// the WebAuthn library.
+    #[error("passkey setup: {0}")]
+    PasskeySetup(String),
+    /// Passkey data read back from the database cannot be decoded.
+    #[error("stored passkey data is unreadable: {0}")]
+    StoredPasskeyData(String),
 }
 
 impl From<sqlx::Error> for IdentityError {

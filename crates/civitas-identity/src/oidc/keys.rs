@@ -69,8 +69,8 @@ fn generate(alg: SigningAlg) -> Result<(Vec<u8>, Value), OidcError> {
             Ok((der.as_bytes().to_vec(), jwk))
         }
         SigningAlg::Es256 => {
-            use p256::pkcs8::EncodePrivateKey;
-            let key = p256::ecdsa::SigningKey::random(&mut rng);
+            use p256_13::pkcs8::EncodePrivateKey;
+            let key = p256_13::ecdsa::SigningKey::random(&mut rng);
             let der = key.to_pkcs8_der().map_err(|e| key_err(&e))?;
             let point = key.verifying_key().to_encoded_point(false);
             let (Some(x), Some(y)) = (point.x(), point.y()) else {

@@ -769,8 +769,8 @@ async fn a_wrong_secret_or_missing_credentials_are_invalid_client() {
 
 /// A client's P-256 key pair: its JWKS and a signer of assertions.
 fn client_key(kid: &str) -> (String, EncodingKey) {
-    use p256::pkcs8::EncodePrivateKey;
-    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    use p256_13::pkcs8::EncodePrivateKey;
+    let key = p256_13::ecdsa::SigningKey::random(&mut rand_core::OsRng);
     let point = key.verifying_key().to_encoded_point(false);
     let jwks = json!({"keys": [{
         "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
