@@ -319,6 +319,19 @@ pub async fn serve(
         witness,
     } = running;
     let (identity, mail_sink) = identity_for(&db, &ledger, &config);
+    // The issuer is the public URL; a test server on port 0 is known by its bound address.
+    let issuer = match (&config.public_url, listener.local_addr()) {
+        (None, Ok(addr)) if config.listen.port() == 0 => format!("http://{addr}"),
+        _ => config.base_url(),
+    };
+    let oidc = civitas_identity::oidc::Provider::new(
+        db.clone(),
+        ledger.clone(),
+        civitas_identity::oidc::Settings::new(&issuer),
+    );
+    oidc.ensure_keys()
+        .await
+        .context("cannot prepare the OpenID Connect signing keys")?;
     let app = civitas_web::app(civitas_web::AppState {
         db: db.clone(),
         config: Arc::new(config),
@@ -326,6 +339,7 @@ pub async fn serve(
         ledger,
         witness,
         identity,
+        oidc,
         mail_sink,
     });
     let stopping = Arc::new(tokio::sync::Notify::new());
