@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod demo;
 pub mod ledger_cli;
+pub mod oidc_cli;
 
 use std::future::Future;
 use std::net::SocketAddr;
