@@ -14,3 +14,4 @@ mod cli;
 mod http;
 mod identity;
 mod ledger;
+mod oidc;
