@@ -556,3 +556,119 @@ on_both_engines! {
         app.stop().await;
     }
 }
+
+/// The operator's commands, through the real binary: add (secret printed once), list,
+/// disable, remove, and key rotation; the registration is on the ledger as `operator:cli`.
+#[test]
+fn the_cli_registers_lists_disables_and_removes_clients_and_rotates_keys() {
+    use crate::cli::{civitas, run, run_ok};
+    let data = crate::support::scratch("oidc-cli");
+    let d = ["--data".to_string(), data.display().to_string()];
+    run_ok(civitas().arg("migrate").args(&d));
+    let out = run_ok(civitas().args(&d).args([
+        "oidc",
+        "client",
+        "add",
+        "--name",
+        "Tax Office",
+        "--redirect-uri",
+        "https://tax.example/cb",
+        "--redirect-uri",
+        "https://tax.example/cb2",
+        "--post-logout-uri",
+        "https://tax.example/bye",
+        "--alg",
+        "ES256",
+    ]));
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id: "))
+        .expect("the client id is printed")
+        .to_string();
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .expect("the secret is printed once");
+    assert!(secret.len() >= 43);
+    let listed = run_ok(civitas().args(&d).args(["oidc", "client", "list"]));
+    assert!(
+        listed.contains(&id) && listed.contains("Tax Office") && listed.contains("alg=ES256"),
+        "{listed}"
+    );
+    assert!(!listed.contains(secret), "the secret is never shown again");
+    let (jwks_dir, jwks) = (crate::support::scratch("oidc-cli-jwks"), client_key().0);
+    std::fs::write(jwks_dir.join("jwks.json"), jwks).unwrap();
+    let out = run_ok(
+        civitas()
+            .args(&d)
+            .args([
+                "oidc",
+                "client",
+                "add",
+                "--name",
+                "Bank",
+                "--redirect-uri",
+                "https://bank.example/cb",
+                "--auth",
+                "private_key_jwt",
+                "--jwks",
+            ])
+            .arg(jwks_dir.join("jwks.json")),
+    );
+    assert!(
+        out.contains("client_id: ") && !out.contains("client_secret"),
+        "{out}"
+    );
+    let (ok, _, err) = run(civitas().args(&d).args([
+        "oidc",
+        "client",
+        "add",
+        "--name",
+        "Bad",
+        "--redirect-uri",
+        "http://evil.example/cb",
+    ]));
+    assert!(!ok && err.contains("https"), "{err}");
+    run_ok(civitas().args(&d).args(["oidc", "client", "disable", &id]));
+    assert!(run_ok(civitas().args(&d).args(["oidc", "client", "list"])).contains("DISABLED"));
+    let rotated = run_ok(civitas().args(&d).args(["oidc", "keys", "rotate"]));
+    assert_eq!(rotated.matches("New signing key").count(), 2, "{rotated}");
+    run_ok(civitas().args(&d).args(["oidc", "client", "remove", &id]));
+    assert!(!run_ok(civitas().args(&d).args(["oidc", "client", "list"])).contains(&id));
+    let (ok, _, err) = run(civitas().args(&d).args(["oidc", "client", "remove", &id]));
+    assert!(!ok && err.contains("no client"), "{err}");
+    // The registrations are on the ledger, by the operator at the command line.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let kinds = rt.block_on(async {
+        let url = format!("sqlite://{}?mode=rwc", data.join("civitas.db").display());
+        let db = civitas_store::Db::connect(&url, 1).await.unwrap();
+        let rows = sqlx::query("SELECT data FROM ledger_entries ORDER BY idx")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        let texts: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                use sqlx::Row;
+                String::from_utf8(r.try_get::<Vec<u8>, _>("data").unwrap()).unwrap()
+            })
+            .collect();
+        db.close().await;
+        texts
+    });
+    let registered: Vec<&String> = kinds
+        .iter()
+        .filter(|t| t.contains("identity.oidc_client_registered"))
+        .collect();
+    assert_eq!(registered.len(), 2);
+    assert!(
+        registered
+            .iter()
+            .all(|t| t.contains("\"actor\":\"operator:cli\""))
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|t| t.contains("identity.oidc_keys_rotated"))
+    );
+}
