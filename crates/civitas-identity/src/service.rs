@@ -11,6 +11,7 @@ use civitas_store::sqlx::{self, Row};
 use crate::accounts::{self, Account, AccountKind, Registration, normalise_username};
 use crate::courier::Courier;
 use crate::mandate::{self, GrantRequest, Granted, Principal};
+use crate::passkey::{self, CeremonyStarted, PasskeyInfo, Passkeys};
 use crate::secret::{self, hash, now_ms, token};
 use crate::session::{self, ClientInfo, SessionInfo, Timeouts};
 use crate::{IdentityError, Loa, password, throttle, totp};
@@ -22,6 +23,9 @@ pub struct IdentitySettings {
     pub timeouts: Timeouts,
     /// Name shown in authenticator apps and messages.
     pub issuer_name: String,
+    /// The passkey relying party, when the site has a domain name (WebAuthn refuses IP
+    /// addresses as relying-party ids); `None` turns passkeys off.
+    pub passkeys: Option<Passkeys>,
 }
 
 impl Default for IdentitySettings {
@@ -32,6 +36,7 @@ impl Default for IdentitySettings {
                 absolute_ms: 12 * 3_600_000,
             },
             issuer_name: "Civitas".into(),
+            passkeys: None,
         }
     }
 }
@@ -355,6 +360,177 @@ impl Identity {
         } else {
             Loa::Substantial
         }
+    }
+
+    // ----- passkeys ---------------------------------------------------------------------
+
+    /// Whether passkeys are available on this site.
+    pub fn passkeys_enabled(&self) -> bool {
+        self.settings.passkeys.is_some()
+    }
+
+    fn relying_party(&self) -> Result<&Passkeys, IdentityError> {
+        self.settings.passkeys.as_ref().ok_or_else(|| {
+            IdentityError::PasskeySetup(
+                "passkeys are off: the site has no domain name to be their relying party".into(),
+            )
+        })
+    }
+
+    /// Starts a passkey-only sign-in (no account named). Refused while the client address
+    /// is locked after repeated failures.
+    pub async fn start_passkey_sign_in(
+        &self,
+        client: &ClientInfo,
+    ) -> Result<CeremonyStarted, IdentityError> {
+        let rp = self.relying_party()?;
+        throttle::check(&self.db, &format!("ip:{}", client.ip)).await?;
+        rp.start_discoverable_authentication(&self.db).await
+    }
+
+    /// Finishes a passkey-only sign-in: a verified passkey starts a session at
+    /// [`Identity::passkey_level`] with amr `hwk user` (possession of the authenticator and
+    /// its PIN or biometric). A refused passkey is logged (never the credential or the
+    /// challenge) and counted against the client address.
+    pub async fn finish_passkey_sign_in(
+        &self,
+        ceremony_id: &str,
+        response_json: &str,
+        client: &ClientInfo,
+    ) -> Result<SignInOutcome, IdentityError> {
+        let rp = self.relying_party()?;
+        let address_key = format!("ip:{}", client.ip);
+        throttle::check(&self.db, &address_key).await?;
+        let signed = match rp
+            .finish_discoverable_authentication(&self.db, ceremony_id, response_json)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(reason) = passkey_refusal(&e) {
+                    throttle::fail(&self.db, &address_key, throttle::ADDRESS_FREE_FAILURES).await?;
+                    let event = Event::new("identity.sign_in_failed", "anonymous", "session")
+                        .with("method", "passkey")
+                        .with("reason", reason);
+                    self.record(event, None).await?;
+                }
+                return Err(e);
+            }
+        };
+        let account = accounts::by_id(&self.db, &signed.account_id)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        self.start_session(
+            &account,
+            Self::passkey_level(&account),
+            &["hwk", "user"],
+            client,
+        )
+        .await
+    }
+
+    /// Starts registering a passkey on the signed-in account.
+    pub async fn start_passkey_registration(
+        &self,
+        session: &SessionInfo,
+    ) -> Result<CeremonyStarted, IdentityError> {
+        let a = &session.account;
+        self.relying_party()?
+            .start_registration(&self.db, &a.id, &a.username, &a.display_name)
+            .await
+    }
+
+    /// Finishes registering a passkey on the signed-in account under `label`. Logged.
+    pub async fn finish_passkey_registration(
+        &self,
+        session: &SessionInfo,
+        ceremony_id: &str,
+        response_json: &str,
+        label: &str,
+    ) -> Result<PasskeyInfo, IdentityError> {
+        let a = &session.account;
+        let info = self
+            .relying_party()?
+            .finish_registration(&self.db, ceremony_id, &a.id, response_json, label)
+            .await?;
+        let event = Event::new(
+            "identity.passkey_added",
+            &format!("account:{}", a.id),
+            "account",
+        )
+        .with("passkey", info.id.clone());
+        self.record(event, Some(&a.subject_ref())).await?;
+        Ok(info)
+    }
+
+    /// The account's passkeys, oldest first.
+    pub async fn passkeys_of(&self, account_id: &str) -> Result<Vec<PasskeyInfo>, IdentityError> {
+        passkey::list(&self.db, account_id).await
+    }
+
+    /// Removes one of the signed-in account's passkeys; `NotFound` when it is not theirs.
+    /// Logged.
+    pub async fn remove_passkey(
+        &self,
+        session: &SessionInfo,
+        passkey_id: &str,
+    ) -> Result<(), IdentityError> {
+        let a = &session.account;
+        if !passkey::remove(&self.db, &a.id, passkey_id).await? {
+            return Err(IdentityError::NotFound);
+        }
+        let event = Event::new(
+            "identity.passkey_removed",
+            &format!("account:{}", a.id),
+            "account",
+        )
+        .with("passkey", passkey_id);
+        self.record(event, Some(&a.subject_ref())).await?;
+        Ok(())
+    }
+
+    /// Starts a step-up with one of the signed-in account's passkeys.
+    pub async fn start_passkey_step_up(
+        &self,
+        session: &SessionInfo,
+    ) -> Result<CeremonyStarted, IdentityError> {
+        let rp = self.relying_party()?;
+        throttle::check(&self.db, &format!("user:{}", session.account.username)).await?;
+        rp.start_authentication(&self.db, &session.account.id).await
+    }
+
+    /// Finishes a passkey step-up: the session rises to [`Identity::passkey_level`] with a
+    /// new token. A refused passkey is logged and counted against the account.
+    pub async fn finish_passkey_step_up(
+        &self,
+        session: &SessionInfo,
+        ceremony_id: &str,
+        response_json: &str,
+    ) -> Result<SignInOutcome, IdentityError> {
+        let rp = self.relying_party()?;
+        let key = format!("user:{}", session.account.username);
+        throttle::check(&self.db, &key).await?;
+        if let Err(e) = rp
+            .finish_authentication(&self.db, ceremony_id, &session.account.id, response_json)
+            .await
+        {
+            if let Some(reason) = passkey_refusal(&e) {
+                throttle::fail(&self.db, &key, throttle::ACCOUNT_FREE_FAILURES).await?;
+                let event = Event::new(
+                    "identity.step_up_failed",
+                    &format!("account:{}", session.account.id),
+                    "session",
+                )
+                .with("method", "passkey")
+                .with("reason", reason);
+                self.record(event, Some(&session.account.subject_ref()))
+                    .await?;
+            }
+            return Err(e);
+        }
+        throttle::clear(&self.db, &key).await?;
+        self.step_up(session, Self::passkey_level(&session.account), "hwk")
+            .await
     }
 
     // ----- registration -----------------------------------------------------------------
@@ -923,6 +1099,17 @@ impl Identity {
         }
         tx.commit().await?;
         Ok(staff + made)
+    }
+}
+
+/// The ledger's reason for a refused passkey, or `None` when the failure was ours (the
+/// database, the ledger) rather than the passkey's.
+fn passkey_refusal(e: &IdentityError) -> Option<&'static str> {
+    match e {
+        IdentityError::PasskeyRejected(_) => Some("rejected"),
+        IdentityError::CeremonyUnknown => Some("ceremony_unknown"),
+        IdentityError::CeremonyExpired => Some("ceremony_expired"),
+        _ => None,
     }
 }
 

@@ -47,6 +47,14 @@ pub(crate) async fn check(db: &Db, key: &str) -> Result<(), IdentityError> {
 pub(crate) async fn fail(db: &Db, key: &str, free: i64) -> Result<(), IdentityError> {
     let now = now_ms();
     let mut tx = db.pool().begin().await?;
+    // Write first: on SQLite this takes the write lock before the read (a deferred
+    // transaction that reads and then writes fails with "database is locked" at once, without
+    // waiting, when another connection wrote in between); on PostgreSQL it locks the row, so
+    // two failures racing on one key are both counted.
+    sqlx::query("UPDATE sign_in_throttle SET failures = failures WHERE key = $1")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
     let row = sqlx::query("SELECT failures, last_failure_ms FROM sign_in_throttle WHERE key = $1")
         .bind(key)
         .fetch_optional(&mut *tx)

@@ -99,7 +99,16 @@ fn is_user_error(e: &IdentityError) -> bool {
 
 /// Sets the session cookie for a fresh sign-in and sends the browser on.
 fn signed_in(app: &Shared, outcome: &SignInOutcome, next: &str) -> Response {
-    let mut res = Redirect::to(next).into_response();
+    session_cookies(app, outcome, Redirect::to(next).into_response())
+}
+
+/// Adds the cookies of a fresh sign-in (or step-up) to `res`: the new session token, and
+/// the half-finished sign-in's cookie deleted.
+pub(crate) fn session_cookies(
+    app: &Shared,
+    outcome: &SignInOutcome,
+    mut res: Response,
+) -> Response {
     let secure = secure_cookies(app);
     let h = res.headers_mut();
     h.append(
@@ -149,6 +158,8 @@ struct SignInPage {
     errors: Vec<FieldError>,
     identifier: String,
     next: String,
+    /// Whether the site offers passkey sign-in.
+    passkey: bool,
 }
 
 impl SignInPage {
@@ -158,6 +169,7 @@ impl SignInPage {
 }
 
 async fn sign_in_form(
+    State(app): State<Shared>,
     v: Visitor,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
@@ -171,6 +183,7 @@ async fn sign_in_form(
             errors: Vec::new(),
             identifier: String::new(),
             next,
+            passkey: app.identity.passkeys_enabled(),
         },
         StatusCode::OK,
     )
@@ -197,6 +210,7 @@ async fn sign_in(
 ) -> Response {
     let c = Chrome::for_visitor(&v, &headers, &uri, "signin");
     let next = safe_next(Some(&f.next));
+    let passkey = app.identity.passkeys_enabled();
     let page = |c: Chrome, errors: Vec<FieldError>, identifier: String, next: String| {
         render(
             &SignInPage {
@@ -204,6 +218,7 @@ async fn sign_in(
                 errors,
                 identifier,
                 next,
+                passkey,
             },
             StatusCode::UNPROCESSABLE_ENTITY,
         )
@@ -274,6 +289,8 @@ struct CodePage {
     action: &'static str,
     heading: &'static str,
     lead: &'static str,
+    /// Whether the page offers a passkey (step-up, when the account has one).
+    passkey: bool,
 }
 
 impl CodePage {
@@ -301,6 +318,7 @@ async fn code_form(
             action: "/signin/code",
             heading,
             lead,
+            passkey: false,
         },
         StatusCode::OK,
     )
@@ -335,6 +353,7 @@ async fn code(
                 action: "/signin/code",
                 heading,
                 lead,
+                passkey: false,
             },
             StatusCode::UNPROCESSABLE_ENTITY,
         )
@@ -392,9 +411,13 @@ async fn step_up_form(
         Ok(t) => t,
         Err(e) => return error_page(c, &headers, &e),
     };
+    let passkey = match has_passkeys(&app, &session).await {
+        Ok(p) => p,
+        Err(e) => return error_page(c, &headers, &e),
+    };
     let (heading, lead) = (
         c.a.step_up_title,
-        if has_totp {
+        if has_totp || passkey {
             c.a.step_up_lead
         } else {
             c.a.step_up_no_method
@@ -408,6 +431,7 @@ async fn step_up_form(
             action: "/signin/step-up",
             heading,
             lead,
+            passkey,
         },
         StatusCode::OK,
     )
@@ -427,6 +451,10 @@ async fn step_up(
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     let next = safe_next(Some(&f.next));
     let (heading, lead) = (c.a.step_up_title, c.a.step_up_lead);
+    let passkey = match has_passkeys(&app, &session).await {
+        Ok(p) => p,
+        Err(e) => return error_page(c, &headers, &e),
+    };
     let page = |c: Chrome, errors: Vec<FieldError>| {
         render(
             &CodePage {
@@ -436,6 +464,7 @@ async fn step_up(
                 action: "/signin/step-up",
                 heading,
                 lead,
+                passkey,
             },
             StatusCode::UNPROCESSABLE_ENTITY,
         )
@@ -452,6 +481,14 @@ async fn step_up(
         }
         Err(e) => bad_form(c, &headers, e, page, "code"),
     }
+}
+
+/// Whether the site has passkeys on and the account holds one.
+async fn has_passkeys(app: &Shared, s: &SessionInfo) -> Result<bool, IdentityError> {
+    if !app.identity.passkeys_enabled() {
+        return Ok(false);
+    }
+    Ok(!app.identity.passkeys_of(&s.account.id).await?.is_empty())
 }
 
 #[derive(Deserialize, Default)]
@@ -490,7 +527,23 @@ async fn sign_out(
     res
 }
 
-fn forbidden_form(headers: &HeaderMap) -> Response {
+/// The session of a signed-in person submitting a genuine form at level `need`, or the
+/// response to give instead: sign in, step up, or the expired-form page.
+pub(crate) fn guard_form(
+    v: &Visitor,
+    headers: &HeaderMap,
+    back: &axum::http::Uri,
+    need: Loa,
+    csrf: &str,
+) -> Result<SessionInfo, Box<Response>> {
+    let s = require(v, back, need).map_err(|r| Box::new(r.into_response()))?;
+    if !v.form_is_genuine(headers, csrf) {
+        return Err(Box::new(forbidden_form(headers)));
+    }
+    Ok(s)
+}
+
+pub(crate) fn forbidden_form(headers: &HeaderMap) -> Response {
     let c = Chrome::new(headers, &"/".parse().unwrap_or_default(), "");
     crate::pages::message_page(
         c,
@@ -769,6 +822,17 @@ struct SecurityPage {
     totp_setup: Option<(String, String)>,
     /// Fresh recovery codes, shown once.
     new_codes: Vec<String>,
+    /// Whether the site offers passkeys at all.
+    passkeys_on: bool,
+    passkeys: Vec<PasskeyRow>,
+}
+
+/// A passkey as the security page lists it.
+struct PasskeyRow {
+    id: String,
+    label: String,
+    created: String,
+    last_used: String,
 }
 
 impl SecurityPage {
@@ -806,6 +870,20 @@ async fn security_page(
         Ok(n) => n,
         Err(e) => return error_page(c, headers, &e),
     };
+    let passkeys = match app.identity.passkeys_of(&s.account.id).await {
+        Ok(list) => list
+            .into_iter()
+            .map(|p| PasskeyRow {
+                created: taiwan_time(p.created_ms),
+                last_used: p
+                    .last_used_ms
+                    .map_or_else(|| c.a.passkey_never_used.to_string(), taiwan_time),
+                id: p.id,
+                label: p.label,
+            })
+            .collect(),
+        Err(e) => return error_page(c, headers, &e),
+    };
     render(
         &SecurityPage {
             c,
@@ -815,9 +893,16 @@ async fn security_page(
             recovery_left,
             totp_setup: view.totp_setup,
             new_codes: view.new_codes,
+            passkeys_on: app.identity.passkeys_enabled(),
+            passkeys,
         },
         status,
     )
+}
+
+#[derive(Deserialize, Default)]
+struct SecurityQuery {
+    passkey: Option<String>,
 }
 
 async fn security(
@@ -825,13 +910,28 @@ async fn security(
     v: Visitor,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
+    Query(q): Query<SecurityQuery>,
 ) -> Response {
     let s = match require(&v, &uri, Loa::Low) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
-    security_page(&app, c, &headers, &s, SecurityView::default()).await
+    let notice = match q.passkey.as_deref() {
+        Some("added") => c.a.passkey_added.to_string(),
+        _ => String::new(),
+    };
+    security_page(
+        &app,
+        c,
+        &headers,
+        &s,
+        SecurityView {
+            notice,
+            ..SecurityView::default()
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -908,13 +1008,10 @@ async fn totp_begin(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     match app.identity.begin_totp(&s).await {
         Ok(setup) => {
@@ -967,13 +1064,10 @@ async fn totp_confirm(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<TotpConfirmForm>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     match app.identity.confirm_totp(&s, &f.code).await {
         Ok(codes) => {
@@ -1032,17 +1126,16 @@ async fn totp_remove(
 ) -> Response {
     // Removing a second factor needs the level it gives: a stolen password alone must not
     // be able to take the authenticator off.
-    let s = match require(
+    let s = match guard_form(
         &v,
+        &headers,
         &"/account/security".parse().unwrap_or(uri.clone()),
         Loa::Substantial,
+        &f.csrf,
     ) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     match app.identity.remove_totp(&s).await {
         Ok(()) => Redirect::to("/account/security").into_response(),
@@ -1057,17 +1150,16 @@ async fn recovery_codes(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    let s = match require(
+    let s = match guard_form(
         &v,
+        &headers,
         &"/account/security".parse().unwrap_or(uri.clone()),
         Loa::Substantial,
+        &f.csrf,
     ) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     match app.identity.new_recovery_codes(&s).await {
         Ok(codes) => {
@@ -1165,13 +1257,10 @@ async fn end_session(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<EndForm>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let ended = app
         .identity
         .end_session(&s.account, &f.session, ended::ENDED_BY_USER)
@@ -1359,13 +1448,10 @@ async fn grant_mandate(
     Form(f): Form<GrantForm>,
 ) -> Response {
     // Letting someone act for you is consequential: it needs a second factor.
-    let s = match require(&v, &uri, Loa::Substantial) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Substantial, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     let req = GrantRequest {
         grantee_national_id: f.grantee.clone(),
@@ -1405,13 +1491,10 @@ async fn revoke_mandate(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<KeyForm>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     match app.identity.revoke_mandate(&s, &f.key).await {
         Ok(_) | Err(IdentityError::NotFound) => Redirect::to("/account/mandates").into_response(),
         Err(e) => error_page(
@@ -1429,13 +1512,10 @@ async fn act_for(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<KeyForm>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return forbidden_form(&headers);
-    }
     let key = (!f.key.is_empty()).then_some(f.key.as_str());
     match app.identity.act_for(&s, key).await {
         Ok(_) => Redirect::to("/account").into_response(),
@@ -1471,6 +1551,8 @@ struct MailPage {
     c: Chrome,
     rows: Vec<MailRow>,
     demo_password: Option<&'static str>,
+    /// The featured demo residents who have accounts: (identification number, name, note).
+    people: Vec<(String, String, String)>,
 }
 
 async fn dev_mail(
@@ -1488,6 +1570,16 @@ async fn dev_mail(
             String::new(),
         );
     };
+    let people = match civitas_registry::demo_people(&app.db).await {
+        Ok(list) => list
+            .into_iter()
+            .map(|p| {
+                let note = c.lang.pick(&p.note_zh, &p.note_en).to_string();
+                (p.national_id, p.name_zh, note)
+            })
+            .collect(),
+        Err(e) => return error_page(c, &headers, &e),
+    };
     match sink.recent(50).await {
         Ok(list) => {
             let rows = list
@@ -1504,6 +1596,7 @@ async fn dev_mail(
                     c,
                     rows,
                     demo_password: Some(civitas_identity::DEMO_PASSWORD),
+                    people,
                 },
                 StatusCode::OK,
             )

@@ -14,6 +14,7 @@ mod oidc;
 mod oidc_texts;
 mod ops;
 mod pages;
+mod passkey_routes;
 mod problem;
 
 use std::sync::Arc;
@@ -63,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ledger::routes())
         .merge(account::routes())
         .merge(oidc::routes())
+        .merge(passkey_routes::routes())
         .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -19,6 +19,7 @@ pub(crate) fn routes() -> axum::Router<Shared> {
         .route("/agencies/{code}", get(agency))
         .route("/lang/{code}", get(switch_language))
         .route("/assets/site.css", get(stylesheet))
+        .route("/assets/passkey.js", get(passkey_script))
         .fallback(not_found)
 }
 
@@ -284,6 +285,17 @@ async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../assets/site.css"),
+    )
+        .into_response()
+}
+
+async fn passkey_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../assets/passkey.js"),
     )
         .into_response()
 }

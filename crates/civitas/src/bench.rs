@@ -317,7 +317,7 @@ fn bench_config(scratch: &Path, name: &str) -> civitas_ledger::LedgerConfig {
     c
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -3,6 +3,7 @@
 //! functions to start a real server.
 
 pub mod bench;
+pub mod bench_identity;
 pub mod demo;
 pub mod ledger_cli;
 pub mod oidc_cli;
@@ -282,6 +283,7 @@ pub fn identity_for(
             absolute_ms: config.session_max_hours as i64 * 3_600_000,
         },
         issuer_name: "Civitas".into(),
+        passkeys: passkeys_for(&config.base_url()),
     };
     let sink = config
         .dev_mail_sink
@@ -293,6 +295,41 @@ pub fn identity_for(
         civitas_identity::Identity::new(db.clone(), ledger.clone(), settings, courier),
         sink,
     )
+}
+
+/// The passkey relying party for a site served at `base_url`: its host is the relying-party
+/// id and the URL the origin. `None` when the host is an IP address (WebAuthn refuses those
+/// as relying-party ids; use a name such as `localhost`) or the URL cannot be used.
+pub fn passkeys_for(base_url: &str) -> Option<civitas_identity::passkey::Passkeys> {
+    let url = match url::Url::parse(base_url) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::info!(base_url, error = %e, "passkeys are off: the public URL cannot be parsed");
+            return None;
+        }
+    };
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        _ => {
+            // Said once per process: the demo builds the identity block twice.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!(
+                    base_url,
+                    "passkeys are off: the site's address is an IP address, which WebAuthn refuses as a relying party; set public_url to a name (such as http://localhost:PORT)"
+                );
+            });
+            return None;
+        }
+    };
+    let origin = url::Url::parse(&url.origin().ascii_serialization()).ok()?;
+    match civitas_identity::passkey::Passkeys::new(&host, &origin, "Civitas") {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::info!(base_url, error = %e, "passkeys are off");
+            None
+        }
+    }
 }
 
 /// Everything a running server holds.

@@ -98,6 +98,8 @@ enum BenchCommand {
     Startup(civitas::bench::StartupArgs),
     /// Durable appends/s, time to a checkpoint, and inclusion proofs/s.
     Ledger(civitas::bench::LedgerArgs),
+    /// Password sign-ins/s against the argon2id floor.
+    Identity(civitas::bench_identity::IdentityArgs),
 }
 
 fn main() -> ExitCode {
@@ -198,6 +200,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config(ConfigCommand::Check) => config_check(&resolved),
         Command::Bench(BenchCommand::Startup(args)) => civitas::bench::startup(&args),
         Command::Bench(BenchCommand::Ledger(args)) => civitas::bench::ledger(&args),
+        Command::Bench(BenchCommand::Identity(args)) => civitas::bench_identity::identity(&args),
         Command::Demo(args) => {
             init_logging(&config);
             runtime()?.block_on(demo(config, &resolved.entries, args.fresh))

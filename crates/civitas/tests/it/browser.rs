@@ -234,3 +234,108 @@ async fn a_person_switches_language_by_clicking_and_it_is_remembered() {
     browser.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Engine::Sqlite).await.unwrap();
+    let resident = civitas_registry::demo_people(&app.db).await.unwrap()[0]
+        .national_id
+        .clone();
+    let c = &browser.client;
+    let mut failures = Vec::new();
+    // Signed out: the sign-in and registration pages, and the sign-in page with its errors.
+    for page in ["/signin", "/register", "/dev/mail"] {
+        c.goto(&format!("{}{page}", app.base)).await.unwrap();
+        for v in browser.axe_violations().await {
+            failures.push(format!("{page}: {v}"));
+        }
+    }
+    c.goto(&format!("{}/signin", app.base)).await.unwrap();
+    c.find(Locator::Css("form[action='/signin'] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let summary = c
+        .wait()
+        .for_element(Locator::Css(".error-summary"))
+        .await
+        .unwrap();
+    assert!(summary.text().await.unwrap().contains("請輸入"));
+    for v in browser.axe_violations().await {
+        failures.push(format!("/signin with errors: {v}"));
+    }
+    // Sign in by typing, as a person would.
+    c.find(Locator::Id("identifier"))
+        .await
+        .unwrap()
+        .send_keys(&resident)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(civitas_identity::DEMO_PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action='/signin'] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let account = url::Url::parse(&format!("{}/account", app.base)).unwrap();
+    c.wait().for_url(&account).await.unwrap();
+    let h1 = c
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(h1, "我的帳號");
+    for (width, height) in [(1280, 900), (360, 740)] {
+        c.set_window_size(width, height).await.unwrap();
+        for lang in ["zh-TW", "en"] {
+            c.goto(&format!("{}/lang/{lang}?next=/", app.base))
+                .await
+                .unwrap();
+            for page in [
+                "/account",
+                "/account/security",
+                "/account/sessions",
+                "/account/mandates",
+            ] {
+                c.goto(&format!("{}{page}", app.base)).await.unwrap();
+                for v in browser.axe_violations().await {
+                    failures.push(format!("{lang} {page} at {width}px: {v}"));
+                }
+                if browser.overflows_horizontally().await {
+                    failures.push(format!("{lang} {page} at {width}px: scrolls sideways"));
+                }
+            }
+        }
+    }
+    // Signing out from the header ends the session.
+    c.find(Locator::Css("form[action='/signout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let home = url::Url::parse(&format!("{}/", app.base)).unwrap();
+    c.wait().for_url(&home).await.unwrap();
+    c.goto(&format!("{}/account", app.base)).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/signin");
+    browser.close().await;
+    app.stop().await;
+    assert!(
+        failures.is_empty(),
+        "accessibility or layout failures:\n{}",
+        failures.join("\n")
+    );
+}

@@ -1,8 +1,10 @@
 //! Identity end to end: password sign-in and lockout, anti-forgery tokens, registration
 //! against the population register, authenticator apps and step-up, sessions and their
-//! timeouts, and mandates. Every test speaks HTTP to the running server.
+//! timeouts, mandates, and passkeys (with a software authenticator). Every test speaks HTTP to the running server.
 
+use civitas_identity::softkey::SoftKey;
 use civitas_store::sqlx::{self, Row};
+use serde_json::json;
 
 use crate::on_both_engines;
 use crate::support::{Browser, TestApp, hidden_value};
@@ -426,5 +428,240 @@ async fn granted_mandates_need_a_second_factor_and_can_be_revoked() {
     ] {
         assert!(kinds.iter().any(|(k, _)| k == kind), "{kind}");
     }
+    app.stop().await;
+}
+
+// ----- passkeys -------------------------------------------------------------------------
+
+/// A featured demo citizen's identification number (they have the demo password).
+async fn featured_citizen(app: &TestApp, role: &str) -> String {
+    civitas_registry::demo_people(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.role == role)
+        .unwrap()
+        .national_id
+}
+
+/// A software authenticator used from the test site's origin (`http://localhost:PORT`).
+fn soft_key(app: &TestApp) -> SoftKey {
+    SoftKey::new(&app.config.base_url()).unwrap()
+}
+
+/// Starts a ceremony at `path`; returns its id and the options for the authenticator.
+async fn ceremony(b: &mut Browser, path: &str) -> (String, String) {
+    let (status, mut started) = b.post_json(path, &json!({}), None).await;
+    assert_eq!(status, 200, "{started}");
+    let id = started["ceremony"].as_str().unwrap().to_string();
+    started.as_object_mut().unwrap().remove("ceremony");
+    (id, started.to_string())
+}
+
+/// Adds a passkey to the signed-in account through the JSON endpoints.
+async fn add_passkey(b: &mut Browser, key: &mut SoftKey, label: &str) {
+    b.get("/account/security").await;
+    let (id, options) = ceremony(b, "/account/passkeys/start").await;
+    let credential: serde_json::Value =
+        serde_json::from_str(&key.register(&options).unwrap()).unwrap();
+    let (status, done) = b
+        .post_json(
+            "/account/passkeys/finish",
+            &json!({"ceremony": id, "credential": credential, "label": label}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["redirect"], "/account/security?passkey=added");
+}
+
+/// Signs in with a passkey alone; returns the finish answer.
+async fn passkey_sign_in(b: &mut Browser, key: &mut SoftKey) -> (u16, serde_json::Value) {
+    let page = b.get("/signin").await;
+    assert!(page.body.contains("id=\"passkey-sign-in\""));
+    let (id, options) = ceremony(b, "/signin/passkey/start").await;
+    let credential: serde_json::Value =
+        serde_json::from_str(&key.sign_in(&options).unwrap()).unwrap();
+    b.post_json(
+        "/signin/passkey/finish",
+        &json!({"ceremony": id, "credential": credential, "next": "/account"}),
+        None,
+    )
+    .await
+}
+
+mod passkeys {
+    use super::*;
+
+    on_both_engines! {
+        async fn a_citizen_adds_a_passkey_signs_in_with_it_alone_at_level_high_and_removes_it(app) {
+            let nid = featured_citizen(&app, "elderly_living_alone").await;
+            let mut key = soft_key(&app);
+            let mut b = Browser::new(&app);
+            b.sign_in(&nid, civitas_identity::DEMO_PASSWORD).await;
+            let security = b.get("/account/security").await;
+            assert!(security.body.contains("data-passkey=\"create\""), "{}", security.body);
+            assert!(security.body.contains("data-passkey-nojs"));
+            add_passkey(&mut b, &mut key, "Grandma's phone").await;
+            let security = b.get("/account/security?passkey=added").await;
+            assert!(security.body.contains("Grandma&#39;s phone") || security.body.contains("Grandma&#x27;s phone"), "{}", security.body);
+            assert!(security.body.contains("role=\"status\""));
+            assert_eq!(b.post("/signout", &[]).await.status, 303);
+            assert!(b.cookie("civitas_session").is_none());
+
+            let (status, done) = passkey_sign_in(&mut b, &mut key).await;
+            assert_eq!(status, 200, "{done}");
+            assert_eq!(done["redirect"], "/account");
+            assert!(b.cookie("civitas_session").is_some());
+            let account = b.get("/account").await;
+            assert!(account.body.contains(&nid));
+            assert!(account.body.contains(">high<"), "{}", account.body);
+
+            // Removing it (the passkey session is above substantial) takes it off the account.
+            let security = b.get("/account/security").await;
+            let id = hidden_value(security.body.split("/account/passkeys/remove").nth(1).unwrap(), "passkey").unwrap();
+            let removed = b.post("/account/passkeys/remove", &[("passkey", &id)]).await;
+            assert_eq!(removed.status, 303);
+            assert_eq!(removed.location.as_deref(), Some("/account/security"));
+            assert!(!b.get("/account/security").await.body.contains("Grandma"));
+            let mut other = Browser::new(&app);
+            let (status, _) = passkey_sign_in(&mut other, &mut key).await;
+            assert_eq!(status, 400, "a removed passkey no longer signs in");
+
+            let kinds = ledger_kinds(&app).await;
+            assert!(kinds.iter().any(|(k, _)| k == "identity.passkey_added"));
+            assert!(kinds.iter().any(|(k, _)| k == "identity.passkey_removed"));
+            let signed_in = kinds.iter().rfind(|(k, _)| k == "identity.signed_in").unwrap();
+            assert!(signed_in.1.contains("\"hwk\"") && signed_in.1.contains("\"high\""), "{}", signed_in.1);
+            app.stop().await;
+        }
+    }
+}
+
+/// A staff passkey gives substantial; wrong origins, replays and missing tokens are refused;
+/// a passkey steps a password session up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passkeys_refuse_forgeries_and_replays_and_step_sessions_up() {
+    let app = TestApp::spawn(crate::support::Engine::Sqlite)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get("/assets/passkey.js").await.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let mut key = soft_key(&app);
+    let mut staff = Browser::new(&app);
+    staff.sign_in(STAFF, civitas_identity::DEMO_PASSWORD).await;
+    add_passkey(&mut staff, &mut key, "Office laptop").await;
+    staff.post("/signout", &[]).await;
+
+    // The anti-forgery header is required, and must be this visitor's.
+    staff.get("/signin").await;
+    for token in ["", "forged"] {
+        let (status, problem) = staff
+            .post_json("/signin/passkey/start", &json!({}), Some(token))
+            .await;
+        assert_eq!(status, 403, "{problem}");
+        assert_eq!(problem["type"], "/problems/csrf");
+    }
+
+    // A response made for another origin (a phishing page relaying the ceremony) is refused.
+    let (id, options) = ceremony(&mut staff, "/signin/passkey/start").await;
+    let mut phished = key.clone();
+    phished.set_origin("https://civitas.evil.example").unwrap();
+    let credential: serde_json::Value =
+        serde_json::from_str(&phished.sign_in(&options).unwrap()).unwrap();
+    let (status, problem) = staff
+        .post_json(
+            "/signin/passkey/finish",
+            &json!({"ceremony": id, "credential": credential}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(staff.cookie("civitas_session").is_none());
+
+    // The real one works once, at substantial for staff; its replay is refused.
+    let (id, options) = ceremony(&mut staff, "/signin/passkey/start").await;
+    let credential: serde_json::Value =
+        serde_json::from_str(&key.sign_in(&options).unwrap()).unwrap();
+    let body = json!({"ceremony": id, "credential": credential, "next": "//evil.example"});
+    let (status, done) = staff.post_json("/signin/passkey/finish", &body, None).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["redirect"], "/account", "next is sanitised");
+    let account = staff.get("/account").await;
+    assert!(account.body.contains(">substantial<"), "{}", account.body);
+    let mut replayer = Browser::new(&app);
+    replayer.get("/signin").await;
+    let (status, _) = replayer
+        .post_json("/signin/passkey/finish", &body, None)
+        .await;
+    assert_eq!(status, 400, "a ceremony is single-use");
+
+    // A citizen signed in with a password (low) steps up with their passkey.
+    let nid = featured_citizen(&app, "elderly_living_alone").await;
+    let mut citizen_key = soft_key(&app);
+    let mut c = Browser::new(&app);
+    c.sign_in(&nid, civitas_identity::DEMO_PASSWORD).await;
+    add_passkey(&mut c, &mut citizen_key, "Phone").await;
+    let page = c.get("/account/mandates").await;
+    assert_eq!(page.status, 200);
+    let page = c
+        .get("/signin/step-up?need=substantial&next=/account/mandates")
+        .await;
+    assert!(
+        page.body.contains("id=\"passkey-step-up-button\""),
+        "{}",
+        page.body
+    );
+    let old_token = c.cookie("civitas_session").unwrap().to_string();
+    let (id, options) = ceremony(&mut c, "/signin/step-up/passkey/start").await;
+    // Another account's passkey does not step this session up.
+    let wrong: serde_json::Value =
+        serde_json::from_str(&key.sign_in(&options).unwrap_or_else(|_| "{}".into())).unwrap();
+    let (status, _) = c
+        .post_json(
+            "/signin/step-up/passkey/finish",
+            &json!({"ceremony": id, "credential": wrong}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (id, options) = ceremony(&mut c, "/signin/step-up/passkey/start").await;
+    let credential: serde_json::Value =
+        serde_json::from_str(&citizen_key.sign_in(&options).unwrap()).unwrap();
+    let (status, done) = c
+        .post_json(
+            "/signin/step-up/passkey/finish",
+            &json!({"ceremony": id, "credential": credential, "next": "/account/mandates"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["redirect"], "/account/mandates");
+    assert_ne!(
+        c.cookie("civitas_session").unwrap(),
+        old_token,
+        "step-up rotates the token"
+    );
+    assert!(c.get("/account").await.body.contains(">high<"));
+
+    let kinds = ledger_kinds(&app).await;
+    let failed: Vec<_> = kinds
+        .iter()
+        .filter(|(k, t)| k == "identity.sign_in_failed" && t.contains("\"passkey\""))
+        .collect();
+    assert_eq!(failed.len(), 2, "the foreign origin and the replay");
+    let credential_id = credential["id"].as_str().unwrap();
+    assert!(kinds.iter().all(|(_, t)| !t.contains(credential_id)));
+    let stepped = kinds
+        .iter()
+        .find(|(k, _)| k == "identity.stepped_up")
+        .unwrap();
+    assert!(stepped.1.contains("\"hwk\""), "{}", stepped.1);
+    let signed_in = kinds.iter().any(|(k, t)| {
+        k == "identity.signed_in" && t.contains("\"hwk\"") && t.contains("\"substantial\"")
+    });
+    assert!(signed_in);
     app.stop().await;
 }

@@ -106,7 +106,7 @@ impl TestApp {
             Engine::Postgres => Some(postgres_database().await?),
         };
         let resolved = test_layers(&data, database.as_deref()).resolve().unwrap();
-        let config = resolved.config.clone();
+        let mut config = resolved.config.clone();
         let (running, _) = civitas::demo::prepare(&config, &resolved.entries, false, true)
             .await
             .expect("seed the demo country");
@@ -119,7 +119,11 @@ impl TestApp {
             .await
             .unwrap();
         let listener = civitas::bind(config.listen).await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        // Requests go to 127.0.0.1, but the site calls itself localhost: WebAuthn refuses IP
+        // addresses as relying parties, and passkeys are on only with a name.
+        config.public_url = Some(format!("http://localhost:{}", addr.port()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = config.clone();
         let task = tokio::spawn(async move {
@@ -304,6 +308,37 @@ impl Browser {
             .await
             .unwrap();
         self.finish(res).await
+    }
+
+    /// POSTs a JSON body with the anti-forgery token in `X-CSRF-Token` (`None`: the token of
+    /// the last page read); returns the status and the JSON answer (`Null` when empty).
+    pub async fn post_json(
+        &mut self,
+        path: &str,
+        body: &serde_json::Value,
+        csrf: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let token = csrf.map_or_else(|| self.csrf.clone(), str::to_string);
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("x-csrf-token", token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let page = self.finish(res).await;
+        if page.status >= 400 {
+            assert_eq!(content_type, "application/problem+json", "{}", page.body);
+        }
+        let json = serde_json::from_str(&page.body).unwrap_or(serde_json::Value::Null);
+        (page.status, json)
     }
 
     /// Signs in with a password (no second factor), asserting it worked.
