@@ -12,6 +12,7 @@ mod accounts;
 mod courier;
 mod loa;
 pub mod mandate;
+pub mod oidc;
 pub mod passkey;
 pub mod password;
 mod secret;
@@ -86,8 +87,97 @@ pub const COMPONENT: Component = Component {
             );
             CREATE INDEX passkey_ceremonies_expires ON passkey_ceremonies (expires_ms);",
         },
+        Migration {
+            version: 4,
+            name: "openid_connect",
+            sql: OPENID_CONNECT_SQL,
+        },
     ],
 };
+
+/// The OpenID Connect provider's tables (identity v4). Secrets (client secrets, codes,
+/// tokens) are stored as SHA-256 hashes; signing keys and the pairwise secret as they are.
+const OPENID_CONNECT_SQL: &str = "CREATE TABLE oidc_keys (
+    kid TEXT PRIMARY KEY,
+    alg TEXT NOT NULL,
+    private_der BLOB NOT NULL,
+    public_jwk TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    retired_at BIGINT
+);
+CREATE INDEX oidc_keys_alg ON oidc_keys (alg, retired_at);
+CREATE TABLE oidc_secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE oidc_clients (
+    client_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret_hash TEXT,
+    redirect_uris TEXT NOT NULL,
+    post_logout_redirect_uris TEXT NOT NULL,
+    auth_method TEXT NOT NULL,
+    jwks TEXT,
+    id_token_alg TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    first_party BIGINT NOT NULL,
+    min_loa TEXT NOT NULL,
+    sector TEXT NOT NULL,
+    enabled BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE oidc_grants (
+    grant_id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    acr TEXT NOT NULL,
+    amr TEXT NOT NULL,
+    auth_time BIGINT NOT NULL,
+    nonce TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE INDEX oidc_grants_session ON oidc_grants (session_id);
+CREATE INDEX oidc_grants_client ON oidc_grants (client_id);
+CREATE TABLE oidc_codes (
+    code_hash TEXT PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    code_challenge TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX oidc_codes_expiry ON oidc_codes (expires_at);
+CREATE TABLE oidc_tokens (
+    token_hash TEXT PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX oidc_tokens_grant ON oidc_tokens (grant_id);
+CREATE INDEX oidc_tokens_expiry ON oidc_tokens (expires_at);
+CREATE TABLE oidc_assertions (
+    client_id TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (client_id, jti)
+);
+CREATE TABLE oidc_consents (
+    account_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    granted_at BIGINT NOT NULL,
+    PRIMARY KEY (account_id, client_id)
+);";
 
 /// Errors from the identity block.
 #[derive(Debug, thiserror::Error)]

@@ -514,6 +514,10 @@ async fn sign_out(
         {
             tracing::error!(error = %e, "sign-out failed");
         }
+        // What relying parties were given within this session ends with it.
+        if let Err(e) = app.oidc.revoke_session(&s.id).await {
+            tracing::error!(error = %e, "revoking the session's tokens failed");
+        }
     }
     let mut res = Redirect::to("/").into_response();
     res.headers_mut().append(
@@ -1257,11 +1261,16 @@ async fn end_session(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    match app
+    let ended = app
         .identity
         .end_session(&s.account, &f.session, ended::ENDED_BY_USER)
-        .await
+        .await;
+    if ended.is_ok()
+        && let Err(e) = app.oidc.revoke_session(&f.session).await
     {
+        tracing::error!(error = %e, "revoking the session's tokens failed");
+    }
+    match ended {
         Ok(()) | Err(IdentityError::NotFound) => Redirect::to(if f.session == s.id {
             "/"
         } else {

@@ -10,6 +10,8 @@ mod api;
 pub mod auth;
 mod i18n;
 mod ledger;
+mod oidc;
+mod oidc_texts;
 mod ops;
 mod pages;
 mod passkey_routes;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub witness: Option<civitas_ledger::Witness>,
     /// Accounts, sign-in, sessions and mandates.
     pub identity: civitas_identity::Identity,
+    /// The OpenID Connect provider.
+    pub oidc: civitas_identity::oidc::Provider,
     /// The development mail sink, when configured (`identity.dev_mail_sink`).
     pub mail_sink: Option<civitas_identity::MailSink>,
 }
@@ -59,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes())
         .merge(ledger::routes())
         .merge(account::routes())
+        .merge(oidc::routes())
         .merge(passkey_routes::routes())
         .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(

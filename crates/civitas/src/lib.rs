@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_identity;
 pub mod demo;
 pub mod ledger_cli;
+pub mod oidc_cli;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -356,6 +357,19 @@ pub async fn serve(
         witness,
     } = running;
     let (identity, mail_sink) = identity_for(&db, &ledger, &config);
+    // The issuer is the public URL; a test server on port 0 is known by its bound address.
+    let issuer = match (&config.public_url, listener.local_addr()) {
+        (None, Ok(addr)) if config.listen.port() == 0 => format!("http://{addr}"),
+        _ => config.base_url(),
+    };
+    let oidc = civitas_identity::oidc::Provider::new(
+        db.clone(),
+        ledger.clone(),
+        civitas_identity::oidc::Settings::new(&issuer),
+    );
+    oidc.ensure_keys()
+        .await
+        .context("cannot prepare the OpenID Connect signing keys")?;
     let app = civitas_web::app(civitas_web::AppState {
         db: db.clone(),
         config: Arc::new(config),
@@ -363,6 +377,7 @@ pub async fn serve(
         ledger,
         witness,
         identity,
+        oidc,
         mail_sink,
     });
     let stopping = Arc::new(tokio::sync::Notify::new());

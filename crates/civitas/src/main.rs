@@ -65,6 +65,9 @@ enum Command {
     /// Verify and audit a ledger, offline or from a running instance.
     #[command(subcommand)]
     Ledger(civitas::ledger_cli::LedgerCommand),
+    /// Manage the OpenID Connect provider: clients and signing keys.
+    #[command(subcommand)]
+    Oidc(civitas::oidc_cli::OidcCommand),
 }
 
 #[derive(Args)]
@@ -217,6 +220,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ledger(cmd) => {
             init_logging(&config);
             runtime()?.block_on(civitas::ledger_cli::run(cmd, &config))
+        }
+        Command::Oidc(cmd) => {
+            init_logging(&config);
+            runtime()?.block_on(civitas::oidc_cli::run(cmd, &config))
         }
     }
 }

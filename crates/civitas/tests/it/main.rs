@@ -15,3 +15,4 @@ mod cli;
 mod http;
 mod identity;
 mod ledger;
+mod oidc;

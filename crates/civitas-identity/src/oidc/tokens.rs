@@ -1,0 +1,727 @@
+//! The token endpoint's logic: client authentication (`client_secret_basic`,
+//! `private_key_jwt`), the authorisation-code grant with PKCE, the refresh-token grant with
+//! rotation and reuse detection, ID tokens; and access-token lookup for userinfo.
+
+use std::collections::HashSet;
+
+use civitas_ledger::{Event, SubjectTag};
+use civitas_store::sqlx::{self, Row};
+use jsonwebtoken::Validation;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::clients::parse_client_jwks;
+use super::{
+    AuthMethod, Client, ErrorCode, GRANT_TYPES, JWT_BEARER_ASSERTION, OidcError, Provider,
+    SigningAlg, b64, now, random_token, split_list, token_hash,
+};
+
+/// Clock skew tolerated on client assertions and ID-token hints, in seconds.
+const LEEWAY: u64 = 30;
+
+/// How the client authenticated, as the web edge found it in the request.
+#[derive(Debug, Clone)]
+pub enum ClientCredentials {
+    /// HTTP Basic (`client_secret_basic`), already form-decoded (RFC 6749 §2.3.1).
+    Basic {
+        /// The client id.
+        client_id: String,
+        /// The secret.
+        secret: String,
+    },
+    /// `client_assertion_type` and `client_assertion` (RFC 7523, `private_key_jwt`).
+    Assertion {
+        /// Must be [`JWT_BEARER_ASSERTION`].
+        assertion_type: String,
+        /// The signed JWT.
+        assertion: String,
+    },
+    /// No credentials (or a kind not supported, such as `client_secret_post`).
+    None,
+}
+
+/// A token request, as sent.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    /// `authorization_code` or `refresh_token`.
+    pub grant_type: Option<String>,
+    /// The `client_id` form parameter, if sent; must agree with the credentials.
+    pub client_id: Option<String>,
+    /// The code (authorisation-code grant).
+    pub code: Option<String>,
+    /// The redirect URI the code was sent to (authorisation-code grant).
+    pub redirect_uri: Option<String>,
+    /// The PKCE verifier (authorisation-code grant).
+    pub code_verifier: Option<String>,
+    /// The refresh token (refresh grant).
+    pub refresh_token: Option<String>,
+    /// A narrower scope (refresh grant).
+    pub scope: Option<String>,
+    /// How the client authenticated.
+    pub credentials: ClientCredentials,
+}
+
+/// A successful token response (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    /// The opaque access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The next refresh token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The signed ID token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// The granted scopes, space-separated.
+    pub scope: String,
+}
+
+/// What a valid access token lets its bearer read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessGrant {
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The account it is about.
+    pub account_id: String,
+    /// The account's `sub` at that client.
+    pub sub: String,
+    /// The Civitas session it was issued in.
+    pub session_id: String,
+    /// The scopes it carries.
+    pub scopes: Vec<String>,
+}
+
+/// What a verified `id_token_hint` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTokenHint {
+    /// The client it was issued to (`aud`).
+    pub client_id: String,
+    /// The person's `sub` at that client.
+    pub sub: String,
+    /// The session's `sid`.
+    pub sid: Option<String>,
+}
+
+#[derive(Serialize)]
+struct IdTokenClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    azp: &'a str,
+    exp: i64,
+    iat: i64,
+    auth_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    acr: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    amr: Vec<String>,
+    at_hash: String,
+    sid: &'a str,
+}
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    exp: i64,
+    jti: Option<String>,
+}
+
+/// A grant (the family of tokens from one code) as stored.
+struct Grant {
+    grant_id: String,
+    client_id: String,
+    account_id: String,
+    subject_ref: String,
+    session_id: String,
+    scope: String,
+    acr: String,
+    amr: String,
+    auth_time: i64,
+    nonce: Option<String>,
+    expires_at: i64,
+    revoked: bool,
+}
+
+const GRANT_COLUMNS: &str = "g.grant_id, g.client_id, g.account_id, g.subject_ref, g.session_id, g.scope, g.acr, g.amr, g.auth_time, g.nonce, g.expires_at, g.revoked_at";
+
+fn grant_from_row(row: &civitas_store::sqlx::any::AnyRow) -> Result<Grant, OidcError> {
+    let revoked: Option<i64> = row.try_get("revoked_at")?;
+    Ok(Grant {
+        grant_id: row.try_get("grant_id")?,
+        client_id: row.try_get("client_id")?,
+        account_id: row.try_get("account_id")?,
+        subject_ref: row.try_get("subject_ref")?,
+        session_id: row.try_get("session_id")?,
+        scope: row.try_get("scope")?,
+        acr: row.try_get("acr")?,
+        amr: row.try_get("amr")?,
+        auth_time: row.try_get("auth_time")?,
+        nonce: row.try_get("nonce")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked: revoked.is_some(),
+    })
+}
+
+fn invalid_client(d: &str) -> OidcError {
+    OidcError::protocol(ErrorCode::InvalidClient, d)
+}
+
+fn invalid_grant(d: &str) -> OidcError {
+    OidcError::protocol(ErrorCode::InvalidGrant, d)
+}
+
+fn invalid_request(d: &str) -> OidcError {
+    OidcError::protocol(ErrorCode::InvalidRequest, d)
+}
+
+/// `at_hash`: base64url of the left half of SHA-256 of the access token (RS256 and ES256).
+pub(crate) fn at_hash(access_token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(access_token.as_bytes());
+    b64(&digest[..16])
+}
+
+/// PKCE S256: base64url(SHA-256(verifier)), with the verifier's form checked (RFC 7636 §4.1).
+fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    use sha2::Digest;
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    well_formed && b64(&sha2::Sha256::digest(verifier.as_bytes())) == challenge
+}
+
+/// The unverified payload of a compact JWS, to find out who claims to have signed it.
+fn unverified_claims(jwt: &str) -> Option<Value> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn jwk_fits(jwk: &Jwk, alg: SigningAlg) -> bool {
+    match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::RSA(_), SigningAlg::Rs256) => true,
+        (AlgorithmParameters::EllipticCurve(ec), SigningAlg::Es256) => {
+            ec.curve == jsonwebtoken::jwk::EllipticCurve::P256
+        }
+        _ => false,
+    }
+}
+
+impl Provider {
+    async fn subject_tag(&self, grant: &Grant) -> Result<SubjectTag, OidcError> {
+        Ok(self.ledger.subject_secret(&grant.subject_ref).await?.tag())
+    }
+
+    /// Authenticates the client of a token request.
+    pub async fn authenticate_client(
+        &self,
+        client_id_param: Option<&str>,
+        credentials: &ClientCredentials,
+    ) -> Result<Client, OidcError> {
+        match credentials {
+            ClientCredentials::Basic { client_id, secret } => {
+                if client_id_param.is_some_and(|p| p != client_id) {
+                    return Err(invalid_client(
+                        "client_id differs from the Basic credentials",
+                    ));
+                }
+                let matches = self.secret_matches(client_id, secret).await?;
+                let client = self.client(client_id).await?;
+                match client {
+                    Some(c)
+                        if matches
+                            && c.enabled
+                            && c.auth_method == AuthMethod::ClientSecretBasic =>
+                    {
+                        Ok(c)
+                    }
+                    _ => Err(invalid_client("client authentication failed")),
+                }
+            }
+            ClientCredentials::Assertion {
+                assertion_type,
+                assertion,
+            } => {
+                if assertion_type != JWT_BEARER_ASSERTION {
+                    return Err(invalid_client("unsupported client_assertion_type"));
+                }
+                self.verify_client_assertion(client_id_param, assertion)
+                    .await
+            }
+            ClientCredentials::None => Err(invalid_client(
+                "client authentication is required (client_secret_basic or private_key_jwt)",
+            )),
+        }
+    }
+
+    /// Verifies a `private_key_jwt` assertion (RFC 7523 §3) and remembers its `jti` until it
+    /// expires, so that it cannot be replayed.
+    async fn verify_client_assertion(
+        &self,
+        client_id_param: Option<&str>,
+        assertion: &str,
+    ) -> Result<Client, OidcError> {
+        let fail = || invalid_client("client authentication failed");
+        let iss = unverified_claims(assertion)
+            .and_then(|c| c["iss"].as_str().map(str::to_string))
+            .ok_or_else(|| invalid_client("the client assertion is not a JWT with an iss"))?;
+        if client_id_param.is_some_and(|p| p != iss) {
+            return Err(invalid_client("client_id differs from the assertion's iss"));
+        }
+        let client = self
+            .client(&iss)
+            .await?
+            .filter(|c| c.enabled && c.auth_method == AuthMethod::PrivateKeyJwt)
+            .ok_or_else(fail)?;
+        let jwks = parse_client_jwks(client.jwks.as_deref().unwrap_or_default())?;
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| fail())?;
+        let alg = SigningAlg::from_jwt(header.alg).ok_or_else(|| {
+            invalid_client("client assertions must be signed with RS256 or ES256")
+        })?;
+        let mut validation = Validation::new(alg.jwt());
+        validation.leeway = LEEWAY;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        validation.set_issuer(&[&client.client_id]);
+        validation.sub = Some(client.client_id.clone());
+        validation.set_audience(&[&self.settings.token_endpoint, &self.settings.issuer]);
+        let candidates = jwks.keys.iter().filter(|k| {
+            jwk_fits(k, alg)
+                && header
+                    .kid
+                    .as_ref()
+                    .is_none_or(|kid| k.common.key_id.as_ref() == Some(kid))
+        });
+        let mut verified = None;
+        for jwk in candidates {
+            let Ok(key) = jsonwebtoken::DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            if let Ok(data) = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation)
+            {
+                verified = Some(data.claims);
+                break;
+            }
+        }
+        let claims = verified.ok_or_else(fail)?;
+        let now = now();
+        if claims.exp > now + self.settings.assertion_max_lifetime.as_secs() as i64 + LEEWAY as i64
+        {
+            return Err(invalid_client(
+                "the client assertion's exp is too far ahead",
+            ));
+        }
+        let jti = claims
+            .jti
+            .filter(|j| !j.is_empty() && j.len() <= 256)
+            .ok_or_else(|| invalid_client("the client assertion has no jti"))?;
+        let fresh = sqlx::query(
+            "INSERT INTO oidc_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (client_id, jti) DO NOTHING",
+        )
+        .bind(&client.client_id)
+        .bind(&jti)
+        .bind(claims.exp + LEEWAY as i64)
+        .execute(self.db.pool())
+        .await?;
+        if fresh.rows_affected() == 0 {
+            return Err(invalid_client("the client assertion was already used"));
+        }
+        Ok(client)
+    }
+
+    /// The token endpoint: authenticates the client, then runs the grant.
+    pub async fn token(&self, req: &TokenRequest) -> Result<TokenResponse, OidcError> {
+        let grant_type = req
+            .grant_type
+            .as_deref()
+            .ok_or_else(|| invalid_request("grant_type is missing"))?;
+        if !GRANT_TYPES.contains(&grant_type) {
+            return Err(OidcError::protocol(
+                ErrorCode::UnsupportedGrantType,
+                format!("grant_type `{grant_type}` is not supported"),
+            ));
+        }
+        let client = self
+            .authenticate_client(req.client_id.as_deref(), &req.credentials)
+            .await?;
+        if grant_type == "authorization_code" {
+            self.redeem_code(&client, req).await
+        } else {
+            self.refresh(&client, req).await
+        }
+    }
+
+    async fn revoke_grant(&self, grant_id: &str) -> Result<(), OidcError> {
+        sqlx::query(
+            "UPDATE oidc_grants SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(grant_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn grant(&self, grant_id: &str) -> Result<Option<Grant>, OidcError> {
+        let row = sqlx::query(&format!(
+            "SELECT {GRANT_COLUMNS} FROM oidc_grants g WHERE g.grant_id = $1"
+        ))
+        .bind(grant_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(grant_from_row).transpose()
+    }
+
+    async fn redeem_code(
+        &self,
+        client: &Client,
+        req: &TokenRequest,
+    ) -> Result<TokenResponse, OidcError> {
+        let code = req
+            .code
+            .as_deref()
+            .ok_or_else(|| invalid_request("code is missing"))?;
+        let hash = token_hash(code);
+        let row = sqlx::query(
+            "SELECT grant_id, client_id, redirect_uri, code_challenge, expires_at, used_at FROM oidc_codes WHERE code_hash = $1",
+        )
+        .bind(&hash)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| invalid_grant("the code is not valid"))?;
+        let grant_id: String = row.try_get("grant_id")?;
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        let now = now();
+        // Single use, enforced by a compare-and-set: of two concurrent redemptions one wins.
+        let won = used_at.is_none()
+            && sqlx::query(
+                "UPDATE oidc_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL",
+            )
+            .bind(now)
+            .bind(&hash)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected()
+                == 1;
+        if !won {
+            // RFC 6749 §4.1.2: a code used twice revokes what was issued from it.
+            self.revoke_grant(&grant_id).await?;
+            if let Some(g) = self.grant(&grant_id).await? {
+                let event = Event::new(
+                    "identity.authorization_code_reused",
+                    &format!("client:{}", client.client_id),
+                    &format!("oidc-grant/{grant_id}"),
+                )
+                .about(self.subject_tag(&g).await?)
+                .with("client_id", g.client_id.as_str());
+                self.ledger.append(&event).await?;
+            }
+            return Err(invalid_grant(
+                "the code was already used; the tokens issued from it are revoked",
+            ));
+        }
+        let code_client: String = row.try_get("client_id")?;
+        if code_client != client.client_id {
+            return Err(invalid_grant("the code was issued to another client"));
+        }
+        let expires_at: i64 = row.try_get("expires_at")?;
+        if now >= expires_at {
+            return Err(invalid_grant("the code has expired"));
+        }
+        let redirect_uri: String = row.try_get("redirect_uri")?;
+        if req.redirect_uri.as_deref() != Some(redirect_uri.as_str()) {
+            return Err(invalid_grant(
+                "redirect_uri differs from the authorisation request's",
+            ));
+        }
+        let challenge: String = row.try_get("code_challenge")?;
+        let verifier = req
+            .code_verifier
+            .as_deref()
+            .ok_or_else(|| invalid_grant("code_verifier is missing (PKCE is required)"))?;
+        if !pkce_matches(verifier, &challenge) {
+            return Err(invalid_grant("the PKCE code_verifier does not match"));
+        }
+        let grant = self
+            .grant(&grant_id)
+            .await?
+            .filter(|g| !g.revoked && now < g.expires_at)
+            .ok_or_else(|| invalid_grant("the sign-in this code came from has ended"))?;
+        let scope = grant.scope.clone();
+        self.issue_tokens(
+            client,
+            &grant,
+            &scope,
+            grant.nonce.as_deref(),
+            "authorization_code",
+        )
+        .await
+    }
+
+    async fn refresh(
+        &self,
+        client: &Client,
+        req: &TokenRequest,
+    ) -> Result<TokenResponse, OidcError> {
+        let token = req
+            .refresh_token
+            .as_deref()
+            .ok_or_else(|| invalid_request("refresh_token is missing"))?;
+        let hash = token_hash(token);
+        let row = sqlx::query(&format!(
+            "SELECT {GRANT_COLUMNS}, t.scope AS token_scope, t.expires_at AS token_expires_at, t.used_at
+             FROM oidc_tokens t JOIN oidc_grants g ON g.grant_id = t.grant_id
+             WHERE t.token_hash = $1 AND t.kind = 'refresh'"
+        ))
+        .bind(&hash)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| invalid_grant("the refresh token is not valid"))?;
+        let grant = grant_from_row(&row)?;
+        if grant.client_id != client.client_id {
+            return Err(invalid_grant(
+                "the refresh token was issued to another client",
+            ));
+        }
+        if grant.revoked {
+            return Err(invalid_grant("the refresh token has been revoked"));
+        }
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        if used_at.is_some() {
+            return Err(self.refresh_reused(client, &grant).await);
+        }
+        let token_expires: i64 = row.try_get("token_expires_at")?;
+        let now = now();
+        if now >= token_expires || now >= grant.expires_at {
+            return Err(invalid_grant("the refresh token has expired"));
+        }
+        let token_scope: String = row.try_get("token_scope")?;
+        let held = split_list(&token_scope);
+        let scope = match req.scope.as_deref() {
+            None => token_scope.clone(),
+            Some(s) => {
+                let asked = split_list(s);
+                if asked.iter().any(|a| !held.contains(a)) {
+                    return Err(OidcError::protocol(
+                        ErrorCode::InvalidScope,
+                        "a refresh cannot add scopes",
+                    ));
+                }
+                asked.join(" ")
+            }
+        };
+        let won = sqlx::query(
+            "UPDATE oidc_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(&hash)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected()
+            == 1;
+        if !won {
+            return Err(self.refresh_reused(client, &grant).await);
+        }
+        // The refresh token keeps the grant's scopes; only the access token is narrowed.
+        self.issue_tokens_scoped(client, &grant, &scope, &token_scope, None, "refresh_token")
+            .await
+    }
+
+    /// A rotated-out refresh token came back: someone holds a copy. Revokes the family and
+    /// logs it; returns the error for the client.
+    async fn refresh_reused(&self, client: &Client, grant: &Grant) -> OidcError {
+        let logged = async {
+            self.revoke_grant(&grant.grant_id).await?;
+            let event = Event::new(
+                "identity.refresh_token_reused",
+                &format!("client:{}", client.client_id),
+                &format!("oidc-grant/{}", grant.grant_id),
+            )
+            .about(self.subject_tag(grant).await?)
+            .with("client_id", client.client_id.as_str());
+            self.ledger.append(&event).await?;
+            Ok::<(), OidcError>(())
+        };
+        match logged.await {
+            Ok(()) => invalid_grant(
+                "the refresh token was already used; every token of its family is revoked",
+            ),
+            Err(e) => e,
+        }
+    }
+
+    async fn issue_tokens(
+        &self,
+        client: &Client,
+        grant: &Grant,
+        scope: &str,
+        nonce: Option<&str>,
+        grant_type: &str,
+    ) -> Result<TokenResponse, OidcError> {
+        self.issue_tokens_scoped(client, grant, scope, scope, nonce, grant_type)
+            .await
+    }
+
+    async fn issue_tokens_scoped(
+        &self,
+        client: &Client,
+        grant: &Grant,
+        access_scope: &str,
+        refresh_scope: &str,
+        nonce: Option<&str>,
+        grant_type: &str,
+    ) -> Result<TokenResponse, OidcError> {
+        let now = now();
+        let access = random_token();
+        let refresh = random_token();
+        let access_ttl = self.settings.access_token_lifetime.as_secs() as i64;
+        let refresh_expires =
+            (now + self.settings.refresh_token_lifetime.as_secs() as i64).min(grant.expires_at);
+        let sub = self.subject(&client.sector, &grant.account_id).await?;
+        let sid = self.session_sid(&grant.session_id).await?;
+        let claims = IdTokenClaims {
+            iss: &self.settings.issuer,
+            sub: &sub,
+            aud: &client.client_id,
+            azp: &client.client_id,
+            exp: now + access_ttl,
+            iat: now,
+            auth_time: grant.auth_time,
+            nonce,
+            acr: &grant.acr,
+            amr: split_list(&grant.amr),
+            at_hash: at_hash(&access),
+            sid: &sid,
+        };
+        let id_token = self.sign(client.id_token_alg, &claims).await?;
+        let mut tx = self.db.pool().begin().await?;
+        for (token, kind, scope, expires) in [
+            (&access, "access", access_scope, now + access_ttl),
+            (&refresh, "refresh", refresh_scope, refresh_expires),
+        ] {
+            sqlx::query(
+                "INSERT INTO oidc_tokens (token_hash, grant_id, kind, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(token_hash(token))
+            .bind(&grant.grant_id)
+            .bind(kind)
+            .bind(scope)
+            .bind(now)
+            .bind(expires)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        // A logout or a reuse may have revoked the grant while the tokens were being made:
+        // tokens are checked against the grant on every use, so they are dead on arrival;
+        // refuse rather than hand them out.
+        if self.grant(&grant.grant_id).await?.is_none_or(|g| g.revoked) {
+            return Err(invalid_grant("the grant was revoked"));
+        }
+        let event = Event::new(
+            "identity.tokens_issued",
+            &format!("client:{}", client.client_id),
+            &format!("oidc-grant/{}", grant.grant_id),
+        )
+        .about(self.subject_tag(grant).await?)
+        .with("client_id", client.client_id.as_str())
+        .with("grant_type", grant_type)
+        .with("scope", access_scope)
+        .with("acr", grant.acr.as_str());
+        self.ledger.append(&event).await?;
+        Ok(TokenResponse {
+            access_token: access,
+            token_type: "Bearer",
+            expires_in: access_ttl as u64,
+            refresh_token: Some(refresh),
+            id_token: Some(id_token),
+            scope: access_scope.to_string(),
+        })
+    }
+
+    /// What an access token grants, or `None` when it is unknown, expired or revoked (or
+    /// its client is disabled).
+    pub async fn access_grant(&self, access_token: &str) -> Result<Option<AccessGrant>, OidcError> {
+        let row = sqlx::query(
+            "SELECT t.scope, t.expires_at, g.account_id, g.session_id, g.revoked_at, c.client_id, c.sector, c.enabled
+             FROM oidc_tokens t JOIN oidc_grants g ON g.grant_id = t.grant_id JOIN oidc_clients c ON c.client_id = g.client_id
+             WHERE t.token_hash = $1 AND t.kind = 'access'",
+        )
+        .bind(token_hash(access_token))
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let expires_at: i64 = row.try_get("expires_at")?;
+        let revoked: Option<i64> = row.try_get("revoked_at")?;
+        let enabled: i64 = row.try_get("enabled")?;
+        if now() >= expires_at || revoked.is_some() || enabled == 0 {
+            return Ok(None);
+        }
+        let account_id: String = row.try_get("account_id")?;
+        let sector: String = row.try_get("sector")?;
+        Ok(Some(AccessGrant {
+            client_id: row.try_get("client_id")?,
+            sub: self.subject(&sector, &account_id).await?,
+            account_id,
+            session_id: row.try_get("session_id")?,
+            scopes: split_list(&row.try_get::<String, _>("scope")?),
+        }))
+    }
+
+    /// Revokes every token issued within a Civitas session (at logout). Returns how many
+    /// grants were revoked.
+    pub async fn revoke_session(&self, session_id: &str) -> Result<u64, OidcError> {
+        let done = sqlx::query(
+            "UPDATE oidc_grants SET revoked_at = $1 WHERE session_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(session_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Verifies an ID token this provider issued, expired or not (as `id_token_hint` at
+    /// logout): signature by one of our keys, and our issuer.
+    pub async fn verify_id_token_hint(&self, token: &str) -> Result<IdTokenHint, OidcError> {
+        let bad = || invalid_request("id_token_hint is not an ID token issued here");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| bad())?;
+        let alg = SigningAlg::from_jwt(header.alg).ok_or_else(bad)?;
+        let keys = self.verifying_keys().await?;
+        let key = keys
+            .iter()
+            .find(|k| Some(&k.kid) == header.kid.as_ref() && k.alg == alg)
+            .ok_or_else(bad)?;
+        let mut validation = Validation::new(alg.jwt());
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims = HashSet::from(["iss".to_string(), "sub".to_string()]);
+        validation.set_issuer(&[&self.settings.issuer]);
+        let data = jsonwebtoken::decode::<Value>(token, &key.decoding_key()?, &validation)
+            .map_err(|_| bad())?;
+        let c = data.claims;
+        let client_id = match &c["aud"] {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            _ => String::new(),
+        };
+        Ok(IdTokenHint {
+            client_id,
+            sub: c["sub"].as_str().unwrap_or_default().to_string(),
+            sid: c["sid"].as_str().map(str::to_string),
+        })
+    }
+}
