@@ -775,6 +775,7 @@ struct AccountPage {
     level: &'static str,
     kind: &'static str,
     acting: Option<Principal>,
+    is_operator: bool,
 }
 
 async fn account(
@@ -798,6 +799,7 @@ async fn account(
         AccountKind::Operator => c.a.kind_operator,
     };
     let level = level_text(c.a, s.loa);
+    let is_operator = s.account.kind == AccountKind::Operator;
     render(
         &AccountPage {
             c,
@@ -805,6 +807,7 @@ async fn account(
             level,
             kind,
             acting,
+            is_operator,
         },
         StatusCode::OK,
     )

@@ -126,6 +126,8 @@ pub struct Texts {
     pub error_text: &'static str,
     pub form_expired_title: &'static str,
     pub form_expired_text: &'static str,
+    pub forbidden_title: &'static str,
+    pub forbidden_text: &'static str,
 }
 
 static ZH: Texts = Texts {
@@ -174,6 +176,8 @@ static ZH: Texts = Texts {
     error_text: "請稍後再試。回報問題時請提供下面的請求編號。",
     form_expired_title: "表單已經過期",
     form_expired_text: "為了保護您的帳號，這個表單無法送出。請回到上一頁，重新整理後再試一次。",
+    forbidden_title: "您沒有權限使用這個頁面",
+    forbidden_text: "這個頁面只開放給平台營運者。如果您認為應該可以使用，請聯絡您的機關管理者。",
 };
 
 static EN: Texts = Texts {
@@ -222,4 +226,6 @@ static EN: Texts = Texts {
     error_text: "Please try again later. If you report this, quote the request number below.",
     form_expired_title: "This form has expired",
     form_expired_text: "To protect your account, this form could not be sent. Go back, reload the page and try again.",
+    forbidden_title: "You cannot use this page",
+    forbidden_text: "This page is for platform operators. If you think you should have access, ask your agency administrator.",
 };

@@ -6,6 +6,7 @@
 
 mod account;
 mod account_texts;
+mod admin;
 mod api;
 pub mod auth;
 mod i18n;
@@ -63,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes())
         .merge(ledger::routes())
         .merge(account::routes())
+        .merge(admin::routes())
         .merge(oidc::routes())
         .merge(passkey_routes::routes())
         .merge(pages::routes())

@@ -46,6 +46,11 @@ enum Rule {
     AnyoneForm(u16),
     /// Operators only: others get 403, signed-out visitors are sent to sign in.
     OperatorOnly,
+    /// An operator's change: needs level substantial (a low session is sent to step up
+    /// first), then the operator role (others get 403).
+    OperatorForm,
+    /// A status for signed-out visitors and another for everyone signed in.
+    ByRole { signed_out: u16, signed_in: u16 },
     /// A protocol endpoint with its own authentication (bearer tokens, client credentials):
     /// every visitor without those gets this status.
     Protocol(u16),
@@ -107,6 +112,32 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("POST", "/account/passkeys/start", Rule::SignedInJson),
     ("POST", "/account/passkeys/finish", Rule::SignedInJson),
     ("POST", "/account/passkeys/remove", Rule::SubstantialForm),
+    ("GET", "/admin/clients", Rule::OperatorOnly),
+    ("POST", "/admin/clients", Rule::OperatorForm),
+    ("POST", "/admin/clients/state", Rule::OperatorForm),
+    ("POST", "/admin/clients/remove", Rule::OperatorForm),
+    (
+        "GET",
+        "/.well-known/openid-configuration",
+        Rule::Public(200),
+    ),
+    ("GET", "/oidc/jwks", Rule::Public(200)),
+    // Without client_id and redirect_uri there is nowhere to send an error: an error page.
+    ("GET", "/oidc/authorize", Rule::Public(400)),
+    ("POST", "/oidc/authorize", Rule::Protocol(400)),
+    ("POST", "/oidc/token", Rule::Protocol(400)),
+    ("GET", "/oidc/userinfo", Rule::Protocol(401)),
+    ("POST", "/oidc/userinfo", Rule::Protocol(401)),
+    ("GET", "/oidc/logout", Rule::Public(200)),
+    // Signed out there is nothing to end; signed in, the confirmation needs its token.
+    (
+        "POST",
+        "/oidc/logout",
+        Rule::ByRole {
+            signed_out: 200,
+            signed_in: 403,
+        },
+    ),
 ];
 
 /// Paths registered with `.route("…")` in civitas-web's sources.
@@ -187,49 +218,62 @@ async fn every_route_answers_every_role_as_its_rule_says() {
                     .location
                     .as_deref()
                     .is_some_and(|l| l.starts_with("/signin?next="));
-            let ok = match rule {
-                Rule::Public(status) | Rule::Protocol(status) | Rule::AnyoneForm(status) => {
-                    page.status == *status
-                }
-                Rule::SignedIn => {
-                    if signed_in {
-                        page.status == 200 || (page.status == 303 && *path == "/signin/step-up")
-                    } else {
-                        to_sign_in
-                    }
-                }
-                Rule::SignedInForm => {
-                    if signed_in {
-                        page.status == 403
-                    } else {
-                        to_sign_in || (*path == "/signout" && page.status == 303)
-                    }
-                }
-                Rule::SignedInFormAgain(status) => {
-                    if signed_in {
+            let ok =
+                match rule {
+                    Rule::Public(status) | Rule::Protocol(status) | Rule::AnyoneForm(status) => {
                         page.status == *status
-                    } else {
-                        to_sign_in
                     }
-                }
-                Rule::SubstantialForm => {
-                    if signed_in {
-                        page.status == 303
-                            && page
-                                .location
-                                .as_deref()
-                                .is_some_and(|l| l.starts_with("/signin/step-up?need=substantial"))
-                    } else {
-                        to_sign_in
+                    Rule::SignedIn => {
+                        if signed_in {
+                            page.status == 200 || (page.status == 303 && *path == "/signin/step-up")
+                        } else {
+                            to_sign_in
+                        }
                     }
-                }
-                Rule::SignedInJson => page.status == 403 || (!signed_in && page.status == 401),
-                Rule::OperatorOnly => match role {
-                    Role::Operator => page.status == 200 || page.status == 403,
-                    Role::Anonymous => to_sign_in,
-                    _ => page.status == 403,
-                },
-            };
+                    Rule::SignedInForm => {
+                        if signed_in {
+                            page.status == 403
+                        } else {
+                            to_sign_in || (*path == "/signout" && page.status == 303)
+                        }
+                    }
+                    Rule::SignedInFormAgain(status) => {
+                        if signed_in {
+                            page.status == *status
+                        } else {
+                            to_sign_in
+                        }
+                    }
+                    Rule::SubstantialForm => {
+                        if signed_in {
+                            page.status == 303
+                                && page.location.as_deref().is_some_and(|l| {
+                                    l.starts_with("/signin/step-up?need=substantial")
+                                })
+                        } else {
+                            to_sign_in
+                        }
+                    }
+                    Rule::SignedInJson => page.status == 403 || (!signed_in && page.status == 401),
+                    Rule::ByRole {
+                        signed_out,
+                        signed_in: inside,
+                    } => page.status == if signed_in { *inside } else { *signed_out },
+                    Rule::OperatorForm => match role {
+                        Role::Anonymous => to_sign_in,
+                        _ => {
+                            page.status == 303
+                                && page.location.as_deref().is_some_and(|l| {
+                                    l.starts_with("/signin/step-up?need=substantial")
+                                })
+                        }
+                    },
+                    Rule::OperatorOnly => match role {
+                        Role::Operator => page.status == 200,
+                        Role::Anonymous => to_sign_in,
+                        _ => page.status == 403,
+                    },
+                };
             if !ok {
                 wrong.push(format!(
                     "{role:?} {method} {path}: {} {:?} ({rule:?})",
@@ -244,4 +288,110 @@ async fn every_route_answers_every_role_as_its_rule_says() {
         "answers that break the matrix:\n{}",
         wrong.join("\n")
     );
+}
+
+/// Signs in, sets up an authenticator app and steps up to substantial.
+async fn at_substantial(app: &TestApp, user: &str) -> Browser {
+    let mut b = Browser::new(app);
+    b.sign_in(user, civitas_identity::DEMO_PASSWORD).await;
+    b.get("/account/security").await;
+    let setup = b.post("/account/totp", &[]).await;
+    let secret = setup
+        .body
+        .split("id=\"totp-secret\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string();
+    let confirm = crate::identity::totp_now(&secret);
+    assert_eq!(
+        b.post("/account/totp/confirm", &[("code", &confirm)])
+            .await
+            .status,
+        200
+    );
+    b.get("/signin/step-up?need=substantial&next=/account")
+        .await;
+    let code = crate::identity::totp_ahead(&secret, 1);
+    let up = b
+        .post("/signin/step-up", &[("code", &code), ("next", "/account")])
+        .await;
+    assert_eq!(up.status, 303, "{}", up.body);
+    b.get("/account").await;
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_register_clients_on_the_admin_page_and_staff_cannot() {
+    let app = TestApp::spawn(Engine::Sqlite).await.unwrap();
+    let mut staff = at_substantial(&app, "agency_admin.1@hro.gov.example").await;
+    staff.get("/account").await;
+    let refused = staff
+        .post(
+            "/admin/clients",
+            &[
+                ("name", "Sneaky"),
+                ("redirect_uris", "https://x.example/cb"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let mut op = at_substantial(&app, "operator.1@moda.gov.example").await;
+    op.get("/admin/clients").await;
+    let bad = op
+        .post(
+            "/admin/clients",
+            &[("name", "Tainan City app"), ("redirect_uris", "not a url")],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("href=\"#redirect_uris\""));
+    let made = op
+        .post(
+            "/admin/clients",
+            &[
+                ("name", "Tainan City app"),
+                ("redirect_uris", "https://app.tainan.example/callback"),
+                ("auth", "client_secret_basic"),
+                ("alg", "ES256"),
+                ("min_loa", "substantial"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    let id = made
+        .body
+        .split("id=\"new-client-id\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(made.body.contains("id=\"new-client-secret\""));
+    let list = op.get("/admin/clients").await;
+    assert!(
+        list.body.contains(&id) && !list.body.contains("new-client-secret"),
+        "the secret is shown once"
+    );
+    assert_eq!(
+        op.post("/admin/clients/state", &[("client_id", &id)])
+            .await
+            .status,
+        303
+    );
+    assert!(
+        op.get("/admin/clients").await.body.contains("disabled")
+            || op.get("/admin/clients").await.body.contains("已停用")
+    );
+    assert_eq!(
+        op.post("/admin/clients/remove", &[("client_id", &id)])
+            .await
+            .status,
+        303
+    );
+    assert!(!op.get("/admin/clients").await.body.contains(&id));
+    app.stop().await;
 }

@@ -28,12 +28,12 @@ async fn ledger_kinds(app: &TestApp) -> Vec<(String, String)> {
 }
 
 /// The current TOTP code for a base32 secret.
-fn totp_now(secret_b32: &str) -> String {
+pub(crate) fn totp_now(secret_b32: &str) -> String {
     totp_ahead(secret_b32, 0)
 }
 
 /// The TOTP code `steps` steps from now (the server accepts one step of clock drift).
-fn totp_ahead(secret_b32: &str, steps: u64) -> String {
+pub(crate) fn totp_ahead(secret_b32: &str, steps: u64) -> String {
     let secret = base32_decode(secret_b32);
     let step = steps
         + civitas_identity::totp::step_of(
