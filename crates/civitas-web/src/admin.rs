@@ -26,16 +26,16 @@ pub(crate) fn routes() -> axum::Router<Shared> {
 }
 
 /// Refuses anyone but an operator with the "not allowed" page.
-fn operator_only(s: &SessionInfo, c: Chrome) -> Result<Chrome, Response> {
+fn operator_only(s: &SessionInfo, c: Chrome) -> Result<Chrome, Box<Response>> {
     if s.account.kind == AccountKind::Operator {
         Ok(c)
     } else {
-        Err(message_page(
+        Err(Box::new(message_page(
             c,
             StatusCode::FORBIDDEN,
             |t| (t.forbidden_title, t.forbidden_text),
             String::new(),
-        ))
+        )))
     }
 }
 
@@ -100,7 +100,7 @@ async fn clients(
     };
     let c = match operator_only(&s, Chrome::for_visitor(&v, &headers, &uri, "admin")) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     page(&app, c, &headers, Vec::new(), RegisterForm::default(), None).await
 }
@@ -150,7 +150,7 @@ async fn register(
     };
     let c = match operator_only(&s, Chrome::for_visitor(&v, &headers, &uri, "admin")) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut new = NewClient::new(f.name.trim(), lines(&f.redirect_uris));
     new.post_logout_redirect_uris = lines(&f.post_logout_uris);
@@ -254,7 +254,7 @@ async fn change(
     };
     let c = match operator_only(&s, Chrome::for_visitor(v, headers, uri, "admin")) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match apply(app, &f.client_id, f.enabled.is_some()).await {
         Ok(()) => Redirect::to("/admin/clients").into_response(),
