@@ -20,6 +20,9 @@ pub struct IdentityArgs {
     /// Concurrent sign-in clients.
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// Concurrent clients of the token endpoint.
+    #[arg(long, default_value_t = 64)]
+    token_clients: usize,
     /// Scratch folder (removed afterwards). Default: a new folder under the system temp dir.
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -93,6 +96,7 @@ async fn run(args: &IdentityArgs, scratch: &std::path::Path) -> Result<()> {
     let resolved = layers.resolve()?;
     let config = resolved.config.clone();
     let (running, _) = crate::demo::prepare(&config, &resolved.entries, true, true).await?;
+    let (db, ledger) = (running.db.clone(), running.ledger.clone());
     let listener = crate::bind(config.listen).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -113,6 +117,17 @@ async fn run(args: &IdentityArgs, scratch: &std::path::Path) -> Result<()> {
     );
     let (signins, signin_lat) = sign_ins(&base, args.clients, args.secs).await?;
 
+    println!(
+        "token endpoint (refresh grant): {} clients for {} s …",
+        args.token_clients, args.secs
+    );
+    let provider = civitas_identity::oidc::Provider::new(
+        db.clone(),
+        ledger.clone(),
+        civitas_identity::oidc::Settings::new(&base),
+    );
+    let (tokens, token_lat) = refreshes(&provider, &base, args.token_clients, args.secs).await?;
+
     println!();
     println!("| figure | value | p50 | p99 | baseline | ratio to baseline | target |");
     println!("|---|---|---|---|---|---|---|");
@@ -127,6 +142,12 @@ async fn run(args: &IdentityArgs, scratch: &std::path::Path) -> Result<()> {
         percentile(&signin_lat, 0.5) * 1e3,
         percentile(&signin_lat, 0.99) * 1e3,
         signins / floor
+    );
+    println!(
+        "| token endpoint, refresh grant with rotation ({} clients) | {tokens:.0}/s | {:.1} ms | {:.1} ms | — | — | ≥ 5,000/s |",
+        args.token_clients,
+        percentile(&token_lat, 0.5) * 1e3,
+        percentile(&token_lat, 0.99) * 1e3,
     );
     let _ = stop_tx.send(());
     server.await??;
@@ -189,6 +210,121 @@ async fn sign_ins(base: &str, clients: usize, secs: u64) -> Result<(f64, Vec<f64
                 if res.status() != 303 {
                     bail!("sign-in answered {}", res.status());
                 }
+                lat.push(t.elapsed().as_secs_f64());
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Ok((rate, all))
+}
+
+/// Each client gets a grant through the provider (as if a person had consented), then
+/// refreshes over HTTP as fast as it can; every answer carries the next refresh token.
+async fn refreshes(
+    provider: &civitas_identity::oidc::Provider,
+    base: &str,
+    clients: usize,
+    secs: u64,
+) -> Result<(f64, Vec<f64>)> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut new = civitas_identity::oidc::NewClient::new(
+        "Benchmark relying party",
+        vec!["https://rp.bench.example/callback".into()],
+    );
+    new.id_token_alg = civitas_identity::oidc::SigningAlg::Es256;
+    new.first_party = true;
+    let registered = provider.register_client(new, "bench").await?;
+    let client_id = registered.client.client_id.clone();
+    let secret = registered.secret.context("a basic client has a secret")?;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}"));
+    let http = reqwest::Client::new();
+    let mut refresh_tokens = Vec::new();
+    for i in 0..clients {
+        let verifier = format!("bench-verifier-{i}-0123456789abcdefghijklmnopqrstuvwxyz");
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()));
+        let params = civitas_identity::oidc::AuthorizationParams {
+            response_type: Some("code".into()),
+            client_id: Some(client_id.clone()),
+            redirect_uri: Some("https://rp.bench.example/callback".into()),
+            scope: Some("openid profile offline_access".into()),
+            code_challenge: Some(challenge),
+            code_challenge_method: Some("S256".into()),
+            ..Default::default()
+        };
+        let req = provider
+            .authorization_request(&params)
+            .await
+            .map_err(|e| anyhow::anyhow!("authorisation request refused: {e:?}"))?;
+        let auth = civitas_identity::oidc::Authentication {
+            account_id: "staff-hro-caseworker-1".into(),
+            subject_ref: "account:staff-hro-caseworker-1".into(),
+            session_id: format!("bench-session-{i}"),
+            loa: civitas_identity::Loa::Low,
+            amr: vec!["pwd".into()],
+            auth_time: civitas_ledger::event::now_ms() / 1000,
+        };
+        let code = provider.issue_code(&req, &auth).await?;
+        let res: serde_json::Value = http
+            .post(format!("{base}/oidc/token"))
+            .header("authorization", format!("Basic {basic}"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", "https://rp.bench.example/callback"),
+                ("code_verifier", verifier.as_str()),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        refresh_tokens.push(
+            res["refresh_token"]
+                .as_str()
+                .with_context(|| format!("no refresh token: {res}"))?
+                .to_string(),
+        );
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut refresh in refresh_tokens {
+        let (http, base, basic, done) =
+            (http.clone(), base.to_string(), basic.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let res = http
+                    .post(format!("{base}/oidc/token"))
+                    .header("authorization", format!("Basic {basic}"))
+                    .form(&[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", refresh.as_str()),
+                    ])
+                    .send()
+                    .await?;
+                if res.status() != 200 {
+                    bail!(
+                        "the token endpoint answered {}: {}",
+                        res.status(),
+                        res.text().await?
+                    );
+                }
+                let body: serde_json::Value = res.json().await?;
+                refresh = body["refresh_token"]
+                    .as_str()
+                    .context("no refresh token in the answer")?
+                    .to_string();
                 lat.push(t.elapsed().as_secs_f64());
                 done.fetch_add(1, Ordering::Relaxed);
             }
