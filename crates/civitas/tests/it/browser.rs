@@ -320,6 +320,56 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
             }
         }
     }
+    // A relying party asks for the person's profile: the consent page passes axe too, and
+    // allowing sends the browser back to the client with a code.
+    let provider = civitas_identity::oidc::Provider::new(
+        app.db.clone(),
+        app.ledger.clone(),
+        civitas_identity::oidc::Settings::new(&app.base),
+    );
+    let client = provider
+        .register_client(
+            civitas_identity::oidc::NewClient::new(
+                "Tainan City app",
+                vec!["http://127.0.0.1:9/callback".into()],
+            ),
+            "test",
+        )
+        .await
+        .unwrap()
+        .client;
+    let authorize = format!(
+        "{}/oidc/authorize?response_type=code&client_id={}&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback&scope=openid%20profile&state=s1&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        app.base, client.client_id
+    );
+    for (width, height) in [(1280, 900), (360, 740)] {
+        c.set_window_size(width, height).await.unwrap();
+        c.goto(&authorize).await.unwrap();
+        assert!(c.source().await.unwrap().contains("Tainan City app"));
+        for v in browser.axe_violations().await {
+            failures.push(format!("consent page at {width}px: {v}"));
+        }
+        if browser.overflows_horizontally().await {
+            failures.push(format!("consent page at {width}px: scrolls sideways"));
+        }
+    }
+    c.find(Locator::Css("button[value=allow]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let back = c
+        .wait()
+        .for_url(&url::Url::parse("http://127.0.0.1:9/callback").unwrap())
+        .await;
+    // The browser may show its own error page for the unreachable client; the address tells.
+    let _ = back;
+    let landed = c.current_url().await.unwrap();
+    assert_eq!(landed.path(), "/callback", "{landed}");
+    assert!(landed.query().unwrap().contains("code="), "{landed}");
+    assert!(landed.query().unwrap().contains("state=s1"), "{landed}");
+    c.goto(&format!("{}/account", app.base)).await.unwrap();
     // Signing out from the header ends the session.
     c.find(Locator::Css("form[action='/signout'] button"))
         .await
