@@ -147,6 +147,7 @@ pub async fn prepare(
     let (ledger, witness) = crate::open_ledger(&db, config).await?;
     crate::record_migrations(&ledger, crate::SYSTEM, &applied).await?;
     crate::record_config(&ledger, entries).await?;
+    crate::prepare_signing_keys(&db, &ledger).await?;
     let seeded = ensure_seeded(&db, &spec(config)?, quiet).await?;
     if let Seeded::Built(s, secs) = &seeded {
         let featured: Vec<String> = civitas_registry::demo_people(&db)

@@ -260,6 +260,7 @@ pub async fn start(
     let (ledger, witness) = open_ledger(&db, config).await?;
     record_migrations(&ledger, SYSTEM, &applied).await?;
     record_config(&ledger, entries).await?;
+    prepare_signing_keys(&db, &ledger).await?;
     Ok(Running {
         db,
         ledger,
@@ -330,6 +331,20 @@ pub fn passkeys_for(base_url: &str) -> Option<civitas_identity::passkey::Passkey
             None
         }
     }
+}
+
+/// Makes the OpenID Connect signing keys before the server says it is running: generating
+/// an RSA key takes a moment, and a server that announced itself should answer at once
+/// (and stop cleanly when told to).
+pub async fn prepare_signing_keys(db: &Db, ledger: &Ledger) -> Result<()> {
+    civitas_identity::oidc::Provider::new(
+        db.clone(),
+        ledger.clone(),
+        civitas_identity::oidc::Settings::new("urn:civitas:setup"),
+    )
+    .ensure_keys()
+    .await
+    .context("cannot prepare the OpenID Connect signing keys")
 }
 
 /// Everything a running server holds.
