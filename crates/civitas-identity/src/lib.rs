@@ -212,6 +212,11 @@ pub enum IdentityError {
     /// A one-time code or ceremony expired; start again.
     #[error("the code has expired; ask for a new one")]
     Expired,
+    /// The register holds no e-mail address or phone number to send a code to.
+    #[error(
+        "the register holds no e-mail address or phone number for you; register at a household registration office"
+    )]
+    NoContact,
     /// No way to send messages is configured.
     #[error("no message channel is configured, so codes cannot be sent")]
     NoCourier,

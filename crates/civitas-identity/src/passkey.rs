@@ -10,7 +10,7 @@
 //! a ceremony need not be the one that started it. Each ceremony is single-use and expires
 //! after [`CEREMONY_TTL`].
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -27,6 +27,7 @@ use webauthn_rs::prelude::{
 use webauthn_rs_proto::{AuthenticatorSelectionCriteria, ResidentKeyRequirement};
 
 use crate::IdentityError;
+use crate::secret::now_ms;
 
 /// How long a started ceremony can be finished. Also the timeout the browser is given.
 pub const CEREMONY_TTL: Duration = Duration::from_secs(300);
@@ -599,12 +600,6 @@ fn check_label(label: &str) -> Result<String, IdentityError> {
 
 fn ttl_ms() -> i64 {
     i64::try_from(CEREMONY_TTL.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn rejected(e: WebauthnError) -> IdentityError {

@@ -9,7 +9,12 @@ use sha2::{Digest, Sha256};
 pub(crate) fn token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     OsRng.fill_bytes(&mut buf);
-    URL_SAFE_NO_PAD.encode(buf)
+    b64(&buf)
+}
+
+/// Unpadded base64url, as JOSE, PKCE and WebAuthn use it.
+pub(crate) fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Random bytes.
@@ -27,10 +32,7 @@ pub(crate) fn below(bound: u64) -> u64 {
 /// The stored form of a high-entropy token: SHA-256, hex. Tokens are random, so a fast
 /// hash is enough; passwords, which are not, use argon2id instead.
 pub(crate) fn hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    civitas_ledger::event::hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// Milliseconds since the Unix epoch.

@@ -139,7 +139,7 @@ impl Identity {
         let username = normalise_username(identifier);
         let account_key = format!("user:{username}");
         let address_key = format!("ip:{}", client.ip);
-        throttle::check(&self.db, &account_key).await?;
+        let had_failures = throttle::check(&self.db, &account_key).await?;
         throttle::check(&self.db, &address_key).await?;
         let found = accounts::by_username(&self.db, &username).await?;
         let stored = found
@@ -170,7 +170,9 @@ impl Identity {
                 return Err(IdentityError::BadCredentials);
             }
         };
-        throttle::clear(&self.db, &account_key).await?;
+        if had_failures {
+            throttle::clear(&self.db, &account_key).await?;
+        }
         if self.has_totp(&account.id).await? {
             let pending = token(32);
             sqlx::query("INSERT INTO pending_sign_ins (token_hash, account_id, amr, expires_ms) VALUES ($1, $2, $3, $4)")
@@ -216,7 +218,7 @@ impl Identity {
             .await?
             .ok_or(IdentityError::NotFound)?;
         let account_key = format!("user:{}", account.username);
-        throttle::check(&self.db, &account_key).await?;
+        let had_failures = throttle::check(&self.db, &account_key).await?;
         let method = if self.check_totp(&account.id, code).await? {
             Some((Loa::Substantial, "otp"))
         } else if self.use_recovery_code(&account.id, code).await? {
@@ -232,7 +234,9 @@ impl Identity {
             self.record(event, Some(&account.subject_ref())).await?;
             return Err(IdentityError::BadCredentials);
         };
-        throttle::clear(&self.db, &account_key).await?;
+        if had_failures {
+            throttle::clear(&self.db, &account_key).await?;
+        }
         self.drop_pending(pending_token).await?;
         self.start_session(&account, loa, &["pwd", method], client)
             .await
@@ -335,7 +339,7 @@ impl Identity {
         code: &str,
     ) -> Result<SignInOutcome, IdentityError> {
         let key = format!("user:{}", current.account.username);
-        throttle::check(&self.db, &key).await?;
+        let had_failures = throttle::check(&self.db, &key).await?;
         if !self.check_totp(&current.account.id, code).await? {
             throttle::fail(&self.db, &key, throttle::ACCOUNT_FREE_FAILURES).await?;
             let event = Event::new(
@@ -348,7 +352,9 @@ impl Identity {
                 .await?;
             return Err(IdentityError::BadCredentials);
         }
-        throttle::clear(&self.db, &key).await?;
+        if had_failures {
+            throttle::clear(&self.db, &key).await?;
+        }
         self.step_up(current, Loa::Substantial, "otp").await
     }
 
@@ -509,7 +515,7 @@ impl Identity {
     ) -> Result<SignInOutcome, IdentityError> {
         let rp = self.relying_party()?;
         let key = format!("user:{}", session.account.username);
-        throttle::check(&self.db, &key).await?;
+        let had_failures = throttle::check(&self.db, &key).await?;
         if let Err(e) = rp
             .finish_authentication(&self.db, ceremony_id, &session.account.id, response_json)
             .await
@@ -528,7 +534,9 @@ impl Identity {
             }
             return Err(e);
         }
-        throttle::clear(&self.db, &key).await?;
+        if had_failures {
+            throttle::clear(&self.db, &key).await?;
+        }
         self.step_up(session, Self::passkey_level(&session.account), "hwk")
             .await
     }
@@ -563,9 +571,7 @@ impl Identity {
             return Err(IdentityError::AlreadyRegistered);
         }
         let Some(to) = person.email.clone().or(person.phone.clone()) else {
-            return Err(IdentityError::Invalid(
-                "the register holds no e-mail address or phone number for you; register at a household registration office".into(),
-            ));
+            return Err(IdentityError::NoContact);
         };
         let courier = self.courier.as_ref().ok_or(IdentityError::NoCourier)?;
         let code = format!("{:06}", secret::below(1_000_000));

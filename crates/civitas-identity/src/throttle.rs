@@ -25,22 +25,22 @@ pub struct Throttled {
     pub retry_after_secs: u64,
 }
 
-/// Refuses when `key` is locked now.
-pub(crate) async fn check(db: &Db, key: &str) -> Result<(), IdentityError> {
+/// Refuses when `key` is locked now; otherwise says whether failures are on record (so a
+/// success knows whether there is anything to [`clear`]).
+pub(crate) async fn check(db: &Db, key: &str) -> Result<bool, IdentityError> {
     let row = sqlx::query("SELECT locked_until_ms FROM sign_in_throttle WHERE key = $1")
         .bind(key)
         .fetch_optional(db.pool())
         .await?;
-    if let Some(row) = row {
-        let until: i64 = row.try_get("locked_until_ms")?;
-        let now = now_ms();
-        if until > now {
-            return Err(IdentityError::Throttled(Throttled {
-                retry_after_secs: ((until - now + 999) / 1000) as u64,
-            }));
-        }
+    let Some(row) = row else { return Ok(false) };
+    let until: i64 = row.try_get("locked_until_ms")?;
+    let now = now_ms();
+    if until > now {
+        return Err(IdentityError::Throttled(Throttled {
+            retry_after_secs: ((until - now + 999) / 1000) as u64,
+        }));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Counts a failure against `key`; locks it once more than `free` failures have happened.

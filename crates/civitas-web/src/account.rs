@@ -644,7 +644,7 @@ async fn register(
             );
             res
         }
-        Err(IdentityError::Invalid(m)) if m.contains("no e-mail") => {
+        Err(IdentityError::NoContact) => {
             let msg = c.a.err_no_contact.to_string();
             page(c, field_error("national_id", msg))
         }

@@ -172,10 +172,13 @@ impl FromRequestParts<Shared> for Visitor {
 
 /// A path to come back to after signing in: only same-site paths are followed.
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/account".to_string(),
-    }
+    same_site_path(next).unwrap_or("/account").to_string()
+}
+
+/// `next` when it is a path on this site; an open redirect would let others borrow our
+/// address.
+pub fn same_site_path(next: Option<&str>) -> Option<&str> {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
 }
 
 /// Sends the browser to sign in, coming back to `uri` afterwards.

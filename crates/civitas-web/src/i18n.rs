@@ -1,7 +1,6 @@
 //! The two languages of the pages, zh-TW (default) and English, and every text they show.
 
 use axum::http::HeaderMap;
-use axum::http::header::COOKIE;
 
 /// A language the pages are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,14 +17,8 @@ pub const LANG_COOKIE: &str = "civitas_lang";
 impl Lang {
     /// The language chosen by the `civitas_lang` cookie, else zh-TW.
     pub fn from_headers(headers: &HeaderMap) -> Lang {
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == LANG_COOKIE)
-            .and_then(|(_, v)| Lang::from_code(v))
+        crate::auth::cookie(headers, LANG_COOKIE)
+            .and_then(Lang::from_code)
             .unwrap_or(Lang::Zh)
     }
 

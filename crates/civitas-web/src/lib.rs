@@ -59,19 +59,23 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn app(state: AppState) -> Router {
     ops::install_metrics();
     let state = Arc::new(state);
-    Router::new()
-        .merge(ops::routes())
-        .merge(api::routes())
-        .merge(ledger::routes())
+    // Only the pages people fill in get the anti-forgery cookie: API answers and the
+    // ledger's immutable tiles stay cookie-free, so caches can keep them.
+    let pages = Router::new()
         .merge(account::routes())
         .merge(admin::routes())
-        .merge(oidc::routes())
         .merge(passkey_routes::routes())
         .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::ensure_csrf_cookie,
-        ))
+        ));
+    Router::new()
+        .merge(ops::routes())
+        .merge(api::routes())
+        .merge(ledger::routes())
+        .merge(oidc::routes())
+        .merge(pages)
         .with_state(state)
         .layer(
             ServiceBuilder::new()

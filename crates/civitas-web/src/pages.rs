@@ -263,11 +263,8 @@ async fn switch_language(Path(code): Path<String>, Query(q): Query<Next>) -> Res
         ))
         .into_response();
     };
-    // Only same-site paths: an open redirect would let others borrow our address.
-    let next = q
-        .next
-        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'));
-    let mut res = Redirect::to(next.as_deref().unwrap_or("/")).into_response();
+    let next = crate::auth::same_site_path(q.next.as_deref()).unwrap_or("/");
+    let mut res = Redirect::to(next).into_response();
     let cookie = format!(
         "{LANG_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Lax",
         lang.code()

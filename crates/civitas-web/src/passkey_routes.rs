@@ -61,7 +61,9 @@ fn check_csrf(v: &Visitor, headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
+/// The session of a signed-in visitor whose call carries the anti-forgery header.
 fn signed_in_session(v: &Visitor, headers: &HeaderMap) -> Result<SessionInfo, Problem> {
+    check_csrf(v, headers)?;
     v.session.clone().ok_or_else(|| {
         Problem::new(StatusCode::UNAUTHORIZED, "signed-out", "Not signed in")
             .detail(texts(headers).err_code_expired)
@@ -195,9 +197,6 @@ async fn sign_in_finish(
 // ----- step-up ------------------------------------------------------------------------
 
 async fn step_up_start(State(app): State<Shared>, v: Visitor, headers: HeaderMap) -> Response {
-    if let Err(r) = check_csrf(&v, &headers) {
-        return r.into_response();
-    }
     let s = match signed_in_session(&v, &headers) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
@@ -214,9 +213,6 @@ async fn step_up_finish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_csrf(&v, &headers) {
-        return r.into_response();
-    }
     let s = match signed_in_session(&v, &headers) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
@@ -242,13 +238,9 @@ async fn step_up_finish(
 /// the level their account's second factor gives when they have one (a passkey earns more
 /// than a password, so a stolen password session must not be able to add one later).
 async fn may_add(app: &Shared, v: &Visitor, headers: &HeaderMap) -> Result<SessionInfo, Response> {
-    check_csrf(v, headers).map_err(IntoResponse::into_response)?;
     let s = signed_in_session(v, headers).map_err(IntoResponse::into_response)?;
     let a = texts(headers);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = civitas_ledger::event::now_ms();
     let need = match app.identity.totp_enabled(&s.account.id).await {
         Ok(true) => Loa::Substantial,
         Ok(false) => Loa::Low,

@@ -347,7 +347,8 @@ pub async fn prepare_signing_keys(db: &Db, ledger: &Ledger) -> Result<()> {
     .context("cannot prepare the OpenID Connect signing keys")
 }
 
-/// Everything a running server holds.
+/// Everything a running server holds. [`start`] and [`demo::prepare`] make it, with the
+/// schema current and the signing keys in place.
 pub struct Running {
     /// The database.
     pub db: Db,
@@ -382,9 +383,6 @@ pub async fn serve(
         ledger.clone(),
         civitas_identity::oidc::Settings::new(&issuer),
     );
-    oidc.ensure_keys()
-        .await
-        .context("cannot prepare the OpenID Connect signing keys")?;
     let app = civitas_web::app(civitas_web::AppState {
         db: db.clone(),
         config: Arc::new(config),

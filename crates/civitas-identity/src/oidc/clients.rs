@@ -5,9 +5,10 @@ use civitas_store::sqlx::{self, Row};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use subtle::ConstantTimeEq;
 
-use super::{ErrorCode, OidcError, Provider, SUPPORTED_SCOPES, SigningAlg, b64, now, random_bytes};
-use super::{random_token, split_list, token_hash};
+use super::split_list;
+use super::{ErrorCode, OidcError, Provider, SUPPORTED_SCOPES, SigningAlg, now};
 use crate::Loa;
+use crate::secret::b64;
 
 /// How a client proves who it is at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,8 +240,9 @@ impl Provider {
         if !scopes.iter().any(|s| s == "openid") {
             return Err(bad("a client's scopes must include openid"));
         }
-        let client_id = b64(&random_bytes::<16>());
-        let secret = (new.auth_method == AuthMethod::ClientSecretBasic).then(random_token);
+        let client_id = b64(&crate::secret::bytes::<16>());
+        let secret =
+            (new.auth_method == AuthMethod::ClientSecretBasic).then(|| crate::secret::token(32));
         // One host: pairwise identifiers per host, as OpenID Connect Core §8.1 says; several
         // hosts without a sector_identifier_uri: this client is its own sector.
         let sector = match hosts.as_slice() {
@@ -278,7 +280,7 @@ impl Provider {
         .bind(&client.sector)
         .bind(1i64)
         .bind(client.created_at)
-        .bind(secret.as_deref().map(token_hash))
+        .bind(secret.as_deref().map(crate::secret::hash))
         .execute(self.db.pool())
         .await?;
         let event = Event::new(
@@ -368,7 +370,7 @@ impl Provider {
             None => None,
         };
         // Hash even when there is nothing to compare with, so timing says nothing either way.
-        let given = token_hash(secret);
+        let given = crate::secret::hash(secret);
         let expected = stored.unwrap_or_else(|| "-".repeat(given.len()));
         Ok(given.as_bytes().ct_eq(expected.as_bytes()).into())
     }

@@ -5,10 +5,11 @@ use civitas_store::sqlx;
 use serde::Deserialize;
 
 use super::{
-    Authentication, Client, ErrorCode, OidcError, PKCE_METHOD, Provider, SUPPORTED_SCOPES, b64,
-    now, random_token, split_list, token_hash,
+    Authentication, Client, ErrorCode, OidcError, PKCE_METHOD, Provider, SUPPORTED_SCOPES, now,
+    split_list,
 };
 use crate::Loa;
+use crate::secret::b64;
 
 /// The parameters of an authorisation request, as sent (all optional until checked).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -387,8 +388,8 @@ impl Provider {
         }
         // Old codes are of no use: clear them here rather than in a background task.
         self.purge_expired().await?;
-        let code = random_token();
-        let grant_id = b64(&super::random_bytes::<16>());
+        let code = crate::secret::token(32);
+        let grant_id = b64(&crate::secret::bytes::<16>());
         let now = now();
         // The grant (the family of every token this code will give) exists from now on, so
         // that revoking it (a reused code, a logout) also covers a redemption in flight.
@@ -415,7 +416,7 @@ impl Provider {
             "INSERT INTO oidc_codes (code_hash, grant_id, client_id, redirect_uri, code_challenge, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(token_hash(&code))
+        .bind(crate::secret::hash(&code))
         .bind(&grant_id)
         .bind(&req.client.client_id)
         .bind(&req.redirect_uri)

@@ -7,7 +7,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{OidcError, Provider, b64, now};
+use super::{OidcError, Provider, now};
+use crate::secret::b64;
 
 /// A JWS algorithm this provider signs ID tokens with and accepts client assertions in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

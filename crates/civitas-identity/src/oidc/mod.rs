@@ -286,34 +286,7 @@ impl Provider {
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// `n` random bytes from the operating system.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
-    use rand_core::RngCore;
-    let mut out = [0u8; N];
-    rand_core::OsRng.fill_bytes(&mut out);
-    out
-}
-
-/// Unpadded base64url, as JOSE and PKCE use it.
-pub(crate) fn b64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// A random token of 32 bytes in base64url (256 bits).
-pub(crate) fn random_token() -> String {
-    b64(&random_bytes::<32>())
-}
-
-/// The hex SHA-256 under which a secret token is stored.
-pub(crate) fn token_hash(token: &str) -> String {
-    use sha2::Digest;
-    civitas_ledger::event::hex(&sha2::Sha256::digest(token.as_bytes()))
+    crate::secret::now_ms() / 1000
 }
 
 /// Splits a space-separated list, dropping empty items and duplicates, keeping order.

@@ -12,7 +12,8 @@ use civitas_store::sqlx::{self, Row};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{OidcError, Provider, b64, random_bytes};
+use super::{OidcError, Provider};
+use crate::secret::b64;
 
 const SECRET_NAME: &str = "pairwise_subject";
 
@@ -27,7 +28,7 @@ impl Provider {
             "INSERT INTO oidc_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )
         .bind(SECRET_NAME)
-        .bind(random_bytes::<32>().to_vec())
+        .bind(crate::secret::bytes::<32>().to_vec())
         .execute(self.db.pool())
         .await?;
         let row = sqlx::query("SELECT value FROM oidc_secrets WHERE name = $1")

@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::secret::b64;
 
 const ISSUER: &str = "https://civitas.test";
 const REDIRECT: &str = "https://rp.example/callback";
@@ -54,7 +55,7 @@ fn auth(loa: Loa) -> Authentication {
 
 fn pkce() -> (String, String) {
     use sha2::Digest;
-    let verifier = random_token();
+    let verifier = crate::secret::token(32);
     let challenge = b64(&sha2::Sha256::digest(verifier.as_bytes()));
     (verifier, challenge)
 }
@@ -245,7 +246,7 @@ async fn a_client_secret_is_shown_once_and_stored_only_as_a_hash() {
         .unwrap();
     let stored: String = row.try_get("secret_hash").unwrap();
     assert_ne!(stored, secret);
-    assert_eq!(stored, token_hash(&secret));
+    assert_eq!(stored, crate::secret::hash(&secret));
     let listed = f.p.clients().await.unwrap();
     assert_eq!(listed, vec![reg.client.clone()]);
     assert_eq!(

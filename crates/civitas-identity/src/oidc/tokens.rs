@@ -14,8 +14,9 @@ use serde_json::Value;
 use super::clients::parse_client_jwks;
 use super::{
     AuthMethod, Client, ErrorCode, GRANT_TYPES, JWT_BEARER_ASSERTION, OidcError, Provider,
-    SigningAlg, b64, now, random_token, split_list, token_hash,
+    SigningAlg, now, split_list,
 };
+use crate::secret::b64;
 
 /// Clock skew tolerated on client assertions and ID-token hints, in seconds.
 const LEEWAY: u64 = 30;
@@ -390,7 +391,7 @@ impl Provider {
             .code
             .as_deref()
             .ok_or_else(|| invalid_request("code is missing"))?;
-        let hash = token_hash(code);
+        let hash = crate::secret::hash(code);
         let row = sqlx::query(
             "SELECT grant_id, client_id, redirect_uri, code_challenge, expires_at, used_at FROM oidc_codes WHERE code_hash = $1",
         )
@@ -476,7 +477,7 @@ impl Provider {
             .refresh_token
             .as_deref()
             .ok_or_else(|| invalid_request("refresh_token is missing"))?;
-        let hash = token_hash(token);
+        let hash = crate::secret::hash(token);
         let row = sqlx::query(&format!(
             "SELECT {GRANT_COLUMNS}, t.scope AS token_scope, t.expires_at AS token_expires_at, t.used_at
              FROM oidc_tokens t JOIN oidc_grants g ON g.grant_id = t.grant_id
@@ -581,8 +582,8 @@ impl Provider {
         grant_type: &str,
     ) -> Result<TokenResponse, OidcError> {
         let now = now();
-        let access = random_token();
-        let refresh = random_token();
+        let access = crate::secret::token(32);
+        let refresh = crate::secret::token(32);
         let access_ttl = self.settings.access_token_lifetime.as_secs() as i64;
         let refresh_expires =
             (now + self.settings.refresh_token_lifetime.as_secs() as i64).min(grant.expires_at);
@@ -611,7 +612,7 @@ impl Provider {
             sqlx::query(
                 "INSERT INTO oidc_tokens (token_hash, grant_id, kind, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
-            .bind(token_hash(token))
+            .bind(crate::secret::hash(token))
             .bind(&grant.grant_id)
             .bind(kind)
             .bind(scope)
@@ -656,7 +657,7 @@ impl Provider {
              FROM oidc_tokens t JOIN oidc_grants g ON g.grant_id = t.grant_id JOIN oidc_clients c ON c.client_id = g.client_id
              WHERE t.token_hash = $1 AND t.kind = 'access'",
         )
-        .bind(token_hash(access_token))
+        .bind(crate::secret::hash(access_token))
         .fetch_optional(self.db.pool())
         .await?;
         let Some(row) = row else { return Ok(None) };
