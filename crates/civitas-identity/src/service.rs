@@ -139,17 +139,13 @@ impl Identity {
         let username = normalise_username(identifier);
         let account_key = format!("user:{username}");
         let address_key = format!("ip:{}", client.ip);
-        let had_failures = throttle::check(&self.db, &account_key).await?;
-        throttle::check(&self.db, &address_key).await?;
+        let had_failures = throttle::check_both(&self.db, &account_key, &address_key).await?;
         let found = accounts::by_username(&self.db, &username).await?;
-        let stored = found
-            .as_ref()
-            .and_then(|(_, h)| h.clone())
-            .unwrap_or_else(|| password::decoy_hash().to_string());
-        let typed = password_typed.to_string();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&typed, &stored))
-            .await
-            .map_err(|e| IdentityError::Hashing(e.to_string()))?;
+        let stored = match found.as_ref().and_then(|(_, h)| h.clone()) {
+            Some(h) => h,
+            None => password::decoy_hash().await?.to_string(),
+        };
+        let ok = password::verify_async(password_typed, &stored).await?;
         let account = match (found, ok) {
             (Some((account, Some(_))), true) => account,
             (found, _) => {
@@ -692,10 +688,7 @@ impl Identity {
     }
 
     async fn hash_password(&self, new_password: &str) -> Result<String, IdentityError> {
-        let p = new_password.to_string();
-        tokio::task::spawn_blocking(move || password::hash(&p))
-            .await
-            .map_err(|e| IdentityError::Hashing(e.to_string()))?
+        password::hash_async(new_password).await
     }
 
     /// Changes a signed-in person's password after checking the current one.
@@ -708,11 +701,11 @@ impl Identity {
         let (_, stored) = accounts::by_username(&self.db, &session.account.username)
             .await?
             .ok_or(IdentityError::NotFound)?;
-        let stored = stored.unwrap_or_else(|| password::decoy_hash().to_string());
-        let typed = current.to_string();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&typed, &stored))
-            .await
-            .map_err(|e| IdentityError::Hashing(e.to_string()))?;
+        let stored = match stored {
+            Some(h) => h,
+            None => password::decoy_hash().await?.to_string(),
+        };
+        let ok = password::verify_async(current, &stored).await?;
         if !ok {
             return Err(IdentityError::BadCredentials);
         }

@@ -28,19 +28,32 @@ pub struct Throttled {
 /// Refuses when `key` is locked now; otherwise says whether failures are on record (so a
 /// success knows whether there is anything to [`clear`]).
 pub(crate) async fn check(db: &Db, key: &str) -> Result<bool, IdentityError> {
-    let row = sqlx::query("SELECT locked_until_ms FROM sign_in_throttle WHERE key = $1")
-        .bind(key)
-        .fetch_optional(db.pool())
-        .await?;
-    let Some(row) = row else { return Ok(false) };
-    let until: i64 = row.try_get("locked_until_ms")?;
+    check_both(db, key, key).await
+}
+
+/// [`check`] for two keys (an account and a client address) in one query: refuses when
+/// either is locked; otherwise says whether failures are on record for `first`.
+pub(crate) async fn check_both(db: &Db, first: &str, second: &str) -> Result<bool, IdentityError> {
+    let rows =
+        sqlx::query("SELECT key, locked_until_ms FROM sign_in_throttle WHERE key IN ($1, $2)")
+            .bind(first)
+            .bind(second)
+            .fetch_all(db.pool())
+            .await?;
     let now = now_ms();
+    let mut first_on_record = false;
+    let mut until = 0;
+    for row in &rows {
+        let key: String = row.try_get("key")?;
+        first_on_record |= key == first;
+        until = until.max(row.try_get::<i64, _>("locked_until_ms")?);
+    }
     if until > now {
         return Err(IdentityError::Throttled(Throttled {
             retry_after_secs: ((until - now + 999) / 1000) as u64,
         }));
     }
-    Ok(true)
+    Ok(first_on_record)
 }
 
 /// Counts a failure against `key`; locks it once more than `free` failures have happened.

@@ -85,7 +85,16 @@ struct Inner {
     latest: RwLock<Option<Arc<SignedCheckpoint>>>,
     published: watch::Receiver<u64>,
     publish: watch::Sender<u64>,
+    /// Subjects' secrets already read: they never change once made, and nearly every event
+    /// about a person needs one. Bounded; emptied when full. (Should secrets ever be erased
+    /// to forget a person, the erasure must empty this on every node.)
+    subjects: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
+    /// Tells the sequencer that entries wait in the queue (see [`Ledger::append_in`]).
+    queue_nudge: Arc<tokio::sync::Notify>,
 }
+
+/// The most subjects' secrets kept in memory (about 100 bytes each).
+const SUBJECTS_CACHED: usize = 65_536;
 
 /// A handle to the log; cheap to clone.
 #[derive(Clone)]
@@ -126,6 +135,8 @@ impl Ledger {
             latest: RwLock::new(latest),
             published,
             publish,
+            subjects: std::sync::Mutex::default(),
+            queue_nudge: Arc::default(),
         });
         match inner.db.engine() {
             Engine::Sqlite => {
@@ -190,6 +201,37 @@ impl Ledger {
             .await
             .map_err(|_| LedgerError::Unavailable("the sequencer stopped before answering".into()))?
             .map_err(LedgerError::Unavailable)
+    }
+
+    /// Records events within the caller's database transaction (an outbox): they enter the
+    /// sequencer's queue when, and only if, that transaction commits, so that an action and
+    /// its event are durable together. After the commit, call [`Ledger::queued`]; the
+    /// sequencer then puts them in the log moments later. Nobody waits for their indexes.
+    pub async fn append_in(
+        &self,
+        conn: &mut civitas_store::sqlx::AnyConnection,
+        events: &[Event],
+    ) -> Result<(), LedgerError> {
+        let entries = events
+            .iter()
+            .map(|event| {
+                Ok(NewEntry {
+                    idx: 0,
+                    data: event.encode()?,
+                    kind: event.kind.clone(),
+                    subject_tag: event.subject.map(|t| t.to_string()),
+                    time_ms: event.time_ms,
+                    queue_ref: None,
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        storage::enqueue_in(conn, self.inner.db.engine(), &entries).await
+    }
+
+    /// Tells this node's sequencer that a transaction with [`Ledger::append_in`] events has
+    /// committed. (A sequencer on another node finds them on its next poll.)
+    pub fn queued(&self) {
+        self.inner.queue_nudge.notify_one();
     }
 
     /// On a node that does not sequence: queue the entry for the sequencer and wait until
@@ -355,11 +397,27 @@ impl Ledger {
     /// The private secret of a subject (a person), created on first use. `subject_ref` is
     /// the caller's own stable reference for the person; it never reaches the log.
     pub async fn subject_secret(&self, subject_ref: &str) -> Result<SubjectSecret, LedgerError> {
+        let cached = self
+            .inner
+            .subjects
+            .lock()
+            .ok()
+            .and_then(|m| m.get(subject_ref).copied());
+        if let Some(secret) = cached {
+            return Ok(SubjectSecret(secret));
+        }
         let bytes = storage::subject_secret(&self.inner.db, subject_ref, || {
             SubjectSecret::generate().as_bytes().to_vec()
         })
         .await?;
-        SubjectSecret::from_bytes(&bytes)
+        let secret = SubjectSecret::from_bytes(&bytes)?;
+        if let Ok(mut m) = self.inner.subjects.lock() {
+            if m.len() >= SUBJECTS_CACHED {
+                m.clear();
+            }
+            m.insert(subject_ref.to_string(), *secret.as_bytes());
+        }
+        Ok(secret)
     }
 
     /// The newest event of `kind`, with its index.
@@ -507,6 +565,7 @@ async fn lead(
         frontier,
         signed,
         lock,
+        nudge: inner.queue_nudge.clone(),
     };
     let published = inner.latest.read().await.as_ref().map(|c| c.size);
     if published.is_none_or(|p| p < sequencer.frontier.size()) {
@@ -569,6 +628,8 @@ struct Sequencer {
     signed: watch::Sender<Option<Arc<SignedCheckpoint>>>,
     /// The connection holding the PostgreSQL sequencer lock; `None` on SQLite.
     lock: Option<LockConn>,
+    /// Rung when entries were queued on this node.
+    nudge: Arc<tokio::sync::Notify>,
 }
 
 impl Sequencer {
@@ -604,19 +665,31 @@ impl Sequencer {
         let mut last_signed = Instant::now();
         let mut last_lock_check = Instant::now();
         let mut last_poll = Instant::now();
-        // Queued entries from other nodes are polled only on PostgreSQL.
-        let poll = self.lock.is_some().then_some(Duration::from_millis(20));
+        // Queued entries: other nodes' are polled every 20 ms on PostgreSQL; this node's are
+        // read when it rings the nudge. The slow poll on SQLite picks up what a crash left
+        // between a commit and its nudge.
+        let poll = Some(Duration::from_millis(if self.lock.is_some() {
+            20
+        } else {
+            1000
+        }));
+        let nudge = self.nudge.clone();
         while let Some(interval) = self.inner.upgrade().map(|i| i.config.checkpoint_interval) {
             let due = (self.frontier.size() > signed_size).then(|| last_signed + interval);
             let wake = match (due, poll) {
                 (Some(d), Some(p)) => Some(d.min(Instant::now() + p)),
                 (d, p) => d.or_else(|| p.map(|p| Instant::now() + p)),
             };
+            let mut nudged = false;
             let first = tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(m) => Some(m),
                     None => break,
                 },
+                () = nudge.notified() => {
+                    nudged = true;
+                    None
+                }
                 () = sleep_until(wake) => None,
             };
             let Some(inner) = self.inner.upgrade() else {
@@ -630,18 +703,19 @@ impl Sequencer {
                 }
             }
             // Other nodes' queued entries are read on the poll tick, not on every batch.
-            let poll_due = poll.is_some_and(|p| last_poll.elapsed() >= p);
+            let poll_due = nudged || poll.is_some_and(|p| last_poll.elapsed() >= p);
             let queued = if poll_due {
                 last_poll = Instant::now();
-                storage::queued(
-                    &inner.db,
-                    inner.config.max_batch.saturating_sub(batch.len()).max(1),
-                )
-                .await
-                .unwrap_or_else(|e| {
+                let limit = inner.config.max_batch.saturating_sub(batch.len()).max(1);
+                let queued = storage::queued(&inner.db, limit).await.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "cannot read queued ledger entries");
                     Vec::new()
-                })
+                });
+                if queued.len() >= limit {
+                    // More may wait: read again on the next turn rather than the next poll.
+                    nudge.notify_one();
+                }
+                queued
             } else {
                 Vec::new()
             };

@@ -120,6 +120,7 @@ pub(crate) async fn write_batch(
     new_size: u64,
     new_root: Hash,
 ) -> Result<(), LedgerError> {
+    let _turn = db.write_turn().await;
     let mut tx: Transaction<'_, Any> = db.pool().begin().await.map_err(sql)?;
     let moved = if expected_size == 0 {
         sqlx::query("INSERT INTO ledger_tree (id, size, root) VALUES (1, $1, $2)")
@@ -234,6 +235,7 @@ pub(crate) async fn save_checkpoint(
     note: &str,
     published: bool,
 ) -> Result<(), LedgerError> {
+    let _turn = db.write_turn().await;
     sqlx::query("INSERT INTO ledger_checkpoints (size, note, signed_ms, published) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO UPDATE SET note = excluded.note, published = excluded.published")
         .bind(size as i64)
         .bind(note)
@@ -298,24 +300,72 @@ pub(crate) async fn signing_key(
     row.try_get("secret").map_err(sql)
 }
 
-/// The private secret of a subject, created on first use.
+/// The private secret of a subject, created on first use. Reads first: almost every call is
+/// about someone who already has a secret, and a read costs no commit.
 pub(crate) async fn subject_secret(
     db: &Db,
     subject_ref: &str,
     make: impl FnOnce() -> Vec<u8>,
 ) -> Result<Vec<u8>, LedgerError> {
+    let read = || async {
+        sqlx::query("SELECT secret FROM ledger_subjects WHERE subject_ref = $1")
+            .bind(subject_ref)
+            .fetch_optional(db.pool())
+            .await
+            .map_err(sql)?
+            .map(|row| row.try_get("secret").map_err(sql))
+            .transpose()
+    };
+    if let Some(secret) = read().await? {
+        return Ok(secret);
+    }
+    // Two nodes may race on the first use: the first insert wins, both read it back.
     sqlx::query("INSERT INTO ledger_subjects (subject_ref, secret) VALUES ($1, $2) ON CONFLICT (subject_ref) DO NOTHING")
         .bind(subject_ref)
         .bind(make())
         .execute(db.pool())
         .await
         .map_err(sql)?;
-    let row = sqlx::query("SELECT secret FROM ledger_subjects WHERE subject_ref = $1")
-        .bind(subject_ref)
-        .fetch_one(db.pool())
-        .await
-        .map_err(sql)?;
-    row.try_get("secret").map_err(sql)
+    read()
+        .await?
+        .ok_or_else(|| LedgerError::Corrupt("a subject's secret vanished".into()))
+}
+
+/// Queues entries for the sequencer within the caller's transaction (the outbox: they are
+/// committed with the caller's own writes, or not at all).
+pub(crate) async fn enqueue_in(
+    conn: &mut civitas_store::sqlx::AnyConnection,
+    engine: civitas_store::Engine,
+    entries: &[NewEntry],
+) -> Result<(), LedgerError> {
+    use rand_core::RngCore;
+    let mut rows = BulkInsert::new(
+        "ledger_queue",
+        &[
+            "queue_ref",
+            "data",
+            "kind",
+            "subject_tag",
+            "time_ms",
+            "queued_ms",
+        ],
+    );
+    let queued_ms = crate::event::now_ms();
+    // References from one random start, in order, so that entries queued together are
+    // sequenced in the order given (the queue is read by time, then reference).
+    let start = (rand_core::OsRng.next_u64() >> 2) as i64;
+    for (i, e) in entries.iter().enumerate() {
+        rows.row([
+            Value::I64(start + i as i64),
+            Value::Bytes(e.data.clone()),
+            Value::Text(e.kind.clone()),
+            e.subject_tag.clone().into(),
+            Value::I64(e.time_ms),
+            Value::I64(queued_ms),
+        ]);
+    }
+    rows.flush(conn, engine).await?;
+    Ok(())
 }
 
 /// Queues an entry for the sequencer (on a node that does not sequence); returns its reference.

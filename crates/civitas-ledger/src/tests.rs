@@ -497,3 +497,62 @@ async fn on_postgres_one_node_sequences_the_others_queue_and_a_successor_takes_o
     let proof = b.consistency_proof(before.size, after.size).await.unwrap();
     verify_consistency(&proof, after.size, after.root, before.size, before.root).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_in_a_committed_transaction_reach_the_log_and_a_rolled_back_one_leaves_none() {
+    let (db, ledger) = open("outbox").await;
+    ledger.append(&event(0)).await.unwrap();
+    // Rolled back: nothing is queued, nothing reaches the log.
+    let mut tx = db.pool().begin().await.unwrap();
+    ledger
+        .append_in(
+            &mut tx,
+            &[Event::new("test.rolled_back", "system", "object/x")],
+        )
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    ledger.queued();
+    // Committed: both events are sequenced moments later, without anyone waiting on them.
+    let mut tx = db.pool().begin().await.unwrap();
+    ledger
+        .append_in(&mut tx, &[event(1), event(2)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    ledger.queued();
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        let rows: Vec<Vec<u8>> =
+            civitas_store::sqlx::query_scalar("SELECT data FROM ledger_entries ORDER BY idx")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        found = rows
+            .iter()
+            .map(|d| Event::decode(d).unwrap())
+            .filter(|e| e.kind == "test.appended")
+            .map(|e| e.public["i"].as_u64().unwrap())
+            .collect::<Vec<u64>>();
+        if found.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(found, vec![0, 1, 2]);
+    assert!(
+        ledger
+            .latest_of_kind("test.rolled_back")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let queued: i64 = civitas_store::sqlx::query_scalar("SELECT COUNT(*) FROM ledger_queue")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(queued, 0, "the queue is emptied as entries are sequenced");
+    // And a checkpoint covers them: the log verifies as usual.
+    let checkpoint = ledger.wait_for_checkpoint(2).await.unwrap();
+    assert!(checkpoint.size >= 3);
+}

@@ -15,6 +15,7 @@ pub use migrate::{
 pub use sqlx;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -87,6 +88,7 @@ pub enum StoreError {
 pub struct Db {
     pool: AnyPool,
     engine: Engine,
+    writers: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Db {
@@ -128,7 +130,23 @@ impl Db {
                 engine: engine.name(),
                 source,
             })?;
-        Ok(Db { pool, engine })
+        Ok(Db {
+            pool,
+            engine,
+            writers: Arc::default(),
+        })
+    }
+
+    /// A turn to write, for the writers that commit in groups (the ledger's sequencer, the
+    /// token writer): hold it for the whole transaction. SQLite has one writer at a time, and
+    /// a writer that finds the database locked waits in SQLite's busy handler, which sleeps
+    /// in steps of milliseconds; taking turns here wakes the next writer the moment the
+    /// previous one commits. On PostgreSQL, which has row locks, there is no turn to take.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.engine {
+            Engine::Sqlite => Some(self.writers.clone().lock_owned().await),
+            Engine::Postgres => None,
+        }
     }
 
     /// The underlying pool, for queries.

@@ -211,6 +211,23 @@ fn folder_size(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
+/// CPU time this process has used so far (user and system, every thread), in seconds.
+/// Linux only (from `/proc/self/stat`, in the kernel's 100 Hz clock ticks); 0 elsewhere.
+pub(crate) fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let field = |n: usize| {
+        after
+            .split_whitespace()
+            .nth(n)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name.
+    (field(11) + field(12)) / 100.0
+}
+
 /// A one-line description of the machine for the record.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

@@ -191,6 +191,43 @@ fn client_from_row(row: &civitas_store::sqlx::any::AnyRow) -> Result<Client, Oid
     })
 }
 
+/// A client as read for authenticating it: the client and its secret's hash.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownClient {
+    pub client: Client,
+    secret_hash: Option<String>,
+}
+
+impl KnownClient {
+    /// From a row with the client's columns and `secret_hash`.
+    pub(crate) fn from_row(row: &civitas_store::sqlx::any::AnyRow) -> Result<Self, OidcError> {
+        Ok(KnownClient {
+            client: client_from_row(row)?,
+            secret_hash: row.try_get("secret_hash")?,
+        })
+    }
+
+    /// Whether `secret` is this client's. Compares in constant time, and hashes even when
+    /// there is nothing to compare with, so timing says nothing either way.
+    pub(crate) fn secret_matches(known: Option<&KnownClient>, secret: &str) -> bool {
+        let given = crate::secret::hash(secret);
+        let expected = known
+            .and_then(|k| k.secret_hash.clone())
+            .unwrap_or_else(|| "-".repeat(given.len()));
+        given.as_bytes().ct_eq(expected.as_bytes()).into()
+    }
+}
+
+/// The client columns, qualified with `c.`, for reading a client in a join.
+pub(crate) fn client_columns_in_join() -> String {
+    CLIENT_COLUMNS
+        .split(", ")
+        .map(|c| format!("c.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+        + ", c.secret_hash"
+}
+
 impl Provider {
     /// Registers a client and logs `identity.oidc_client_registered` with `actor`. Returns
     /// the client and, for `client_secret_basic`, its secret, which is not kept.
@@ -355,24 +392,18 @@ impl Provider {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Checks a client secret against the stored hash, in constant time.
-    pub(crate) async fn secret_matches(
+    /// A client with its stored secret hash (none for `private_key_jwt` clients).
+    pub(crate) async fn client_with_secret(
         &self,
         client_id: &str,
-        secret: &str,
-    ) -> Result<bool, OidcError> {
-        let row = sqlx::query("SELECT secret_hash FROM oidc_clients WHERE client_id = $1")
-            .bind(client_id)
-            .fetch_optional(self.db.pool())
-            .await?;
-        let stored: Option<String> = match row {
-            Some(r) => r.try_get("secret_hash")?,
-            None => None,
-        };
-        // Hash even when there is nothing to compare with, so timing says nothing either way.
-        let given = crate::secret::hash(secret);
-        let expected = stored.unwrap_or_else(|| "-".repeat(given.len()));
-        Ok(given.as_bytes().ct_eq(expected.as_bytes()).into())
+    ) -> Result<Option<KnownClient>, OidcError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CLIENT_COLUMNS}, secret_hash FROM oidc_clients WHERE client_id = $1"
+        ))
+        .bind(client_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(KnownClient::from_row).transpose()
     }
 
     /// Remembers that a person allowed a client these scopes (adding to what they allowed).

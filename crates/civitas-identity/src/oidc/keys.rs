@@ -3,7 +3,9 @@
 //! per algorithm; replaced keys stay in the JWKS for the retention period, then drop out.
 
 use civitas_store::sqlx::{self, Row};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -128,11 +130,29 @@ impl StoredKey {
         })
     }
 
-    fn encoding_key(&self) -> EncodingKey {
-        match self.alg {
-            SigningAlg::Rs256 => EncodingKey::from_rsa_der(&self.private_der),
-            SigningAlg::Es256 => EncodingKey::from_ec_der(&self.private_der),
-        }
+    /// The key, parsed for signing.
+    fn signer(&self) -> Result<Signer, OidcError> {
+        let key_err = |e: &dyn std::fmt::Display| {
+            OidcError::Key(format!("stored {} key {}: {e}", self.alg.name(), self.kid))
+        };
+        let pair = match self.alg {
+            SigningAlg::Rs256 => KeyPair::Rsa(
+                ring::rsa::KeyPair::from_der(&self.private_der).map_err(|e| key_err(&e))?,
+            ),
+            SigningAlg::Es256 => KeyPair::Ec(
+                ring::signature::EcdsaKeyPair::from_pkcs8(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &self.private_der,
+                    &ring::rand::SystemRandom::new(),
+                )
+                .map_err(|e| key_err(&e))?,
+            ),
+        };
+        Ok(Signer {
+            kid: self.kid.clone(),
+            alg: self.alg,
+            pair,
+        })
     }
 
     /// The public key as the JWKS lists it.
@@ -158,6 +178,61 @@ impl StoredKey {
 
 const KEY_COLUMNS: &str = "kid, alg, private_der, public_jwk";
 
+enum KeyPair {
+    Rsa(ring::rsa::KeyPair),
+    Ec(ring::signature::EcdsaKeyPair),
+}
+
+/// A current key, parsed once and kept for signing.
+pub(crate) struct Signer {
+    kid: String,
+    alg: SigningAlg,
+    pair: KeyPair,
+}
+
+impl Signer {
+    /// A compact JWS (RFC 7515 §7.1) of `claims`, with `typ`, `alg` and `kid` in its header.
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, OidcError> {
+        let key_err = |e: &dyn std::fmt::Display| OidcError::Key(e.to_string());
+        let header = json!({ "typ": "JWT", "alg": self.alg.name(), "kid": self.kid });
+        let payload = serde_json::to_vec(claims).map_err(|e| key_err(&e))?;
+        let mut jws = format!("{}.{}", b64(header.to_string().as_bytes()), b64(&payload));
+        let rng = ring::rand::SystemRandom::new();
+        let signature = match &self.pair {
+            KeyPair::Ec(pair) => pair
+                .sign(&rng, jws.as_bytes())
+                .map_err(|e| key_err(&e))?
+                .as_ref()
+                .to_vec(),
+            KeyPair::Rsa(pair) => {
+                let mut sig = vec![0; pair.public().modulus_len()];
+                pair.sign(
+                    &ring::signature::RSA_PKCS1_SHA256,
+                    &rng,
+                    jws.as_bytes(),
+                    &mut sig,
+                )
+                .map_err(|e| key_err(&e))?;
+                sig
+            }
+        };
+        jws.push('.');
+        jws.push_str(&b64(&signature));
+        Ok(jws)
+    }
+}
+
+/// The current signers, read from the database at most once a minute. Another node (or the
+/// CLI) that rotates the keys is followed within that minute; meanwhile this node signs with
+/// the previous key, which stays in the JWKS for the retention period.
+#[derive(Default)]
+pub(crate) struct Signers {
+    current: std::collections::HashMap<&'static str, (std::time::Instant, Arc<Signer>)>,
+}
+
+/// How long a current key is used before the database is asked again.
+const SIGNER_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Provider {
     /// Makes sure there is a current key for each algorithm, creating the missing ones.
     pub async fn ensure_keys(&self) -> Result<(), OidcError> {
@@ -175,6 +250,7 @@ impl Provider {
             kids.push(self.insert_key(alg, true).await?);
         }
         self.purge_expired().await?;
+        self.forget_signers();
         Ok(kids)
     }
 
@@ -265,11 +341,31 @@ impl Provider {
         alg: SigningAlg,
         claims: &T,
     ) -> Result<String, OidcError> {
-        let key = self.current_key(alg).await?;
-        let mut header = Header::new(alg.jwt());
-        header.kid = Some(key.kid.clone());
-        header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, claims, &key.encoding_key())
-            .map_err(|e| OidcError::Key(e.to_string()))
+        let cached = self
+            .signers
+            .read()
+            .ok()
+            .and_then(|s| s.current.get(alg.name()).cloned())
+            .filter(|(at, _)| at.elapsed() < SIGNER_REFRESH)
+            .map(|(_, signer)| signer);
+        let signer = match cached {
+            Some(signer) => signer,
+            None => {
+                let signer = Arc::new(self.current_key(alg).await?.signer()?);
+                if let Ok(mut s) = self.signers.write() {
+                    s.current
+                        .insert(alg.name(), (std::time::Instant::now(), signer.clone()));
+                }
+                signer
+            }
+        };
+        signer.sign(claims)
+    }
+
+    /// Forgets the cached signers, so that the next signature reads the current keys.
+    fn forget_signers(&self) {
+        if let Ok(mut s) = self.signers.write() {
+            s.current.clear();
+        }
     }
 }

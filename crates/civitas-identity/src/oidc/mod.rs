@@ -23,6 +23,7 @@ mod codes;
 mod keys;
 mod subject;
 mod tokens;
+mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -193,6 +194,9 @@ pub enum OidcError {
     /// A key could not be made, read or used.
     #[error("signing key failure: {0}")]
     Key(String),
+    /// Issued tokens could not be stored (the group commit failed or its writer stopped).
+    #[error("storing tokens failed: {0}")]
+    Storing(String),
 }
 
 impl From<civitas_store::sqlx::Error> for OidcError {
@@ -226,6 +230,8 @@ pub struct Provider {
     ledger: Ledger,
     settings: Arc<Settings>,
     pairwise_secret: Arc<OnceLock<[u8; 32]>>,
+    signers: Arc<std::sync::RwLock<keys::Signers>>,
+    writer: Arc<writer::Queue>,
 }
 
 impl Provider {
@@ -236,6 +242,8 @@ impl Provider {
             ledger,
             settings: Arc::new(settings),
             pairwise_secret: Arc::new(OnceLock::new()),
+            signers: Arc::default(),
+            writer: Arc::default(),
         }
     }
 

@@ -140,8 +140,25 @@ fn code_of(e: OidcError) -> ErrorCode {
     e.code()
 }
 
+/// The tokens of a fresh code exchange by `reg`, for a person signed in at level low.
+async fn first_tokens(p: &Provider, reg: &Registered) -> TokenResponse {
+    let (verifier, challenge) = pkce();
+    let code = code_for(p, &reg.client.client_id, &challenge, &auth(Loa::Low)).await;
+    p.token(&code_request(&code, &verifier, basic(reg)))
+        .await
+        .unwrap()
+}
+
+/// The newest event of `kind`, waiting a little for events that go through the ledger's
+/// outbox (sequenced moments after their transaction commits).
 async fn has_event(ledger: &Ledger, kind: &str) -> Option<civitas_ledger::Event> {
-    ledger.latest_of_kind(kind).await.unwrap().map(|(_, e)| e)
+    for _ in 0..100 {
+        if let Some((_, e)) = ledger.latest_of_kind(kind).await.unwrap() {
+            return Some(e);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
 }
 
 #[tokio::test]
@@ -907,12 +924,7 @@ async fn private_key_jwt_assertions_are_checked_and_never_accepted_twice() {
 async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
     let f = setup("refresh", |_| {}).await;
     let reg = register(&f.p, |_| {}).await;
-    let (verifier, challenge) = pkce();
-    let code = code_for(&f.p, &reg.client.client_id, &challenge, &auth(Loa::Low)).await;
-    let first =
-        f.p.token(&code_request(&code, &verifier, basic(&reg)))
-            .await
-            .unwrap();
+    let first = first_tokens(&f.p, &reg).await;
     let r1 = first.refresh_token.clone().unwrap();
     let second = f.p.token(&refresh_request(&r1, basic(&reg))).await.unwrap();
     let r2 = second.refresh_token.clone().unwrap();
@@ -974,6 +986,41 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
         ))
         .await;
     assert_eq!(code_of(r.unwrap_err()), ErrorCode::InvalidGrant);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refresh_token_sent_eight_times_at_once_is_honoured_once() {
+    // The rotations are committed in groups: requests with the same token may share one
+    // group commit, and still only the first may win.
+    let f = setup("refresh-race", |_| {}).await;
+    let reg = register(&f.p, |_| {}).await;
+    let r1 = first_tokens(&f.p, &reg).await.refresh_token.unwrap();
+    let tries: Vec<_> = (0..8)
+        .map(|_| {
+            let (p, req) = (f.p.clone(), refresh_request(&r1, basic(&reg)));
+            tokio::spawn(async move { p.token(&req).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(t) => won.push(t),
+            Err(e) => assert_eq!(code_of(e), ErrorCode::InvalidGrant),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one request gets new tokens");
+    // The others were reuse: the family is revoked, the winner's tokens included.
+    assert!(
+        f.p.access_grant(&won[0].access_token)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let next = refresh_request(won[0].refresh_token.as_deref().unwrap(), basic(&reg));
+    assert_eq!(
+        code_of(f.p.token(&next).await.unwrap_err()),
+        ErrorCode::InvalidGrant
+    );
 }
 
 #[tokio::test]

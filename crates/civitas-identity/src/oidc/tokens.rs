@@ -11,7 +11,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::clients::parse_client_jwks;
+use super::clients::{KnownClient, client_columns_in_join, parse_client_jwks};
+use super::writer::{NewTokens, TokenRow, Written};
 use super::{
     AuthMethod, Client, ErrorCode, GRANT_TYPES, JWT_BEARER_ASSERTION, OidcError, Provider,
     SigningAlg, now, split_list,
@@ -132,6 +133,28 @@ struct AssertionClaims {
     jti: Option<String>,
 }
 
+/// The scopes of a token response: the access token's (perhaps narrowed) and the refresh
+/// token's (the grant's).
+#[derive(Clone, Copy)]
+struct Scopes<'a> {
+    access: &'a str,
+    refresh: &'a str,
+}
+
+/// Why no tokens were issued.
+enum Refusal {
+    /// The consumed refresh token was used meanwhile, or the grant revoked.
+    Refused,
+    /// Something failed.
+    Failed(OidcError),
+}
+
+impl<E: Into<OidcError>> From<E> for Refusal {
+    fn from(e: E) -> Self {
+        Refusal::Failed(e.into())
+    }
+}
+
 /// A grant (the family of tokens from one code) as stored.
 struct Grant {
     grant_id: String,
@@ -228,6 +251,29 @@ impl Provider {
         client_id_param: Option<&str>,
         credentials: &ClientCredentials,
     ) -> Result<Client, OidcError> {
+        self.authenticate_known_client(client_id_param, credentials, None)
+            .await
+    }
+
+    /// [`Provider::authenticate_client`], with the client already read when the request's
+    /// token named it (the refresh grant reads token, grant and client at once); another
+    /// client is read as usual.
+    async fn authenticate_known_client(
+        &self,
+        client_id_param: Option<&str>,
+        credentials: &ClientCredentials,
+        known: Option<KnownClient>,
+    ) -> Result<Client, OidcError> {
+        let read = |id: &str| {
+            let id = id.to_string();
+            let known = known.clone();
+            async move {
+                match known.filter(|k| k.client.client_id == id) {
+                    Some(k) => Ok(Some(k)),
+                    None => self.client_with_secret(&id).await,
+                }
+            }
+        };
         match credentials {
             ClientCredentials::Basic { client_id, secret } => {
                 if client_id_param.is_some_and(|p| p != client_id) {
@@ -235,15 +281,15 @@ impl Provider {
                         "client_id differs from the Basic credentials",
                     ));
                 }
-                let matches = self.secret_matches(client_id, secret).await?;
-                let client = self.client(client_id).await?;
-                match client {
-                    Some(c)
+                let known = read(client_id).await?;
+                let matches = KnownClient::secret_matches(known.as_ref(), secret);
+                match known {
+                    Some(k)
                         if matches
-                            && c.enabled
-                            && c.auth_method == AuthMethod::ClientSecretBasic =>
+                            && k.client.enabled
+                            && k.client.auth_method == AuthMethod::ClientSecretBasic =>
                     {
-                        Ok(c)
+                        Ok(k.client)
                     }
                     _ => Err(invalid_client("client authentication failed")),
                 }
@@ -255,8 +301,16 @@ impl Provider {
                 if assertion_type != JWT_BEARER_ASSERTION {
                     return Err(invalid_client("unsupported client_assertion_type"));
                 }
-                self.verify_client_assertion(client_id_param, assertion)
-                    .await
+                let iss = unverified_claims(assertion)
+                    .and_then(|c| c["iss"].as_str().map(str::to_string))
+                    .ok_or_else(|| {
+                        invalid_client("the client assertion is not a JWT with an iss")
+                    })?;
+                if client_id_param.is_some_and(|p| p != iss) {
+                    return Err(invalid_client("client_id differs from the assertion's iss"));
+                }
+                let client = read(&iss).await?.map(|k| k.client);
+                self.verify_client_assertion(client, assertion).await
             }
             ClientCredentials::None => Err(invalid_client(
                 "client authentication is required (client_secret_basic or private_key_jwt)",
@@ -264,23 +318,15 @@ impl Provider {
         }
     }
 
-    /// Verifies a `private_key_jwt` assertion (RFC 7523 §3) and remembers its `jti` until it
-    /// expires, so that it cannot be replayed.
+    /// Verifies a `private_key_jwt` assertion (RFC 7523 §3) from `client` (the one its
+    /// `iss` names) and remembers its `jti` until it expires, so that it cannot be replayed.
     async fn verify_client_assertion(
         &self,
-        client_id_param: Option<&str>,
+        client: Option<Client>,
         assertion: &str,
     ) -> Result<Client, OidcError> {
         let fail = || invalid_client("client authentication failed");
-        let iss = unverified_claims(assertion)
-            .and_then(|c| c["iss"].as_str().map(str::to_string))
-            .ok_or_else(|| invalid_client("the client assertion is not a JWT with an iss"))?;
-        if client_id_param.is_some_and(|p| p != iss) {
-            return Err(invalid_client("client_id differs from the assertion's iss"));
-        }
-        let client = self
-            .client(&iss)
-            .await?
+        let client = client
             .filter(|c| c.enabled && c.auth_method == AuthMethod::PrivateKeyJwt)
             .ok_or_else(fail)?;
         let jwks = parse_client_jwks(client.jwks.as_deref().unwrap_or_default())?;
@@ -351,14 +397,13 @@ impl Provider {
                 format!("grant_type `{grant_type}` is not supported"),
             ));
         }
+        if grant_type == "refresh_token" {
+            return self.refresh(req).await;
+        }
         let client = self
             .authenticate_client(req.client_id.as_deref(), &req.credentials)
             .await?;
-        if grant_type == "authorization_code" {
-            self.redeem_code(&client, req).await
-        } else {
-            self.refresh(&client, req).await
-        }
+        self.redeem_code(&client, req).await
     }
 
     async fn revoke_grant(&self, grant_id: &str) -> Result<(), OidcError> {
@@ -458,35 +503,36 @@ impl Provider {
             .filter(|g| !g.revoked && now < g.expires_at)
             .ok_or_else(|| invalid_grant("the sign-in this code came from has ended"))?;
         let scope = grant.scope.clone();
-        self.issue_tokens(
-            client,
-            &grant,
-            &scope,
-            grant.nonce.as_deref(),
-            "authorization_code",
-        )
-        .await
+        self.issue_tokens(client, &grant, &scope, grant.nonce.as_deref())
+            .await
     }
 
-    async fn refresh(
-        &self,
-        client: &Client,
-        req: &TokenRequest,
-    ) -> Result<TokenResponse, OidcError> {
-        let token = req
-            .refresh_token
-            .as_deref()
-            .ok_or_else(|| invalid_request("refresh_token is missing"))?;
-        let hash = crate::secret::hash(token);
-        let row = sqlx::query(&format!(
-            "SELECT {GRANT_COLUMNS}, t.scope AS token_scope, t.expires_at AS token_expires_at, t.used_at
-             FROM oidc_tokens t JOIN oidc_grants g ON g.grant_id = t.grant_id
-             WHERE t.token_hash = $1 AND t.kind = 'refresh'"
-        ))
-        .bind(&hash)
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| invalid_grant("the refresh token is not valid"))?;
+    async fn refresh(&self, req: &TokenRequest) -> Result<TokenResponse, OidcError> {
+        // One read finds the token, its grant and its client, which authenticates the client
+        // without reading it again.
+        let hash = req.refresh_token.as_deref().map(crate::secret::hash);
+        let row = match &hash {
+            Some(hash) => sqlx::query(&format!(
+                "SELECT {GRANT_COLUMNS}, t.scope AS token_scope, t.expires_at AS token_expires_at, t.used_at, {}
+                 FROM oidc_tokens t JOIN oidc_grants g ON g.grant_id = t.grant_id JOIN oidc_clients c ON c.client_id = g.client_id
+                 WHERE t.token_hash = $1 AND t.kind = 'refresh'",
+                client_columns_in_join()
+            ))
+            .bind(hash)
+            .fetch_optional(self.db.pool())
+            .await?,
+            None => None,
+        };
+        let known = row.as_ref().map(KnownClient::from_row).transpose()?;
+        let client = self
+            .authenticate_known_client(req.client_id.as_deref(), &req.credentials, known)
+            .await?;
+        let (Some(hash), Some(row)) = (hash, row) else {
+            return Err(match req.refresh_token {
+                None => invalid_request("refresh_token is missing"),
+                Some(_) => invalid_grant("the refresh token is not valid"),
+            });
+        };
         let grant = grant_from_row(&row)?;
         if grant.client_id != client.client_id {
             return Err(invalid_grant(
@@ -498,7 +544,7 @@ impl Provider {
         }
         let used_at: Option<i64> = row.try_get("used_at")?;
         if used_at.is_some() {
-            return Err(self.refresh_reused(client, &grant).await);
+            return Err(self.refresh_reused(&client, &grant).await);
         }
         let token_expires: i64 = row.try_get("token_expires_at")?;
         let now = now();
@@ -520,21 +566,38 @@ impl Provider {
                 asked.join(" ")
             }
         };
-        let won = sqlx::query(
-            "UPDATE oidc_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
-        )
-        .bind(now)
-        .bind(&hash)
-        .execute(self.db.pool())
-        .await?
-        .rows_affected()
-            == 1;
-        if !won {
-            return Err(self.refresh_reused(client, &grant).await);
-        }
         // The refresh token keeps the grant's scopes; only the access token is narrowed.
-        self.issue_tokens_scoped(client, &grant, &scope, &token_scope, None, "refresh_token")
-            .await
+        let issued = self
+            .issue_tokens_scoped(
+                &client,
+                &grant,
+                Scopes {
+                    access: &scope,
+                    refresh: &token_scope,
+                },
+                None,
+                Some(hash.clone()),
+            )
+            .await;
+        match issued {
+            Err(Refusal::Refused) => {
+                // Lost the compare-and-set: the token was used meanwhile (someone holds a
+                // copy), or the grant was revoked.
+                let used = sqlx::query("SELECT used_at FROM oidc_tokens WHERE token_hash = $1")
+                    .bind(&hash)
+                    .fetch_optional(self.db.pool())
+                    .await?
+                    .map(|r| r.try_get::<Option<i64>, _>("used_at"))
+                    .transpose()?
+                    .flatten();
+                Err(match used {
+                    Some(_) => self.refresh_reused(&client, &grant).await,
+                    None => invalid_grant("the refresh token has been revoked"),
+                })
+            }
+            Err(Refusal::Failed(e)) => Err(e),
+            Ok(t) => Ok(t),
+        }
     }
 
     /// A rotated-out refresh token came back: someone holds a copy. Revokes the family and
@@ -566,21 +629,32 @@ impl Provider {
         grant: &Grant,
         scope: &str,
         nonce: Option<&str>,
-        grant_type: &str,
     ) -> Result<TokenResponse, OidcError> {
-        self.issue_tokens_scoped(client, grant, scope, scope, nonce, grant_type)
+        let scopes = Scopes {
+            access: scope,
+            refresh: scope,
+        };
+        match self
+            .issue_tokens_scoped(client, grant, scopes, nonce, None)
             .await
+        {
+            Ok(t) => Ok(t),
+            Err(Refusal::Refused) => Err(invalid_grant("the grant was revoked")),
+            Err(Refusal::Failed(e)) => Err(e),
+        }
     }
 
+    /// Makes, stores and logs a token response. `consumes` is the hash of the refresh token
+    /// it replaces (refresh grant); `Refused` when that token was used meanwhile or the
+    /// grant revoked, so that nothing is handed out.
     async fn issue_tokens_scoped(
         &self,
         client: &Client,
         grant: &Grant,
-        access_scope: &str,
-        refresh_scope: &str,
+        scopes: Scopes<'_>,
         nonce: Option<&str>,
-        grant_type: &str,
-    ) -> Result<TokenResponse, OidcError> {
+        consumes: Option<String>,
+    ) -> Result<TokenResponse, Refusal> {
         let now = now();
         let access = crate::secret::token(32);
         let refresh = crate::secret::token(32);
@@ -604,30 +678,11 @@ impl Provider {
             sid: &sid,
         };
         let id_token = self.sign(client.id_token_alg, &claims).await?;
-        let mut tx = self.db.pool().begin().await?;
-        for (token, kind, scope, expires) in [
-            (&access, "access", access_scope, now + access_ttl),
-            (&refresh, "refresh", refresh_scope, refresh_expires),
-        ] {
-            sqlx::query(
-                "INSERT INTO oidc_tokens (token_hash, grant_id, kind, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(crate::secret::hash(token))
-            .bind(&grant.grant_id)
-            .bind(kind)
-            .bind(scope)
-            .bind(now)
-            .bind(expires)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        // A logout or a reuse may have revoked the grant while the tokens were being made:
-        // tokens are checked against the grant on every use, so they are dead on arrival;
-        // refuse rather than hand them out.
-        if self.grant(&grant.grant_id).await?.is_none_or(|g| g.revoked) {
-            return Err(invalid_grant("the grant was revoked"));
-        }
+        let grant_type = if consumes.is_some() {
+            "refresh_token"
+        } else {
+            "authorization_code"
+        };
         let event = Event::new(
             "identity.tokens_issued",
             &format!("client:{}", client.client_id),
@@ -636,16 +691,39 @@ impl Provider {
         .about(self.subject_tag(grant).await?)
         .with("client_id", client.client_id.as_str())
         .with("grant_type", grant_type)
-        .with("scope", access_scope)
+        .with("scope", scopes.access)
         .with("acr", grant.acr.as_str());
-        self.ledger.append(&event).await?;
+        let written = self
+            .write_tokens(NewTokens {
+                grant_id: grant.grant_id.clone(),
+                consumes,
+                rows: vec![
+                    TokenRow {
+                        hash: crate::secret::hash(&access),
+                        kind: "access",
+                        scope: scopes.access.to_string(),
+                        expires_at: now + access_ttl,
+                    },
+                    TokenRow {
+                        hash: crate::secret::hash(&refresh),
+                        kind: "refresh",
+                        scope: scopes.refresh.to_string(),
+                        expires_at: refresh_expires,
+                    },
+                ],
+                event,
+            })
+            .await?;
+        if written == Written::Refused {
+            return Err(Refusal::Refused);
+        }
         Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer",
             expires_in: access_ttl as u64,
             refresh_token: Some(refresh),
             id_token: Some(id_token),
-            scope: access_scope.to_string(),
+            scope: scopes.access.to_string(),
         })
     }
 

@@ -315,16 +315,24 @@ on_both_engines! {
             .set_pkce_challenge(PkceCodeChallenge::new_random_sha256().0)
             .url();
         assert_eq!(b.get(&path_of(url.as_str())).await.status, 303);
-        // Tokens issued are on the ledger, without their values.
-        let rows = sqlx::query("SELECT data FROM ledger_entries ORDER BY idx")
-            .fetch_all(app.db.pool())
-            .await
-            .unwrap();
-        let issued = rows.iter().filter(|r| {
-            use sqlx::Row;
-            let bytes: Vec<u8> = r.try_get("data").unwrap();
-            String::from_utf8_lossy(&bytes).contains("identity.tokens_issued")
-        }).count();
+        // Tokens issued are on the ledger, without their values. (Their events go through
+        // the ledger's outbox, so they are sequenced moments after the response.)
+        let mut issued = 0;
+        for _ in 0..100 {
+            let rows = sqlx::query("SELECT data FROM ledger_entries ORDER BY idx")
+                .fetch_all(app.db.pool())
+                .await
+                .unwrap();
+            issued = rows.iter().filter(|r| {
+                use sqlx::Row;
+                let bytes: Vec<u8> = r.try_get("data").unwrap();
+                String::from_utf8_lossy(&bytes).contains("identity.tokens_issued")
+            }).count();
+            if issued >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert_eq!(issued, 2);
         app.stop().await;
     }
