@@ -543,6 +543,19 @@ pub(crate) fn guard_form(
     Ok(s)
 }
 
+/// [`guard_form`] for taking a sign-in method off: at the level a second factor gives, so a
+/// stolen password alone cannot remove the owner's authenticators; stepping up returns to the
+/// security page.
+pub(crate) fn guard_security_form(
+    v: &Visitor,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    csrf: &str,
+) -> Result<SessionInfo, Box<Response>> {
+    let back = "/account/security".parse().unwrap_or_else(|_| uri.clone());
+    guard_form(v, headers, &back, Loa::Substantial, csrf)
+}
+
 pub(crate) fn forbidden_form(headers: &HeaderMap) -> Response {
     let c = Chrome::new(headers, &"/".parse().unwrap_or_default(), "");
     crate::pages::message_page(
@@ -1129,13 +1142,7 @@ async fn totp_remove(
 ) -> Response {
     // Removing a second factor needs the level it gives: a stolen password alone must not
     // be able to take the authenticator off.
-    let s = match guard_form(
-        &v,
-        &headers,
-        &"/account/security".parse().unwrap_or(uri.clone()),
-        Loa::Substantial,
-        &f.csrf,
-    ) {
+    let s = match guard_security_form(&v, &headers, &uri, &f.csrf) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -1153,13 +1160,7 @@ async fn recovery_codes(
     OriginalUri(uri): OriginalUri,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    let s = match guard_form(
-        &v,
-        &headers,
-        &"/account/security".parse().unwrap_or(uri.clone()),
-        Loa::Substantial,
-        &f.csrf,
-    ) {
+    let s = match guard_security_form(&v, &headers, &uri, &f.csrf) {
         Ok(s) => s,
         Err(r) => return *r,
     };

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::account::session_cookies;
 use crate::account_texts::AccountTexts;
-use crate::auth::{Visitor, require, safe_next};
+use crate::auth::{Visitor, safe_next};
 use crate::i18n::Lang;
 use crate::pages::{Chrome, error_page};
 use crate::{Problem, Shared};
@@ -308,17 +308,10 @@ async fn remove(
 ) -> Response {
     // Like the authenticator app, a passkey is taken off only at the level a second factor
     // gives, so a stolen password cannot lock the owner out of their strongest sign-in.
-    let s = match require(
-        &v,
-        &"/account/security".parse().unwrap_or(uri.clone()),
-        Loa::Substantial,
-    ) {
+    let s = match crate::account::guard_security_form(&v, &headers, &uri, &f.csrf) {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return *r,
     };
-    if !v.form_is_genuine(&headers, &f.csrf) {
-        return crate::account::forbidden_form(&headers);
-    }
     match app.identity.remove_passkey(&s, &f.passkey).await {
         Ok(()) | Err(IdentityError::NotFound) => Redirect::to("/account/security").into_response(),
         Err(e) => error_page(
