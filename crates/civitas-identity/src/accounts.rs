@@ -142,6 +142,53 @@ pub(crate) async fn by_username(
     }
 }
 
+/// What a password sign-in reads before it hashes, in one query: the throttle on the
+/// account and the client address, and the account with its password hash and whether it
+/// has a confirmed authenticator app.
+pub(crate) struct SignInRecord {
+    /// The throttle on `user:` (first) and `ip:` (second) keys.
+    pub throttle: crate::throttle::State,
+    /// The account and its password hash, when the username names a live account.
+    pub account: Option<(Account, Option<String>)>,
+    /// Whether that account has a confirmed authenticator app.
+    pub has_totp: bool,
+}
+
+/// Reads a [`SignInRecord`] for `username`, with the throttle keys `account_key` and
+/// `address_key`.
+pub(crate) async fn for_sign_in(
+    db: &Db,
+    username: &str,
+    account_key: &str,
+    address_key: &str,
+) -> Result<SignInRecord, IdentityError> {
+    // One row whether or not the account exists: the throttle is read either way.
+    let row = sqlx::query(&format!(
+        "SELECT CAST(COALESCE((SELECT MAX(locked_until_ms) FROM sign_in_throttle WHERE key IN ($2, $3)), 0) AS BIGINT) AS locked_until_ms,
+                CAST(CASE WHEN EXISTS (SELECT 1 FROM sign_in_throttle WHERE key = $2) THEN 1 ELSE 0 END AS BIGINT) AS on_record,
+                CAST(CASE WHEN EXISTS (SELECT 1 FROM totp_secrets t WHERE t.account_id = a.id AND t.confirmed_ms IS NOT NULL) THEN 1 ELSE 0 END AS BIGINT) AS has_totp,
+                {ACCOUNT_COLUMNS}, password_hash
+         FROM (SELECT 1 AS one) AS o LEFT JOIN accounts a ON a.username = $1 AND a.disabled_ms IS NULL"
+    ))
+    .bind(username)
+    .bind(account_key)
+    .bind(address_key)
+    .fetch_one(db.pool())
+    .await?;
+    let found = row.try_get::<Option<String>, _>("id")?.is_some();
+    Ok(SignInRecord {
+        throttle: crate::throttle::State {
+            locked_until_ms: row.try_get("locked_until_ms")?,
+            first_on_record: row.try_get::<i64, _>("on_record")? == 1,
+        },
+        account: match found {
+            true => Some((account_from(&row)?, row.try_get("password_hash")?)),
+            false => None,
+        },
+        has_totp: row.try_get::<i64, _>("has_totp")? == 1,
+    })
+}
+
 /// Masks an address for display: enough to recognise, not enough to harvest.
 pub(crate) fn mask_address(addr: &str) -> String {
     if let Some((local, domain)) = addr.split_once('@') {

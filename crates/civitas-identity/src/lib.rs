@@ -92,11 +92,20 @@ pub const COMPONENT: Component = Component {
             name: "openid_connect",
             sql: OPENID_CONNECT_SQL,
         },
+        Migration {
+            version: 5,
+            name: "sealed_tokens",
+            // Access and refresh tokens carry their grant under the provider's token key
+            // (oidc::bearer); the grant keeps the refresh rotation's generation. Tokens
+            // issued before this version stop working: their holders sign in again.
+            sql: "ALTER TABLE oidc_grants ADD COLUMN refresh_generation BIGINT NOT NULL DEFAULT 0;
+            DROP TABLE oidc_tokens;",
+        },
     ],
 };
 
-/// The OpenID Connect provider's tables (identity v4). Secrets (client secrets, codes,
-/// tokens) are stored as SHA-256 hashes; signing keys and the pairwise secret as they are.
+/// The OpenID Connect provider's tables (identity v4; v5 replaces the token table). Secrets
+/// (client secrets, codes) are stored as SHA-256 hashes; signing keys and the pairwise secret as they are.
 const OPENID_CONNECT_SQL: &str = "CREATE TABLE oidc_keys (
     kid TEXT PRIMARY KEY,
     alg TEXT NOT NULL,

@@ -139,8 +139,9 @@ impl Identity {
         let username = normalise_username(identifier);
         let account_key = format!("user:{username}");
         let address_key = format!("ip:{}", client.ip);
-        let had_failures = throttle::check_both(&self.db, &account_key, &address_key).await?;
-        let found = accounts::by_username(&self.db, &username).await?;
+        let record = accounts::for_sign_in(&self.db, &username, &account_key, &address_key).await?;
+        let had_failures = record.throttle.verdict()?;
+        let found = record.account;
         let stored = match found.as_ref().and_then(|(_, h)| h.clone()) {
             Some(h) => h,
             None => password::decoy_hash().await?.to_string(),
@@ -169,7 +170,7 @@ impl Identity {
         if had_failures {
             throttle::clear(&self.db, &account_key).await?;
         }
-        if self.has_totp(&account.id).await? {
+        if record.has_totp {
             let pending = token(32);
             sqlx::query("INSERT INTO pending_sign_ins (token_hash, account_id, amr, expires_ms) VALUES ($1, $2, $3, $4)")
                 .bind(hash(&pending))

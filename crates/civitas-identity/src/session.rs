@@ -104,6 +104,7 @@ pub(crate) async fn create(
     let secret = token(32);
     let id = token(12);
     let csrf_secret = token(24);
+    let _turn = db.write_turn().await;
     sqlx::query(
         "INSERT INTO sessions (id, token_hash, account_id, loa, amr, csrf_secret, created_ms, auth_time_ms, last_seen_ms, expires_ms, user_agent, ip)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7, $8, $9, $10)",

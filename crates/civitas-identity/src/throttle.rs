@@ -40,20 +40,38 @@ pub(crate) async fn check_both(db: &Db, first: &str, second: &str) -> Result<boo
             .bind(second)
             .fetch_all(db.pool())
             .await?;
-    let now = now_ms();
-    let mut first_on_record = false;
-    let mut until = 0;
+    let mut state = State::default();
     for row in &rows {
         let key: String = row.try_get("key")?;
-        first_on_record |= key == first;
-        until = until.max(row.try_get::<i64, _>("locked_until_ms")?);
+        state.first_on_record |= key == first;
+        state.locked_until_ms = state
+            .locked_until_ms
+            .max(row.try_get::<i64, _>("locked_until_ms")?);
     }
-    if until > now {
-        return Err(IdentityError::Throttled(Throttled {
-            retry_after_secs: ((until - now + 999) / 1000) as u64,
-        }));
+    state.verdict()
+}
+
+/// What the throttle holds on two keys, as [`check_both`] reads it (or a caller that reads
+/// it together with other things).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct State {
+    /// The later lock of the two keys (0 when neither is on record).
+    pub locked_until_ms: i64,
+    /// Whether failures are on record for the first key.
+    pub first_on_record: bool,
+}
+
+impl State {
+    /// Refuses while locked; otherwise whether failures are on record for the first key.
+    pub(crate) fn verdict(self) -> Result<bool, IdentityError> {
+        let now = now_ms();
+        if self.locked_until_ms > now {
+            return Err(IdentityError::Throttled(Throttled {
+                retry_after_secs: ((self.locked_until_ms - now + 999) / 1000) as u64,
+            }));
+        }
+        Ok(self.first_on_record)
     }
-    Ok(first_on_record)
 }
 
 /// Counts a failure against `key`; locks it once more than `free` failures have happened.

@@ -214,7 +214,24 @@ fn folder_size(dir: &Path) -> Result<u64> {
 /// CPU time this process has used so far (user and system, every thread), in seconds.
 /// Linux only (from `/proc/self/stat`, in the kernel's 100 Hz clock ticks); 0 elsewhere.
 pub(crate) fn process_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_secs_of_stat(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// CPU seconds used so far by this process's threads named `argon2-lane-…` (the password
+/// hashing lanes), from `/proc/self/task`; 0 where that is not readable.
+pub(crate) fn lanes_cpu_secs() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(argon2-lane-"))
+        .map(|stat| cpu_secs_of_stat(&stat))
+        .sum()
+}
+
+/// utime + stime of a `/proc/…/stat` line, in seconds.
+fn cpu_secs_of_stat(stat: &str) -> f64 {
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let field = |n: usize| {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{machine, percentile, process_cpu_secs};
+use crate::bench::{lanes_cpu_secs, machine, percentile, process_cpu_secs};
 
 /// Options of `civitas bench identity`.
 #[derive(clap::Args, Debug)]
@@ -110,6 +110,8 @@ impl Gate {
 struct Spent {
     secs: f64,
     cpu: f64,
+    /// CPU seconds of the service's hashing lanes alone.
+    lanes: f64,
 }
 
 /// One floor thread: argon2id verifications with the sign-in's parameters, while the floor
@@ -136,6 +138,7 @@ async fn alternate(gate: &Gate, phases: &[Phase], rounds: u64, round: Duration) 
     for _ in 0..rounds {
         for (i, phase) in phases.iter().enumerate() {
             let (started, cpu) = (Instant::now(), process_cpu_secs());
+            let lanes = lanes_cpu_secs();
             gate.phase.send_replace(*phase);
             tokio::time::sleep(round).await;
             gate.phase.send_replace(Phase::Idle);
@@ -144,6 +147,7 @@ async fn alternate(gate: &Gate, phases: &[Phase], rounds: u64, round: Duration) 
             }
             spent[i].secs += started.elapsed().as_secs_f64();
             spent[i].cpu += process_cpu_secs() - cpu;
+            spent[i].lanes += lanes_cpu_secs() - lanes;
         }
     }
     gate.phase.send_replace(Phase::Stop);
@@ -155,6 +159,7 @@ struct Figure {
     rate: f64,
     lat: Vec<f64>,
     cpu_per_op: f64,
+    lanes_per_op: f64,
 }
 
 impl Figure {
@@ -164,6 +169,7 @@ impl Figure {
         Figure {
             rate: lat.len() as f64 / spent.secs,
             cpu_per_op: spent.cpu / ops,
+            lanes_per_op: spent.lanes / ops,
             lat,
         }
     }
@@ -325,6 +331,15 @@ async fn run(args: &IdentityArgs, scratch: &std::path::Path) -> Result<()> {
         if let Some(f) = figure {
             println!("CPU time per {what}: {:.3} ms", f.cpu_per_op * 1e3);
         }
+    }
+    // Where a sign-in's CPU goes: argon2id on the hashing lanes, and everything else (HTTP
+    // on both ends, the database, the ledger).
+    if let Some(s) = &signins {
+        println!(
+            "CPU time per sign-in on the hashing lanes: {:.3} ms; elsewhere: {:.3} ms",
+            s.lanes_per_op * 1e3,
+            (s.cpu_per_op - s.lanes_per_op) * 1e3
+        );
     }
     let _ = stop_tx.send(());
     server.await??;
@@ -510,6 +525,7 @@ async fn refreshes(
     let spent = Spent {
         secs: started.elapsed().as_secs_f64(),
         cpu: process_cpu_secs() - cpu,
+        lanes: 0.0,
     };
     Ok((all, spent))
 }

@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 type Entry = (&'static str, String, Source);
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "civitas",

@@ -372,11 +372,10 @@ impl Provider {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Deletes a client with its codes, tokens and consents. Returns whether it existed.
+    /// Deletes a client with its codes, grants (and so their tokens) and consents. Returns whether it existed.
     pub async fn remove_client(&self, client_id: &str) -> Result<bool, OidcError> {
         let mut tx = self.db.pool().begin().await?;
         for sql in [
-            "DELETE FROM oidc_tokens WHERE grant_id IN (SELECT grant_id FROM oidc_grants WHERE client_id = $1)",
             "DELETE FROM oidc_grants WHERE client_id = $1",
             "DELETE FROM oidc_codes WHERE client_id = $1",
             "DELETE FROM oidc_consents WHERE client_id = $1",

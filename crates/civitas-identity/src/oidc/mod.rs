@@ -9,14 +9,17 @@
 //! Choices, in short:
 //! - Every client is confidential (`client_secret_basic` or `private_key_jwt`) and PKCE with
 //!   `S256` is required of all of them.
-//! - Access tokens are opaque random strings stored as SHA-256 hashes, so revoking them takes
-//!   effect at once. Every code exchange also returns a refresh token (all clients are
-//!   confidential); refresh tokens rotate on every use and a reused one revokes its family.
+//! - Access and refresh tokens are sealed with a provider key and carry their grant (see
+//!   `bearer`), so issuing them stores nothing but the grant's rotation counter; every use
+//!   still reads the grant, so revoking it takes effect at once. Every code exchange also
+//!   returns a refresh token (all clients are confidential); refresh tokens rotate on every
+//!   use and a reused one revokes its family.
 //! - `sub` is pairwise: HMAC-SHA256 of a provider secret over the client's sector (the host of
 //!   its redirect URIs) and the account id. It never carries a national identification number,
 //!   and two unrelated clients cannot link a person by it.
 //! - Logging out of Civitas revokes every token issued within that session.
 
+mod bearer;
 mod claims;
 mod clients;
 mod codes;
@@ -230,6 +233,7 @@ pub struct Provider {
     ledger: Ledger,
     settings: Arc<Settings>,
     pairwise_secret: Arc<OnceLock<[u8; 32]>>,
+    token_key: Arc<OnceLock<[u8; 32]>>,
     signers: Arc<std::sync::RwLock<keys::Signers>>,
     writer: Arc<writer::Queue>,
 }
@@ -242,6 +246,7 @@ impl Provider {
             ledger,
             settings: Arc::new(settings),
             pairwise_secret: Arc::new(OnceLock::new()),
+            token_key: Arc::new(OnceLock::new()),
             signers: Arc::default(),
             writer: Arc::default(),
         }
@@ -257,7 +262,7 @@ impl Provider {
         &self.settings.issuer
     }
 
-    /// Deletes what can no longer be used: codes, tokens and grants expired a day ago or more,
+    /// Deletes what can no longer be used: codes and grants (with their tokens) expired a day ago or more,
     /// remembered assertion ids past their expiry, and keys past their retention.
     pub async fn purge_expired(&self) -> Result<(), OidcError> {
         let now = now();
@@ -267,16 +272,11 @@ impl Provider {
             .bind(day_ago)
             .execute(pool)
             .await?;
-        civitas_store::sqlx::query("DELETE FROM oidc_tokens WHERE expires_at < $1")
+        // No token outlives its grant, so an expired grant takes its tokens with it.
+        civitas_store::sqlx::query("DELETE FROM oidc_grants WHERE expires_at < $1")
             .bind(day_ago)
             .execute(pool)
             .await?;
-        civitas_store::sqlx::query(
-            "DELETE FROM oidc_grants WHERE expires_at < $1 AND NOT EXISTS (SELECT 1 FROM oidc_tokens t WHERE t.grant_id = oidc_grants.grant_id)",
-        )
-        .bind(day_ago)
-        .execute(pool)
-        .await?;
         civitas_store::sqlx::query("DELETE FROM oidc_assertions WHERE expires_at < $1")
             .bind(now)
             .execute(pool)

@@ -8,6 +8,8 @@
 //! identification number) from it. `sid` is derived the same way from the session id, so the
 //! session's real id never leaves Civitas.
 
+use std::sync::OnceLock;
+
 use civitas_store::sqlx::{self, Row};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -15,36 +17,46 @@ use sha2::Sha256;
 use super::{OidcError, Provider};
 use crate::secret::b64;
 
-const SECRET_NAME: &str = "pairwise_subject";
-
 impl Provider {
-    /// The provider's pairwise secret, made on first use.
-    async fn pairwise_secret(&self) -> Result<[u8; 32], OidcError> {
-        if let Some(s) = self.pairwise_secret.get() {
+    /// A random 32-byte secret kept in `oidc_secrets` under `name`, made on first use and
+    /// then held in `cell`.
+    pub(crate) async fn stored_secret(
+        &self,
+        name: &str,
+        cell: &OnceLock<[u8; 32]>,
+    ) -> Result<[u8; 32], OidcError> {
+        if let Some(s) = cell.get() {
             return Ok(*s);
         }
         // Two nodes may race on the first use: the first insert wins, both read it back.
         sqlx::query(
             "INSERT INTO oidc_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )
-        .bind(SECRET_NAME)
+        .bind(name)
         .bind(crate::secret::bytes::<32>().to_vec())
         .execute(self.db.pool())
         .await?;
         let row = sqlx::query("SELECT value FROM oidc_secrets WHERE name = $1")
-            .bind(SECRET_NAME)
+            .bind(name)
             .fetch_one(self.db.pool())
             .await?;
         let bytes: Vec<u8> = row.try_get("value")?;
         let secret: [u8; 32] = bytes
             .try_into()
-            .map_err(|_| OidcError::Key("the pairwise secret is not 32 bytes".into()))?;
-        let _ = self.pairwise_secret.set(secret);
+            .map_err(|_| OidcError::Key(format!("the secret {name} is not 32 bytes")))?;
+        let _ = cell.set(secret);
         Ok(secret)
     }
 
+    /// The key that seals access and refresh tokens (see `bearer`).
+    pub(crate) async fn token_key(&self) -> Result<[u8; 32], OidcError> {
+        self.stored_secret("token_mac", &self.token_key).await
+    }
+
     async fn keyed(&self, context: &str, a: &str, b: &str) -> Result<String, OidcError> {
-        let secret = self.pairwise_secret().await?;
+        let secret = self
+            .stored_secret("pairwise_subject", &self.pairwise_secret)
+            .await?;
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&secret)
             .map_err(|e| OidcError::Key(e.to_string()))?;
         for part in [context, "\0", a, "\0", b] {

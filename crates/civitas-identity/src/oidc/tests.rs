@@ -988,6 +988,45 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
     assert_eq!(code_of(r.unwrap_err()), ErrorCode::InvalidGrant);
 }
 
+#[tokio::test]
+async fn expired_and_foreign_tokens_are_refused() {
+    // Lifetimes of zero: every token is expired the moment it is issued.
+    let f = setup("expired-tokens", |s| {
+        s.access_token_lifetime = Duration::from_secs(0);
+        s.refresh_token_lifetime = Duration::from_secs(0);
+    })
+    .await;
+    let reg = register(&f.p, |_| {}).await;
+    let t = first_tokens(&f.p, &reg).await;
+    assert_eq!(t.expires_in, 0);
+    assert!(f.p.access_grant(&t.access_token).await.unwrap().is_none());
+    let refresh = t.refresh_token.as_deref().unwrap();
+    match f.p.token(&refresh_request(refresh, basic(&reg))).await {
+        Err(OidcError::Protocol {
+            code: ErrorCode::InvalidGrant,
+            description,
+        }) => assert!(description.contains("expired"), "{description}"),
+        other => panic!("an expired refresh token was not refused: {other:?}"),
+    }
+    // Tokens from another provider (another token key) are not ours, whatever they say.
+    let other = setup("other-provider", |_| {}).await;
+    let other_reg = register(&other.p, |_| {}).await;
+    let theirs = first_tokens(&other.p, &other_reg).await;
+    assert!(
+        f.p.access_grant(&theirs.access_token)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r =
+        f.p.token(&refresh_request(
+            theirs.refresh_token.as_deref().unwrap(),
+            basic(&reg),
+        ))
+        .await;
+    assert_eq!(code_of(r.unwrap_err()), ErrorCode::InvalidGrant);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_refresh_token_sent_eight_times_at_once_is_honoured_once() {
     // The rotations are committed in groups: requests with the same token may share one

@@ -11,8 +11,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::bearer::{self, AccessClaims, RefreshClaims};
 use super::clients::{KnownClient, client_columns_in_join, parse_client_jwks};
-use super::writer::{NewTokens, TokenRow, Written};
+use super::writer::{NewTokens, Written};
 use super::{
     AuthMethod, Client, ErrorCode, GRANT_TYPES, JWT_BEARER_ASSERTION, OidcError, Provider,
     SigningAlg, now, split_list,
@@ -131,14 +132,6 @@ struct IdTokenClaims<'a> {
 struct AssertionClaims {
     exp: i64,
     jti: Option<String>,
-}
-
-/// The scopes of a token response: the access token's (perhaps narrowed) and the refresh
-/// token's (the grant's).
-#[derive(Clone, Copy)]
-struct Scopes<'a> {
-    access: &'a str,
-    refresh: &'a str,
 }
 
 /// Why no tokens were issued.
@@ -508,26 +501,32 @@ impl Provider {
     }
 
     async fn refresh(&self, req: &TokenRequest) -> Result<TokenResponse, OidcError> {
-        // One read finds the token, its grant and its client, which authenticates the client
-        // without reading it again.
-        let hash = req.refresh_token.as_deref().map(crate::secret::hash);
-        let row = match &hash {
-            Some(hash) => sqlx::query(&format!(
-                "SELECT {GRANT_COLUMNS}, t.scope AS token_scope, t.expires_at AS token_expires_at, t.used_at, {}
-                 FROM oidc_tokens t JOIN oidc_grants g ON g.grant_id = t.grant_id JOIN oidc_clients c ON c.client_id = g.client_id
-                 WHERE t.token_hash = $1 AND t.kind = 'refresh'",
-                client_columns_in_join()
-            ))
-            .bind(hash)
-            .fetch_optional(self.db.pool())
-            .await?,
+        // The token names its grant; one read finds the grant and its client, which
+        // authenticates the client without reading it again.
+        let key = self.token_key().await?;
+        let presented = req
+            .refresh_token
+            .as_deref()
+            .and_then(|t| bearer::open_refresh(&key, t));
+        let row = match &presented {
+            Some(claims) => {
+                sqlx::query(&format!(
+                    "SELECT {GRANT_COLUMNS}, g.refresh_generation, {}
+                 FROM oidc_grants g JOIN oidc_clients c ON c.client_id = g.client_id
+                 WHERE g.grant_id = $1",
+                    client_columns_in_join()
+                ))
+                .bind(&claims.grant_id)
+                .fetch_optional(self.db.pool())
+                .await?
+            }
             None => None,
         };
         let known = row.as_ref().map(KnownClient::from_row).transpose()?;
         let client = self
             .authenticate_known_client(req.client_id.as_deref(), &req.credentials, known)
             .await?;
-        let (Some(hash), Some(row)) = (hash, row) else {
+        let (Some(presented), Some(row)) = (presented, row) else {
             return Err(match req.refresh_token {
                 None => invalid_request("refresh_token is missing"),
                 Some(_) => invalid_grant("the refresh token is not valid"),
@@ -542,19 +541,21 @@ impl Provider {
         if grant.revoked {
             return Err(invalid_grant("the refresh token has been revoked"));
         }
-        let used_at: Option<i64> = row.try_get("used_at")?;
-        if used_at.is_some() {
+        let current: i64 = row.try_get("refresh_generation")?;
+        if presented.generation < current {
             return Err(self.refresh_reused(&client, &grant).await);
         }
-        let token_expires: i64 = row.try_get("token_expires_at")?;
+        if presented.generation > current {
+            // Sealed by us, yet ahead of its grant: only a restored database does that.
+            return Err(invalid_grant("the refresh token is not valid"));
+        }
         let now = now();
-        if now >= token_expires || now >= grant.expires_at {
+        if now >= presented.exp || now >= grant.expires_at {
             return Err(invalid_grant("the refresh token has expired"));
         }
-        let token_scope: String = row.try_get("token_scope")?;
-        let held = split_list(&token_scope);
+        let held = split_list(&grant.scope);
         let scope = match req.scope.as_deref() {
-            None => token_scope.clone(),
+            None => grant.scope.clone(),
             Some(s) => {
                 let asked = split_list(s);
                 if asked.iter().any(|a| !held.contains(a)) {
@@ -568,31 +569,24 @@ impl Provider {
         };
         // The refresh token keeps the grant's scopes; only the access token is narrowed.
         let issued = self
-            .issue_tokens_scoped(
-                &client,
-                &grant,
-                Scopes {
-                    access: &scope,
-                    refresh: &token_scope,
-                },
-                None,
-                Some(hash.clone()),
-            )
+            .issue_tokens_scoped(&client, &grant, &scope, None, Some(presented.generation))
             .await;
         match issued {
             Err(Refusal::Refused) => {
                 // Lost the compare-and-set: the token was used meanwhile (someone holds a
                 // copy), or the grant was revoked.
-                let used = sqlx::query("SELECT used_at FROM oidc_tokens WHERE token_hash = $1")
-                    .bind(&hash)
-                    .fetch_optional(self.db.pool())
-                    .await?
-                    .map(|r| r.try_get::<Option<i64>, _>("used_at"))
-                    .transpose()?
-                    .flatten();
-                Err(match used {
-                    Some(_) => self.refresh_reused(&client, &grant).await,
-                    None => invalid_grant("the refresh token has been revoked"),
+                let moved_on = sqlx::query(
+                    "SELECT refresh_generation FROM oidc_grants WHERE grant_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(&grant.grant_id)
+                .fetch_optional(self.db.pool())
+                .await?
+                .map(|r| r.try_get::<i64, _>("refresh_generation"))
+                .transpose()?
+                .is_some_and(|g| g > presented.generation);
+                Err(match moved_on {
+                    true => self.refresh_reused(&client, &grant).await,
+                    false => invalid_grant("the refresh token has been revoked"),
                 })
             }
             Err(Refusal::Failed(e)) => Err(e),
@@ -630,12 +624,8 @@ impl Provider {
         scope: &str,
         nonce: Option<&str>,
     ) -> Result<TokenResponse, OidcError> {
-        let scopes = Scopes {
-            access: scope,
-            refresh: scope,
-        };
         match self
-            .issue_tokens_scoped(client, grant, scopes, nonce, None)
+            .issue_tokens_scoped(client, grant, scope, nonce, None)
             .await
         {
             Ok(t) => Ok(t),
@@ -644,23 +634,40 @@ impl Provider {
         }
     }
 
-    /// Makes, stores and logs a token response. `consumes` is the hash of the refresh token
-    /// it replaces (refresh grant); `Refused` when that token was used meanwhile or the
-    /// grant revoked, so that nothing is handed out.
+    /// Makes, stores and logs a token response; the access token carries `scope`, the
+    /// refresh token the grant's. `consumes` is the generation of the refresh token it
+    /// replaces (refresh grant); `Refused` when that token was used meanwhile or the grant
+    /// revoked, so that nothing is handed out.
     async fn issue_tokens_scoped(
         &self,
         client: &Client,
         grant: &Grant,
-        scopes: Scopes<'_>,
+        scope: &str,
         nonce: Option<&str>,
-        consumes: Option<String>,
+        consumes: Option<i64>,
     ) -> Result<TokenResponse, Refusal> {
         let now = now();
-        let access = crate::secret::token(32);
-        let refresh = crate::secret::token(32);
-        let access_ttl = self.settings.access_token_lifetime.as_secs() as i64;
-        let refresh_expires =
-            (now + self.settings.refresh_token_lifetime.as_secs() as i64).min(grant.expires_at);
+        let key = self.token_key().await?;
+        // No token outlives its grant.
+        let access_expires =
+            (now + self.settings.access_token_lifetime.as_secs() as i64).min(grant.expires_at);
+        let access = bearer::seal_access(
+            &key,
+            &AccessClaims {
+                grant_id: grant.grant_id.clone(),
+                exp: access_expires,
+                scope: scope.to_string(),
+            },
+        );
+        let refresh = bearer::seal_refresh(
+            &key,
+            &RefreshClaims {
+                grant_id: grant.grant_id.clone(),
+                generation: consumes.map_or(0, |g| g + 1),
+                exp: (now + self.settings.refresh_token_lifetime.as_secs() as i64)
+                    .min(grant.expires_at),
+            },
+        );
         let sub = self.subject(&client.sector, &grant.account_id).await?;
         let sid = self.session_sid(&grant.session_id).await?;
         let claims = IdTokenClaims {
@@ -668,7 +675,7 @@ impl Provider {
             sub: &sub,
             aud: &client.client_id,
             azp: &client.client_id,
-            exp: now + access_ttl,
+            exp: access_expires,
             iat: now,
             auth_time: grant.auth_time,
             nonce,
@@ -691,26 +698,12 @@ impl Provider {
         .about(self.subject_tag(grant).await?)
         .with("client_id", client.client_id.as_str())
         .with("grant_type", grant_type)
-        .with("scope", scopes.access)
+        .with("scope", scope)
         .with("acr", grant.acr.as_str());
         let written = self
             .write_tokens(NewTokens {
                 grant_id: grant.grant_id.clone(),
                 consumes,
-                rows: vec![
-                    TokenRow {
-                        hash: crate::secret::hash(&access),
-                        kind: "access",
-                        scope: scopes.access.to_string(),
-                        expires_at: now + access_ttl,
-                    },
-                    TokenRow {
-                        hash: crate::secret::hash(&refresh),
-                        kind: "refresh",
-                        scope: scopes.refresh.to_string(),
-                        expires_at: refresh_expires,
-                    },
-                ],
                 event,
             })
             .await?;
@@ -720,29 +713,35 @@ impl Provider {
         Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer",
-            expires_in: access_ttl as u64,
+            expires_in: (access_expires - now).max(0) as u64,
             refresh_token: Some(refresh),
             id_token: Some(id_token),
-            scope: scopes.access.to_string(),
+            scope: scope.to_string(),
         })
     }
 
     /// What an access token grants, or `None` when it is unknown, expired or revoked (or
     /// its client is disabled).
     pub async fn access_grant(&self, access_token: &str) -> Result<Option<AccessGrant>, OidcError> {
+        let key = self.token_key().await?;
+        let Some(claims) = bearer::open_access(&key, access_token) else {
+            return Ok(None);
+        };
+        if now() >= claims.exp {
+            return Ok(None);
+        }
         let row = sqlx::query(
-            "SELECT t.scope, t.expires_at, g.account_id, g.session_id, g.revoked_at, c.client_id, c.sector, c.enabled
-             FROM oidc_tokens t JOIN oidc_grants g ON g.grant_id = t.grant_id JOIN oidc_clients c ON c.client_id = g.client_id
-             WHERE t.token_hash = $1 AND t.kind = 'access'",
+            "SELECT g.account_id, g.session_id, g.revoked_at, c.client_id, c.sector, c.enabled
+             FROM oidc_grants g JOIN oidc_clients c ON c.client_id = g.client_id
+             WHERE g.grant_id = $1",
         )
-        .bind(crate::secret::hash(access_token))
+        .bind(&claims.grant_id)
         .fetch_optional(self.db.pool())
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let expires_at: i64 = row.try_get("expires_at")?;
         let revoked: Option<i64> = row.try_get("revoked_at")?;
         let enabled: i64 = row.try_get("enabled")?;
-        if now() >= expires_at || revoked.is_some() || enabled == 0 {
+        if revoked.is_some() || enabled == 0 {
             return Ok(None);
         }
         let account_id: String = row.try_get("account_id")?;
@@ -752,7 +751,7 @@ impl Provider {
             sub: self.subject(&sector, &account_id).await?,
             account_id,
             session_id: row.try_get("session_id")?,
-            scopes: split_list(&row.try_get::<String, _>("scope")?),
+            scopes: split_list(&claims.scope),
         }))
     }
 

@@ -1,41 +1,31 @@
-//! Group commit for issued tokens. Every token response writes: the refresh token it
-//! consumes is marked used (a compare-and-set, so that of two requests with one token only
-//! one wins) and the new access and refresh tokens are inserted. One synced commit per
-//! response would cap the token endpoint at the disk's commit rate; instead one writer task
-//! takes every request waiting at the moment and commits them together, each with its own
-//! outcome. The `identity.tokens_issued` events go into the same transaction (the ledger's
-//! outbox), so tokens are never handed out without their event, nor logged without being
-//! issued.
+//! Group commit for issued tokens. Every token response writes: a refresh moves its grant's
+//! rotation on by one generation (a compare-and-set, so that of two requests with one token
+//! only one wins); a code exchange checks that its grant is still alive. One synced commit
+//! per response would cap the token endpoint at the disk's commit rate; instead one writer
+//! task takes every request waiting at the moment and commits them together, each with its
+//! own outcome. The `identity.tokens_issued` events go into the same transaction (the
+//! ledger's outbox), so tokens are never handed out without their event, nor logged without
+//! being issued.
 
 use std::collections::HashSet;
 
 use civitas_ledger::{Event, Ledger};
+use civitas_store::Db;
 use civitas_store::sqlx::{self, Row};
-use civitas_store::{BulkInsert, Db, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{OidcError, Provider, now};
+use super::{OidcError, Provider};
 
 /// The most requests committed together.
 const MAX_BATCH: usize = 256;
-
-/// A token to store.
-pub(crate) struct TokenRow {
-    pub hash: String,
-    pub kind: &'static str,
-    pub scope: String,
-    pub expires_at: i64,
-}
 
 /// The tokens of one response.
 pub(crate) struct NewTokens {
     /// The grant they belong to; nothing is written when it has been revoked.
     pub grant_id: String,
-    /// The hash of the refresh token this response consumes (refresh grant); nothing is
-    /// written when it has been used already.
-    pub consumes: Option<String>,
-    /// The access and refresh tokens.
-    pub rows: Vec<TokenRow>,
+    /// The refresh token's generation this response consumes (refresh grant); nothing is
+    /// written when the grant has moved past it meanwhile.
+    pub consumes: Option<i64>,
     /// The ledger event that says they were issued, committed with them.
     pub event: Event,
 }
@@ -99,25 +89,21 @@ async fn run(db: Db, ledger: Ledger, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// Runs `sql`, whose parameters are `before` and then an `IN` list (written `{list}`) of
-/// `values`, and returns column `column` of every row. The list is padded to a power of two with a value no row has, so
-/// that few distinct statements are ever prepared.
+/// `values`, and returns column `column` of every row. The list is padded to a power of two
+/// with a value no row has, so that few distinct statements are ever prepared.
 async fn in_list(
     conn: &mut civitas_store::sqlx::AnyConnection,
     sql: &str,
-    before: &[i64],
     values: &[&str],
     column: &str,
 ) -> Result<HashSet<String>, OidcError> {
     let width = values.len().next_power_of_two();
-    let list = (0..width)
-        .map(|i| format!("${}", before.len() + 1 + i))
+    let list = (1..=width)
+        .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = sql.replace("{list}", &list);
     let mut q = sqlx::query(&sql);
-    for b in before {
-        q = q.bind(*b);
-    }
     for i in 0..width {
         q = q.bind(values.get(i).copied().unwrap_or(""));
     }
@@ -128,27 +114,67 @@ async fn in_list(
         .collect()
 }
 
+/// Moves each live grant named in `wanted` from the generation given with it to the next,
+/// in one statement; returns the (grant, generation) pairs that moved. The pairs are
+/// distinct; like `in_list`, their number is padded to a power of two.
+async fn rotate(
+    conn: &mut civitas_store::sqlx::AnyConnection,
+    wanted: &[(&str, i64)],
+) -> Result<HashSet<(String, i64)>, OidcError> {
+    let width = wanted.len().next_power_of_two();
+    let ids = (0..width)
+        .map(|i| format!("${}", 2 * i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let pairs = (0..width)
+        .map(|i| {
+            format!(
+                "(grant_id = ${} AND refresh_generation = ${})",
+                2 * i + 1,
+                2 * i + 2
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    // The IN list lets both engines find the rows by the primary key; the pairs pick the
+    // generation.
+    let sql = format!(
+        "UPDATE oidc_grants SET refresh_generation = refresh_generation + 1
+         WHERE revoked_at IS NULL AND grant_id IN ({ids}) AND ({pairs})
+         RETURNING grant_id, refresh_generation"
+    );
+    let mut q = sqlx::query(&sql);
+    for i in 0..width {
+        let (id, generation) = wanted.get(i).copied().unwrap_or(("", -1));
+        q = q.bind(id).bind(generation);
+    }
+    q.fetch_all(conn)
+        .await?
+        .iter()
+        .map(|row| {
+            let moved_to: i64 = row.try_get("refresh_generation")?;
+            Ok((row.try_get::<String, _>("grant_id")?, moved_to - 1))
+        })
+        .collect()
+}
+
 async fn write(db: &Db, ledger: &Ledger, batch: &[Job]) -> Result<Vec<Written>, OidcError> {
-    let now = now();
     let _turn = db.write_turn().await;
     let mut tx = db.pool().begin().await?;
-    // Refresh grants: mark each consumed token used, if it is unused and its grant alive.
-    let consumed: Vec<&str> = batch
-        .iter()
-        .filter_map(|j| j.tokens.consumes.as_deref())
-        .collect();
+    // Refresh grants: move each grant on from the generation its token carries, if the
+    // grant is alive and still there. The same token twice in a batch is tried once.
+    let mut wanted: Vec<(&str, i64)> = Vec::new();
+    for j in batch {
+        if let Some(generation) = j.tokens.consumes {
+            let pair = (j.tokens.grant_id.as_str(), generation);
+            if !wanted.contains(&pair) {
+                wanted.push(pair);
+            }
+        }
+    }
     let mut won = HashSet::new();
-    if !consumed.is_empty() {
-        won = in_list(
-            &mut tx,
-            "UPDATE oidc_tokens SET used_at = $1 WHERE used_at IS NULL AND token_hash IN ({list})
-             AND EXISTS (SELECT 1 FROM oidc_grants g WHERE g.grant_id = oidc_tokens.grant_id AND g.revoked_at IS NULL)
-             RETURNING token_hash",
-            &[now],
-            &consumed,
-            "token_hash",
-        )
-        .await?;
+    if !wanted.is_empty() {
+        won = rotate(&mut tx, &wanted).await?;
     }
     // Code grants: write only if the grant is still alive.
     let fresh: Vec<&str> = batch
@@ -161,48 +187,26 @@ async fn write(db: &Db, ledger: &Ledger, batch: &[Job]) -> Result<Vec<Written>, 
         alive = in_list(
             &mut tx,
             "SELECT grant_id FROM oidc_grants WHERE revoked_at IS NULL AND grant_id IN ({list})",
-            &[],
             &fresh,
             "grant_id",
         )
         .await?;
     }
-    let mut rows = BulkInsert::new(
-        "oidc_tokens",
-        &[
-            "token_hash",
-            "grant_id",
-            "kind",
-            "scope",
-            "created_at",
-            "expires_at",
-        ],
-    );
     let outcomes: Vec<Written> = batch
         .iter()
         .map(|j| {
             // A token presented twice in one batch is won by the first request only.
-            let stored = match &j.tokens.consumes {
-                Some(hash) => won.remove(hash.as_str()),
+            let stored = match j.tokens.consumes {
+                Some(generation) => won.remove(&(j.tokens.grant_id.clone(), generation)),
                 None => alive.contains(j.tokens.grant_id.as_str()),
             };
-            if !stored {
-                return Written::Refused;
+            if stored {
+                Written::Stored
+            } else {
+                Written::Refused
             }
-            for t in &j.tokens.rows {
-                rows.row([
-                    Value::Text(t.hash.clone()),
-                    Value::Text(j.tokens.grant_id.clone()),
-                    Value::Str(t.kind),
-                    Value::Text(t.scope.clone()),
-                    Value::I64(now),
-                    Value::I64(t.expires_at),
-                ]);
-            }
-            Written::Stored
         })
         .collect();
-    rows.flush(&mut tx, db.engine()).await?;
     let events: Vec<Event> = batch
         .iter()
         .zip(&outcomes)
