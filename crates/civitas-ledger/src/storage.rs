@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use civitas_store::sqlx::{self, Any, Row, Transaction};
-use civitas_store::{BulkInsert, Component, Db, Migration, Value};
+use civitas_store::{BulkInsert, Component, Db, Migration, Script, Value};
 
 use crate::LedgerError;
 use crate::tree::Hash;
@@ -120,36 +120,32 @@ pub(crate) async fn write_batch(
     new_size: u64,
     new_root: Hash,
 ) -> Result<(), LedgerError> {
-    let _turn = db.write_turn().await;
-    let mut tx: Transaction<'_, Any> = db.pool().begin().await.map_err(sql)?;
-    let moved = if expected_size == 0 {
-        sqlx::query("INSERT INTO ledger_tree (id, size, root) VALUES (1, $1, $2)")
-            .bind(new_size as i64)
-            .bind(new_root.0.as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(sql)?
-            .rows_affected()
+    // The tree head, the entries, the dequeued rows and the hashes go in one script: on
+    // SQLite, one round trip to the connection's thread instead of four.
+    let mut script = Script::new();
+    let head = vec![
+        Value::I64(new_size as i64),
+        Value::Bytes(new_root.0.to_vec()),
+    ];
+    if expected_size == 0 {
+        script.push(
+            "INSERT INTO ledger_tree (id, size, root) VALUES (1, ?, ?)",
+            head,
+        );
     } else {
-        sqlx::query("UPDATE ledger_tree SET size = $1, root = $2 WHERE id = 1 AND size = $3")
-            .bind(new_size as i64)
-            .bind(new_root.0.as_slice())
-            .bind(expected_size as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql)?
-            .rows_affected()
-    };
-    if moved != 1 {
-        return Err(LedgerError::Corrupt(format!(
-            "the tree is no longer at size {expected_size}: another sequencer wrote to it"
-        )));
+        let mut head = head;
+        head.push(Value::I64(expected_size as i64));
+        script.push(
+            "UPDATE ledger_tree SET size = ?, root = ? WHERE id = 1 AND size = ?",
+            head,
+        );
     }
     let mut rows = BulkInsert::new(
         "ledger_entries",
         &["idx", "data", "kind", "subject_tag", "time_ms", "queue_ref"],
     );
     let mut dequeued = Vec::new();
+    let written = entries.len() + hashes.len();
     for e in entries {
         dequeued.extend(e.queue_ref);
         rows.row([
@@ -161,24 +157,29 @@ pub(crate) async fn write_batch(
             e.queue_ref.into(),
         ]);
     }
-    rows.flush(&mut tx, db.engine()).await?;
+    script.insert(&mut rows);
     for chunk in dequeued.chunks(500) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let q = format!(
-            "DELETE FROM ledger_queue WHERE queue_ref IN ({})",
-            placeholders.join(",")
+        let marks = vec!["?"; chunk.len()].join(",");
+        script.push(
+            &format!("DELETE FROM ledger_queue WHERE queue_ref IN ({marks})"),
+            chunk.iter().map(|r| Value::I64(*r)).collect(),
         );
-        let mut query = sqlx::query(&q);
-        for r in chunk {
-            query = query.bind(*r);
-        }
-        query.execute(&mut *tx).await.map_err(sql)?;
     }
     let mut hash_rows = BulkInsert::new("ledger_hashes", &["idx", "hash"]);
     for (idx, h) in hashes {
         hash_rows.row([Value::I64(idx as i64), Value::Bytes(h.0.to_vec())]);
     }
-    hash_rows.flush(&mut tx, db.engine()).await?;
+    script.insert(&mut hash_rows);
+    let _turn = db.write_turn().await;
+    let mut tx: Transaction<'_, Any> = db.pool().begin().await.map_err(sql)?;
+    let changed = script.execute(&mut tx, db.engine()).await?;
+    // The tree head changes one row unless another sequencer moved the tree (then, too, its
+    // entries would collide with ours); each queued entry is dequeued exactly once.
+    if changed != (1 + written + dequeued.len()) as u64 {
+        return Err(LedgerError::Corrupt(format!(
+            "the tree is no longer at size {expected_size}: another sequencer wrote to it"
+        )));
+    }
     tx.commit().await.map_err(sql)?;
     Ok(())
 }

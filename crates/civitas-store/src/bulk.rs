@@ -153,21 +153,7 @@ impl BulkInsert {
             } else {
                 1 << (usize::BITS - 1 - rows_left.leading_zeros())
             };
-            let mut args = AnyArguments::default();
-            for v in &values[at * width..(at + rows) * width] {
-                let r = match v {
-                    Value::NullText => args.add(Option::<String>::None),
-                    Value::NullInt => args.add(Option::<i64>::None),
-                    Value::NullBytes => args.add(Option::<Vec<u8>>::None),
-                    Value::I64(i) => args.add(*i),
-                    Value::F64(f) => args.add(*f),
-                    Value::Str(s) => args.add(*s),
-                    Value::Text(s) => args.add(s.as_str()),
-                    Value::Bool(b) => args.add(*b),
-                    Value::Bytes(b) => args.add(b.as_slice()),
-                };
-                r.map_err(sqlx::Error::Encode)?;
-            }
+            let args = arguments(&values[at * width..(at + rows) * width])?;
             let sql = self.sql_for(rows, engine);
             // Through `Executor` rather than `Query::execute`: its boxed future keeps callers'
             // futures `Send`.
@@ -197,6 +183,137 @@ impl BulkInsert {
         };
         &self.sql[i].2
     }
+}
+
+/// `values` as one statement's arguments.
+fn arguments(values: &[Value]) -> Result<AnyArguments<'_>, StoreError> {
+    let mut args = AnyArguments::default();
+    for v in values {
+        let r = match v {
+            Value::NullText => args.add(Option::<String>::None),
+            Value::NullInt => args.add(Option::<i64>::None),
+            Value::NullBytes => args.add(Option::<Vec<u8>>::None),
+            Value::I64(i) => args.add(*i),
+            Value::F64(f) => args.add(*f),
+            Value::Str(s) => args.add(*s),
+            Value::Text(s) => args.add(s.as_str()),
+            Value::Bool(b) => args.add(*b),
+            Value::Bytes(b) => args.add(b.as_slice()),
+        };
+        r.map_err(sqlx::Error::Encode)?;
+    }
+    Ok(args)
+}
+
+/// The most values a [`Script`] sends to SQLite in one round trip.
+const ONE_TRIP_VALUES: usize = 64;
+
+/// Statements written together, such as a ledger batch. On SQLite a small script (up to
+/// [`ONE_TRIP_VALUES`] values) goes to the connection's worker thread as one text, one round
+/// trip instead of one per statement (each a wake-up of that thread and of the caller);
+/// larger ones, and every script on PostgreSQL (whose extended protocol takes one statement
+/// per message), run one statement after another.
+#[derive(Debug, Default)]
+pub struct Script {
+    statements: Vec<(String, Vec<Value>)>,
+}
+
+impl Script {
+    /// An empty script.
+    pub fn new() -> Script {
+        Script::default()
+    }
+
+    /// Adds a statement written with `?` for each parameter (and no other `?`), and its
+    /// values.
+    pub fn push(&mut self, sql: &str, values: Vec<Value>) {
+        assert_eq!(
+            sql.matches('?').count(),
+            values.len(),
+            "one value per parameter: {sql}"
+        );
+        self.statements.push((sql.to_string(), values));
+    }
+
+    /// Adds the rows buffered in `rows` as multi-row inserts, and empties it.
+    pub fn insert(&mut self, rows: &mut BulkInsert) {
+        let width = rows.columns.len();
+        let per_statement = (MAX_PARAMS / width).clamp(1, MAX_ROWS);
+        let mut values = std::mem::take(&mut rows.values);
+        rows.written += (values.len() / width) as u64;
+        while !values.is_empty() {
+            // Powers of two, as `flush` does, so that few distinct statements are prepared.
+            let rows_left = values.len() / width;
+            let take = if rows_left >= per_statement {
+                per_statement
+            } else {
+                1 << (usize::BITS - 1 - rows_left.leading_zeros())
+            };
+            let rest = values.split_off(take * width);
+            let sql = insert_sql(rows.table, rows.columns, take, Engine::Sqlite);
+            self.statements.push((sql, values));
+            values = rest;
+        }
+    }
+
+    /// Runs every statement in order, stopping at the first that fails; returns how many
+    /// rows they changed in all.
+    pub async fn execute(
+        &self,
+        conn: &mut AnyConnection,
+        engine: Engine,
+    ) -> Result<u64, StoreError> {
+        if self.statements.is_empty() {
+            return Ok(0);
+        }
+        let values: usize = self.statements.iter().map(|(_, v)| v.len()).sum();
+        if engine == Engine::Sqlite && values <= ONE_TRIP_VALUES {
+            let sql = self
+                .statements
+                .iter()
+                .map(|(sql, _)| sql.as_str())
+                .collect::<Vec<_>>()
+                .join(";\n");
+            let values: Vec<Value> = self
+                .statements
+                .iter()
+                .flat_map(|(_, v)| v.iter().cloned())
+                .collect();
+            let done = conn
+                .execute(sqlx::query_with(&sql, arguments(&values)?))
+                .await?;
+            return Ok(done.rows_affected());
+        }
+        // A large batch is worth its round trips, and joined, its text would differ from one
+        // batch to the next and be prepared afresh each time: one statement at a time.
+        let mut changed = 0;
+        for (sql, values) in &self.statements {
+            let sql = match engine {
+                Engine::Sqlite => std::borrow::Cow::Borrowed(sql.as_str()),
+                Engine::Postgres => std::borrow::Cow::Owned(numbered(sql)),
+            };
+            changed += conn
+                .execute(sqlx::query_with(&sql, arguments(values)?))
+                .await?
+                .rows_affected();
+        }
+        Ok(changed)
+    }
+}
+
+/// `sql` with its `?` parameters numbered `$1`, `$2`, … for PostgreSQL.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for (i, part) in sql.split('?').enumerate() {
+        if i > 0 {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        }
+        out.push_str(part);
+    }
+    out
 }
 
 /// `INSERT INTO table (columns) VALUES (...), (...)` for `rows` rows.
@@ -242,21 +359,79 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn every_row_is_written_whatever_the_batch_size() {
-        let dir = std::env::temp_dir().join(format!("civitas-bulk-{}", std::process::id()));
+    /// A fresh SQLite database named `name` in the temporary folder, with table `t`.
+    async fn scratch(name: &str, create_t: &str) -> crate::Db {
+        let dir = std::env::temp_dir().join(format!("civitas-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let _ = std::fs::remove_file(dir.join("b.db"));
+        let _ = std::fs::remove_file(dir.join("t.db"));
         let db = crate::Db::connect(
-            &format!("sqlite://{}?mode=rwc", dir.join("b.db").display()),
+            &format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
             1,
         )
         .await
         .unwrap();
-        sqlx::query("CREATE TABLE t (a BIGINT, b TEXT, c BLOB)")
-            .execute(db.pool())
+        sqlx::query(create_t).execute(db.pool()).await.unwrap();
+        db
+    }
+
+    #[test]
+    fn script_parameters_are_numbered_for_postgres() {
+        assert_eq!(
+            numbered("UPDATE t SET a = ?, b = ? WHERE c IN (?)"),
+            "UPDATE t SET a = $1, b = $2 WHERE c IN ($3)"
+        );
+        assert_eq!(numbered("DELETE FROM t"), "DELETE FROM t");
+    }
+
+    #[tokio::test]
+    async fn a_script_runs_every_statement_in_order_and_counts_the_changes() {
+        let db = scratch("script", "CREATE TABLE t (a BIGINT PRIMARY KEY, b TEXT)").await;
+        let mut rows = BulkInsert::new("t", &["a", "b"]);
+        for i in 0..700i64 {
+            rows.row([Value::I64(i), Value::Text(format!("r{i}"))]);
+        }
+        // 700 rows: more values than one round trip takes, so statement by statement.
+        let mut script = Script::new();
+        script.insert(&mut rows);
+        assert!(rows.is_empty());
+        script.push(
+            "UPDATE t SET b = ? WHERE a < ?",
+            vec![Value::Str("low"), Value::I64(10)],
+        );
+        script.push(
+            "DELETE FROM t WHERE a IN (?, ?)",
+            vec![Value::I64(698), Value::I64(699)],
+        );
+        let mut conn = db.pool().acquire().await.unwrap();
+        assert_eq!(
+            script.execute(&mut conn, db.engine()).await.unwrap(),
+            700 + 10 + 2
+        );
+        let (n, low): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), SUM(CASE WHEN b = 'low' THEN 1 ELSE 0 END) FROM t")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!((n, low), (698, 10));
+        // A small script, in one round trip. A failing statement stops it there: the insert
+        // of an existing key fails, and the update after it does not run.
+        let mut failing = Script::new();
+        failing.push(
+            "INSERT INTO t (a, b) VALUES (?, ?)",
+            vec![Value::I64(1), Value::Str("again")],
+        );
+        failing.push("UPDATE t SET b = 'after'", vec![]);
+        assert!(failing.execute(&mut conn, db.engine()).await.is_err());
+        let (after,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t WHERE b = 'after'")
+            .fetch_one(&mut *conn)
             .await
             .unwrap();
+        assert_eq!(after, 0);
+    }
+
+    #[tokio::test]
+    async fn every_row_is_written_whatever_the_batch_size() {
+        let db = scratch("bulk", "CREATE TABLE t (a BIGINT, b TEXT, c BLOB)").await;
         let mut rows = BulkInsert::new("t", &["a", "b", "c"]);
         for i in 0..1234i64 {
             let text = (i % 3 == 0).then(|| format!("r{i}"));

@@ -8,7 +8,7 @@
 mod bulk;
 mod migrate;
 
-pub use bulk::{BulkInsert, Value};
+pub use bulk::{BulkInsert, Script, Value};
 pub use migrate::{
     Component, Migration, SchemaState, SchemaStatus, migrate, refuse_newer, schema_status,
 };
