@@ -8,6 +8,7 @@ mod account;
 mod account_texts;
 mod admin;
 mod api;
+mod applications;
 pub mod auth;
 mod i18n;
 mod ledger;
@@ -63,6 +64,7 @@ pub fn app(state: AppState) -> Router {
     // ledger's immutable tiles stay cookie-free, so caches can keep them.
     let pages = Router::new()
         .merge(account::routes())
+        .merge(applications::routes())
         .merge(admin::routes())
         .merge(passkey_routes::routes())
         .merge(pages::routes())

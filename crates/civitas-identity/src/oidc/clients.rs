@@ -456,4 +456,85 @@ impl Provider {
             None => Vec::new(),
         })
     }
+
+    /// The applications a person has allowed, newest first: what their account page lists.
+    pub async fn allowed_clients(&self, account_id: &str) -> Result<Vec<AllowedClient>, OidcError> {
+        let rows = sqlx::query(
+            "SELECT c.client_id, c.name, o.scopes, o.granted_at
+             FROM oidc_consents o JOIN oidc_clients c ON c.client_id = o.client_id
+             WHERE o.account_id = $1 ORDER BY o.granted_at DESC, c.name",
+        )
+        .bind(account_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AllowedClient {
+                    client_id: r.try_get("client_id")?,
+                    name: r.try_get("name")?,
+                    scopes: split_list(&r.try_get::<String, _>("scopes")?),
+                    granted_at: r.try_get("granted_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Withdraws a person's consent to a client: the consent is forgotten (the next sign-in
+    /// there asks again) and every grant the client holds for them is revoked, so its access
+    /// and refresh tokens stop working at once. Logs `identity.oidc_consent_withdrawn`, about
+    /// the person (`subject_ref`), in the same transaction. Returns whether there was a
+    /// consent to withdraw.
+    pub async fn withdraw_consent(
+        &self,
+        account_id: &str,
+        subject_ref: &str,
+        client_id: &str,
+    ) -> Result<bool, OidcError> {
+        let tag = self.ledger.subject_secret(subject_ref).await?.tag();
+        let mut tx = self.db.pool().begin().await?;
+        let forgotten =
+            sqlx::query("DELETE FROM oidc_consents WHERE account_id = $1 AND client_id = $2")
+                .bind(account_id)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if forgotten == 0 {
+            return Ok(false);
+        }
+        let revoked = sqlx::query(
+            "UPDATE oidc_grants SET revoked_at = $1 WHERE account_id = $2 AND client_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(account_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let event = Event::new(
+            "identity.oidc_consent_withdrawn",
+            &format!("account:{account_id}"),
+            &format!("oidc-client/{client_id}"),
+        )
+        .about(tag)
+        .with("client_id", client_id)
+        .with("grants_revoked", revoked as i64);
+        self.ledger.append_in(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        self.ledger.queued();
+        Ok(true)
+    }
+}
+
+/// An application a person has allowed (their remembered consent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedClient {
+    /// The client's id.
+    pub client_id: String,
+    /// Its name, as the consent page showed it.
+    pub name: String,
+    /// The scopes allowed.
+    pub scopes: Vec<String>,
+    /// When last allowed, seconds since the Unix epoch.
+    pub granted_at: i64,
 }

@@ -38,7 +38,7 @@ use civitas_ledger::Ledger;
 use civitas_store::Db;
 
 pub use claims::{AccountClaims, SUPPORTED_CLAIMS, userinfo_claims};
-pub use clients::{AuthMethod, Client, NewClient, Registered};
+pub use clients::{AllowedClient, AuthMethod, Client, NewClient, Registered};
 pub use codes::{AuthorizationParams, AuthorizationRequest, AuthorizeError, Decision, Prompt};
 pub use keys::SigningAlg;
 pub use tokens::{AccessGrant, ClientCredentials, IdTokenHint, TokenRequest, TokenResponse};

@@ -989,6 +989,84 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
 }
 
 #[tokio::test]
+async fn withdrawing_consent_forgets_it_and_ends_the_clients_tokens() {
+    let f = setup("withdraw", |_| {}).await;
+    let reg = register(&f.p, |_| {}).await;
+    let other = register(&f.p, |_| {}).await;
+    let a = auth(Loa::Low);
+    let scopes = vec!["openid".to_string(), "profile".to_string()];
+    f.p.record_consent(&a.account_id, &reg.client.client_id, &scopes)
+        .await
+        .unwrap();
+    f.p.record_consent(&a.account_id, &other.client.client_id, &scopes)
+        .await
+        .unwrap();
+    let mine = first_tokens(&f.p, &reg).await;
+    let theirs = first_tokens(&f.p, &other).await;
+    let listed = f.p.allowed_clients(&a.account_id).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.client_id == reg.client.client_id && c.scopes == scopes)
+    );
+    assert!(
+        f.p.allowed_clients("someone-else")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(
+        f.p.withdraw_consent(&a.account_id, &a.subject_ref, &reg.client.client_id)
+            .await
+            .unwrap()
+    );
+    // Forgotten: the list and the next authorisation no longer have it.
+    let listed = f.p.allowed_clients(&a.account_id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].client_id, other.client.client_id);
+    assert!(
+        f.p.consented_scopes(&a.account_id, &reg.client.client_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // That client's tokens stop working at once; the other client's do not.
+    assert!(
+        f.p.access_grant(&mine.access_token)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r =
+        f.p.token(&refresh_request(
+            mine.refresh_token.as_deref().unwrap(),
+            basic(&reg),
+        ))
+        .await;
+    assert_eq!(code_of(r.unwrap_err()), ErrorCode::InvalidGrant);
+    assert!(
+        f.p.access_grant(&theirs.access_token)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let event = has_event(&f.ledger, "identity.oidc_consent_withdrawn")
+        .await
+        .expect("the withdrawal is logged");
+    assert_eq!(event.public["client_id"], reg.client.client_id.as_str());
+    assert_eq!(event.public["grants_revoked"], 1);
+    assert!(event.subject.is_some(), "about the person, by tag");
+    // Nothing left to withdraw.
+    assert!(
+        !f.p.withdraw_consent(&a.account_id, &a.subject_ref, &reg.client.client_id)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
 async fn expired_and_foreign_tokens_are_refused() {
     // Lifetimes of zero: every token is expired the moment it is issued.
     let f = setup("expired-tokens", |s| {

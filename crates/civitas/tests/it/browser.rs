@@ -308,6 +308,7 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
                 "/account",
                 "/account/security",
                 "/account/sessions",
+                "/account/applications",
                 "/account/mandates",
             ] {
                 c.goto(&format!("{}{page}", app.base)).await.unwrap();

@@ -110,6 +110,45 @@ async fn signed_in(app: &TestApp) -> Browser {
     b
 }
 
+/// Checks that a token response's access token no longer reads userinfo and its refresh
+/// token no longer refreshes.
+async fn refused_everywhere(
+    app: &TestApp,
+    http: &reqwest::Client,
+    rp: &Rp,
+    token: &openidconnect::core::CoreTokenResponse,
+) {
+    let res = http
+        .get(format!("{}/oidc/userinfo", app.base))
+        .bearer_auth(token.access_token().secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let refresh = rp
+        .exchange_refresh_token(token.refresh_token().unwrap())
+        .unwrap()
+        .request_async(http)
+        .await
+        .unwrap_err();
+    assert_eq!(token_error(refresh), CoreErrorResponseType::InvalidGrant);
+}
+
+/// The path of an authorisation request for the `profile` scope, as far as the consent page
+/// (the code it would give is not followed).
+fn profile_request(rp: &Rp) -> String {
+    let (url, _, _) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("profile".into()))
+        .set_pkce_challenge(PkceCodeChallenge::new_random_sha256().0)
+        .url();
+    path_of(url.as_str())
+}
+
 /// Answers the consent page the browser is on.
 async fn answer_consent(b: &mut Browser, page: &Page, decision: &str) -> Page {
     assert_eq!(page.status, 200, "{}", page.body);
@@ -253,12 +292,7 @@ on_both_engines! {
             let reg = register(&app, |c| c.id_token_alg = alg).await;
             let rp = relying_party(&app, &reg).await;
             // Third-party client: the consent page names it and what it will receive.
-            let (url, _, _) = rp
-                .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
-                .add_scope(Scope::new("profile".into()))
-                .set_pkce_challenge(PkceCodeChallenge::new_random_sha256().0)
-                .url();
-            let consent = b.get(&path_of(url.as_str())).await;
+            let consent = b.get(&profile_request(&rp)).await;
             assert_eq!(consent.status, 200);
             assert!(consent.body.contains("戶政線上申辦 Household Services"), "{}", consent.body);
             assert!(consent.body.contains("name=\"csrf\""));
@@ -390,12 +424,7 @@ on_both_engines! {
         assert_eq!(page.location.as_deref(), Some(format!("{BYE}?state=bye-1").as_str()));
         assert!(b.cookie("civitas_session").is_none(), "the session cookie is cleared");
         assert_eq!(b.get("/account").await.status, 303, "signed out");
-        let res = http.get(format!("{}/oidc/userinfo", app.base))
-            .bearer_auth(token.access_token().secret()).send().await.unwrap();
-        assert_eq!(res.status(), 401);
-        let refresh = rp.exchange_refresh_token(token.refresh_token().unwrap()).unwrap()
-            .request_async(&http).await.unwrap_err();
-        assert_eq!(token_error(refresh), CoreErrorResponseType::InvalidGrant);
+        refused_everywhere(&app, &http, &rp, &token).await;
         app.stop().await;
     }
 
@@ -561,6 +590,39 @@ on_both_engines! {
         let page = b.get(&next).await;
         assert_eq!(page.status, 303, "{}", page.body);
         assert!(page.location.unwrap().starts_with(REDIRECT));
+        app.stop().await;
+    }
+
+    async fn a_person_withdraws_an_application_and_its_tokens_stop_working(app) {
+        let http = http();
+        let mut b = signed_in(&app).await;
+        let reg = register(&app, |_| {}).await;
+        let rp = relying_party(&app, &reg).await;
+        let empty = b.get("/account/applications").await;
+        assert_eq!(empty.status, 200);
+        assert!(!empty.body.contains("戶政線上申辦 Household Services"));
+        let got = authorize(&app, &mut b, &rp, &["profile"]).await;
+        let token = rp.exchange_code(AuthorizationCode::new(got.code)).unwrap()
+            .set_pkce_verifier(got.verifier).request_async(&http).await.unwrap();
+        // The page lists the application and, in words, what it may read.
+        let page = b.get("/account/applications").await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("戶政線上申辦 Household Services"), "{}", page.body);
+        assert!(page.body.contains("您的姓名與慣用語言"), "{}", page.body);
+        let withdrawn = b.post("/account/applications/withdraw", &[("client", reg.client.client_id.as_str())]).await;
+        assert_eq!(withdrawn.status, 303, "{}", withdrawn.body);
+        assert_eq!(withdrawn.location.as_deref(), Some("/account/applications"));
+        let page = b.get("/account/applications").await;
+        assert!(!page.body.contains("戶政線上申辦 Household Services"), "{}", page.body);
+        // What the application held stops working at once.
+        refused_everywhere(&app, &http, &rp, &token).await;
+        // And the next sign-in there asks again.
+        let again = b.get(&profile_request(&rp)).await;
+        assert_eq!(again.status, 200);
+        assert!(again.body.contains("name=\"decision\""), "{}", again.body);
+        // A form without its anti-forgery token withdraws nothing.
+        let forged = b.post("/account/applications/withdraw", &[("client", reg.client.client_id.as_str()), ("csrf", "forged")]).await;
+        assert_eq!(forged.status, 403);
         app.stop().await;
     }
 }
