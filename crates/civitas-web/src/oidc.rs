@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use civitas_identity::oidc::{
     self, AccountClaims, Authentication, AuthorizationParams, AuthorizationRequest, AuthorizeError,
-    ClientCredentials, Decision, ErrorCode, OidcError, TokenRequest,
+    ClientCredentials, Decision, ErrorCode, OidcError, RevocationRequest, TokenRequest,
 };
 use civitas_identity::session::{SessionInfo, ended};
 use serde::Deserialize;
@@ -32,6 +32,7 @@ pub(crate) fn routes() -> axum::Router<Shared> {
         .route("/oidc/jwks", get(jwks))
         .route("/oidc/authorize", get(authorize).post(consent))
         .route("/oidc/token", axum::routing::post(token))
+        .route("/oidc/revoke", axum::routing::post(revoke))
         .route("/oidc/userinfo", get(userinfo).post(userinfo))
         .route("/oidc/logout", get(logout).post(logout_confirmed))
 }
@@ -78,6 +79,8 @@ async fn discovery(State(app): State<Shared>) -> Response {
         "userinfo_endpoint": format!("{iss}/oidc/userinfo"),
         "jwks_uri": format!("{iss}/oidc/jwks"),
         "end_session_endpoint": format!("{iss}/oidc/logout"),
+        "revocation_endpoint": format!("{iss}/oidc/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": oidc::GRANT_TYPES,
@@ -85,6 +88,7 @@ async fn discovery(State(app): State<Shared>) -> Response {
         "id_token_signing_alg_values_supported": algs,
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": algs,
+        "revocation_endpoint_auth_signing_alg_values_supported": algs,
         "code_challenge_methods_supported": [oidc::PKCE_METHOD],
         "scopes_supported": oidc::SUPPORTED_SCOPES,
         "claims_supported": oidc::SUPPORTED_CLAIMS,
@@ -409,47 +413,86 @@ fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>
     })
 }
 
-async fn token(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let invalid = |d: &str| oauth_error(&OidcError::protocol(ErrorCode::InvalidRequest, d));
-    let mut form: Vec<(String, String)> = Vec::new();
-    for (k, v) in url::form_urlencoded::parse(&body) {
-        // RFC 6749 §3.2: parameters must not be repeated.
-        if form.iter().any(|(seen, _)| *seen == k) {
-            return invalid(&format!("the parameter `{k}` is repeated"));
+/// A form-encoded request from a client to the token or revocation endpoint: its parameters
+/// and how the client authenticated.
+struct ClientForm {
+    form: Vec<(String, String)>,
+    credentials: ClientCredentials,
+}
+
+impl ClientForm {
+    /// Parses the body and the Authorization header; an OAuth error response when they are
+    /// not acceptable.
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<ClientForm, Box<Response>> {
+        let invalid = |d: &str| oauth_error(&OidcError::protocol(ErrorCode::InvalidRequest, d));
+        let mut form: Vec<(String, String)> = Vec::new();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            // RFC 6749 §3.2: parameters must not be repeated.
+            if form.iter().any(|(seen, _)| *seen == k) {
+                return Err(Box::new(invalid(&format!(
+                    "the parameter `{k}` is repeated"
+                ))));
+            }
+            form.push((k.into_owned(), v.into_owned()));
         }
-        form.push((k.into_owned(), v.into_owned()));
+        let mut parsed = ClientForm {
+            form,
+            credentials: ClientCredentials::None,
+        };
+        parsed.credentials = match (basic_credentials(headers), parsed.get("client_assertion")) {
+            (Some(_), Some(_)) => {
+                return Err(Box::new(invalid(
+                    "use one client authentication method, not two",
+                )));
+            }
+            (Some(Ok((client_id, secret))), None) => ClientCredentials::Basic { client_id, secret },
+            (Some(Err(())), None) => {
+                return Err(Box::new(oauth_error(&OidcError::protocol(
+                    ErrorCode::InvalidClient,
+                    "the Authorization header is not valid Basic credentials",
+                ))));
+            }
+            (None, Some(assertion)) => ClientCredentials::Assertion {
+                assertion_type: parsed.get("client_assertion_type").unwrap_or_default(),
+                assertion,
+            },
+            (None, None) => ClientCredentials::None,
+        };
+        Ok(parsed)
     }
-    let get = |name: &str| {
-        form.iter()
+
+    /// A parameter's value; an empty one counts as absent.
+    fn get(&self, name: &str) -> Option<String> {
+        self.form
+            .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
             .filter(|v| !v.is_empty())
-    };
-    let assertion = get("client_assertion");
-    let credentials = match (basic_credentials(&headers), assertion) {
-        (Some(_), Some(_)) => return invalid("use one client authentication method, not two"),
-        (Some(Ok((client_id, secret))), None) => ClientCredentials::Basic { client_id, secret },
-        (Some(Err(())), None) => {
-            return oauth_error(&OidcError::protocol(
-                ErrorCode::InvalidClient,
-                "the Authorization header is not valid Basic credentials",
-            ));
-        }
-        (None, Some(assertion)) => ClientCredentials::Assertion {
-            assertion_type: get("client_assertion_type").unwrap_or_default(),
-            assertion,
-        },
-        (None, None) => ClientCredentials::None,
-    };
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ClientForm {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        ClientForm::parse(&headers, &body).map_err(|r| *r)
+    }
+}
+
+async fn token(State(app): State<Shared>, f: ClientForm) -> Response {
     let req = TokenRequest {
-        grant_type: get("grant_type"),
-        client_id: get("client_id"),
-        code: get("code"),
-        redirect_uri: get("redirect_uri"),
-        code_verifier: get("code_verifier"),
-        refresh_token: get("refresh_token"),
-        scope: get("scope"),
-        credentials,
+        grant_type: f.get("grant_type"),
+        client_id: f.get("client_id"),
+        code: f.get("code"),
+        redirect_uri: f.get("redirect_uri"),
+        code_verifier: f.get("code_verifier"),
+        refresh_token: f.get("refresh_token"),
+        scope: f.get("scope"),
+        credentials: f.credentials,
     };
     match app.oidc.token(&req).await {
         Ok(t) => {
@@ -459,6 +502,24 @@ async fn token(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
                 .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             res
         }
+        Err(e) => oauth_error(&e),
+    }
+}
+
+/// RFC 7009: the client revokes a token it holds (and with it the token's grant). 200 with no
+/// body whether or not the token was known.
+async fn revoke(State(app): State<Shared>, f: ClientForm) -> Response {
+    let req = RevocationRequest {
+        client_id: f.get("client_id"),
+        token: f.get("token"),
+        credentials: f.credentials,
+    };
+    match app.oidc.revoke_token(&req).await {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        )
+            .into_response(),
         Err(e) => oauth_error(&e),
     }
 }

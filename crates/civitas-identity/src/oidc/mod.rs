@@ -41,7 +41,9 @@ pub use claims::{AccountClaims, SUPPORTED_CLAIMS, userinfo_claims};
 pub use clients::{AllowedClient, AuthMethod, Client, NewClient, Registered};
 pub use codes::{AuthorizationParams, AuthorizationRequest, AuthorizeError, Decision, Prompt};
 pub use keys::SigningAlg;
-pub use tokens::{AccessGrant, ClientCredentials, IdTokenHint, TokenRequest, TokenResponse};
+pub use tokens::{
+    AccessGrant, ClientCredentials, IdTokenHint, RevocationRequest, TokenRequest, TokenResponse,
+};
 
 use crate::Loa;
 

@@ -1067,6 +1067,67 @@ async fn withdrawing_consent_forgets_it_and_ends_the_clients_tokens() {
 }
 
 #[tokio::test]
+async fn a_client_revokes_a_token_and_with_it_the_whole_grant() {
+    let f = setup("revoke", |_| {}).await;
+    let reg = register(&f.p, |_| {}).await;
+    let revoke = |token: &str, credentials: ClientCredentials| RevocationRequest {
+        client_id: None,
+        token: Some(token.to_string()),
+        credentials,
+    };
+    let t = first_tokens(&f.p, &reg).await;
+    let refresh = t.refresh_token.clone().unwrap();
+    // Another client may not revoke it; a client that does not authenticate neither.
+    let thief = register(&f.p, |_| {}).await;
+    let refused = f.p.revoke_token(&revoke(&refresh, basic(&thief))).await;
+    assert_eq!(code_of(refused.unwrap_err()), ErrorCode::UnauthorizedClient);
+    let refused =
+        f.p.revoke_token(&revoke(&refresh, ClientCredentials::None))
+            .await;
+    assert_eq!(code_of(refused.unwrap_err()), ErrorCode::InvalidClient);
+    let missing = RevocationRequest {
+        token: None,
+        ..revoke("", basic(&reg))
+    };
+    assert_eq!(
+        code_of(f.p.revoke_token(&missing).await.unwrap_err()),
+        ErrorCode::InvalidRequest
+    );
+    assert!(f.p.access_grant(&t.access_token).await.unwrap().is_some());
+    // The owner revokes the refresh token: the access token dies with it.
+    f.p.revoke_token(&revoke(&refresh, basic(&reg)))
+        .await
+        .unwrap();
+    assert!(f.p.access_grant(&t.access_token).await.unwrap().is_none());
+    let r = f.p.token(&refresh_request(&refresh, basic(&reg))).await;
+    assert_eq!(code_of(r.unwrap_err()), ErrorCode::InvalidGrant);
+    let event = has_event(&f.ledger, "identity.tokens_revoked")
+        .await
+        .expect("the revocation is logged");
+    assert_eq!(event.public["client_id"], reg.client.client_id.as_str());
+    assert!(event.subject.is_some());
+    // Revoking again, or revoking something that is no token of ours, is no error (RFC 7009
+    // §2.2); an access token revokes its grant the same way.
+    f.p.revoke_token(&revoke(&refresh, basic(&reg)))
+        .await
+        .unwrap();
+    f.p.revoke_token(&revoke("not-a-token", basic(&reg)))
+        .await
+        .unwrap();
+    let other = first_tokens(&f.p, &reg).await;
+    f.p.revoke_token(&revoke(&other.access_token, basic(&reg)))
+        .await
+        .unwrap();
+    let r =
+        f.p.token(&refresh_request(
+            other.refresh_token.as_deref().unwrap(),
+            basic(&reg),
+        ))
+        .await;
+    assert_eq!(code_of(r.unwrap_err()), ErrorCode::InvalidGrant);
+}
+
+#[tokio::test]
 async fn expired_and_foreign_tokens_are_refused() {
     // Lifetimes of zero: every token is expired the moment it is issued.
     let f = setup("expired-tokens", |s| {

@@ -65,6 +65,17 @@ pub struct TokenRequest {
     pub credentials: ClientCredentials,
 }
 
+/// A token revocation request (RFC 7009 §2.1), as sent.
+#[derive(Debug, Clone)]
+pub struct RevocationRequest {
+    /// The `client_id` form parameter, if sent; must agree with the credentials.
+    pub client_id: Option<String>,
+    /// The access or refresh token to revoke.
+    pub token: Option<String>,
+    /// How the client authenticated.
+    pub credentials: ClientCredentials,
+}
+
 /// A successful token response (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenResponse {
@@ -399,14 +410,61 @@ impl Provider {
         self.redeem_code(&client, req).await
     }
 
-    async fn revoke_grant(&self, grant_id: &str) -> Result<(), OidcError> {
-        sqlx::query(
+    /// Revokes a grant; returns whether it was alive until now.
+    async fn revoke_grant(&self, grant_id: &str) -> Result<bool, OidcError> {
+        let done = sqlx::query(
             "UPDATE oidc_grants SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL",
         )
         .bind(now())
         .bind(grant_id)
         .execute(self.db.pool())
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The revocation endpoint's logic (RFC 7009): a client revokes an access or refresh
+    /// token it holds, for example when the person signs out of it. The whole grant the
+    /// token came from is revoked (§2.1 allows it), so every token of that family stops at
+    /// once, and `identity.tokens_revoked` is logged. A token that is not ours, malformed,
+    /// expired or already revoked is no error (§2.2); one issued to another client is
+    /// refused.
+    pub async fn revoke_token(&self, req: &RevocationRequest) -> Result<(), OidcError> {
+        let client = self
+            .authenticate_client(req.client_id.as_deref(), &req.credentials)
+            .await?;
+        let token = req
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| invalid_request("token is missing"))?;
+        let key = self.token_key().await?;
+        let grant_id = match (
+            bearer::open_access(&key, token),
+            bearer::open_refresh(&key, token),
+        ) {
+            (Some(a), _) => a.grant_id,
+            (_, Some(r)) => r.grant_id,
+            (None, None) => return Ok(()),
+        };
+        let Some(grant) = self.grant(&grant_id).await? else {
+            return Ok(());
+        };
+        if grant.client_id != client.client_id {
+            return Err(OidcError::protocol(
+                ErrorCode::UnauthorizedClient,
+                "the token was issued to another client",
+            ));
+        }
+        if self.revoke_grant(&grant.grant_id).await? {
+            let event = Event::new(
+                "identity.tokens_revoked",
+                &format!("client:{}", client.client_id),
+                &format!("oidc-grant/{}", grant.grant_id),
+            )
+            .about(self.subject_tag(&grant).await?)
+            .with("client_id", client.client_id.as_str());
+            self.ledger.append(&event).await?;
+        }
         Ok(())
     }
 

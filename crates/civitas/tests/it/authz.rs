@@ -128,6 +128,7 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("GET", "/oidc/authorize", Rule::Public(400)),
     ("POST", "/oidc/authorize", Rule::Protocol(400)),
     ("POST", "/oidc/token", Rule::Protocol(400)),
+    ("POST", "/oidc/revoke", Rule::Protocol(401)),
     ("GET", "/oidc/userinfo", Rule::Protocol(401)),
     ("POST", "/oidc/userinfo", Rule::Protocol(401)),
     ("GET", "/oidc/logout", Rule::Public(200)),

@@ -593,6 +593,44 @@ on_both_engines! {
         app.stop().await;
     }
 
+    async fn a_relying_party_revokes_its_refresh_token(app) {
+        let http = http();
+        let mut b = signed_in(&app).await;
+        let reg = register(&app, |_| {}).await;
+        // Discovery names the endpoint (RFC 8414 metadata).
+        let doc: Value = app.get("/.well-known/openid-configuration").await.json().await.unwrap();
+        let endpoint = doc["revocation_endpoint"].as_str().expect("a revocation endpoint").to_string();
+        assert_eq!(doc["revocation_endpoint_auth_methods_supported"], json!(["client_secret_basic", "private_key_jwt"]));
+        let rp = relying_party(&app, &reg).await;
+        let got = authorize(&app, &mut b, &rp, &[]).await;
+        let token = rp.exchange_code(AuthorizationCode::new(got.code)).unwrap()
+            .set_pkce_verifier(got.verifier).request_async(&http).await.unwrap();
+        // RFC 7009 §2.1, as a client sends it. (openidconnect's own revocation client refuses
+        // endpoints without TLS, and this server listens on plain HTTP on loopback.)
+        let secret = reg.secret.clone().unwrap();
+        let revoke = |token: String, hint: &'static str| {
+            http.post(&endpoint)
+                .basic_auth(&reg.client.client_id, Some(&secret))
+                .form(&[("token", token), ("token_type_hint", hint.to_string())])
+                .send()
+        };
+        let res = revoke(token.refresh_token().unwrap().secret().clone(), "refresh_token").await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        refused_everywhere(&app, &http, &rp, &token).await;
+        // Revoking it again, or a token that is not ours, is still a success (§2.2).
+        let res = revoke(token.access_token().secret().clone(), "access_token").await.unwrap();
+        assert_eq!(res.status(), 200);
+        let res = revoke("not-a-token".into(), "access_token").await.unwrap();
+        assert_eq!(res.status(), 200);
+        // Without client authentication: refused, in OAuth's error shape.
+        let res = http.post(&endpoint).form(&[("token", "x")]).send().await.unwrap();
+        assert_eq!(res.status(), 401);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_client");
+        app.stop().await;
+    }
+
     async fn a_person_withdraws_an_application_and_its_tokens_stop_working(app) {
         let http = http();
         let mut b = signed_in(&app).await;
