@@ -79,7 +79,7 @@ async fn discovery(State(app): State<Shared>) -> Response {
         "userinfo_endpoint": format!("{iss}/oidc/userinfo"),
         "jwks_uri": format!("{iss}/oidc/jwks"),
         "end_session_endpoint": format!("{iss}/oidc/logout"),
-        "revocation_endpoint": format!("{iss}/oidc/revoke"),
+        "revocation_endpoint": app.oidc.settings().revocation_endpoint,
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

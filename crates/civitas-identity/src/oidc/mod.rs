@@ -71,6 +71,8 @@ pub struct Settings {
     pub issuer: String,
     /// The token endpoint's URL, an accepted audience of client assertions.
     pub token_endpoint: String,
+    /// The revocation endpoint's URL (RFC 7009), an accepted audience of client assertions.
+    pub revocation_endpoint: String,
     /// How long an authorisation code may be redeemed (60 s).
     pub code_lifetime: Duration,
     /// How long an access token and an ID token are valid (10 minutes).
@@ -87,11 +89,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Defaults for an issuer, with the token endpoint at `{issuer}/oidc/token`.
+    /// Defaults for an issuer, with the token endpoint at `{issuer}/oidc/token` and the
+    /// revocation endpoint at `{issuer}/oidc/revoke`.
     pub fn new(issuer: &str) -> Settings {
         let issuer = issuer.trim_end_matches('/').to_string();
         Settings {
             token_endpoint: format!("{issuer}/oidc/token"),
+            revocation_endpoint: format!("{issuer}/oidc/revoke"),
             issuer,
             code_lifetime: Duration::from_secs(60),
             access_token_lifetime: Duration::from_secs(600),

@@ -855,6 +855,17 @@ async fn private_key_jwt_assertions_are_checked_and_never_accepted_twice() {
     f.p.authenticate_client(Some(&id), &by_issuer)
         .await
         .unwrap();
+    // So is the revocation endpoint, where the client may send its next assertion.
+    let revocation = f.p.settings().revocation_endpoint.clone();
+    let to_revoke = assertion(&key, "k1", &id, &revocation, 60, "jti-r");
+    f.p.revoke_token(&RevocationRequest {
+        client_id: None,
+        token: t.refresh_token.clone(),
+        credentials: to_revoke,
+    })
+    .await
+    .unwrap();
+    assert!(f.p.access_grant(&t.access_token).await.unwrap().is_none());
     let (_, stranger) = client_key("k1");
     let mut refused = vec![
         (

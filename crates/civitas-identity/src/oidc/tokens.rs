@@ -344,7 +344,13 @@ impl Provider {
         validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         validation.set_issuer(&[&client.client_id]);
         validation.sub = Some(client.client_id.clone());
-        validation.set_audience(&[&self.settings.token_endpoint, &self.settings.issuer]);
+        // RFC 7523 §3: the audience is the authorisation server; its token endpoint URL, or
+        // the endpoint the assertion is sent to, identify it too.
+        validation.set_audience(&[
+            &self.settings.token_endpoint,
+            &self.settings.revocation_endpoint,
+            &self.settings.issuer,
+        ]);
         let candidates = jwks.keys.iter().filter(|k| {
             jwk_fits(k, alg)
                 && header
@@ -410,16 +416,15 @@ impl Provider {
         self.redeem_code(&client, req).await
     }
 
-    /// Revokes a grant; returns whether it was alive until now.
-    async fn revoke_grant(&self, grant_id: &str) -> Result<bool, OidcError> {
-        let done = sqlx::query(
+    async fn revoke_grant(&self, grant_id: &str) -> Result<(), OidcError> {
+        sqlx::query(
             "UPDATE oidc_grants SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL",
         )
         .bind(now())
         .bind(grant_id)
         .execute(self.db.pool())
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(())
     }
 
     /// The revocation endpoint's logic (RFC 7009): a client revokes an access or refresh
@@ -455,16 +460,29 @@ impl Provider {
                 "the token was issued to another client",
             ));
         }
-        if self.revoke_grant(&grant.grant_id).await? {
-            let event = Event::new(
-                "identity.tokens_revoked",
-                &format!("client:{}", client.client_id),
-                &format!("oidc-grant/{}", grant.grant_id),
-            )
-            .about(self.subject_tag(&grant).await?)
-            .with("client_id", client.client_id.as_str());
-            self.ledger.append(&event).await?;
+        // The revocation and its event commit together (the ledger's outbox), so a failure
+        // cannot leave a revoked grant with nothing logged.
+        let event = Event::new(
+            "identity.tokens_revoked",
+            &format!("client:{}", client.client_id),
+            &format!("oidc-grant/{}", grant.grant_id),
+        )
+        .about(self.subject_tag(&grant).await?)
+        .with("client_id", client.client_id.as_str());
+        let mut tx = self.db.pool().begin().await?;
+        let revoked = sqlx::query(
+            "UPDATE oidc_grants SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(&grant.grant_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if revoked == 1 {
+            self.ledger.append_in(&mut tx, &[event]).await?;
         }
+        tx.commit().await?;
+        self.ledger.queued();
         Ok(())
     }
 

@@ -88,8 +88,8 @@ async fn run(db: Db, ledger: Ledger, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// Runs `sql`, whose parameters are `before` and then an `IN` list (written `{list}`) of
-/// `values`, and returns column `column` of every row. The list is padded to a power of two
+/// Runs `sql`, whose only parameters are an `IN` list (written `{list}`) of `values`, and
+/// returns column `column` of every row. The list is padded to a power of two
 /// with a value no row has, so that few distinct statements are ever prepared.
 async fn in_list(
     conn: &mut civitas_store::sqlx::AnyConnection,
