@@ -186,7 +186,9 @@ impl BulkInsert {
 }
 
 /// `values` as one statement's arguments.
-fn arguments(values: &[Value]) -> Result<AnyArguments<'_>, StoreError> {
+fn arguments<'a>(
+    values: impl IntoIterator<Item = &'a Value>,
+) -> Result<AnyArguments<'a>, StoreError> {
     let mut args = AnyArguments::default();
     for v in values {
         let r = match v {
@@ -274,13 +276,9 @@ impl Script {
                 .map(|(sql, _)| sql.as_str())
                 .collect::<Vec<_>>()
                 .join(";\n");
-            let values: Vec<Value> = self
-                .statements
-                .iter()
-                .flat_map(|(_, v)| v.iter().cloned())
-                .collect();
+            let values = self.statements.iter().flat_map(|(_, v)| v);
             let done = conn
-                .execute(sqlx::query_with(&sql, arguments(&values)?))
+                .execute(sqlx::query_with(&sql, arguments(values)?))
                 .await?;
             return Ok(done.rows_affected());
         }

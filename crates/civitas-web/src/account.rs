@@ -16,7 +16,8 @@ use serde::Deserialize;
 use crate::Shared;
 use crate::account_texts::AccountTexts;
 use crate::auth::{
-    PENDING_COOKIE, SESSION_COOKIE, Visitor, cookie, require, safe_next, secure_cookies, set_cookie,
+    PENDING_COOKIE, SESSION_COOKIE, SignedIn, Visitor, cookie, require, safe_next, secure_cookies,
+    set_cookie,
 };
 use crate::pages::{Chrome, error_page, render};
 
@@ -791,16 +792,7 @@ struct AccountPage {
     is_operator: bool,
 }
 
-async fn account(
-    State(app): State<Shared>,
-    v: Visitor,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
+async fn account(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn) -> Response {
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     let acting = match app.identity.current_principal(&s).await {
         Ok(p) => p,
@@ -923,15 +915,9 @@ struct SecurityQuery {
 
 async fn security(
     State(app): State<Shared>,
-    v: Visitor,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
+    SignedIn(v, s, headers, uri): SignedIn,
     Query(q): Query<SecurityQuery>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     let notice = match q.passkey.as_deref() {
         Some("added") => c.a.passkey_added.to_string(),
@@ -962,15 +948,9 @@ struct PasswordForm {
 
 async fn change_password(
     State(app): State<Shared>,
-    v: Visitor,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
+    SignedIn(v, s, headers, uri): SignedIn,
     Form(f): Form<PasswordForm>,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     if !v.form_is_genuine(&headers, &f.csrf) {
         return forbidden_form(&headers);
@@ -1217,16 +1197,7 @@ struct SessionsPage {
     rows: Vec<SessionRow>,
 }
 
-async fn sessions(
-    State(app): State<Shared>,
-    v: Visitor,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
+async fn sessions(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn) -> Response {
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     let list = match app.identity.sessions(&s.account).await {
         Ok(l) => l,
@@ -1425,16 +1396,7 @@ async fn mandates_page(
     )
 }
 
-async fn mandates(
-    State(app): State<Shared>,
-    v: Visitor,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
+async fn mandates(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn) -> Response {
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     let today = civitas_identity::Identity::today();
     let form = GrantForm {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::Shared;
 use crate::account::{FieldError, guard_form};
-use crate::auth::{Visitor, require};
+use crate::auth::{SignedIn, Visitor};
 use crate::pages::{Chrome, error_page, message_page, render};
 
 pub(crate) fn routes() -> axum::Router<Shared> {
@@ -88,16 +88,7 @@ async fn page(
     }
 }
 
-async fn clients(
-    State(app): State<Shared>,
-    v: Visitor,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
+async fn clients(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn) -> Response {
     let c = match operator_only(&s, Chrome::for_visitor(&v, &headers, &uri, "admin")) {
         Ok(c) => c,
         Err(r) => return *r,

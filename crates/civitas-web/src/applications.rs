@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::Shared;
 use crate::account::{guard_form, taiwan_time};
-use crate::auth::{Visitor, require};
+use crate::auth::{SignedIn, Visitor};
 use crate::oidc_texts::oidc_texts;
 use crate::pages::{Chrome, error_page, render};
 use civitas_identity::Loa;
@@ -39,14 +39,8 @@ struct ApplicationsPage {
 
 async fn applications(
     State(app): State<Shared>,
-    v: Visitor,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
+    SignedIn(v, s, headers, uri): SignedIn,
 ) -> Response {
-    let s = match require(&v, &uri, Loa::Low) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     let allowed = match app.oidc.allowed_clients(&s.account.id).await {
         Ok(l) => l,

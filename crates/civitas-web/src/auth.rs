@@ -190,6 +190,26 @@ pub fn to_sign_in(uri: &Uri) -> Redirect {
     ))
 }
 
+/// What a page only signed-in people see starts from: the visitor, their session (at any
+/// level of assurance), and the request's headers and original URI (before any nesting) for
+/// the page chrome. Anyone else is sent to sign in and back. Handlers take it apart in that
+/// order: `SignedIn(v, s, headers, uri): SignedIn`.
+pub struct SignedIn(pub Visitor, pub SessionInfo, pub HeaderMap, pub Uri);
+
+impl FromRequestParts<Shared> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        let visitor = Visitor::from_request_parts(parts, app).await?;
+        let axum::extract::OriginalUri(uri) =
+            axum::extract::OriginalUri::from_request_parts(parts, app)
+                .await
+                .map_err(|never| match never {})?;
+        let session = require(&visitor, &uri, Loa::Low).map_err(IntoResponse::into_response)?;
+        Ok(SignedIn(visitor, session, parts.headers.clone(), uri))
+    }
+}
+
 /// The session, when signed in at `need` or above; otherwise the redirect to sign in or to
 /// step up.
 pub fn require(visitor: &Visitor, uri: &Uri, need: Loa) -> Result<SessionInfo, Redirect> {
