@@ -253,14 +253,14 @@ async fn demo(mut config: Config, entries: &[Entry], fresh: bool) -> Result<()> 
         config.dev_mail_sink = true;
     }
     // Bind first: a taken port should fail before minutes of seeding.
-    let listener = civitas::bind(config.listen).await?;
+    let listener = bind(&mut config).await?;
     let (running, seeded) = civitas::demo::prepare(&config, entries, fresh, false).await?;
     println!("{}", describe(&seeded));
     println!(
         "Demo sign-ins: staff like caseworker.1@hro.gov.example, and featured citizens by identification number, all with the password {}. Codes sent to citizens are kept in the development mail sink: /dev/mail.",
         civitas::demo::DEMO_PASSWORD
     );
-    announce(&config, &listener, &running.db);
+    announce(&config, &running.db);
     civitas::serve(listener, running, config, civitas::shutdown_signal()).await
 }
 
@@ -275,18 +275,25 @@ async fn seed(config: Config, entries: &[Entry], fresh: bool) -> Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config, entries: &[Entry]) -> Result<()> {
-    let listener = civitas::bind(config.listen).await?;
+async fn serve(mut config: Config, entries: &[Entry]) -> Result<()> {
+    let listener = bind(&mut config).await?;
     let running = civitas::start(&config, entries).await?;
-    announce(&config, &listener, &running.db);
+    announce(&config, &running.db);
     civitas::serve(listener, running, config, civitas::shutdown_signal()).await
 }
 
-fn announce(config: &Config, listener: &tokio::net::TcpListener, db: &civitas_store::Db) {
-    let url = match (&config.public_url, listener.local_addr()) {
-        (None, Ok(addr)) if config.listen.port() == 0 => format!("http://{addr}"),
-        _ => config.base_url(),
-    };
+/// Binds the listening socket. Given port 0, the process takes the port the system chose as
+/// its own, so its address (the issuer, the origin forms must come from) is the real one.
+async fn bind(config: &mut Config) -> Result<tokio::net::TcpListener> {
+    let listener = civitas::bind(config.listen).await?;
+    if config.listen.port() == 0 {
+        config.listen = listener.local_addr()?;
+    }
+    Ok(listener)
+}
+
+fn announce(config: &Config, db: &civitas_store::Db) {
+    let url = config.base_url();
     println!(
         "Civitas is running on {} at {url}/  (Ctrl+C stops it)",
         db.engine().name()

@@ -170,25 +170,15 @@ async fn an_audit_finds_a_rewritten_entry_and_names_its_index() {
 
 /// Starts `civitas serve` on a free port with extra environment; returns it and its URL.
 fn serve(data: &std::path::Path, env: &[(&str, String)]) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut cmd = civitas();
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+    cmd.args(["serve", "--data"])
         .arg(data)
         .env("CIVITAS_LEDGER__CHECKPOINT_MS", "20")
         .env("CIVITAS_LOG_LEVEL", "warn");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let (child, url) = crate::cli::spawn_announced(&mut cmd);
     let started = Instant::now();
     while crate::cli::try_get(&url, "/readyz").is_none_or(|r| !r.starts_with("HTTP/1.1 200")) {
         assert!(
