@@ -282,30 +282,23 @@ pub(crate) fn spawn_announced(cmd: &mut Command) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let started = Instant::now();
-    loop {
-        let line = lines
-            .next()
-            .expect("civitas ended before announcing its address")
-            .unwrap();
-        if let Some(url) = line.split(" at ").nth(1) {
-            let url = url
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .trim_end_matches('/')
-                .to_string();
-            assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-            assert!(!url.ends_with(":0"), "the announced port is the real one: {line}");
-            // Keep reading what it prints, so that it never writes to a closed pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return (child, url);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no address announced"
-        );
-    }
+    let announced = lines.by_ref().map_while(Result::ok).find_map(|line| {
+        let url = line.split(" at ").nth(1)?.split_whitespace().next()?;
+        Some(url.trim_end_matches('/').to_string())
+    });
+    let Some(url) = announced else {
+        let _ = child.kill();
+        let status = child.wait();
+        panic!("civitas ended before announcing its address: {status:?}");
+    };
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(
+        !url.ends_with(":0"),
+        "the announced port is the real one: {url}"
+    );
+    // Keep reading what it prints, so that it never writes to a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, url)
 }
 
 pub(crate) fn sigterm(child: &Child) {
