@@ -257,8 +257,8 @@ impl Identity {
         amr: &[&str],
         client: &ClientInfo,
     ) -> Result<SignInOutcome, IdentityError> {
-        let (token, session) =
-            session::create(&self.db, account, loa, amr, client, self.settings.timeouts).await?;
+        let (token, session, insert) =
+            session::create(account, loa, amr, client, self.settings.timeouts);
         let event = Event::new(
             "identity.signed_in",
             &format!("account:{}", account.id),
@@ -267,7 +267,14 @@ impl Identity {
         .with("session", session.id.clone())
         .with("loa", loa.code())
         .with("amr", amr.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        self.record(event, Some(&account.subject_ref())).await?;
+        // The session and its event commit together, in the ledger's batch.
+        let event = event.about(
+            self.ledger
+                .subject_secret(&account.subject_ref())
+                .await?
+                .tag(),
+        );
+        self.ledger.append_with(&event, insert).await?;
         Ok(SignInOutcome { token, session })
     }
 

@@ -1,8 +1,8 @@
 //! Sign-in sessions: one row per session, found by the hash of the cookie's token, with an
 //! idle and an absolute timeout, the level of assurance earned, and the mandate in use.
 
-use civitas_store::Db;
 use civitas_store::sqlx::{self, Row};
+use civitas_store::{Db, Script, Value};
 use hmac::{Hmac, Mac};
 
 use crate::accounts::{Account, account_from};
@@ -91,52 +91,54 @@ pub mod ended {
     pub const RP_LOGOUT: &str = "rp_logout";
 }
 
-/// Starts a session and returns the cookie token (shown once, stored only hashed).
-pub(crate) async fn create(
-    db: &Db,
+/// A new session for an account that has just proved itself: its cookie token, what it is,
+/// and the insert that stores it, for the caller to commit together with the ledger event
+/// that records the sign-in (see `Ledger::append_with`). The id and token are fresh random
+/// values and the table has no foreign keys, so the insert cannot fail on valid data.
+pub(crate) fn create(
     account: &Account,
     loa: Loa,
     amr: &[&str],
     client: &ClientInfo,
     timeouts: Timeouts,
-) -> Result<(String, SessionInfo), IdentityError> {
+) -> (String, SessionInfo, Script) {
     let now = now_ms();
     let secret = token(32);
     let id = token(12);
     let csrf_secret = token(24);
-    let _turn = db.write_turn().await;
-    sqlx::query(
+    let mut insert = Script::new();
+    insert.push(
         "INSERT INTO sessions (id, token_hash, account_id, loa, amr, csrf_secret, created_ms, auth_time_ms, last_seen_ms, expires_ms, user_agent, ip)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7, $8, $9, $10)",
-    )
-    .bind(&id)
-    .bind(hash(&secret))
-    .bind(&account.id)
-    .bind(loa.code())
-    .bind(amr.join(" "))
-    .bind(&csrf_secret)
-    .bind(now)
-    .bind(now + timeouts.absolute_ms)
-    .bind(&client.user_agent)
-    .bind(&client.ip)
-    .execute(db.pool())
-    .await?;
-    Ok((
-        secret,
-        SessionInfo {
-            id,
-            account: account.clone(),
-            loa,
-            amr: amr.iter().map(|s| s.to_string()).collect(),
-            auth_time_ms: now,
-            created_ms: now,
-            last_seen_ms: now,
-            expires_ms: now + timeouts.absolute_ms,
-            client: client.clone(),
-            acting_for: None,
-            csrf_secret,
-        },
-    ))
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            Value::Text(id.clone()),
+            Value::Text(hash(&secret)),
+            Value::Text(account.id.clone()),
+            Value::Str(loa.code()),
+            Value::Text(amr.join(" ")),
+            Value::Text(csrf_secret.clone()),
+            Value::I64(now),
+            Value::I64(now),
+            Value::I64(now),
+            Value::I64(now + timeouts.absolute_ms),
+            Value::Text(client.user_agent.clone()),
+            Value::Text(client.ip.clone()),
+        ],
+    );
+    let session = SessionInfo {
+        id,
+        account: account.clone(),
+        loa,
+        amr: amr.iter().map(|s| s.to_string()).collect(),
+        auth_time_ms: now,
+        created_ms: now,
+        last_seen_ms: now,
+        expires_ms: now + timeouts.absolute_ms,
+        client: client.clone(),
+        acting_for: None,
+        csrf_secret,
+    };
+    (secret, session, insert)
 }
 
 const SESSION_COLUMNS: &str = "s.id AS session_id, s.loa, s.amr, s.csrf_secret, s.created_ms, s.auth_time_ms, s.last_seen_ms, s.expires_ms, s.user_agent, s.ip, s.acting_for";

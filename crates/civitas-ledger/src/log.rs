@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use civitas_store::Db;
+use civitas_store::{Db, Script};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tlog_tiles::{RecordProof, TreeProof};
 
@@ -66,6 +66,8 @@ pub struct SignedCheckpoint {
 
 struct Append {
     entry: NewEntry,
+    /// Writes that commit with the entry (see [`Ledger::append_with`]).
+    writes: Option<Script>,
     reply: oneshot::Sender<Result<u64, String>>,
 }
 
@@ -179,6 +181,20 @@ impl Ledger {
 
     /// Appends an event and returns its index once it is durable.
     pub async fn append(&self, event: &Event) -> Result<u64, LedgerError> {
+        self.submit(event, None).await
+    }
+
+    /// Appends an event together with the writes it records (say, the session a sign-in
+    /// starts), in one transaction: both are durable, or neither, at the cost of one commit
+    /// instead of two. Each statement must change exactly one row and be one that valid data
+    /// cannot make fail, such as an insert under fresh random keys into a table without
+    /// foreign keys: on the node that sequences, it commits in the same transaction as the
+    /// other events of its batch. (Should one fail all the same, only its own append fails.)
+    pub async fn append_with(&self, event: &Event, writes: Script) -> Result<u64, LedgerError> {
+        self.submit(event, Some(writes)).await
+    }
+
+    async fn submit(&self, event: &Event, writes: Option<Script>) -> Result<u64, LedgerError> {
         let data = event.encode()?;
         let entry = NewEntry {
             idx: 0,
@@ -189,12 +205,16 @@ impl Ledger {
             queue_ref: None,
         };
         if !self.is_sequencer() {
-            return self.append_through_queue(entry).await;
+            return self.append_through_queue(entry, writes).await;
         }
         let (reply, answer) = oneshot::channel();
         self.inner
             .appends
-            .send(Append { entry, reply })
+            .send(Append {
+                entry,
+                writes,
+                reply,
+            })
             .await
             .map_err(|_| LedgerError::Unavailable("the sequencer has stopped".into()))?;
         answer
@@ -234,10 +254,14 @@ impl Ledger {
         self.inner.queue_nudge.notify_one();
     }
 
-    /// On a node that does not sequence: queue the entry for the sequencer and wait until
-    /// it is in the log.
-    async fn append_through_queue(&self, entry: NewEntry) -> Result<u64, LedgerError> {
-        let queue_ref = storage::enqueue(&self.inner.db, &entry).await?;
+    /// On a node that does not sequence: queue the entry for the sequencer (in one
+    /// transaction with its writes) and wait until it is in the log.
+    async fn append_through_queue(
+        &self,
+        entry: NewEntry,
+        writes: Option<Script>,
+    ) -> Result<u64, LedgerError> {
+        let queue_ref = storage::enqueue(&self.inner.db, &entry, writes.as_ref()).await?;
         let started = Instant::now();
         let mut wait = Duration::from_millis(5);
         loop {
@@ -759,22 +783,77 @@ impl Sequencer {
         }
     }
 
+    /// Writes a batch and answers its appends. A failed write steps this node down, except
+    /// when the batch carries companion writes: then nothing was committed, and the appends
+    /// are written again in smaller groups, so that a companion that fails fails only its
+    /// own append.
     async fn write(
         &mut self,
         inner: &Inner,
         batch: Vec<Append>,
         queued: Vec<NewEntry>,
     ) -> Result<(), LedgerError> {
+        let result = self.commit(inner, &batch, &queued).await;
+        let e = match result {
+            Ok(start) => {
+                answer(batch, start);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        // The tree may have moved under us: reload before anything else is written.
+        self.frontier = load_frontier(&inner.db).await?;
+        let isolate = !matches!(e, LedgerError::Corrupt(_))
+            && batch.iter().any(|a| a.writes.is_some())
+            && batch.len() + queued.len() > 1;
+        if !isolate {
+            refuse(batch, &e);
+            return Err(e);
+        }
+        tracing::warn!(error = %e, "a ledger batch with companion writes failed; writing its appends apart");
+        let (own, plain): (Vec<Append>, Vec<Append>) =
+            batch.into_iter().partition(|a| a.writes.is_some());
+        if !plain.is_empty() || !queued.is_empty() {
+            match self.commit(inner, &plain, &queued).await {
+                Ok(start) => answer(plain, start),
+                Err(e) => {
+                    refuse(plain, &e);
+                    self.frontier = load_frontier(&inner.db).await?;
+                    return Err(e);
+                }
+            }
+        }
+        for a in own {
+            match self.commit(inner, std::slice::from_ref(&a), &[]).await {
+                Ok(start) => answer(vec![a], start),
+                Err(e) => {
+                    refuse(vec![a], &e);
+                    self.frontier = load_frontier(&inner.db).await?;
+                    if matches!(e, LedgerError::Corrupt(_)) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the appends' and the queued entries in one transaction and advances the tree;
+    /// returns the index of the first.
+    async fn commit(
+        &mut self,
+        inner: &Inner,
+        batch: &[Append],
+        queued: &[NewEntry],
+    ) -> Result<u64, LedgerError> {
         let start = self.frontier.size();
         let mut next = self.frontier.clone();
         let mut hashes = Vec::with_capacity((batch.len() + queued.len()) * 2);
-        let mut entries = Vec::with_capacity(batch.len() + queued.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for a in batch {
-            entries.push(a.entry);
-            replies.push(a.reply);
-        }
-        entries.extend(queued);
+        let mut entries: Vec<NewEntry> = batch
+            .iter()
+            .map(|a| a.entry.clone())
+            .chain(queued.iter().cloned())
+            .collect();
         for (i, e) in entries.iter_mut().enumerate() {
             e.idx = start + i as u64;
             next.append(record_hash(&e.data), &mut hashes);
@@ -783,31 +862,39 @@ impl Sequencer {
             Some(_) => hashes.iter().map(|(_, h)| *h).collect(),
             None => Vec::new(),
         };
-        match storage::write_batch(&inner.db, start, entries, hashes, next.size(), next.root())
-            .await
+        let writes: Vec<&Script> = batch.iter().filter_map(|a| a.writes.as_ref()).collect();
+        storage::write_batch(
+            &inner.db,
+            start,
+            entries,
+            hashes,
+            next.size(),
+            next.root(),
+            &writes,
+        )
+        .await?;
+        if let Some(hf) = &inner.hashes
+            && let Err(e) = hf.append(stored_hash_index(0, start), &for_file).await
         {
-            Ok(()) => {
-                if let Some(hf) = &inner.hashes
-                    && let Err(e) = hf.append(stored_hash_index(0, start), &for_file).await
-                {
-                    tracing::warn!(error = %e, "the hash file fell behind; proofs read the database until it is refilled");
-                }
-                self.frontier = next;
-                inner.durable.store(self.frontier.size(), Ordering::SeqCst);
-                for (i, r) in replies.into_iter().enumerate() {
-                    let _ = r.send(Ok(start + i as u64));
-                }
-                Ok(())
-            }
-            Err(e) => {
-                for r in replies {
-                    let _ = r.send(Err(e.to_string()));
-                }
-                // The tree may have moved under us: reload before anything else is written.
-                self.frontier = load_frontier(&inner.db).await?;
-                Err(e)
-            }
+            tracing::warn!(error = %e, "the hash file fell behind; proofs read the database until it is refilled");
         }
+        self.frontier = next;
+        inner.durable.store(self.frontier.size(), Ordering::SeqCst);
+        Ok(start)
+    }
+}
+
+/// Tells each append its index: `start` for the first, and on in order.
+fn answer(batch: Vec<Append>, start: u64) {
+    for (i, a) in batch.into_iter().enumerate() {
+        let _ = a.reply.send(Ok(start + i as u64));
+    }
+}
+
+/// Tells each append that it was not written, and why.
+fn refuse(batch: Vec<Append>, e: &LedgerError) {
+    for a in batch {
+        let _ = a.reply.send(Err(e.to_string()));
     }
 }
 
@@ -972,7 +1059,7 @@ pub async fn bulk_load_for_benchmark(db: &Db, n: u64) -> Result<(), LedgerError>
                 queue_ref: None,
             });
         }
-        storage::write_batch(db, start, entries, hashes, next.size(), next.root()).await?;
+        storage::write_batch(db, start, entries, hashes, next.size(), next.root(), &[]).await?;
         frontier = next;
         done += count;
     }

@@ -100,6 +100,7 @@ pub(crate) async fn read_hashes(
 }
 
 /// One entry ready to be written.
+#[derive(Clone)]
 pub(crate) struct NewEntry {
     pub idx: u64,
     pub data: Vec<u8>,
@@ -119,9 +120,11 @@ pub(crate) async fn write_batch(
     hashes: Vec<(u64, Hash)>,
     new_size: u64,
     new_root: Hash,
+    writes: &[&Script],
 ) -> Result<(), LedgerError> {
-    // The tree head, the entries, the dequeued rows and the hashes go in one script: on
-    // SQLite, one round trip to the connection's thread instead of four.
+    // The tree head, the entries, the dequeued rows, the hashes and the writes that go with
+    // the entries (see `Ledger::append_with`) go in one script: on SQLite, one round trip to
+    // the connection's thread instead of one per kind, and one commit.
     let mut script = Script::new();
     let head = vec![
         Value::I64(new_size as i64),
@@ -170,12 +173,26 @@ pub(crate) async fn write_batch(
         hash_rows.row([Value::I64(idx as i64), Value::Bytes(h.0.to_vec())]);
     }
     script.insert(&mut hash_rows);
+    let mut companions = 0;
+    for w in writes {
+        script.extend_from(w);
+        companions += w.len();
+    }
     let _turn = db.write_turn().await;
     let mut tx: Transaction<'_, Any> = db.pool().begin().await.map_err(sql)?;
     let changed = script.execute(&mut tx, db.engine()).await?;
     // The tree head changes one row unless another sequencer moved the tree (then, too, its
-    // entries would collide with ours); each queued entry is dequeued exactly once.
-    if changed != (1 + written + dequeued.len()) as u64 {
+    // entries would collide with ours); each queued entry is dequeued exactly once; each
+    // companion statement changes one row.
+    if changed != (1 + written + dequeued.len() + companions) as u64 {
+        tx.rollback().await.map_err(sql)?;
+        drop(_turn);
+        if companions > 0 && tree_state(db).await?.0 == expected_size {
+            return Err(LedgerError::InvalidEvent(format!(
+                "the writes that go with the batch's entries changed {} rows, not {companions}",
+                changed as i64 - (1 + written + dequeued.len()) as i64
+            )));
+        }
         return Err(LedgerError::Corrupt(format!(
             "the tree is no longer at size {expected_size}: another sequencer wrote to it"
         )));
@@ -370,9 +387,23 @@ pub(crate) async fn enqueue_in(
 }
 
 /// Queues an entry for the sequencer (on a node that does not sequence); returns its reference.
-pub(crate) async fn enqueue(db: &Db, e: &NewEntry) -> Result<i64, LedgerError> {
+pub(crate) async fn enqueue(
+    db: &Db,
+    e: &NewEntry,
+    writes: Option<&Script>,
+) -> Result<i64, LedgerError> {
     use rand_core::RngCore;
     let queue_ref = (rand_core::OsRng.next_u64() >> 1) as i64;
+    let mut tx: Transaction<'_, Any> = db.pool().begin().await.map_err(sql)?;
+    if let Some(w) = writes {
+        let changed = w.execute(&mut tx, db.engine()).await?;
+        if changed != w.len() as u64 {
+            return Err(LedgerError::InvalidEvent(format!(
+                "the writes that go with the entry changed {changed} rows, not {}",
+                w.len()
+            )));
+        }
+    }
     sqlx::query("INSERT INTO ledger_queue (queue_ref, data, kind, subject_tag, time_ms, queued_ms) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(queue_ref)
         .bind(e.data.as_slice())
@@ -380,9 +411,10 @@ pub(crate) async fn enqueue(db: &Db, e: &NewEntry) -> Result<i64, LedgerError> {
         .bind(e.subject_tag.as_deref())
         .bind(e.time_ms)
         .bind(crate::event::now_ms())
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(sql)?;
+    tx.commit().await.map_err(sql)?;
     Ok(queue_ref)
 }
 

@@ -477,9 +477,36 @@ async fn on_postgres_one_node_sequences_the_others_queue_and_a_successor_takes_o
         idx.push(a.append(&event(i)).await.unwrap());
         idx.push(b.append(&event(100 + i)).await.unwrap());
     }
+    // A node that does not sequence queues an entry and its writes in one transaction.
+    let db = Db::connect(&url, 1).await.unwrap();
+    civitas_store::sqlx::raw_sql("CREATE TABLE companions (id TEXT PRIMARY KEY)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let insert = |id: &'static str| {
+        let mut s = civitas_store::Script::new();
+        s.push("INSERT INTO companions (id) VALUES (?)", vec![id.into()]);
+        s
+    };
+    idx.push(b.append_with(&event(7), insert("seven")).await.unwrap());
+    assert!(b.append_with(&event(8), insert("seven")).await.is_err());
+    let rows: i64 = civitas_store::sqlx::query_scalar("SELECT COUNT(*) FROM companions")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let queued: i64 = civitas_store::sqlx::query_scalar("SELECT COUNT(*) FROM ledger_queue")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        (rows, queued),
+        (1, 0),
+        "the refused one left nothing queued"
+    );
+    db.close().await;
     idx.sort_unstable();
-    assert_eq!(idx, (0..10).collect::<Vec<u64>>());
-    let before = b.wait_for_checkpoint(9).await.unwrap();
+    assert_eq!(idx, (0..11).collect::<Vec<u64>>());
+    let before = b.wait_for_checkpoint(10).await.unwrap();
     let key = b.verifier_key().to_string();
     b.proof_bundle(3).await.unwrap().verify(&key).unwrap();
 
@@ -492,8 +519,8 @@ async fn on_postgres_one_node_sequences_the_others_queue_and_a_successor_takes_o
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(b.append(&event(200)).await.unwrap(), 10);
-    let after = b.wait_for_checkpoint(10).await.unwrap();
+    assert_eq!(b.append(&event(200)).await.unwrap(), 11);
+    let after = b.wait_for_checkpoint(11).await.unwrap();
     let proof = b.consistency_proof(before.size, after.size).await.unwrap();
     verify_consistency(&proof, after.size, after.root, before.size, before.root).unwrap();
 }
@@ -555,4 +582,94 @@ async fn events_in_a_committed_transaction_reach_the_log_and_a_rolled_back_one_l
     // And a checkpoint covers them: the log verifies as usual.
     let checkpoint = ledger.wait_for_checkpoint(2).await.unwrap();
     assert!(checkpoint.size >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn companion_writes_commit_with_their_event_and_a_bad_one_fails_alone() {
+    use civitas_store::{Script, Value};
+    let (db, ledger) = open("companions").await;
+    civitas_store::sqlx::raw_sql("CREATE TABLE companions (id TEXT PRIMARY KEY, idx BIGINT)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let insert = |id: String| {
+        let mut s = Script::new();
+        s.push(
+            "INSERT INTO companions (id) VALUES (?)",
+            vec![Value::Text(id)],
+        );
+        s
+    };
+    ledger
+        .append_with(&event(1000), insert("taken".into()))
+        .await
+        .unwrap();
+    // Many at once, so that batches hold several appends with their writes, some failing:
+    // a key already taken (the database refuses it) and an update that finds no row.
+    let mut tasks = Vec::new();
+    for i in 0..48usize {
+        let l = ledger.clone();
+        let writes = match i % 8 {
+            3 => Some(insert("taken".into())),
+            5 => {
+                let mut s = Script::new();
+                s.push(
+                    "UPDATE companions SET idx = 1 WHERE id = ?",
+                    vec![Value::Str("nobody")],
+                );
+                Some(s)
+            }
+            0 => None,
+            _ => Some(insert(format!("row-{i}"))),
+        };
+        tasks.push(tokio::spawn(async move {
+            match writes {
+                Some(w) => l.append_with(&event(i), w).await,
+                None => l.append(&event(i)).await,
+            }
+        }));
+    }
+    let mut good = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match (i % 8, t.await.unwrap()) {
+            (3 | 5, Ok(idx)) => panic!("append {i} was logged at {idx} without its writes"),
+            (3 | 5, Err(e)) => assert!(!e.to_string().contains("inconsistent"), "{e}"),
+            (_, Ok(_)) => good.push(i as u64),
+            (_, Err(e)) => panic!("append {i} failed with the bad ones: {e}"),
+        }
+    }
+    // Every logged event's writes are there, and no failed one's event is logged.
+    let logged: Vec<Vec<u8>> =
+        civitas_store::sqlx::query_scalar("SELECT data FROM ledger_entries ORDER BY idx")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let mut logged: Vec<u64> = logged
+        .iter()
+        .map(|d| Event::decode(d).unwrap().public["i"].as_u64().unwrap())
+        .filter(|i| *i < 1000)
+        .collect();
+    logged.sort_unstable();
+    assert_eq!(logged, good);
+    let rows: i64 = civitas_store::sqlx::query_scalar("SELECT COUNT(*) FROM companions")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let inserted = good.iter().filter(|i| *i % 8 != 0).count() as i64;
+    assert_eq!(
+        rows,
+        1 + inserted,
+        "each logged event's insert, and only those"
+    );
+    // The sequencer carries on, and the log verifies.
+    let last = ledger.append(&event(2000)).await.unwrap();
+    assert_eq!(last as usize, logged.len() + 1, "indexes stay dense");
+    let key = ledger.verifier_key().to_string();
+    ledger.wait_for_checkpoint(last).await.unwrap();
+    ledger
+        .proof_bundle(last)
+        .await
+        .unwrap()
+        .verify(&key)
+        .unwrap();
 }

@@ -215,7 +215,7 @@ const ONE_TRIP_VALUES: usize = 64;
 /// trip instead of one per statement (each a wake-up of that thread and of the caller);
 /// larger ones, and every script on PostgreSQL (whose extended protocol takes one statement
 /// per message), run one statement after another.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Script {
     statements: Vec<(String, Vec<Value>)>,
 }
@@ -235,6 +235,21 @@ impl Script {
             "one value per parameter: {sql}"
         );
         self.statements.push((sql.to_string(), values));
+    }
+
+    /// How many statements it holds.
+    pub fn len(&self) -> usize {
+        self.statements.len()
+    }
+
+    /// Whether it holds no statement.
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+
+    /// Adds the statements of `other`, after its own.
+    pub fn extend_from(&mut self, other: &Script) {
+        self.statements.extend(other.statements.iter().cloned());
     }
 
     /// Adds the rows buffered in `rows` as multi-row inserts, and empties it.
