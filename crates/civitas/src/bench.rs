@@ -322,24 +322,38 @@ async fn scratch_db(
             std::fs::create_dir_all(&dir)?;
             format!("sqlite://{}?mode=rwc", dir.join("bench.db").display())
         }
-        _ => {
-            let admin = pg_admin.context("no PostgreSQL URL")?;
-            let db = civitas_store::Db::connect(admin, 1).await?;
-            let dbname = format!("civitas_bench_{}_{name}", std::process::id());
-            civitas_store::sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {dbname}"))
-                .execute(db.pool())
-                .await?;
-            civitas_store::sqlx::raw_sql(&format!("CREATE DATABASE {dbname}"))
-                .execute(db.pool())
-                .await?;
-            db.close().await;
-            let (base, _) = admin.rsplit_once('/').context("bad PostgreSQL URL")?;
-            format!("{base}/{dbname}")
-        }
+        _ => pg_scratch(pg_admin.context("no PostgreSQL URL")?, name).await?,
     };
     let db = civitas_store::Db::connect(&url, 16).await?;
     civitas_store::migrate(&db, crate::COMPONENTS).await?;
     Ok(db)
+}
+
+/// Creates an empty database `civitas_bench_<pid>_<name>` on the PostgreSQL server that
+/// `admin` reaches (dropping one left by an earlier run of the same name), and returns its URL.
+pub(crate) async fn pg_scratch(admin: &str, name: &str) -> Result<String> {
+    let db = civitas_store::Db::connect(admin, 1).await?;
+    let dbname = format!("civitas_bench_{}_{name}", std::process::id());
+    civitas_store::sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {dbname}"))
+        .execute(db.pool())
+        .await?;
+    civitas_store::sqlx::raw_sql(&format!("CREATE DATABASE {dbname}"))
+        .execute(db.pool())
+        .await?;
+    db.close().await;
+    let (base, _) = admin.rsplit_once('/').context("bad PostgreSQL URL")?;
+    Ok(format!("{base}/{dbname}"))
+}
+
+/// Drops a database made by [`pg_scratch`].
+pub(crate) async fn pg_drop_scratch(admin: &str, name: &str) -> Result<()> {
+    let db = civitas_store::Db::connect(admin, 1).await?;
+    let dbname = format!("civitas_bench_{}_{name}", std::process::id());
+    civitas_store::sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
+        .execute(db.pool())
+        .await?;
+    db.close().await;
+    Ok(())
 }
 
 /// The ledger configuration used in production, with its hash file in the scratch folder.

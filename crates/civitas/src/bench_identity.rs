@@ -32,6 +32,10 @@ pub struct IdentityArgs {
     /// ratios need both `floor` and `signin`).
     #[arg(long, value_parser = ["floor", "signin", "tokens"])]
     only: Option<String>,
+    /// Run on PostgreSQL instead of SQLite: a server URL where the benchmark may create (and
+    /// afterwards drop) a scratch database.
+    #[arg(long)]
+    postgres: Option<String>,
     /// Scratch folder (removed afterwards). Default: a new folder under the system temp dir.
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -243,21 +247,44 @@ async fn floor_and_sign_ins(
 }
 
 async fn run(args: &IdentityArgs, scratch: &std::path::Path) -> Result<()> {
-    println!("civitas bench identity — {}", machine());
+    let mut flags = vec![
+        ("data_dir", scratch.display().to_string(), "--data"),
+        ("listen", "127.0.0.1:0".into(), "--listen"),
+        ("demo.citizens", "2000".into(), "--citizens"),
+        ("log_level", "warn".into(), "--log-level"),
+    ];
+    if let Some(admin) = &args.postgres {
+        flags.push((
+            "database",
+            crate::bench::pg_scratch(admin, "identity").await?,
+            "--postgres",
+        ));
+    }
+    let result = measure(args, flags).await;
+    if let Some(admin) = &args.postgres {
+        crate::bench::pg_drop_scratch(admin, "identity").await?;
+    }
+    result
+}
+
+async fn measure(args: &IdentityArgs, flags: Vec<(&'static str, String, &'static str)>) -> Result<()> {
     let layers = civitas_core::config::Layers {
         file: None,
         env: Vec::new(),
-        flags: vec![
-            ("data_dir", scratch.display().to_string(), "--data"),
-            ("listen", "127.0.0.1:0".into(), "--listen"),
-            ("demo.citizens", "2000".into(), "--citizens"),
-            ("log_level", "warn".into(), "--log-level"),
-        ],
+        flags,
     };
     let resolved = layers.resolve()?;
     let config = resolved.config.clone();
     let (running, _) = crate::demo::prepare(&config, &resolved.entries, true, true).await?;
     let (db, ledger) = (running.db.clone(), running.ledger.clone());
+    println!(
+        "civitas bench identity — {}, {}",
+        machine(),
+        match db.engine() {
+            civitas_store::Engine::Sqlite => "SQLite".to_string(),
+            civitas_store::Engine::Postgres => "PostgreSQL".to_string(),
+        }
+    );
     let listener = crate::bind(config.listen).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
