@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod national_id;
+pub mod xroad;
 
 pub use national_id::NationalId;
 
