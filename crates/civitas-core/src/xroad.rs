@@ -261,6 +261,18 @@ impl fmt::Display for ServiceId {
     }
 }
 
+/// Identifiers serialise as their encoded text.
+macro_rules! serialise_as_text {
+    ($($t:ty),*) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+serialise_as_text!(MemberId, ClientId, ServiceId);
+
 /// `X-Road-Represented-Party`: `CLASS/CODE` or just `CODE` (no instance).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepresentedParty {
@@ -348,7 +360,12 @@ mod tests {
             ClientId::parse("TW/GOV/H R"),
             Err(XRoadIdError::Encoding { .. })
         ));
-        for bad in ["TW/GOV/a%3Bb", "TW/GOV/a_b", "TW/GOV/%E8%87%BA", "TW/GOV/a%00"] {
+        for bad in [
+            "TW/GOV/a%3Bb",
+            "TW/GOV/a_b",
+            "TW/GOV/%E8%87%BA",
+            "TW/GOV/a%00",
+        ] {
             assert!(
                 matches!(ClientId::parse(bad), Err(XRoadIdError::Character { .. })),
                 "{bad}"

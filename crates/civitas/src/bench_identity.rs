@@ -267,7 +267,10 @@ async fn run(args: &IdentityArgs, scratch: &std::path::Path) -> Result<()> {
     result
 }
 
-async fn measure(args: &IdentityArgs, flags: Vec<(&'static str, String, &'static str)>) -> Result<()> {
+async fn measure(
+    args: &IdentityArgs,
+    flags: Vec<(&'static str, String, &'static str)>,
+) -> Result<()> {
     let layers = civitas_core::config::Layers {
         file: None,
         env: Vec::new(),

@@ -1,0 +1,713 @@
+//! The directory: members, their subsystems, the services those provide (each with its
+//! endpoints, from its OpenAPI document when it has one) and access rights. Every change is
+//! a ledger event. Identifiers are stored in their encoded X-Road form.
+
+use civitas_core::xroad::{ClientId, MemberId, ServiceId};
+use civitas_ledger::{Event, Ledger};
+use civitas_store::Db;
+use civitas_store::sqlx::{self, Row};
+use serde::Serialize;
+
+use crate::ExchangeError;
+use crate::network;
+
+/// HTTP methods a right or an endpoint may name (`*` is any).
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+];
+
+/// A member of the exchange (an agency, a company).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// `INSTANCE/CLASS/CODE`.
+    pub id: MemberId,
+    /// Its name.
+    pub name: String,
+}
+
+/// A subsystem: one information system of a member, which calls and provides services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subsystem {
+    /// `INSTANCE/CLASS/MEMBER/SUBSYSTEM`.
+    pub id: ClientId,
+    /// Its name.
+    pub name: String,
+    /// The member's name.
+    pub member_name: String,
+    /// Address ranges its information system may call the gateway from.
+    pub networks: String,
+}
+
+/// One method and path of a service (`*` as a path segment matches any one segment).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Endpoint {
+    /// The HTTP method, or `*`.
+    pub method: String,
+    /// The path, from the service's root.
+    pub path: String,
+}
+
+/// A service a subsystem provides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// `INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE`.
+    pub id: ServiceId,
+    /// `OPENAPI` when described by an OpenAPI document, else `REST`.
+    pub kind: String,
+    /// Where the provider's information system serves it; the request's path follows.
+    pub base_url: String,
+    /// Whether calls are about a person and need a person, a purpose and a legal basis.
+    pub personal: bool,
+    /// Whether it is switched off.
+    pub disabled: bool,
+    /// Its endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// What a new service is.
+#[derive(Debug, Clone)]
+pub struct NewService {
+    /// Its identifier.
+    pub id: ServiceId,
+    /// Where the provider serves it (`http` or `https`).
+    pub base_url: String,
+    /// Its OpenAPI document (JSON), which gives its endpoints.
+    pub openapi: Option<String>,
+    /// Its endpoints, for a service without an OpenAPI document.
+    pub endpoints: Vec<Endpoint>,
+    /// Whether calls are about a person.
+    pub personal: bool,
+}
+
+/// A client subsystem's right to call a service's method under a path prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessRight {
+    /// The service.
+    pub service: ServiceId,
+    /// The client subsystem.
+    pub client: ClientId,
+    /// The method, or `*`.
+    pub method: String,
+    /// The path prefix (`/` for all).
+    pub path: String,
+}
+
+impl AccessRight {
+    /// Whether it lets a call with `method` reach `path`.
+    pub fn covers(&self, method: &str, path: &str) -> bool {
+        (self.method == "*" || self.method.eq_ignore_ascii_case(method))
+            && path_under(path, &self.path)
+    }
+}
+
+/// Whether `path` is `prefix` or below it, segment by segment (`/a` covers `/a/b`, not `/ab`).
+pub fn path_under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Checks a method: one of HTTP's, or `*`; returns it upper-cased.
+fn method(m: &str) -> Result<String, ExchangeError> {
+    let m = m.trim().to_ascii_uppercase();
+    if m == "*" || METHODS.contains(&m.as_str()) {
+        Ok(m)
+    } else {
+        Err(ExchangeError::Invalid(format!(
+            "{m:?} is not an HTTP method (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, TRACE) or *"
+        )))
+    }
+}
+
+/// Checks a path or path prefix: it starts with `/` and holds no `..` segment.
+fn path(p: &str) -> Result<String, ExchangeError> {
+    let p = p.trim();
+    if !p.starts_with('/') || p.split('/').any(|s| s == ".." || s == ".") || p.contains(['?', '#'])
+    {
+        return Err(ExchangeError::Invalid(format!(
+            "{p:?} is not a path: it must start with / and have no . or .. segments, query or fragment"
+        )));
+    }
+    Ok(p.to_string())
+}
+
+/// The endpoints an OpenAPI document declares: each path with each of its methods, path
+/// parameters (`{id}`) as `*`.
+pub fn openapi_endpoints(doc: &str) -> Result<Vec<Endpoint>, ExchangeError> {
+    let v: serde_json::Value = serde_json::from_str(doc)
+        .map_err(|e| ExchangeError::Invalid(format!("the OpenAPI document is not JSON: {e}")))?;
+    if !v["openapi"].as_str().is_some_and(|s| s.starts_with('3')) {
+        return Err(ExchangeError::Invalid(
+            "the OpenAPI document must be OpenAPI 3 (its \"openapi\" field)".into(),
+        ));
+    }
+    let paths = v["paths"]
+        .as_object()
+        .ok_or_else(|| ExchangeError::Invalid("the OpenAPI document has no paths".into()))?;
+    let mut out = Vec::new();
+    for (p, item) in paths {
+        let generic: String = p
+            .split('/')
+            .map(|s| {
+                if s.starts_with('{') && s.ends_with('}') {
+                    "*"
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let generic = path(&generic)?;
+        for m in METHODS {
+            if item.get(m.to_ascii_lowercase()).is_some() {
+                out.push(Endpoint {
+                    method: m.to_string(),
+                    path: generic.clone(),
+                });
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The directory, over the database, logging changes to the ledger.
+#[derive(Clone)]
+pub struct Directory {
+    db: Db,
+    ledger: Ledger,
+    instance: String,
+}
+
+impl Directory {
+    /// The directory of the X-Road instance `instance` (such as `TW`).
+    pub fn new(db: Db, ledger: Ledger, instance: &str) -> Directory {
+        Directory {
+            db,
+            ledger,
+            instance: instance.to_string(),
+        }
+    }
+
+    /// The instance this directory belongs to.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn own_instance(&self, instance: &str) -> Result<(), ExchangeError> {
+        if instance == self.instance {
+            Ok(())
+        } else {
+            Err(ExchangeError::Invalid(format!(
+                "{instance} is not this exchange's instance ({})",
+                self.instance
+            )))
+        }
+    }
+
+    async fn record(&self, event: Event) -> Result<(), ExchangeError> {
+        self.ledger.append(&event).await?;
+        Ok(())
+    }
+
+    /// Registers a member.
+    pub async fn add_member(
+        &self,
+        id: &MemberId,
+        name: &str,
+        actor: &str,
+    ) -> Result<Member, ExchangeError> {
+        self.own_instance(&id.instance)?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(ExchangeError::Invalid("a member needs a name".into()));
+        }
+        let done = sqlx::query(
+            "INSERT INTO exchange_members (id, instance, class, code, name, created_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(&id.instance)
+        .bind(&id.class)
+        .bind(&id.code)
+        .bind(name)
+        .bind(now_ms())
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(ExchangeError::Conflict(format!(
+                "member {id} exists already"
+            )));
+        }
+        self.record(
+            Event::new(
+                "exchange.member_added",
+                actor,
+                &format!("exchange/member/{id}"),
+            )
+            .with("name", name),
+        )
+        .await?;
+        Ok(Member {
+            id: id.clone(),
+            name: name.into(),
+        })
+    }
+
+    /// Registers a subsystem of an existing member; its information system may call the
+    /// gateway from `networks` (comma-separated ranges).
+    pub async fn add_subsystem(
+        &self,
+        id: &ClientId,
+        name: &str,
+        networks: &str,
+        actor: &str,
+    ) -> Result<Subsystem, ExchangeError> {
+        let Some(code) = &id.subsystem else {
+            return Err(ExchangeError::Invalid(format!(
+                "{id} names a member, not a subsystem"
+            )));
+        };
+        network::parse_list(networks)?;
+        let member = self
+            .members()
+            .await?
+            .into_iter()
+            .find(|m| m.id == id.member)
+            .ok_or_else(|| ExchangeError::NotFound(format!("no member {}", id.member)))?;
+        let name = if name.trim().is_empty() {
+            code.as_str()
+        } else {
+            name.trim()
+        };
+        let done = sqlx::query(
+            "INSERT INTO exchange_subsystems (id, member_id, code, name, networks, created_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(id.member.to_string())
+        .bind(code)
+        .bind(name)
+        .bind(networks.trim())
+        .bind(now_ms())
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(ExchangeError::Conflict(format!(
+                "subsystem {id} exists already"
+            )));
+        }
+        self.record(
+            Event::new(
+                "exchange.subsystem_added",
+                actor,
+                &format!("exchange/subsystem/{id}"),
+            )
+            .with("name", name)
+            .with("networks", networks.trim()),
+        )
+        .await?;
+        Ok(Subsystem {
+            id: id.clone(),
+            name: name.into(),
+            member_name: member.name,
+            networks: networks.trim().into(),
+        })
+    }
+
+    /// Registers a service of an existing subsystem.
+    pub async fn add_service(
+        &self,
+        new: NewService,
+        actor: &str,
+    ) -> Result<Service, ExchangeError> {
+        let base = new.base_url.trim().trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://"))
+            || base.contains(['?', '#'])
+        {
+            return Err(ExchangeError::Invalid(format!(
+                "{base:?} is not an http or https address without query or fragment"
+            )));
+        }
+        if self.subsystem(&new.id.provider).await?.is_none() {
+            return Err(ExchangeError::NotFound(format!(
+                "no subsystem {}",
+                new.id.provider
+            )));
+        }
+        let (kind, endpoints) = match &new.openapi {
+            Some(doc) => ("OPENAPI", openapi_endpoints(doc)?),
+            None => {
+                let mut list = new
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        Ok(Endpoint {
+                            method: method(&e.method)?,
+                            path: path(&e.path)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ExchangeError>>()?;
+                list.sort();
+                list.dedup();
+                ("REST", list)
+            }
+        };
+        let id = new.id.to_string();
+        let mut tx = self.db.pool().begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO exchange_services (id, subsystem_id, code, kind, base_url, openapi, personal, disabled, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(new.id.provider.to_string())
+        .bind(&new.id.code)
+        .bind(kind)
+        .bind(&base)
+        .bind(new.openapi.as_deref())
+        .bind(i64::from(new.personal))
+        .bind(0i64)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(ExchangeError::Conflict(format!(
+                "service {id} exists already"
+            )));
+        }
+        for e in &endpoints {
+            sqlx::query(
+                "INSERT INTO exchange_endpoints (service_id, method, path) VALUES ($1, $2, $3)",
+            )
+            .bind(&id)
+            .bind(&e.method)
+            .bind(&e.path)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.record(
+            Event::new(
+                "exchange.service_added",
+                actor,
+                &format!("exchange/service/{id}"),
+            )
+            .with("kind", kind)
+            .with("personal", new.personal)
+            .with("endpoints", endpoints.len() as u64),
+        )
+        .await?;
+        Ok(Service {
+            id: new.id,
+            kind: kind.into(),
+            base_url: base,
+            personal: new.personal,
+            disabled: false,
+            endpoints,
+        })
+    }
+
+    /// Lets a client subsystem call a service's `method` (or `*`) under `path_prefix`.
+    pub async fn grant(
+        &self,
+        service: &ServiceId,
+        client: &ClientId,
+        method_: &str,
+        path_prefix: &str,
+        actor: &str,
+    ) -> Result<AccessRight, ExchangeError> {
+        let (m, p) = (method(method_)?, path(path_prefix)?);
+        if self.service(service).await?.is_none() {
+            return Err(ExchangeError::NotFound(format!("no service {service}")));
+        }
+        if self.subsystem(client).await?.is_none() {
+            return Err(ExchangeError::NotFound(format!("no subsystem {client}")));
+        }
+        let done = sqlx::query(
+            "INSERT INTO exchange_access (service_id, client_id, method, path, granted_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (service_id, client_id, method, path) DO NOTHING",
+        )
+        .bind(service.to_string())
+        .bind(client.to_string())
+        .bind(&m)
+        .bind(&p)
+        .bind(now_ms())
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(ExchangeError::Conflict(format!(
+                "{client} may already call {m} {p} of {service}"
+            )));
+        }
+        self.record(
+            Event::new(
+                "exchange.access_granted",
+                actor,
+                &format!("exchange/service/{service}"),
+            )
+            .with("client", client.to_string())
+            .with("method", m.as_str())
+            .with("path", p.as_str()),
+        )
+        .await?;
+        Ok(AccessRight {
+            service: service.clone(),
+            client: client.clone(),
+            method: m,
+            path: p,
+        })
+    }
+
+    /// Takes a right away.
+    pub async fn revoke(
+        &self,
+        service: &ServiceId,
+        client: &ClientId,
+        method_: &str,
+        path_prefix: &str,
+        actor: &str,
+    ) -> Result<(), ExchangeError> {
+        let (m, p) = (method(method_)?, path(path_prefix)?);
+        let done = sqlx::query(
+            "DELETE FROM exchange_access WHERE service_id = $1 AND client_id = $2 AND method = $3 AND path = $4",
+        )
+        .bind(service.to_string())
+        .bind(client.to_string())
+        .bind(&m)
+        .bind(&p)
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(ExchangeError::NotFound(format!(
+                "{client} has no right to {m} {p} of {service}"
+            )));
+        }
+        self.record(
+            Event::new(
+                "exchange.access_revoked",
+                actor,
+                &format!("exchange/service/{service}"),
+            )
+            .with("client", client.to_string())
+            .with("method", m.as_str())
+            .with("path", p.as_str()),
+        )
+        .await
+    }
+
+    /// Every member, by identifier.
+    pub async fn members(&self) -> Result<Vec<Member>, ExchangeError> {
+        let rows =
+            sqlx::query("SELECT instance, class, code, name FROM exchange_members ORDER BY id")
+                .fetch_all(self.db.pool())
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Member {
+                    id: MemberId {
+                        instance: r.try_get("instance")?,
+                        class: r.try_get("class")?,
+                        code: r.try_get("code")?,
+                    },
+                    name: r.try_get("name")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn subsystems_where(
+        &self,
+        filter: &str,
+        arg: Option<String>,
+    ) -> Result<Vec<Subsystem>, ExchangeError> {
+        let sql = format!(
+            "SELECT s.id, s.name, s.networks, m.name AS member_name FROM exchange_subsystems s JOIN exchange_members m ON m.id = s.member_id {filter} ORDER BY s.id"
+        );
+        let mut q = sqlx::query(&sql);
+        if let Some(a) = arg {
+            q = q.bind(a);
+        }
+        let rows = q.fetch_all(self.db.pool()).await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                Ok(Subsystem {
+                    id: ClientId::parse(&id)?,
+                    name: r.try_get("name")?,
+                    member_name: r.try_get("member_name")?,
+                    networks: r.try_get("networks")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every subsystem, by identifier.
+    pub async fn subsystems(&self) -> Result<Vec<Subsystem>, ExchangeError> {
+        self.subsystems_where("", None).await
+    }
+
+    /// One subsystem.
+    pub async fn subsystem(&self, id: &ClientId) -> Result<Option<Subsystem>, ExchangeError> {
+        Ok(self
+            .subsystems_where("WHERE s.id = $1", Some(id.to_string()))
+            .await?
+            .pop())
+    }
+
+    async fn services_where(
+        &self,
+        filter: &str,
+        arg: String,
+    ) -> Result<Vec<Service>, ExchangeError> {
+        let sql = format!(
+            "SELECT s.id, s.kind, s.base_url, s.personal, s.disabled, e.method, e.path FROM exchange_services s LEFT JOIN exchange_endpoints e ON e.service_id = s.id {filter} ORDER BY s.id, e.path, e.method"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(arg)
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut out: Vec<Service> = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let id = ServiceId::parse(&id)?;
+            if out.last().is_none_or(|s| s.id != id) {
+                out.push(Service {
+                    id,
+                    kind: r.try_get("kind")?,
+                    base_url: r.try_get("base_url")?,
+                    personal: r.try_get::<i64, _>("personal")? != 0,
+                    disabled: r.try_get::<i64, _>("disabled")? != 0,
+                    endpoints: Vec::new(),
+                });
+            }
+            let (m, p): (Option<String>, Option<String>) =
+                (r.try_get("method")?, r.try_get("path")?);
+            if let (Some(method), Some(path), Some(s)) = (m, p, out.last_mut()) {
+                s.endpoints.push(Endpoint { method, path });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The services a subsystem provides.
+    pub async fn services(&self, provider: &ClientId) -> Result<Vec<Service>, ExchangeError> {
+        self.services_where("WHERE s.subsystem_id = $1", provider.to_string())
+            .await
+    }
+
+    /// One service.
+    pub async fn service(&self, id: &ServiceId) -> Result<Option<Service>, ExchangeError> {
+        Ok(self
+            .services_where("WHERE s.id = $1", id.to_string())
+            .await?
+            .pop())
+    }
+
+    /// A service's OpenAPI document, when it has one.
+    pub async fn openapi(&self, id: &ServiceId) -> Result<Option<String>, ExchangeError> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT openapi FROM exchange_services WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?
+        .flatten())
+    }
+
+    /// The rights a client holds on a provider subsystem's services (all of the client's
+    /// rights when `provider` is `None`).
+    pub async fn rights_of(
+        &self,
+        client: &ClientId,
+        provider: Option<&ClientId>,
+    ) -> Result<Vec<AccessRight>, ExchangeError> {
+        let rows = sqlx::query(
+            "SELECT a.service_id, a.method, a.path, s.subsystem_id FROM exchange_access a JOIN exchange_services s ON s.id = a.service_id WHERE a.client_id = $1 ORDER BY a.service_id, a.path, a.method",
+        )
+        .bind(client.to_string())
+        .fetch_all(self.db.pool())
+        .await?;
+        let provider = provider.map(|p| p.to_string());
+        let mut out = Vec::new();
+        for r in &rows {
+            let subsystem: String = r.try_get("subsystem_id")?;
+            if provider.as_ref().is_some_and(|p| *p != subsystem) {
+                continue;
+            }
+            let service: String = r.try_get("service_id")?;
+            out.push(AccessRight {
+                service: ServiceId::parse(&service)?,
+                client: client.clone(),
+                method: r.try_get("method")?,
+                path: r.try_get("path")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether `client` may call `method` on `path` of `service`.
+    pub async fn may_call(
+        &self,
+        client: &ClientId,
+        service: &ServiceId,
+        method: &str,
+        path: &str,
+    ) -> Result<bool, ExchangeError> {
+        let rows = sqlx::query(
+            "SELECT method, path FROM exchange_access WHERE service_id = $1 AND client_id = $2",
+        )
+        .bind(service.to_string())
+        .bind(client.to_string())
+        .fetch_all(self.db.pool())
+        .await?;
+        for r in &rows {
+            let right = AccessRight {
+                service: service.clone(),
+                client: client.clone(),
+                method: r.try_get("method")?,
+                path: r.try_get("path")?,
+            };
+            if right.covers(method, path) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The endpoints of `service` that `rights` open (for `allowedMethods`): each endpoint some
+/// right covers; a service without declared endpoints shows the rights themselves.
+pub fn allowed_endpoints(service: &Service, rights: &[AccessRight]) -> Vec<Endpoint> {
+    let mine: Vec<&AccessRight> = rights.iter().filter(|r| r.service == service.id).collect();
+    if service.endpoints.is_empty() {
+        let mut out: Vec<Endpoint> = mine
+            .iter()
+            .map(|r| Endpoint {
+                method: r.method.clone(),
+                path: if r.path == "/" {
+                    "/**".into()
+                } else {
+                    format!("{}/**", r.path.trim_end_matches('/'))
+                },
+            })
+            .collect();
+        out.sort();
+        return out;
+    }
+    service
+        .endpoints
+        .iter()
+        .filter(|e| {
+            mine.iter().any(|r| {
+                (r.method == "*" || r.method == e.method || e.method == "*")
+                    && path_under(&e.path, &r.path)
+            })
+        })
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,102 @@
+//! The exchange: an X-Road-compatible directory of members, their subsystems and the services
+//! those provide, with access rights (client subsystem × service × method × path prefix),
+//! and the REST protocol's message rules (`protocol`). The gateway's HTTP side lives in
+//! `civitas-web`; it asks this crate who may call what, and logs every call to the ledger.
+
+pub mod directory;
+pub mod network;
+pub mod protocol;
+
+pub use directory::{
+    AccessRight, Directory, Endpoint, Member, NewService, Service, Subsystem, allowed_endpoints,
+};
+
+use civitas_store::{Component, Migration};
+
+/// What went wrong in the exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The request is malformed or names something invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such member, subsystem or service.
+    #[error("{0}")]
+    NotFound(String),
+    /// It exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] civitas_store::StoreError),
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] civitas_ledger::LedgerError),
+}
+
+impl From<civitas_store::sqlx::Error> for ExchangeError {
+    fn from(e: civitas_store::sqlx::Error) -> Self {
+        ExchangeError::Store(e.into())
+    }
+}
+
+impl From<civitas_core::xroad::XRoadIdError> for ExchangeError {
+    fn from(e: civitas_core::xroad::XRoadIdError) -> Self {
+        ExchangeError::Invalid(e.to_string())
+    }
+}
+
+/// The exchange's schema.
+pub const COMPONENT: Component = Component {
+    name: "exchange",
+    migrations: &[Migration {
+        version: 1,
+        name: "directory and access rights",
+        sql: "CREATE TABLE exchange_members (
+            id TEXT PRIMARY KEY,
+            instance TEXT NOT NULL,
+            class TEXT NOT NULL,
+            code TEXT NOT NULL,
+            name TEXT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE TABLE exchange_subsystems (
+            id TEXT PRIMARY KEY,
+            member_id TEXT NOT NULL REFERENCES exchange_members (id),
+            code TEXT NOT NULL,
+            name TEXT NOT NULL,
+            networks TEXT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX exchange_subsystems_member ON exchange_subsystems (member_id);
+        CREATE TABLE exchange_services (
+            id TEXT PRIMARY KEY,
+            subsystem_id TEXT NOT NULL REFERENCES exchange_subsystems (id),
+            code TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            base_url TEXT NOT NULL,
+            openapi TEXT,
+            personal BIGINT NOT NULL,
+            disabled BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX exchange_services_subsystem ON exchange_services (subsystem_id);
+        CREATE TABLE exchange_endpoints (
+            service_id TEXT NOT NULL REFERENCES exchange_services (id),
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            PRIMARY KEY (service_id, method, path)
+        );
+        CREATE TABLE exchange_access (
+            service_id TEXT NOT NULL REFERENCES exchange_services (id),
+            client_id TEXT NOT NULL REFERENCES exchange_subsystems (id),
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            granted_ms BIGINT NOT NULL,
+            PRIMARY KEY (service_id, client_id, method, path)
+        );
+        CREATE INDEX exchange_access_client ON exchange_access (client_id);",
+    }],
+};
+
+#[cfg(test)]
+mod tests;

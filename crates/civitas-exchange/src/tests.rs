@@ -1,0 +1,261 @@
+//! The directory against a real database: SQLite always, PostgreSQL when
+//! `CIVITAS_TEST_POSTGRES_URL` names a server.
+
+use std::time::Duration;
+
+use civitas_core::xroad::{ClientId, MemberId, ServiceId};
+use civitas_ledger::{Ledger, LedgerConfig};
+use civitas_store::Db;
+
+use crate::{Directory, Endpoint, ExchangeError, NewService, allowed_endpoints};
+
+/// A fresh directory on SQLite, and on PostgreSQL too when a server is given.
+async fn engines(name: &str) -> Vec<Directory> {
+    let dir = std::env::temp_dir().join(format!("civitas-exchange-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut urls = vec![format!("sqlite://{}?mode=rwc", dir.join("x.db").display())];
+    if let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") {
+        let db = Db::connect(&admin, 1).await.unwrap();
+        let dbname = format!("civitas_exchange_{}_{name}", std::process::id());
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {dbname}"),
+            format!("CREATE DATABASE {dbname}"),
+        ] {
+            civitas_store::sqlx::raw_sql(&sql)
+                .execute(db.pool())
+                .await
+                .unwrap();
+        }
+        db.close().await;
+        urls.push(format!("{}/{dbname}", admin.rsplit_once('/').unwrap().0));
+    } else {
+        assert!(
+            std::env::var("CIVITAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+            "CIVITAS_TEST_POSTGRES_URL is required"
+        );
+    }
+    let mut out = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        let db = Db::connect(url, 4).await.unwrap();
+        civitas_store::migrate(&db, &[civitas_ledger::COMPONENT, crate::COMPONENT])
+            .await
+            .unwrap();
+        let mut config = LedgerConfig::new("test.civitas/ledger");
+        config.checkpoint_interval = Duration::from_millis(20);
+        config.hash_file = Some(dir.join(format!("hashes-{i}.bin")));
+        let ledger = Ledger::open(db.clone(), config).await.unwrap();
+        out.push(Directory::new(db, ledger, "TW"));
+    }
+    out
+}
+
+const PETS: &str = r#"{"openapi":"3.0.3","info":{"title":"t","version":"1"},
+  "paths":{"/persons/{id}":{"get":{},"delete":{}},"/persons":{"get":{},"post":{}},"/health":{"get":{}}}}"#;
+
+async fn country(d: &Directory) -> (ClientId, ClientId, ServiceId) {
+    let hro = MemberId::new("TW", "GOV", "HRO").unwrap();
+    let moda = MemberId::new("TW", "GOV", "MODA").unwrap();
+    d.add_member(&hro, "Household Registration Office", "operator:test")
+        .await
+        .unwrap();
+    d.add_member(&moda, "Ministry of Digital Affairs", "operator:test")
+        .await
+        .unwrap();
+    let population = hro.subsystem("population").unwrap();
+    let portal = moda.subsystem("portal").unwrap();
+    d.add_subsystem(
+        &population,
+        "Population register",
+        "127.0.0.1/32",
+        "operator:test",
+    )
+    .await
+    .unwrap();
+    d.add_subsystem(&portal, "", "10.0.0.0/8", "operator:test")
+        .await
+        .unwrap();
+    let persons = population.service("persons").unwrap();
+    d.add_service(
+        NewService {
+            id: persons.clone(),
+            base_url: "http://127.0.0.1:9/api/".into(),
+            openapi: Some(PETS.into()),
+            endpoints: Vec::new(),
+            personal: true,
+        },
+        "operator:test",
+    )
+    .await
+    .unwrap();
+    (population, portal, persons)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_holds_members_subsystems_services_and_their_endpoints() {
+    for d in engines("directory").await {
+        directory_holds(&d).await;
+    }
+}
+
+async fn directory_holds(d: &Directory) {
+    let (population, portal, persons) = country(d).await;
+    assert_eq!(d.members().await.unwrap().len(), 2);
+    let subs = d.subsystems().await.unwrap();
+    assert_eq!(subs.len(), 2);
+    let p = d.subsystem(&portal).await.unwrap().unwrap();
+    assert_eq!(
+        (p.name.as_str(), p.member_name.as_str()),
+        ("portal", "Ministry of Digital Affairs")
+    );
+    let s = d.service(&persons).await.unwrap().unwrap();
+    assert_eq!(s.kind, "OPENAPI");
+    assert_eq!(s.base_url, "http://127.0.0.1:9/api");
+    assert!(s.personal);
+    let e = |m: &str, p: &str| Endpoint {
+        method: m.into(),
+        path: p.into(),
+    };
+    assert_eq!(
+        s.endpoints,
+        vec![
+            e("GET", "/health"),
+            e("GET", "/persons"),
+            e("POST", "/persons"),
+            e("DELETE", "/persons/*"),
+            e("GET", "/persons/*")
+        ]
+    );
+    assert_eq!(d.services(&population).await.unwrap().len(), 1);
+    assert!(
+        d.openapi(&persons)
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("/persons/{id}")
+    );
+
+    // Duplicates, unknown parents, another instance and bad input are refused with a reason.
+    let hro = MemberId::new("TW", "GOV", "HRO").unwrap();
+    assert!(matches!(
+        d.add_member(&hro, "again", "t").await,
+        Err(ExchangeError::Conflict(_))
+    ));
+    let other = MemberId::new("EE", "GOV", "X").unwrap();
+    assert!(matches!(
+        d.add_member(&other, "x", "t").await,
+        Err(ExchangeError::Invalid(_))
+    ));
+    let orphan = MemberId::new("TW", "COM", "NOBODY")
+        .unwrap()
+        .subsystem("s")
+        .unwrap();
+    assert!(matches!(
+        d.add_subsystem(&orphan, "", "127.0.0.1", "t").await,
+        Err(ExchangeError::NotFound(_))
+    ));
+    let bad_net = hro.subsystem("other").unwrap();
+    assert!(matches!(
+        d.add_subsystem(&bad_net, "", "everywhere", "t").await,
+        Err(ExchangeError::Invalid(_))
+    ));
+    for (url, doc) in [
+        ("ftp://x", None),
+        ("http://x?y=1", None),
+        ("http://x", Some("{\"swagger\":\"2.0\"}")),
+    ] {
+        let r = d
+            .add_service(
+                NewService {
+                    id: population.service("more").unwrap(),
+                    base_url: url.into(),
+                    openapi: doc.map(str::to_string),
+                    endpoints: Vec::new(),
+                    personal: false,
+                },
+                "t",
+            )
+            .await;
+        assert!(matches!(r, Err(ExchangeError::Invalid(_))), "{url} {r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rights_open_a_method_under_a_path_prefix_and_nothing_else() {
+    for d in engines("rights").await {
+        rights_open(&d).await;
+    }
+}
+
+async fn rights_open(d: &Directory) {
+    let (population, portal, persons) = country(d).await;
+    assert!(
+        !d.may_call(&portal, &persons, "GET", "/persons/1")
+            .await
+            .unwrap()
+    );
+    d.grant(&persons, &portal, "get", "/persons", "operator:test")
+        .await
+        .unwrap();
+    for (m, p, ok) in [
+        ("GET", "/persons", true),
+        ("GET", "/persons/A123", true),
+        ("get", "/persons/A123/household", true),
+        ("POST", "/persons", false),
+        ("GET", "/personsX", false),
+        ("GET", "/health", false),
+    ] {
+        assert_eq!(
+            d.may_call(&portal, &persons, m, p).await.unwrap(),
+            ok,
+            "{m} {p}"
+        );
+    }
+    // The other direction holds nothing.
+    assert!(
+        !d.may_call(&population, &persons, "GET", "/persons")
+            .await
+            .unwrap()
+    );
+    // allowedMethods: the endpoints the rights open.
+    let rights = d.rights_of(&portal, Some(&population)).await.unwrap();
+    let service = d.service(&persons).await.unwrap().unwrap();
+    let allowed: Vec<String> = allowed_endpoints(&service, &rights)
+        .into_iter()
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect();
+    assert_eq!(allowed, ["GET /persons", "GET /persons/*"]);
+    // Granting twice, revoking what is not there and bad methods or paths are refused.
+    assert!(matches!(
+        d.grant(&persons, &portal, "GET", "/persons", "t").await,
+        Err(ExchangeError::Conflict(_))
+    ));
+    assert!(matches!(
+        d.grant(&persons, &portal, "FETCH", "/", "t").await,
+        Err(ExchangeError::Invalid(_))
+    ));
+    assert!(matches!(
+        d.grant(&persons, &portal, "GET", "/a/../b", "t").await,
+        Err(ExchangeError::Invalid(_))
+    ));
+    assert!(matches!(
+        d.revoke(&persons, &portal, "POST", "/persons", "t").await,
+        Err(ExchangeError::NotFound(_))
+    ));
+    // Any method under the root, then revoked: back to nothing.
+    d.grant(&persons, &portal, "*", "/", "t").await.unwrap();
+    assert!(
+        d.may_call(&portal, &persons, "DELETE", "/health")
+            .await
+            .unwrap()
+    );
+    d.revoke(&persons, &portal, "*", "/", "t").await.unwrap();
+    d.revoke(&persons, &portal, "GET", "/persons", "t")
+        .await
+        .unwrap();
+    assert!(
+        !d.may_call(&portal, &persons, "GET", "/persons")
+            .await
+            .unwrap()
+    );
+}
