@@ -41,6 +41,8 @@ pub struct Config {
     pub ledger_origin: Option<String>,
     /// Longest time in milliseconds between an append and a checkpoint covering it.
     pub ledger_checkpoint_ms: u64,
+    /// The X-Road instance the exchange's identifiers belong to (`exchange.instance`).
+    pub exchange_instance: String,
     /// Witnesses that cosign the ledger's checkpoints: `URL VERIFIER-KEY` pairs.
     pub ledger_witnesses: Vec<(String, String)>,
     /// How many witnesses must cosign before a checkpoint is published.
@@ -155,6 +157,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("identity.session_idle_mins", Kind::Int, "30"),
     ("identity.session_max_hours", Kind::Int, "12"),
     ("identity.dev_mail_sink", Kind::Bool, "false"),
+    ("exchange.instance", Kind::Str, "TW"),
 ];
 
 /// Environment variables with this prefix are configuration, except these names.
@@ -369,6 +372,14 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
             format!("`{d}` is not a date like 2026-11-22"),
         ));
     }
+    let exchange_instance = text("exchange.instance").unwrap_or("TW").to_string();
+    crate::xroad::check_part("exchange instance", &exchange_instance).map_err(|e| {
+        invalid(
+            "exchange.instance",
+            &get("exchange.instance").1,
+            e.to_string(),
+        )
+    })?;
     let ledger_origin = text("ledger.origin").map(str::to_string);
     if let Some(o) = ledger_origin
         .as_ref()
@@ -434,6 +445,7 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
         session_idle_mins: int("identity.session_idle_mins", 1, 24 * 60)?,
         session_max_hours: int("identity.session_max_hours", 1, 24 * 30)?,
         dev_mail_sink: boolean("identity.dev_mail_sink")?,
+        exchange_instance,
     };
     let entries = KEYS
         .iter()
@@ -632,6 +644,8 @@ mod tests {
         assert!(bad("log_format", "xml").contains("not `text` or `json`"));
         assert!(bad("demo.citizens", "ten").contains("not a whole number"));
         assert!(bad("demo.as_of", "22/11/2026").contains("not a date"));
+        assert!(bad("exchange.instance", "T W").contains("exchange.instance"));
+        assert!(bad("exchange.instance", "TW/EE").contains("'/'"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod admin;
 mod api;
 mod applications;
 pub mod auth;
+mod exchange;
 mod i18n;
 mod ledger;
 mod oidc;
@@ -52,6 +53,10 @@ pub struct AppState {
     pub oidc: civitas_identity::oidc::Provider,
     /// The development mail sink, when configured (`identity.dev_mail_sink`).
     pub mail_sink: Option<civitas_identity::MailSink>,
+    /// The exchange's directory.
+    pub exchange: civitas_exchange::Directory,
+    /// The HTTP client the gateway calls providers' information systems with.
+    pub gateway: reqwest::Client,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -77,6 +82,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes())
         .merge(ledger::routes())
         .merge(oidc::routes())
+        .merge(exchange::routes())
         .merge(pages)
         .with_state(state)
         .layer(

@@ -24,6 +24,7 @@ pub const COMPONENTS: &[Component] = &[
     civitas_ledger::COMPONENT,
     civitas_registry::COMPONENT,
     civitas_identity::COMPONENT,
+    civitas_exchange::COMPONENT,
 ];
 
 /// The ledger's actor for actions the platform takes by itself.
@@ -383,6 +384,16 @@ pub async fn serve(
         ledger.clone(),
         civitas_identity::oidc::Settings::new(&issuer),
     );
+    let exchange =
+        civitas_exchange::Directory::new(db.clone(), ledger.clone(), &config.exchange_instance);
+    // The gateway passes redirects back as they are, and never gives up on a slow body: a
+    // stalled connection ends when a read waits too long.
+    let gateway = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .context("cannot build the gateway's HTTP client")?;
     let app = civitas_web::app(civitas_web::AppState {
         db: db.clone(),
         config: Arc::new(config),
@@ -392,6 +403,8 @@ pub async fn serve(
         identity,
         oidc,
         mail_sink,
+        exchange,
+        gateway,
     });
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();

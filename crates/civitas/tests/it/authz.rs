@@ -124,6 +124,19 @@ const MATRIX: &[(&str, &str, Rule)] = &[
         Rule::Public(200),
     ),
     ("GET", "/oidc/jwks", Rule::Public(200)),
+    // The exchange's gateway knows callers by X-Road-Client and their address range, never
+    // by a session: without the header every visitor gets 400.
+    ("GET", "/listClients", Rule::Public(200)),
+    (
+        "GET",
+        "/r1/TW/GOV/HRO/population/persons",
+        Rule::Protocol(400),
+    ),
+    (
+        "POST",
+        "/r1/TW/GOV/HRO/population/persons",
+        Rule::Protocol(400),
+    ),
     // Without client_id and redirect_uri there is nowhere to send an error: an error page.
     ("GET", "/oidc/authorize", Rule::Public(400)),
     ("POST", "/oidc/authorize", Rule::Protocol(400)),

@@ -12,6 +12,7 @@ mod support;
 mod authz;
 mod browser;
 mod cli;
+mod exchange;
 mod http;
 mod identity;
 mod ledger;

@@ -1,0 +1,594 @@
+//! The exchange's gateway: X-Road's REST protocol (`{METHOD} /r1/{service}[/path][?query]`)
+//! and its metaservices, so that existing X-Road clients work unchanged.
+//!
+//! A call names its client subsystem in `X-Road-Client`; the gateway checks that the
+//! subsystem exists and that the call comes from its information system's address range,
+//! that the service exists and is on, that the client holds a right for the method and path,
+//! and, for a service about people, that the call names the person, a purpose and a legal
+//! basis. It then streams the request to the provider's information system, streams the
+//! answer back with `X-Road-Request-Hash` (which binds it to the request), and logs the call
+//! to the ledger as hashes and metadata, about the person when there is one. Errors the
+//! gateway raises itself are `{type, message, detail}` with `X-Road-Error`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use civitas_core::xroad::{ClientId, RepresentedParty, ServiceId, decode_segment};
+use civitas_exchange::network;
+use civitas_exchange::protocol::{Fault, RequestHash, passes_on_request, passes_on_response};
+use civitas_ledger::Event;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::Shared;
+
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/r1/{*rest}", any(gateway))
+        .route("/listClients", get(list_clients))
+}
+
+/// The metaservices a provider subsystem answers itself.
+const METASERVICES: &[&str] = &["listMethods", "allowedMethods", "getOpenAPI"];
+
+/// An error answer as X-Road gives it.
+fn fault(f: Fault) -> Response {
+    let detail = uuid::Uuid::new_v4().to_string();
+    tracing::info!(fault = %f.kind, detail = %detail, message = %f.message, "exchange fault");
+    let status = StatusCode::from_u16(f.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = (status, f.body(&detail).to_string()).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&f.kind) {
+        h.insert("x-road-error", v);
+    }
+    res
+}
+
+fn internal(e: impl std::fmt::Display) -> Fault {
+    tracing::error!(error = %e, "exchange failure");
+    Fault::server_proxy(
+        "InternalError",
+        "the gateway failed; the operator has the details",
+    )
+}
+
+/// The last value of a header, as text.
+fn last<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The service a request path names, and the path under it (raw, `""` or `/…`).
+fn target(path: &str) -> Result<(ServiceId, String), Fault> {
+    let bad = |m: String| Fault::client("BadRequest", m);
+    let raw = path.strip_prefix("/r1/").unwrap_or_default();
+    let mut pieces = raw.splitn(6, '/');
+    let ids: Vec<&str> = pieces.by_ref().take(5).collect();
+    if ids.len() < 5 || ids.iter().any(|p| p.is_empty()) {
+        return Err(bad(format!(
+            "Error parsing the client's REST request: the path must be /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path], not {path}"
+        )));
+    }
+    let service = ServiceId::parse(&ids.join("/")).map_err(|e| bad(e.to_string()))?;
+    let rest = pieces.next().map(|r| format!("/{r}")).unwrap_or_default();
+    for segment in rest.split('/') {
+        match decode_segment("the service path", segment) {
+            Ok(s) if s == "." || s == ".." => {
+                return Err(bad("the service path may not have . or .. segments".into()));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(bad(e.to_string())),
+        }
+    }
+    Ok((service, rest))
+}
+
+/// The calling subsystem, checked: registered, and calling from its information system's
+/// address range.
+async fn caller(app: &Shared, headers: &HeaderMap, peer: SocketAddr) -> Result<ClientId, Fault> {
+    let text = last(headers, "x-road-client").ok_or_else(|| {
+        Fault::client(
+            "InvalidClientIdentifier",
+            "The client identifier is missing (the X-Road-Client header)",
+        )
+    })?;
+    let client = ClientId::parse(text)
+        .map_err(|e| Fault::client("InvalidClientIdentifier", e.to_string()))?;
+    let sub = app
+        .exchange
+        .subsystem(&client)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Fault::client_proxy("UnknownMember", format!("Client '{client}' not found"))
+        })?;
+    let networks = network::parse_list(&sub.networks).map_err(internal)?;
+    if !networks.iter().any(|n| n.contains(peer.ip())) {
+        return Err(Fault::client_proxy(
+            "AccessDenied",
+            format!(
+                "the information system of {client} may not call from {}",
+                peer.ip()
+            ),
+        ));
+    }
+    Ok(client)
+}
+
+/// Why a call about a person is made (the data tracker's headers).
+struct Reason {
+    user: String,
+    purpose: String,
+    legal_basis: String,
+    consent: Option<String>,
+}
+
+/// A call about a person names the person, a purpose and a legal basis, and a consent when
+/// the legal basis is consent.
+fn reason(headers: &HeaderMap) -> Result<Reason, Fault> {
+    let user = last(headers, "x-road-userid");
+    let purpose = last(headers, "x-road-pdu-purpose");
+    let basis = last(headers, "x-road-pdu-legal-basis");
+    let consent = last(headers, "x-road-pdu-consent-reference");
+    let mut missing = Vec::new();
+    if user.is_none() {
+        missing.push("X-Road-UserId");
+    }
+    if purpose.is_none() {
+        missing.push("X-Road-PDU-Purpose");
+    }
+    if basis.is_none() {
+        missing.push("X-Road-PDU-Legal-Basis");
+    }
+    if basis.is_some_and(|b| b.eq_ignore_ascii_case("consent")) && consent.is_none() {
+        missing.push("X-Road-PDU-Consent-Reference");
+    }
+    if !missing.is_empty() {
+        return Err(Fault::client(
+            "MissingHeader",
+            format!(
+                "this service is about people: a call must name the person, a purpose and a legal basis; missing {}",
+                missing.join(", ")
+            ),
+        ));
+    }
+    let decode = |v: &str| {
+        decode_segment("header", v)
+            .unwrap_or_else(|_| v.to_string())
+            .chars()
+            .take(200)
+            .collect::<String>()
+    };
+    Ok(Reason {
+        user: user.unwrap_or_default().to_string(),
+        purpose: decode(purpose.unwrap_or_default()),
+        legal_basis: decode(basis.unwrap_or_default()),
+        consent: consent.map(decode),
+    })
+}
+
+/// The ledger subject of `X-Road-UserId`: the person in the population register when the id
+/// is a national ID (optionally after a two-letter country prefix), else the id itself.
+async fn subject_of(app: &Shared, user: &str) -> String {
+    let national = if user.len() > 2 && user[..2].chars().all(|c| c.is_ascii_uppercase()) {
+        let rest = &user[2..];
+        if civitas_core::NationalId::parse(rest).is_ok() {
+            rest
+        } else {
+            user
+        }
+    } else {
+        user
+    };
+    match civitas_registry::person_by_national_id(&app.db, national).await {
+        Ok(Some(p)) => format!("person:{}", p.id),
+        _ => format!("xroad-user:{user}"),
+    }
+}
+
+async fn gateway(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    match call(&app, peer, req).await {
+        Ok(res) => res,
+        Err(f) => fault(f),
+    }
+}
+
+/// What the log keeps of a call.
+struct Logged {
+    client: ClientId,
+    service: ServiceId,
+    x_road_id: String,
+    request_id: String,
+    method: String,
+    reason: Option<Reason>,
+    represented: Option<RepresentedParty>,
+}
+
+async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, Fault> {
+    let (service_id, rest) = target(req.uri().path())?;
+    let headers = req.headers().clone();
+    let client = caller(app, &headers, peer).await?;
+    if service_id.provider.member.instance != app.exchange.instance() {
+        return Err(Fault::client_proxy(
+            "UnknownMember",
+            format!(
+                "{} is not a member of this exchange",
+                service_id.provider.member
+            ),
+        ));
+    }
+    let represented = match last(&headers, "x-road-represented-party") {
+        Some(v) => Some(
+            RepresentedParty::parse(v).map_err(|e| Fault::client("BadRequest", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let method = req.method().as_str().to_string();
+    let x_road_id = last(&headers, "x-road-id").map(str::to_string);
+    let generated_id = x_road_id.is_none();
+    let x_road_id = x_road_id
+        .unwrap_or_else(|| format!("{}-{}", app.exchange.instance(), uuid::Uuid::new_v4()));
+    let request_id = uuid::Uuid::new_v4().to_string();
+
+    // The header part as X-Road serialises it: the request's own headers that pass, in
+    // order, then what the gateway adds.
+    let mut forward: Vec<(HeaderName, HeaderValue)> = headers
+        .iter()
+        .filter(|(n, _)| passes_on_request(n.as_str()))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    forward.push((
+        HeaderName::from_static("x-road-request-id"),
+        HeaderValue::from_str(&request_id).map_err(internal)?,
+    ));
+    if generated_id {
+        forward.push((
+            HeaderName::from_static("x-road-id"),
+            HeaderValue::from_str(&x_road_id).map_err(internal)?,
+        ));
+    }
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+    let hash = RequestHash::new(
+        &method,
+        &path_and_query,
+        forward.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
+    let logged = |reason| Logged {
+        client: client.clone(),
+        service: service_id.clone(),
+        x_road_id: x_road_id.clone(),
+        request_id: request_id.clone(),
+        method: method.clone(),
+        reason,
+        represented: represented.clone(),
+    };
+
+    if METASERVICES.contains(&service_id.code.as_str()) && rest.is_empty() {
+        let (content_type, body) =
+            metaservice(app, &client, &service_id, req.uri().query()).await?;
+        let res = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .map_err(internal)?;
+        return finish(app, res, logged(None), hash.finish(), 0).await;
+    }
+
+    let service = app
+        .exchange
+        .service(&service_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Fault::server_proxy("UnknownService", format!("Unknown service: {service_id}"))
+        })?;
+    if service.disabled {
+        return Err(Fault::server_proxy(
+            "ServiceDisabled",
+            format!("Service {service_id} is disabled"),
+        ));
+    }
+    let path = if rest.is_empty() { "/" } else { rest.as_str() };
+    if !app
+        .exchange
+        .may_call(&client, &service_id, &method, path)
+        .await
+        .map_err(internal)?
+    {
+        return Err(Fault::server_proxy(
+            "AccessDenied",
+            format!("Request is not allowed: {service_id}"),
+        ));
+    }
+    let reason = if service.personal {
+        Some(reason(&headers)?)
+    } else {
+        None
+    };
+
+    // Stream the body through, hashing it on the way.
+    let hash = Arc::new(Mutex::new(hash));
+    let fed = hash.clone();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut url = format!("{}{rest}", service.base_url);
+    if let Some(q) = req.uri().query() {
+        url.push('?');
+        url.push_str(q);
+    }
+    let mut out = HeaderMap::new();
+    for (n, v) in forward {
+        out.append(n, v);
+    }
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        out.insert(header::CONTENT_LENGTH, len.clone());
+    }
+    let outgoing = app.gateway.request(req.method().clone(), &url).headers(out);
+    let outgoing = if has_body {
+        let stream = req.into_body().into_data_stream().map(move |chunk| {
+            if let (Ok(c), Ok(mut h)) = (&chunk, fed.lock()) {
+                h.body(c);
+            }
+            chunk
+        });
+        outgoing.body(reqwest::Body::wrap_stream(stream))
+    } else {
+        outgoing
+    };
+    let answer = outgoing.send().await.map_err(|e| {
+        Fault::server_proxy(
+            "NetworkError",
+            format!(
+                "the provider's information system did not answer: {}",
+                e.without_url()
+            ),
+        )
+    })?;
+    let (request_hash, body_bytes) = {
+        let h = hash.lock().map_err(internal)?;
+        (h.finish(), h.body_bytes())
+    };
+    let mut res = Response::builder().status(answer.status().as_u16());
+    for (n, v) in answer.headers() {
+        if passes_on_response(n.as_str()) {
+            res = res.header(n, v);
+        }
+    }
+    let res = res
+        .body(Body::from_stream(answer.bytes_stream()))
+        .map_err(internal)?;
+    finish(app, res, logged(reason), request_hash, body_bytes).await
+}
+
+/// Adds the response headers that bind the answer to the call, and logs the call.
+async fn finish(
+    app: &Shared,
+    mut res: Response,
+    call: Logged,
+    request_hash: String,
+    body_bytes: u64,
+) -> Result<Response, Fault> {
+    let status = res.status().as_u16();
+    let h = res.headers_mut();
+    for (name, value) in [
+        ("x-road-id", call.x_road_id.clone()),
+        ("x-road-client", call.client.to_string()),
+        ("x-road-service", call.service.to_string()),
+        ("x-road-request-id", call.request_id.clone()),
+        ("x-road-request-hash", request_hash.clone()),
+    ] {
+        h.insert(name, HeaderValue::from_str(&value).map_err(internal)?);
+    }
+    let mut event = Event::new(
+        "exchange.call",
+        &format!("xroad:{}", call.client),
+        &format!("exchange/service/{}", call.service),
+    )
+    .with("x_road_id", call.x_road_id)
+    .with("request_id", call.request_id)
+    .with("method", call.method)
+    .with("status", u64::from(status))
+    .with("request_hash", request_hash)
+    .with("request_body_bytes", body_bytes);
+    if let Some(p) = &call.represented {
+        event = event.with(
+            "represented_party",
+            match &p.class {
+                Some(c) => format!("{c}/{}", p.code),
+                None => p.code.clone(),
+            },
+        );
+    }
+    if let Some(r) = call.reason {
+        event = event
+            .with("purpose", r.purpose)
+            .with("legal_basis", r.legal_basis);
+        if let Some(c) = r.consent {
+            event = event.with("consent_reference", c);
+        }
+        let subject = subject_of(app, &r.user).await;
+        let secret = app
+            .ledger
+            .subject_secret(&subject)
+            .await
+            .map_err(internal)?;
+        event = event.about(secret.tag());
+    }
+    // A call that cannot be logged is not answered.
+    app.ledger.append(&event).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot log an exchange call");
+        Fault::server_proxy("LoggingFailed", "the call could not be logged")
+    })?;
+    Ok(res)
+}
+
+/// `listMethods`, `allowedMethods` and `getOpenAPI`: the content type and body.
+async fn metaservice(
+    app: &Shared,
+    client: &ClientId,
+    service: &ServiceId,
+    query: Option<&str>,
+) -> Result<(&'static str, Vec<u8>), Fault> {
+    let provider = &service.provider;
+    if app
+        .exchange
+        .subsystem(provider)
+        .await
+        .map_err(internal)?
+        .is_none()
+    {
+        return Err(Fault::server_proxy(
+            "UnknownService",
+            format!("Unknown service: {service}"),
+        ));
+    }
+    let services = app.exchange.services(provider).await.map_err(internal)?;
+    let describe = |s: &civitas_exchange::Service, endpoints: Vec<civitas_exchange::Endpoint>| {
+        let m = &s.id.provider.member;
+        json!({
+            "object_type": "SERVICE",
+            "xroad_instance": m.instance,
+            "member_class": m.class,
+            "member_code": m.code,
+            "subsystem_code": s.id.provider.subsystem,
+            "service_code": s.id.code,
+            "service_type": s.kind,
+            "endpoint_list": endpoints,
+        })
+    };
+    match service.code.as_str() {
+        "listMethods" => {
+            let list: Vec<Value> = services
+                .iter()
+                .filter(|s| !s.disabled)
+                .map(|s| describe(s, s.endpoints.clone()))
+                .collect();
+            Ok((
+                "application/json",
+                json!({ "service": list }).to_string().into_bytes(),
+            ))
+        }
+        "allowedMethods" => {
+            let rights = app
+                .exchange
+                .rights_of(client, Some(provider))
+                .await
+                .map_err(internal)?;
+            let list: Vec<Value> = services
+                .iter()
+                .filter(|s| !s.disabled)
+                .filter_map(|s| {
+                    let open = civitas_exchange::allowed_endpoints(s, &rights);
+                    (!open.is_empty()).then(|| describe(s, open))
+                })
+                .collect();
+            Ok((
+                "application/json",
+                json!({ "service": list }).to_string().into_bytes(),
+            ))
+        }
+        _ => {
+            let code = query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case("serviceCode"))
+                .map(|(_, v)| decode_segment("serviceCode", v).unwrap_or_default())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    Fault::server_proxy("InvalidRequest", "Missing serviceCode in message body")
+                })?;
+            let id = provider
+                .service(&code)
+                .map_err(|e| Fault::server_proxy("InvalidRequest", e.to_string()))?;
+            let doc = app
+                .exchange
+                .openapi(&id)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| {
+                    Fault::server_proxy(
+                        "InternalError",
+                        format!("Service not found or not described by OpenAPI: {id}"),
+                    )
+                })?;
+            // The provider's own addresses stay private: the servers list goes.
+            let mut doc: Value = serde_json::from_str(&doc).map_err(internal)?;
+            if let Some(o) = doc.as_object_mut() {
+                o.remove("servers");
+            }
+            Ok(("application/json", doc.to_string().into_bytes()))
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ListClientsQuery {
+    #[serde(rename = "xRoadInstance")]
+    instance: Option<String>,
+}
+
+/// `GET /listClients`: every member and subsystem of this exchange, as X-Road lists them.
+async fn list_clients(State(app): State<Shared>, Query(q): Query<ListClientsQuery>) -> Response {
+    let listed = async {
+        let mut out = Vec::new();
+        if q.instance
+            .as_deref()
+            .is_some_and(|i| i != app.exchange.instance())
+        {
+            return Ok::<_, civitas_exchange::ExchangeError>(out);
+        }
+        for m in app.exchange.members().await? {
+            out.push(json!({
+                "id": {
+                    "object_type": "MEMBER",
+                    "xroad_instance": m.id.instance,
+                    "member_class": m.id.class,
+                    "member_code": m.id.code,
+                },
+                "name": m.name,
+            }));
+        }
+        for s in app.exchange.subsystems().await? {
+            out.push(json!({
+                "id": {
+                    "object_type": "SUBSYSTEM",
+                    "xroad_instance": s.id.member.instance,
+                    "member_class": s.id.member.class,
+                    "member_code": s.id.member.code,
+                    "subsystem_code": s.id.subsystem,
+                },
+                "name": s.member_name,
+            }));
+        }
+        Ok(out)
+    };
+    match listed.await {
+        Ok(list) => axum::Json(json!({ "member": list })).into_response(),
+        Err(e) => fault(internal(e)),
+    }
+}

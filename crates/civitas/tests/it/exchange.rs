@@ -1,0 +1,386 @@
+//! The exchange's gateway against X-Road's REST protocol text: the URL and its per-part
+//! encoding, the headers passed on and added, the request hash, the errors, the access
+//! rights, the reasons a call about a person must give, the metaservices, and the log.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, Uri};
+use civitas_core::xroad::{ClientId, MemberId, ServiceId};
+use civitas_exchange::protocol::{FILTERED, RequestHash};
+use civitas_exchange::{Directory, Endpoint, NewService};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::on_both_engines;
+use crate::support::TestApp;
+
+/// A provider's information system: answers with what it received. `/missing` is its own
+/// 404; it sets a `Server` header and an `X-Road-Service` header the gateway must replace.
+async fn provider() -> SocketAddr {
+    async fn echo(
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let list: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let status = if uri.path().ends_with("/missing") {
+            404
+        } else {
+            200
+        };
+        (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            [
+                ("server", "provider/1.0"),
+                ("x-road-service", "FAKE/FAKE/FAKE/FAKE/FAKE"),
+                ("x-powered-by", "echo"),
+            ],
+            axum::Json(json!({
+                "method": method.as_str(),
+                "path_and_query": uri.path_and_query().map(|p| p.as_str()),
+                "headers": list,
+                "body_sha256": format!("{:x}", sha2::Sha256::digest(&body)),
+                "body_len": body.len(),
+            })),
+        )
+            .into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let app = axum::Router::new()
+            .fallback(echo)
+            .layer(axum::extract::DefaultBodyLimit::disable());
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}
+
+const PERSONS: &str = r#"{"openapi":"3.0.3","info":{"title":"Persons","version":"1"},
+  "servers":[{"url":"http://10.9.9.9/internal"}],
+  "paths":{"/persons/{id}":{"get":{}},"/persons":{"get":{},"post":{}}}}"#;
+
+struct Country {
+    directory: Directory,
+    portal: ClientId,
+    persons: ServiceId,
+    echo: ServiceId,
+}
+
+/// Two agencies: the Household Registration Office provides `persons` (about people,
+/// described by OpenAPI) and `echo`; the Ministry of Digital Affairs' portal may read
+/// persons and call echo. A third subsystem may only call from another network.
+async fn country(app: &TestApp) -> Country {
+    let provider = provider().await;
+    let d = Directory::new(app.db.clone(), app.ledger.clone(), "TW");
+    let hro = MemberId::new("TW", "GOV", "HRO").unwrap();
+    let moda = MemberId::new("TW", "GOV", "MODA").unwrap();
+    d.add_member(&hro, "Household Registration Office", "operator:test")
+        .await
+        .unwrap();
+    d.add_member(&moda, "Ministry of Digital Affairs", "operator:test")
+        .await
+        .unwrap();
+    let population = hro.subsystem("population").unwrap();
+    let portal = moda.subsystem("portal").unwrap();
+    let outsider = moda.subsystem("outsider").unwrap();
+    d.add_subsystem(&population, "Population register", "127.0.0.1", "t")
+        .await
+        .unwrap();
+    d.add_subsystem(&portal, "Portal", "127.0.0.0/8,::1", "t")
+        .await
+        .unwrap();
+    d.add_subsystem(&outsider, "Outsider", "10.0.0.0/8", "t")
+        .await
+        .unwrap();
+    let persons = population.service("persons").unwrap();
+    let echo = population.service("echo").unwrap();
+    let down = population.service("down").unwrap();
+    let base = format!("http://{provider}/api");
+    for (id, url, doc, personal) in [
+        (&persons, base.clone(), Some(PERSONS), true),
+        (&echo, base.clone(), None, false),
+        (&down, "http://127.0.0.1:9".to_string(), None, false),
+    ] {
+        d.add_service(
+            NewService {
+                id: id.clone(),
+                base_url: url,
+                openapi: doc.map(str::to_string),
+                endpoints: vec![Endpoint {
+                    method: "*".into(),
+                    path: "/".into(),
+                }],
+                personal,
+            },
+            "t",
+        )
+        .await
+        .unwrap();
+    }
+    d.grant(&persons, &portal, "GET", "/persons", "t")
+        .await
+        .unwrap();
+    d.grant(&echo, &portal, "*", "/", "t").await.unwrap();
+    d.grant(&down, &portal, "*", "/", "t").await.unwrap();
+    d.grant(&echo, &outsider, "*", "/", "t").await.unwrap();
+    Country {
+        directory: d,
+        portal,
+        persons,
+        echo,
+    }
+}
+
+/// Checks an error answer: its status, `X-Road-Error`, and `{type, message, detail}`.
+async fn assert_fault(res: reqwest::Response, status: u16, kind: &str) -> String {
+    assert_eq!(res.status(), status, "{kind}");
+    assert_eq!(res.headers()["x-road-error"], kind);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["type"], kind, "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.len() == 36),
+        "{body}"
+    );
+    body["message"].as_str().unwrap().to_string()
+}
+
+/// Sends `request` as it is and returns the whole answer.
+async fn raw_request(base: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+on_both_engines! {
+    async fn a_call_passes_through_with_x_roads_headers_and_request_hash(app) {
+        let c = country(&app).await;
+        let body = vec![7u8; 3_000_000];
+        let path = format!("/r1/{}/a/b%2Fc?x=1&y=%20z", c.echo);
+        let res = app
+            .client
+            .post(format!("{}{path}", app.base))
+            .header("X-Road-Client", c.portal.to_string())
+            .header("X-Road-Id", "my-call-1")
+            .header("X-Road-Issue", "CASE-42")
+            .header("User-Agent", "secret-client/9")
+            .header("Proxy-Authorization", "Basic Zm9vOmJhcg==")
+            .header("X-Road-Request-Hash", "forged")
+            .header("X-Custom", "kept")
+            .header("Content-Type", "application/octet-stream")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let h = res.headers().clone();
+        assert_eq!(h["x-road-id"], "my-call-1");
+        assert_eq!(h["x-road-client"], "TW/GOV/MODA/portal");
+        assert_eq!(h["x-road-service"], "TW/GOV/HRO/population/echo");
+        assert_eq!(h["x-powered-by"], "echo", "other headers pass unchanged");
+        assert!(h.get("server").is_none_or(|s| s != "provider/1.0"), "the provider's Server header is not passed");
+        assert!(h.get("x-road-error").is_none());
+        let got: Value = res.json().await.unwrap();
+        // The provider got the path under the service, still encoded, and the query as sent.
+        assert_eq!(got["method"], "POST");
+        assert_eq!(got["path_and_query"], "/api/a/b%2Fc?x=1&y=%20z");
+        assert_eq!(got["body_len"], 3_000_000);
+        assert_eq!(got["body_sha256"], format!("{:x}", sha2::Sha256::digest(&body)));
+        let received: Vec<(String, String)> = serde_json::from_value(got["headers"].clone()).unwrap();
+        let find = |n: &str| received.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(find("x-road-client"), Some("TW/GOV/MODA/portal"));
+        assert_eq!(find("x-road-issue"), Some("CASE-42"));
+        assert_eq!(find("x-custom"), Some("kept"));
+        assert_eq!(find("x-road-request-id"), h["x-road-request-id"].to_str().ok());
+        assert_ne!(find("user-agent"), Some("secret-client/9"));
+        assert_eq!(find("proxy-authorization"), None);
+        assert_ne!(find("x-road-request-hash"), Some("forged"));
+        // The request hash: the header part as forwarded (what the provider received, less
+        // the transport headers of the last hop), with the /r1 path, then the body.
+        let forwarded = received.iter().filter(|(n, _)| !FILTERED.contains(&n.as_str()));
+        let mut expected = RequestHash::new("POST", &path, forwarded.map(|(n, v)| (n.as_str(), v.as_bytes())));
+        expected.body(&body);
+        assert_eq!(h["x-road-request-hash"], expected.finish().as_str());
+
+        // Without X-Road-Id the gateway makes one, INSTANCE-UUID; a provider's own error
+        // passes through without X-Road-Error.
+        let res = app
+            .client
+            .get(format!("{}/r1/{}/missing", app.base, c.echo))
+            .header("X-Road-Client", c.portal.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        assert!(res.headers().get("x-road-error").is_none());
+        let id = res.headers()["x-road-id"].to_str().unwrap();
+        assert!(id.starts_with("TW-") && id.len() == 39, "{id}");
+        app.stop().await;
+    }
+
+    async fn the_gateway_refuses_what_the_protocol_and_the_directory_do_not_allow(app) {
+        let c = country(&app).await;
+        let call = |path: String, client: Option<String>| {
+            let mut r = app.client.get(format!("{}{path}", app.base));
+            if let Some(cl) = client {
+                r = r.header("X-Road-Client", cl);
+            }
+            r.send()
+        };
+        let portal = Some(c.portal.to_string());
+        let echo = c.echo.to_string();
+        assert_fault(call(format!("/r1/{echo}"), None).await.unwrap(), 400, "Client.InvalidClientIdentifier").await;
+        assert_fault(call(format!("/r1/{echo}"), Some("TW/GOV".into())).await.unwrap(), 400, "Client.InvalidClientIdentifier").await;
+        assert_fault(call("/r1/TW/GOV/HRO".into(), portal.clone()).await.unwrap(), 400, "Client.BadRequest").await;
+        // An encoded dot segment (sent raw: HTTP clients would resolve it before sending).
+        let raw = raw_request(&app.base, &format!(
+            "GET /r1/{echo}/a/%2E%2E/b HTTP/1.1\r\nHost: x\r\nX-Road-Client: {}\r\nConnection: close\r\n\r\n",
+            c.portal
+        ))
+        .await;
+        assert!(raw.starts_with("HTTP/1.1 400") && raw.contains("x-road-error: Client.BadRequest"), "{raw}");
+        assert_fault(call("/r1/TW/GOV/HRO/pop_ulation/echo".into(), portal.clone()).await.unwrap(), 400, "Client.BadRequest").await;
+        let m = assert_fault(call(format!("/r1/{echo}"), Some("TW/GOV/MODA/nobody".into())).await.unwrap(), 500, "Server.ClientProxy.UnknownMember").await;
+        assert!(m.contains("TW/GOV/MODA/nobody"), "{m}");
+        // A subsystem whose information system is elsewhere cannot call from here.
+        assert_fault(call(format!("/r1/{echo}"), Some("TW/GOV/MODA/outsider".into())).await.unwrap(), 500, "Server.ClientProxy.AccessDenied").await;
+        assert_fault(call("/r1/TW/GOV/HRO/population/nothing".into(), portal.clone()).await.unwrap(), 500, "Server.ServerProxy.UnknownService").await;
+        assert_fault(call("/r1/EE/GOV/HRO/population/echo".into(), portal.clone()).await.unwrap(), 500, "Server.ClientProxy.UnknownMember").await;
+        // Rights: GET under /persons only.
+        let persons = c.persons.to_string();
+        let denied = app.client.post(format!("{}/r1/{persons}/persons", app.base))
+            .header("X-Road-Client", c.portal.to_string()).send().await.unwrap();
+        assert_fault(denied, 500, "Server.ServerProxy.AccessDenied").await;
+        assert_fault(call(format!("/r1/{persons}/admin"), portal.clone()).await.unwrap(), 500, "Server.ServerProxy.AccessDenied").await;
+        // A provider that does not answer.
+        assert_fault(call("/r1/TW/GOV/HRO/population/down".into(), portal.clone()).await.unwrap(), 500, "Server.ServerProxy.NetworkError").await;
+        // A revoked right stops the very next call.
+        assert_eq!(call(format!("/r1/{echo}/x"), portal.clone()).await.unwrap().status(), 200);
+        c.directory.revoke(&c.echo, &c.portal, "*", "/", "t").await.unwrap();
+        assert_fault(call(format!("/r1/{echo}/x"), portal.clone()).await.unwrap(), 500, "Server.ServerProxy.AccessDenied").await;
+        app.stop().await;
+    }
+
+    async fn a_call_about_a_person_needs_a_reason_and_the_person_finds_it_in_the_log(app) {
+        let c = country(&app).await;
+        let person = civitas_registry::demo_people(&app.db).await.unwrap()[0].national_id.clone();
+        let url = format!("{}/r1/{}/persons/{person}", app.base, c.persons);
+        let with = |pairs: &[(&str, &str)]| {
+            let mut r = app.client.get(&url).header("X-Road-Client", c.portal.to_string());
+            for (k, v) in pairs {
+                r = r.header(*k, *v);
+            }
+            r.send()
+        };
+        let user = format!("TW{person}");
+        let m = assert_fault(with(&[]).await.unwrap(), 400, "Client.MissingHeader").await;
+        assert!(m.contains("X-Road-UserId") && m.contains("X-Road-PDU-Purpose") && m.contains("X-Road-PDU-Legal-Basis"), "{m}");
+        let m = assert_fault(
+            with(&[("X-Road-UserId", &user), ("X-Road-PDU-Purpose", "x"), ("X-Road-PDU-Legal-Basis", "consent")]).await.unwrap(),
+            400,
+            "Client.MissingHeader",
+        )
+        .await;
+        assert!(m.contains("X-Road-PDU-Consent-Reference"), "{m}");
+        let res = with(&[
+            ("X-Road-UserId", &user),
+            ("X-Road-PDU-Purpose", "Childbirth%20allowance"),
+            ("X-Road-PDU-Legal-Basis", "Household Registration Act art. 65"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 200);
+        let x_road_id = res.headers()["x-road-id"].to_str().unwrap().to_string();
+
+        // The call is in the ledger, about the person, with its reason, and without the
+        // person's number in plain text.
+        let p = civitas_registry::person_by_national_id(&app.db, &person).await.unwrap().unwrap();
+        let tag = app.ledger.subject_secret(&format!("person:{}", p.id)).await.unwrap().tag();
+        let events = app.ledger.subject_events(tag).await.unwrap();
+        let (idx, e) = events.iter().find(|(_, e)| e.kind == "exchange.call").expect("the call is logged about the person");
+        assert_eq!(e.public["x_road_id"], x_road_id.as_str());
+        assert_eq!(e.public["purpose"], "Childbirth allowance");
+        assert_eq!(e.public["legal_basis"], "Household Registration Act art. 65");
+        assert_eq!(e.actor, "xroad:TW/GOV/MODA/portal");
+        assert_eq!(e.object, "exchange/service/TW/GOV/HRO/population/persons");
+        let stored = serde_json::to_string(&e.public).unwrap();
+        assert!(!stored.contains(&person), "{stored}");
+        let key = app.ledger.verifier_key().to_string();
+        app.ledger.wait_for_checkpoint(*idx).await.unwrap();
+        app.ledger.proof_bundle(*idx).await.unwrap().verify(&key).unwrap();
+        app.stop().await;
+    }
+
+    async fn metaservices_list_clients_methods_allowed_methods_and_openapi(app) {
+        let c = country(&app).await;
+        let clients: Value = app.get("/listClients").await.json().await.unwrap();
+        let ids: Vec<String> = clients["member"].as_array().unwrap().iter().map(|m| {
+            let id = &m["id"];
+            format!("{} {}/{}/{}{}", id["object_type"].as_str().unwrap(), id["xroad_instance"].as_str().unwrap(),
+                id["member_class"].as_str().unwrap(), id["member_code"].as_str().unwrap(),
+                id["subsystem_code"].as_str().map(|s| format!("/{s}")).unwrap_or_default())
+        }).collect();
+        for want in ["MEMBER TW/GOV/HRO", "MEMBER TW/GOV/MODA", "SUBSYSTEM TW/GOV/HRO/population", "SUBSYSTEM TW/GOV/MODA/portal"] {
+            assert!(ids.iter().any(|i| i == want), "{want} in {ids:?}");
+        }
+        let other: Value = app.get("/listClients?xRoadInstance=EE").await.json().await.unwrap();
+        assert_eq!(other["member"].as_array().unwrap().len(), 0);
+
+        let meta = |code: &str| {
+            app.client
+                .get(format!("{}/r1/TW/GOV/HRO/population/{code}", app.base))
+                .header("X-Road-Client", c.portal.to_string())
+                .send()
+        };
+        let res = meta("listMethods").await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().get("x-road-request-hash").is_some());
+        let all: Value = res.json().await.unwrap();
+        let codes: Vec<&str> = all["service"].as_array().unwrap().iter().map(|s| s["service_code"].as_str().unwrap()).collect();
+        assert_eq!(codes, ["down", "echo", "persons"]);
+        let persons = all["service"].as_array().unwrap().iter().find(|s| s["service_code"] == "persons").unwrap();
+        assert_eq!(persons["service_type"], "OPENAPI");
+        assert_eq!(persons["object_type"], "SERVICE");
+        assert_eq!(persons["endpoint_list"], json!([
+            {"method": "GET", "path": "/persons"}, {"method": "POST", "path": "/persons"}, {"method": "GET", "path": "/persons/*"}
+        ]));
+        // allowedMethods: only what the portal's rights open.
+        c.directory.revoke(&c.echo, &c.portal, "*", "/", "t").await.unwrap();
+        let allowed: Value = meta("allowedMethods").await.unwrap().json().await.unwrap();
+        let allowed = allowed["service"].as_array().unwrap();
+        let codes: Vec<&str> = allowed.iter().map(|s| s["service_code"].as_str().unwrap()).collect();
+        assert_eq!(codes, ["down", "persons"]);
+        assert_eq!(allowed[1]["endpoint_list"], json!([
+            {"method": "GET", "path": "/persons"}, {"method": "GET", "path": "/persons/*"}
+        ]));
+        // getOpenAPI: the document, without the provider's own addresses.
+        let doc: Value = meta("getOpenAPI?serviceCode=persons").await.unwrap().json().await.unwrap();
+        assert_eq!(doc["info"]["title"], "Persons");
+        assert!(doc.get("servers").is_none(), "{doc}");
+        assert_fault(meta("getOpenAPI").await.unwrap(), 500, "Server.ServerProxy.InvalidRequest").await;
+        assert_fault(meta("getOpenAPI?serviceCode=echo").await.unwrap(), 500, "Server.ServerProxy.InternalError").await;
+        app.stop().await;
+    }
+}
