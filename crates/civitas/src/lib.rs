@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bench_identity;
 pub mod demo;
+pub mod exchange_cli;
 pub mod ledger_cli;
 pub mod oidc_cli;
 
@@ -96,6 +97,33 @@ pub async fn open_ledger(db: &Db, config: &Config) -> Result<(Ledger, Option<Wit
         None => None,
     };
     Ok((ledger, witness))
+}
+
+/// Opens the database and the ledger for an operator's command, refusing a schema older
+/// than this build (the server migrates; commands do not).
+pub async fn open_for_command(config: &Config) -> Result<(Db, Ledger)> {
+    let db = open_database(config).await?;
+    let status = civitas_store::schema_status(&db, COMPONENTS).await?;
+    if status
+        .iter()
+        .any(|s| s.state() == civitas_store::SchemaState::Behind)
+    {
+        anyhow::bail!(
+            "the database schema is older than this civitas; run `civitas migrate` first"
+        );
+    }
+    let (ledger, _) = open_ledger(&db, config).await?;
+    Ok((db, ledger))
+}
+
+/// Ends an operator's command: what it logged reaches a published checkpoint, then the
+/// database closes.
+pub async fn close_command(db: Db, ledger: &Ledger) {
+    let size = ledger.durable_size();
+    if size > 0 {
+        let _ = ledger.wait_for_checkpoint(size - 1).await;
+    }
+    db.close().await;
 }
 
 /// Logs a platform event and returns its index.

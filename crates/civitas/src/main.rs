@@ -71,6 +71,9 @@ enum Command {
     /// Manage the OpenID Connect provider: clients and signing keys.
     #[command(subcommand)]
     Oidc(civitas::oidc_cli::OidcCommand),
+    /// The exchange's directory and access rights.
+    #[command(subcommand)]
+    Exchange(civitas::exchange_cli::ExchangeCommand),
 }
 
 #[derive(Args)]
@@ -162,6 +165,18 @@ fn load_config(global: &Global, demo: Option<&DemoArgs>) -> Result<Resolved> {
     Ok(layers.resolve()?)
 }
 
+/// An operator's command says what it did on standard output; its logs show only warnings
+/// and errors unless a log level was configured.
+fn quiet(mut config: Config, entries: &[Entry]) -> Config {
+    if entries
+        .iter()
+        .any(|(k, _, s)| *k == "log_level" && *s == civitas_core::config::Source::Default)
+    {
+        config.log_level = "warn".into();
+    }
+    config
+}
+
 fn init_logging(config: &Config) {
     // PostgreSQL notices ("relation already exists, skipping") are not worth an operator's
     // attention unless asked for.
@@ -225,8 +240,12 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(civitas::ledger_cli::run(cmd, &config))
         }
         Command::Oidc(cmd) => {
-            init_logging(&config);
+            init_logging(&quiet(config.clone(), &resolved.entries));
             runtime()?.block_on(civitas::oidc_cli::run(cmd, &config))
+        }
+        Command::Exchange(cmd) => {
+            init_logging(&quiet(config.clone(), &resolved.entries));
+            runtime()?.block_on(civitas::exchange_cli::run(cmd, &config))
         }
     }
 }

@@ -88,15 +88,7 @@ pub struct AddArgs {
 
 /// Runs an `oidc` command against the configured database.
 pub async fn run(cmd: OidcCommand, config: &Config) -> Result<()> {
-    let db = crate::open_database(config).await?;
-    let status = civitas_store::schema_status(&db, crate::COMPONENTS).await?;
-    if status
-        .iter()
-        .any(|s| s.state() == civitas_store::SchemaState::Behind)
-    {
-        bail!("the database schema is older than this civitas; run `civitas migrate` first");
-    }
-    let (ledger, _) = crate::open_ledger(&db, config).await?;
+    let (db, ledger) = crate::open_for_command(config).await?;
     let provider = Provider::new(
         db.clone(),
         ledger.clone(),
@@ -131,12 +123,7 @@ pub async fn run(cmd: OidcCommand, config: &Config) -> Result<()> {
             Ok(())
         }
     };
-    // Let what was logged reach a published checkpoint before the process ends.
-    let size = ledger.durable_size();
-    if size > 0 {
-        let _ = ledger.wait_for_checkpoint(size - 1).await;
-    }
-    db.close().await;
+    crate::close_command(db, &ledger).await;
     outcome
 }
 

@@ -56,7 +56,7 @@ pub(crate) fn try_get(url: &str, path: &str) -> Option<String> {
 }
 
 /// A failure must be one plain sentence on stderr and a non-zero exit.
-fn assert_one_sentence_failure(c: &mut Command, expect: &str) {
+pub(crate) fn assert_one_sentence_failure(c: &mut Command, expect: &str) {
     let (ok, _out, err) = run(c);
     assert!(!ok, "expected failure for {c:?}");
     let lines: Vec<&str> = err.lines().collect();

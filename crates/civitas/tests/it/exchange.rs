@@ -384,3 +384,209 @@ on_both_engines! {
         app.stop().await;
     }
 }
+
+#[test]
+fn the_operator_manages_the_directory_and_rights_from_the_cli() {
+    use crate::cli::{assert_one_sentence_failure, civitas, run_ok};
+    let data = crate::support::scratch("exchange-cli");
+    let d = ["--data".to_string(), data.display().to_string()];
+    let x = |args: &[&str]| {
+        let mut c = civitas();
+        c.args(&d).arg("exchange").args(args);
+        c
+    };
+    run_ok(civitas().arg("migrate").args(&d));
+    let doc = data.join("persons.json");
+    std::fs::write(&doc, PERSONS).unwrap();
+    assert!(
+        run_ok(&mut x(&[
+            "member",
+            "add",
+            "TW/GOV/HRO",
+            "--name",
+            "Household Registration Office"
+        ]))
+        .contains("Added member TW/GOV/HRO")
+    );
+    run_ok(&mut x(&[
+        "member",
+        "add",
+        "TW/GOV/MODA",
+        "--name",
+        "Ministry of Digital Affairs",
+    ]));
+    let out = run_ok(&mut x(&[
+        "subsystem",
+        "add",
+        "TW/GOV/HRO/population",
+        "--name",
+        "Population register",
+    ]));
+    assert!(
+        out.contains("127.0.0.0/8,::1/128"),
+        "loopback by default: {out}"
+    );
+    run_ok(&mut x(&[
+        "subsystem",
+        "add",
+        "TW/GOV/MODA/portal",
+        "--networks",
+        "10.0.0.0/8",
+    ]));
+    let out = run_ok(&mut x(&[
+        "service",
+        "add",
+        "TW/GOV/HRO/population/persons",
+        "--url",
+        "http://127.0.0.1:7000/api",
+        "--openapi",
+        doc.to_str().unwrap(),
+        "--personal",
+    ]));
+    assert!(
+        out.contains("OPENAPI service")
+            && out.contains("3 endpoints")
+            && out.contains("about people"),
+        "{out}"
+    );
+    let out = run_ok(&mut x(&[
+        "service",
+        "add",
+        "TW/GOV/HRO/population/echo",
+        "--url",
+        "http://127.0.0.1:7000/echo",
+        "--endpoint",
+        "GET /ping",
+        "--endpoint",
+        "POST /items",
+    ]));
+    assert!(
+        out.contains("REST service") && out.contains("2 endpoints"),
+        "{out}"
+    );
+    run_ok(&mut x(&[
+        "grant",
+        "TW/GOV/HRO/population/persons",
+        "TW/GOV/MODA/portal",
+        "--method",
+        "GET",
+        "--path",
+        "/persons",
+    ]));
+    let listed = run_ok(&mut x(&["list"]));
+    for want in [
+        "member TW/GOV/HRO  Household Registration Office",
+        "subsystem TW/GOV/MODA/portal  portal  (calls from 10.0.0.0/8)",
+        "service TW/GOV/HRO/population/persons  OPENAPI  http://127.0.0.1:7000/api  personal",
+        "GET /persons/*",
+        "may call GET /persons of TW/GOV/HRO/population/persons",
+    ] {
+        assert!(listed.contains(want), "{want} in:\n{listed}");
+    }
+    // Mistakes get one sentence and a failure; nothing already accepted is lost.
+    assert_one_sentence_failure(
+        &mut x(&["member", "add", "TW/GOV/HRO", "--name", "again"]),
+        "exists already",
+    );
+    assert_one_sentence_failure(
+        &mut x(&["member", "add", "TW/GOV/a_b", "--name", "x"]),
+        "'_'",
+    );
+    assert_one_sentence_failure(
+        &mut x(&["member", "add", "EE/GOV/X", "--name", "x"]),
+        "not this exchange's instance",
+    );
+    assert_one_sentence_failure(
+        &mut x(&["subsystem", "add", "TW/GOV/NOBODY/s"]),
+        "no member TW/GOV/NOBODY",
+    );
+    assert_one_sentence_failure(
+        &mut x(&["subsystem", "add", "TW/GOV/HRO/x", "--networks", "anywhere"]),
+        "not an address range",
+    );
+    assert_one_sentence_failure(
+        &mut x(&[
+            "service",
+            "add",
+            "TW/GOV/HRO/population/more",
+            "--url",
+            "ftp://x",
+        ]),
+        "not an http or https address",
+    );
+    assert_one_sentence_failure(
+        &mut x(&[
+            "service",
+            "add",
+            "TW/GOV/HRO/population/more",
+            "--url",
+            "http://x",
+            "--endpoint",
+            "GET",
+        ]),
+        "give a method and a path",
+    );
+    assert_one_sentence_failure(
+        &mut x(&[
+            "grant",
+            "TW/GOV/HRO/population/persons",
+            "TW/GOV/MODA/portal",
+            "--method",
+            "FETCH",
+        ]),
+        "not an HTTP method",
+    );
+    assert_one_sentence_failure(
+        &mut x(&[
+            "revoke",
+            "TW/GOV/HRO/population/persons",
+            "TW/GOV/MODA/portal",
+        ]),
+        "has no right",
+    );
+    run_ok(&mut x(&[
+        "revoke",
+        "TW/GOV/HRO/population/persons",
+        "TW/GOV/MODA/portal",
+        "--method",
+        "GET",
+        "--path",
+        "/persons",
+    ]));
+    let listed = run_ok(&mut x(&["list"]));
+    assert!(!listed.contains("may call"), "{listed}");
+    assert!(
+        listed.contains("service TW/GOV/HRO/population/echo"),
+        "{listed}"
+    );
+    // Each accepted change is in the ledger, with the operator as actor.
+    let kinds = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let url = format!("sqlite://{}", data.join("civitas.db").display());
+        let db = civitas_store::Db::connect(&url, 1).await.unwrap();
+        let rows: Vec<Vec<u8>> = civitas_store::sqlx::query_scalar(
+            "SELECT data FROM ledger_entries WHERE kind LIKE 'exchange.%' ORDER BY idx",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        db.close().await;
+        rows.iter()
+            .map(|d| civitas_ledger::Event::decode(d).unwrap())
+            .inspect(|e| assert_eq!(e.actor, "operator:cli"))
+            .map(|e| e.kind)
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        kinds,
+        [
+            "exchange.member_added",
+            "exchange.member_added",
+            "exchange.subsystem_added",
+            "exchange.subsystem_added",
+            "exchange.service_added",
+            "exchange.service_added",
+            "exchange.access_granted",
+            "exchange.access_revoked",
+        ]
+    );
+}

@@ -1,0 +1,257 @@
+//! `civitas exchange`: the operator manages the exchange's directory (members, subsystems,
+//! services) and access rights. Every change is logged to the ledger with actor
+//! `operator:cli`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use civitas_core::config::Config;
+use civitas_core::xroad::{ClientId, MemberId, ServiceId};
+use civitas_exchange::network::LOOPBACK;
+use civitas_exchange::{Directory, Endpoint, NewService};
+use clap::{Args, Subcommand};
+
+use crate::OPERATOR_CLI;
+
+/// `civitas exchange ...`
+#[derive(Subcommand)]
+pub enum ExchangeCommand {
+    /// Members: agencies and companies (`INSTANCE/CLASS/CODE`).
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Subsystems: a member's information systems (`INSTANCE/CLASS/CODE/SUBSYSTEM`).
+    #[command(subcommand)]
+    Subsystem(SubsystemCommand),
+    /// Services a subsystem provides (`INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICE`).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Let a client subsystem call a service's method under a path prefix.
+    Grant(RightArgs),
+    /// Take a right away.
+    Revoke(RightArgs),
+    /// Print the whole directory and every right.
+    List,
+}
+
+/// `civitas exchange member ...`
+#[derive(Subcommand)]
+pub enum MemberCommand {
+    /// Register a member.
+    Add {
+        /// `INSTANCE/CLASS/CODE`, such as `TW/GOV/HRO`.
+        id: String,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// `civitas exchange subsystem ...`
+#[derive(Subcommand)]
+pub enum SubsystemCommand {
+    /// Register a subsystem of a member.
+    Add {
+        /// `INSTANCE/CLASS/CODE/SUBSYSTEM`.
+        id: String,
+        /// Its name (default: its code).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Address ranges its information system calls the gateway from, comma-separated.
+        #[arg(long, default_value = LOOPBACK)]
+        networks: String,
+    },
+}
+
+/// `civitas exchange service ...`
+#[derive(Subcommand)]
+pub enum ServiceCommand {
+    /// Register a service of a subsystem.
+    Add(ServiceArgs),
+}
+
+/// What `civitas exchange service add` takes.
+#[derive(Args)]
+pub struct ServiceArgs {
+    /// `INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICE`.
+    id: String,
+    /// Where the provider's information system serves it (the request's path follows).
+    #[arg(long)]
+    url: String,
+    /// Its OpenAPI 3 document (JSON), which gives its endpoints.
+    #[arg(long, value_name = "FILE")]
+    openapi: Option<PathBuf>,
+    /// An endpoint, `METHOD /path` (`*` for any method or path segment); repeat for several.
+    #[arg(long = "endpoint", value_name = "METHOD PATH")]
+    endpoints: Vec<String>,
+    /// Calls are about people: they must name the person, a purpose and a legal basis.
+    #[arg(long)]
+    personal: bool,
+}
+
+/// What `grant` and `revoke` take.
+#[derive(Args)]
+pub struct RightArgs {
+    /// The service, `INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICE`.
+    service: String,
+    /// The client subsystem, `INSTANCE/CLASS/CODE/SUBSYSTEM`.
+    client: String,
+    /// The HTTP method, or `*` for any.
+    #[arg(long, default_value = "*")]
+    method: String,
+    /// The path prefix (`/` for the whole service).
+    #[arg(long, default_value = "/")]
+    path: String,
+}
+
+/// Runs an `exchange` command against the configured database.
+pub async fn run(cmd: ExchangeCommand, config: &Config) -> Result<()> {
+    let (db, ledger) = crate::open_for_command(config).await?;
+    let d = Directory::new(db.clone(), ledger.clone(), &config.exchange_instance);
+    let outcome = command(&d, cmd).await;
+    crate::close_command(db, &ledger).await;
+    outcome
+}
+
+fn client(text: &str) -> Result<ClientId> {
+    ClientId::parse(text).with_context(|| format!("`{text}`"))
+}
+
+fn service(text: &str) -> Result<ServiceId> {
+    ServiceId::parse(text).with_context(|| format!("`{text}`"))
+}
+
+async fn command(d: &Directory, cmd: ExchangeCommand) -> Result<()> {
+    let failed = |e: civitas_exchange::ExchangeError| anyhow::anyhow!("{e}");
+    match cmd {
+        ExchangeCommand::Member(MemberCommand::Add { id, name }) => {
+            let id = client(&id)?;
+            if id.subsystem.is_some() {
+                anyhow::bail!("`{id}` names a subsystem; a member is INSTANCE/CLASS/CODE");
+            }
+            let m: MemberId = id.member;
+            d.add_member(&m, &name, OPERATOR_CLI)
+                .await
+                .map_err(failed)?;
+            println!("Added member {m} ({}).", name.trim());
+        }
+        ExchangeCommand::Subsystem(SubsystemCommand::Add { id, name, networks }) => {
+            let id = client(&id)?;
+            let s = d
+                .add_subsystem(&id, &name, &networks, OPERATOR_CLI)
+                .await
+                .map_err(failed)?;
+            println!(
+                "Added subsystem {} ({}); its information system may call from {}.",
+                s.id, s.name, s.networks
+            );
+        }
+        ExchangeCommand::Service(ServiceCommand::Add(a)) => {
+            let openapi = match &a.openapi {
+                Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the OpenAPI document {}", path.display())
+                })?),
+                None => None,
+            };
+            let endpoints = a
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let (method, path) = e.trim().split_once(' ').with_context(|| {
+                        format!(
+                            "--endpoint `{e}`: give a method and a path, such as `GET /persons`"
+                        )
+                    })?;
+                    Ok(Endpoint {
+                        method: method.to_string(),
+                        path: path.trim().to_string(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let s = d
+                .add_service(
+                    NewService {
+                        id: service(&a.id)?,
+                        base_url: a.url,
+                        openapi,
+                        endpoints,
+                        personal: a.personal,
+                    },
+                    OPERATOR_CLI,
+                )
+                .await
+                .map_err(failed)?;
+            println!(
+                "Added {} service {} at {} with {} endpoints{}.",
+                s.kind,
+                s.id,
+                s.base_url,
+                s.endpoints.len(),
+                if s.personal {
+                    "; calls are about people"
+                } else {
+                    ""
+                }
+            );
+        }
+        ExchangeCommand::Grant(r) => {
+            let right = d
+                .grant(
+                    &service(&r.service)?,
+                    &client(&r.client)?,
+                    &r.method,
+                    &r.path,
+                    OPERATOR_CLI,
+                )
+                .await
+                .map_err(failed)?;
+            println!(
+                "{} may now call {} {} of {}.",
+                right.client, right.method, right.path, right.service
+            );
+        }
+        ExchangeCommand::Revoke(r) => {
+            let (s, c) = (service(&r.service)?, client(&r.client)?);
+            d.revoke(&s, &c, &r.method, &r.path, OPERATOR_CLI)
+                .await
+                .map_err(failed)?;
+            println!("{c} may no longer call {} {} of {s}.", r.method, r.path);
+        }
+        ExchangeCommand::List => list(d).await.map_err(failed)?,
+    }
+    Ok(())
+}
+
+async fn list(d: &Directory) -> Result<(), civitas_exchange::ExchangeError> {
+    let members = d.members().await?;
+    let subsystems = d.subsystems().await?;
+    if members.is_empty() {
+        println!("The directory is empty.");
+        return Ok(());
+    }
+    for m in members {
+        println!("member {}  {}", m.id, m.name);
+        for s in subsystems.iter().filter(|s| s.id.member == m.id) {
+            println!(
+                "  subsystem {}  {}  (calls from {})",
+                s.id, s.name, s.networks
+            );
+            for svc in d.services(&s.id).await? {
+                println!(
+                    "    service {}  {}  {}{}{}",
+                    svc.id,
+                    svc.kind,
+                    svc.base_url,
+                    if svc.personal { "  personal" } else { "" },
+                    if svc.disabled { "  disabled" } else { "" }
+                );
+                for e in &svc.endpoints {
+                    println!("      {} {}", e.method, e.path);
+                }
+            }
+            for r in d.rights_of(&s.id, None).await? {
+                println!("    may call {} {} of {}", r.method, r.path, r.service);
+            }
+        }
+    }
+    Ok(())
+}
