@@ -8,17 +8,18 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{Problem, Shared, ledger, ops};
+use crate::{Problem, Shared, data_usage, ledger, ops};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Civitas API", description = "Public API of a Civitas digital-government platform."),
-    paths(list_agencies, get_agency, status, ledger::checkpoints, ops::healthz, ops::readyz),
-    components(schemas(AgencyView, StatusView, Problem, ledger::CheckpointList)),
+    paths(list_agencies, get_agency, status, ledger::checkpoints, data_usage::api, ops::healthz, ops::readyz),
+    components(schemas(AgencyView, StatusView, Problem, ledger::CheckpointList, data_usage::DataUse)),
     tags(
         (name = "agencies", description = "The government agencies on this platform"),
         (name = "platform", description = "This instance"),
         (name = "ledger", description = "The transparency log of consequential events (its C2SP files live under /ledger)"),
+        (name = "me", description = "The signed-in person's own records (session cookie)"),
         (name = "operations", description = "Health and readiness probes"),
     )
 )]

@@ -10,6 +10,7 @@ mod admin;
 mod api;
 mod applications;
 pub mod auth;
+mod data_usage;
 mod exchange;
 mod i18n;
 mod ledger;
@@ -70,6 +71,7 @@ pub fn app(state: AppState) -> Router {
     let pages = Router::new()
         .merge(account::routes())
         .merge(applications::routes())
+        .merge(data_usage::routes())
         .merge(admin::routes())
         .merge(passkey_routes::routes())
         .merge(pages::routes())
@@ -83,6 +85,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ledger::routes())
         .merge(oidc::routes())
         .merge(exchange::routes())
+        .merge(data_usage::api_routes())
         .merge(pages)
         .with_state(state)
         .layer(

@@ -100,6 +100,24 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("GET", "/account/security", Rule::SignedIn),
     ("GET", "/account/sessions", Rule::SignedIn),
     ("GET", "/account/applications", Rule::SignedIn),
+    ("GET", "/account/data-usage", Rule::SignedIn),
+    // Only the person an entry is about may fetch its proof; entry 0 is nobody's.
+    (
+        "GET",
+        "/account/data-usage/0/proof",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
+    (
+        "GET",
+        "/api/v1/me/data-usage",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 200,
+        },
+    ),
     ("GET", "/account/mandates", Rule::SignedIn),
     ("POST", "/account/mandates", Rule::SubstantialForm),
     ("POST", "/account/mandates/revoke", Rule::SignedInForm),

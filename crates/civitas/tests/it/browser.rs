@@ -244,6 +244,28 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
     let resident = civitas_registry::demo_people(&app.db).await.unwrap()[0]
         .national_id
         .clone();
+    // One use of the resident's data, so that "Who used my data" shows its table.
+    let person = civitas_registry::person_by_national_id(&app.db, &resident)
+        .await
+        .unwrap()
+        .unwrap();
+    let tag = app
+        .ledger
+        .subject_secret(&format!("person:{}", person.id))
+        .await
+        .unwrap()
+        .tag();
+    let used = civitas_ledger::Event::new(
+        "exchange.call",
+        "xroad:TW/GOV/MODA/portal",
+        "exchange/service/TW/GOV/HRO/population/persons",
+    )
+    .with("purpose", "Childbirth allowance")
+    .with("legal_basis", "Household Registration Act art. 65")
+    .with("x_road_id", "TW-test")
+    .with("status", 200u64)
+    .about(tag);
+    app.ledger.append(&used).await.unwrap();
     let c = &browser.client;
     let mut failures = Vec::new();
     // Signed out: the sign-in and registration pages, and the sign-in page with its errors.
@@ -309,6 +331,7 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
                 "/account/security",
                 "/account/sessions",
                 "/account/applications",
+                "/account/data-usage",
                 "/account/mandates",
             ] {
                 c.goto(&format!("{}{page}", app.base)).await.unwrap();

@@ -329,7 +329,34 @@ on_both_engines! {
         assert!(!stored.contains(&person), "{stored}");
         let key = app.ledger.verifier_key().to_string();
         app.ledger.wait_for_checkpoint(*idx).await.unwrap();
-        app.ledger.proof_bundle(*idx).await.unwrap().verify(&key).unwrap();
+
+        // The person sees it: "Who used my data", the API, and a proof that verifies.
+        let mut b = crate::support::Browser::new(&app);
+        assert_eq!(b.get("/api/v1/me/data-usage").await.status, 401);
+        b.sign_in(&person, civitas_identity::DEMO_PASSWORD).await;
+        let page = b.get("/api/v1/me/data-usage").await;
+        assert_eq!(page.status, 200);
+        let uses: Value = serde_json::from_str(&page.body).unwrap();
+        let first = &uses[0];
+        assert_eq!(first["index"], *idx);
+        assert_eq!(first["client"], "TW/GOV/MODA/portal");
+        assert_eq!(first["client_name"], "Ministry of Digital Affairs");
+        assert_eq!(first["provider_name"], "Household Registration Office");
+        assert_eq!(first["purpose"], "Childbirth allowance");
+        assert_eq!(first["x_road_id"], x_road_id.as_str());
+        let html = b.get("/account/data-usage").await;
+        assert_eq!(html.status, 200);
+        for want in ["Childbirth allowance", "Household Registration Act art. 65", "Ministry of Digital Affairs"] {
+            assert!(html.body.contains(want), "{want}");
+        }
+        let proof = b.get(first["proof"].as_str().unwrap()).await;
+        assert_eq!(proof.status, 200);
+        let bundle = civitas_ledger::ProofBundle::parse(&proof.body).unwrap();
+        bundle.verify(&key).unwrap();
+        let logged = civitas_ledger::Event::decode(bundle.extra.as_ref().unwrap()).unwrap();
+        assert_eq!(logged.public["x_road_id"], x_road_id.as_str());
+        // Someone else's entry (the log's first) is not theirs to fetch.
+        assert_eq!(b.get("/account/data-usage/0/proof").await.status, 404);
         app.stop().await;
     }
 

@@ -1,0 +1,207 @@
+//! "Who used my data": every exchange call about the signed-in person, from the ledger, with
+//! when, which agency's system asked, which service answered, the purpose and the legal
+//! basis, and a proof that the entry is in the log (a C2SP tlog-proof bundle the person can
+//! check with `civitas ledger verify`, or anyone with the log's key).
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use civitas_identity::session::SessionInfo;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::account::taiwan_time;
+use crate::auth::{SignedIn, Visitor};
+use crate::pages::{Chrome, error_page, message_page, render};
+use crate::{Problem, Shared};
+
+pub(crate) fn routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/account/data-usage", get(page))
+        .route("/account/data-usage/{index}/proof", get(proof))
+}
+
+pub(crate) fn api_routes() -> axum::Router<Shared> {
+    axum::Router::new().route("/api/v1/me/data-usage", get(api))
+}
+
+/// One use of the person's data.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DataUse {
+    /// The entry's index in the ledger.
+    index: u64,
+    /// When, RFC 3339 (UTC).
+    time: String,
+    /// The calling subsystem, `INSTANCE/CLASS/MEMBER/SUBSYSTEM`.
+    client: String,
+    /// The calling organisation's name.
+    client_name: String,
+    /// The service called, `INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE`.
+    service: String,
+    /// The organisation that holds the data.
+    provider_name: String,
+    /// Why, as the caller said.
+    purpose: String,
+    /// The legal basis the caller named.
+    legal_basis: String,
+    /// The consent it relied on, when the basis is consent.
+    consent_reference: Option<String>,
+    /// The organisation the caller acted for, when it said so.
+    represented_party: Option<String>,
+    /// The call's `X-Road-Id`.
+    x_road_id: String,
+    /// The answer's HTTP status.
+    status: u64,
+    /// Where to fetch the entry's inclusion proof.
+    proof: String,
+}
+
+/// The person's data uses, newest first.
+async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std::error::Error>> {
+    let tag = app
+        .ledger
+        .subject_secret(&s.account.subject_ref())
+        .await?
+        .tag();
+    let names: HashMap<String, String> = app
+        .exchange
+        .members()
+        .await?
+        .into_iter()
+        .map(|m| (m.id.to_string(), m.name))
+        .collect();
+    let name_of = |id: &str| {
+        let member: Vec<&str> = id.splitn(4, '/').take(3).collect();
+        names.get(&member.join("/")).cloned().unwrap_or_default()
+    };
+    let text = |e: &civitas_ledger::Event, k: &str| {
+        e.public.get(k).and_then(|v| v.as_str()).map(str::to_string)
+    };
+    let mut out = Vec::new();
+    for (index, e) in app.ledger.subject_events(tag).await? {
+        if e.kind != "exchange.call" {
+            continue;
+        }
+        let client = e
+            .actor
+            .strip_prefix("xroad:")
+            .unwrap_or(&e.actor)
+            .to_string();
+        let service = e
+            .object
+            .strip_prefix("exchange/service/")
+            .unwrap_or(&e.object)
+            .to_string();
+        let time = time::OffsetDateTime::from_unix_timestamp(e.time_ms / 1000)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        out.push(DataUse {
+            index,
+            time,
+            client_name: name_of(&client),
+            provider_name: name_of(&service),
+            client,
+            service,
+            purpose: text(&e, "purpose").unwrap_or_default(),
+            legal_basis: text(&e, "legal_basis").unwrap_or_default(),
+            consent_reference: text(&e, "consent_reference"),
+            represented_party: text(&e, "represented_party"),
+            x_road_id: text(&e, "x_road_id").unwrap_or_default(),
+            status: e.public.get("status").and_then(|v| v.as_u64()).unwrap_or(0),
+            proof: format!("/account/data-usage/{index}/proof"),
+        });
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// The uses of the signed-in person's data, newest first.
+#[utoipa::path(get, path = "/api/v1/me/data-usage", tag = "me",
+    responses(
+        (status = 200, description = "Every exchange call about the signed-in person, newest first", body = [DataUse]),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn api(State(app): State<Shared>, v: Visitor) -> Response {
+    let Some(s) = &v.session else {
+        return Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Not signed in")
+            .detail("Sign in to see who used your data.")
+            .into_response();
+    };
+    match uses(&app, s).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => Problem::internal(&*e).into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "data_usage.html")]
+struct UsagePage {
+    c: Chrome,
+    rows: Vec<(DataUse, String)>,
+}
+
+async fn page(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn) -> Response {
+    let c = Chrome::for_visitor(&v, &headers, &uri, "account");
+    match uses(&app, &s).await {
+        Ok(list) => {
+            let rows = list
+                .into_iter()
+                .map(|u| {
+                    let when = time::OffsetDateTime::parse(
+                        &u.time,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map(|t| taiwan_time(t.unix_timestamp() * 1000))
+                    .unwrap_or_default();
+                    (u, when)
+                })
+                .collect();
+            render(&UsagePage { c, rows }, StatusCode::OK)
+        }
+        Err(e) => error_page(c, &headers, &*e),
+    }
+}
+
+/// The inclusion proof of one use, for the person it is about only.
+async fn proof(
+    State(app): State<Shared>,
+    SignedIn(v, s, headers, uri): SignedIn,
+    Path(index): Path<u64>,
+) -> Response {
+    let c = Chrome::for_visitor(&v, &headers, &uri, "account");
+    let theirs = match uses(&app, &s).await {
+        Ok(list) => list.iter().any(|u| u.index == index),
+        Err(e) => return error_page(c, &headers, &*e),
+    };
+    if !theirs {
+        return message_page(
+            c,
+            StatusCode::NOT_FOUND,
+            |t| (t.not_found_title, t.not_found_text),
+            String::new(),
+        );
+    }
+    match app.ledger.proof_bundle(index).await {
+        Ok(bundle) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    &format!("attachment; filename=\"civitas-proof-{index}.txt\""),
+                ),
+            ],
+            bundle.to_text(),
+        )
+            .into_response(),
+        Err(e) => error_page(c, &headers, &e),
+    }
+}
