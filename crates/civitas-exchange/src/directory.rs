@@ -11,6 +11,10 @@ use serde::Serialize;
 use crate::ExchangeError;
 use crate::network;
 
+/// The base URL prefix of a base registry this program serves itself, in process
+/// (`civitas:registry/population`): no network hop, and reachable only through the gateway.
+pub const BUILT_IN: &str = "civitas:registry/";
+
 /// HTTP methods a right or an endpoint may name (`*` is any).
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
@@ -329,11 +333,13 @@ impl Directory {
         actor: &str,
     ) -> Result<Service, ExchangeError> {
         let base = new.base_url.trim().trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://"))
-            || base.contains(['?', '#'])
-        {
+        let web = base.starts_with("http://") || base.starts_with("https://");
+        let own = base.strip_prefix(BUILT_IN).is_some_and(|code| {
+            !code.is_empty() && code.chars().all(|c| c.is_ascii_alphanumeric())
+        });
+        if !(web || own) || base.contains(['?', '#']) {
             return Err(ExchangeError::Invalid(format!(
-                "{base:?} is not an http or https address without query or fragment"
+                "{base:?} is not an http or https address without query or fragment, or {BUILT_IN}CODE"
             )));
         }
         if self.subsystem(&new.id.provider).await?.is_none() {

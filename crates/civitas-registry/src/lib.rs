@@ -49,6 +49,8 @@ pub use people::{
 };
 pub use ubn::ubn_is_valid;
 
+pub mod services;
+
 use civitas_store::{BulkInsert, Value};
 use generator::{Generator, Rows};
 

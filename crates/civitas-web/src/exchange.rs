@@ -328,6 +328,15 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         None
     };
 
+    // A base registry this program serves itself: answered in process.
+    if let Some(code) = service
+        .base_url
+        .strip_prefix(civitas_exchange::directory::BUILT_IN)
+    {
+        let res = built_in(app, code, req.method(), path).await?;
+        return finish(app, res, logged(reason), hash.finish(), 0).await;
+    }
+
     // Stream the body through, hashing it on the way.
     let hash = Arc::new(Mutex::new(hash));
     let fed = hash.clone();
@@ -382,6 +391,34 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         .body(Body::from_stream(answer.bytes_stream()))
         .map_err(internal)?;
     finish(app, res, logged(reason), request_hash, body_bytes).await
+}
+
+/// A base registry's answer, as its own information system would give it: JSON records, or
+/// a JSON error with 400, 404 or 405 (the provider's errors, so no `X-Road-Error`).
+async fn built_in(
+    app: &Shared,
+    code: &str,
+    method: &axum::http::Method,
+    path: &str,
+) -> Result<Response, Fault> {
+    use civitas_registry::services::{Answer, answer};
+    let (status, body) = if method != axum::http::Method::GET {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({ "error": "the registries are read with GET" }),
+        )
+    } else {
+        match answer(&app.db, code, path).await.map_err(internal)? {
+            Answer::Found(v) => (StatusCode::OK, v),
+            Answer::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
+            Answer::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
+        }
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .map_err(internal)
 }
 
 /// Adds the response headers that bind the answer to the call, and logs the call.

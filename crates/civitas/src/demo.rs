@@ -149,6 +149,7 @@ pub async fn prepare(
     crate::record_config(&ledger, entries).await?;
     crate::prepare_signing_keys(&db, &ledger).await?;
     let seeded = ensure_seeded(&db, &spec(config)?, quiet).await?;
+    demo_exchange(&db, &ledger, &config.exchange_instance).await?;
     if let Seeded::Built(s, secs) = &seeded {
         let featured: Vec<String> = civitas_registry::demo_people(&db)
             .await?
@@ -177,6 +178,77 @@ pub async fn prepare(
         seeded,
     ))
 }
+/// The demo country's exchange, once: every agency a member, each registry a service of the
+/// agency that owns it (served in process), each agency's case system and the portal as
+/// client subsystems on this machine, and the rights a demo needs: the portal reads every
+/// registry (for a person's own data), welfare, health insurance and labour read what their
+/// cases need.
+async fn demo_exchange(db: &Db, ledger: &civitas_ledger::Ledger, instance: &str) -> Result<()> {
+    use civitas_core::xroad::MemberId;
+    use civitas_exchange::{Directory, NewService};
+    use civitas_registry::services::{SERVICES, openapi};
+    let d = Directory::new(db.clone(), ledger.clone(), instance);
+    if !d.members().await?.is_empty() {
+        return Ok(());
+    }
+    let actor = crate::SYSTEM;
+    let loopback = civitas_exchange::network::LOOPBACK;
+    let member = |code: &str| MemberId::new(instance, "GOV", code);
+    for a in civitas_registry::agencies(db).await? {
+        let m = member(&a.code)?;
+        d.add_member(&m, &a.name_en, actor).await?;
+        d.add_subsystem(&m.subsystem("services")?, "Case handling", loopback, actor)
+            .await?;
+    }
+    let moda = member("MODA")?;
+    let portal = moda.subsystem("portal")?;
+    d.add_subsystem(&portal, "Citizen portal", loopback, actor)
+        .await?;
+    let mut registries = Vec::new();
+    for s in SERVICES {
+        let owner = member(s.agency)?.subsystem("registry")?;
+        if d.subsystem(&owner).await?.is_none() {
+            d.add_subsystem(&owner, "Base registries", loopback, actor)
+                .await?;
+        }
+        let id = owner.service(s.code)?;
+        d.add_service(
+            NewService {
+                id: id.clone(),
+                base_url: format!("{}{}", civitas_exchange::directory::BUILT_IN, s.code),
+                openapi: Some(openapi(s).to_string()),
+                endpoints: Vec::new(),
+                personal: s.personal,
+            },
+            actor,
+        )
+        .await?;
+        d.grant(&id, &portal, "GET", "/", actor).await?;
+        registries.push((s.code, id));
+    }
+    let service = |code: &str| {
+        registries
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, id)| id.clone())
+            .context("a demo registry is missing")
+    };
+    for (client, registry, path) in [
+        ("DSA", "population", "/persons"),
+        ("DSA", "tax", "/persons"),
+        ("NHIA", "population", "/persons"),
+        ("WDA", "residents", "/persons"),
+        ("WDA", "businesses", "/businesses"),
+        ("NIA", "businesses", "/businesses"),
+        ("DLA", "tax", "/persons"),
+        ("THB", "population", "/persons"),
+    ] {
+        let c = member(client)?.subsystem("services")?;
+        d.grant(&service(registry)?, &c, "GET", path, actor).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::sqlite_path;

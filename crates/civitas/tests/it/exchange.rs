@@ -84,8 +84,8 @@ struct Country {
 async fn country(app: &TestApp) -> Country {
     let provider = provider().await;
     let d = Directory::new(app.db.clone(), app.ledger.clone(), "TW");
-    let hro = MemberId::new("TW", "GOV", "HRO").unwrap();
-    let moda = MemberId::new("TW", "GOV", "MODA").unwrap();
+    let hro = MemberId::new("TW", "TEST", "HRO").unwrap();
+    let moda = MemberId::new("TW", "TEST", "MODA").unwrap();
     d.add_member(&hro, "Household Registration Office", "operator:test")
         .await
         .unwrap();
@@ -197,8 +197,8 @@ on_both_engines! {
         assert_eq!(res.status(), 200);
         let h = res.headers().clone();
         assert_eq!(h["x-road-id"], "my-call-1");
-        assert_eq!(h["x-road-client"], "TW/GOV/MODA/portal");
-        assert_eq!(h["x-road-service"], "TW/GOV/HRO/population/echo");
+        assert_eq!(h["x-road-client"], "TW/TEST/MODA/portal");
+        assert_eq!(h["x-road-service"], "TW/TEST/HRO/population/echo");
         assert_eq!(h["x-powered-by"], "echo", "other headers pass unchanged");
         assert!(h.get("server").is_none_or(|s| s != "provider/1.0"), "the provider's Server header is not passed");
         assert!(h.get("x-road-error").is_none());
@@ -210,7 +210,7 @@ on_both_engines! {
         assert_eq!(got["body_sha256"], format!("{:x}", sha2::Sha256::digest(&body)));
         let received: Vec<(String, String)> = serde_json::from_value(got["headers"].clone()).unwrap();
         let find = |n: &str| received.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
-        assert_eq!(find("x-road-client"), Some("TW/GOV/MODA/portal"));
+        assert_eq!(find("x-road-client"), Some("TW/TEST/MODA/portal"));
         assert_eq!(find("x-road-issue"), Some("CASE-42"));
         assert_eq!(find("x-custom"), Some("kept"));
         assert_eq!(find("x-road-request-id"), h["x-road-request-id"].to_str().ok());
@@ -253,7 +253,7 @@ on_both_engines! {
         let echo = c.echo.to_string();
         assert_fault(call(format!("/r1/{echo}"), None).await.unwrap(), 400, "Client.InvalidClientIdentifier").await;
         assert_fault(call(format!("/r1/{echo}"), Some("TW/GOV".into())).await.unwrap(), 400, "Client.InvalidClientIdentifier").await;
-        assert_fault(call("/r1/TW/GOV/HRO".into(), portal.clone()).await.unwrap(), 400, "Client.BadRequest").await;
+        assert_fault(call("/r1/TW/TEST/HRO".into(), portal.clone()).await.unwrap(), 400, "Client.BadRequest").await;
         // An encoded dot segment (sent raw: HTTP clients would resolve it before sending).
         let raw = raw_request(&app.base, &format!(
             "GET /r1/{echo}/a/%2E%2E/b HTTP/1.1\r\nHost: x\r\nX-Road-Client: {}\r\nConnection: close\r\n\r\n",
@@ -261,12 +261,12 @@ on_both_engines! {
         ))
         .await;
         assert!(raw.starts_with("HTTP/1.1 400") && raw.contains("x-road-error: Client.BadRequest"), "{raw}");
-        assert_fault(call("/r1/TW/GOV/HRO/pop_ulation/echo".into(), portal.clone()).await.unwrap(), 400, "Client.BadRequest").await;
-        let m = assert_fault(call(format!("/r1/{echo}"), Some("TW/GOV/MODA/nobody".into())).await.unwrap(), 500, "Server.ClientProxy.UnknownMember").await;
-        assert!(m.contains("TW/GOV/MODA/nobody"), "{m}");
+        assert_fault(call("/r1/TW/TEST/HRO/pop_ulation/echo".into(), portal.clone()).await.unwrap(), 400, "Client.BadRequest").await;
+        let m = assert_fault(call(format!("/r1/{echo}"), Some("TW/TEST/MODA/nobody".into())).await.unwrap(), 500, "Server.ClientProxy.UnknownMember").await;
+        assert!(m.contains("TW/TEST/MODA/nobody"), "{m}");
         // A subsystem whose information system is elsewhere cannot call from here.
-        assert_fault(call(format!("/r1/{echo}"), Some("TW/GOV/MODA/outsider".into())).await.unwrap(), 500, "Server.ClientProxy.AccessDenied").await;
-        assert_fault(call("/r1/TW/GOV/HRO/population/nothing".into(), portal.clone()).await.unwrap(), 500, "Server.ServerProxy.UnknownService").await;
+        assert_fault(call(format!("/r1/{echo}"), Some("TW/TEST/MODA/outsider".into())).await.unwrap(), 500, "Server.ClientProxy.AccessDenied").await;
+        assert_fault(call("/r1/TW/TEST/HRO/population/nothing".into(), portal.clone()).await.unwrap(), 500, "Server.ServerProxy.UnknownService").await;
         assert_fault(call("/r1/EE/GOV/HRO/population/echo".into(), portal.clone()).await.unwrap(), 500, "Server.ClientProxy.UnknownMember").await;
         // Rights: GET under /persons only.
         let persons = c.persons.to_string();
@@ -275,7 +275,7 @@ on_both_engines! {
         assert_fault(denied, 500, "Server.ServerProxy.AccessDenied").await;
         assert_fault(call(format!("/r1/{persons}/admin"), portal.clone()).await.unwrap(), 500, "Server.ServerProxy.AccessDenied").await;
         // A provider that does not answer.
-        assert_fault(call("/r1/TW/GOV/HRO/population/down".into(), portal.clone()).await.unwrap(), 500, "Server.ServerProxy.NetworkError").await;
+        assert_fault(call("/r1/TW/TEST/HRO/population/down".into(), portal.clone()).await.unwrap(), 500, "Server.ServerProxy.NetworkError").await;
         // A revoked right stops the very next call.
         assert_eq!(call(format!("/r1/{echo}/x"), portal.clone()).await.unwrap().status(), 200);
         c.directory.revoke(&c.echo, &c.portal, "*", "/", "t").await.unwrap();
@@ -323,8 +323,8 @@ on_both_engines! {
         assert_eq!(e.public["x_road_id"], x_road_id.as_str());
         assert_eq!(e.public["purpose"], "Childbirth allowance");
         assert_eq!(e.public["legal_basis"], "Household Registration Act art. 65");
-        assert_eq!(e.actor, "xroad:TW/GOV/MODA/portal");
-        assert_eq!(e.object, "exchange/service/TW/GOV/HRO/population/persons");
+        assert_eq!(e.actor, "xroad:TW/TEST/MODA/portal");
+        assert_eq!(e.object, "exchange/service/TW/TEST/HRO/population/persons");
         let stored = serde_json::to_string(&e.public).unwrap();
         assert!(!stored.contains(&person), "{stored}");
         let key = app.ledger.verifier_key().to_string();
@@ -339,7 +339,7 @@ on_both_engines! {
         let uses: Value = serde_json::from_str(&page.body).unwrap();
         let first = &uses[0];
         assert_eq!(first["index"], *idx);
-        assert_eq!(first["client"], "TW/GOV/MODA/portal");
+        assert_eq!(first["client"], "TW/TEST/MODA/portal");
         assert_eq!(first["client_name"], "Ministry of Digital Affairs");
         assert_eq!(first["provider_name"], "Household Registration Office");
         assert_eq!(first["purpose"], "Childbirth allowance");
@@ -360,6 +360,69 @@ on_both_engines! {
         app.stop().await;
     }
 
+    async fn the_demo_countrys_base_registries_answer_through_the_exchange(app) {
+        let person = civitas_registry::demo_people(&app.db).await.unwrap()[0].national_id.clone();
+        let ask = |client: &'static str, path: String, reason: bool| {
+            let mut r = app
+                .client
+                .get(format!("{}/r1/TW/GOV/{path}", app.base))
+                .header("X-Road-Client", client);
+            if reason {
+                r = r
+                    .header("X-Road-UserId", format!("TW{person}"))
+                    .header("X-Road-PDU-Purpose", "My data")
+                    .header("X-Road-PDU-Legal-Basis", "The person's own request");
+            }
+            r.send()
+        };
+        let portal = "TW/GOV/MODA/portal";
+        // The population register: the record, the household, the children.
+        let res = ask(portal, format!("HRO/registry/population/persons/{person}"), true).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-road-service"], "TW/GOV/HRO/registry/population");
+        let record: Value = res.json().await.unwrap();
+        assert_eq!(record["national_id"], person.as_str());
+        assert!(record["family_name"].as_str().is_some_and(|n| !n.is_empty()), "{record}");
+        let household: Value = ask(portal, format!("HRO/registry/population/persons/{person}/household"), true)
+            .await.unwrap().json().await.unwrap();
+        let household = household.as_array().unwrap();
+        assert!(household.iter().any(|m| m["national_id"] == person.as_str()), "{household:?}");
+        assert_eq!(household[0]["role"], "head");
+        // Every registry answers the portal, each with its own record shape.
+        for path in [
+            format!("THB/registry/vehicles/persons/{person}/licences"),
+            format!("THB/registry/vehicles/persons/{person}/vehicles"),
+            format!("DLA/registry/land/persons/{person}/parcels"),
+            format!("DLA/registry/land/persons/{person}/buildings"),
+            format!("TXA/registry/tax/persons/{person}/income-tax"),
+            format!("MOE/registry/education/persons/{person}/enrolments"),
+        ] {
+            let res = ask(portal, path.clone(), true).await.unwrap();
+            assert_eq!(res.status(), 200, "{path}");
+            assert!(res.json::<Value>().await.unwrap().is_array(), "{path}");
+        }
+        let res = ask(portal, format!("NHIA/registry/insurance/persons/{person}"), true).await.unwrap();
+        assert!(matches!(res.status().as_u16(), 200 | 404), "insured or not: {}", res.status());
+        // The business register is not about people: no reason needed.
+        let ubn: String = civitas_store::sqlx::query_scalar("SELECT ubn FROM businesses ORDER BY ubn LIMIT 1")
+            .fetch_one(app.db.pool()).await.unwrap();
+        let b: Value = ask(portal, format!("TXA/registry/businesses/businesses/{ubn}"), false).await.unwrap().json().await.unwrap();
+        assert_eq!(b["ubn"], ubn.as_str());
+        // The registry's own errors pass through as its answers, without X-Road-Error.
+        let bad = ask(portal, "HRO/registry/population/persons/A000000000".into(), true).await.unwrap();
+        assert_eq!(bad.status(), 400);
+        assert!(bad.headers().get("x-road-error").is_none());
+        let missing = ask(portal, "HRO/registry/population/nothing/here".into(), true).await.unwrap();
+        assert_eq!(missing.status(), 404);
+        // Rights as the demo sets them: welfare reads people, not the land register.
+        assert_eq!(ask("TW/GOV/DSA/services", format!("HRO/registry/population/persons/{person}"), true).await.unwrap().status(), 200);
+        assert_fault(ask("TW/GOV/DSA/services", format!("DLA/registry/land/persons/{person}/parcels"), true).await.unwrap(), 500, "Server.ServerProxy.AccessDenied").await;
+        // Each registry documents its API.
+        let doc: Value = ask(portal, "HRO/registry/getOpenAPI?serviceCode=population".into(), false).await.unwrap().json().await.unwrap();
+        assert!(doc["paths"]["/persons/{id}/household"]["get"].is_object(), "{doc}");
+        app.stop().await;
+    }
+
     async fn metaservices_list_clients_methods_allowed_methods_and_openapi(app) {
         let c = country(&app).await;
         let clients: Value = app.get("/listClients").await.json().await.unwrap();
@@ -369,7 +432,7 @@ on_both_engines! {
                 id["member_class"].as_str().unwrap(), id["member_code"].as_str().unwrap(),
                 id["subsystem_code"].as_str().map(|s| format!("/{s}")).unwrap_or_default())
         }).collect();
-        for want in ["MEMBER TW/GOV/HRO", "MEMBER TW/GOV/MODA", "SUBSYSTEM TW/GOV/HRO/population", "SUBSYSTEM TW/GOV/MODA/portal"] {
+        for want in ["MEMBER TW/TEST/HRO", "MEMBER TW/TEST/MODA", "SUBSYSTEM TW/TEST/HRO/population", "SUBSYSTEM TW/TEST/MODA/portal"] {
             assert!(ids.iter().any(|i| i == want), "{want} in {ids:?}");
         }
         let other: Value = app.get("/listClients?xRoadInstance=EE").await.json().await.unwrap();
@@ -377,7 +440,7 @@ on_both_engines! {
 
         let meta = |code: &str| {
             app.client
-                .get(format!("{}/r1/TW/GOV/HRO/population/{code}", app.base))
+                .get(format!("{}/r1/TW/TEST/HRO/population/{code}", app.base))
                 .header("X-Road-Client", c.portal.to_string())
                 .send()
         };
