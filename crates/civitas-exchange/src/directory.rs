@@ -40,7 +40,13 @@ pub struct Subsystem {
     pub member_name: String,
     /// Address ranges its information system may call the gateway from.
     pub networks: String,
+    /// Whether the law lets it defer when the person sees its calls (an investigation):
+    /// see [`MAX_DEFERRAL_DAYS`].
+    pub may_defer: bool,
 }
+
+/// The longest a call about a person may stay out of that person's sight.
+pub const MAX_DEFERRAL_DAYS: i64 = 366;
 
 /// One method and path of a service (`*` as a path segment matches any one segment).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -323,7 +329,35 @@ impl Directory {
             name: name.into(),
             member_name: member.name,
             networks: networks.trim().into(),
+            may_defer: false,
         })
+    }
+
+    /// Lets a subsystem defer when people see its calls about them (or stops it).
+    pub async fn set_may_defer(
+        &self,
+        id: &ClientId,
+        allowed: bool,
+        actor: &str,
+    ) -> Result<(), ExchangeError> {
+        let done = sqlx::query("UPDATE exchange_subsystems SET may_defer = $1 WHERE id = $2")
+            .bind(i64::from(allowed))
+            .bind(id.to_string())
+            .execute(self.db.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(ExchangeError::NotFound(format!("no subsystem {id}")));
+        }
+        self.record(Event::new(
+            if allowed {
+                "exchange.deferral_allowed"
+            } else {
+                "exchange.deferral_withdrawn"
+            },
+            actor,
+            &format!("exchange/subsystem/{id}"),
+        ))
+        .await
     }
 
     /// Registers a service of an existing subsystem.
@@ -532,7 +566,7 @@ impl Directory {
         arg: Option<String>,
     ) -> Result<Vec<Subsystem>, ExchangeError> {
         let sql = format!(
-            "SELECT s.id, s.name, s.networks, m.name AS member_name FROM exchange_subsystems s JOIN exchange_members m ON m.id = s.member_id {filter} ORDER BY s.id"
+            "SELECT s.id, s.name, s.networks, s.may_defer, m.name AS member_name FROM exchange_subsystems s JOIN exchange_members m ON m.id = s.member_id {filter} ORDER BY s.id"
         );
         let mut q = sqlx::query(&sql);
         if let Some(a) = arg {
@@ -547,6 +581,7 @@ impl Directory {
                     name: r.try_get("name")?,
                     member_name: r.try_get("member_name")?,
                     networks: r.try_get("networks")?,
+                    may_defer: r.try_get::<i64, _>("may_defer")? != 0,
                 })
             })
             .collect()

@@ -48,10 +48,11 @@ impl From<civitas_core::xroad::XRoadIdError> for ExchangeError {
 /// The exchange's schema.
 pub const COMPONENT: Component = Component {
     name: "exchange",
-    migrations: &[Migration {
-        version: 1,
-        name: "directory and access rights",
-        sql: "CREATE TABLE exchange_members (
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "directory and access rights",
+            sql: "CREATE TABLE exchange_members (
             id TEXT PRIMARY KEY,
             instance TEXT NOT NULL,
             class TEXT NOT NULL,
@@ -95,7 +96,13 @@ pub const COMPONENT: Component = Component {
             PRIMARY KEY (service_id, client_id, method, path)
         );
         CREATE INDEX exchange_access_client ON exchange_access (client_id);",
-    }],
+        },
+        Migration {
+            version: 2,
+            name: "deferrals",
+            sql: "ALTER TABLE exchange_subsystems ADD COLUMN may_defer BIGINT NOT NULL DEFAULT 0;",
+        },
+    ],
 };
 
 #[cfg(test)]

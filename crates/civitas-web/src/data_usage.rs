@@ -57,6 +57,11 @@ pub(crate) struct DataUse {
     x_road_id: String,
     /// The answer's HTTP status.
     status: u64,
+    /// When the caller had the law's leave to keep the call from the person until a time
+    /// (an investigation, say): that time, RFC 3339. The entry appears once it has passed.
+    deferred_until: Option<String>,
+    /// Why it was deferred.
+    deferral_reason: Option<String>,
     /// Where to fetch the entry's inclusion proof.
     proof: String,
 }
@@ -82,9 +87,18 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
     let text = |e: &civitas_ledger::Event, k: &str| {
         e.public.get(k).and_then(|v| v.as_str()).map(str::to_string)
     };
+    let now = time::OffsetDateTime::now_utc();
     let mut out = Vec::new();
     for (index, e) in app.ledger.subject_events(tag).await? {
         if e.kind != "exchange.call" {
+            continue;
+        }
+        // A deferred call stays out of sight until its time has passed.
+        let deferred_until = text(&e, "deferred_until");
+        if deferred_until.as_deref().is_some_and(|u| {
+            time::OffsetDateTime::parse(u, &time::format_description::well_known::Rfc3339)
+                .map_or(true, |t| t > now)
+        }) {
             continue;
         }
         let client = e
@@ -117,6 +131,8 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
             represented_party: text(&e, "represented_party"),
             x_road_id: text(&e, "x_road_id").unwrap_or_default(),
             status: e.public.get("status").and_then(|v| v.as_u64()).unwrap_or(0),
+            deferral_reason: text(&e, "deferral_reason"),
+            deferred_until,
             proof: format!("/account/data-usage/{index}/proof"),
         });
     }

@@ -100,7 +100,11 @@ fn target(path: &str) -> Result<(ServiceId, String), Fault> {
 
 /// The calling subsystem, checked: registered, and calling from its information system's
 /// address range.
-async fn caller(app: &Shared, headers: &HeaderMap, peer: SocketAddr) -> Result<ClientId, Fault> {
+async fn caller(
+    app: &Shared,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(ClientId, civitas_exchange::Subsystem), Fault> {
     let text = last(headers, "x-road-client").ok_or_else(|| {
         Fault::client(
             "InvalidClientIdentifier",
@@ -127,7 +131,7 @@ async fn caller(app: &Shared, headers: &HeaderMap, peer: SocketAddr) -> Result<C
             ),
         ));
     }
-    Ok(client)
+    Ok((client, sub))
 }
 
 /// Why a call about a person is made (the data tracker's headers).
@@ -136,11 +140,54 @@ struct Reason {
     purpose: String,
     legal_basis: String,
     consent: Option<String>,
+    /// Until when (RFC 3339) the person does not see the call, and why.
+    deferral: Option<(String, String)>,
+}
+
+/// A deferral the caller asks for (`X-Road-PDU-Hidden: true` with `…-Hidden-Reason` and
+/// `…-Hidden-Until`): only a subsystem the law allows, for a stated reason, until a stated
+/// time within [`civitas_exchange::directory::MAX_DEFERRAL_DAYS`].
+fn deferral(
+    headers: &HeaderMap,
+    sub: &civitas_exchange::Subsystem,
+) -> Result<Option<(String, String)>, Fault> {
+    use time::format_description::well_known::Rfc3339;
+    if !last(headers, "x-road-pdu-hidden").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    if !sub.may_defer {
+        return Err(Fault::server_proxy(
+            "AccessDenied",
+            format!("{} may not defer when people see its calls", sub.id),
+        ));
+    }
+    let bad = |m: &str| Fault::client("BadRequest", m.to_string());
+    let reason = last(headers, "x-road-pdu-hidden-reason")
+        .map(|v| decode_segment("header", v).unwrap_or_else(|_| v.to_string()))
+        .ok_or_else(|| bad("a deferral needs X-Road-PDU-Hidden-Reason"))?;
+    let until = last(headers, "x-road-pdu-hidden-until")
+        .ok_or_else(|| bad("a deferral needs X-Road-PDU-Hidden-Until"))?;
+    let until = time::OffsetDateTime::parse(until, &Rfc3339).map_err(|_| {
+        bad("X-Road-PDU-Hidden-Until must be a time such as 2027-01-31T00:00:00+08:00")
+    })?;
+    let now = time::OffsetDateTime::now_utc();
+    let max = now + time::Duration::days(civitas_exchange::directory::MAX_DEFERRAL_DAYS);
+    if until <= now || until > max {
+        return Err(bad(&format!(
+            "X-Road-PDU-Hidden-Until must be in the future and at most {} days ahead",
+            civitas_exchange::directory::MAX_DEFERRAL_DAYS
+        )));
+    }
+    let until = until
+        .to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_err(internal)?;
+    Ok(Some((until, reason.chars().take(200).collect())))
 }
 
 /// A call about a person names the person, a purpose and a legal basis, and a consent when
 /// the legal basis is consent.
-fn reason(headers: &HeaderMap) -> Result<Reason, Fault> {
+fn reason(headers: &HeaderMap, sub: &civitas_exchange::Subsystem) -> Result<Reason, Fault> {
     let user = last(headers, "x-road-userid");
     let purpose = last(headers, "x-road-pdu-purpose");
     let basis = last(headers, "x-road-pdu-legal-basis");
@@ -179,6 +226,7 @@ fn reason(headers: &HeaderMap) -> Result<Reason, Fault> {
         purpose: decode(purpose.unwrap_or_default()),
         legal_basis: decode(basis.unwrap_or_default()),
         consent: consent.map(decode),
+        deferral: deferral(headers, sub)?,
     })
 }
 
@@ -226,7 +274,7 @@ struct Logged {
 async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, Fault> {
     let (service_id, rest) = target(req.uri().path())?;
     let headers = req.headers().clone();
-    let client = caller(app, &headers, peer).await?;
+    let (client, subsystem) = caller(app, &headers, peer).await?;
     if service_id.provider.member.instance != app.exchange.instance() {
         return Err(Fault::client_proxy(
             "UnknownMember",
@@ -323,7 +371,7 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         ));
     }
     let reason = if service.personal {
-        Some(reason(&headers)?)
+        Some(reason(&headers, &subsystem)?)
     } else {
         None
     };
@@ -466,6 +514,11 @@ async fn finish(
             .with("legal_basis", r.legal_basis);
         if let Some(c) = r.consent {
             event = event.with("consent_reference", c);
+        }
+        if let Some((until, why)) = r.deferral {
+            event = event
+                .with("deferred_until", until)
+                .with("deferral_reason", why);
         }
         let subject = subject_of(app, &r.user).await;
         let secret = app

@@ -60,6 +60,15 @@ pub enum SubsystemCommand {
         #[arg(long, default_value = LOOPBACK)]
         networks: String,
     },
+    /// Whether the law lets it defer, for a stated reason and a limited time, when people
+    /// see its calls about them (an investigation, say).
+    MayDefer {
+        /// `INSTANCE/CLASS/CODE/SUBSYSTEM`.
+        id: String,
+        /// `yes` or `no`.
+        #[arg(value_parser = ["yes", "no"])]
+        allowed: String,
+    },
 }
 
 /// `civitas exchange service ...`
@@ -144,6 +153,21 @@ async fn command(d: &Directory, cmd: ExchangeCommand) -> Result<()> {
                 "Added subsystem {} ({}); its information system may call from {}.",
                 s.id, s.name, s.networks
             );
+        }
+        ExchangeCommand::Subsystem(SubsystemCommand::MayDefer { id, allowed }) => {
+            let id = client(&id)?;
+            let yes = allowed == "yes";
+            d.set_may_defer(&id, yes, OPERATOR_CLI)
+                .await
+                .map_err(failed)?;
+            if yes {
+                println!(
+                    "{id} may now defer, for a stated reason and at most {} days, when people see its calls about them.",
+                    civitas_exchange::directory::MAX_DEFERRAL_DAYS
+                );
+            } else {
+                println!("{id} may no longer defer.");
+            }
         }
         ExchangeCommand::Service(ServiceCommand::Add(a)) => {
             let openapi = match &a.openapi {
@@ -232,8 +256,11 @@ async fn list(d: &Directory) -> Result<(), civitas_exchange::ExchangeError> {
         println!("member {}  {}", m.id, m.name);
         for s in subsystems.iter().filter(|s| s.id.member == m.id) {
             println!(
-                "  subsystem {}  {}  (calls from {})",
-                s.id, s.name, s.networks
+                "  subsystem {}  {}  (calls from {}){}",
+                s.id,
+                s.name,
+                s.networks,
+                if s.may_defer { "  may defer" } else { "" }
             );
             for svc in d.services(&s.id).await? {
                 println!(

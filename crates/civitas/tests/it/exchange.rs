@@ -360,6 +360,54 @@ on_both_engines! {
         app.stop().await;
     }
 
+    async fn a_deferral_is_allowed_by_law_only_time_limited_and_shown_when_it_ends(app) {
+        use time::format_description::well_known::Rfc3339;
+        let c = country(&app).await;
+        let person = civitas_registry::demo_people(&app.db).await.unwrap()[0].national_id.clone();
+        let call = |extra: Vec<(&'static str, String)>| {
+            let mut r = app
+                .client
+                .get(format!("{}/r1/{}/persons/{person}", app.base, c.persons))
+                .header("X-Road-Client", c.portal.to_string())
+                .header("X-Road-UserId", format!("TW{person}"))
+                .header("X-Road-PDU-Purpose", "Investigation")
+                .header("X-Road-PDU-Legal-Basis", "Code of Criminal Procedure art. 245");
+            for (k, v) in extra {
+                r = r.header(k, v);
+            }
+            r.send()
+        };
+        let at = |secs: i64| (time::OffsetDateTime::now_utc() + time::Duration::seconds(secs)).format(&Rfc3339).unwrap();
+        let hidden = |until: String| vec![
+            ("X-Road-PDU-Hidden", "true".to_string()),
+            ("X-Road-PDU-Hidden-Reason", "Ongoing%20investigation%20123".to_string()),
+            ("X-Road-PDU-Hidden-Until", until),
+        ];
+        // Only a subsystem the law allows may defer.
+        let m = assert_fault(call(hidden(at(60))).await.unwrap(), 500, "Server.ServerProxy.AccessDenied").await;
+        assert!(m.contains("may not defer"), "{m}");
+        c.directory.set_may_defer(&c.portal, true, "operator:test").await.unwrap();
+        // It must say why and until when: in the future, within the limit.
+        assert_fault(call(vec![("X-Road-PDU-Hidden", "true".into())]).await.unwrap(), 400, "Client.BadRequest").await;
+        assert_fault(call(hidden(at(-5))).await.unwrap(), 400, "Client.BadRequest").await;
+        assert_fault(call(hidden(at(400 * 86_400))).await.unwrap(), 400, "Client.BadRequest").await;
+        assert_fault(call(hidden("next week".into())).await.unwrap(), 400, "Client.BadRequest").await;
+        // Deferred for two seconds: logged at once, out of the person's sight until then.
+        assert_eq!(call(hidden(at(2))).await.unwrap().status(), 200);
+        let mut b = crate::support::Browser::new(&app);
+        b.sign_in(&person, civitas_identity::DEMO_PASSWORD).await;
+        let seen = |body: &str| serde_json::from_str::<Value>(body).unwrap().as_array().unwrap().len();
+        assert_eq!(seen(&b.get("/api/v1/me/data-usage").await.body), 0);
+        tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+        let uses: Value = serde_json::from_str(&b.get("/api/v1/me/data-usage").await.body).unwrap();
+        assert_eq!(uses.as_array().unwrap().len(), 1);
+        assert_eq!(uses[0]["deferral_reason"], "Ongoing investigation 123");
+        assert!(uses[0]["deferred_until"].as_str().is_some());
+        let page = b.get("/account/data-usage").await.body;
+        assert!(page.contains("Ongoing investigation 123"), "the page says it was deferred and why");
+        app.stop().await;
+    }
+
     async fn the_demo_countrys_base_registries_answer_through_the_exchange(app) {
         let person = civitas_registry::demo_people(&app.db).await.unwrap()[0].national_id.clone();
         let ask = |client: &'static str, path: String, reason: bool| {
@@ -523,6 +571,15 @@ fn the_operator_manages_the_directory_and_rights_from_the_cli() {
         "--networks",
         "10.0.0.0/8",
     ]));
+    assert!(
+        run_ok(&mut x(&[
+            "subsystem",
+            "may-defer",
+            "TW/GOV/MODA/portal",
+            "yes"
+        ]))
+        .contains("may now defer")
+    );
     let out = run_ok(&mut x(&[
         "service",
         "add",
@@ -566,7 +623,7 @@ fn the_operator_manages_the_directory_and_rights_from_the_cli() {
     let listed = run_ok(&mut x(&["list"]));
     for want in [
         "member TW/GOV/HRO  Household Registration Office",
-        "subsystem TW/GOV/MODA/portal  portal  (calls from 10.0.0.0/8)",
+        "subsystem TW/GOV/MODA/portal  portal  (calls from 10.0.0.0/8)  may defer",
         "service TW/GOV/HRO/population/persons  OPENAPI  http://127.0.0.1:7000/api  personal",
         "GET /persons/*",
         "may call GET /persons of TW/GOV/HRO/population/persons",
@@ -673,6 +730,7 @@ fn the_operator_manages_the_directory_and_rights_from_the_cli() {
             "exchange.member_added",
             "exchange.subsystem_added",
             "exchange.subsystem_added",
+            "exchange.deferral_allowed",
             "exchange.service_added",
             "exchange.service_added",
             "exchange.access_granted",
