@@ -26,7 +26,7 @@ pub(crate) fn routes() -> axum::Router<Shared> {
 }
 
 /// Refuses anyone but an operator with the "not allowed" page.
-fn operator_only(s: &SessionInfo, c: Chrome) -> Result<Chrome, Box<Response>> {
+pub(crate) fn operator_only(s: &SessionInfo, c: Chrome) -> Result<Chrome, Box<Response>> {
     if s.account.kind == AccountKind::Operator {
         Ok(c)
     } else {

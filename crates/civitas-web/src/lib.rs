@@ -7,6 +7,7 @@
 mod account;
 mod account_texts;
 mod admin;
+mod admin_exchange;
 mod api;
 mod applications;
 pub mod auth;
@@ -73,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .merge(applications::routes())
         .merge(data_usage::routes())
         .merge(admin::routes())
+        .merge(admin_exchange::routes())
         .merge(passkey_routes::routes())
         .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(

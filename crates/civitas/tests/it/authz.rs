@@ -134,6 +134,8 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("POST", "/account/passkeys/remove", Rule::SubstantialForm),
     ("GET", "/admin/clients", Rule::OperatorOnly),
     ("POST", "/admin/clients", Rule::OperatorForm),
+    ("GET", "/admin/exchange", Rule::OperatorOnly),
+    ("POST", "/admin/exchange", Rule::OperatorForm),
     ("POST", "/admin/clients/state", Rule::OperatorForm),
     ("POST", "/admin/clients/remove", Rule::OperatorForm),
     (
@@ -427,5 +429,112 @@ async fn operators_register_clients_on_the_admin_page_and_staff_cannot() {
         303
     );
     assert!(!op.get("/admin/clients").await.body.contains(&id));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_manage_the_exchange_on_the_admin_page_and_staff_cannot() {
+    let app = TestApp::spawn(Engine::Sqlite).await.unwrap();
+    let mut staff = at_substantial(&app, "agency_admin.1@hro.gov.example").await;
+    staff.get("/account").await;
+    let refused = staff
+        .post(
+            "/admin/exchange",
+            &[("action", "member"), ("id", "TW/GOV/SNEAKY"), ("name", "x")],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let mut op = at_substantial(&app, "operator.1@moda.gov.example").await;
+    // The demo's directory is there, with its rights.
+    let page = op.get("/admin/exchange").await;
+    assert_eq!(page.status, 200);
+    for want in [
+        "TW/GOV/HRO/registry",
+        "TW/GOV/MODA/portal",
+        "TW/GOV/HRO/registry/population",
+    ] {
+        assert!(page.body.contains(want), "{want}");
+    }
+    // Mistakes come back with an error summary pointing at the field, nothing lost.
+    let bad = op
+        .post(
+            "/admin/exchange",
+            &[("action", "member"), ("id", "TW/GOV/a_b"), ("name", "x")],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("href=\"#member_id\"") && bad.body.contains("value=\"TW/GOV/a_b\""));
+    // A new member, its subsystem and service, a right, then the right revoked.
+    for form in [
+        vec![
+            ("action", "member"),
+            ("id", "TW/COM/12345675"),
+            ("name", "Tainan Pharmacy"),
+        ],
+        vec![
+            ("action", "subsystem"),
+            ("id", "TW/COM/12345675/shop"),
+            ("name", "Shop"),
+            ("networks", ""),
+        ],
+        vec![
+            ("action", "service"),
+            ("id", "TW/COM/12345675/shop/stock"),
+            ("url", "http://127.0.0.1:9/stock"),
+            ("endpoints", "GET /items\nPOST /items"),
+        ],
+        vec![
+            ("action", "grant"),
+            ("service", "TW/COM/12345675/shop/stock"),
+            ("client", "TW/GOV/MODA/portal"),
+            ("method", "GET"),
+            ("path", "/items"),
+        ],
+        vec![
+            ("action", "may_defer"),
+            ("id", "TW/COM/12345675/shop"),
+            ("allowed", "yes"),
+        ],
+    ] {
+        let done = op.post("/admin/exchange", &form).await;
+        assert_eq!(done.status, 303, "{form:?}: {}", done.body);
+    }
+    let d = civitas_exchange::Directory::new(app.db.clone(), app.ledger.clone(), "TW");
+    let portal = civitas_core::xroad::ClientId::parse("TW/GOV/MODA/portal").unwrap();
+    let stock = civitas_core::xroad::ServiceId::parse("TW/COM/12345675/shop/stock").unwrap();
+    assert!(
+        d.may_call(&portal, &stock, "GET", "/items/1")
+            .await
+            .unwrap()
+    );
+    let shop = d.subsystem(&stock.provider).await.unwrap().unwrap();
+    assert!(shop.may_defer && shop.networks.contains("127.0.0.0/8"));
+    let revoked = op
+        .post(
+            "/admin/exchange",
+            &[
+                ("action", "revoke"),
+                ("service", "TW/COM/12345675/shop/stock"),
+                ("client", "TW/GOV/MODA/portal"),
+                ("method", "GET"),
+                ("path", "/items"),
+            ],
+        )
+        .await;
+    assert_eq!(revoked.status, 303);
+    assert!(
+        !d.may_call(&portal, &stock, "GET", "/items/1")
+            .await
+            .unwrap()
+    );
+    // Each change is in the ledger with the operator's account as actor.
+    let granted = app
+        .ledger
+        .latest_of_kind("exchange.access_revoked")
+        .await
+        .unwrap()
+        .unwrap()
+        .1;
+    assert!(granted.actor.starts_with("account:"), "{}", granted.actor);
     app.stop().await;
 }

@@ -106,13 +106,25 @@ impl Browser {
             .collect()
     }
 
-    async fn overflows_horizontally(&self) -> bool {
+    /// Whether the page scrolls sideways; if so, which element sticks out (the deepest one
+    /// whose right edge passes the viewport), so a failure says what to fix.
+    async fn overflows_horizontally(&self) -> Option<String> {
         let v = self
             .client
-            .execute("return document.documentElement.scrollWidth > document.documentElement.clientWidth;", vec![])
+            .execute(
+                "const w = document.documentElement.clientWidth;
+                 if (document.documentElement.scrollWidth <= w) return null;
+                 let worst = null, right = 0;
+                 for (const e of document.body.querySelectorAll('*')) {
+                   const r = e.getBoundingClientRect();
+                   if (r.right > right) { right = r.right; worst = e; }
+                 }
+                 return document.documentElement.scrollWidth + 'px wide in ' + w + 'px; widest: ' + (worst ? worst.tagName.toLowerCase() + '.' + worst.className + ' \"' + (worst.textContent || '').trim().slice(0, 60) + '\"' : 'none');",
+                vec![],
+            )
             .await
             .unwrap();
-        v.as_bool().unwrap()
+        v.as_str().map(str::to_string)
     }
 
     async fn close(mut self) {
@@ -158,8 +170,10 @@ async fn pages_pass_axe_in_both_languages_at_desktop_and_phone_widths() {
                 for v in browser.axe_violations().await {
                     failures.push(format!("{lang} {page} at {width}px: {v}"));
                 }
-                if browser.overflows_horizontally().await {
-                    failures.push(format!("{lang} {page} at {width}px: scrolls sideways"));
+                if let Some(e) = browser.overflows_horizontally().await {
+                    failures.push(format!(
+                        "{lang} {page} at {width}px: scrolls sideways ({e})"
+                    ));
                 }
             }
         }
@@ -338,8 +352,10 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
                 for v in browser.axe_violations().await {
                     failures.push(format!("{lang} {page} at {width}px: {v}"));
                 }
-                if browser.overflows_horizontally().await {
-                    failures.push(format!("{lang} {page} at {width}px: scrolls sideways"));
+                if let Some(e) = browser.overflows_horizontally().await {
+                    failures.push(format!(
+                        "{lang} {page} at {width}px: scrolls sideways ({e})"
+                    ));
                 }
             }
         }
@@ -373,8 +389,8 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
         for v in browser.axe_violations().await {
             failures.push(format!("consent page at {width}px: {v}"));
         }
-        if browser.overflows_horizontally().await {
-            failures.push(format!("consent page at {width}px: scrolls sideways"));
+        if let Some(e) = browser.overflows_horizontally().await {
+            failures.push(format!("consent page at {width}px: scrolls sideways ({e})"));
         }
     }
     c.find(Locator::Css("button[value=allow]"))
@@ -405,6 +421,47 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
     c.wait().for_url(&home).await.unwrap();
     c.goto(&format!("{}/account", app.base)).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/signin");
+    // An operator's pages: the exchange directory (with the demo's members, services and
+    // rights) and the OpenID Connect clients.
+    c.find(Locator::Id("identifier"))
+        .await
+        .unwrap()
+        .send_keys("operator.1@moda.gov.example")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(civitas_identity::DEMO_PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action='/signin'] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_url(&account).await.unwrap();
+    for (width, height) in [(1280, 900), (360, 740)] {
+        c.set_window_size(width, height).await.unwrap();
+        for lang in ["zh-TW", "en"] {
+            c.goto(&format!("{}/lang/{lang}?next=/", app.base))
+                .await
+                .unwrap();
+            for page in ["/admin/exchange", "/admin/clients"] {
+                c.goto(&format!("{}{page}", app.base)).await.unwrap();
+                assert!(c.source().await.unwrap().contains("<h1"), "{page}");
+                for v in browser.axe_violations().await {
+                    failures.push(format!("{lang} {page} at {width}px: {v}"));
+                }
+                if let Some(e) = browser.overflows_horizontally().await {
+                    failures.push(format!(
+                        "{lang} {page} at {width}px: scrolls sideways ({e})"
+                    ));
+                }
+            }
+        }
+    }
     browser.close().await;
     app.stop().await;
     assert!(
