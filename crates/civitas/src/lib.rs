@@ -3,6 +3,7 @@
 //! functions to start a real server.
 
 pub mod bench;
+pub mod bench_exchange;
 pub mod bench_identity;
 pub mod demo;
 pub mod exchange_cli;

@@ -106,6 +106,9 @@ enum BenchCommand {
     Ledger(civitas::bench::LedgerArgs),
     /// Password sign-ins/s against the argon2id floor.
     Identity(civitas::bench_identity::IdentityArgs),
+    /// Requests/s and added latency through the exchange's gateway against calling the
+    /// provider directly; the gateway's memory; a large body streamed through it.
+    Exchange(civitas::bench_exchange::ExchangeArgs),
 }
 
 fn main() -> ExitCode {
@@ -219,6 +222,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Startup(args)) => civitas::bench::startup(&args),
         Command::Bench(BenchCommand::Ledger(args)) => civitas::bench::ledger(&args),
         Command::Bench(BenchCommand::Identity(args)) => civitas::bench_identity::identity(&args),
+        Command::Bench(BenchCommand::Exchange(args)) => civitas::bench_exchange::exchange(&args),
         Command::Demo(args) => {
             init_logging(&config);
             runtime()?.block_on(demo(config, &resolved.entries, args.fresh))
