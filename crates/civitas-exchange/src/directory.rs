@@ -2,6 +2,11 @@
 //! endpoints, from its OpenAPI document when it has one) and access rights. Every change is
 //! a ledger event. Identifiers are stored in their encoded X-Road form.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
 use civitas_core::xroad::{ClientId, MemberId, ServiceId};
 use civitas_ledger::{Event, Ledger};
 use civitas_store::Db;
@@ -105,9 +110,15 @@ pub struct AccessRight {
 impl AccessRight {
     /// Whether it lets a call with `method` reach `path`.
     pub fn covers(&self, method: &str, path: &str) -> bool {
-        (self.method == "*" || self.method.eq_ignore_ascii_case(method))
-            && path_under(path, &self.path)
+        covers(&self.method, &self.path, method, path)
     }
+}
+
+/// Whether a right for `right_method` (or `*`) under `right_path` lets a call with `method`
+/// reach `path`.
+fn covers(right_method: &str, right_path: &str, method: &str, path: &str) -> bool {
+    (right_method == "*" || right_method.eq_ignore_ascii_case(method))
+        && path_under(path, right_path)
 }
 
 /// Whether `path` is `prefix` or below it, segment by segment (`/a` covers `/a/b`, not `/ab`).
@@ -190,12 +201,55 @@ pub fn openapi_endpoints(doc: &str) -> Result<Vec<Endpoint>, ExchangeError> {
     Ok(out)
 }
 
+/// How old a snapshot may be before changes made elsewhere are read.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// Changes this process has made to any directory (a snapshot older than the last is stale).
+static LOCAL_CHANGES: AtomicU64 = AtomicU64::new(0);
+
+/// The directory at one moment, for checks that must not wait on the database.
+#[derive(Debug)]
+pub struct Snapshot {
+    loaded: Instant,
+    local: u64,
+    subsystems: HashMap<String, Subsystem>,
+    services: HashMap<String, Service>,
+    /// (service, client) → (method, path prefix) rights.
+    rights: HashMap<(String, String), Vec<(String, String)>>,
+}
+
+impl Snapshot {
+    /// A subsystem.
+    pub fn subsystem(&self, id: &ClientId) -> Option<&Subsystem> {
+        self.subsystems.get(&id.to_string())
+    }
+
+    /// A service.
+    pub fn service(&self, id: &ServiceId) -> Option<&Service> {
+        self.services.get(&id.to_string())
+    }
+
+    /// Whether `client` may call `method` on `path` of `service`.
+    pub fn may_call(
+        &self,
+        client: &ClientId,
+        service: &ServiceId,
+        method: &str,
+        path: &str,
+    ) -> bool {
+        self.rights
+            .get(&(service.to_string(), client.to_string()))
+            .is_some_and(|list| list.iter().any(|(m, p)| covers(m, p, method, path)))
+    }
+}
+
 /// The directory, over the database, logging changes to the ledger.
 #[derive(Clone)]
 pub struct Directory {
     db: Db,
     ledger: Ledger,
     instance: String,
+    cache: Arc<RwLock<Option<Arc<Snapshot>>>>,
 }
 
 impl Directory {
@@ -205,12 +259,18 @@ impl Directory {
             db,
             ledger,
             instance: instance.to_string(),
+            cache: Arc::default(),
         }
     }
 
     /// The instance this directory belongs to.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
     }
 
     fn own_instance(&self, instance: &str) -> Result<(), ExchangeError> {
@@ -224,9 +284,57 @@ impl Directory {
         }
     }
 
+    /// Called after every committed change: the change is in force for this process's next
+    /// snapshot, then it is logged.
     async fn record(&self, event: Event) -> Result<(), ExchangeError> {
+        LOCAL_CHANGES.fetch_add(1, Ordering::SeqCst);
         self.ledger.append(&event).await?;
         Ok(())
+    }
+
+    /// The whole directory in memory, for the gateway's checks. A change made in this process
+    /// is in the very next snapshot; one made by another process or node (the CLI, another
+    /// server on the same PostgreSQL) within [`REFRESH`].
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ExchangeError> {
+        let local = LOCAL_CHANGES.load(Ordering::SeqCst);
+        if let Ok(cached) = self.cache.read()
+            && let Some(s) = cached.as_ref()
+            && s.local == local
+            && s.loaded.elapsed() < REFRESH
+        {
+            return Ok(s.clone());
+        }
+        let mut rights: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
+        for r in sqlx::query("SELECT service_id, client_id, method, path FROM exchange_access")
+            .fetch_all(self.db.pool())
+            .await?
+        {
+            rights
+                .entry((r.try_get("service_id")?, r.try_get("client_id")?))
+                .or_default()
+                .push((r.try_get("method")?, r.try_get("path")?));
+        }
+        let snapshot = Arc::new(Snapshot {
+            loaded: Instant::now(),
+            local,
+            subsystems: self
+                .subsystems()
+                .await?
+                .into_iter()
+                .map(|s| (s.id.to_string(), s))
+                .collect(),
+            services: self
+                .services_where("", None)
+                .await?
+                .into_iter()
+                .map(|s| (s.id.to_string(), s))
+                .collect(),
+            rights,
+        });
+        if let Ok(mut cached) = self.cache.write() {
+            *cached = Some(snapshot.clone());
+        }
+        Ok(snapshot)
     }
 
     /// Registers a member.
@@ -603,15 +711,16 @@ impl Directory {
     async fn services_where(
         &self,
         filter: &str,
-        arg: String,
+        arg: Option<String>,
     ) -> Result<Vec<Service>, ExchangeError> {
         let sql = format!(
             "SELECT s.id, s.kind, s.base_url, s.personal, s.disabled, e.method, e.path FROM exchange_services s LEFT JOIN exchange_endpoints e ON e.service_id = s.id {filter} ORDER BY s.id, e.path, e.method"
         );
-        let rows = sqlx::query(&sql)
-            .bind(arg)
-            .fetch_all(self.db.pool())
-            .await?;
+        let mut q = sqlx::query(&sql);
+        if let Some(a) = arg {
+            q = q.bind(a);
+        }
+        let rows = q.fetch_all(self.db.pool()).await?;
         let mut out: Vec<Service> = Vec::new();
         for r in &rows {
             let id: String = r.try_get("id")?;
@@ -637,14 +746,14 @@ impl Directory {
 
     /// The services a subsystem provides.
     pub async fn services(&self, provider: &ClientId) -> Result<Vec<Service>, ExchangeError> {
-        self.services_where("WHERE s.subsystem_id = $1", provider.to_string())
+        self.services_where("WHERE s.subsystem_id = $1", Some(provider.to_string()))
             .await
     }
 
     /// One service.
     pub async fn service(&self, id: &ServiceId) -> Result<Option<Service>, ExchangeError> {
         Ok(self
-            .services_where("WHERE s.id = $1", id.to_string())
+            .services_where("WHERE s.id = $1", Some(id.to_string()))
             .await?
             .pop())
     }
@@ -691,7 +800,7 @@ impl Directory {
         Ok(out)
     }
 
-    /// Whether `client` may call `method` on `path` of `service`.
+    /// Whether `client` may call `method` on `path` of `service`, as the gateway decides it.
     pub async fn may_call(
         &self,
         client: &ClientId,
@@ -699,25 +808,10 @@ impl Directory {
         method: &str,
         path: &str,
     ) -> Result<bool, ExchangeError> {
-        let rows = sqlx::query(
-            "SELECT method, path FROM exchange_access WHERE service_id = $1 AND client_id = $2",
-        )
-        .bind(service.to_string())
-        .bind(client.to_string())
-        .fetch_all(self.db.pool())
-        .await?;
-        for r in &rows {
-            let right = AccessRight {
-                service: service.clone(),
-                client: client.clone(),
-                method: r.try_get("method")?,
-                path: r.try_get("path")?,
-            };
-            if right.covers(method, path) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(self
+            .snapshot()
+            .await?
+            .may_call(client, service, method, path))
     }
 }
 

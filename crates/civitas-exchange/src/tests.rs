@@ -259,3 +259,44 @@ async fn rights_open(d: &Directory) {
             .unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_see_this_processs_changes_at_once_and_others_within_the_refresh() {
+    for d in engines("snapshot").await {
+        let (_population, portal, persons) = country(&d).await;
+        assert!(
+            !d.snapshot()
+                .await
+                .unwrap()
+                .may_call(&portal, &persons, "GET", "/persons")
+        );
+        // A change through any directory of this process: in the very next snapshot.
+        d.grant(&persons, &portal, "GET", "/persons", "t")
+            .await
+            .unwrap();
+        assert!(
+            d.snapshot()
+                .await
+                .unwrap()
+                .may_call(&portal, &persons, "GET", "/persons")
+        );
+        // A change another process made (written straight to the table here): seen once
+        // the snapshot is older than the refresh interval.
+        civitas_store::sqlx::query("DELETE FROM exchange_access")
+            .execute(d.db().pool())
+            .await
+            .unwrap();
+        let cached = d.snapshot().await.unwrap();
+        assert!(
+            cached.may_call(&portal, &persons, "GET", "/persons"),
+            "still the cached one"
+        );
+        tokio::time::sleep(crate::directory::REFRESH + Duration::from_millis(100)).await;
+        assert!(
+            !d.snapshot()
+                .await
+                .unwrap()
+                .may_call(&portal, &persons, "GET", "/persons")
+        );
+    }
+}

@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use civitas_core::xroad::{ClientId, RepresentedParty, ServiceId, decode_segment};
+use civitas_exchange::directory::Snapshot;
 use civitas_exchange::network;
 use civitas_exchange::protocol::{Fault, RequestHash, passes_on_request, passes_on_response};
 use civitas_ledger::Event;
@@ -100,8 +101,8 @@ fn target(path: &str) -> Result<(ServiceId, String), Fault> {
 
 /// The calling subsystem, checked: registered, and calling from its information system's
 /// address range.
-async fn caller(
-    app: &Shared,
+fn caller(
+    directory: &Snapshot,
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<(ClientId, civitas_exchange::Subsystem), Fault> {
@@ -113,14 +114,9 @@ async fn caller(
     })?;
     let client = ClientId::parse(text)
         .map_err(|e| Fault::client("InvalidClientIdentifier", e.to_string()))?;
-    let sub = app
-        .exchange
-        .subsystem(&client)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Fault::client_proxy("UnknownMember", format!("Client '{client}' not found"))
-        })?;
+    let sub = directory.subsystem(&client).cloned().ok_or_else(|| {
+        Fault::client_proxy("UnknownMember", format!("Client '{client}' not found"))
+    })?;
     let networks = network::parse_list(&sub.networks).map_err(internal)?;
     if !networks.iter().any(|n| n.contains(peer.ip())) {
         return Err(Fault::client_proxy(
@@ -274,7 +270,8 @@ struct Logged {
 async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, Fault> {
     let (service_id, rest) = target(req.uri().path())?;
     let headers = req.headers().clone();
-    let (client, subsystem) = caller(app, &headers, peer).await?;
+    let directory = app.exchange.snapshot().await.map_err(internal)?;
+    let (client, subsystem) = caller(&directory, &headers, peer)?;
     if service_id.provider.member.instance != app.exchange.instance() {
         return Err(Fault::client_proxy(
             "UnknownMember",
@@ -344,14 +341,9 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         return finish(app, res, logged(None), hash.finish(), 0).await;
     }
 
-    let service = app
-        .exchange
-        .service(&service_id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Fault::server_proxy("UnknownService", format!("Unknown service: {service_id}"))
-        })?;
+    let service = directory.service(&service_id).cloned().ok_or_else(|| {
+        Fault::server_proxy("UnknownService", format!("Unknown service: {service_id}"))
+    })?;
     if service.disabled {
         return Err(Fault::server_proxy(
             "ServiceDisabled",
@@ -359,12 +351,7 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         ));
     }
     let path = if rest.is_empty() { "/" } else { rest.as_str() };
-    if !app
-        .exchange
-        .may_call(&client, &service_id, &method, path)
-        .await
-        .map_err(internal)?
-    {
+    if !directory.may_call(&client, &service_id, &method, path) {
         return Err(Fault::server_proxy(
             "AccessDenied",
             format!("Request is not allowed: {service_id}"),
