@@ -131,6 +131,21 @@ pub fn path_under(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// The event of a right granted or revoked.
+fn right_event(
+    kind: &str,
+    actor: &str,
+    service: &ServiceId,
+    client: &ClientId,
+    method: &str,
+    path: &str,
+) -> Event {
+    Event::new(kind, actor, &format!("exchange/service/{service}"))
+        .with("client", client.to_string())
+        .with("method", method)
+        .with("path", path)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -592,16 +607,14 @@ impl Directory {
                 "{client} may already call {m} {p} of {service}"
             )));
         }
-        self.record(
-            Event::new(
-                "exchange.access_granted",
-                actor,
-                &format!("exchange/service/{service}"),
-            )
-            .with("client", client.to_string())
-            .with("method", m.as_str())
-            .with("path", p.as_str()),
-        )
+        self.record(right_event(
+            "exchange.access_granted",
+            actor,
+            service,
+            client,
+            &m,
+            &p,
+        ))
         .await?;
         Ok(AccessRight {
             service: service.clone(),
@@ -635,16 +648,14 @@ impl Directory {
                 "{client} has no right to {m} {p} of {service}"
             )));
         }
-        self.record(
-            Event::new(
-                "exchange.access_revoked",
-                actor,
-                &format!("exchange/service/{service}"),
-            )
-            .with("client", client.to_string())
-            .with("method", m.as_str())
-            .with("path", p.as_str()),
-        )
+        self.record(right_event(
+            "exchange.access_revoked",
+            actor,
+            service,
+            client,
+            &m,
+            &p,
+        ))
         .await
     }
 
@@ -668,6 +679,19 @@ impl Directory {
             .collect()
     }
 
+    /// The rows of `sql`, with `arg` as `$1` when given.
+    async fn rows(
+        &self,
+        sql: &str,
+        arg: Option<String>,
+    ) -> Result<Vec<civitas_store::sqlx::any::AnyRow>, ExchangeError> {
+        let mut q = sqlx::query(sql);
+        if let Some(a) = arg {
+            q = q.bind(a);
+        }
+        Ok(q.fetch_all(self.db.pool()).await?)
+    }
+
     async fn subsystems_where(
         &self,
         filter: &str,
@@ -676,12 +700,9 @@ impl Directory {
         let sql = format!(
             "SELECT s.id, s.name, s.networks, s.may_defer, m.name AS member_name FROM exchange_subsystems s JOIN exchange_members m ON m.id = s.member_id {filter} ORDER BY s.id"
         );
-        let mut q = sqlx::query(&sql);
-        if let Some(a) = arg {
-            q = q.bind(a);
-        }
-        let rows = q.fetch_all(self.db.pool()).await?;
-        rows.iter()
+        self.rows(&sql, arg)
+            .await?
+            .iter()
             .map(|r| {
                 let id: String = r.try_get("id")?;
                 Ok(Subsystem {
@@ -716,11 +737,7 @@ impl Directory {
         let sql = format!(
             "SELECT s.id, s.kind, s.base_url, s.personal, s.disabled, e.method, e.path FROM exchange_services s LEFT JOIN exchange_endpoints e ON e.service_id = s.id {filter} ORDER BY s.id, e.path, e.method"
         );
-        let mut q = sqlx::query(&sql);
-        if let Some(a) = arg {
-            q = q.bind(a);
-        }
-        let rows = q.fetch_all(self.db.pool()).await?;
+        let rows = self.rows(&sql, arg).await?;
         let mut out: Vec<Service> = Vec::new();
         for r in &rows {
             let id: String = r.try_get("id")?;

@@ -249,6 +249,53 @@ async fn a_person_switches_language_by_clicking_and_it_is_remembered() {
     app.stop().await;
 }
 
+/// Signs in on the sign-in page by typing, as a person would, and waits for `landing`.
+async fn type_sign_in(c: &fantoccini::Client, user: &str, landing: &url::Url) {
+    c.find(Locator::Id("identifier"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(civitas_identity::DEMO_PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action='/signin'] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_url(landing).await.unwrap();
+}
+
+/// Visits each page in both languages at desktop and phone widths, collecting axe violations
+/// and pages that scroll sideways.
+async fn check_pages(browser: &Browser, base: &str, pages: &[&str], failures: &mut Vec<String>) {
+    let c = &browser.client;
+    for (width, height) in [(1280, 900), (360, 740)] {
+        c.set_window_size(width, height).await.unwrap();
+        for lang in ["zh-TW", "en"] {
+            c.goto(&format!("{base}/lang/{lang}?next=/")).await.unwrap();
+            for page in pages {
+                c.goto(&format!("{base}{page}")).await.unwrap();
+                assert!(c.source().await.unwrap().contains("<h1"), "{page}");
+                for v in browser.axe_violations().await {
+                    failures.push(format!("{lang} {page} at {width}px: {v}"));
+                }
+                if let Some(e) = browser.overflows_horizontally().await {
+                    failures.push(format!(
+                        "{lang} {page} at {width}px: scrolls sideways ({e})"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
     let Some(browser) = Browser::start().await else {
@@ -306,26 +353,8 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
         failures.push(format!("/signin with errors: {v}"));
     }
     // Sign in by typing, as a person would.
-    c.find(Locator::Id("identifier"))
-        .await
-        .unwrap()
-        .send_keys(&resident)
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(civitas_identity::DEMO_PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action='/signin'] button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
     let account = url::Url::parse(&format!("{}/account", app.base)).unwrap();
-    c.wait().for_url(&account).await.unwrap();
+    type_sign_in(c, &resident, &account).await;
     let h1 = c
         .find(Locator::Css("h1"))
         .await
@@ -334,32 +363,15 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
         .await
         .unwrap();
     assert_eq!(h1, "我的帳號");
-    for (width, height) in [(1280, 900), (360, 740)] {
-        c.set_window_size(width, height).await.unwrap();
-        for lang in ["zh-TW", "en"] {
-            c.goto(&format!("{}/lang/{lang}?next=/", app.base))
-                .await
-                .unwrap();
-            for page in [
-                "/account",
-                "/account/security",
-                "/account/sessions",
-                "/account/applications",
-                "/account/data-usage",
-                "/account/mandates",
-            ] {
-                c.goto(&format!("{}{page}", app.base)).await.unwrap();
-                for v in browser.axe_violations().await {
-                    failures.push(format!("{lang} {page} at {width}px: {v}"));
-                }
-                if let Some(e) = browser.overflows_horizontally().await {
-                    failures.push(format!(
-                        "{lang} {page} at {width}px: scrolls sideways ({e})"
-                    ));
-                }
-            }
-        }
-    }
+    let pages = [
+        "/account",
+        "/account/security",
+        "/account/sessions",
+        "/account/applications",
+        "/account/data-usage",
+        "/account/mandates",
+    ];
+    check_pages(&browser, &app.base, &pages, &mut failures).await;
     // A relying party asks for the person's profile: the consent page passes axe too, and
     // allowing sends the browser back to the client with a code.
     let provider = civitas_identity::oidc::Provider::new(
@@ -423,45 +435,9 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
     assert_eq!(c.current_url().await.unwrap().path(), "/signin");
     // An operator's pages: the exchange directory (with the demo's members, services and
     // rights) and the OpenID Connect clients.
-    c.find(Locator::Id("identifier"))
-        .await
-        .unwrap()
-        .send_keys("operator.1@moda.gov.example")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(civitas_identity::DEMO_PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action='/signin'] button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait().for_url(&account).await.unwrap();
-    for (width, height) in [(1280, 900), (360, 740)] {
-        c.set_window_size(width, height).await.unwrap();
-        for lang in ["zh-TW", "en"] {
-            c.goto(&format!("{}/lang/{lang}?next=/", app.base))
-                .await
-                .unwrap();
-            for page in ["/admin/exchange", "/admin/clients"] {
-                c.goto(&format!("{}{page}", app.base)).await.unwrap();
-                assert!(c.source().await.unwrap().contains("<h1"), "{page}");
-                for v in browser.axe_violations().await {
-                    failures.push(format!("{lang} {page} at {width}px: {v}"));
-                }
-                if let Some(e) = browser.overflows_horizontally().await {
-                    failures.push(format!(
-                        "{lang} {page} at {width}px: scrolls sideways ({e})"
-                    ));
-                }
-            }
-        }
-    }
+    type_sign_in(c, "operator.1@moda.gov.example", &account).await;
+    let pages = ["/admin/exchange", "/admin/clients"];
+    check_pages(&browser, &app.base, &pages, &mut failures).await;
     browser.close().await;
     app.stop().await;
     assert!(
