@@ -74,6 +74,25 @@ fn last<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// A header as it may leave for a provider: Civitas's own cookies (a session, the
+/// anti-forgery cookie) never do, should a client ever send them; `None` when nothing is left.
+fn without_own_cookies(name: &HeaderName, value: &HeaderValue) -> Option<HeaderValue> {
+    if name != header::COOKIE {
+        return Some(value.clone());
+    }
+    let kept: Vec<&str> = value
+        .to_str()
+        .ok()?
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.starts_with("civitas_"))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join("; ")).ok()
+}
+
 /// The service a request path names, and the path under it (raw, `""` or `/…`).
 fn target(path: &str) -> Result<(ServiceId, String), Fault> {
     let bad = |m: String| Fault::client("BadRequest", m);
@@ -299,7 +318,7 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
     let mut forward: Vec<(HeaderName, HeaderValue)> = headers
         .iter()
         .filter(|(n, _)| passes_on_request(n.as_str()))
-        .map(|(n, v)| (n.clone(), v.clone()))
+        .filter_map(|(n, v)| Some((n.clone(), without_own_cookies(n, v)?)))
         .collect();
     forward.push((
         HeaderName::from_static("x-road-request-id"),

@@ -189,6 +189,7 @@ on_both_engines! {
             .header("Proxy-Authorization", "Basic Zm9vOmJhcg==")
             .header("X-Road-Request-Hash", "forged")
             .header("X-Custom", "kept")
+            .header("Cookie", "civitas_session=stolen; theirs=1; civitas_csrf=x")
             .header("Content-Type", "application/octet-stream")
             .body(body.clone())
             .send()
@@ -216,6 +217,7 @@ on_both_engines! {
         assert_eq!(find("x-road-request-id"), h["x-road-request-id"].to_str().ok());
         assert_ne!(find("user-agent"), Some("secret-client/9"));
         assert_eq!(find("proxy-authorization"), None);
+        assert_eq!(find("cookie"), Some("theirs=1"), "Civitas's own cookies never leave");
         assert_ne!(find("x-road-request-hash"), Some("forged"));
         // The request hash: the header part as forwarded (what the provider received, less
         // the transport headers of the last hop), with the /r1 path, then the body.
