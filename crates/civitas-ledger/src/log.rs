@@ -784,31 +784,39 @@ impl Sequencer {
     }
 
     /// Writes a batch and answers its appends. A failed write steps this node down, except
-    /// when the batch carries companion writes: then nothing was committed, and the appends
-    /// are written again in smaller groups, so that a companion that fails fails only its
-    /// own append.
+    /// when the batch carries companion writes and the stored tree shows nothing of it was
+    /// committed: then the appends are written again apart (the plain ones together, each
+    /// with writes alone), so that a companion that fails fails only its own append.
     async fn write(
         &mut self,
         inner: &Inner,
         batch: Vec<Append>,
         queued: Vec<NewEntry>,
     ) -> Result<(), LedgerError> {
-        let result = self.commit(inner, &batch, &queued).await;
-        let e = match result {
+        let start = self.frontier.size();
+        let e = match self.commit(inner, &batch, &queued).await {
             Ok(start) => {
                 answer(batch, start);
                 return Ok(());
             }
             Err(e) => e,
         };
-        // The tree may have moved under us: reload before anything else is written.
+        // Nothing of the batch was committed only if the stored tree is where it was (a commit
+        // whose outcome is unknown, or another sequencer, moves it): then, and only then, the
+        // appends may be written again.
         self.frontier = load_frontier(&inner.db).await?;
-        let isolate = !matches!(e, LedgerError::Corrupt(_))
-            && batch.iter().any(|a| a.writes.is_some())
-            && batch.len() + queued.len() > 1;
+        let untouched = self.frontier.size() == start;
+        let isolate = untouched
+            && !matches!(e, LedgerError::Corrupt(_))
+            && batch.iter().any(|a| a.writes.is_some());
         if !isolate {
             refuse(batch, &e);
             return Err(e);
+        }
+        if batch.len() + queued.len() == 1 {
+            // A lone append whose writes failed: it fails, the log goes on.
+            refuse(batch, &e);
+            return Ok(());
         }
         tracing::warn!(error = %e, "a ledger batch with companion writes failed; writing its appends apart");
         let (own, plain): (Vec<Append>, Vec<Append>) =
@@ -818,21 +826,22 @@ impl Sequencer {
                 Ok(start) => answer(plain, start),
                 Err(e) => {
                     refuse(plain, &e);
+                    refuse(own, &e);
                     self.frontier = load_frontier(&inner.db).await?;
                     return Err(e);
                 }
             }
         }
         for a in own {
-            match self.commit(inner, std::slice::from_ref(&a), &[]).await {
-                Ok(start) => answer(vec![a], start),
-                Err(e) => {
-                    refuse(vec![a], &e);
-                    self.frontier = load_frontier(&inner.db).await?;
-                    if matches!(e, LedgerError::Corrupt(_)) {
-                        return Err(e);
-                    }
+            let before = self.frontier.size();
+            if let Err(e) = self.commit(inner, std::slice::from_ref(&a), &[]).await {
+                refuse(vec![a], &e);
+                self.frontier = load_frontier(&inner.db).await?;
+                if self.frontier.size() != before || matches!(e, LedgerError::Corrupt(_)) {
+                    return Err(e);
                 }
+            } else {
+                answer(vec![a], before);
             }
         }
         Ok(())

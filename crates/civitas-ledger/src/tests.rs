@@ -661,6 +661,13 @@ async fn companion_writes_commit_with_their_event_and_a_bad_one_fails_alone() {
         1 + inserted,
         "each logged event's insert, and only those"
     );
+    // A bad one alone in its batch fails alone too.
+    assert!(
+        ledger
+            .append_with(&event(1500), insert("taken".into()))
+            .await
+            .is_err()
+    );
     // The sequencer carries on, and the log verifies.
     let last = ledger.append(&event(2000)).await.unwrap();
     assert_eq!(last as usize, logged.len() + 1, "indexes stay dense");
