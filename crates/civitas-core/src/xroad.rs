@@ -81,7 +81,10 @@ pub fn decode_segment(what: &'static str, raw: &str) -> Result<String, XRoadIdEr
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let hex = raw.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = raw
+                .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(bad)?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
             i += 3;
         } else if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
@@ -358,6 +361,11 @@ mod tests {
         ));
         assert!(matches!(
             ClientId::parse("TW/GOV/H R"),
+            Err(XRoadIdError::Encoding { .. })
+        ));
+        // `from_str_radix` would take a sign: `%+1` is not an escape.
+        assert!(matches!(
+            ClientId::parse("TW/GOV/A%+1"),
             Err(XRoadIdError::Encoding { .. })
         ));
         for bad in [

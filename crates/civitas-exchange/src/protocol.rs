@@ -26,16 +26,25 @@ pub const FILTERED: &[&str] = &[
     "content-length",
 ];
 
-/// Request headers the client may not set (the gateway does).
-pub const SET_ON_REQUEST: &[&str] = &["x-road-request-id", "x-road-request-hash"];
+/// Request headers the client may not set (the gateway does, or they belong to answers).
+pub const SET_ON_REQUEST: &[&str] = &[
+    "x-road-request-id",
+    "x-road-request-hash",
+    "x-road-service",
+    "x-road-error",
+];
 
-/// Response headers the provider's service may not set (the gateway does).
+/// Response headers the provider's service may not set: the gateway sets these, an
+/// `X-Road-Error` would pass the provider's answer off as the exchange's own, and cookies
+/// would be set for the gateway's site.
 pub const SET_ON_RESPONSE: &[&str] = &[
     "x-road-id",
     "x-road-client",
     "x-road-service",
     "x-road-request-id",
     "x-road-request-hash",
+    "x-road-error",
+    "set-cookie",
 ];
 
 /// Whether a request header passes from the client to the provider's service.

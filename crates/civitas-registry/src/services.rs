@@ -265,6 +265,8 @@ pub async fn answer(db: &Db, code: &str, path: &str) -> Result<Answer, RegistryE
         else {
             continue;
         };
+        let value = value.to_ascii_uppercase();
+        let value = value.as_str();
         if !key_ok(read.key, value) {
             return Ok(Answer::BadRequest(format!(
                 "{value:?} is not a valid {}",

@@ -106,13 +106,16 @@ fn target(path: &str) -> Result<(ServiceId, String), Fault> {
     }
     let service = ServiceId::parse(&ids.join("/")).map_err(|e| bad(e.to_string()))?;
     let rest = pieces.next().map(|r| format!("/{r}")).unwrap_or_default();
+    // No way out of the service's root on any backend: no dot segments, also when encoded,
+    // behind an encoded separator (`..%2F`, `..%5C`) or with a `;` parameter (`..;`).
     for segment in rest.split('/') {
-        match decode_segment("the service path", segment) {
-            Ok(s) if s == "." || s == ".." => {
-                return Err(bad("the service path may not have . or .. segments".into()));
-            }
-            Ok(_) => {}
-            Err(e) => return Err(bad(e.to_string())),
+        let s = decode_segment("the service path", segment).map_err(|e| bad(e.to_string()))?;
+        let dots = s.split(['/', '\\']).any(|part| {
+            let core = part.split(';').next().unwrap_or_default();
+            core == "." || core == ".."
+        });
+        if dots {
+            return Err(bad("the service path may not have . or .. segments".into()));
         }
     }
     Ok((service, rest))
@@ -152,6 +155,8 @@ fn caller(
 /// Why a call about a person is made (the data tracker's headers).
 struct Reason {
     user: String,
+    /// The person's ledger subject, once found in the register.
+    subject: String,
     purpose: String,
     legal_basis: String,
     consent: Option<String>,
@@ -238,6 +243,7 @@ fn reason(headers: &HeaderMap, sub: &civitas_exchange::Subsystem) -> Result<Reas
     };
     Ok(Reason {
         user: user.unwrap_or_default().to_string(),
+        subject: String::new(),
         purpose: decode(purpose.unwrap_or_default()),
         legal_basis: decode(basis.unwrap_or_default()),
         consent: consent.map(decode),
@@ -245,23 +251,43 @@ fn reason(headers: &HeaderMap, sub: &civitas_exchange::Subsystem) -> Result<Reas
     })
 }
 
-/// The ledger subject of `X-Road-UserId`: the person in the population register when the id
-/// is a national ID (optionally after a two-letter country prefix), else the id itself.
-async fn subject_of(app: &Shared, user: &str) -> String {
-    let national = if user.len() > 2 && user[..2].chars().all(|c| c.is_ascii_uppercase()) {
-        let rest = &user[2..];
-        if civitas_core::NationalId::parse(rest).is_ok() {
-            rest
-        } else {
-            user
+/// The person `X-Road-UserId` names, as the ledger knows them (`person:<id>`) and by national
+/// ID: the population register's person for a national ID, optionally after a two-letter
+/// country prefix (`TWA123456789`). `None` when the register has no such person.
+async fn subject_of(app: &Shared, user: &str) -> Option<(String, String)> {
+    let user = user.trim().to_ascii_uppercase();
+    let national = match user.get(2..) {
+        Some(rest)
+            if user.as_bytes()[..2].iter().all(u8::is_ascii_uppercase)
+                && civitas_core::NationalId::parse(rest).is_ok() =>
+        {
+            rest.to_string()
         }
-    } else {
-        user
+        _ => user.clone(),
     };
-    match civitas_registry::person_by_national_id(&app.db, national).await {
-        Ok(Some(p)) => format!("person:{}", p.id),
-        _ => format!("xroad-user:{user}"),
+    match civitas_registry::person_by_national_id(&app.db, &national).await {
+        Ok(Some(p)) => Some((format!("person:{}", p.id), national)),
+        _ => None,
     }
+}
+
+/// The national IDs a registry's answer names (`national_id`, `principal_national_id`).
+fn people_in(answer: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let records: Vec<&Value> = match answer {
+        Value::Array(list) => list.iter().collect(),
+        one => vec![one],
+    };
+    for r in records {
+        for key in ["national_id", "principal_national_id"] {
+            if let Some(id) = r.get(key).and_then(Value::as_str)
+                && !out.iter().any(|o| o == id)
+            {
+                out.push(id.to_string());
+            }
+        }
+    }
+    out
 }
 
 async fn gateway(
@@ -284,11 +310,43 @@ struct Logged {
     method: String,
     reason: Option<Reason>,
     represented: Option<RepresentedParty>,
+    /// Other people the answer is about (a household's members): their ledger subjects.
+    others: Vec<String>,
+}
+
+/// X-Road's own headers at most once each: a second `X-Road-Client` or `X-Road-UserId`
+/// would let the provider read another value than the one checked and logged.
+fn no_repeats(headers: &HeaderMap) -> Result<(), Fault> {
+    for name in headers.keys() {
+        if name.as_str().starts_with("x-road-") && headers.get_all(name).iter().count() > 1 {
+            return Err(Fault::client(
+                "BadRequest",
+                format!("the header {name} may be sent only once"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An `X-Road-Id` as the log keeps it: the caller's own when it is a plain identifier (a
+/// UUID, say), else its digest, so that nothing a caller puts there reaches the public log.
+fn loggable_id(id: &str) -> String {
+    use sha2::Digest;
+    let plain = id.len() <= 100
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if plain {
+        id.to_string()
+    } else {
+        format!("sha256:{:x}", sha2::Sha256::digest(id.as_bytes()))
+    }
 }
 
 async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, Fault> {
     let (service_id, rest) = target(req.uri().path())?;
     let headers = req.headers().clone();
+    no_repeats(&headers)?;
     let directory = app.exchange.snapshot().await.map_err(internal)?;
     let (client, subsystem) = caller(&directory, &headers, peer)?;
     if service_id.provider.member.instance != app.exchange.instance() {
@@ -339,7 +397,7 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         &path_and_query,
         forward.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
     );
-    let logged = |reason| Logged {
+    let logged = |reason, others| Logged {
         client: client.clone(),
         service: service_id.clone(),
         x_road_id: x_road_id.clone(),
@@ -347,6 +405,7 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         method: method.clone(),
         reason,
         represented: represented.clone(),
+        others,
     };
 
     if METASERVICES.contains(&service_id.code.as_str()) && rest.is_empty() {
@@ -357,7 +416,7 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
             .header(header::CONTENT_TYPE, content_type)
             .body(Body::from(body))
             .map_err(internal)?;
-        return finish(app, res, logged(None), hash.finish(), 0).await;
+        return finish(app, res, logged(None, Vec::new()), hash.finish(), 0).await;
     }
 
     let service = directory.service(&service_id).cloned().ok_or_else(|| {
@@ -376,19 +435,58 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
             format!("Request is not allowed: {service_id}"),
         ));
     }
-    let reason = if service.personal {
-        Some(reason(&headers, &subsystem)?)
+    // A base registry served here is about people when it says so, whatever the directory says.
+    let built_in = service
+        .base_url
+        .strip_prefix(civitas_exchange::directory::BUILT_IN)
+        .map(str::to_string);
+    let personal = service.personal
+        || built_in
+            .as_deref()
+            .and_then(civitas_registry::services::service)
+            .is_some_and(|r| r.personal);
+    let reason = if personal {
+        let mut r = reason(&headers, &subsystem)?;
+        let (subject, national) = subject_of(app, &r.user).await.ok_or_else(|| {
+            Fault::client(
+                "BadRequest",
+                "X-Road-UserId names nobody in the population register",
+            )
+        })?;
+        // A base registry's read about a person is about the person the call names.
+        if built_in.is_some()
+            && let Some(asked) = path
+                .strip_prefix("/persons/")
+                .and_then(|p| p.split('/').next())
+            && !asked.eq_ignore_ascii_case(&national)
+        {
+            return Err(Fault::client(
+                "BadRequest",
+                "the call names one person in X-Road-UserId and asks about another",
+            ));
+        }
+        r.subject = subject;
+        Some(r)
     } else {
         None
     };
 
     // A base registry this program serves itself: answered in process.
-    if let Some(code) = service
-        .base_url
-        .strip_prefix(civitas_exchange::directory::BUILT_IN)
-    {
-        let res = built_in(app, code, req.method(), path).await?;
-        return finish(app, res, logged(reason), hash.finish(), 0).await;
+    if let Some(code) = &built_in {
+        let (res, named) = built_in_answer(app, code, req.method(), path).await?;
+        // Everyone else the answer is about finds the call in their own view too.
+        let mut others = Vec::new();
+        if let Some(r) = &reason {
+            for id in named {
+                if let Some((subject, _)) = subject_of(app, &id).await
+                    && subject != r.subject
+                    && !others.contains(&subject)
+                {
+                    others.push(subject);
+                }
+            }
+        }
+        return finish(app, res, logged(reason, others), hash.finish(), 0).await;
     }
 
     // Stream the body through, hashing it on the way.
@@ -444,17 +542,24 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
     let res = res
         .body(Body::from_stream(answer.bytes_stream()))
         .map_err(internal)?;
-    finish(app, res, logged(reason), request_hash, body_bytes).await
+    finish(
+        app,
+        res,
+        logged(reason, Vec::new()),
+        request_hash,
+        body_bytes,
+    )
+    .await
 }
 
 /// A base registry's answer, as its own information system would give it: JSON records, or
 /// a JSON error with 400, 404 or 405 (the provider's errors, so no `X-Road-Error`).
-async fn built_in(
+async fn built_in_answer(
     app: &Shared,
     code: &str,
     method: &axum::http::Method,
     path: &str,
-) -> Result<Response, Fault> {
+) -> Result<(Response, Vec<String>), Fault> {
     use civitas_registry::services::{Answer, answer};
     let (status, body) = if method != axum::http::Method::GET {
         (
@@ -468,11 +573,17 @@ async fn built_in(
             Answer::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({ "error": m })),
         }
     };
-    Response::builder()
+    let named = if status == StatusCode::OK {
+        people_in(&body)
+    } else {
+        Vec::new()
+    };
+    let res = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
-        .map_err(internal)
+        .map_err(internal)?;
+    Ok((res, named))
 }
 
 /// Adds the response headers that bind the answer to the call, and logs the call.
@@ -499,11 +610,10 @@ async fn finish(
         &format!("xroad:{}", call.client),
         &format!("exchange/service/{}", call.service),
     )
-    .with("x_road_id", call.x_road_id)
+    .with("x_road_id", loggable_id(&call.x_road_id))
     .with("request_id", call.request_id)
     .with("method", call.method)
     .with("status", u64::from(status))
-    .with("request_hash", request_hash)
     .with("request_body_bytes", body_bytes);
     if let Some(p) = &call.represented {
         event = event.with(
@@ -526,19 +636,31 @@ async fn finish(
                 .with("deferred_until", until)
                 .with("deferral_reason", why);
         }
-        let subject = subject_of(app, &r.user).await;
         let secret = app
             .ledger
-            .subject_secret(&subject)
+            .subject_secret(&r.subject)
             .await
             .map_err(internal)?;
         event = event.about(secret.tag());
     }
-    // A call that cannot be logged is not answered.
-    app.ledger.append(&event).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot log an exchange call");
-        Fault::server_proxy("LoggingFailed", "the call could not be logged")
-    })?;
+    // A call that cannot be logged is not answered; nor one that cannot be logged for
+    // everyone its answer is about.
+    let mut events = vec![event.clone()];
+    for other in &call.others {
+        let secret = app.ledger.subject_secret(other).await.map_err(internal)?;
+        events.push(
+            event
+                .clone()
+                .with("in_answer_of", "another person")
+                .about(secret.tag()),
+        );
+    }
+    for e in &events {
+        app.ledger.append(e).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot log an exchange call");
+            Fault::server_proxy("LoggingFailed", "the call could not be logged")
+        })?;
+    }
     Ok(res)
 }
 

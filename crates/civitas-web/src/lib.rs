@@ -99,7 +99,7 @@ pub fn app(state: AppState) -> Router {
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    tracing::info_span!("request", method = %req.method(), path = %logged_path(req.uri().path()), request_id = %id)
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)))
@@ -121,3 +121,31 @@ pub fn app(state: AppState) -> Router {
 }
 
 type Shared = Arc<AppState>;
+
+/// A request's path as the logs keep it: an exchange call's path below its service (which
+/// may name a person, such as `/persons/A123456789`) is left out.
+fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.starts_with("/r1/") {
+        return path.into();
+    }
+    let service: Vec<&str> = path.splitn(8, '/').take(7).collect();
+    if path.split('/').count() > 7 {
+        format!("{}/…", service.join("/")).into()
+    } else {
+        path.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exchange_paths_are_logged_without_what_follows_the_service() {
+        let p = super::logged_path("/r1/TW/GOV/HRO/registry/population/persons/A123456789");
+        assert_eq!(p, "/r1/TW/GOV/HRO/registry/population/…");
+        assert_eq!(
+            super::logged_path("/r1/TW/GOV/HRO/registry/listMethods"),
+            "/r1/TW/GOV/HRO/registry/listMethods"
+        );
+        assert_eq!(super::logged_path("/account/sessions"), "/account/sessions");
+    }
+}

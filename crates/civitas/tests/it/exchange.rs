@@ -45,6 +45,7 @@ async fn provider() -> SocketAddr {
                 ("server", "provider/1.0"),
                 ("x-road-service", "FAKE/FAKE/FAKE/FAKE/FAKE"),
                 ("x-powered-by", "echo"),
+                ("set-cookie", "provider=1"),
             ],
             axum::Json(json!({
                 "method": method.as_str(),
@@ -190,6 +191,7 @@ on_both_engines! {
             .header("X-Road-Request-Hash", "forged")
             .header("X-Custom", "kept")
             .header("Cookie", "civitas_session=stolen; theirs=1; civitas_csrf=x")
+            .header("X-Road-Service", "TW/TEST/HRO/population/persons")
             .header("Content-Type", "application/octet-stream")
             .body(body.clone())
             .send()
@@ -203,6 +205,7 @@ on_both_engines! {
         assert_eq!(h["x-powered-by"], "echo", "other headers pass unchanged");
         assert!(h.get("server").is_none_or(|s| s != "provider/1.0"), "the provider's Server header is not passed");
         assert!(h.get("x-road-error").is_none());
+        assert!(h.get("set-cookie").is_none(), "a provider sets no cookie for the gateway's site");
         let got: Value = res.json().await.unwrap();
         // The provider got the path under the service, still encoded, and the query as sent.
         assert_eq!(got["method"], "POST");
@@ -218,6 +221,7 @@ on_both_engines! {
         assert_ne!(find("user-agent"), Some("secret-client/9"));
         assert_eq!(find("proxy-authorization"), None);
         assert_eq!(find("cookie"), Some("theirs=1"), "Civitas's own cookies never leave");
+        assert_eq!(find("x-road-service"), None, "a client does not name the service in a header");
         assert_ne!(find("x-road-request-hash"), Some("forged"));
         // The request hash: the header part as forwarded (what the provider received, less
         // the transport headers of the last hop), with the /r1 path, then the body.
@@ -263,6 +267,20 @@ on_both_engines! {
         ))
         .await;
         assert!(raw.starts_with("HTTP/1.1 400") && raw.contains("x-road-error: Client.BadRequest"), "{raw}");
+        for sneaky in ["..%2Fb", "..;x", "%2E%2E%5Cb", "a%2F..%2Fb"] {
+            let raw = raw_request(&app.base, &format!(
+                "GET /r1/{echo}/{sneaky} HTTP/1.1\r\nHost: x\r\nX-Road-Client: {}\r\nConnection: close\r\n\r\n",
+                c.portal
+            ))
+            .await;
+            assert!(raw.starts_with("HTTP/1.1 400"), "{sneaky}: {raw}");
+        }
+        // X-Road's headers come once: a second X-Road-Client could be read by the provider.
+        let twice = app.client.get(format!("{}/r1/{echo}/x", app.base))
+            .header("X-Road-Client", c.portal.to_string())
+            .header("X-Road-Client", "TW/TEST/MODA/outsider")
+            .send().await.unwrap();
+        assert_fault(twice, 400, "Client.BadRequest").await;
         assert_fault(call("/r1/TW/TEST/HRO/pop_ulation/echo".into(), portal.clone()).await.unwrap(), 400, "Client.BadRequest").await;
         let m = assert_fault(call(format!("/r1/{echo}"), Some("TW/TEST/MODA/nobody".into())).await.unwrap(), 500, "Server.ClientProxy.UnknownMember").await;
         assert!(m.contains("TW/TEST/MODA/nobody"), "{m}");
@@ -298,6 +316,14 @@ on_both_engines! {
         };
         let user = format!("TW{person}");
         let m = assert_fault(with(&[]).await.unwrap(), 400, "Client.MissingHeader").await;
+        // The person must be someone the register knows: every call about a person is seen.
+        let m2 = assert_fault(
+            with(&[("X-Road-UserId", "TWA000000000"), ("X-Road-PDU-Purpose", "x"), ("X-Road-PDU-Legal-Basis", "y")]).await.unwrap(),
+            400,
+            "Client.BadRequest",
+        )
+        .await;
+        assert!(m2.contains("population register"), "{m2}");
         assert!(m.contains("X-Road-UserId") && m.contains("X-Road-PDU-Purpose") && m.contains("X-Road-PDU-Legal-Basis"), "{m}");
         let m = assert_fault(
             with(&[("X-Road-UserId", &user), ("X-Road-PDU-Purpose", "x"), ("X-Road-PDU-Legal-Basis", "consent")]).await.unwrap(),
@@ -459,9 +485,31 @@ on_both_engines! {
         let b: Value = ask(portal, format!("TXA/registry/businesses/businesses/{ubn}"), false).await.unwrap().json().await.unwrap();
         assert_eq!(b["ubn"], ubn.as_str());
         // The registry's own errors pass through as its answers, without X-Road-Error.
-        let bad = ask(portal, "HRO/registry/population/persons/A000000000".into(), true).await.unwrap();
+        let bad = ask(portal, "TXA/registry/businesses/businesses/1234".into(), false).await.unwrap();
         assert_eq!(bad.status(), 400);
         assert!(bad.headers().get("x-road-error").is_none());
+        // A read about a person is about the person the call names.
+        let other = civitas_registry::demo_people(&app.db).await.unwrap()[1].national_id.clone();
+        let m = assert_fault(ask(portal, format!("HRO/registry/population/persons/{other}"), true).await.unwrap(), 400, "Client.BadRequest").await;
+        assert!(m.contains("asks about another"), "{m}");
+        // Everyone in the household answer finds the call in their own view.
+        let p = civitas_registry::person_by_national_id(&app.db, &person).await.unwrap().unwrap();
+        let member: Option<String> = civitas_store::sqlx::query_scalar(
+            "SELECT national_id FROM persons WHERE household_id = (SELECT household_id FROM persons WHERE id = $1) AND id <> $1 LIMIT 1",
+        )
+        .bind(p.id)
+        .fetch_optional(app.db.pool())
+        .await
+        .unwrap();
+        if let Some(member) = member {
+            let m = civitas_registry::person_by_national_id(&app.db, &member).await.unwrap().unwrap();
+            let tag = app.ledger.subject_secret(&format!("person:{}", m.id)).await.unwrap().tag();
+            let events = app.ledger.subject_events(tag).await.unwrap();
+            assert!(
+                events.iter().any(|(_, e)| e.kind == "exchange.call" && e.public["in_answer_of"] == "another person"),
+                "the household member sees the call"
+            );
+        }
         let missing = ask(portal, "HRO/registry/population/nothing/here".into(), true).await.unwrap();
         assert_eq!(missing.status(), 404);
         // Rights as the demo sets them: welfare reads people, not the land register.
