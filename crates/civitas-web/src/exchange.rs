@@ -358,6 +358,14 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
             ),
         ));
     }
+    // Everything the log keeps is bounded before the call goes out, so a call is never
+    // carried out and then found too large to log.
+    if last(&headers, "x-road-represented-party").is_some_and(|v| v.len() > 255) {
+        return Err(Fault::client(
+            "BadRequest",
+            "X-Road-Represented-Party is longer than 255 characters",
+        ));
+    }
     let represented = match last(&headers, "x-road-represented-party") {
         Some(v) => Some(
             RepresentedParty::parse(v).map_err(|e| Fault::client("BadRequest", e.to_string()))?,
