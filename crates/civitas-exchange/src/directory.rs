@@ -283,6 +283,22 @@ impl Directory {
         &self.instance
     }
 
+    /// The subjects of a person's deferred calls whose time has come (see
+    /// [`crate::deferral_record`]).
+    pub async fn deferrals_due(
+        &self,
+        person_subject: &str,
+        now_ms: i64,
+    ) -> Result<Vec<String>, ExchangeError> {
+        Ok(sqlx::query_scalar(
+            "SELECT deferral_subject FROM exchange_deferrals WHERE person_subject = $1 AND until_ms <= $2 ORDER BY until_ms",
+        )
+        .bind(person_subject)
+        .bind(now_ms)
+        .fetch_all(self.db.pool())
+        .await?)
+    }
+
     #[cfg(test)]
     pub(crate) fn db(&self) -> &Db {
         &self.db

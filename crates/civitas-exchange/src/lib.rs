@@ -102,8 +102,39 @@ pub const COMPONENT: Component = Component {
             name: "deferrals",
             sql: "ALTER TABLE exchange_subsystems ADD COLUMN may_defer BIGINT NOT NULL DEFAULT 0;",
         },
+        Migration {
+            version: 3,
+            name: "deferred entries",
+            sql: "CREATE TABLE exchange_deferrals (
+                deferral_subject TEXT PRIMARY KEY,
+                person_subject TEXT NOT NULL,
+                until_ms BIGINT NOT NULL
+            );
+            CREATE INDEX exchange_deferrals_person ON exchange_deferrals (person_subject, until_ms);",
+        },
     ],
 };
+
+/// A deferred call is logged under a subject of its own (`deferral:<uuid>`), so that nobody,
+/// the person included, can find it in the public log by the person's tag before its time;
+/// this private record ties it to the person. Commit it with the event
+/// (`Ledger::append_with`): the insert changes one row under a fresh key.
+pub fn deferral_record(
+    deferral_subject: &str,
+    person_subject: &str,
+    until_ms: i64,
+) -> civitas_store::Script {
+    let mut s = civitas_store::Script::new();
+    s.push(
+        "INSERT INTO exchange_deferrals (deferral_subject, person_subject, until_ms) VALUES (?, ?, ?)",
+        vec![
+            civitas_store::Value::Text(deferral_subject.into()),
+            civitas_store::Value::Text(person_subject.into()),
+            civitas_store::Value::I64(until_ms),
+        ],
+    );
+    s
+}
 
 #[cfg(test)]
 mod tests;

@@ -88,8 +88,21 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
         e.public.get(k).and_then(|v| v.as_str()).map(str::to_string)
     };
     let now = time::OffsetDateTime::now_utc();
+    // The person's own entries, and the deferred ones whose time has come (each logged under
+    // a subject of its own, so that nobody finds it by the person's tag before then).
+    let mut events = app.ledger.subject_events(tag).await?;
+    let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+    for deferral in app
+        .exchange
+        .deferrals_due(&s.account.subject_ref(), now_ms)
+        .await?
+    {
+        let tag = app.ledger.subject_secret(&deferral).await?.tag();
+        events.extend(app.ledger.subject_events(tag).await?);
+    }
+    events.sort_by_key(|(i, _)| *i);
     let mut out = Vec::new();
-    for (index, e) in app.ledger.subject_events(tag).await? {
+    for (index, e) in events {
         if e.kind != "exchange.call" {
             continue;
         }

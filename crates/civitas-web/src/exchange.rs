@@ -160,17 +160,24 @@ struct Reason {
     purpose: String,
     legal_basis: String,
     consent: Option<String>,
-    /// Until when (RFC 3339) the person does not see the call, and why.
-    deferral: Option<(String, String)>,
+    /// Until when the person does not see the call, and why.
+    deferral: Option<Deferral>,
 }
 
 /// A deferral the caller asks for (`X-Road-PDU-Hidden: true` with `…-Hidden-Reason` and
 /// `…-Hidden-Until`): only a subsystem the law allows, for a stated reason, until a stated
 /// time within [`civitas_exchange::directory::MAX_DEFERRAL_DAYS`].
+/// A deferral asked for: until when (RFC 3339, and in ms), and why.
+struct Deferral {
+    until: String,
+    until_ms: i64,
+    reason: String,
+}
+
 fn deferral(
     headers: &HeaderMap,
     sub: &civitas_exchange::Subsystem,
-) -> Result<Option<(String, String)>, Fault> {
+) -> Result<Option<Deferral>, Fault> {
     use time::format_description::well_known::Rfc3339;
     if !last(headers, "x-road-pdu-hidden").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Ok(None);
@@ -198,11 +205,16 @@ fn deferral(
             civitas_exchange::directory::MAX_DEFERRAL_DAYS
         )));
     }
+    let until_ms = (until.unix_timestamp_nanos() / 1_000_000) as i64;
     let until = until
         .to_offset(time::UtcOffset::UTC)
         .format(&Rfc3339)
         .map_err(internal)?;
-    Ok(Some((until, reason.chars().take(200).collect())))
+    Ok(Some(Deferral {
+        until,
+        until_ms,
+        reason: reason.chars().take(200).collect(),
+    }))
 }
 
 /// A call about a person names the person, a purpose and a legal basis, and a consent when
@@ -632,6 +644,7 @@ async fn finish(
             },
         );
     }
+    let mut deferred = None;
     if let Some(r) = call.reason {
         event = event
             .with("purpose", r.purpose)
@@ -639,35 +652,48 @@ async fn finish(
         if let Some(c) = r.consent {
             event = event.with("consent_reference", c);
         }
-        if let Some((until, why)) = r.deferral {
+        let mut subject = r.subject.clone();
+        if let Some(d) = r.deferral {
             event = event
-                .with("deferred_until", until)
-                .with("deferral_reason", why);
+                .with("deferred_until", d.until)
+                .with("deferral_reason", d.reason);
+            // Logged under a subject of its own until its time (see `deferral_record`).
+            subject = format!("deferral:{}", uuid::Uuid::new_v4());
+            deferred = Some(civitas_exchange::deferral_record(
+                &subject, &r.subject, d.until_ms,
+            ));
         }
         let secret = app
             .ledger
-            .subject_secret(&r.subject)
+            .subject_secret(&subject)
             .await
             .map_err(internal)?;
         event = event.about(secret.tag());
     }
     // A call that cannot be logged is not answered; nor one that cannot be logged for
     // everyone its answer is about.
-    let mut events = vec![event.clone()];
+    let failed = |e: civitas_ledger::LedgerError| {
+        tracing::error!(error = %e, "cannot log an exchange call");
+        Fault::server_proxy("LoggingFailed", "the call could not be logged")
+    };
+    let mut others = Vec::new();
     for other in &call.others {
         let secret = app.ledger.subject_secret(other).await.map_err(internal)?;
-        events.push(
+        others.push(
             event
                 .clone()
                 .with("in_answer_of", "another person")
                 .about(secret.tag()),
         );
     }
-    for e in &events {
-        app.ledger.append(e).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot log an exchange call");
-            Fault::server_proxy("LoggingFailed", "the call could not be logged")
-        })?;
+    match deferred {
+        // The deferral's private record commits with its event.
+        Some(record) => app.ledger.append_with(&event, record).await,
+        None => app.ledger.append(&event).await,
+    }
+    .map_err(failed)?;
+    for e in &others {
+        app.ledger.append(e).await.map_err(failed)?;
     }
     Ok(res)
 }

@@ -426,6 +426,16 @@ on_both_engines! {
         b.sign_in(&person, civitas_identity::DEMO_PASSWORD).await;
         let seen = |body: &str| serde_json::from_str::<Value>(body).unwrap().as_array().unwrap().len();
         assert_eq!(seen(&b.get("/api/v1/me/data-usage").await.body), 0);
+        // Nor can the person find it in the public log by their own tag (which their proof
+        // bundles show them): it is logged under a subject of its own.
+        let p = civitas_registry::person_by_national_id(&app.db, &person).await.unwrap().unwrap();
+        let tag = app.ledger.subject_secret(&format!("person:{}", p.id)).await.unwrap().tag();
+        assert!(
+            app.ledger.subject_events(tag).await.unwrap().iter().all(|(_, e)| e.public.get("deferred_until").is_none()),
+            "a deferred call is not under the person's tag"
+        );
+        let deferred = app.ledger.latest_of_kind("exchange.call").await.unwrap().unwrap().1;
+        assert!(deferred.public.get("deferred_until").is_some() && deferred.subject.is_some());
         tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
         let uses: Value = serde_json::from_str(&b.get("/api/v1/me/data-usage").await.body).unwrap();
         assert_eq!(uses.as_array().unwrap().len(), 1);
