@@ -265,6 +265,7 @@ pub struct Directory {
     ledger: Ledger,
     instance: String,
     cache: Arc<RwLock<Option<Arc<Snapshot>>>>,
+    reload: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Directory {
@@ -275,6 +276,7 @@ impl Directory {
             ledger,
             instance: instance.to_string(),
             cache: Arc::default(),
+            reload: Arc::default(),
         }
     }
 
@@ -327,14 +329,24 @@ impl Directory {
     /// is in the very next snapshot; one made by another process or node (the CLI, another
     /// server on the same PostgreSQL) within [`REFRESH`].
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ExchangeError> {
-        let local = LOCAL_CHANGES.load(Ordering::SeqCst);
-        if let Ok(cached) = self.cache.read()
-            && let Some(s) = cached.as_ref()
-            && s.local == local
-            && s.loaded.elapsed() < REFRESH
-        {
-            return Ok(s.clone());
+        let fresh = || {
+            let local = LOCAL_CHANGES.load(Ordering::SeqCst);
+            self.cache
+                .read()
+                .ok()?
+                .as_ref()
+                .filter(|s| s.local == local && s.loaded.elapsed() < REFRESH)
+                .cloned()
+        };
+        if let Some(s) = fresh() {
+            return Ok(s);
         }
+        // One reload at a time: the others wait for it rather than read the tables too.
+        let _reloading = self.reload.lock().await;
+        if let Some(s) = fresh() {
+            return Ok(s);
+        }
+        let local = LOCAL_CHANGES.load(Ordering::SeqCst);
         let mut rights: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
         for r in sqlx::query("SELECT service_id, client_id, method, path FROM exchange_access")
             .fetch_all(self.db.pool())

@@ -393,9 +393,17 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
 
     // The header part as X-Road serialises it: the request's own headers that pass, in
     // order, then what the gateway adds.
+    // Headers the Connection header names are hop-by-hop too.
+    let hop: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
     let mut forward: Vec<(HeaderName, HeaderValue)> = headers
         .iter()
-        .filter(|(n, _)| passes_on_request(n.as_str()))
+        .filter(|(n, _)| passes_on_request(n.as_str()) && !hop.iter().any(|h| h == n.as_str()))
         .filter_map(|(n, v)| Some((n.clone(), without_own_cookies(n, v)?)))
         .collect();
     forward.push((

@@ -190,6 +190,8 @@ on_both_engines! {
             .header("Proxy-Authorization", "Basic Zm9vOmJhcg==")
             .header("X-Road-Request-Hash", "forged")
             .header("X-Custom", "kept")
+            .header("Connection", "keep-alive, X-Hop")
+            .header("X-Hop", "only to the gateway")
             .header("Cookie", "civitas_session=stolen; theirs=1; civitas_csrf=x")
             .header("X-Road-Service", "TW/TEST/HRO/population/persons")
             .header("Content-Type", "application/octet-stream")
@@ -217,6 +219,7 @@ on_both_engines! {
         assert_eq!(find("x-road-client"), Some("TW/TEST/MODA/portal"));
         assert_eq!(find("x-road-issue"), Some("CASE-42"));
         assert_eq!(find("x-custom"), Some("kept"));
+        assert_eq!(find("x-hop"), None, "what Connection names is hop-by-hop");
         assert_eq!(find("x-road-request-id"), h["x-road-request-id"].to_str().ok());
         assert_ne!(find("user-agent"), Some("secret-client/9"));
         assert_eq!(find("proxy-authorization"), None);
