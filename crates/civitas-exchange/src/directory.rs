@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use civitas_core::xroad::{ClientId, MemberId, ServiceId};
 use civitas_ledger::{Event, Ledger};
-use civitas_store::Db;
 use civitas_store::sqlx::{self, Row};
+use civitas_store::{Db, Script, Value};
 use serde::Serialize;
 
 use crate::ExchangeError;
@@ -317,11 +317,12 @@ impl Directory {
         }
     }
 
-    /// Called after every committed change: the change is in force for this process's next
-    /// snapshot, then it is logged.
-    async fn record(&self, event: Event) -> Result<(), ExchangeError> {
+    /// Makes a change: its writes and its ledger event commit together (in the ledger's
+    /// batch), so no change stands unlogged; then it is in force for this process's next
+    /// snapshot. Each statement changes one row (the callers check first).
+    async fn commit(&self, writes: Script, event: Event) -> Result<(), ExchangeError> {
+        self.ledger.append_with(&event, writes).await?;
         LOCAL_CHANGES.fetch_add(1, Ordering::SeqCst);
-        self.ledger.append(&event).await?;
         Ok(())
     }
 
@@ -392,23 +393,25 @@ impl Directory {
         if name.is_empty() {
             return Err(ExchangeError::Invalid("a member needs a name".into()));
         }
-        let done = sqlx::query(
-            "INSERT INTO exchange_members (id, instance, class, code, name, created_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(&id.instance)
-        .bind(&id.class)
-        .bind(&id.code)
-        .bind(name)
-        .bind(now_ms())
-        .execute(self.db.pool())
-        .await?;
-        if done.rows_affected() == 0 {
+        if self.members().await?.iter().any(|m| m.id == *id) {
             return Err(ExchangeError::Conflict(format!(
                 "member {id} exists already"
             )));
         }
-        self.record(
+        let mut w = Script::new();
+        w.push(
+            "INSERT INTO exchange_members (id, instance, class, code, name, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                Value::Text(id.to_string()),
+                Value::Text(id.instance.clone()),
+                Value::Text(id.class.clone()),
+                Value::Text(id.code.clone()),
+                Value::Text(name.into()),
+                Value::I64(now_ms()),
+            ],
+        );
+        self.commit(
+            w,
             Event::new(
                 "exchange.member_added",
                 actor,
@@ -449,23 +452,25 @@ impl Directory {
         } else {
             name.trim()
         };
-        let done = sqlx::query(
-            "INSERT INTO exchange_subsystems (id, member_id, code, name, networks, created_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(id.member.to_string())
-        .bind(code)
-        .bind(name)
-        .bind(networks.trim())
-        .bind(now_ms())
-        .execute(self.db.pool())
-        .await?;
-        if done.rows_affected() == 0 {
+        if self.subsystem(id).await?.is_some() {
             return Err(ExchangeError::Conflict(format!(
                 "subsystem {id} exists already"
             )));
         }
-        self.record(
+        let mut w = Script::new();
+        w.push(
+            "INSERT INTO exchange_subsystems (id, member_id, code, name, networks, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                Value::Text(id.to_string()),
+                Value::Text(id.member.to_string()),
+                Value::Text(code.clone()),
+                Value::Text(name.into()),
+                Value::Text(networks.trim().into()),
+                Value::I64(now_ms()),
+            ],
+        );
+        self.commit(
+            w,
             Event::new(
                 "exchange.subsystem_added",
                 actor,
@@ -491,23 +496,23 @@ impl Directory {
         allowed: bool,
         actor: &str,
     ) -> Result<(), ExchangeError> {
-        let done = sqlx::query("UPDATE exchange_subsystems SET may_defer = $1 WHERE id = $2")
-            .bind(i64::from(allowed))
-            .bind(id.to_string())
-            .execute(self.db.pool())
-            .await?;
-        if done.rows_affected() == 0 {
+        if self.subsystem(id).await?.is_none() {
             return Err(ExchangeError::NotFound(format!("no subsystem {id}")));
         }
-        self.record(Event::new(
-            if allowed {
-                "exchange.deferral_allowed"
-            } else {
-                "exchange.deferral_withdrawn"
-            },
-            actor,
-            &format!("exchange/subsystem/{id}"),
-        ))
+        let mut w = Script::new();
+        w.push(
+            "UPDATE exchange_subsystems SET may_defer = ? WHERE id = ?",
+            vec![Value::I64(i64::from(allowed)), Value::Text(id.to_string())],
+        );
+        let kind = if allowed {
+            "exchange.deferral_allowed"
+        } else {
+            "exchange.deferral_withdrawn"
+        };
+        self.commit(
+            w,
+            Event::new(kind, actor, &format!("exchange/subsystem/{id}")),
+        )
         .await
     }
 
@@ -552,38 +557,38 @@ impl Directory {
             }
         };
         let id = new.id.to_string();
-        let mut tx = self.db.pool().begin().await?;
-        let done = sqlx::query(
-            "INSERT INTO exchange_services (id, subsystem_id, code, kind, base_url, openapi, personal, disabled, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(new.id.provider.to_string())
-        .bind(&new.id.code)
-        .bind(kind)
-        .bind(&base)
-        .bind(new.openapi.as_deref())
-        .bind(i64::from(new.personal))
-        .bind(0i64)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
+        if self.service(&new.id).await?.is_some() {
             return Err(ExchangeError::Conflict(format!(
                 "service {id} exists already"
             )));
         }
+        let mut w = Script::new();
+        w.push(
+            "INSERT INTO exchange_services (id, subsystem_id, code, kind, base_url, openapi, personal, disabled, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                Value::Text(id.clone()),
+                Value::Text(new.id.provider.to_string()),
+                Value::Text(new.id.code.clone()),
+                Value::Str(kind),
+                Value::Text(base.clone()),
+                new.openapi.clone().into(),
+                Value::I64(i64::from(new.personal)),
+                Value::I64(0),
+                Value::I64(now_ms()),
+            ],
+        );
         for e in &endpoints {
-            sqlx::query(
-                "INSERT INTO exchange_endpoints (service_id, method, path) VALUES ($1, $2, $3)",
-            )
-            .bind(&id)
-            .bind(&e.method)
-            .bind(&e.path)
-            .execute(&mut *tx)
-            .await?;
+            w.push(
+                "INSERT INTO exchange_endpoints (service_id, method, path) VALUES (?, ?, ?)",
+                vec![
+                    Value::Text(id.clone()),
+                    Value::Text(e.method.clone()),
+                    Value::Text(e.path.clone()),
+                ],
+            );
         }
-        tx.commit().await?;
-        self.record(
+        self.commit(
+            w,
             Event::new(
                 "exchange.service_added",
                 actor,
@@ -620,30 +625,24 @@ impl Directory {
         if self.subsystem(client).await?.is_none() {
             return Err(ExchangeError::NotFound(format!("no subsystem {client}")));
         }
-        let done = sqlx::query(
-            "INSERT INTO exchange_access (service_id, client_id, method, path, granted_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (service_id, client_id, method, path) DO NOTHING",
-        )
-        .bind(service.to_string())
-        .bind(client.to_string())
-        .bind(&m)
-        .bind(&p)
-        .bind(now_ms())
-        .execute(self.db.pool())
-        .await?;
-        if done.rows_affected() == 0 {
+        if self.has_right(service, client, &m, &p).await? {
             return Err(ExchangeError::Conflict(format!(
                 "{client} may already call {m} {p} of {service}"
             )));
         }
-        self.record(right_event(
-            "exchange.access_granted",
-            actor,
-            service,
-            client,
-            &m,
-            &p,
-        ))
-        .await?;
+        let mut w = Script::new();
+        w.push(
+            "INSERT INTO exchange_access (service_id, client_id, method, path, granted_ms) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                Value::Text(service.to_string()),
+                Value::Text(client.to_string()),
+                Value::Text(m.clone()),
+                Value::Text(p.clone()),
+                Value::I64(now_ms()),
+            ],
+        );
+        let event = right_event("exchange.access_granted", actor, service, client, &m, &p);
+        self.commit(w, event).await?;
         Ok(AccessRight {
             service: service.clone(),
             client: client.clone(),
@@ -662,29 +661,43 @@ impl Directory {
         actor: &str,
     ) -> Result<(), ExchangeError> {
         let (m, p) = (method(method_)?, path(path_prefix)?);
-        let done = sqlx::query(
-            "DELETE FROM exchange_access WHERE service_id = $1 AND client_id = $2 AND method = $3 AND path = $4",
-        )
-        .bind(service.to_string())
-        .bind(client.to_string())
-        .bind(&m)
-        .bind(&p)
-        .execute(self.db.pool())
-        .await?;
-        if done.rows_affected() == 0 {
+        if !self.has_right(service, client, &m, &p).await? {
             return Err(ExchangeError::NotFound(format!(
                 "{client} has no right to {m} {p} of {service}"
             )));
         }
-        self.record(right_event(
-            "exchange.access_revoked",
-            actor,
-            service,
-            client,
-            &m,
-            &p,
-        ))
-        .await
+        let mut w = Script::new();
+        w.push(
+            "DELETE FROM exchange_access WHERE service_id = ? AND client_id = ? AND method = ? AND path = ?",
+            vec![
+                Value::Text(service.to_string()),
+                Value::Text(client.to_string()),
+                Value::Text(m.clone()),
+                Value::Text(p.clone()),
+            ],
+        );
+        let event = right_event("exchange.access_revoked", actor, service, client, &m, &p);
+        self.commit(w, event).await
+    }
+
+    /// Whether exactly this right is held.
+    async fn has_right(
+        &self,
+        service: &ServiceId,
+        client: &ClientId,
+        method: &str,
+        path: &str,
+    ) -> Result<bool, ExchangeError> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM exchange_access WHERE service_id = $1 AND client_id = $2 AND method = $3 AND path = $4",
+        )
+        .bind(service.to_string())
+        .bind(client.to_string())
+        .bind(method)
+        .bind(path)
+        .fetch_one(self.db.pool())
+        .await?
+            > 0)
     }
 
     /// Every member, by identifier.
