@@ -62,6 +62,21 @@ pub struct Endpoint {
     pub path: String,
 }
 
+impl Endpoint {
+    /// Reads `METHOD /path`, as operators write endpoints (checked when the service is added).
+    pub fn parse(line: &str) -> Result<Endpoint, ExchangeError> {
+        let (method, path) = line.trim().split_once(' ').ok_or_else(|| {
+            ExchangeError::Invalid(format!(
+                "endpoint {line:?}: give a method and a path, such as GET /persons"
+            ))
+        })?;
+        Ok(Endpoint {
+            method: method.into(),
+            path: path.trim().into(),
+        })
+    }
+}
+
 /// A service a subsystem provides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Service {
@@ -107,13 +122,6 @@ pub struct AccessRight {
     pub path: String,
 }
 
-impl AccessRight {
-    /// Whether it lets a call with `method` reach `path`.
-    pub fn covers(&self, method: &str, path: &str) -> bool {
-        covers(&self.method, &self.path, method, path)
-    }
-}
-
 /// Whether a right for `right_method` (or `*`) under `right_path` lets a call with `method`
 /// reach `path`.
 fn covers(right_method: &str, right_path: &str, method: &str, path: &str) -> bool {
@@ -129,6 +137,16 @@ pub fn path_under(path: &str, prefix: &str) -> bool {
         || path
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The columns that name a right, in table order.
+fn right_key(service: &ServiceId, client: &ClientId, method: &str, path: &str) -> Vec<Value> {
+    vec![
+        Value::Text(service.to_string()),
+        Value::Text(client.to_string()),
+        Value::Text(method.into()),
+        Value::Text(path.into()),
+    ]
 }
 
 /// The event of a right granted or revoked.
@@ -228,6 +246,8 @@ pub struct Snapshot {
     loaded: Instant,
     local: u64,
     subsystems: HashMap<String, Subsystem>,
+    /// Each subsystem's address ranges, parsed once per snapshot.
+    networks: HashMap<String, Vec<network::Network>>,
     services: HashMap<String, Service>,
     /// (service, client) → (method, path prefix) rights.
     rights: HashMap<(String, String), Vec<(String, String)>>,
@@ -237,6 +257,13 @@ impl Snapshot {
     /// A subsystem.
     pub fn subsystem(&self, id: &ClientId) -> Option<&Subsystem> {
         self.subsystems.get(&id.to_string())
+    }
+
+    /// Whether a subsystem's information system may call from `ip`.
+    pub fn calls_from(&self, id: &ClientId, ip: std::net::IpAddr) -> bool {
+        self.networks
+            .get(&id.to_string())
+            .is_some_and(|list| list.iter().any(|n| n.contains(ip)))
     }
 
     /// A service.
@@ -358,15 +385,28 @@ impl Directory {
                 .or_default()
                 .push((r.try_get("method")?, r.try_get("path")?));
         }
+        let subsystems: HashMap<String, Subsystem> = self
+            .subsystems()
+            .await?
+            .into_iter()
+            .map(|s| (s.id.to_string(), s))
+            .collect();
+        // Ranges are checked when stored; one that does not parse lets nobody call.
+        let networks = subsystems
+            .iter()
+            .map(|(id, s)| {
+                let list = network::parse_list(&s.networks).unwrap_or_else(|e| {
+                    tracing::warn!(subsystem = %id, error = %e, "unreadable address ranges");
+                    Vec::new()
+                });
+                (id.clone(), list)
+            })
+            .collect();
         let snapshot = Arc::new(Snapshot {
             loaded: Instant::now(),
             local,
-            subsystems: self
-                .subsystems()
-                .await?
-                .into_iter()
-                .map(|s| (s.id.to_string(), s))
-                .collect(),
+            subsystems,
+            networks,
             services: self
                 .services_where("", None)
                 .await?
@@ -630,16 +670,12 @@ impl Directory {
                 "{client} may already call {m} {p} of {service}"
             )));
         }
+        let mut values = right_key(service, client, &m, &p);
+        values.push(Value::I64(now_ms()));
         let mut w = Script::new();
         w.push(
             "INSERT INTO exchange_access (service_id, client_id, method, path, granted_ms) VALUES (?, ?, ?, ?, ?)",
-            vec![
-                Value::Text(service.to_string()),
-                Value::Text(client.to_string()),
-                Value::Text(m.clone()),
-                Value::Text(p.clone()),
-                Value::I64(now_ms()),
-            ],
+            values,
         );
         let event = right_event("exchange.access_granted", actor, service, client, &m, &p);
         self.commit(w, event).await?;
@@ -669,12 +705,7 @@ impl Directory {
         let mut w = Script::new();
         w.push(
             "DELETE FROM exchange_access WHERE service_id = ? AND client_id = ? AND method = ? AND path = ?",
-            vec![
-                Value::Text(service.to_string()),
-                Value::Text(client.to_string()),
-                Value::Text(m.clone()),
-                Value::Text(p.clone()),
-            ],
+            right_key(service, client, &m, &p),
         );
         let event = right_event("exchange.access_revoked", actor, service, client, &m, &p);
         self.commit(w, event).await

@@ -59,7 +59,7 @@ fn field_error(field: &'static str, message: impl Into<String>) -> Vec<FieldErro
     }]
 }
 
-fn error_for(errors: &[FieldError], field: &str) -> String {
+pub(crate) fn error_for(errors: &[FieldError], field: &str) -> String {
     errors
         .iter()
         .find(|e| e.field == field)

@@ -14,7 +14,7 @@ use civitas_identity::{AccountKind, Loa};
 use serde::Deserialize;
 
 use crate::Shared;
-use crate::account::{FieldError, guard_form};
+use crate::account::{FieldError, error_for, guard_form};
 use crate::auth::{SignedIn, Visitor};
 use crate::pages::{Chrome, error_page, message_page, render};
 
@@ -52,11 +52,7 @@ struct ClientsPage {
 
 impl ClientsPage {
     fn error(&self, field: &str) -> String {
-        self.errors
-            .iter()
-            .find(|e| e.field == field)
-            .map(|e| e.message.clone())
-            .unwrap_or_default()
+        error_for(&self.errors, field)
     }
 }
 

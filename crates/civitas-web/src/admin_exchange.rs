@@ -15,7 +15,7 @@ use civitas_identity::Loa;
 use serde::Deserialize;
 
 use crate::Shared;
-use crate::account::{FieldError, guard_form};
+use crate::account::{FieldError, error_for, guard_form};
 use crate::admin::operator_only;
 use crate::auth::{SignedIn, Visitor};
 use crate::pages::{Chrome, error_page, render};
@@ -51,11 +51,7 @@ struct ExchangePage {
 
 impl ExchangePage {
     fn error(&self, field: &str) -> String {
-        self.errors
-            .iter()
-            .find(|e| e.field == field)
-            .map(|e| e.message.clone())
-            .unwrap_or_default()
+        error_for(&self.errors, field)
     }
 }
 
@@ -224,17 +220,7 @@ async fn apply(app: &Shared, f: &ChangeForm, actor: &str) -> Result<(), Exchange
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
-                .map(|l| {
-                    let (method, path) = l.split_once(' ').ok_or_else(|| {
-                        ExchangeError::Invalid(format!(
-                            "endpoint {l:?}: give a method and a path, such as GET /persons"
-                        ))
-                    })?;
-                    Ok(Endpoint {
-                        method: method.into(),
-                        path: path.trim().into(),
-                    })
-                })
+                .map(Endpoint::parse)
                 .collect::<Result<Vec<_>, ExchangeError>>()?;
             let openapi = (!f.openapi.trim().is_empty()).then(|| f.openapi.trim().to_string());
             d.add_service(

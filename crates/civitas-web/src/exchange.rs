@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use civitas_core::xroad::{ClientId, RepresentedParty, ServiceId, decode_segment};
 use civitas_exchange::directory::Snapshot;
-use civitas_exchange::network;
 use civitas_exchange::protocol::{Fault, RequestHash, passes_on_request, passes_on_response};
 use civitas_ledger::Event;
 use futures_util::StreamExt;
@@ -139,8 +138,7 @@ fn caller(
     let sub = directory.subsystem(&client).cloned().ok_or_else(|| {
         Fault::client_proxy("UnknownMember", format!("Client '{client}' not found"))
     })?;
-    let networks = network::parse_list(&sub.networks).map_err(internal)?;
-    if !networks.iter().any(|n| n.contains(peer.ip())) {
+    if !directory.calls_from(&client, peer.ip()) {
         return Err(Fault::client_proxy(
             "AccessDenied",
             format!(

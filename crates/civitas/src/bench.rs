@@ -32,15 +32,33 @@ pub struct StartupArgs {
 /// Runs the benchmark and prints its figures.
 pub fn startup(args: &StartupArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the civitas executable")?;
-    let scratch = args.scratch.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("civitas-bench-{}", std::process::id()))
+    in_scratch(&args.scratch, "startup", |scratch| run(&exe, scratch, args))
+}
+
+/// Runs `f` in an empty scratch folder (`given`, or a new one under the system temp dir
+/// named for the benchmark), removed afterwards however `f` ends.
+pub(crate) fn in_scratch<T>(
+    given: &Option<PathBuf>,
+    bench: &str,
+    f: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    let scratch = given.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("civitas-bench-{bench}-{}", std::process::id()))
     });
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let result = run(&exe, &scratch, args);
+    let result = f(&scratch);
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// Runs a benchmark's async part on a multi-threaded runtime of its own.
+pub(crate) fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn run(exe: &Path, scratch: &Path, args: &StartupArgs) -> Result<()> {
@@ -192,7 +210,7 @@ fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-fn resident_kib(pid: u32) -> Option<u64> {
+pub(crate) fn resident_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -297,17 +315,9 @@ pub struct LedgerArgs {
 
 /// Runs `civitas bench ledger` and prints its figures.
 pub fn ledger(args: &LedgerArgs) -> Result<()> {
-    let scratch = args.scratch.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("civitas-bench-ledger-{}", std::process::id()))
-    });
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(ledger_async(args, &scratch));
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    in_scratch(&args.scratch, "ledger", |scratch| {
+        block_on(ledger_async(args, scratch))
+    })
 }
 
 async fn scratch_db(

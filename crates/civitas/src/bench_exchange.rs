@@ -39,18 +39,9 @@ pub struct ExchangeArgs {
 /// Runs the benchmark and prints its figures.
 pub fn exchange(args: &ExchangeArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the civitas executable")?;
-    let scratch = args.scratch.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("civitas-bench-exchange-{}", std::process::id()))
-    });
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(run(&exe, &scratch, args));
-    drop(rt);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    crate::bench::in_scratch(&args.scratch, "exchange", |scratch| {
+        crate::bench::block_on(run(&exe, scratch, args))
+    })
 }
 
 /// The provider's information system: `GET /items/{n}` answers a small JSON record;
@@ -132,17 +123,9 @@ fn gateway(exe: &Path, data: &Path) -> Result<(Child, String)> {
     }
 }
 
-/// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+/// A process's resident memory in KiB (0 when it cannot be read).
+fn rss_kib(pid: u32) -> u64 {
+    crate::bench::resident_kib(pid).unwrap_or(0)
 }
 
 /// Which path the clients take now.
@@ -287,7 +270,7 @@ async fn measure(args: &ExchangeArgs, child: &Child, base: &str, direct: &str) -
             phase.store(p, Ordering::SeqCst);
             tokio::time::sleep(round).await;
             if p == GATEWAY {
-                rss_under_load = rss_under_load.max(memory_kib(child.id()).0);
+                rss_under_load = rss_under_load.max(rss_kib(child.id()));
             }
             phase.store(IDLE, Ordering::SeqCst);
             while in_flight.load(Ordering::SeqCst) > 0 {
@@ -307,7 +290,7 @@ async fn measure(args: &ExchangeArgs, child: &Child, base: &str, direct: &str) -
     g.sort_by(f64::total_cmp);
     let (rate_d, rate_g) = (d.len() as f64 / spent[0], g.len() as f64 / spent[1]);
     let ms = |v: &[f64], p: f64| percentile(v, p) * 1e3;
-    let (rss, _) = memory_kib(child.id());
+    let rss = rss_kib(child.id());
 
     // One large body through the gateway, with its peak memory sampled as it passes.
     let big = if args.body_mib > 0 {
@@ -369,14 +352,14 @@ async fn stream_body(
     pid: u32,
     mib: u64,
 ) -> Result<(f64, u64, u64)> {
-    let before = memory_kib(pid).0;
+    let before = rss_kib(pid);
     let peak = Arc::new(AtomicU64::new(before));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (peak, done) = (peak.clone(), done.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
-                peak.fetch_max(memory_kib(pid).0, Ordering::SeqCst);
+                peak.fetch_max(rss_kib(pid), Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })

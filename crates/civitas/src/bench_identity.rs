@@ -43,18 +43,9 @@ pub struct IdentityArgs {
 
 /// Runs the benchmark and prints its figures.
 pub fn identity(args: &IdentityArgs) -> Result<()> {
-    let scratch = args.scratch.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("civitas-bench-identity-{}", std::process::id()))
-    });
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(run(args, &scratch));
-    drop(rt);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    crate::bench::in_scratch(&args.scratch, "identity", |scratch| {
+        crate::bench::block_on(run(args, scratch))
+    })
 }
 
 /// What runs now; the workers of the other measurement wait.

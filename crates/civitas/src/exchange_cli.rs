@@ -179,17 +179,7 @@ async fn command(d: &Directory, cmd: ExchangeCommand) -> Result<()> {
             let endpoints = a
                 .endpoints
                 .iter()
-                .map(|e| {
-                    let (method, path) = e.trim().split_once(' ').with_context(|| {
-                        format!(
-                            "--endpoint `{e}`: give a method and a path, such as `GET /persons`"
-                        )
-                    })?;
-                    Ok(Endpoint {
-                        method: method.to_string(),
-                        path: path.trim().to_string(),
-                    })
-                })
+                .map(|e| Endpoint::parse(e).with_context(|| "--endpoint".to_string()))
                 .collect::<Result<Vec<_>>>()?;
             let s = d
                 .add_service(
