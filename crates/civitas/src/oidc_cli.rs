@@ -32,17 +32,20 @@ pub enum ClientCommand {
     List,
     /// Stop a client from signing anyone in (its tokens stop working); `enable` undoes it.
     Disable {
-        /// The client id.
+        /// The client id (it may begin with `-`: ids are random base64url).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Let a disabled client sign people in again.
     Enable {
-        /// The client id.
+        /// The client id (it may begin with `-`: ids are random base64url).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Delete a client with its tokens and the consents given to it.
     Remove {
-        /// The client id.
+        /// The client id (it may begin with `-`: ids are random base64url).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }

@@ -698,6 +698,13 @@ fn the_cli_registers_lists_disables_and_removes_clients_and_rotates_keys() {
         .find_map(|l| l.strip_prefix("client_secret: "))
         .expect("the secret is printed once");
     assert!(secret.len() >= 43);
+    // Ids are random base64url and may begin with `-`: taken as ids, not as flags.
+    crate::cli::assert_one_sentence_failure(
+        civitas()
+            .args(&d)
+            .args(["oidc", "client", "disable", "-NoSuchClient"]),
+        "there is no client `-NoSuchClient`",
+    );
     let listed = run_ok(civitas().args(&d).args(["oidc", "client", "list"]));
     assert!(
         listed.contains(&id) && listed.contains("Tax Office") && listed.contains("alg=ES256"),
