@@ -55,9 +55,41 @@ pub struct Config {
     pub session_idle_mins: u64,
     /// Hours after sign-in at which a session ends, however active.
     pub session_max_hours: u64,
+    /// What this process serves: everything, or only an exchange gateway.
+    pub role: Role,
+    /// Seconds a signed exchange configuration is valid for (the directory's setting).
+    pub exchange_configuration_validity_secs: u64,
+    /// The gateway's settings, when `role` is `gateway`.
+    pub exchange_gateway: Option<GatewaySettings>,
     /// Keep outgoing messages (one-time codes, alerts) in a development mail sink shown at
     /// `/dev/mail` instead of sending them. For demos and tests only.
     pub dev_mail_sink: bool,
+}
+
+/// What a process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The whole platform, its exchange gateway included (the default).
+    All,
+    /// Only an exchange gateway of one member, configured from the directory.
+    Gateway,
+}
+
+/// An exchange gateway's settings (`role = "gateway"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// The member whose information systems it serves (`exchange.gateway_member`).
+    pub member: String,
+    /// The directory's base URL, polled for the signed configuration (`exchange.directory_url`).
+    pub directory_url: String,
+    /// The directory's configuration key, base64 (`exchange.anchor_key`).
+    pub anchor_key: String,
+    /// Where other gateways reach it over mutual TLS (`exchange.gateway_listen`).
+    pub listen: SocketAddr,
+    /// Seconds between polls of the configuration (`exchange.poll_secs`).
+    pub poll_secs: u64,
+    /// Seconds an expired configuration keeps serving (`exchange.stale_grace_secs`).
+    pub stale_grace_secs: u64,
 }
 
 /// How log lines are written.
@@ -158,6 +190,14 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("identity.session_max_hours", Kind::Int, "12"),
     ("identity.dev_mail_sink", Kind::Bool, "false"),
     ("exchange.instance", Kind::Str, "TW"),
+    ("role", Kind::Str, "all"),
+    ("exchange.configuration_validity_secs", Kind::Int, "600"),
+    ("exchange.gateway_member", Kind::Str, ""),
+    ("exchange.directory_url", Kind::Str, ""),
+    ("exchange.anchor_key", Kind::Str, ""),
+    ("exchange.gateway_listen", Kind::Str, "127.0.0.1:5500"),
+    ("exchange.poll_secs", Kind::Int, "30"),
+    ("exchange.stale_grace_secs", Kind::Int, "86400"),
 ];
 
 /// Environment variables with this prefix are configuration, except these names.
@@ -380,6 +420,67 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
             e.to_string(),
         )
     })?;
+    let role = match get("role").0.trim() {
+        "all" => Role::All,
+        "gateway" => Role::Gateway,
+        other => {
+            return Err(invalid(
+                "role",
+                &get("role").1,
+                format!("`{other}` is not `all` or `gateway`"),
+            ));
+        }
+    };
+    let exchange_gateway = if role == Role::Gateway {
+        let required = |key: &'static str, what: &str| {
+            text(key)
+                .map(str::to_string)
+                .ok_or_else(|| invalid(key, &get(key).1, format!("a gateway needs {what}")))
+        };
+        let member = required(
+            "exchange.gateway_member",
+            "the member it serves, such as TW/GOV/HRO",
+        )?;
+        crate::xroad::MemberId::parse(&member).map_err(|e| {
+            invalid(
+                "exchange.gateway_member",
+                &get("exchange.gateway_member").1,
+                e.to_string(),
+            )
+        })?;
+        let directory_url = required("exchange.directory_url", "the directory's URL")?;
+        if !url::Url::parse(&directory_url)
+            .is_ok_and(|u| u.scheme() == "http" || u.scheme() == "https")
+        {
+            return Err(invalid(
+                "exchange.directory_url",
+                &get("exchange.directory_url").1,
+                format!("`{directory_url}` is not an http(s) URL"),
+            ));
+        }
+        let anchor_key = required(
+            "exchange.anchor_key",
+            "the directory's key (`civitas exchange anchor` on the directory prints it)",
+        )?;
+        let (listen_text, listen_src) = get("exchange.gateway_listen");
+        let listen = listen_text.trim().parse().map_err(|_| {
+            invalid(
+                "exchange.gateway_listen",
+                listen_src,
+                format!("`{listen_text}` is not an address like 127.0.0.1:5500"),
+            )
+        })?;
+        Some(GatewaySettings {
+            member,
+            directory_url: directory_url.trim_end_matches('/').to_string(),
+            anchor_key,
+            listen,
+            poll_secs: int("exchange.poll_secs", 1, 86_400)?,
+            stale_grace_secs: int("exchange.stale_grace_secs", 0, 30 * 86_400)?,
+        })
+    } else {
+        None
+    };
     let ledger_origin = text("ledger.origin").map(str::to_string);
     if let Some(o) = ledger_origin
         .as_ref()
@@ -446,6 +547,13 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
         session_max_hours: int("identity.session_max_hours", 1, 24 * 30)?,
         dev_mail_sink: boolean("identity.dev_mail_sink")?,
         exchange_instance,
+        role,
+        exchange_configuration_validity_secs: int(
+            "exchange.configuration_validity_secs",
+            1,
+            30 * 86_400,
+        )?,
+        exchange_gateway,
     };
     let entries = KEYS
         .iter()

@@ -164,6 +164,20 @@ impl MemberId {
         })
     }
 
+    /// Parses an encoded member identifier, `INSTANCE/CLASS/CODE`.
+    pub fn parse(text: &str) -> Result<MemberId, XRoadIdError> {
+        let what = "member identifier";
+        let p = parts(what, text.trim())?;
+        match p.as_slice() {
+            [i, c, m] => MemberId::new(i, c, m),
+            _ => Err(XRoadIdError::Parts {
+                what,
+                expected: "3",
+                found: p.len(),
+            }),
+        }
+    }
+
     /// This member's subsystem `code`.
     pub fn subsystem(&self, code: &str) -> Result<ClientId, XRoadIdError> {
         check_part("subsystem code", code)?;
@@ -264,12 +278,18 @@ impl fmt::Display for ServiceId {
     }
 }
 
-/// Identifiers serialise as their encoded text.
+/// Identifiers serialise as their encoded text, and are parsed back from it.
 macro_rules! serialise_as_text {
     ($($t:ty),*) => {$(
         impl serde::Serialize for $t {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                <$t>::parse(&text).map_err(serde::de::Error::custom)
             }
         }
     )*};

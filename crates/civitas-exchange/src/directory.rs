@@ -3,7 +3,7 @@
 //! a ledger event. Identifiers are stored in their encoded X-Road form.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -11,10 +11,21 @@ use civitas_core::xroad::{ClientId, MemberId, ServiceId};
 use civitas_ledger::{Event, Ledger};
 use civitas_store::sqlx::{self, Row};
 use civitas_store::{Db, Script, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ExchangeError;
+use crate::configuration::{Anchor, Configuration, Gateway, Signed};
 use crate::network;
+use ed25519_dalek::SigningKey;
+
+/// SHA-256 of bytes, hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// The base URL prefix of a base registry this program serves itself, in process
 /// (`civitas:registry/population`): no network hop, and reachable only through the gateway.
@@ -26,7 +37,7 @@ const METHODS: &[&str] = &[
 ];
 
 /// A member of the exchange (an agency, a company).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// `INSTANCE/CLASS/CODE`.
     pub id: MemberId,
@@ -35,7 +46,7 @@ pub struct Member {
 }
 
 /// A subsystem: one information system of a member, which calls and provides services.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subsystem {
     /// `INSTANCE/CLASS/MEMBER/SUBSYSTEM`.
     pub id: ClientId,
@@ -54,7 +65,7 @@ pub struct Subsystem {
 pub const MAX_DEFERRAL_DAYS: i64 = 366;
 
 /// One method and path of a service (`*` as a path segment matches any one segment).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Endpoint {
     /// The HTTP method, or `*`.
     pub method: String,
@@ -78,7 +89,7 @@ impl Endpoint {
 }
 
 /// A service a subsystem provides.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     /// `INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE`.
     pub id: ServiceId,
@@ -110,7 +121,7 @@ pub struct NewService {
 }
 
 /// A client subsystem's right to call a service's method under a path prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRight {
     /// The service.
     pub service: ServiceId,
@@ -240,11 +251,15 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 /// Changes this process has made to any directory (a snapshot older than the last is stale).
 static LOCAL_CHANGES: AtomicU64 = AtomicU64::new(0);
 
-/// The directory at one moment, for checks that must not wait on the database.
+/// The directory at one moment, for checks that must not wait on the database: read from
+/// the database on the all-in-one node, or from the last signed configuration on a gateway.
 #[derive(Debug)]
 pub struct Snapshot {
     loaded: Instant,
     local: u64,
+    configuration: Configuration,
+    /// Whether it came signed from the directory (a gateway's), and so can go stale.
+    signed: bool,
     subsystems: HashMap<String, Subsystem>,
     /// Each subsystem's address ranges, parsed once per snapshot.
     networks: HashMap<String, Vec<network::Network>>,
@@ -254,6 +269,67 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    fn new(configuration: Configuration, local: u64, signed: bool) -> Snapshot {
+        let mut rights: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
+        for r in &configuration.rights {
+            rights
+                .entry((r.service.to_string(), r.client.to_string()))
+                .or_default()
+                .push((r.method.clone(), r.path.clone()));
+        }
+        let subsystems: HashMap<String, Subsystem> = configuration
+            .subsystems
+            .iter()
+            .map(|s| (s.id.to_string(), s.clone()))
+            .collect();
+        // Ranges are checked when stored; one that does not parse lets nobody call.
+        let networks = subsystems
+            .iter()
+            .map(|(id, s)| {
+                let list = network::parse_list(&s.networks).unwrap_or_else(|e| {
+                    tracing::warn!(subsystem = %id, error = %e, "unreadable address ranges");
+                    Vec::new()
+                });
+                (id.clone(), list)
+            })
+            .collect();
+        let services = configuration
+            .services
+            .iter()
+            .map(|s| (s.id.to_string(), s.clone()))
+            .collect();
+        Snapshot {
+            loaded: Instant::now(),
+            local,
+            signed,
+            subsystems,
+            networks,
+            services,
+            rights,
+            configuration,
+        }
+    }
+
+    /// The configuration it was made from.
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
+    }
+
+    /// Whether it came signed from the directory.
+    pub fn is_signed(&self) -> bool {
+        self.signed
+    }
+
+    /// Every member.
+    pub fn members(&self) -> &[Member] {
+        &self.configuration.members
+    }
+
+    /// Every subsystem, by identifier.
+    pub fn subsystems(&self) -> &[Subsystem] {
+        &self.configuration.subsystems
+    }
+
     /// A subsystem.
     pub fn subsystem(&self, id: &ClientId) -> Option<&Subsystem> {
         self.subsystems.get(&id.to_string())
@@ -271,6 +347,33 @@ impl Snapshot {
         self.services.get(&id.to_string())
     }
 
+    /// The services a subsystem provides, by identifier.
+    pub fn services_of(&self, provider: &ClientId) -> Vec<&Service> {
+        self.configuration
+            .services
+            .iter()
+            .filter(|s| s.id.provider == *provider)
+            .collect()
+    }
+
+    /// A service's OpenAPI document, when it has one.
+    pub fn openapi(&self, id: &ServiceId) -> Option<&str> {
+        self.configuration
+            .openapi
+            .get(&id.to_string())
+            .map(String::as_str)
+    }
+
+    /// The rights a client holds on a provider subsystem's services.
+    pub fn rights_of(&self, client: &ClientId, provider: &ClientId) -> Vec<AccessRight> {
+        self.configuration
+            .rights
+            .iter()
+            .filter(|r| r.client == *client && r.service.provider == *provider)
+            .cloned()
+            .collect()
+    }
+
     /// Whether `client` may call `method` on `path` of `service`.
     pub fn may_call(
         &self,
@@ -283,9 +386,66 @@ impl Snapshot {
             .get(&(service.to_string(), client.to_string()))
             .is_some_and(|list| list.iter().any(|(m, p)| covers(m, p, method, path)))
     }
+
+    /// The gateway in force for a member.
+    pub fn gateway_of(&self, member: &MemberId) -> Option<&Gateway> {
+        self.configuration
+            .gateways
+            .iter()
+            .find(|g| g.member == *member)
+    }
+
+    /// The gateway in force whose TLS certificate this is.
+    pub fn gateway_with_certificate(&self, der: &[u8]) -> Option<&Gateway> {
+        self.configuration
+            .gateways
+            .iter()
+            .find(|g| g.certificate_der().is_ok_and(|c| c == der))
+    }
 }
 
-/// The directory, over the database, logging changes to the ledger.
+/// How fresh a gateway's configuration is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Freshness {
+    /// No configuration has arrived yet.
+    Missing,
+    /// In force until it expires.
+    Fresh,
+    /// Expired, and served on within the grace period.
+    Stale,
+    /// Expired beyond the grace period: calls are refused.
+    Expired,
+}
+
+/// A gateway's view of its configuration, for alarms.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigurationState {
+    /// Fresh, stale, expired or missing.
+    pub freshness: Freshness,
+    /// The version held.
+    pub version: Option<u64>,
+    /// When the held configuration expires (ms since the epoch).
+    pub expires_ms: Option<i64>,
+    /// When the grace period after it ends (ms since the epoch).
+    pub grace_ends_ms: Option<i64>,
+    /// When a configuration was last fetched and accepted (ms since the epoch).
+    pub fetched_ms: Option<i64>,
+    /// Why the last fetch failed, when it did.
+    pub last_error: Option<String>,
+}
+
+/// A gateway's source of the directory: the signed configuration it polls.
+#[derive(Debug)]
+struct Remote {
+    anchor: Anchor,
+    grace_ms: i64,
+    current: RwLock<Option<Arc<Snapshot>>>,
+    fetched_ms: AtomicI64,
+    last_error: RwLock<Option<String>>,
+}
+
+/// The directory, over the database, logging changes to the ledger; or, on a gateway, the
+/// signed configuration it receives from the directory.
 #[derive(Clone)]
 pub struct Directory {
     db: Db,
@@ -293,6 +453,7 @@ pub struct Directory {
     instance: String,
     cache: Arc<RwLock<Option<Arc<Snapshot>>>>,
     reload: Arc<tokio::sync::Mutex<()>>,
+    remote: Option<Arc<Remote>>,
 }
 
 impl Directory {
@@ -304,12 +465,38 @@ impl Directory {
             instance: instance.to_string(),
             cache: Arc::default(),
             reload: Arc::default(),
+            remote: None,
+        }
+    }
+
+    /// A gateway's directory: what the configuration signed under `anchor` says, once one
+    /// has been [installed](Directory::install). An expired configuration is served on for
+    /// `grace` before calls are refused.
+    pub fn remote(db: Db, ledger: Ledger, anchor: Anchor, grace: Duration) -> Directory {
+        Directory {
+            db,
+            ledger,
+            instance: anchor.instance.clone(),
+            cache: Arc::default(),
+            reload: Arc::default(),
+            remote: Some(Arc::new(Remote {
+                anchor,
+                grace_ms: grace.as_millis() as i64,
+                current: RwLock::new(None),
+                fetched_ms: AtomicI64::new(0),
+                last_error: RwLock::new(None),
+            })),
         }
     }
 
     /// The instance this directory belongs to.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// Whether this is a gateway's copy of a signed configuration.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     /// The subjects of a person's deferred calls whose time has come (see
@@ -344,10 +531,20 @@ impl Directory {
         }
     }
 
-    /// Makes a change: its writes and its ledger event commit together (in the ledger's
-    /// batch), so no change stands unlogged; then it is in force for this process's next
-    /// snapshot. Each statement changes one row (the callers check first).
-    async fn commit(&self, writes: Script, event: Event) -> Result<(), ExchangeError> {
+    /// Makes a change: its writes, the directory's version and its ledger event commit
+    /// together (in the ledger's batch), so no change stands unlogged; then it is in force
+    /// for this process's next snapshot. Each statement changes one row (the callers check
+    /// first).
+    async fn commit(&self, mut writes: Script, event: Event) -> Result<(), ExchangeError> {
+        if self.remote.is_some() {
+            return Err(ExchangeError::Invalid(
+                "a gateway's directory comes from the signed configuration; change it on the directory node".into(),
+            ));
+        }
+        writes.push(
+            "UPDATE exchange_state SET version = version + 1 WHERE id = 1",
+            Vec::new(),
+        );
         self.ledger.append_with(&event, writes).await?;
         LOCAL_CHANGES.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -355,8 +552,21 @@ impl Directory {
 
     /// The whole directory in memory, for the gateway's checks. A change made in this process
     /// is in the very next snapshot; one made by another process or node (the CLI, another
-    /// server on the same PostgreSQL) within [`REFRESH`].
+    /// server on the same PostgreSQL) within [`REFRESH`]. On a gateway, the last configuration
+    /// installed.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ExchangeError> {
+        if let Some(remote) = &self.remote {
+            return remote
+                .current
+                .read()
+                .ok()
+                .and_then(|c| c.clone())
+                .ok_or_else(|| {
+                    ExchangeError::Unavailable(
+                        "no configuration has arrived from the directory yet".into(),
+                    )
+                });
+        }
         let fresh = || {
             let local = LOCAL_CHANGES.load(Ordering::SeqCst);
             self.cache
@@ -375,50 +585,315 @@ impl Directory {
             return Ok(s);
         }
         let local = LOCAL_CHANGES.load(Ordering::SeqCst);
-        let mut rights: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
-        for r in sqlx::query("SELECT service_id, client_id, method, path FROM exchange_access")
-            .fetch_all(self.db.pool())
-            .await?
-        {
-            rights
-                .entry((r.try_get("service_id")?, r.try_get("client_id")?))
-                .or_default()
-                .push((r.try_get("method")?, r.try_get("path")?));
-        }
-        let subsystems: HashMap<String, Subsystem> = self
-            .subsystems()
-            .await?
-            .into_iter()
-            .map(|s| (s.id.to_string(), s))
-            .collect();
-        // Ranges are checked when stored; one that does not parse lets nobody call.
-        let networks = subsystems
-            .iter()
-            .map(|(id, s)| {
-                let list = network::parse_list(&s.networks).unwrap_or_else(|e| {
-                    tracing::warn!(subsystem = %id, error = %e, "unreadable address ranges");
-                    Vec::new()
-                });
-                (id.clone(), list)
-            })
-            .collect();
-        let snapshot = Arc::new(Snapshot {
-            loaded: Instant::now(),
-            local,
-            subsystems,
-            networks,
-            services: self
-                .services_where("", None)
-                .await?
-                .into_iter()
-                .map(|s| (s.id.to_string(), s))
-                .collect(),
-            rights,
-        });
+        let snapshot = Arc::new(Snapshot::new(self.configuration(0).await?, local, false));
         if let Ok(mut cached) = self.cache.write() {
             *cached = Some(snapshot.clone());
         }
         Ok(snapshot)
+    }
+
+    /// The whole directory as a configuration valid for `validity_ms` from now.
+    pub async fn configuration(&self, validity_ms: i64) -> Result<Configuration, ExchangeError> {
+        let version: i64 = sqlx::query_scalar("SELECT version FROM exchange_state WHERE id = 1")
+            .fetch_optional(self.db.pool())
+            .await?
+            .unwrap_or(0);
+        let mut rights = Vec::new();
+        for r in sqlx::query(
+            "SELECT service_id, client_id, method, path FROM exchange_access ORDER BY service_id, client_id, path, method",
+        )
+        .fetch_all(self.db.pool())
+        .await?
+        {
+            let service: String = r.try_get("service_id")?;
+            let client: String = r.try_get("client_id")?;
+            rights.push(AccessRight {
+                service: ServiceId::parse(&service)?,
+                client: ClientId::parse(&client)?,
+                method: r.try_get("method")?,
+                path: r.try_get("path")?,
+            });
+        }
+        let mut openapi = std::collections::BTreeMap::new();
+        for r in sqlx::query("SELECT id, openapi FROM exchange_services WHERE openapi IS NOT NULL")
+            .fetch_all(self.db.pool())
+            .await?
+        {
+            openapi.insert(r.try_get("id")?, r.try_get("openapi")?);
+        }
+        let now = now_ms();
+        Ok(Configuration {
+            instance: self.instance.clone(),
+            version: version as u64,
+            issued_ms: now,
+            expires_ms: now + validity_ms,
+            members: self.members().await?,
+            subsystems: self.subsystems().await?,
+            services: self.services_where("", None).await?,
+            openapi,
+            rights,
+            gateways: self.gateways().await?,
+        })
+    }
+
+    /// The configuration, valid for `validity`, signed with the directory's key.
+    pub async fn signed_configuration(&self, validity: Duration) -> Result<Signed, ExchangeError> {
+        let configuration = self.configuration(validity.as_millis() as i64).await?;
+        let key = self.configuration_key().await?;
+        crate::configuration::sign(&configuration, &key)
+    }
+
+    /// The anchor gateways trust this directory by.
+    pub async fn anchor(&self) -> Result<Anchor, ExchangeError> {
+        Ok(Anchor {
+            instance: self.instance.clone(),
+            key: crate::configuration::key_text(&self.configuration_key().await?.verifying_key()),
+        })
+    }
+
+    /// The key the configuration is signed with, made on first use and kept in the database,
+    /// so that every node of a PostgreSQL deployment signs with the same one.
+    async fn configuration_key(&self) -> Result<SigningKey, ExchangeError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let fetch = || async {
+            sqlx::query_scalar::<_, String>("SELECT secret FROM exchange_keys WHERE id = 1")
+                .fetch_optional(self.db.pool())
+                .await
+        };
+        let secret = match fetch().await? {
+            Some(s) => s,
+            None => {
+                let key = SigningKey::generate(&mut rand_core::OsRng);
+                sqlx::query("INSERT INTO exchange_keys (id, secret, created_ms) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING")
+                    .bind(b64.encode(key.to_bytes()))
+                    .bind(now_ms())
+                    .execute(self.db.pool())
+                    .await?;
+                // Another node may have won the race: read back whichever key was stored.
+                fetch().await?.ok_or_else(|| {
+                    ExchangeError::Invalid("the configuration key vanished".into())
+                })?
+            }
+        };
+        let seed: [u8; 32] = b64
+            .decode(secret)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| ExchangeError::Invalid("the configuration key is malformed".into()))?;
+        Ok(SigningKey::from_bytes(&seed))
+    }
+
+    /// Takes a signed configuration from the directory: it must verify under the anchor and
+    /// be no older than the one held. Returns its version.
+    pub fn install(&self, text: &str) -> Result<u64, ExchangeError> {
+        let Some(remote) = &self.remote else {
+            return Err(ExchangeError::Invalid(
+                "only a gateway installs configurations".into(),
+            ));
+        };
+        let outcome = (|| {
+            let configuration = crate::configuration::verify(text, &remote.anchor)?;
+            let held = remote
+                .current
+                .read()
+                .ok()
+                .and_then(|c| c.as_ref().map(|s| s.configuration.clone()));
+            if let Some(held) = held {
+                if configuration.version < held.version {
+                    return Err(ExchangeError::Invalid(format!(
+                        "the configuration offered (version {}) is older than the one held ({})",
+                        configuration.version, held.version
+                    )));
+                }
+                if configuration.issued_ms < held.issued_ms {
+                    return Err(ExchangeError::Invalid(
+                        "the configuration offered was issued before the one held".into(),
+                    ));
+                }
+            }
+            let version = configuration.version;
+            let snapshot = Arc::new(Snapshot::new(configuration, 0, true));
+            if let Ok(mut c) = remote.current.write() {
+                *c = Some(snapshot);
+            }
+            remote.fetched_ms.store(now_ms(), Ordering::SeqCst);
+            Ok(version)
+        })();
+        if let Ok(mut e) = remote.last_error.write() {
+            *e = outcome.as_ref().err().map(ToString::to_string);
+        }
+        outcome
+    }
+
+    /// A gateway's configuration as installed, without waiting (for the TLS handshake).
+    pub fn installed(&self) -> Option<Arc<Snapshot>> {
+        self.remote
+            .as_ref()?
+            .current
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+    }
+
+    /// Notes that fetching the configuration failed (for the alarms).
+    pub fn fetch_failed(&self, why: &str) {
+        if let Some(remote) = &self.remote
+            && let Ok(mut e) = remote.last_error.write()
+        {
+            *e = Some(why.to_string());
+        }
+    }
+
+    /// How fresh a gateway's configuration is at `now_ms`; `None` on the directory itself,
+    /// whose directory is always current.
+    pub fn configuration_state(&self, now_ms: i64) -> Option<ConfigurationState> {
+        let remote = self.remote.as_ref()?;
+        let held = remote.current.read().ok().and_then(|c| c.clone());
+        let fetched = remote.fetched_ms.load(Ordering::SeqCst);
+        let last_error = remote.last_error.read().ok().and_then(|e| e.clone());
+        let Some(held) = held else {
+            return Some(ConfigurationState {
+                freshness: Freshness::Missing,
+                version: None,
+                expires_ms: None,
+                grace_ends_ms: None,
+                fetched_ms: None,
+                last_error,
+            });
+        };
+        let expires = held.configuration.expires_ms;
+        let grace_ends = expires.saturating_add(remote.grace_ms);
+        let freshness = if now_ms <= expires {
+            Freshness::Fresh
+        } else if now_ms <= grace_ends {
+            Freshness::Stale
+        } else {
+            Freshness::Expired
+        };
+        Some(ConfigurationState {
+            freshness,
+            version: Some(held.configuration.version),
+            expires_ms: Some(expires),
+            grace_ends_ms: Some(grace_ends),
+            fetched_ms: (fetched > 0).then_some(fetched),
+            last_error,
+        })
+    }
+
+    /// Registers the gateway of a member (replacing none: revoke the old one first), with
+    /// its address and its keys' public halves.
+    pub async fn add_gateway(
+        &self,
+        member: &MemberId,
+        address: &str,
+        keys: &crate::keys::PublicKeys,
+        actor: &str,
+    ) -> Result<Gateway, ExchangeError> {
+        self.own_instance(&member.instance)?;
+        if !self.members().await?.iter().any(|m| m.id == *member) {
+            return Err(ExchangeError::NotFound(format!("no member {member}")));
+        }
+        let url = url::Url::parse(address)
+            .ok()
+            .filter(|u| u.scheme() == "https" && u.host().is_some() && u.path() == "/")
+            .ok_or_else(|| {
+                ExchangeError::Invalid(format!(
+                    "{address:?} is not a gateway address such as https://gateway.example:5500"
+                ))
+            })?;
+        let gateway = Gateway {
+            member: member.clone(),
+            address: url.as_str().trim_end_matches('/').to_string(),
+            tls_certificate: keys.tls_certificate.trim().to_string(),
+            signing_key: keys.signing_key.trim().to_string(),
+        };
+        gateway.verifying_key()?;
+        let der = gateway.certificate_der()?;
+        if der.first() != Some(&0x30) {
+            return Err(ExchangeError::Invalid(
+                "the TLS certificate is not a DER certificate".into(),
+            ));
+        }
+        if self.gateways().await?.iter().any(|g| g.member == *member) {
+            return Err(ExchangeError::Conflict(format!(
+                "{member} has a gateway already; revoke it first"
+            )));
+        }
+        let mut w = Script::new();
+        w.push(
+            "INSERT INTO exchange_gateways (member_id, address, tls_certificate, signing_key, added_ms) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                Value::Text(member.to_string()),
+                Value::Text(gateway.address.clone()),
+                Value::Text(gateway.tls_certificate.clone()),
+                Value::Text(gateway.signing_key.clone()),
+                Value::I64(now_ms()),
+            ],
+        );
+        let event = Event::new(
+            "exchange.gateway_added",
+            actor,
+            &format!("exchange/gateway/{member}"),
+        )
+        .with("address", gateway.address.clone())
+        .with("signing_key", gateway.signing_key.clone())
+        .with("tls_certificate_sha256", sha256_hex(&der));
+        self.commit(w, event).await?;
+        Ok(gateway)
+    }
+
+    /// Revokes a member's gateway: its keys are no longer trusted by anyone once gateways
+    /// hold the next configuration.
+    pub async fn revoke_gateway(
+        &self,
+        member: &MemberId,
+        actor: &str,
+    ) -> Result<(), ExchangeError> {
+        let Some(old) = self
+            .gateways()
+            .await?
+            .into_iter()
+            .find(|g| g.member == *member)
+        else {
+            return Err(ExchangeError::NotFound(format!("{member} has no gateway")));
+        };
+        let mut w = Script::new();
+        w.push(
+            "DELETE FROM exchange_gateways WHERE member_id = ?",
+            vec![Value::Text(member.to_string())],
+        );
+        let event = Event::new(
+            "exchange.gateway_revoked",
+            actor,
+            &format!("exchange/gateway/{member}"),
+        )
+        .with("signing_key", old.signing_key.clone())
+        .with(
+            "tls_certificate_sha256",
+            sha256_hex(&old.certificate_der()?),
+        );
+        self.commit(w, event).await
+    }
+
+    /// Every gateway in force.
+    pub async fn gateways(&self) -> Result<Vec<Gateway>, ExchangeError> {
+        let rows = sqlx::query(
+            "SELECT member_id, address, tls_certificate, signing_key FROM exchange_gateways ORDER BY member_id",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let member: String = r.try_get("member_id")?;
+                Ok(Gateway {
+                    member: MemberId::parse(&member)?,
+                    address: r.try_get("address")?,
+                    tls_certificate: r.try_get("tls_certificate")?,
+                    signing_key: r.try_get("signing_key")?,
+                })
+            })
+            .collect()
     }
 
     /// Registers a member.

@@ -3,12 +3,18 @@
 //! and the REST protocol's message rules (`protocol`). The gateway's HTTP side lives in
 //! `civitas-web`; it asks this crate who may call what, and logs every call to the ledger.
 
+pub mod configuration;
 pub mod directory;
+pub mod keys;
+pub mod message;
 pub mod network;
 pub mod protocol;
+pub mod tls;
 
+pub use configuration::{Anchor, Configuration, Gateway};
 pub use directory::{
-    AccessRight, Directory, Endpoint, Member, NewService, Service, Subsystem, allowed_endpoints,
+    AccessRight, ConfigurationState, Directory, Endpoint, Freshness, Member, NewService, Service,
+    Subsystem, allowed_endpoints,
 };
 
 use civitas_store::{Component, Migration};
@@ -28,6 +34,9 @@ pub enum ExchangeError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] civitas_store::StoreError),
+    /// Not available yet (a gateway without a configuration).
+    #[error("{0}")]
+    Unavailable(String),
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] civitas_ledger::LedgerError),
@@ -111,6 +120,27 @@ pub const COMPONENT: Component = Component {
                 until_ms BIGINT NOT NULL
             );
             CREATE INDEX exchange_deferrals_person ON exchange_deferrals (person_subject, until_ms);",
+        },
+        Migration {
+            version: 4,
+            name: "signed configuration and gateways",
+            sql: "CREATE TABLE exchange_state (
+                id BIGINT PRIMARY KEY,
+                version BIGINT NOT NULL
+            );
+            INSERT INTO exchange_state (id, version) VALUES (1, 1);
+            CREATE TABLE exchange_keys (
+                id BIGINT PRIMARY KEY,
+                secret TEXT NOT NULL,
+                created_ms BIGINT NOT NULL
+            );
+            CREATE TABLE exchange_gateways (
+                member_id TEXT PRIMARY KEY REFERENCES exchange_members (id),
+                address TEXT NOT NULL,
+                tls_certificate TEXT NOT NULL,
+                signing_key TEXT NOT NULL,
+                added_ms BIGINT NOT NULL
+            );",
         },
     ],
 };

@@ -37,11 +37,29 @@ struct MemberView {
     subsystems: Vec<SubsystemView>,
 }
 
+/// A registered gateway and what the directory last heard from it.
+struct GatewayView {
+    member: String,
+    address: String,
+    signing_key: String,
+    /// When it last fetched the configuration (RFC 3339), if since this node started.
+    last_poll: Option<String>,
+    /// The version it held then.
+    holds: Option<u64>,
+    /// `current`, `behind` or `silent` (the alarm: no poll within a configuration's validity).
+    state: &'static str,
+}
+
 #[derive(Template)]
 #[template(path = "admin_exchange.html")]
 struct ExchangePage {
     c: Chrome,
     errors: Vec<FieldError>,
+    /// The directory's version, the configuration's validity, and the anchor gateways trust.
+    version: u64,
+    validity_secs: u64,
+    anchor_key: String,
+    gateways: Vec<GatewayView>,
     members: Vec<MemberView>,
     /// Every subsystem and service id, for the grant form's lists.
     clients: Vec<String>,
@@ -87,6 +105,9 @@ struct ChangeForm {
     path: String,
     #[serde(default)]
     allowed: String,
+    /// A gateway's public keys, as `civitas exchange gateway keys` prints them.
+    #[serde(default)]
+    keys: String,
 }
 
 async fn page(
@@ -124,13 +145,45 @@ async fn page(
                 subsystems: subs,
             });
         }
-        Ok::<_, ExchangeError>((members, clients, services))
+        let version = d.configuration(0).await?.version;
+        let polls = app.gateway_polls.all();
+        let validity_ms = app.config.exchange_configuration_validity_secs as i64 * 1000;
+        let now = civitas_ledger::event::now_ms();
+        let gateways = d
+            .gateways()
+            .await?
+            .into_iter()
+            .map(|g| {
+                let member = g.member.to_string();
+                let poll = polls.iter().find(|(m, _, _)| *m == member);
+                let state = match poll {
+                    Some((_, at, _)) if now - at > validity_ms => "silent",
+                    Some((_, _, held)) if *held < version => "behind",
+                    Some(_) => "current",
+                    None => "silent",
+                };
+                GatewayView {
+                    last_poll: poll.and_then(|(_, at, _)| rfc3339(*at)),
+                    holds: poll.map(|(_, _, v)| *v),
+                    state,
+                    address: g.address,
+                    signing_key: g.signing_key,
+                    member,
+                }
+            })
+            .collect();
+        let anchor_key = d.anchor().await?.key;
+        Ok::<_, ExchangeError>((members, clients, services, version, gateways, anchor_key))
     };
     match built.await {
-        Ok((members, clients, services)) => render(
+        Ok((members, clients, services, version, gateways, anchor_key)) => render(
             &ExchangePage {
                 c,
                 errors,
+                version,
+                validity_secs: app.config.exchange_configuration_validity_secs,
+                anchor_key,
+                gateways,
                 members,
                 clients,
                 services,
@@ -149,6 +202,12 @@ async fn show(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn)
     }
 }
 
+fn rfc3339(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
 /// The form field an action's error belongs to (the first field of its form).
 fn field_of(action: &str) -> &'static str {
     match action {
@@ -156,6 +215,7 @@ fn field_of(action: &str) -> &'static str {
         "subsystem" => "subsystem_id",
         "service" => "service_id",
         "grant" => "grant_service",
+        "gateway" => "gateway_member",
         _ => "directory",
     }
 }
@@ -255,6 +315,23 @@ async fn apply(app: &Shared, f: &ChangeForm, actor: &str) -> Result<(), Exchange
                 actor,
             )
             .await
+        }
+        "gateway" => {
+            let member = civitas_core::xroad::MemberId::parse(&f.id)?;
+            let keys: civitas_exchange::keys::PublicKeys =
+                serde_json::from_str(&f.keys).map_err(|_| {
+                    ExchangeError::Invalid(
+                        "paste the keys exactly as `civitas exchange gateway keys` prints them"
+                            .into(),
+                    )
+                })?;
+            d.add_gateway(&member, f.url.trim(), &keys, actor)
+                .await
+                .map(|_| ())
+        }
+        "revoke_gateway" => {
+            d.revoke_gateway(&civitas_core::xroad::MemberId::parse(&f.id)?, actor)
+                .await
         }
         "may_defer" => {
             d.set_may_defer(&client(&f.id)?, f.allowed == "yes", actor)

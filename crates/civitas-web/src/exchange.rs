@@ -32,13 +32,14 @@ pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/r1/{*rest}", any(gateway))
         .route("/listClients", get(list_clients))
+        .route("/exchange/v1/configuration", get(configuration))
 }
 
 /// The metaservices a provider subsystem answers itself.
 const METASERVICES: &[&str] = &["listMethods", "allowedMethods", "getOpenAPI"];
 
 /// An error answer as X-Road gives it.
-fn fault(f: Fault) -> Response {
+pub(crate) fn fault(f: Fault) -> Response {
     let detail = uuid::Uuid::new_v4().to_string();
     tracing::info!(fault = %f.kind, detail = %detail, message = %f.message, "exchange fault");
     let status = StatusCode::from_u16(f.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -54,7 +55,7 @@ fn fault(f: Fault) -> Response {
     res
 }
 
-fn internal(e: impl std::fmt::Display) -> Fault {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Fault {
     tracing::error!(error = %e, "exchange failure");
     Fault::server_proxy(
         "InternalError",
@@ -63,7 +64,7 @@ fn internal(e: impl std::fmt::Display) -> Fault {
 }
 
 /// The last value of a header, as text.
-fn last<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn last<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(name)
         .iter()
@@ -120,12 +121,11 @@ fn target(path: &str) -> Result<(ServiceId, String), Fault> {
     Ok((service, rest))
 }
 
-/// The calling subsystem, checked: registered, and calling from its information system's
-/// address range.
+/// The calling subsystem, checked: registered. Where the call comes from is the caller's
+/// check (an information system's address range, or the gateway that hosts it).
 fn caller(
     directory: &Snapshot,
     headers: &HeaderMap,
-    peer: SocketAddr,
 ) -> Result<(ClientId, civitas_exchange::Subsystem), Fault> {
     let text = last(headers, "x-road-client").ok_or_else(|| {
         Fault::client(
@@ -138,20 +138,11 @@ fn caller(
     let sub = directory.subsystem(&client).cloned().ok_or_else(|| {
         Fault::client_proxy("UnknownMember", format!("Client '{client}' not found"))
     })?;
-    if !directory.calls_from(&client, peer.ip()) {
-        return Err(Fault::client_proxy(
-            "AccessDenied",
-            format!(
-                "the information system of {client} may not call from {}",
-                peer.ip()
-            ),
-        ));
-    }
     Ok((client, sub))
 }
 
 /// Why a call about a person is made (the data tracker's headers).
-struct Reason {
+pub(crate) struct Reason {
     user: String,
     /// The person's ledger subject, once found in the register.
     subject: String,
@@ -312,7 +303,7 @@ async fn gateway(
 }
 
 /// What the log keeps of a call.
-struct Logged {
+pub(crate) struct Logged {
     client: ClientId,
     service: ServiceId,
     x_road_id: String,
@@ -322,6 +313,8 @@ struct Logged {
     represented: Option<RepresentedParty>,
     /// Other people the answer is about (a household's members): their ledger subjects.
     others: Vec<String>,
+    /// The other gateway, for a call between gateways.
+    peer: Option<Peer>,
 }
 
 /// X-Road's own headers at most once each: a second `X-Road-Client` or `X-Road-UserId`
@@ -353,12 +346,108 @@ fn loggable_id(id: &str) -> String {
     }
 }
 
-async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, Fault> {
-    let (service_id, rest) = target(req.uri().path())?;
-    let headers = req.headers().clone();
-    no_repeats(&headers)?;
-    let directory = app.exchange.snapshot().await.map_err(internal)?;
-    let (client, subsystem) = caller(&directory, &headers, peer)?;
+/// A call checked and ready to go to its provider.
+pub(crate) struct Prepared {
+    pub(crate) service_id: ServiceId,
+    /// The path under the service (raw, `""` or `/…`).
+    pub(crate) rest: String,
+    pub(crate) client: ClientId,
+    pub(crate) method: axum::http::Method,
+    /// The path and query as received.
+    pub(crate) target: String,
+    pub(crate) query: Option<String>,
+    pub(crate) x_road_id: String,
+    pub(crate) request_id: String,
+    /// The headers the provider receives, in order.
+    pub(crate) forward: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) hash: RequestHash,
+    pub(crate) represented: Option<RepresentedParty>,
+    pub(crate) reason: Option<Reason>,
+    /// The service (none for a metaservice).
+    pub(crate) service: Option<civitas_exchange::Service>,
+}
+
+impl Prepared {
+    /// What the log keeps of it.
+    pub(crate) fn logged(&mut self, others: Vec<String>, peer: Option<Peer>) -> Logged {
+        Logged {
+            client: self.client.clone(),
+            service: self.service_id.clone(),
+            x_road_id: self.x_road_id.clone(),
+            request_id: self.request_id.clone(),
+            method: self.method.as_str().to_string(),
+            reason: self.reason.take(),
+            represented: self.represented.clone(),
+            others,
+            peer,
+        }
+    }
+}
+
+/// A call's body, as it streams to the provider.
+pub(crate) type BodyStream =
+    futures_util::stream::BoxStream<'static, Result<axum::body::Bytes, std::io::Error>>;
+
+/// Refuses calls once a gateway's configuration has expired beyond its grace period; a
+/// stale one within the grace period keeps serving (and raises the alarms).
+pub(crate) fn configuration_in_force(app: &Shared, side: Side) -> Result<(), Fault> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    match app.exchange.configuration_state(now) {
+        Some(s) if s.freshness == civitas_exchange::Freshness::Expired => {
+            let message = format!(
+                "the exchange's configuration (version {}) expired and its grace period is over; the gateway cannot reach the directory{}",
+                s.version.unwrap_or_default(),
+                s.last_error.map(|e| format!(": {e}")).unwrap_or_default()
+            );
+            Err(side.fault("OutdatedGlobalConf", message))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Which gateway raises a fault: the client's or the provider's.
+#[derive(Clone, Copy)]
+pub(crate) enum Side {
+    Client,
+    Provider,
+}
+
+impl Side {
+    pub(crate) fn fault(self, code: &str, message: impl Into<String>) -> Fault {
+        match self {
+            Side::Client => Fault::client_proxy(code, message),
+            Side::Provider => Fault::server_proxy(code, message),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Provider => "provider",
+        }
+    }
+}
+
+/// The other gateway of a call between gateways, for the log.
+pub(crate) struct Peer {
+    pub(crate) side: Side,
+    /// The other gateway's member.
+    pub(crate) gateway: String,
+}
+
+/// Checks a call (its path, its X-Road headers, the client subsystem, the right to call,
+/// the reason for a call about a person) and prepares what goes to the provider. Where the
+/// call comes from is the caller's check.
+pub(crate) async fn prepare(
+    app: &Shared,
+    directory: &Snapshot,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Result<Prepared, Fault> {
+    let (service_id, rest) = target(uri.path())?;
+    no_repeats(headers)?;
+    let (client, subsystem) = caller(directory, headers)?;
     if service_id.provider.member.instance != app.exchange.instance() {
         return Err(Fault::client_proxy(
             "UnknownMember",
@@ -370,20 +459,19 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
     }
     // Everything the log keeps is bounded before the call goes out, so a call is never
     // carried out and then found too large to log.
-    if last(&headers, "x-road-represented-party").is_some_and(|v| v.len() > 255) {
+    if last(headers, "x-road-represented-party").is_some_and(|v| v.len() > 255) {
         return Err(Fault::client(
             "BadRequest",
             "X-Road-Represented-Party is longer than 255 characters",
         ));
     }
-    let represented = match last(&headers, "x-road-represented-party") {
+    let represented = match last(headers, "x-road-represented-party") {
         Some(v) => Some(
             RepresentedParty::parse(v).map_err(|e| Fault::client("BadRequest", e.to_string()))?,
         ),
         None => None,
     };
-    let method = req.method().as_str().to_string();
-    let x_road_id = last(&headers, "x-road-id").map(str::to_string);
+    let x_road_id = last(headers, "x-road-id").map(str::to_string);
     let generated_id = x_road_id.is_none();
     let x_road_id = x_road_id
         .unwrap_or_else(|| format!("{}-{}", app.exchange.instance(), uuid::Uuid::new_v4()));
@@ -414,35 +502,31 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
             HeaderValue::from_str(&x_road_id).map_err(internal)?,
         ));
     }
-    let path_and_query = req
-        .uri()
+    let target_text = uri
         .path_and_query()
-        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+        .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string());
     let hash = RequestHash::new(
-        &method,
-        &path_and_query,
+        method.as_str(),
+        &target_text,
         forward.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
     );
-    let logged = |reason, others| Logged {
+    let mut prepared = Prepared {
+        service_id: service_id.clone(),
+        rest: rest.clone(),
         client: client.clone(),
-        service: service_id.clone(),
-        x_road_id: x_road_id.clone(),
-        request_id: request_id.clone(),
         method: method.clone(),
-        reason,
-        represented: represented.clone(),
-        others,
+        target: target_text,
+        query: uri.query().map(str::to_string),
+        x_road_id,
+        request_id,
+        forward,
+        hash,
+        represented,
+        reason: None,
+        service: None,
     };
-
     if METASERVICES.contains(&service_id.code.as_str()) && rest.is_empty() {
-        let (content_type, body) =
-            metaservice(app, &client, &service_id, req.uri().query()).await?;
-        let res = Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, content_type)
-            .body(Body::from(body))
-            .map_err(internal)?;
-        return finish(app, res, logged(None, Vec::new()), hash.finish(), 0).await;
+        return Ok(prepared);
     }
 
     let service = directory.service(&service_id).cloned().ok_or_else(|| {
@@ -455,7 +539,7 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         ));
     }
     let path = if rest.is_empty() { "/" } else { rest.as_str() };
-    if !directory.may_call(&client, &service_id, &method, path) {
+    if !directory.may_call(&client, &service_id, method.as_str(), path) {
         return Err(Fault::server_proxy(
             "AccessDenied",
             format!("Request is not allowed: {service_id}"),
@@ -471,38 +555,149 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
             .as_deref()
             .and_then(civitas_registry::services::service)
             .is_some_and(|r| r.personal);
-    let reason = if personal {
-        let mut r = reason(&headers, &subsystem)?;
-        let (subject, national) = subject_of(app, &r.user).await.ok_or_else(|| {
-            Fault::client(
-                "BadRequest",
-                "X-Road-UserId names nobody in the population register",
-            )
-        })?;
-        // A base registry's read about a person is about the person the call names.
-        if built_in.is_some()
-            && let Some(asked) = path
-                .strip_prefix("/persons/")
-                .and_then(|p| p.split('/').next())
-            && !asked.eq_ignore_ascii_case(&national)
-        {
-            return Err(Fault::client(
-                "BadRequest",
-                "the call names one person in X-Road-UserId and asks about another",
+    if personal {
+        let mut r = reason(headers, &subsystem)?;
+        if app.exchange.is_remote() {
+            // A gateway holds no register: the person is known by the identifier given.
+            r.subject = format!("xroad-user:{}", r.user.to_ascii_uppercase());
+        } else {
+            let (subject, national) = subject_of(app, &r.user).await.ok_or_else(|| {
+                Fault::client(
+                    "BadRequest",
+                    "X-Road-UserId names nobody in the population register",
+                )
+            })?;
+            // A base registry's read about a person is about the person the call names.
+            if built_in.is_some()
+                && let Some(asked) = path
+                    .strip_prefix("/persons/")
+                    .and_then(|p| p.split('/').next())
+                && !asked.eq_ignore_ascii_case(&national)
+            {
+                return Err(Fault::client(
+                    "BadRequest",
+                    "the call names one person in X-Road-UserId and asks about another",
+                ));
+            }
+            r.subject = subject;
+        }
+        prepared.reason = Some(r);
+    }
+    prepared.service = Some(service);
+    Ok(prepared)
+}
+
+async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, Fault> {
+    configuration_in_force(app, Side::Client)?;
+    let directory = app.exchange.snapshot().await.map_err(unavailable)?;
+    let (parts, body) = req.into_parts();
+    let mut p = prepare(app, &directory, &parts.method, &parts.uri, &parts.headers).await?;
+    if !directory.calls_from(&p.client, peer.ip()) {
+        return Err(Fault::client_proxy(
+            "AccessDenied",
+            format!(
+                "the information system of {} may not call from {}",
+                p.client,
+                peer.ip()
+            ),
+        ));
+    }
+    if let Some(role) = &app.gateway_role
+        && p.client.member != role.member
+    {
+        return Err(Fault::client_proxy(
+            "AccessDenied",
+            format!(
+                "this gateway serves the information systems of {}, not {}",
+                role.member, p.client
+            ),
+        ));
+    }
+    if p.service.is_none() {
+        let (content_type, answer) =
+            metaservice(&directory, &p.client, &p.service_id, p.query.as_deref())?;
+        let res = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(answer))
+            .map_err(internal)?;
+        let hash = p.hash.finish();
+        return finish(app, res, p.logged(Vec::new(), None), hash, 0).await;
+    }
+    let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let length = parts.headers.get(header::CONTENT_LENGTH).cloned();
+    let stream: BodyStream = body
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other))
+        .boxed();
+    if let Some(role) = &app.gateway_role
+        && p.service_id.provider.member != role.member
+    {
+        return crate::exchange_peer::forward(app, role, &directory, p, has_body, length, stream)
+            .await;
+    }
+    let hash = Arc::new(Mutex::new(std::mem::replace(
+        &mut p.hash,
+        RequestHash::new("", "", []),
+    )));
+    let (res, others) = deliver(app, &p, has_body, length, stream, Some(hash.clone())).await?;
+    let (request_hash, body_bytes) = {
+        let h = hash.lock().map_err(internal)?;
+        (h.finish(), h.body_bytes())
+    };
+    finish(app, res, p.logged(others, None), request_hash, body_bytes).await
+}
+
+/// The gateway cannot work without a configuration.
+pub(crate) fn unavailable(e: civitas_exchange::ExchangeError) -> Fault {
+    match e {
+        civitas_exchange::ExchangeError::Unavailable(m) => {
+            Fault::client_proxy("OutdatedGlobalConf", m)
+        }
+        e => internal(e),
+    }
+}
+
+/// Takes a checked call to its provider on this gateway: a base registry served here, or
+/// the provider's information system, with the body streaming through (and hashed into
+/// `feed` on the way, when given). Returns the answer and, for a base registry, the other
+/// people the answer names.
+pub(crate) async fn deliver(
+    app: &Shared,
+    p: &Prepared,
+    has_body: bool,
+    length: Option<HeaderValue>,
+    body: BodyStream,
+    feed: Option<Arc<Mutex<RequestHash>>>,
+) -> Result<(Response, Vec<String>), Fault> {
+    let service = p.service.as_ref().ok_or_else(|| internal("no service"))?;
+    let path = if p.rest.is_empty() {
+        "/"
+    } else {
+        p.rest.as_str()
+    };
+    // A base registry this program serves itself: answered in process.
+    if let Some(code) = service
+        .base_url
+        .strip_prefix(civitas_exchange::directory::BUILT_IN)
+    {
+        if app.exchange.is_remote() {
+            return Err(Fault::server_proxy(
+                "ServiceFailed",
+                format!(
+                    "{} is a base registry served by the all-in-one node, not by this gateway",
+                    p.service_id
+                ),
             ));
         }
-        r.subject = subject;
-        Some(r)
-    } else {
-        None
-    };
-
-    // A base registry this program serves itself: answered in process.
-    if let Some(code) = &built_in {
-        let (res, named) = built_in_answer(app, code, req.method(), path).await?;
+        let (res, named) = built_in_answer(app, code, &p.method, path).await?;
         // Everyone else the answer is about finds the call in their own view too.
         let mut others = Vec::new();
-        if let Some(r) = &reason {
+        if let Some(r) = &p.reason {
             for id in named {
                 if let Some((subject, _)) = subject_of(app, &id).await
                     && subject != r.subject
@@ -512,32 +707,25 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
                 }
             }
         }
-        return finish(app, res, logged(reason, others), hash.finish(), 0).await;
+        return Ok((res, others));
     }
 
-    // Stream the body through, hashing it on the way.
-    let hash = Arc::new(Mutex::new(hash));
-    let fed = hash.clone();
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    let mut url = format!("{}{rest}", service.base_url);
-    if let Some(q) = req.uri().query() {
+    let mut url = format!("{}{}", service.base_url, p.rest);
+    if let Some(q) = &p.query {
         url.push('?');
         url.push_str(q);
     }
     let mut out = HeaderMap::new();
-    for (n, v) in forward {
-        out.append(n, v);
+    for (n, v) in &p.forward {
+        out.append(n, v.clone());
     }
-    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
-        out.insert(header::CONTENT_LENGTH, len.clone());
+    if let Some(len) = length {
+        out.insert(header::CONTENT_LENGTH, len);
     }
-    let outgoing = app.gateway.request(req.method().clone(), &url).headers(out);
+    let outgoing = app.gateway.request(p.method.clone(), &url).headers(out);
     let outgoing = if has_body {
-        let stream = req.into_body().into_data_stream().map(move |chunk| {
-            if let (Ok(c), Ok(mut h)) = (&chunk, fed.lock()) {
+        let stream = body.map(move |chunk| {
+            if let (Ok(c), Some(Ok(mut h))) = (&chunk, feed.as_ref().map(|f| f.lock())) {
                 h.body(c);
             }
             chunk
@@ -555,10 +743,6 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
             ),
         )
     })?;
-    let (request_hash, body_bytes) = {
-        let h = hash.lock().map_err(internal)?;
-        (h.finish(), h.body_bytes())
-    };
     let mut res = Response::builder().status(answer.status().as_u16());
     for (n, v) in answer.headers() {
         if passes_on_response(n.as_str()) {
@@ -568,14 +752,7 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
     let res = res
         .body(Body::from_stream(answer.bytes_stream()))
         .map_err(internal)?;
-    finish(
-        app,
-        res,
-        logged(reason, Vec::new()),
-        request_hash,
-        body_bytes,
-    )
-    .await
+    Ok((res, Vec::new()))
 }
 
 /// A base registry's answer, as its own information system would give it: JSON records, or
@@ -613,7 +790,7 @@ async fn built_in_answer(
 }
 
 /// Adds the response headers that bind the answer to the call, and logs the call.
-async fn finish(
+pub(crate) async fn finish(
     app: &Shared,
     mut res: Response,
     call: Logged,
@@ -641,6 +818,11 @@ async fn finish(
     .with("method", call.method)
     .with("status", u64::from(status))
     .with("request_body_bytes", body_bytes);
+    if let Some(peer) = &call.peer {
+        event = event
+            .with("side", peer.side.name())
+            .with("peer_gateway", peer.gateway.clone());
+    }
     if let Some(p) = &call.represented {
         event = event.with(
             "represented_party",
@@ -704,27 +886,22 @@ async fn finish(
     Ok(res)
 }
 
-/// `listMethods`, `allowedMethods` and `getOpenAPI`: the content type and body.
-async fn metaservice(
-    app: &Shared,
+/// `listMethods`, `allowedMethods` and `getOpenAPI`: the content type and body, from the
+/// directory (so a gateway answers them for any provider, as the configuration describes it).
+fn metaservice(
+    directory: &Snapshot,
     client: &ClientId,
     service: &ServiceId,
     query: Option<&str>,
 ) -> Result<(&'static str, Vec<u8>), Fault> {
     let provider = &service.provider;
-    if app
-        .exchange
-        .subsystem(provider)
-        .await
-        .map_err(internal)?
-        .is_none()
-    {
+    if directory.subsystem(provider).is_none() {
         return Err(Fault::server_proxy(
             "UnknownService",
             format!("Unknown service: {service}"),
         ));
     }
-    let services = app.exchange.services(provider).await.map_err(internal)?;
+    let services = directory.services_of(provider);
     let describe = |s: &civitas_exchange::Service, endpoints: Vec<civitas_exchange::Endpoint>| {
         let m = &s.id.provider.member;
         json!({
@@ -751,11 +928,7 @@ async fn metaservice(
             ))
         }
         "allowedMethods" => {
-            let rights = app
-                .exchange
-                .rights_of(client, Some(provider))
-                .await
-                .map_err(internal)?;
+            let rights = directory.rights_of(client, provider);
             let list: Vec<Value> = services
                 .iter()
                 .filter(|s| !s.disabled)
@@ -783,19 +956,14 @@ async fn metaservice(
             let id = provider
                 .service(&code)
                 .map_err(|e| Fault::server_proxy("InvalidRequest", e.to_string()))?;
-            let doc = app
-                .exchange
-                .openapi(&id)
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| {
-                    Fault::server_proxy(
-                        "InternalError",
-                        format!("Service not found or not described by OpenAPI: {id}"),
-                    )
-                })?;
+            let doc = directory.openapi(&id).ok_or_else(|| {
+                Fault::server_proxy(
+                    "InternalError",
+                    format!("Service not found or not described by OpenAPI: {id}"),
+                )
+            })?;
             // The provider's own addresses stay private: the servers list goes.
-            let mut doc: Value = serde_json::from_str(&doc).map_err(internal)?;
+            let mut doc: Value = serde_json::from_str(doc).map_err(internal)?;
             if let Some(o) = doc.as_object_mut() {
                 o.remove("servers");
             }
@@ -812,15 +980,19 @@ struct ListClientsQuery {
 
 /// `GET /listClients`: every member and subsystem of this exchange, as X-Road lists them.
 async fn list_clients(State(app): State<Shared>, Query(q): Query<ListClientsQuery>) -> Response {
-    let listed = async {
-        let mut out = Vec::new();
-        if q.instance
-            .as_deref()
-            .is_some_and(|i| i != app.exchange.instance())
-        {
-            return Ok::<_, civitas_exchange::ExchangeError>(out);
-        }
-        for m in app.exchange.members().await? {
+    if let Err(f) = configuration_in_force(&app, Side::Client) {
+        return fault(f);
+    }
+    let directory = match app.exchange.snapshot().await {
+        Ok(d) => d,
+        Err(e) => return fault(unavailable(e)),
+    };
+    let mut out = Vec::new();
+    if q.instance
+        .as_deref()
+        .is_none_or(|i| i == app.exchange.instance())
+    {
+        for m in directory.members() {
             out.push(json!({
                 "id": {
                     "object_type": "MEMBER",
@@ -831,7 +1003,7 @@ async fn list_clients(State(app): State<Shared>, Query(q): Query<ListClientsQuer
                 "name": m.name,
             }));
         }
-        for s in app.exchange.subsystems().await? {
+        for s in directory.subsystems() {
             out.push(json!({
                 "id": {
                     "object_type": "SUBSYSTEM",
@@ -843,10 +1015,41 @@ async fn list_clients(State(app): State<Shared>, Query(q): Query<ListClientsQuer
                 "name": s.member_name,
             }));
         }
-        Ok(out)
-    };
-    match listed.await {
-        Ok(list) => axum::Json(json!({ "member": list })).into_response(),
-        Err(e) => fault(internal(e)),
     }
+    axum::Json(json!({ "member": out })).into_response()
+}
+
+/// `GET /exchange/v1/configuration`: the directory as gateways receive it, signed. It names
+/// the providers' addresses, so only a registered gateway gets it: the poll carries
+/// `Civitas-Gateway: MEMBER TIME VERSION SIGNATURE`, signed with its message key, which
+/// also tells the operators which version each gateway holds.
+async fn configuration(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if app.exchange.is_remote() {
+        return crate::Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-a-directory",
+            "Not the directory",
+        )
+        .detail("A gateway does not serve the configuration; ask the directory.")
+        .into_response();
+    }
+    let claim = last(&headers, "civitas-gateway").unwrap_or_default();
+    if !crate::exchange_peer::note_poll(&app, claim).await {
+        return crate::Problem::new(
+            StatusCode::FORBIDDEN,
+            "not-a-registered-gateway",
+            "Not a registered gateway",
+        )
+        .detail("The configuration goes only to registered gateways: send Civitas-Gateway signed with the gateway's message key (civitas exchange gateway add registers it).")
+        .into_response();
+    }
+    let validity = std::time::Duration::from_secs(app.config.exchange_configuration_validity_secs);
+    let signed = match app.exchange.signed_configuration(validity).await {
+        Ok(s) => s,
+        Err(e) => return fault(internal(e)),
+    };
+    let mut res = axum::Json(signed).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }

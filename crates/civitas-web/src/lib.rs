@@ -13,6 +13,7 @@ mod applications;
 pub mod auth;
 mod data_usage;
 mod exchange;
+pub mod exchange_peer;
 mod i18n;
 mod ledger;
 mod oidc;
@@ -59,9 +60,35 @@ pub struct AppState {
     pub exchange: civitas_exchange::Directory,
     /// The HTTP client the gateway calls providers' information systems with.
     pub gateway: reqwest::Client,
+    /// This node as the exchange gateway of one member (`role = "gateway"`).
+    pub gateway_role: Option<Arc<exchange_peer::GatewayRole>>,
+    /// The gateways' configuration polls, as the directory saw them.
+    pub gateway_polls: exchange_peer::Polls,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The applications of a gateway node (`role = "gateway"`): for its information systems
+/// (the exchange's gateway and the operational endpoints) and, on the TLS listener, for
+/// other gateways.
+pub fn gateway_apps(state: AppState) -> (Router, Router) {
+    ops::install_metrics();
+    let state = Arc::new(state);
+    // The gateway's own message log is public like every ledger: auditors fetch its tiles.
+    let local = Router::new()
+        .merge(ops::routes())
+        .merge(exchange::routes())
+        .merge(ledger::routes())
+        .with_state(state.clone());
+    let peers = Router::new()
+        // civitas_exchange::message::PATH, which the calling gateways post to.
+        .route(
+            "/exchange/v1/message",
+            axum::routing::post(exchange_peer::receive),
+        )
+        .with_state(state);
+    (layered(local), peers)
+}
 
 /// Builds the whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -81,16 +108,22 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::ensure_csrf_cookie,
         ));
-    Router::new()
-        .merge(ops::routes())
-        .merge(api::routes())
-        .merge(ledger::routes())
-        .merge(oidc::routes())
-        .merge(exchange::routes())
-        .merge(data_usage::api_routes())
-        .merge(pages)
-        .with_state(state)
-        .layer(
+    layered(
+        Router::new()
+            .merge(ops::routes())
+            .merge(api::routes())
+            .merge(ledger::routes())
+            .merge(oidc::routes())
+            .merge(exchange::routes())
+            .merge(data_usage::api_routes())
+            .merge(pages)
+            .with_state(state),
+    )
+}
+
+/// The layers every request passes: request ids, tracing, metrics, security headers.
+fn layered(router: Router) -> Router {
+    router.layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

@@ -74,12 +74,68 @@ pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "alive" })
 }
 
-/// Readiness: the database answers and its schema matches this build.
+/// Readiness: the database answers and its schema matches this build; on a gateway, its
+/// configuration from the directory is in force (a stale one within its grace period is
+/// ready, with the alarm in `exchange`).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Readiness {
     status: &'static str,
     database: &'static str,
     schema: Vec<ComponentSchema>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange: Option<ExchangeReadiness>,
+}
+
+/// A gateway's configuration: `fresh`, `stale` (expired, served on within the grace period:
+/// an alarm), `expired` (beyond the grace period: calls are refused) or `missing`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ExchangeReadiness {
+    configuration: &'static str,
+    version: Option<u64>,
+    expires_at: Option<String>,
+    grace_ends_at: Option<String>,
+    fetched_at: Option<String>,
+    last_error: Option<String>,
+}
+
+fn rfc3339(ms: Option<i64>) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms?) * 1_000_000).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// The gateway's configuration state, when this node is a gateway.
+pub(crate) fn exchange_readiness(app: &Shared) -> Option<ExchangeReadiness> {
+    use civitas_exchange::Freshness;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let s = app.exchange.configuration_state(now)?;
+    let configuration = match s.freshness {
+        Freshness::Missing => "missing",
+        Freshness::Fresh => "fresh",
+        Freshness::Stale => "stale",
+        Freshness::Expired => "expired",
+    };
+    if let Some(expires) = s.expires_ms {
+        metrics::gauge!("civitas_exchange_configuration_expires_in_seconds")
+            .set((expires - now) as f64 / 1000.0);
+    }
+    metrics::gauge!("civitas_exchange_configuration_version")
+        .set(s.version.unwrap_or_default() as f64);
+    metrics::gauge!("civitas_exchange_configuration_stale").set(
+        if matches!(s.freshness, Freshness::Fresh) {
+            0.0
+        } else {
+            1.0
+        },
+    );
+    Some(ExchangeReadiness {
+        configuration,
+        version: s.version,
+        expires_at: rfc3339(s.expires_ms),
+        grace_ends_at: rfc3339(s.grace_ends_ms),
+        fetched_at: rfc3339(s.fetched_ms),
+        last_error: s.last_error,
+    })
 }
 
 /// One component's schema version in the database and in this build.
@@ -125,10 +181,24 @@ pub(crate) async fn readyz(State(app): State<Shared>) -> Response {
             ))
             .into_response();
     }
+    let exchange = exchange_readiness(&app);
+    if let Some(x) = exchange
+        .as_ref()
+        .filter(|x| matches!(x.configuration, "missing" | "expired"))
+    {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
+            .detail(format!(
+                "The exchange's configuration is {}{}: the gateway refuses calls until the directory answers.",
+                x.configuration,
+                x.version.map(|v| format!(" (version {v})")).unwrap_or_default()
+            ))
+            .into_response();
+    }
     Json(Readiness {
         status: "ready",
         database: app.db.engine().name(),
         schema,
+        exchange,
     })
     .into_response()
 }
@@ -139,6 +209,13 @@ async fn prometheus(State(app): State<Shared>) -> Response {
     metrics::gauge!("civitas_db_pool_connections", "state" => "in_use").set(in_use);
     metrics::gauge!("civitas_db_pool_connections", "state" => "idle").set(idle as f64);
     metrics::gauge!("civitas_db_pool_max_connections").set(f64::from(app.config.max_connections));
+    exchange_readiness(&app);
+    // On the directory: how long since each gateway last fetched the configuration.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    for (member, at, _) in app.gateway_polls.all() {
+        metrics::gauge!("civitas_exchange_gateway_poll_age_seconds", "member" => member)
+            .set((now - at) as f64 / 1000.0);
+    }
     let body = METRICS
         .get()
         .map(PrometheusHandle::render)

@@ -31,6 +31,36 @@ pub enum ExchangeCommand {
     Revoke(RightArgs),
     /// Print the whole directory and every right.
     List,
+    /// Gateways: each member's gateway, its address and keys.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    /// Print the anchor gateways trust this directory by (`exchange.anchor_key`).
+    Anchor,
+}
+
+/// `civitas exchange gateway ...`
+#[derive(Subcommand)]
+pub enum GatewayCommand {
+    /// Register a member's gateway with its address and the public keys it printed
+    /// (`civitas exchange gateway keys` on the gateway's data folder).
+    Add {
+        /// The member it serves, `INSTANCE/CLASS/CODE`.
+        member: String,
+        /// Where other gateways reach it, such as https://gateway.hro.gov.example:5500.
+        #[arg(long)]
+        address: String,
+        /// The file with its public keys (JSON).
+        #[arg(long, value_name = "FILE")]
+        keys: PathBuf,
+    },
+    /// Revoke a member's gateway: no gateway trusts its keys once it holds the next
+    /// configuration.
+    Revoke {
+        /// The member, `INSTANCE/CLASS/CODE`.
+        member: String,
+    },
+    /// Print this node's gateway keys' public halves (made on first use in the data folder).
+    Keys,
 }
 
 /// `civitas exchange member ...`
@@ -114,6 +144,13 @@ pub struct RightArgs {
 
 /// Runs an `exchange` command against the configured database.
 pub async fn run(cmd: ExchangeCommand, config: &Config) -> Result<()> {
+    if let ExchangeCommand::Gateway(GatewayCommand::Keys) = cmd {
+        // The gateway's own files, not the database: this works beside a running gateway.
+        crate::prepare_data_dir(&config.data_dir)?;
+        let keys = civitas_exchange::keys::GatewayKeys::load_or_create(&config.data_dir)?;
+        println!("{}", serde_json::to_string_pretty(&keys.public())?);
+        return Ok(());
+    }
     let (db, ledger) = crate::open_for_command(config).await?;
     let d = Directory::new(db.clone(), ledger.clone(), &config.exchange_instance);
     let outcome = command(&d, cmd).await;
@@ -231,6 +268,46 @@ async fn command(d: &Directory, cmd: ExchangeCommand) -> Result<()> {
             println!("{c} may no longer call {} {} of {s}.", r.method, r.path);
         }
         ExchangeCommand::List => list(d).await.map_err(failed)?,
+        ExchangeCommand::Anchor => {
+            let anchor = d.anchor().await.map_err(failed)?;
+            println!("exchange.instance = \"{}\"", anchor.instance);
+            println!("exchange.anchor_key = \"{}\"", anchor.key);
+        }
+        ExchangeCommand::Gateway(GatewayCommand::Add {
+            member,
+            address,
+            keys,
+        }) => {
+            let member = MemberId::parse(&member).with_context(|| format!("`{member}`"))?;
+            let text = std::fs::read_to_string(&keys)
+                .with_context(|| format!("cannot read the keys file {}", keys.display()))?;
+            let public: civitas_exchange::keys::PublicKeys = serde_json::from_str(&text)
+                .with_context(|| {
+                    format!(
+                        "{} is not the output of `civitas exchange gateway keys`",
+                        keys.display()
+                    )
+                })?;
+            let g = d
+                .add_gateway(&member, &address, &public, OPERATOR_CLI)
+                .await
+                .map_err(failed)?;
+            println!(
+                "Added the gateway of {} at {}; gateways trust it from their next configuration.",
+                g.member, g.address
+            );
+        }
+        ExchangeCommand::Gateway(GatewayCommand::Revoke { member }) => {
+            let member = MemberId::parse(&member).with_context(|| format!("`{member}`"))?;
+            d.revoke_gateway(&member, OPERATOR_CLI)
+                .await
+                .map_err(failed)?;
+            println!(
+                "Revoked the gateway of {member}; no gateway trusts its keys from the next configuration."
+            );
+        }
+        // Answered from the data folder before the database opens (see `run`).
+        ExchangeCommand::Gateway(GatewayCommand::Keys) => {}
     }
     Ok(())
 }
@@ -269,6 +346,12 @@ async fn list(d: &Directory) -> Result<(), civitas_exchange::ExchangeError> {
                 println!("    may call {} {} of {}", r.method, r.path, r.service);
             }
         }
+    }
+    for g in d.gateways().await? {
+        println!(
+            "gateway of {}  {}  signing key {}",
+            g.member, g.address, g.signing_key
+        );
     }
     Ok(())
 }

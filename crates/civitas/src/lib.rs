@@ -415,14 +415,6 @@ pub async fn serve(
     );
     let exchange =
         civitas_exchange::Directory::new(db.clone(), ledger.clone(), &config.exchange_instance);
-    // The gateway passes redirects back as they are, and never gives up on a slow body: a
-    // stalled connection ends when a read waits too long.
-    let gateway = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .read_timeout(std::time::Duration::from_secs(60))
-        .build()
-        .context("cannot build the gateway's HTTP client")?;
     let app = civitas_web::app(civitas_web::AppState {
         db: db.clone(),
         config: Arc::new(config),
@@ -433,8 +425,34 @@ pub async fn serve(
         oidc,
         mail_sink,
         exchange,
-        gateway,
+        gateway: provider_client()?,
+        gateway_role: None,
+        gateway_polls: civitas_web::exchange_peer::Polls::default(),
     });
+    serve_app(listener, app, db, grace, shutdown).await
+}
+
+/// The HTTP client a gateway calls providers' information systems with: it passes
+/// redirects back as they are, and never gives up on a slow body; a stalled connection ends
+/// when a read waits too long.
+fn provider_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .context("cannot build the gateway's HTTP client")
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish for `grace`, and closes the database.
+async fn serve_app(
+    listener: TcpListener,
+    app: axum::Router,
+    db: Db,
+    grace: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
     let server = axum::serve(
@@ -456,6 +474,142 @@ pub async fn serve(
     db.close().await;
     tracing::info!("stopped");
     outcome
+}
+
+/// Serves an exchange gateway (`role = "gateway"`): the gateway for its member's
+/// information systems on `listener`, and the mutual-TLS listener for other gateways on
+/// `peers`, with the directory's signed configuration polled in the background.
+pub async fn serve_gateway(
+    listener: TcpListener,
+    peers: TcpListener,
+    running: Running,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let settings = config
+        .exchange_gateway
+        .clone()
+        .context("a gateway needs its exchange settings")?;
+    let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
+    let Running {
+        db,
+        ledger,
+        witness,
+    } = running;
+    let member = civitas_core::xroad::MemberId::parse(&settings.member)?;
+    let keys = civitas_exchange::keys::GatewayKeys::load_or_create(&config.data_dir)?;
+    let anchor = civitas_exchange::Anchor {
+        instance: config.exchange_instance.clone(),
+        key: settings.anchor_key.clone(),
+    };
+    civitas_exchange::configuration::parse_key(&anchor.key).context("exchange.anchor_key")?;
+    let exchange = civitas_exchange::Directory::remote(
+        db.clone(),
+        ledger.clone(),
+        anchor,
+        std::time::Duration::from_secs(settings.stale_grace_secs),
+    );
+    let tls = civitas_exchange::tls::server_config(
+        &keys,
+        civitas_web::exchange_peer::admits(exchange.clone()),
+    )?;
+    let poller = tokio::spawn(poll_configuration(
+        exchange.clone(),
+        settings.clone(),
+        member.clone(),
+        keys.signing.clone(),
+    ));
+    let (identity, mail_sink) = identity_for(&db, &ledger, &config);
+    let oidc = civitas_identity::oidc::Provider::new(
+        db.clone(),
+        ledger.clone(),
+        civitas_identity::oidc::Settings::new(&config.base_url()),
+    );
+    let role = Arc::new(civitas_web::exchange_peer::GatewayRole::new(member, keys));
+    let (local, peer_app) = civitas_web::gateway_apps(civitas_web::AppState {
+        db: db.clone(),
+        config: Arc::new(config),
+        components: COMPONENTS,
+        ledger,
+        witness,
+        identity,
+        oidc,
+        mail_sink,
+        exchange,
+        gateway: provider_client()?,
+        gateway_role: Some(role),
+        gateway_polls: civitas_web::exchange_peer::Polls::default(),
+    });
+    let (stop_peers, stopped) = tokio::sync::oneshot::channel::<()>();
+    let peer_server = tokio::spawn(civitas_web::exchange_peer::serve_peers(
+        peers,
+        peer_app,
+        Arc::new(tls),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let outcome = serve_app(listener, local, db, grace, shutdown).await;
+    let _ = stop_peers.send(());
+    let _ = peer_server.await;
+    poller.abort();
+    outcome
+}
+
+/// Fetches the directory's signed configuration every `poll_secs` and installs it; a
+/// failure is noted for the alarms, and the configuration held keeps serving.
+async fn poll_configuration(
+    exchange: civitas_exchange::Directory,
+    settings: civitas_core::config::GatewaySettings,
+    member: civitas_core::xroad::MemberId,
+    key: civitas_exchange::keys::SigningKey,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the configuration client");
+            return;
+        }
+    };
+    let url = format!("{}/exchange/v1/configuration", settings.directory_url);
+    let mut last_version = None;
+    loop {
+        let held = exchange
+            .installed()
+            .map(|s| s.configuration().version)
+            .unwrap_or_default();
+        let now = civitas_ledger::event::now_ms();
+        let claim = civitas_exchange::configuration::poll_claim(&member, &key, held, now);
+        let fetched = async {
+            let res = client
+                .get(&url)
+                .header("civitas-gateway", claim)
+                .send()
+                .await
+                .map_err(|e| format!("the directory does not answer: {}", e.without_url()))?;
+            if !res.status().is_success() {
+                return Err(format!("the directory answered {}", res.status()));
+            }
+            let text = res.text().await.map_err(|e| e.to_string())?;
+            exchange.install(&text).map_err(|e| e.to_string())
+        };
+        match fetched.await {
+            Ok(version) => {
+                if last_version != Some(version) {
+                    tracing::info!(version, "exchange configuration installed");
+                    last_version = Some(version);
+                }
+            }
+            Err(why) => {
+                tracing::warn!(reason = %why, "cannot refresh the exchange configuration");
+                exchange.fetch_failed(&why);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(settings.poll_secs)).await;
+    }
 }
 
 /// Resolves when the process receives SIGTERM or Ctrl-C.

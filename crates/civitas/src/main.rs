@@ -54,7 +54,7 @@ enum Command {
     /// Build (once) and serve a demo country; prints the address to open.
     Demo(DemoArgs),
     /// Serve Civitas on the configured database.
-    Serve,
+    Serve(ServeArgs),
     /// Build the demo country in the database without serving.
     Seed(DemoArgs),
     /// Apply pending database migrations and report what was applied.
@@ -92,6 +92,14 @@ struct DemoArgs {
     fresh: bool,
 }
 
+#[derive(Args)]
+struct ServeArgs {
+    /// What to serve: `all` (the whole platform, the default) or `gateway` (only the exchange
+    /// gateway of `exchange.gateway_member`, configured from the directory).
+    #[arg(long, value_name = "ROLE")]
+    role: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Check the configuration and print the effective values (secrets masked) with their sources.
@@ -122,7 +130,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(global: &Global, demo: Option<&DemoArgs>) -> Result<Resolved> {
+fn load_config(global: &Global, demo: Option<&DemoArgs>, role: Option<String>) -> Result<Resolved> {
     let file_path = global
         .config
         .clone()
@@ -151,6 +159,7 @@ fn load_config(global: &Global, demo: Option<&DemoArgs>) -> Result<Resolved> {
     flag("listen", &global.listen, "--listen");
     flag("log_format", &global.log_format, "--log-format");
     flag("log_level", &global.log_level, "--log-level");
+    flag("role", &role, "--role");
     if let Some(d) = demo {
         flag(
             "demo.citizens",
@@ -215,7 +224,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) | Command::Seed(a) => Some(a),
         _ => None,
     };
-    let resolved = load_config(&cli.global, demo_args)?;
+    let role = match &cli.command {
+        Command::Serve(a) => a.role.clone(),
+        _ => None,
+    };
+    let resolved = load_config(&cli.global, demo_args, role)?;
     let config = resolved.config.clone();
     match cli.command {
         Command::Config(ConfigCommand::Check) => config_check(&resolved),
@@ -231,7 +244,7 @@ fn run(cli: Cli) -> Result<()> {
             init_logging(&config);
             runtime()?.block_on(seed(config, &resolved.entries, args.fresh))
         }
-        Command::Serve => {
+        Command::Serve(_) => {
             init_logging(&config);
             runtime()?.block_on(serve(config, &resolved.entries))
         }
@@ -300,6 +313,25 @@ async fn seed(config: Config, entries: &[Entry], fresh: bool) -> Result<()> {
 
 async fn serve(mut config: Config, entries: &[Entry]) -> Result<()> {
     let listener = bind(&mut config).await?;
+    if let Some(settings) = config.exchange_gateway.as_mut() {
+        let peers = civitas::bind(settings.listen).await?;
+        settings.listen = peers.local_addr()?;
+        let said = format!(
+            "Civitas gateway of {} takes calls from other gateways at https://{}",
+            settings.member, settings.listen
+        );
+        let running = civitas::start(&config, entries).await?;
+        println!("{said}");
+        announce(&config, &running.db);
+        return civitas::serve_gateway(
+            listener,
+            peers,
+            running,
+            config,
+            civitas::shutdown_signal(),
+        )
+        .await;
+    }
     let running = civitas::start(&config, entries).await?;
     announce(&config, &running.db);
     civitas::serve(listener, running, config, civitas::shutdown_signal()).await

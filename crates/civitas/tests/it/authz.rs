@@ -147,6 +147,11 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     // The exchange's gateway knows callers by X-Road-Client and their address range, never
     // by a session: without the header every visitor gets 400.
     ("GET", "/listClients", Rule::Public(200)),
+    // The signed configuration goes only to registered gateways, known by a signed claim.
+    ("GET", "/exchange/v1/configuration", Rule::Protocol(403)),
+    // Messages between gateways are served only on a gateway's mutual-TLS listener
+    // (tests/it/gateways.rs); the all-in-one node has no such route.
+    ("POST", "/exchange/v1/message", Rule::Public(404)),
     (
         "GET",
         "/r1/TW/GOV/HRO/population/persons",
@@ -536,5 +541,63 @@ async fn operators_manage_the_exchange_on_the_admin_page_and_staff_cannot() {
         .unwrap()
         .1;
     assert!(granted.actor.starts_with("account:"), "{}", granted.actor);
+
+    // A gateway registered with its public keys; having never fetched the configuration,
+    // it is shown with the alarm. Malformed keys come back with the error summary.
+    let keys = civitas_exchange::keys::GatewayKeys::generate()
+        .unwrap()
+        .public();
+    let keys = serde_json::to_string(&keys).unwrap();
+    let bad = op
+        .post(
+            "/admin/exchange",
+            &[
+                ("action", "gateway"),
+                ("id", "TW/COM/12345675"),
+                ("url", "https://gw.pharmacy.example:5500"),
+                ("keys", "{not keys}"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.body.contains("href=\"#gateway_member\""),
+        "{}",
+        bad.body
+    );
+    let added = op
+        .post(
+            "/admin/exchange",
+            &[
+                ("action", "gateway"),
+                ("id", "TW/COM/12345675"),
+                ("url", "https://gw.pharmacy.example:5500"),
+                ("keys", &keys),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, 303, "{}", added.body);
+    let page = op.get("/admin/exchange").await;
+    assert!(page.body.contains("https://gw.pharmacy.example:5500"));
+    assert!(
+        page.body
+            .contains("<strong class=\"tag warning\" role=\"alert\">"),
+        "the alarm"
+    );
+    let gone = op
+        .post(
+            "/admin/exchange",
+            &[("action", "revoke_gateway"), ("id", "TW/COM/12345675")],
+        )
+        .await;
+    assert_eq!(gone.status, 303);
+    assert!(d.gateways().await.unwrap().is_empty());
+    assert!(
+        app.ledger
+            .latest_of_kind("exchange.gateway_revoked")
+            .await
+            .unwrap()
+            .is_some()
+    );
     app.stop().await;
 }

@@ -17,7 +17,7 @@ use crate::support::TestApp;
 
 /// A provider's information system: answers with what it received. `/missing` is its own
 /// 404; it sets a `Server` header and an `X-Road-Service` header the gateway must replace.
-async fn provider() -> SocketAddr {
+pub(crate) async fn provider() -> SocketAddr {
     async fn echo(
         method: Method,
         uri: Uri,

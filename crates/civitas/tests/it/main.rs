@@ -13,6 +13,7 @@ mod authz;
 mod browser;
 mod cli;
 mod exchange;
+mod gateways;
 mod http;
 mod identity;
 mod ledger;

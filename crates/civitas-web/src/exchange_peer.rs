@@ -1,0 +1,711 @@
+//! Calls between gateways: the client's gateway forwards a checked call to the provider's
+//! gateway over mutual TLS 1.3, as signed frames (`civitas_exchange::message`), and checks
+//! the signed answer and its request hash; the provider's gateway checks the caller's
+//! certificate and signature, checks the call again against its own configuration, takes
+//! it to the provider and signs the answer. Both log the call.
+//!
+//! A body up to [`BUFFER`] is held until its signature verifies, so nothing unverified
+//! reaches the provider or the client; a larger one streams through and is broken off if
+//! the signature at its end does not verify.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Extension;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use civitas_core::xroad::MemberId;
+use civitas_exchange::Gateway;
+use civitas_exchange::directory::Snapshot;
+use civitas_exchange::keys::GatewayKeys;
+use civitas_exchange::message::{
+    self, DATA, Decoder, END, End, HEAD, RequestHead, ResponseDigest, ResponseHead,
+};
+use civitas_exchange::protocol::{Fault, RequestHash, passes_on_response};
+use futures_util::{StreamExt, stream};
+
+use crate::Shared;
+use crate::exchange::{
+    BodyStream, Peer, Prepared, Side, configuration_in_force, deliver, fault, finish, internal,
+    last, prepare, unavailable,
+};
+
+/// The most of a body held back until its signature verifies.
+pub const BUFFER: usize = 1 << 20;
+
+/// This node as a gateway of one member.
+pub struct GatewayRole {
+    /// The member whose information systems it serves.
+    pub member: MemberId,
+    /// Its keys.
+    pub keys: GatewayKeys,
+    /// A client per provider gateway, pinned to that gateway's certificate.
+    clients: Mutex<HashMap<String, (Vec<u8>, reqwest::Client)>>,
+}
+
+impl GatewayRole {
+    /// The gateway of `member` with `keys`.
+    pub fn new(member: MemberId, keys: GatewayKeys) -> GatewayRole {
+        GatewayRole {
+            member,
+            keys,
+            clients: Mutex::default(),
+        }
+    }
+
+    /// An HTTP client that reaches `peer` only: mutual TLS 1.3 with this gateway's
+    /// certificate, accepting only the certificate the configuration gives for `peer`. A
+    /// new certificate makes a new client, so connections to a replaced key are dropped.
+    fn client_for(&self, peer: &Gateway) -> Result<reqwest::Client, Fault> {
+        let cert = peer.certificate_der().map_err(internal)?;
+        let mut clients = self.clients.lock().map_err(internal)?;
+        let key = peer.member.to_string();
+        if let Some((c, client)) = clients.get(&key)
+            && *c == cert
+        {
+            return Ok(client.clone());
+        }
+        let tls = civitas_exchange::tls::client_config(&self.keys, &cert).map_err(internal)?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(internal)?;
+        clients.insert(key, (cert, client.clone()));
+        Ok(client)
+    }
+}
+
+/// The certificate the calling gateway presented on this connection.
+#[derive(Clone)]
+pub struct PeerCertificate(pub Arc<Vec<u8>>);
+
+/// Reads frames from a body.
+struct FrameReader {
+    stream: BodyStream,
+    decoder: Decoder,
+}
+
+impl FrameReader {
+    fn new(stream: BodyStream) -> FrameReader {
+        FrameReader {
+            stream,
+            decoder: Decoder::default(),
+        }
+    }
+
+    /// The next frame; `None` at a clean end.
+    async fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
+        loop {
+            if let Some(f) = self.decoder.next_frame().map_err(|e| e.to_string())? {
+                return Ok(Some(f));
+            }
+            match self.stream.next().await {
+                Some(Ok(bytes)) => self.decoder.push(&bytes),
+                Some(Err(e)) => return Err(e.to_string()),
+                None if self.decoder.is_empty() => return Ok(None),
+                None => return Err("the message was cut off inside a frame".into()),
+            }
+        }
+    }
+}
+
+fn strings(headers: &[(HeaderName, HeaderValue)]) -> Result<Vec<(String, String)>, Fault> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            let v = v.to_str().map_err(|_| {
+                Fault::client(
+                    "BadRequest",
+                    format!("the header {n} is not text; it cannot pass between gateways"),
+                )
+            })?;
+            Ok((n.as_str().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The frames of a request: the head, the body as it streams (hashed on the way), and the
+/// signature over the request hash.
+fn request_frames(
+    head: Vec<u8>,
+    body: BodyStream,
+    hash: Arc<Mutex<RequestHash>>,
+    key: civitas_exchange::keys::SigningKey,
+) -> BodyStream {
+    let fed = hash.clone();
+    let head = stream::once(async move { Ok(Bytes::from(message::frame(HEAD, &head))) });
+    let data = body.map(move |chunk| {
+        chunk.map(|b| {
+            if let Ok(mut h) = fed.lock() {
+                h.body(&b);
+            }
+            Bytes::from(message::frame(DATA, &b))
+        })
+    });
+    let end = stream::once(async move {
+        let h = hash
+            .lock()
+            .map_err(|_| std::io::Error::other("hash"))?
+            .finish();
+        Ok(Bytes::from(message::json_frame(
+            END,
+            &message::sign_request(&key, &h),
+        )))
+    });
+    head.chain(data).chain(end).boxed()
+}
+
+/// What is left of a framed body after the buffered part: data frames as they come, and
+/// at the end the check `verified`; a failed check or a broken stream ends the body with an
+/// error, which breaks the connection it is streaming into.
+fn rest_of_body<F, V>(reader: FrameReader, on_data: F, verified: V) -> BodyStream
+where
+    F: FnMut(&[u8]) + Send + 'static,
+    V: FnOnce(End) -> bool + Send + 'static,
+{
+    struct Reading<F, V> {
+        reader: FrameReader,
+        on_data: F,
+        verified: Option<V>,
+        done: bool,
+    }
+    let start = Reading {
+        reader,
+        on_data,
+        verified: Some(verified),
+        done: false,
+    };
+    stream::unfold(start, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let failure = match st.reader.next().await {
+            Ok(Some((DATA, b))) => {
+                (st.on_data)(&b);
+                return Some((Ok(Bytes::from(b)), st));
+            }
+            Ok(Some((END, b))) => {
+                let end = serde_json::from_slice::<End>(&b).ok();
+                let ok = match (end, st.verified.take()) {
+                    (Some(end), Some(check)) => check(end),
+                    _ => false,
+                };
+                if !ok {
+                    "the message's signature does not verify; the body was broken off".to_string()
+                } else if matches!(st.reader.next().await, Ok(None)) {
+                    return None;
+                } else {
+                    "frames after the end of the message".to_string()
+                }
+            }
+            Ok(Some(_)) => "an unexpected frame in the message".to_string(),
+            Ok(None) => "the message ended without its signature".to_string(),
+            Err(e) => e,
+        };
+        tracing::warn!(reason = %failure, "a streamed exchange body was broken off");
+        st.done = true;
+        Some((Err(std::io::Error::other(failure)), st))
+    })
+    .boxed()
+}
+
+/// Takes a checked call to the provider's gateway and checks its answer (client's side).
+pub(crate) async fn forward(
+    app: &Shared,
+    role: &GatewayRole,
+    directory: &Snapshot,
+    mut p: Prepared,
+    has_body: bool,
+    length: Option<HeaderValue>,
+    body: BodyStream,
+) -> Result<Response, Fault> {
+    let member = &p.service_id.provider.member;
+    let peer = directory.gateway_of(member).cloned().ok_or_else(|| {
+        Fault::client_proxy(
+            "SslAuthenticationFailed",
+            format!("no gateway of {member} holds keys in force (revoked, or never registered)"),
+        )
+    })?;
+    let peer_key = peer.verifying_key().map_err(internal)?;
+    let client = role.client_for(&peer)?;
+    let head = RequestHead {
+        method: p.method.as_str().to_string(),
+        target: p.target.clone(),
+        headers: strings(&p.forward)?,
+        has_body,
+        content_length: length
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+    };
+    let hash = Arc::new(Mutex::new(std::mem::replace(
+        &mut p.hash,
+        RequestHash::new("", "", []),
+    )));
+    let body = if has_body {
+        body
+    } else {
+        stream::empty().boxed()
+    };
+    let frames = request_frames(
+        serde_json::to_vec(&head).map_err(internal)?,
+        body,
+        hash.clone(),
+        role.keys.signing.clone(),
+    );
+    let answer = client
+        .post(format!("{}{}", peer.address, message::PATH))
+        .header(header::CONTENT_TYPE, message::CONTENT_TYPE)
+        .body(reqwest::Body::wrap_stream(frames))
+        .send()
+        .await
+        .map_err(|e| {
+            Fault::client_proxy(
+                "NetworkError",
+                format!(
+                    "the gateway of {member} cannot be reached: {}",
+                    error_chain(&e.without_url())
+                ),
+            )
+        })?;
+    let invalid = |m: &str| Fault::client_proxy("InvalidResponse", m.to_string());
+    if answer.status() != StatusCode::OK
+        || answer
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|v| v.as_bytes() != message::CONTENT_TYPE.as_bytes())
+    {
+        return Err(invalid(
+            "the provider's gateway did not answer with a signed message",
+        ));
+    }
+    let mut reader = FrameReader::new(
+        answer
+            .bytes_stream()
+            .map(|r| r.map_err(std::io::Error::other))
+            .boxed(),
+    );
+    let head_bytes = match reader.next().await {
+        Ok(Some((HEAD, b))) => b,
+        _ => return Err(invalid("the provider's gateway's answer has no head")),
+    };
+    let response_head: ResponseHead = serde_json::from_slice(&head_bytes)
+        .map_err(|_| invalid("the provider's gateway's answer has an unreadable head"))?;
+    let is_fault = response_head
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("x-road-error"));
+    let digest = Arc::new(Mutex::new(ResponseDigest::new(&head_bytes)));
+    let mut buffered: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    let end = loop {
+        match reader.next().await {
+            Ok(Some((DATA, b))) => {
+                digest.lock().map_err(internal)?.body(&b);
+                size += b.len();
+                buffered.push(Bytes::from(b));
+                if size > BUFFER {
+                    break None;
+                }
+            }
+            Ok(Some((END, b))) => {
+                break Some(
+                    serde_json::from_slice::<End>(&b)
+                        .map_err(|_| invalid("the answer's end is unreadable"))?,
+                );
+            }
+            _ => return Err(invalid("the provider's gateway broke off its answer")),
+        }
+    };
+    // The answer is the provider gateway's, for this very request (its request hash is
+    // ours); a fault it raised before reading the request is signed without one.
+    let check = {
+        let digest = digest.clone();
+        let hash = hash.clone();
+        move |end: End| {
+            let own = hash.lock().map(|h| h.finish()).unwrap_or_default();
+            let d = digest.lock().map(|d| d.finish()).unwrap_or_default();
+            message::verify_response(&peer_key, &own, &d, &end)
+                || (is_fault
+                    && end.request_hash.is_empty()
+                    && message::verify_response(&peer_key, "", &d, &end))
+        }
+    };
+    let body = match end {
+        Some(end) => {
+            if !check(end) {
+                return Err(Fault::client_proxy(
+                    "InvalidSignatureValue",
+                    "the provider's gateway's answer does not verify: its signature or its request hash does not match",
+                ));
+            }
+            Body::from(buffered.concat())
+        }
+        None => {
+            let fed = digest.clone();
+            let rest = rest_of_body(
+                reader,
+                move |b| {
+                    if let Ok(mut d) = fed.lock() {
+                        d.body(b);
+                    }
+                },
+                check,
+            );
+            Body::from_stream(stream::iter(buffered.into_iter().map(Ok)).chain(rest))
+        }
+    };
+    let mut res = Response::builder().status(response_head.status);
+    for (n, v) in &response_head.headers {
+        if passes_on_response(n) || (is_fault && n.eq_ignore_ascii_case("x-road-error")) {
+            res = res.header(n, v);
+        }
+    }
+    let res = res.body(body).map_err(internal)?;
+    let (request_hash, body_bytes) = {
+        let h = hash.lock().map_err(internal)?;
+        (h.finish(), h.body_bytes())
+    };
+    let peer = Peer {
+        side: Side::Client,
+        gateway: peer.member.to_string(),
+    };
+    finish(
+        app,
+        res,
+        p.logged(Vec::new(), Some(peer)),
+        request_hash,
+        body_bytes,
+    )
+    .await
+}
+
+/// An error with its causes (a TLS failure hides under "error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// `POST /exchange/v1/message` on the gateways' TLS listener: a call from another gateway.
+pub(crate) async fn receive(
+    State(app): State<Shared>,
+    Extension(cert): Extension<PeerCertificate>,
+    req: Request,
+) -> Response {
+    let Some(role) = app.gateway_role.clone() else {
+        return fault(Fault::server_proxy(
+            "InvalidRequest",
+            "this node is not a gateway",
+        ));
+    };
+    let stream = req
+        .into_body()
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other))
+        .boxed();
+    match receive_call(&app, &role, &cert.0, FrameReader::new(stream)).await {
+        Ok(res) => res,
+        Err(f) => framed(&role, fault(f), None),
+    }
+}
+
+async fn receive_call(
+    app: &Shared,
+    role: &GatewayRole,
+    cert: &[u8],
+    mut reader: FrameReader,
+) -> Result<Response, Fault> {
+    configuration_in_force(app, Side::Provider)?;
+    let directory = app.exchange.snapshot().await.map_err(unavailable)?;
+    let sender = directory
+        .gateway_with_certificate(cert)
+        .cloned()
+        .ok_or_else(|| {
+            Fault::server_proxy(
+                "SslAuthenticationFailed",
+                "the calling gateway's certificate is not in force",
+            )
+        })?;
+    let sender_key = sender.verifying_key().map_err(internal)?;
+    let invalid = |m: String| Fault::server_proxy("InvalidMessage", m);
+    let head_bytes = match reader.next().await {
+        Ok(Some((HEAD, b))) => b,
+        _ => return Err(invalid("the message has no head".into())),
+    };
+    let head: RequestHead = serde_json::from_slice(&head_bytes)
+        .map_err(|e| invalid(format!("the message's head is unreadable: {e}")))?;
+    let method = axum::http::Method::from_bytes(head.method.as_bytes())
+        .map_err(|_| invalid("the message's method is invalid".into()))?;
+    let uri: axum::http::Uri = head
+        .target
+        .parse()
+        .map_err(|_| invalid("the message's path is invalid".into()))?;
+    let mut headers = HeaderMap::new();
+    let mut forward = Vec::new();
+    for (n, v) in &head.headers {
+        let name = HeaderName::from_bytes(n.as_bytes())
+            .map_err(|_| invalid(format!("the header name {n:?} is invalid")))?;
+        let value = HeaderValue::from_str(v)
+            .map_err(|_| invalid(format!("the header {n} has an invalid value")))?;
+        headers.append(name.clone(), value.clone());
+        forward.push((name, value));
+    }
+    let mut p = prepare(app, &directory, &method, &uri, &headers).await?;
+    if p.client.member != sender.member {
+        return Err(Fault::server_proxy(
+            "AccessDenied",
+            format!(
+                "the gateway of {} may not call for {}",
+                sender.member, p.client
+            ),
+        ));
+    }
+    if p.service_id.provider.member != role.member || p.service.is_none() {
+        return Err(Fault::server_proxy(
+            "UnknownService",
+            format!("this gateway does not provide {}", p.service_id),
+        ));
+    }
+    // The provider receives the headers exactly as the calling gateway signed them.
+    p.forward = forward;
+    if let Some(id) = last(&headers, "x-road-request-id") {
+        p.request_id = id.to_string();
+    }
+    let mut hash = RequestHash::new(
+        &head.method,
+        &head.target,
+        head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
+    let mut buffered: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    let complete = loop {
+        match reader.next().await {
+            Ok(Some((DATA, b))) => {
+                hash.body(&b);
+                size += b.len();
+                buffered.push(Bytes::from(b));
+                if size > BUFFER {
+                    break false;
+                }
+            }
+            Ok(Some((END, b))) => {
+                let end: End = serde_json::from_slice(&b)
+                    .map_err(|_| invalid("the message's end is unreadable".into()))?;
+                if !message::verify_request(&sender_key, &hash.finish(), &end) {
+                    return Err(Fault::server_proxy(
+                        "InvalidSignatureValue",
+                        format!(
+                            "the message does not verify against the key of {}'s gateway: it was changed on the way or signed by another key",
+                            sender.member
+                        ),
+                    ));
+                }
+                break true;
+            }
+            Ok(Some(_)) => return Err(invalid("an unexpected frame in the message".into())),
+            Ok(None) => return Err(invalid("the message ended without its signature".into())),
+            Err(e) => return Err(invalid(e)),
+        }
+    };
+    let hash = Arc::new(Mutex::new(hash));
+    let head_part: BodyStream = stream::iter(buffered.into_iter().map(Ok)).boxed();
+    let body = if complete {
+        head_part
+    } else {
+        let fed = hash.clone();
+        let own = hash.clone();
+        let rest = rest_of_body(
+            reader,
+            move |b| {
+                if let Ok(mut h) = fed.lock() {
+                    h.body(b);
+                }
+            },
+            move |end| {
+                let h = own.lock().map(|h| h.finish()).unwrap_or_default();
+                message::verify_request(&sender_key, &h, &end)
+            },
+        );
+        head_part.chain(rest).boxed()
+    };
+    let length = head.content_length.map(HeaderValue::from);
+    let (res, others) = deliver(app, &p, head.has_body, length, body, None).await?;
+    let (request_hash, body_bytes) = {
+        let h = hash.lock().map_err(internal)?;
+        (h.finish(), h.body_bytes())
+    };
+    let peer = Peer {
+        side: Side::Provider,
+        gateway: sender.member.to_string(),
+    };
+    let res = finish(
+        app,
+        res,
+        p.logged(others, Some(peer)),
+        request_hash,
+        body_bytes,
+    )
+    .await?;
+    Ok(framed(role, res, Some(hash)))
+}
+
+/// An answer as signed frames: its head, its body as it streams, and the signature over the
+/// request hash (when the request was read) and the answer's digest.
+fn framed(role: &GatewayRole, res: Response, hash: Option<Arc<Mutex<RequestHash>>>) -> Response {
+    let (parts, body) = res.into_parts();
+    let head = ResponseHead {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+    };
+    let head_bytes = serde_json::to_vec(&head).unwrap_or_default();
+    let digest = Arc::new(Mutex::new(ResponseDigest::new(&head_bytes)));
+    let fed = digest.clone();
+    let key = role.keys.signing.clone();
+    let first = stream::once(async move { Ok(Bytes::from(message::frame(HEAD, &head_bytes))) });
+    let data = body.into_data_stream().map(move |chunk| {
+        chunk.map_err(std::io::Error::other).map(|b| {
+            if let Ok(mut d) = fed.lock() {
+                d.body(&b);
+            }
+            Bytes::from(message::frame(DATA, &b))
+        })
+    });
+    let end = stream::once(async move {
+        let request_hash = match &hash {
+            Some(h) => h.lock().map(|h| h.finish()).unwrap_or_default(),
+            None => String::new(),
+        };
+        let d = digest
+            .lock()
+            .map(|d| d.finish())
+            .map_err(|_| std::io::Error::other("digest"))?;
+        Ok::<_, std::io::Error>(Bytes::from(message::json_frame(
+            END,
+            &message::sign_response(&key, &request_hash, &d),
+        )))
+    });
+    let mut res = Response::new(Body::from_stream(first.chain(data).chain(end)));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(message::CONTENT_TYPE),
+    );
+    res
+}
+
+/// The gateways' polls as the directory saw them: when each last fetched the configuration
+/// and which version it held then.
+#[derive(Debug, Clone, Default)]
+pub struct Polls(Arc<Mutex<HashMap<String, (i64, u64)>>>);
+
+impl Polls {
+    /// Each gateway's last poll (ms since the epoch) and the version it held.
+    pub fn all(&self) -> Vec<(String, i64, u64)> {
+        let mut out: Vec<(String, i64, u64)> = self
+            .0
+            .lock()
+            .map(|m| m.iter().map(|(k, (t, v))| (k.clone(), *t, *v)).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+/// Notes a gateway's poll when its claim verifies against its registered key and is recent;
+/// whether it did.
+pub(crate) async fn note_poll(app: &Shared, claim: &str) -> bool {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let Ok(directory) = app.exchange.snapshot().await else {
+        return false;
+    };
+    let read = civitas_exchange::configuration::read_poll_claim(claim, now, |m| {
+        directory.gateway_of(m).and_then(|g| g.verifying_key().ok())
+    });
+    let Some((member, _, version)) = read else {
+        return false;
+    };
+    if let Ok(mut polls) = app.gateway_polls.0.lock() {
+        polls.insert(member.to_string(), (now, version));
+    }
+    true
+}
+
+/// Serves the gateways' TLS listener until `stop` resolves: mutual TLS 1.3, each
+/// connection's client certificate handed to the handler.
+pub async fn serve_peers(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    config: Arc<rustls::ServerConfig>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::pin!(stop);
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the gateways' listener cannot accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "a gateway's TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+                .unwrap_or_default();
+            let service = router.layer(Extension(PeerCertificate(Arc::new(cert))));
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(error = %e, "a gateway connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Whether `der` is the certificate of a gateway in force (for the TLS handshake).
+pub fn admits(directory: civitas_exchange::Directory) -> civitas_exchange::tls::Admits {
+    Arc::new(move |der: &[u8]| {
+        directory
+            .installed()
+            .is_some_and(|s| s.gateway_with_certificate(der).is_some())
+    })
+}
