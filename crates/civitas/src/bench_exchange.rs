@@ -1,12 +1,14 @@
-//! `civitas bench exchange`: requests per second and added latency through the exchange's
-//! gateway, against the same clients calling the provider directly, in alternating rounds of
-//! the same run; the gateway's resident memory; and one large body streamed through it (time
-//! and the gateway's peak memory).
+//! `civitas bench exchange`: requests per second and added latency through two exchange
+//! gateways (the client's and the provider's), against the same clients calling the provider
+//! directly, in alternating rounds of the same run; each gateway's resident memory; and one
+//! large body streamed through both (time and each gateway's peak memory).
 //!
-//! The gateway is this executable run as `civitas serve` in a child process, with a directory
-//! set up by `civitas exchange` commands, so its memory is measured on its own. The provider
+//! Every node is this executable in a child process, so its memory is measured on its own:
+//! the directory (`civitas serve`, set up by `civitas exchange` commands) and the two
+//! gateways (`civitas serve --role gateway`), which poll its signed configuration and talk
+//! to each other over mutual TLS 1.3 with every message signed and verified. The provider
 //! (a small JSON service) and the clients run in this process. Every process shares the
-//! machine's cores. Each call through the gateway is checked and logged to the ledger, as in
+//! machine's cores. Each call is checked and logged to the ledger by both gateways, as in
 //! production.
 
 use std::path::{Path, PathBuf};
@@ -73,8 +75,8 @@ async fn provider() -> Result<std::net::SocketAddr> {
     Ok(addr)
 }
 
-/// Runs `civitas <args> --data <data>` to completion.
-fn civitas(exe: &Path, data: &Path, args: &[&str]) -> Result<()> {
+/// Runs `civitas <args> --data <data>` to completion and returns what it printed.
+fn civitas(exe: &Path, data: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new(exe)
         .args(args)
         .arg("--data")
@@ -88,38 +90,71 @@ fn civitas(exe: &Path, data: &Path, args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Starts the gateway (`civitas serve`) and returns it with its address.
-fn gateway(exe: &Path, data: &Path) -> Result<(Child, String)> {
-    use std::io::BufRead;
-    let mut child = Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("CIVITAS_LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut lines = std::io::BufReader::new(child.stdout.take().context("no stdout")?).lines();
-    let url = lines.by_ref().map_while(Result::ok).find_map(|l| {
-        Some(
-            l.split(" at ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .trim_end_matches('/')
-                .to_string(),
-        )
-    });
-    std::thread::spawn(move || lines.for_each(drop));
-    match url {
-        Some(u) => Ok((child, u)),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the gateway did not start")
+/// A node in a child process.
+struct Node {
+    child: Child,
+    /// Its HTTP address.
+    url: String,
+    /// A gateway's address for other gateways.
+    peers: Option<String>,
+}
+
+impl Node {
+    /// Starts `civitas serve` with `args` and `env` on `listen`, and reads its addresses.
+    fn start(
+        exe: &Path,
+        data: &Path,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Node> {
+        use std::io::BufRead;
+        let mut cmd = Command::new(exe);
+        cmd.args(["serve", "--listen", listen])
+            .args(args)
+            .arg("--data")
+            .arg(data)
+            .env("CIVITAS_LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
         }
+        let mut child = cmd.spawn()?;
+        let mut lines = std::io::BufReader::new(child.stdout.take().context("no stdout")?).lines();
+        let (mut url, mut peers) = (None, None);
+        for line in lines.by_ref().map_while(Result::ok) {
+            let at = line
+                .split(" at ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .map(|u| u.trim_end_matches('/').to_string());
+            if line.contains("takes calls from other gateways") {
+                peers = at;
+            } else if line.starts_with("Civitas is running") {
+                url = at;
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        match url {
+            Some(url) => Ok(Node { child, url, peers }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("a node did not start")
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 }
 
@@ -137,8 +172,14 @@ const STOP: u64 = 3;
 async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
     println!("civitas bench exchange — {}", machine());
     let provider = provider().await?;
-    let data = scratch.join("gateway");
-    std::fs::create_dir_all(&data)?;
+    let (dir, ga, gb) = (
+        scratch.join("directory"),
+        scratch.join("gateway-client"),
+        scratch.join("gateway-provider"),
+    );
+    for d in [&dir, &ga, &gb] {
+        std::fs::create_dir_all(d)?;
+    }
     let url = format!("http://{provider}");
     for step in [
         vec!["migrate"],
@@ -179,34 +220,108 @@ async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
             "TW/BENCH/CLIENT/app",
         ],
     ] {
-        civitas(exe, &data, &step)?;
+        civitas(exe, &dir, &step)?;
     }
-    let (mut child, base) = gateway(exe, &data)?;
-    let result = measure(args, &child, &base, &url).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let anchor = civitas(exe, &dir, &["exchange", "anchor"])?;
+    let key = anchor
+        .lines()
+        .find_map(|l| l.strip_prefix("exchange.anchor_key = \""))
+        .context("no anchor key")?
+        .trim_end_matches('"')
+        .to_string();
+    let mut key_files = Vec::new();
+    for g in [&ga, &gb] {
+        let file = g.join("public-keys.json");
+        std::fs::write(&file, civitas(exe, g, &["exchange", "gateway", "keys"])?)?;
+        key_files.push(file);
+    }
+    let directory = Node::start(exe, &dir, "127.0.0.1:0", &[], &[])?;
+    let gateway = |data: &Path, member: &str| {
+        Node::start(
+            exe,
+            data,
+            "127.0.0.1:0",
+            &["--role", "gateway"],
+            &[
+                ("CIVITAS_EXCHANGE__GATEWAY_MEMBER", member),
+                ("CIVITAS_EXCHANGE__DIRECTORY_URL", &directory.url),
+                ("CIVITAS_EXCHANGE__ANCHOR_KEY", &key),
+                ("CIVITAS_EXCHANGE__GATEWAY_LISTEN", "127.0.0.1:0"),
+                ("CIVITAS_EXCHANGE__POLL_SECS", "1"),
+            ],
+        )
+    };
+    let a = gateway(&ga, "TW/BENCH/CLIENT")?;
+    let b = gateway(&gb, "TW/BENCH/PROVIDER")?;
+    // The operator registers both gateways (the directory's SQLite has one writer, so it
+    // stops meanwhile) and the directory comes back on its address.
+    let listen = directory.url.trim_start_matches("http://").to_string();
+    directory.stop();
+    for (member, node, keys) in [
+        ("TW/BENCH/CLIENT", &a, &key_files[0]),
+        ("TW/BENCH/PROVIDER", &b, &key_files[1]),
+    ] {
+        let address = node
+            .peers
+            .clone()
+            .context("a gateway without its address")?;
+        let keys = keys.to_string_lossy().into_owned();
+        civitas(
+            exe,
+            &dir,
+            &[
+                "exchange",
+                "gateway",
+                "add",
+                member,
+                "--address",
+                &address,
+                "--keys",
+                &keys,
+            ],
+        )?;
+    }
+    let directory = Node::start(exe, &dir, &listen, &[], &[])?;
+    let gateways = [
+        ("client's gateway", a.child.id()),
+        ("provider's gateway", b.child.id()),
+    ];
+    let result = measure(args, &gateways, &a.url, &url).await;
+    for n in [a, b, directory] {
+        n.stop();
+    }
     result
 }
 
-async fn measure(args: &ExchangeArgs, child: &Child, base: &str, direct: &str) -> Result<()> {
+async fn measure(
+    args: &ExchangeArgs,
+    gateways: &[(&str, u32)],
+    base: &str,
+    direct: &str,
+) -> Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()?;
     let through = format!("{base}/r1/TW/BENCH/PROVIDER/app/items");
-    // The gateway answers before the load starts.
-    let probe = client
-        .get(format!("{through}/items/1"))
-        .header("X-Road-Client", "TW/BENCH/CLIENT/app")
-        .send()
-        .await?;
-    if !probe.status().is_success() {
-        bail!(
-            "the gateway answered {}: {}",
-            probe.status(),
-            probe.text().await?
-        );
+    // Both gateways hold a configuration naming each other before the load starts.
+    let waited = Instant::now();
+    loop {
+        let probe = client
+            .get(format!("{through}/items/1"))
+            .header("X-Road-Client", "TW/BENCH/CLIENT/app")
+            .send()
+            .await?;
+        if probe.status().is_success() {
+            break;
+        }
+        if waited.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "the gateways answered {}: {}",
+                probe.status(),
+                probe.text().await?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let phase = Arc::new(AtomicU64::new(IDLE));
     let in_flight = Arc::new(AtomicU64::new(0));
@@ -263,14 +378,16 @@ async fn measure(args: &ExchangeArgs, child: &Child, base: &str, direct: &str) -
         round.as_secs_f64()
     );
     let mut spent = [0.0f64; 2];
-    let mut rss_under_load = 0;
+    let mut rss_under_load = vec![0u64; gateways.len()];
     for _ in 0..rounds {
         for (i, p) in [DIRECT, GATEWAY].into_iter().enumerate() {
             let started = Instant::now();
             phase.store(p, Ordering::SeqCst);
             tokio::time::sleep(round).await;
             if p == GATEWAY {
-                rss_under_load = rss_under_load.max(rss_kib(child.id()));
+                for (i, (_, pid)) in gateways.iter().enumerate() {
+                    rss_under_load[i] = rss_under_load[i].max(rss_kib(*pid));
+                }
             }
             phase.store(IDLE, Ordering::SeqCst);
             while in_flight.load(Ordering::SeqCst) > 0 {
@@ -290,11 +407,12 @@ async fn measure(args: &ExchangeArgs, child: &Child, base: &str, direct: &str) -
     g.sort_by(f64::total_cmp);
     let (rate_d, rate_g) = (d.len() as f64 / spent[0], g.len() as f64 / spent[1]);
     let ms = |v: &[f64], p: f64| percentile(v, p) * 1e3;
-    let rss = rss_kib(child.id());
+    let rss: Vec<u64> = gateways.iter().map(|(_, pid)| rss_kib(*pid)).collect();
+    let pids: Vec<u32> = gateways.iter().map(|(_, pid)| *pid).collect();
 
-    // One large body through the gateway, with its peak memory sampled as it passes.
+    // One large body through both gateways, with their peak memory sampled as it passes.
     let big = if args.body_mib > 0 {
-        Some(stream_body(&client, &through, child.id(), args.body_mib).await?)
+        Some(stream_body(&client, &through, &pids, args.body_mib).await?)
     } else {
         None
     };
@@ -309,57 +427,59 @@ async fn measure(args: &ExchangeArgs, child: &Child, base: &str, direct: &str) -
         ms(&d, 0.99)
     );
     println!(
-        "| GET through the gateway: checked, forwarded, logged ({} clients) | {rate_g:.0}/s | {:.2} ms | {:.2} ms | direct {rate_d:.0}/s | {:.3} | ≥ 5,000/s through two gateways |",
+        "| GET through two gateways: checked, mutual TLS 1.3, signed, verified, logged by both ({} clients) | {rate_g:.0}/s | {:.2} ms | {:.2} ms | direct {rate_d:.0}/s | {:.3} | ≥ 5,000/s |",
         args.clients,
         ms(&g, 0.5),
         ms(&g, 0.99),
         rate_g / rate_d
     );
     println!(
-        "| latency the gateway adds | | {:.2} ms | {:.2} ms | | | p99 ≤ 5 ms |",
+        "| latency the two gateways add | | {:.2} ms | {:.2} ms | | | p99 ≤ 5 ms |",
         ms(&g, 0.5) - ms(&d, 0.5),
         ms(&g, 0.99) - ms(&d, 0.99)
     );
-    println!(
-        "| gateway resident memory, under load / after | {:.1} MiB / {:.1} MiB | | | | | < 100 MB |",
-        rss_under_load as f64 / 1024.0,
-        rss as f64 / 1024.0
-    );
+    for (i, (name, _)) in gateways.iter().enumerate() {
+        println!(
+            "| {name} resident memory, under load / after | {:.1} MiB / {:.1} MiB | | | | | < 100 MB |",
+            rss_under_load[i] as f64 / 1024.0,
+            rss[i] as f64 / 1024.0
+        );
+    }
     if let Some((secs, before, peak)) = big {
         println!(
-            "| {} MiB body streamed through the gateway | {secs:.1} s ({:.0} MiB/s) | | | | | flat memory |",
+            "| {} MiB body streamed through both gateways | {secs:.1} s ({:.0} MiB/s) | | | | | flat memory |",
             args.body_mib,
             args.body_mib as f64 / secs
         );
-        println!(
-            "| gateway memory before / peak while streaming it | {:.1} MiB / {:.1} MiB | | | | | |",
-            before as f64 / 1024.0,
-            peak as f64 / 1024.0
-        );
+        for (i, (name, _)) in gateways.iter().enumerate() {
+            println!(
+                "| {name} memory before / peak while streaming it | {:.1} MiB / {:.1} MiB | | | | | |",
+                before[i] as f64 / 1024.0,
+                peak[i] as f64 / 1024.0
+            );
+        }
     }
-    println!();
-    println!(
-        "One gateway serves both sides here (the all-in-one server); gateway-to-gateway TLS and signatures are not built yet."
-    );
     Ok(())
 }
 
-/// Posts `mib` MiB through the gateway, generated as it goes; returns the seconds it took and
-/// the gateway's resident memory before and at its highest while the body passed.
+/// Posts `mib` MiB through the gateways, generated as it goes; returns the seconds it took
+/// and each gateway's resident memory before and at its highest while the body passed.
 async fn stream_body(
     client: &reqwest::Client,
     through: &str,
-    pid: u32,
+    pids: &[u32],
     mib: u64,
-) -> Result<(f64, u64, u64)> {
-    let before = rss_kib(pid);
-    let peak = Arc::new(AtomicU64::new(before));
+) -> Result<(f64, Vec<u64>, Vec<u64>)> {
+    let before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+    let peak: Arc<Vec<AtomicU64>> = Arc::new(before.iter().map(|b| AtomicU64::new(*b)).collect());
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
+        let (peak, done, pids) = (peak.clone(), done.clone(), pids.to_vec());
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
-                peak.fetch_max(rss_kib(pid), Ordering::SeqCst);
+                for (i, pid) in pids.iter().enumerate() {
+                    peak[i].fetch_max(rss_kib(*pid), Ordering::SeqCst);
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
@@ -385,5 +505,9 @@ async fn stream_body(
     if !status.is_success() || answer["bytes"].as_u64() != Some(mib * 1024 * 1024) {
         bail!("the large body did not arrive whole: {status} {answer}");
     }
-    Ok((secs, before, peak.load(Ordering::SeqCst)))
+    Ok((
+        secs,
+        before,
+        peak.iter().map(|p| p.load(Ordering::SeqCst)).collect(),
+    ))
 }
