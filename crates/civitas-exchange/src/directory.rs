@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::ExchangeError;
 use crate::configuration::{Anchor, Configuration, Gateway, Signed};
 use crate::network;
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 
 /// SHA-256 of bytes, hex.
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -266,6 +266,19 @@ pub struct Snapshot {
     services: HashMap<String, Service>,
     /// (service, client) → (method, path prefix) rights.
     rights: HashMap<(String, String), Vec<(String, String)>>,
+    /// The gateways in force with their keys decoded once, by member.
+    gateways: HashMap<MemberId, Arc<GatewayEntry>>,
+}
+
+/// A gateway in force, its keys decoded.
+#[derive(Debug)]
+pub struct GatewayEntry {
+    /// The gateway as the configuration gives it.
+    pub gateway: Gateway,
+    /// Its message-signing key.
+    pub key: VerifyingKey,
+    /// Its TLS certificate (DER).
+    pub certificate: Vec<u8>,
 }
 
 impl Snapshot {
@@ -298,7 +311,21 @@ impl Snapshot {
             .iter()
             .map(|s| (s.id.to_string(), s.clone()))
             .collect();
+        // A gateway whose keys do not decode is trusted by nobody.
+        let gateways = configuration
+            .gateways
+            .iter()
+            .filter_map(|g| {
+                let entry = GatewayEntry {
+                    key: g.verifying_key().ok()?,
+                    certificate: g.certificate_der().ok()?,
+                    gateway: g.clone(),
+                };
+                Some((g.member.clone(), Arc::new(entry)))
+            })
+            .collect();
         Snapshot {
+            gateways,
             loaded: Instant::now(),
             local,
             signed,
@@ -388,19 +415,13 @@ impl Snapshot {
     }
 
     /// The gateway in force for a member.
-    pub fn gateway_of(&self, member: &MemberId) -> Option<&Gateway> {
-        self.configuration
-            .gateways
-            .iter()
-            .find(|g| g.member == *member)
+    pub fn gateway_of(&self, member: &MemberId) -> Option<&Arc<GatewayEntry>> {
+        self.gateways.get(member)
     }
 
     /// The gateway in force whose TLS certificate this is.
-    pub fn gateway_with_certificate(&self, der: &[u8]) -> Option<&Gateway> {
-        self.configuration
-            .gateways
-            .iter()
-            .find(|g| g.certificate_der().is_ok_and(|c| c == der))
+    pub fn gateway_with_certificate(&self, der: &[u8]) -> Option<&Arc<GatewayEntry>> {
+        self.gateways.values().find(|g| g.certificate == der)
     }
 }
 

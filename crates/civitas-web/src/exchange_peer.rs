@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use civitas_core::xroad::MemberId;
-use civitas_exchange::Gateway;
+use civitas_exchange::directory::GatewayEntry;
 use civitas_exchange::directory::Snapshot;
 use civitas_exchange::keys::GatewayKeys;
 use civitas_exchange::message::{
@@ -41,8 +41,9 @@ pub struct GatewayRole {
     pub member: MemberId,
     /// Its keys.
     pub keys: GatewayKeys,
-    /// A client per provider gateway, pinned to that gateway's certificate.
-    clients: Mutex<HashMap<String, (Vec<u8>, reqwest::Client)>>,
+    /// A client per provider gateway, pinned to that gateway's certificate, and the URL
+    /// messages go to.
+    clients: Mutex<HashMap<String, (Vec<u8>, reqwest::Client, reqwest::Url)>>,
 }
 
 impl GatewayRole {
@@ -58,16 +59,19 @@ impl GatewayRole {
     /// An HTTP client that reaches `peer` only: mutual TLS 1.3 with this gateway's
     /// certificate, accepting only the certificate the configuration gives for `peer`. A
     /// new certificate makes a new client, so connections to a replaced key are dropped.
-    fn client_for(&self, peer: &Gateway) -> Result<reqwest::Client, Fault> {
-        let cert = peer.certificate_der().map_err(internal)?;
+    fn client_for(&self, peer: &GatewayEntry) -> Result<(reqwest::Client, reqwest::Url), Fault> {
+        let cert = &peer.certificate;
         let mut clients = self.clients.lock().map_err(internal)?;
-        let key = peer.member.to_string();
-        if let Some((c, client)) = clients.get(&key)
-            && *c == cert
+        let key = peer.gateway.member.to_string();
+        if let Some((c, client, url)) = clients.get(&key)
+            && c == cert
+            && url.as_str().starts_with(&peer.gateway.address)
         {
-            return Ok(client.clone());
+            return Ok((client.clone(), url.clone()));
         }
-        let tls = civitas_exchange::tls::client_config(&self.keys, &cert).map_err(internal)?;
+        let url = reqwest::Url::parse(&format!("{}{}", peer.gateway.address, message::PATH))
+            .map_err(internal)?;
+        let tls = civitas_exchange::tls::client_config(&self.keys, cert).map_err(internal)?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .redirect(reqwest::redirect::Policy::none())
@@ -75,8 +79,8 @@ impl GatewayRole {
             .read_timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(internal)?;
-        clients.insert(key, (cert, client.clone()));
-        Ok(client)
+        clients.insert(key, (cert.clone(), client.clone(), url.clone()));
+        Ok((client, url))
     }
 }
 
@@ -231,8 +235,8 @@ pub(crate) async fn forward(
             format!("no gateway of {member} holds keys in force (revoked, or never registered)"),
         )
     })?;
-    let peer_key = peer.verifying_key().map_err(internal)?;
-    let client = role.client_for(&peer)?;
+    let peer_key = peer.key;
+    let (client, url) = role.client_for(&peer)?;
     let head = RequestHead {
         method: p.method.as_str().to_string(),
         target: p.target.clone(),
@@ -259,7 +263,7 @@ pub(crate) async fn forward(
         role.keys.signing.clone(),
     );
     let answer = client
-        .post(format!("{}{}", peer.address, message::PATH))
+        .post(url)
         .header(header::CONTENT_TYPE, message::CONTENT_TYPE)
         .body(reqwest::Body::wrap_stream(frames))
         .send()
@@ -373,7 +377,7 @@ pub(crate) async fn forward(
     };
     let peer = Peer {
         side: Side::Client,
-        gateway: peer.member.to_string(),
+        gateway: peer.gateway.member.to_string(),
     };
     finish(
         app,
@@ -437,7 +441,8 @@ async fn receive_call(
                 "the calling gateway's certificate is not in force",
             )
         })?;
-    let sender_key = sender.verifying_key().map_err(internal)?;
+    let sender_key = sender.key;
+    let sender_member = &sender.gateway.member;
     let invalid = |m: String| Fault::server_proxy("InvalidMessage", m);
     let head_bytes = match reader.next().await {
         Ok(Some((HEAD, b))) => b,
@@ -462,12 +467,12 @@ async fn receive_call(
         forward.push((name, value));
     }
     let mut p = prepare(app, &directory, &method, &uri, &headers).await?;
-    if p.client.member != sender.member {
+    if p.client.member != *sender_member {
         return Err(Fault::server_proxy(
             "AccessDenied",
             format!(
                 "the gateway of {} may not call for {}",
-                sender.member, p.client
+                sender_member, p.client
             ),
         ));
     }
@@ -507,7 +512,7 @@ async fn receive_call(
                         "InvalidSignatureValue",
                         format!(
                             "the message does not verify against the key of {}'s gateway: it was changed on the way or signed by another key",
-                            sender.member
+                            sender_member
                         ),
                     ));
                 }
@@ -547,7 +552,7 @@ async fn receive_call(
     };
     let peer = Peer {
         side: Side::Provider,
-        gateway: sender.member.to_string(),
+        gateway: sender_member.to_string(),
     };
     let res = finish(
         app,
@@ -633,7 +638,7 @@ pub(crate) async fn note_poll(app: &Shared, claim: &str) -> bool {
         return false;
     };
     let read = civitas_exchange::configuration::read_poll_claim(claim, now, |m| {
-        directory.gateway_of(m).and_then(|g| g.verifying_key().ok())
+        directory.gateway_of(m).map(|g| g.key)
     });
     let Some((member, _, version)) = read else {
         return false;
