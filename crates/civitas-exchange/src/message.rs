@@ -73,10 +73,16 @@ pub struct End {
 /// One frame's bytes.
 pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + payload.len());
-    out.push(kind);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&frame_header(kind, payload.len()));
     out.extend_from_slice(payload);
     out
+}
+
+/// A frame's first five bytes, to send before a payload that is sent as it is (a body's
+/// pieces are never copied into frames).
+pub fn frame_header(kind: u8, len: usize) -> [u8; 5] {
+    let n = (len as u32).to_be_bytes();
+    [kind, n[0], n[1], n[2], n[3]]
 }
 
 /// A frame as JSON.
@@ -85,49 +91,41 @@ pub fn json_frame(kind: u8, value: &impl Serialize) -> Vec<u8> {
     frame(kind, &serde_json::to_vec(value).unwrap_or_default())
 }
 
-/// Reads frames out of a byte stream that arrives in pieces.
+/// Reads frames out of a byte stream that arrives in pieces; a payload comes out as a view
+/// of the bytes received, without another copy.
 #[derive(Default)]
 pub struct Decoder {
-    buf: Vec<u8>,
-    start: usize,
+    buf: bytes::BytesMut,
 }
 
 impl Decoder {
     /// Adds bytes that arrived.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame, if one has arrived.
-    pub fn next_frame(&mut self) -> Result<Option<(u8, Vec<u8>)>, ExchangeError> {
-        let rest = &self.buf[self.start..];
-        if rest.len() < 5 {
+    pub fn next_frame(&mut self) -> Result<Option<(u8, bytes::Bytes)>, ExchangeError> {
+        if self.buf.len() < 5 {
             return Ok(None);
         }
-        let kind = rest[0];
-        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let kind = self.buf[0];
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
         if !(HEAD..=END).contains(&kind) || len > MAX_FRAME {
             return Err(ExchangeError::Invalid("a malformed message frame".into()));
         }
-        if rest.len() < 5 + len {
+        if self.buf.len() < 5 + len {
+            self.buf.reserve(5 + len - self.buf.len());
             return Ok(None);
         }
-        let payload = rest[5..5 + len].to_vec();
-        self.start += 5 + len;
-        if self.start > (1 << 20) {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
+        let mut whole = self.buf.split_to(5 + len);
+        let payload = whole.split_off(5).freeze();
         Ok(Some((kind, payload)))
     }
 
     /// Whether bytes of an unfinished frame are left.
     pub fn is_empty(&self) -> bool {
-        self.start == self.buf.len()
+        self.buf.is_empty()
     }
 }
 
@@ -247,7 +245,7 @@ mod tests {
         }
         let kinds: Vec<u8> = got.iter().map(|f| f.0).collect();
         assert_eq!(kinds, vec![HEAD, DATA, DATA, END]);
-        assert_eq!(got[1].1, b"hello");
+        assert_eq!(&got[1].1[..], b"hello");
         assert!(d.is_empty());
 
         let mut d = Decoder::default();

@@ -35,6 +35,13 @@ use crate::exchange::{
 /// The most of a body held back until its signature verifies.
 pub const BUFFER: usize = 1 << 20;
 
+/// How this gateway reaches another: pinned to its certificate, at its message URL.
+struct PeerClient {
+    certificate: Vec<u8>,
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
 /// This node as a gateway of one member.
 pub struct GatewayRole {
     /// The member whose information systems it serves.
@@ -43,7 +50,7 @@ pub struct GatewayRole {
     pub keys: GatewayKeys,
     /// A client per provider gateway, pinned to that gateway's certificate, and the URL
     /// messages go to.
-    clients: Mutex<HashMap<String, (Vec<u8>, reqwest::Client, reqwest::Url)>>,
+    clients: Mutex<HashMap<String, PeerClient>>,
 }
 
 impl GatewayRole {
@@ -63,11 +70,11 @@ impl GatewayRole {
         let cert = &peer.certificate;
         let mut clients = self.clients.lock().map_err(internal)?;
         let key = peer.gateway.member.to_string();
-        if let Some((c, client, url)) = clients.get(&key)
-            && c == cert
-            && url.as_str().starts_with(&peer.gateway.address)
+        if let Some(p) = clients.get(&key)
+            && p.certificate == *cert
+            && p.url.as_str().starts_with(&peer.gateway.address)
         {
-            return Ok((client.clone(), url.clone()));
+            return Ok((p.client.clone(), p.url.clone()));
         }
         let url = reqwest::Url::parse(&format!("{}{}", peer.gateway.address, message::PATH))
             .map_err(internal)?;
@@ -79,7 +86,14 @@ impl GatewayRole {
             .read_timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(internal)?;
-        clients.insert(key, (cert.clone(), client.clone(), url.clone()));
+        clients.insert(
+            key,
+            PeerClient {
+                certificate: cert.clone(),
+                client: client.clone(),
+                url: url.clone(),
+            },
+        );
         Ok((client, url))
     }
 }
@@ -103,7 +117,7 @@ impl FrameReader {
     }
 
     /// The next frame; `None` at a clean end.
-    async fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
+    async fn next(&mut self) -> Result<Option<(u8, Bytes)>, String> {
         loop {
             if let Some(f) = self.decoder.next_frame().map_err(|e| e.to_string())? {
                 return Ok(Some(f));
@@ -133,6 +147,30 @@ fn strings(headers: &[(HeaderName, HeaderValue)]) -> Result<Vec<(String, String)
         .collect()
 }
 
+/// The largest data frame sent: larger pieces go as several (views of the same bytes), so
+/// the receiving gateway's buffers stay small whatever pieces the sender's peer wrote.
+const MAX_DATA_FRAME: usize = 64 * 1024;
+
+/// A piece of a body as data frames: each frame's header, then its part of the piece,
+/// uncopied.
+fn data_frame(b: Bytes) -> Vec<Result<Bytes, std::io::Error>> {
+    let mut out = Vec::with_capacity(2 * b.len().div_ceil(MAX_DATA_FRAME).max(1));
+    let mut at = 0;
+    loop {
+        let end = (at + MAX_DATA_FRAME).min(b.len());
+        let part = b.slice(at..end);
+        out.push(Ok(Bytes::copy_from_slice(&message::frame_header(
+            DATA,
+            part.len(),
+        ))));
+        out.push(Ok(part));
+        at = end;
+        if at >= b.len() {
+            return out;
+        }
+    }
+}
+
 /// The frames of a request: the head, the body as it streams (hashed on the way), and the
 /// signature over the request hash.
 fn request_frames(
@@ -143,12 +181,15 @@ fn request_frames(
 ) -> BodyStream {
     let fed = hash.clone();
     let head = stream::once(async move { Ok(Bytes::from(message::frame(HEAD, &head))) });
-    let data = body.map(move |chunk| {
-        chunk.map(|b| {
-            if let Ok(mut h) = fed.lock() {
-                h.body(&b);
+    let data = body.flat_map(move |chunk| {
+        stream::iter(match chunk {
+            Ok(b) => {
+                if let Ok(mut h) = fed.lock() {
+                    h.body(&b);
+                }
+                data_frame(b)
             }
-            Bytes::from(message::frame(DATA, &b))
+            Err(e) => vec![Err(e)],
         })
     });
     let end = stream::once(async move {
@@ -191,7 +232,7 @@ where
         let failure = match st.reader.next().await {
             Ok(Some((DATA, b))) => {
                 (st.on_data)(&b);
-                return Some((Ok(Bytes::from(b)), st));
+                return Some((Ok(b), st));
             }
             Ok(Some((END, b))) => {
                 let end = serde_json::from_slice::<End>(&b).ok();
@@ -312,7 +353,7 @@ pub(crate) async fn forward(
             Ok(Some((DATA, b))) => {
                 digest.lock().map_err(internal)?.body(&b);
                 size += b.len();
-                buffered.push(Bytes::from(b));
+                buffered.push(b);
                 if size > BUFFER {
                     break None;
                 }
@@ -499,7 +540,7 @@ async fn receive_call(
             Ok(Some((DATA, b))) => {
                 hash.body(&b);
                 size += b.len();
-                buffered.push(Bytes::from(b));
+                buffered.push(b);
                 if size > BUFFER {
                     break false;
                 }
@@ -582,12 +623,15 @@ fn framed(role: &GatewayRole, res: Response, hash: Option<Arc<Mutex<RequestHash>
     let fed = digest.clone();
     let key = role.keys.signing.clone();
     let first = stream::once(async move { Ok(Bytes::from(message::frame(HEAD, &head_bytes))) });
-    let data = body.into_data_stream().map(move |chunk| {
-        chunk.map_err(std::io::Error::other).map(|b| {
-            if let Ok(mut d) = fed.lock() {
-                d.body(&b);
+    let data = body.into_data_stream().flat_map(move |chunk| {
+        stream::iter(match chunk {
+            Ok(b) => {
+                if let Ok(mut d) = fed.lock() {
+                    d.body(&b);
+                }
+                data_frame(b)
             }
-            Bytes::from(message::frame(DATA, &b))
+            Err(e) => vec![Err(std::io::Error::other(e))],
         })
     });
     let end = stream::once(async move {
