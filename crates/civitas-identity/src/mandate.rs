@@ -145,6 +145,42 @@ pub async fn held_by(
     Ok(out)
 }
 
+/// Whether `holder_id` holds, on `today`, a mandate to act for the person `person_id`; the
+/// mandate's basis (`parent` or `granted`) when so.
+pub async fn holds_for(
+    db: &Db,
+    holder_id: i64,
+    person_id: i64,
+    today: &str,
+) -> Result<Option<String>, IdentityError> {
+    Ok(held_by(db, holder_id, today)
+        .await?
+        .into_iter()
+        .find(|p| p.person_id == Some(person_id))
+        .map(|p| p.basis))
+}
+
+/// Everyone who may have acted for `person_id` at some time: their parents and everyone
+/// they ever granted a mandate to, with their names (for the person's own pages).
+pub async fn possible_holders(
+    db: &Db,
+    person_id: i64,
+) -> Result<Vec<(i64, String)>, IdentityError> {
+    let mut out: Vec<(i64, String)> = civitas_registry::parents_of(db, person_id)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p.name_zh))
+        .collect();
+    for g in granted(db, "grantor_person_id", person_id).await? {
+        if !out.iter().any(|(id, _)| *id == g.grantee_person_id)
+            && let Some(p) = civitas_registry::person_by_id(db, g.grantee_person_id).await?
+        {
+            out.push((p.id, p.name_zh));
+        }
+    }
+    Ok(out)
+}
+
 /// Mandates granted by (`grantor_person_id`) or to (`grantee_person_id`) a person, newest first.
 pub(crate) async fn granted(
     db: &Db,

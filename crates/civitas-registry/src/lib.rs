@@ -44,7 +44,7 @@ use civitas_store::{Db, Engine, StoreError};
 use time::Date;
 
 pub use people::{
-    Person, Representation, businesses_represented_by, children_of, person_by_id,
+    Person, Representation, businesses_represented_by, children_of, parents_of, person_by_id,
     person_by_national_id,
 };
 pub use ubn::ubn_is_valid;

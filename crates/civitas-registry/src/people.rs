@@ -83,6 +83,18 @@ pub async fn children_of(db: &Db, parent_id: i64) -> Result<Vec<Person>, Registr
     Ok(rows.iter().map(person_from).collect::<Result<_, _>>()?)
 }
 
+/// A person's parents, as the population register links them.
+pub async fn parents_of(db: &Db, child_id: i64) -> Result<Vec<Person>, RegistryError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {PERSON_COLUMNS} FROM parent_links l JOIN persons p ON p.id = l.parent_id
+         WHERE l.child_id = $1 ORDER BY p.id"
+    ))
+    .bind(child_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(person_from).collect::<Result<_, _>>()?)
+}
+
 /// A business a person represents, as the business register says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Representation {

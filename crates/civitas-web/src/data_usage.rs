@@ -53,6 +53,12 @@ pub(crate) struct DataUse {
     consent_reference: Option<String>,
     /// The organisation the caller acted for, when it said so.
     represented_party: Option<String>,
+    /// Under whose mandate the call was made for the person: the mandate's basis
+    /// (`parent`, `granted`), when someone acted for them.
+    mandate: Option<String>,
+    /// The name of whoever acted for the person under that mandate, when they are among the
+    /// people who may (their parents, or someone they granted a mandate to).
+    mandate_holder: Option<String>,
     /// The call's `X-Road-Id`.
     x_road_id: String,
     /// The answer's HTTP status.
@@ -87,6 +93,18 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
     let text = |e: &civitas_ledger::Event, k: &str| {
         e.public.get(k).and_then(|v| v.as_str()).map(str::to_string)
     };
+    // Who may have acted for the person, by the tag the log keeps of them.
+    let mut holders: HashMap<String, String> = HashMap::new();
+    if let Some(person) = s.account.person_id {
+        for (id, name) in civitas_identity::mandate::possible_holders(&app.db, person).await? {
+            let tag = app
+                .ledger
+                .subject_secret(&format!("person:{id}"))
+                .await?
+                .tag();
+            holders.insert(tag.to_string(), name);
+        }
+    }
     let now = time::OffsetDateTime::now_utc();
     // The person's own entries, and the deferred ones whose time has come (each logged under
     // a subject of its own, so that nobody finds it by the person's tag before then).
@@ -142,6 +160,8 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
             legal_basis: text(&e, "legal_basis").unwrap_or_default(),
             consent_reference: text(&e, "consent_reference"),
             represented_party: text(&e, "represented_party"),
+            mandate: text(&e, "mandate"),
+            mandate_holder: text(&e, "mandate_holder").and_then(|t| holders.get(&t).cloned()),
             x_road_id: text(&e, "x_road_id").unwrap_or_default(),
             status: e.public.get("status").and_then(|v| v.as_u64()).unwrap_or(0),
             deferral_reason: text(&e, "deferral_reason"),

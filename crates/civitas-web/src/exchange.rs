@@ -151,6 +151,10 @@ pub(crate) struct Reason {
     consent: Option<String>,
     /// Until when the person does not see the call, and why.
     deferral: Option<Deferral>,
+    /// Who acted for the person, as `X-Road-PDU-Mandate-Holder` names them (the same forms as
+    /// `X-Road-UserId`); once checked, the mandate's basis and the holder's ledger subject.
+    holder: Option<String>,
+    mandate: Option<(String, String)>,
 }
 
 /// A deferral the caller asks for (`X-Road-PDU-Hidden: true` with `…-Hidden-Reason` and
@@ -249,6 +253,8 @@ fn reason(headers: &HeaderMap, sub: &civitas_exchange::Subsystem) -> Result<Reas
         legal_basis: decode(basis.unwrap_or_default()),
         consent: consent.map(decode),
         deferral: deferral(headers, sub)?,
+        holder: last(headers, "x-road-pdu-mandate-holder").map(str::to_string),
+        mandate: None,
     })
 }
 
@@ -270,6 +276,30 @@ async fn subject_of(app: &Shared, user: &str) -> Option<(String, String)> {
         Ok(Some(p)) => Some((format!("person:{}", p.id), national)),
         _ => None,
     }
+}
+
+/// Checks that the person `holder` names holds a mandate today for the person whose ledger
+/// subject is `subject`; the mandate's basis and the holder's subject.
+async fn mandate_of(app: &Shared, holder: &str, subject: &str) -> Result<(String, String), Fault> {
+    let bad = |m: &str| Fault::client("BadRequest", m.to_string());
+    let (holder_subject, _) = subject_of(app, holder)
+        .await
+        .ok_or_else(|| bad("X-Road-PDU-Mandate-Holder names nobody in the population register"))?;
+    let id = |s: &str| {
+        s.strip_prefix("person:")
+            .and_then(|i| i.parse::<i64>().ok())
+    };
+    let (Some(holder_id), Some(person_id)) = (id(&holder_subject), id(subject)) else {
+        return Err(internal("a person's subject is not person:<id>"));
+    };
+    let today = civitas_identity::Identity::today();
+    let basis = civitas_identity::mandate::holds_for(&app.db, holder_id, person_id, &today)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            bad("X-Road-PDU-Mandate-Holder holds no mandate today for the person X-Road-UserId names")
+        })?;
+    Ok((basis, holder_subject))
 }
 
 /// The national IDs a registry's answer names (`national_id`, `principal_national_id`).
@@ -560,6 +590,12 @@ pub(crate) async fn prepare(
         if app.exchange.is_remote() {
             // A gateway holds no register: the person is known by the identifier given.
             r.subject = format!("xroad-user:{}", r.user.to_ascii_uppercase());
+            if r.holder.is_some() {
+                return Err(Fault::client(
+                    "BadRequest",
+                    "a mandate is checked against the population register, which this gateway does not hold",
+                ));
+            }
         } else {
             let (subject, national) = subject_of(app, &r.user).await.ok_or_else(|| {
                 Fault::client(
@@ -578,6 +614,9 @@ pub(crate) async fn prepare(
                     "BadRequest",
                     "the call names one person in X-Road-UserId and asks about another",
                 ));
+            }
+            if let Some(holder) = r.holder.clone() {
+                r.mandate = Some(mandate_of(app, &holder, &subject).await?);
             }
             r.subject = subject;
         }
@@ -839,6 +878,19 @@ pub(crate) async fn finish(
             .with("legal_basis", r.legal_basis);
         if let Some(c) = r.consent {
             event = event.with("consent_reference", c);
+        }
+        // Under whose mandate: its basis, and the holder by their tag alone (the person's
+        // own page finds the name among the people who may act for them).
+        if let Some((basis, holder)) = r.mandate {
+            let tag = app
+                .ledger
+                .subject_secret(&holder)
+                .await
+                .map_err(internal)?
+                .tag();
+            event = event
+                .with("mandate", basis)
+                .with("mandate_holder", tag.to_string());
         }
         let mut subject = r.subject.clone();
         if let Some(d) = r.deferral {

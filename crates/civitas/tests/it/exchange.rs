@@ -388,6 +388,41 @@ on_both_engines! {
         assert_eq!(logged.public["x_road_id"], x_road_id.as_str());
         // Someone else's entry (the log's first) is not theirs to fetch.
         assert_eq!(b.get("/account/data-usage/0/proof").await.status, 404);
+
+        // Someone acting for the person names themselves: only a mandate in force lets them,
+        // and the person sees under whose mandate the call was made.
+        let helper = civitas_registry::demo_people(&app.db).await.unwrap()[1].clone();
+        let holder = format!("TW{}", helper.national_id);
+        let acting = [
+            ("X-Road-UserId", user.as_str()),
+            ("X-Road-PDU-Purpose", "Tax return"),
+            ("X-Road-PDU-Legal-Basis", "Mandate"),
+            ("X-Road-PDU-Mandate-Holder", holder.as_str()),
+        ];
+        let m = assert_fault(with(&acting).await.unwrap(), 400, "Client.BadRequest").await;
+        assert!(m.contains("holds no mandate"), "{m}");
+        let helper_id = civitas_registry::person_by_national_id(&app.db, &helper.national_id).await.unwrap().unwrap().id;
+        let today = civitas_identity::Identity::today();
+        civitas_store::sqlx::query(
+            "INSERT INTO mandates (id, grantor_person_id, grantee_person_id, scope, valid_from, valid_until, note, created_ms) VALUES ('m-test', $1, $2, 'tax', $3, $3, '', 0)",
+        )
+        .bind(p.id)
+        .bind(helper_id)
+        .bind(&today)
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(with(&acting).await.unwrap().status(), 200);
+        let events = app.ledger.subject_events(tag).await.unwrap();
+        let (_, e) = events.iter().rev().find(|(_, e)| e.kind == "exchange.call").unwrap();
+        assert_eq!(e.public["mandate"], "granted");
+        let helper_tag = app.ledger.subject_secret(&format!("person:{helper_id}")).await.unwrap().tag();
+        assert_eq!(e.public["mandate_holder"], helper_tag.to_string().as_str());
+        let uses: Value = serde_json::from_str(&b.get("/api/v1/me/data-usage").await.body).unwrap();
+        assert_eq!(uses[0]["purpose"], "Tax return");
+        assert_eq!(uses[0]["mandate"], "granted");
+        assert_eq!(uses[0]["mandate_holder"], helper.name_zh.as_str());
+        assert!(b.get("/account/data-usage").await.body.contains(&helper.name_zh));
         app.stop().await;
     }
 
