@@ -192,6 +192,30 @@ pub fn read_poll_claim(
     Some((member, at, version))
 }
 
+/// A gateway's signature over a body it sends the directory (base64url, over SHA-512 of
+/// the body).
+pub fn sign_body(key: &SigningKey, body: &[u8]) -> String {
+    use sha2::Digest;
+    let mut message = b"civitas-exchange/body\n".to_vec();
+    message.extend_from_slice(&sha2::Sha512::digest(body));
+    URL_SAFE_NO_PAD.encode(key.sign(&message).to_bytes())
+}
+
+/// Whether `signature` is `key`'s over `body` (see [`sign_body`]).
+pub fn verify_body(key: &VerifyingKey, body: &[u8], signature: &str) -> bool {
+    use sha2::Digest;
+    let mut message = b"civitas-exchange/body\n".to_vec();
+    message.extend_from_slice(&sha2::Sha512::digest(body));
+    URL_SAFE_NO_PAD
+        .decode(signature.trim())
+        .ok()
+        .and_then(|s| <[u8; 64]>::try_from(s).ok())
+        .is_some_and(|s| {
+            key.verify(&message, &ed25519_dalek::Signature::from_bytes(&s))
+                .is_ok()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +264,12 @@ mod tests {
         );
         assert!(read_poll_claim(&claim, 1_000_000 + 301_000, mine).is_none());
         assert!(read_poll_claim(&claim, 1_000_000, |_| Some(mallory.verifying_key())).is_none());
+
+        // A body's signature binds the body and the key.
+        let sig = sign_body(&key, b"[1]");
+        assert!(verify_body(&key.verifying_key(), b"[1]", &sig));
+        assert!(!verify_body(&key.verifying_key(), b"[2]", &sig));
+        assert!(!verify_body(&mallory.verifying_key(), b"[1]", &sig));
 
         // Another instance's anchor.
         let ee = Anchor {

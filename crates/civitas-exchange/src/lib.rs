@@ -10,6 +10,7 @@ pub mod message;
 pub mod network;
 pub mod protocol;
 pub mod tls;
+pub mod tracker;
 
 pub use configuration::{Anchor, Configuration, Gateway};
 pub use directory::{
@@ -140,6 +141,21 @@ pub const COMPONENT: Component = Component {
                 tls_certificate TEXT NOT NULL,
                 signing_key TEXT NOT NULL,
                 added_ms BIGINT NOT NULL
+            );",
+        },
+        Migration {
+            version: 5,
+            name: "tracker reports between nodes",
+            sql: "CREATE TABLE exchange_tracker_outbox (
+                id TEXT PRIMARY KEY,
+                report TEXT NOT NULL,
+                created_ms BIGINT NOT NULL
+            );
+            CREATE INDEX exchange_tracker_outbox_created ON exchange_tracker_outbox (created_ms);
+            CREATE TABLE exchange_tracker_received (
+                id TEXT PRIMARY KEY,
+                reporter TEXT NOT NULL,
+                received_ms BIGINT NOT NULL
             );",
         },
     ],

@@ -33,6 +33,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/r1/{*rest}", any(gateway))
         .route("/listClients", get(list_clients))
         .route("/exchange/v1/configuration", get(configuration))
+        .route("/exchange/v1/tracker", axum::routing::post(tracker))
 }
 
 /// The metaservices a provider subsystem answers itself.
@@ -853,8 +854,8 @@ pub(crate) async fn finish(
         &format!("exchange/service/{}", call.service),
     )
     .with("x_road_id", loggable_id(&call.x_road_id))
-    .with("request_id", call.request_id)
-    .with("method", call.method)
+    .with("request_id", call.request_id.clone())
+    .with("method", call.method.clone())
     .with("status", u64::from(status))
     .with("request_body_bytes", body_bytes);
     if let Some(peer) = &call.peer {
@@ -871,7 +872,41 @@ pub(crate) async fn finish(
             },
         );
     }
-    let mut deferred = None;
+    // A gateway holds no register: the provider's gateway reports a call about a person to
+    // the directory, whose tracker the person reads (the outbox commits with this entry).
+    let report = match (&call.reason, &call.peer) {
+        (Some(r), None)
+        | (
+            Some(r),
+            Some(Peer {
+                side: Side::Provider,
+                ..
+            }),
+        ) if app.exchange.is_remote() => Some(civitas_exchange::tracker::Report {
+            id: call.request_id.clone(),
+            time_ms: civitas_ledger::event::now_ms(),
+            client: call.client.to_string(),
+            service: call.service.to_string(),
+            x_road_id: call.x_road_id.clone(),
+            method: call.method.clone(),
+            status,
+            user: r.user.clone(),
+            purpose: r.purpose.clone(),
+            legal_basis: r.legal_basis.clone(),
+            consent_reference: r.consent.clone(),
+            represented_party: call.represented.as_ref().map(|p| match &p.class {
+                Some(c) => format!("{c}/{}", p.code),
+                None => p.code.clone(),
+            }),
+            deferred_until_ms: r.deferral.as_ref().map(|d| d.until_ms),
+            deferral_reason: r.deferral.as_ref().map(|d| d.reason.clone()),
+        }),
+        _ => None,
+    };
+    let mut writes: Option<civitas_store::Script> = match &report {
+        Some(r) => Some(civitas_exchange::tracker::outbox_record(r).map_err(internal)?),
+        None => None,
+    };
     if let Some(r) = call.reason {
         event = event
             .with("purpose", r.purpose)
@@ -899,9 +934,11 @@ pub(crate) async fn finish(
                 .with("deferral_reason", d.reason);
             // Logged under a subject of its own until its time (see `deferral_record`).
             subject = format!("deferral:{}", uuid::Uuid::new_v4());
-            deferred = Some(civitas_exchange::deferral_record(
-                &subject, &r.subject, d.until_ms,
-            ));
+            let record = civitas_exchange::deferral_record(&subject, &r.subject, d.until_ms);
+            match writes.as_mut() {
+                Some(w) => w.extend_from(&record),
+                None => writes = Some(record),
+            }
         }
         let secret = app
             .ledger
@@ -926,9 +963,9 @@ pub(crate) async fn finish(
                 .about(secret.tag()),
         );
     }
-    match deferred {
-        // The deferral's private record commits with its event.
-        Some(record) => app.ledger.append_with(&event, record).await,
+    match writes {
+        // The deferral's private record and the tracker report commit with its event.
+        Some(w) => app.ledger.append_with(&event, w).await,
         None => app.ledger.append(&event).await,
     }
     .map_err(failed)?;
@@ -1104,4 +1141,170 @@ async fn configuration(State(app): State<Shared>, headers: HeaderMap) -> Respons
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// `POST /exchange/v1/tracker`: gateways' reports of calls about people (a JSON list of
+/// `civitas_exchange::tracker::Report`), signed by the reporting gateway: `Civitas-Gateway`
+/// names it (as when polling) and `Civitas-Signature` is its signature over the body. Each
+/// report becomes the person's tracker entry here, once.
+async fn tracker(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use civitas_exchange::tracker;
+    let problem = |status: StatusCode, kind: &str, title: &str, detail: String| {
+        crate::Problem::new(status, kind, title)
+            .detail(detail)
+            .into_response()
+    };
+    if app.exchange.is_remote() {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not-a-directory",
+            "Not the directory",
+            "Report to the directory, not to a gateway.".into(),
+        );
+    }
+    let directory = match app.exchange.snapshot().await {
+        Ok(d) => d,
+        Err(e) => return fault(internal(e)),
+    };
+    let now = civitas_ledger::event::now_ms();
+    let claim = last(&headers, "civitas-gateway").unwrap_or_default();
+    let reporter = civitas_exchange::configuration::read_poll_claim(claim, now, |m| {
+        directory.gateway_of(m).map(|g| g.key)
+    })
+    .map(|(m, _, _)| m);
+    let signed = reporter
+        .as_ref()
+        .and_then(|m| directory.gateway_of(m))
+        .is_some_and(|g| {
+            civitas_exchange::configuration::verify_body(
+                &g.key,
+                &body,
+                last(&headers, "civitas-signature").unwrap_or_default(),
+            )
+        });
+    let (Some(reporter), true) = (reporter, signed) else {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "not-a-registered-gateway",
+            "Not a registered gateway",
+            "Reports come from registered gateways, named in Civitas-Gateway and signed in Civitas-Signature with the gateway's message key.".into(),
+        );
+    };
+    let reports: Vec<tracker::Report> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-report",
+                "Invalid report",
+                format!("The body is not a list of reports: {e}"),
+            );
+        }
+    };
+    let mut recorded = 0u64;
+    for r in reports {
+        let service = match ServiceId::parse(&r.service) {
+            Ok(s) if s.provider.member == reporter => s,
+            _ => {
+                return problem(
+                    StatusCode::FORBIDDEN,
+                    "not-its-service",
+                    "Not the gateway's service",
+                    format!(
+                        "{reporter}'s gateway reports only calls to {reporter}'s services, not {}",
+                        r.service
+                    ),
+                );
+            }
+        };
+        let Ok(client) = ClientId::parse(&r.client) else {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-report",
+                "Invalid report",
+                format!("{:?} is not a client identifier", r.client),
+            );
+        };
+        match tracker::was_received(&app.db, &reporter.to_string(), &r.id).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => return fault(internal(e)),
+        }
+        if let Err(e) = record_report(&app, &reporter.to_string(), &client, &service, r).await {
+            return fault(e);
+        }
+        recorded += 1;
+    }
+    axum::Json(json!({ "recorded": recorded })).into_response()
+}
+
+/// A reported call as the person's tracker entry: logged about the person (found in the
+/// register by `X-Road-UserId`), with the report's reason, once.
+async fn record_report(
+    app: &Shared,
+    reporter: &str,
+    client: &ClientId,
+    service: &ServiceId,
+    r: civitas_exchange::tracker::Report,
+) -> Result<(), Fault> {
+    use time::format_description::well_known::Rfc3339;
+    let bounded = |v: &str| v.chars().take(200).collect::<String>();
+    let mut event = Event::new(
+        "exchange.call",
+        &format!("xroad:{client}"),
+        &format!("exchange/service/{service}"),
+    )
+    .with("x_road_id", loggable_id(&r.x_road_id))
+    .with("request_id", loggable_id(&r.id))
+    .with("method", bounded(&r.method))
+    .with("status", u64::from(r.status))
+    .with("side", "provider")
+    .with("reported_by", reporter)
+    .with("purpose", bounded(&r.purpose))
+    .with("legal_basis", bounded(&r.legal_basis));
+    if let Some(c) = &r.consent_reference {
+        event = event.with("consent_reference", bounded(c));
+    }
+    if let Some(p) = &r.represented_party {
+        event = event.with("represented_party", bounded(p));
+    }
+    let person = match subject_of(app, &r.user).await {
+        Some((subject, _)) => subject,
+        None => format!("xroad-user:{}", bounded(&r.user).to_ascii_uppercase()),
+    };
+    let mut writes = civitas_exchange::tracker::received_record(reporter, &r.id);
+    let mut about = person.clone();
+    if let Some(until_ms) = r.deferred_until_ms {
+        let until =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(until_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok())
+                .ok_or_else(|| internal("a deferral's time is out of range"))?;
+        event = event.with("deferred_until", until).with(
+            "deferral_reason",
+            bounded(r.deferral_reason.as_deref().unwrap_or_default()),
+        );
+        about = format!("deferral:{}", uuid::Uuid::new_v4());
+        writes.extend_from(&civitas_exchange::deferral_record(
+            &about, &person, until_ms,
+        ));
+    }
+    let tag = app
+        .ledger
+        .subject_secret(&about)
+        .await
+        .map_err(internal)?
+        .tag();
+    app.ledger
+        .append_with(&event.about(tag), writes)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot log a reported exchange call");
+            Fault::server_proxy("LoggingFailed", "the report could not be logged")
+        })?;
+    Ok(())
 }

@@ -519,6 +519,12 @@ pub async fn serve_gateway(
         member.clone(),
         keys.signing.clone(),
     ));
+    let reporter = tokio::spawn(send_tracker_reports(
+        db.clone(),
+        settings.clone(),
+        member.clone(),
+        keys.signing.clone(),
+    ));
     let (identity, mail_sink) = identity_for(&db, &ledger, &config);
     let oidc = civitas_identity::oidc::Provider::new(
         db.clone(),
@@ -553,6 +559,7 @@ pub async fn serve_gateway(
     let _ = stop_peers.send(());
     let _ = peer_server.await;
     poller.abort();
+    reporter.abort();
     outcome
 }
 
@@ -609,6 +616,75 @@ async fn poll_configuration(
             }
         }
         tokio::time::sleep(std::time::Duration::from_secs(settings.poll_secs)).await;
+    }
+}
+
+/// Sends the tracker reports waiting in the outbox to the directory, signed, and removes
+/// those it recorded; what cannot be sent waits for the next round.
+async fn send_tracker_reports(
+    db: Db,
+    settings: civitas_core::config::GatewaySettings,
+    member: civitas_core::xroad::MemberId,
+    key: civitas_exchange::keys::SigningKey,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the tracker client");
+            return;
+        }
+    };
+    let url = format!("{}/exchange/v1/tracker", settings.directory_url);
+    loop {
+        let sent = async {
+            let reports = civitas_exchange::tracker::pending(&db, 200)
+                .await
+                .map_err(|e| e.to_string())?;
+            if reports.is_empty() {
+                return Ok(0);
+            }
+            let body = serde_json::to_vec(&reports).map_err(|e| e.to_string())?;
+            let now = civitas_ledger::event::now_ms();
+            let res = client
+                .post(&url)
+                .header(
+                    "civitas-gateway",
+                    civitas_exchange::configuration::poll_claim(&member, &key, 0, now),
+                )
+                .header(
+                    "civitas-signature",
+                    civitas_exchange::configuration::sign_body(&key, &body),
+                )
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| format!("the directory does not answer: {}", e.without_url()))?;
+            if !res.status().is_success() {
+                return Err(format!(
+                    "the directory answered {}: {}",
+                    res.status(),
+                    res.text().await.unwrap_or_default()
+                ));
+            }
+            let ids: Vec<String> = reports.into_iter().map(|r| r.id).collect();
+            civitas_exchange::tracker::sent(&db, &ids)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(ids.len())
+        };
+        match sent.await {
+            // A full batch: more may be waiting.
+            Ok(n) if n >= 200 => continue,
+            Ok(_) => {}
+            Err(why) => {
+                tracing::warn!(reason = %why, "cannot send tracker reports to the directory")
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

@@ -149,6 +149,8 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("GET", "/listClients", Rule::Public(200)),
     // The signed configuration goes only to registered gateways, known by a signed claim.
     ("GET", "/exchange/v1/configuration", Rule::Protocol(403)),
+    // Tracker reports come only from registered gateways, signed.
+    ("POST", "/exchange/v1/tracker", Rule::Protocol(403)),
     // Messages between gateways are served only on a gateway's mutual-TLS listener
     // (tests/it/gateways.rs); the all-in-one node has no such route.
     ("POST", "/exchange/v1/message", Rule::Public(404)),

@@ -269,7 +269,22 @@ fn two_gateways_call_each_other_over_mutual_tls_with_every_message_signed() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let provider = rt.block_on(crate::exchange::provider());
     let (dir, ga, gb) = (scratch("gw-dir"), scratch("gw-a"), scratch("gw-b"));
-    run_ok(civitas().arg("--data").arg(&dir).arg("migrate"));
+    // The directory holds a small demo country: its register and its residents' accounts.
+    run_ok(
+        civitas()
+            .arg("--data")
+            .arg(&dir)
+            .args(["seed", "--citizens", "100"]),
+    );
+    let resident = rt.block_on(async {
+        let url = format!("sqlite://{}?mode=ro", dir.join("civitas.db").display());
+        let db = civitas_store::Db::connect(&url, 1).await.unwrap();
+        let first = civitas_registry::demo_people(&db).await.unwrap()[0]
+            .national_id
+            .clone();
+        db.close().await;
+        first
+    });
     operator(&dir, &["member", "add", "TW/GOV/A", "--name", "Agency A"]);
     operator(&dir, &["member", "add", "TW/GOV/B", "--name", "Agency B"]);
     operator(&dir, &["subsystem", "add", "TW/GOV/A/app"]);
@@ -288,6 +303,20 @@ fn two_gateways_call_each_other_over_mutual_tls_with_every_message_signed() {
         ],
     );
     operator(&dir, &["grant", "TW/GOV/B/api/echo", "TW/GOV/A/app"]);
+    operator(
+        &dir,
+        &[
+            "service",
+            "add",
+            "TW/GOV/B/api/benefits",
+            "--url",
+            &base,
+            "--endpoint",
+            "* /",
+            "--personal",
+        ],
+    );
+    operator(&dir, &["grant", "TW/GOV/B/api/benefits", "TW/GOV/A/app"]);
     let anchor = operator(&dir, &["anchor"]);
     let key = anchor
         .lines()
@@ -387,6 +416,45 @@ fn two_gateways_call_each_other_over_mutual_tls_with_every_message_signed() {
         echoed["body_sha256"],
         format!("{:x}", sha2::Sha256::digest(&big))
     );
+
+    // A call about a person: the provider's gateway reports it to the directory, and the
+    // person finds it under "Who used my data" there.
+    let res = rt.block_on(async {
+        http.get(format!("{}/r1/TW/GOV/B/api/benefits/cases", a.url))
+            .header("x-road-client", "TW/GOV/A/app")
+            .header("x-road-userid", format!("TW{resident}"))
+            .header("x-road-pdu-purpose", "Benefit check")
+            .header("x-road-pdu-legal-basis", "Social Assistance Act art. 4")
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(res.status(), 200);
+    let mut person = crate::support::Browser::at(&d.url);
+    rt.block_on(person.sign_in(&resident, civitas_identity::DEMO_PASSWORD));
+    let started = Instant::now();
+    let entry = loop {
+        let page = rt.block_on(person.get("/api/v1/me/data-usage"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let uses: Value = serde_json::from_str(&page.body).unwrap();
+        if let Some(e) = uses
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["purpose"] == "Benefit check")
+        {
+            break e.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never reported: {uses}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(entry["client"], "TW/GOV/A/app");
+    assert_eq!(entry["service"], "TW/GOV/B/api/benefits");
+    assert_eq!(entry["provider_name"], "Agency B");
+    assert_eq!(entry["legal_basis"], "Social Assistance Act art. 4");
 
     // Both gateways logged the call: as its client's and as its provider's gateway.
     let log_a = log_of(&rt, &a.url);

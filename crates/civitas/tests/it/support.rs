@@ -217,8 +217,13 @@ pub struct Page {
 
 impl Browser {
     pub fn new(app: &TestApp) -> Browser {
+        Browser::at(&app.base)
+    }
+
+    /// A browser for a server started some other way (a `civitas` process).
+    pub fn at(base: &str) -> Browser {
         Browser {
-            base: app.base.clone(),
+            base: base.to_string(),
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
