@@ -59,6 +59,8 @@ pub struct Config {
     pub role: Role,
     /// Seconds a signed exchange configuration is valid for (the directory's setting).
     pub exchange_configuration_validity_secs: u64,
+    /// Days the encrypted body archive keeps each call's bodies; 0 keeps none.
+    pub exchange_archive_days: u64,
     /// The gateway's settings, when `role` is `gateway`.
     pub exchange_gateway: Option<GatewaySettings>,
     /// Keep outgoing messages (one-time codes, alerts) in a development mail sink shown at
@@ -198,6 +200,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("exchange.gateway_listen", Kind::Str, "127.0.0.1:5500"),
     ("exchange.poll_secs", Kind::Int, "30"),
     ("exchange.stale_grace_secs", Kind::Int, "86400"),
+    ("exchange.archive_days", Kind::Int, "0"),
 ];
 
 /// Environment variables with this prefix are configuration, except these names.
@@ -554,6 +557,7 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
             30 * 86_400,
         )?,
         exchange_gateway,
+        exchange_archive_days: int("exchange.archive_days", 0, 3650)?,
     };
     let entries = KEYS
         .iter()

@@ -536,9 +536,23 @@ impl Directory {
         .await?)
     }
 
-    #[cfg(test)]
-    pub(crate) fn db(&self) -> &Db {
+    /// The database this directory works on.
+    pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Logs that someone read an archived call's bodies.
+    pub async fn log_archive_read(
+        &self,
+        request_id: &str,
+        actor: &str,
+    ) -> Result<(), ExchangeError> {
+        let event = Event::new("exchange.archive_read", actor, "exchange/archive").with(
+            "request_id",
+            request_id.chars().take(100).collect::<String>(),
+        );
+        self.ledger.append(&event).await?;
+        Ok(())
     }
 
     fn own_instance(&self, instance: &str) -> Result<(), ExchangeError> {

@@ -3,6 +3,7 @@
 //! and the REST protocol's message rules (`protocol`). The gateway's HTTP side lives in
 //! `civitas-web`; it asks this crate who may call what, and logs every call to the ledger.
 
+pub mod archive;
 pub mod configuration;
 pub mod directory;
 pub mod keys;
@@ -157,6 +158,17 @@ pub const COMPONENT: Component = Component {
                 reporter TEXT NOT NULL,
                 received_ms BIGINT NOT NULL
             );",
+        },
+        Migration {
+            version: 6,
+            name: "encrypted body archive",
+            sql: "CREATE TABLE exchange_archive (
+                request_id TEXT PRIMARY KEY,
+                sealed TEXT NOT NULL,
+                created_ms BIGINT NOT NULL,
+                expires_ms BIGINT NOT NULL
+            );
+            CREATE INDEX exchange_archive_expires ON exchange_archive (expires_ms);",
         },
     ],
 };

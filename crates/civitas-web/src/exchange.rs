@@ -346,6 +346,8 @@ pub(crate) struct Logged {
     others: Vec<String>,
     /// The other gateway, for a call between gateways.
     peer: Option<Peer>,
+    /// The request's body and target, for the archive.
+    archive: Option<(Capture, String)>,
 }
 
 /// X-Road's own headers at most once each: a second `X-Road-Client` or `X-Road-UserId`
@@ -396,6 +398,74 @@ pub(crate) struct Prepared {
     pub(crate) reason: Option<Reason>,
     /// The service (none for a metaservice).
     pub(crate) service: Option<civitas_exchange::Service>,
+    /// The request body as the archive keeps it, when the archive is on.
+    pub(crate) capture: Option<Capture>,
+}
+
+/// A body as the archive keeps it, filled as it streams.
+pub(crate) type Capture = Arc<Mutex<civitas_exchange::archive::Captured>>;
+
+/// A body stream that also fills `capture`, when there is one.
+pub(crate) fn capturing(body: BodyStream, capture: Option<&Capture>) -> BodyStream {
+    match capture {
+        None => body,
+        Some(c) => {
+            let c = c.clone();
+            body.map(move |chunk| {
+                if let (Ok(b), Ok(mut c)) = (&chunk, c.lock()) {
+                    c.add(b);
+                }
+                chunk
+            })
+            .boxed()
+        }
+    }
+}
+
+/// Writes a call's bodies to the archive when its answer has streamed out (or the client
+/// went away): the answer's body is filled as it passes.
+struct ArchiveOnDrop {
+    app: Shared,
+    record: civitas_exchange::archive::Record,
+    request: Capture,
+    response: civitas_exchange::archive::Captured,
+}
+
+impl Drop for ArchiveOnDrop {
+    fn drop(&mut self) {
+        let (Some(key), Ok(handle)) = (
+            self.app.archive.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let mut record = self.record.clone();
+        if let Ok(r) = self.request.lock() {
+            record.request_body = r.base64();
+            record.request_cut = r.cut;
+        }
+        record.response_body = self.response.base64();
+        record.response_cut = self.response.cut;
+        let app = self.app.clone();
+        handle.spawn(async move {
+            let now = civitas_ledger::event::now_ms();
+            let days = app.config.exchange_archive_days as i64;
+            let stored = async {
+                let sealed = key.seal(&record)?;
+                civitas_exchange::archive::store(
+                    &app.db,
+                    &record.request_id,
+                    &sealed,
+                    now,
+                    now + days * 86_400_000,
+                )
+                .await
+            };
+            if let Err(e) = stored.await {
+                tracing::error!(error = %e, request_id = %record.request_id, "cannot archive an exchange call's bodies");
+            }
+        });
+    }
 }
 
 impl Prepared {
@@ -411,6 +481,7 @@ impl Prepared {
             represented: self.represented.clone(),
             others,
             peer,
+            archive: self.capture.clone().map(|c| (c, self.target.clone())),
         }
     }
 }
@@ -555,6 +626,7 @@ pub(crate) async fn prepare(
         represented,
         reason: None,
         service: None,
+        capture: app.archive.as_ref().map(|_| Capture::default()),
     };
     if METASERVICES.contains(&service_id.code.as_str()) && rest.is_empty() {
         return Ok(prepared);
@@ -654,6 +726,7 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         ));
     }
     if p.service.is_none() {
+        p.capture = None;
         let (content_type, answer) =
             metaservice(&directory, &p.client, &p.service_id, p.query.as_deref())?;
         let res = Response::builder()
@@ -674,6 +747,7 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         .into_data_stream()
         .map(|r| r.map_err(std::io::Error::other))
         .boxed();
+    let stream = capturing(stream, p.capture.as_ref());
     if let Some(role) = &app.gateway_role
         && p.service_id.provider.member != role.member
     {
@@ -972,7 +1046,34 @@ pub(crate) async fn finish(
     for e in &others {
         app.ledger.append(e).await.map_err(failed)?;
     }
-    Ok(res)
+    match call.archive {
+        Some((request, target)) if app.archive.is_some() => {
+            let (parts, body) = res.into_parts();
+            let mut guard = ArchiveOnDrop {
+                app: app.clone(),
+                record: civitas_exchange::archive::Record {
+                    request_id: call.request_id.clone(),
+                    method: call.method.clone(),
+                    target,
+                    request_body: String::new(),
+                    request_cut: false,
+                    status,
+                    response_body: String::new(),
+                    response_cut: false,
+                },
+                request,
+                response: Default::default(),
+            };
+            let body = body.into_data_stream().map(move |chunk| {
+                if let Ok(b) = &chunk {
+                    guard.response.add(b);
+                }
+                chunk
+            });
+            Ok(Response::from_parts(parts, Body::from_stream(body)))
+        }
+        _ => Ok(res),
+    }
 }
 
 /// `listMethods`, `allowedMethods` and `getOpenAPI`: the content type and body, from the

@@ -585,6 +585,7 @@ async fn receive_call(
         );
         head_part.chain(rest).boxed()
     };
+    let body = crate::exchange::capturing(body, p.capture.as_ref());
     let length = head.content_length.map(HeaderValue::from);
     let (res, others) = deliver(app, &p, head.has_body, length, body, None).await?;
     let (request_hash, body_bytes) = {

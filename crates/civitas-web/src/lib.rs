@@ -64,6 +64,8 @@ pub struct AppState {
     pub gateway_role: Option<Arc<exchange_peer::GatewayRole>>,
     /// The gateways' configuration polls, as the directory saw them.
     pub gateway_polls: exchange_peer::Polls,
+    /// The key of the encrypted body archive, when it is on (`exchange.archive_days`).
+    pub archive: Option<Arc<civitas_exchange::archive::ArchiveKey>>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -36,6 +36,19 @@ pub enum ExchangeCommand {
     Gateway(GatewayCommand),
     /// Print the anchor gateways trust this directory by (`exchange.anchor_key`).
     Anchor,
+    /// The encrypted body archive (`exchange.archive_days`).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+/// `civitas exchange archive ...`
+#[derive(Subcommand)]
+pub enum ArchiveCommand {
+    /// Decrypt and print one call's bodies (logged to the ledger, as every reading is).
+    Show {
+        /// The call's `X-Road-Request-Id`.
+        request_id: String,
+    },
 }
 
 /// `civitas exchange gateway ...`
@@ -153,7 +166,7 @@ pub async fn run(cmd: ExchangeCommand, config: &Config) -> Result<()> {
     }
     let (db, ledger) = crate::open_for_command(config).await?;
     let d = Directory::new(db.clone(), ledger.clone(), &config.exchange_instance);
-    let outcome = command(&d, cmd).await;
+    let outcome = command(&d, cmd, &config.data_dir).await;
     crate::close_command(db, &ledger).await;
     outcome
 }
@@ -166,7 +179,7 @@ fn service(text: &str) -> Result<ServiceId> {
     ServiceId::parse(text).with_context(|| format!("`{text}`"))
 }
 
-async fn command(d: &Directory, cmd: ExchangeCommand) -> Result<()> {
+async fn command(d: &Directory, cmd: ExchangeCommand, config_dir: &std::path::Path) -> Result<()> {
     let failed = |e: civitas_exchange::ExchangeError| anyhow::anyhow!("{e}");
     match cmd {
         ExchangeCommand::Member(MemberCommand::Add { id, name }) => {
@@ -306,9 +319,66 @@ async fn command(d: &Directory, cmd: ExchangeCommand) -> Result<()> {
                 "Revoked the gateway of {member}; no gateway trusts its keys from the next configuration."
             );
         }
+        ExchangeCommand::Archive(ArchiveCommand::Show { request_id }) => {
+            archive_show(d, &request_id, config_dir).await?;
+        }
         // Answered from the data folder before the database opens (see `run`).
         ExchangeCommand::Gateway(GatewayCommand::Keys) => {}
     }
+    Ok(())
+}
+
+/// Decrypts one archived call, after logging that the operator read it.
+async fn archive_show(d: &Directory, request_id: &str, data_dir: &std::path::Path) -> Result<()> {
+    use base64::Engine;
+    if !data_dir.join(civitas_exchange::archive::KEY_FILE).exists() {
+        anyhow::bail!(
+            "there is no archive key in {}; the archive is off here (exchange.archive_days)",
+            data_dir.display()
+        );
+    }
+    let key = civitas_exchange::archive::ArchiveKey::load_or_create(data_dir)?;
+    let sealed = civitas_exchange::archive::sealed(d.db(), request_id)
+        .await?
+        .with_context(|| {
+            format!("no archived call {request_id} (never archived, or past its retention)")
+        })?;
+    d.log_archive_read(request_id, OPERATOR_CLI).await?;
+    let record = key.open(request_id, &sealed)?;
+    let text = |b64: &str| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_default();
+        match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => format!(
+                "(binary, base64) {}",
+                base64::engine::general_purpose::STANDARD.encode(e.into_bytes())
+            ),
+        }
+    };
+    println!(
+        "{} {}  answered {}",
+        record.method, record.target, record.status
+    );
+    println!(
+        "request body{}:",
+        if record.request_cut {
+            " (first 1 MiB)"
+        } else {
+            ""
+        }
+    );
+    println!("{}", text(&record.request_body));
+    println!(
+        "answer body{}:",
+        if record.response_cut {
+            " (first 1 MiB)"
+        } else {
+            ""
+        }
+    );
+    println!("{}", text(&record.response_body));
     Ok(())
 }
 

@@ -415,6 +415,10 @@ pub async fn serve(
     );
     let exchange =
         civitas_exchange::Directory::new(db.clone(), ledger.clone(), &config.exchange_instance);
+    let archive = archive_key(&config)?;
+    let purger = archive
+        .is_some()
+        .then(|| tokio::spawn(purge_archive(db.clone(), ledger.clone())));
     let app = civitas_web::app(civitas_web::AppState {
         db: db.clone(),
         config: Arc::new(config),
@@ -428,8 +432,40 @@ pub async fn serve(
         gateway: provider_client()?,
         gateway_role: None,
         gateway_polls: civitas_web::exchange_peer::Polls::default(),
+        archive: archive.clone(),
     });
-    serve_app(listener, app, db, grace, shutdown).await
+    let outcome = serve_app(listener, app, db, grace, shutdown).await;
+    if let Some(p) = purger {
+        p.abort();
+    }
+    outcome
+}
+
+/// The body archive's key, when the archive is on (`exchange.archive_days`).
+fn archive_key(config: &Config) -> Result<Option<Arc<civitas_exchange::archive::ArchiveKey>>> {
+    if config.exchange_archive_days == 0 {
+        return Ok(None);
+    }
+    let key = civitas_exchange::archive::ArchiveKey::load_or_create(&config.data_dir)?;
+    Ok(Some(Arc::new(key)))
+}
+
+/// Deletes archived bodies whose time is over, every minute, and logs how many went.
+async fn purge_archive(db: Db, ledger: Ledger) {
+    loop {
+        match civitas_exchange::archive::purge(&db, civitas_ledger::event::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                let event = Event::new("exchange.archive_purged", SYSTEM, "exchange/archive")
+                    .with("records", n);
+                if let Err(e) = ledger.append(&event).await {
+                    tracing::error!(error = %e, "cannot log the archive's purge");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot purge the exchange archive"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    }
 }
 
 /// The HTTP client a gateway calls providers' information systems with: it passes
@@ -532,6 +568,10 @@ pub async fn serve_gateway(
         civitas_identity::oidc::Settings::new(&config.base_url()),
     );
     let role = Arc::new(civitas_web::exchange_peer::GatewayRole::new(member, keys));
+    let archive = archive_key(&config)?;
+    let purger = archive
+        .is_some()
+        .then(|| tokio::spawn(purge_archive(db.clone(), ledger.clone())));
     let (local, peer_app) = civitas_web::gateway_apps(civitas_web::AppState {
         db: db.clone(),
         config: Arc::new(config),
@@ -545,6 +585,7 @@ pub async fn serve_gateway(
         gateway: provider_client()?,
         gateway_role: Some(role),
         gateway_polls: civitas_web::exchange_peer::Polls::default(),
+        archive: archive.clone(),
     });
     let (stop_peers, stopped) = tokio::sync::oneshot::channel::<()>();
     let peer_server = tokio::spawn(civitas_web::exchange_peer::serve_peers(
@@ -560,6 +601,9 @@ pub async fn serve_gateway(
     let _ = peer_server.await;
     poller.abort();
     reporter.abort();
+    if let Some(p) = purger {
+        p.abort();
+    }
     outcome
 }
 

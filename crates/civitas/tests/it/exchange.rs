@@ -233,6 +233,29 @@ on_both_engines! {
         expected.body(&body);
         assert_eq!(h["x-road-request-hash"], expected.finish().as_str());
 
+        // The archive (on in the tests) keeps the bodies encrypted: the request's first MiB
+        // and the answer, readable only with the key in the data folder.
+        let request_id = h["x-road-request-id"].to_str().unwrap().to_string();
+        let key = civitas_exchange::archive::ArchiveKey::load_or_create(&app.config.data_dir).unwrap();
+        let mut sealed = None;
+        for _ in 0..100 {
+            sealed = civitas_exchange::archive::sealed(&app.db, &request_id).await.unwrap();
+            if sealed.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let sealed = sealed.expect("the call's bodies are archived");
+        assert!(!String::from_utf8_lossy(&sealed).contains("body_len"), "encrypted");
+        let record = key.open(&request_id, &sealed).unwrap();
+        assert_eq!(record.status, 200);
+        assert!(record.request_cut, "3 MB: the first MiB is kept");
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(b64.decode(&record.request_body).unwrap(), vec![7u8; 1 << 20]);
+        let answer = String::from_utf8(b64.decode(&record.response_body).unwrap()).unwrap();
+        assert!(answer.contains("\"body_len\":3000000"), "{answer}");
+
         // Without X-Road-Id the gateway makes one, INSTANCE-UUID; a provider's own error
         // passes through without X-Road-Error.
         let res = app
@@ -246,7 +269,39 @@ on_both_engines! {
         assert!(res.headers().get("x-road-error").is_none());
         let id = res.headers()["x-road-id"].to_str().unwrap();
         assert!(id.starts_with("TW-") && id.len() == 39, "{id}");
+        let config = app.config.clone();
         app.stop().await;
+
+        // The operator reads an archived call from the command line, on a machine of their
+        // own with the archive's key; the reading is logged. (On PostgreSQL the command's
+        // ledger waits for a sequencer, and the stopped test server's lock goes only when
+        // this test process ends: the command runs on SQLite here.)
+        if config.database.is_some() {
+            return;
+        }
+        let operator = crate::support::scratch("archive-reader");
+        std::fs::copy(
+            config.data_dir.join(civitas_exchange::archive::KEY_FILE),
+            operator.join(civitas_exchange::archive::KEY_FILE),
+        )
+        .unwrap();
+        let mut show = crate::cli::civitas();
+        show.arg("--data").arg(&operator).args(["--database", &config.database_url()]);
+        let out = crate::cli::run_ok(show.args(["exchange", "archive", "show", &request_id]));
+        assert!(out.contains("answered 200") && out.contains("\"body_len\":3000000"), "{out}");
+        let db = civitas_store::Db::connect(&config.database_url(), 1).await.unwrap();
+        let reads: i64 = civitas_store::sqlx::query_scalar(
+            "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'exchange.archive_read'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(reads, 1);
+        // Past its retention, a record is purged.
+        let later = civitas_ledger::event::now_ms() + 8 * 86_400_000;
+        assert!(civitas_exchange::archive::purge(&db, later).await.unwrap() >= 1);
+        assert!(civitas_exchange::archive::sealed(&db, &request_id).await.unwrap().is_none());
+        db.close().await;
     }
 
     async fn the_gateway_refuses_what_the_protocol_and_the_directory_do_not_allow(app) {

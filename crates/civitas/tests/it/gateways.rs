@@ -91,7 +91,8 @@ fn gateway(data: &Path, member: &str, directory: &str, anchor_key: &str) -> Node
         .env("CIVITAS_EXCHANGE__ANCHOR_KEY", anchor_key)
         .env("CIVITAS_EXCHANGE__GATEWAY_LISTEN", "127.0.0.1:0")
         .env("CIVITAS_EXCHANGE__POLL_SECS", "1")
-        .env("CIVITAS_EXCHANGE__STALE_GRACE_SECS", GRACE_SECS);
+        .env("CIVITAS_EXCHANGE__STALE_GRACE_SECS", GRACE_SECS)
+        .env("CIVITAS_EXCHANGE__ARCHIVE_DAYS", "1");
     start(c)
 }
 
@@ -468,6 +469,19 @@ fn two_gateways_call_each_other_over_mutual_tls_with_every_message_signed() {
         "{log_b}"
     );
     assert!(!log_b.contains("hello"), "bodies are not logged");
+    // The provider's gateway keeps them in its encrypted archive instead.
+    let archived: i64 = rt.block_on(async {
+        let url = format!("sqlite://{}?mode=ro", gb.join("civitas.db").display());
+        let db = civitas_store::Db::connect(&url, 1).await.unwrap();
+        let n = civitas_store::sqlx::query_scalar("SELECT COUNT(*) FROM exchange_archive")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        db.close().await;
+        n
+    });
+    assert!(archived >= 2, "{archived}");
+    assert!(gb.join(civitas_exchange::archive::KEY_FILE).exists());
 
     // A message changed on the way: B refuses it, signed; the same message unchanged passes.
     let b_public: Value = serde_json::from_str(&std::fs::read_to_string(&keys_b).unwrap()).unwrap();

@@ -70,6 +70,8 @@ pub fn test_layers(data: &std::path::Path, database: Option<&str>) -> Layers {
         ("shutdown_grace_secs", "5".to_string(), "--grace"),
         ("max_connections", "4".to_string(), "--max-connections"),
         ("ledger.checkpoint_ms", "20".to_string(), "--checkpoint-ms"),
+        // The encrypted body archive is on, so every exchange test goes through it.
+        ("exchange.archive_days", "7".to_string(), "--archive-days"),
         (
             "identity.dev_mail_sink",
             "true".to_string(),
