@@ -8,18 +8,22 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{Problem, Shared, data_usage, ledger, ops};
+use crate::{Problem, Shared, data_usage, exchange_api, ledger, ops};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Civitas API", description = "Public API of a Civitas digital-government platform."),
-    paths(list_agencies, get_agency, status, ledger::checkpoints, data_usage::api, ops::healthz, ops::readyz),
-    components(schemas(AgencyView, StatusView, Problem, ledger::CheckpointList, data_usage::DataUse)),
+    paths(list_agencies, get_agency, status, ledger::checkpoints, data_usage::api, ops::healthz, ops::readyz,
+        exchange_api::directory, exchange_api::add_member, exchange_api::add_subsystem, exchange_api::add_service,
+        exchange_api::grant, exchange_api::revoke, exchange_api::add_gateway, exchange_api::revoke_gateway),
+    components(schemas(AgencyView, StatusView, Problem, ledger::CheckpointList, data_usage::DataUse,
+        exchange_api::MemberIn, exchange_api::SubsystemIn, exchange_api::ServiceIn, exchange_api::RightIn, exchange_api::GatewayIn)),
     tags(
         (name = "agencies", description = "The government agencies on this platform"),
         (name = "platform", description = "This instance"),
         (name = "ledger", description = "The transparency log of consequential events (its C2SP files live under /ledger)"),
         (name = "me", description = "The signed-in person's own records (session cookie)"),
+        (name = "exchange", description = "The exchange's directory, for its operators (an access token, or a session with X-CSRF-Token; changes need level substantial)"),
         (name = "operations", description = "Health and readiness probes"),
     )
 )]

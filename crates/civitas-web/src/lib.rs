@@ -13,6 +13,7 @@ mod applications;
 pub mod auth;
 mod data_usage;
 mod exchange;
+mod exchange_api;
 pub mod exchange_peer;
 mod i18n;
 mod ledger;
@@ -118,6 +119,7 @@ pub fn app(state: AppState) -> Router {
             .merge(oidc::routes())
             .merge(exchange::routes())
             .merge(data_usage::api_routes())
+            .merge(exchange_api::routes())
             .merge(pages)
             .with_state(state),
     )

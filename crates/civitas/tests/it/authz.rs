@@ -46,6 +46,9 @@ enum Rule {
     AnyoneForm(u16),
     /// Operators only: others get 403, signed-out visitors are sent to sign in.
     OperatorOnly,
+    /// An operators' JSON API reading: operators get 200, other people 403, and signed-out
+    /// visitors 401 (no redirect: it is an API).
+    OperatorJson,
     /// An operator's change: needs level substantial (a low session is sent to step up
     /// first), then the operator role (others get 403).
     OperatorForm,
@@ -151,6 +154,65 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("GET", "/exchange/v1/configuration", Rule::Protocol(403)),
     // Tracker reports come only from registered gateways, signed.
     ("POST", "/exchange/v1/tracker", Rule::Protocol(403)),
+    // The operators' API: a session (or an access token); changes also need X-CSRF-Token
+    // from a browser, so without it every signed-in visitor gets 403.
+    ("GET", "/api/v1/exchange/directory", Rule::OperatorJson),
+    (
+        "POST",
+        "/api/v1/exchange/members",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 403,
+        },
+    ),
+    (
+        "POST",
+        "/api/v1/exchange/subsystems",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 403,
+        },
+    ),
+    (
+        "POST",
+        "/api/v1/exchange/services",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 403,
+        },
+    ),
+    (
+        "POST",
+        "/api/v1/exchange/rights",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 403,
+        },
+    ),
+    (
+        "POST",
+        "/api/v1/exchange/rights/revoke",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 403,
+        },
+    ),
+    (
+        "POST",
+        "/api/v1/exchange/gateways",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 403,
+        },
+    ),
+    (
+        "POST",
+        "/api/v1/exchange/gateways/TW%2FGOV%2FHRO/revoke",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 403,
+        },
+    ),
     // Messages between gateways are served only on a gateway's mutual-TLS listener
     // (tests/it/gateways.rs); the all-in-one node has no such route.
     ("POST", "/exchange/v1/message", Rule::Public(404)),
@@ -311,6 +373,11 @@ async fn every_route_answers_every_role_as_its_rule_says() {
                                 })
                         }
                     },
+                    Rule::OperatorJson => match role {
+                        Role::Operator => page.status == 200,
+                        Role::Anonymous => page.status == 401,
+                        _ => page.status == 403,
+                    },
                     Rule::OperatorOnly => match role {
                         Role::Operator => page.status == 200,
                         Role::Anonymous => to_sign_in,
@@ -334,7 +401,7 @@ async fn every_route_answers_every_role_as_its_rule_says() {
 }
 
 /// Signs in, sets up an authenticator app and steps up to substantial.
-async fn at_substantial(app: &TestApp, user: &str) -> Browser {
+pub(crate) async fn at_substantial(app: &TestApp, user: &str) -> Browser {
     let mut b = Browser::new(app);
     b.sign_in(user, civitas_identity::DEMO_PASSWORD).await;
     b.get("/account/security").await;
@@ -601,5 +668,55 @@ async fn operators_manage_the_exchange_on_the_admin_page_and_staff_cannot() {
             .unwrap()
             .is_some()
     );
+
+    // The same through the API from the operator's browser session, with X-CSRF-Token.
+    op.get("/admin/exchange").await;
+    let (status, body) = op
+        .post_json(
+            "/api/v1/exchange/subsystems",
+            &serde_json::json!({ "id": "TW/COM/12345675/api", "name": "Pharmacy API" }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["id"], "TW/COM/12345675/api");
+    let (status, body) = op
+        .post_json(
+            "/api/v1/exchange/rights",
+            &serde_json::json!({ "service": "TW/COM/12345675/shop/stock", "client": "TW/COM/12345675/api", "method": "GET", "path": "/items" }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = op
+        .post_json(
+            "/api/v1/exchange/rights",
+            &serde_json::json!({ "service": "TW/COM/12345675/shop/nothing", "client": "TW/COM/12345675/api" }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let listed = op.get("/api/v1/exchange/directory").await;
+    assert_eq!(listed.status, 200);
+    let listed: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
+    assert!(
+        listed["rights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["client"] == "TW/COM/12345675/api" && r["path"] == "/items"),
+        "{listed}"
+    );
+    // Staff are not operators, even at level substantial.
+    staff.get("/account").await;
+    let (status, _) = staff
+        .post_json(
+            "/api/v1/exchange/members",
+            &serde_json::json!({ "id": "TW/GOV/SNEAKY", "name": "x" }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(staff.get("/api/v1/exchange/directory").await.status, 403);
     app.stop().await;
 }

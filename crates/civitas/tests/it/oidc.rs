@@ -787,3 +787,160 @@ fn the_cli_registers_lists_disables_and_removes_clients_and_rotates_keys() {
             .any(|t| t.contains("identity.oidc_keys_rotated"))
     );
 }
+
+/// The operators' exchange API with an access token Civitas issued: reading needs an
+/// operator, changing needs the token's session at level substantial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_manage_the_exchange_with_an_access_token() {
+    let app = TestApp::spawn(crate::support::Engine::Sqlite)
+        .await
+        .unwrap();
+    let reg = register(&app, |_| {}).await;
+    let rp = relying_party(&app, &reg).await;
+    let token_of = |mut b: Browser| {
+        let (app, rp) = (&app, &rp);
+        async move {
+            let got = authorize(app, &mut b, rp, &["openid"]).await;
+            rp.exchange_code(AuthorizationCode::new(got.code))
+                .unwrap()
+                .set_pkce_verifier(got.verifier)
+                .request_async(&http())
+                .await
+                .unwrap()
+                .access_token()
+                .secret()
+                .clone()
+        }
+    };
+    let api = |token: Option<String>, method: &str, path: &str, body: Option<Value>| {
+        let url = format!("{}{path}", app.base);
+        let method = method.to_string();
+        async move {
+            let mut req = if method == "GET" {
+                http().get(url)
+            } else {
+                http().post(url)
+            };
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let member = json!({ "id": "TW/COM/12345675", "name": "Tainan Pharmacy" });
+
+    let strong =
+        token_of(crate::authz::at_substantial(&app, "operator.1@moda.gov.example").await).await;
+    let (status, dir) = api(
+        Some(strong.clone()),
+        "GET",
+        "/api/v1/exchange/directory",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        dir["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "TW/GOV/HRO"),
+        "{dir}"
+    );
+    let (status, body) = api(
+        Some(strong.clone()),
+        "POST",
+        "/api/v1/exchange/members",
+        Some(member.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api(
+        Some(strong.clone()),
+        "POST",
+        "/api/v1/exchange/members",
+        Some(member.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (409, Some("/problems/conflict")),
+        "{body}"
+    );
+    let (status, _) = api(
+        Some(strong.clone()),
+        "POST",
+        "/api/v1/exchange/members",
+        Some(json!({ "id": "TW/COM/a b" })),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let added = app
+        .ledger
+        .latest_of_kind("exchange.member_added")
+        .await
+        .unwrap()
+        .unwrap()
+        .1;
+    assert!(added.actor.starts_with("account:"), "{}", added.actor);
+
+    // An operator's token from a password-only session reads, but does not change.
+    let mut weak = Browser::new(&app);
+    weak.sign_in("operator.2@moda.gov.example", DEMO_PASSWORD)
+        .await;
+    let weak = token_of(weak).await;
+    assert_eq!(
+        api(
+            Some(weak.clone()),
+            "GET",
+            "/api/v1/exchange/directory",
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, body) = api(
+        Some(weak),
+        "POST",
+        "/api/v1/exchange/members",
+        Some(json!({ "id": "TW/COM/22345677", "name": "x" })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (403, Some("/problems/step-up")),
+        "{body}"
+    );
+    // A citizen's token, a made-up token, no token.
+    let citizen = token_of(signed_in(&app).await).await;
+    assert_eq!(
+        api(Some(citizen), "GET", "/api/v1/exchange/directory", None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        api(
+            Some("nope".into()),
+            "GET",
+            "/api/v1/exchange/directory",
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        api(None, "POST", "/api/v1/exchange/members", Some(member))
+            .await
+            .0,
+        401
+    );
+    app.stop().await;
+}
