@@ -168,11 +168,13 @@ fn failed(e: ExchangeError) -> Response {
 }
 
 /// A JSON body, read only once the caller is known.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid", "Invalid request")
-            .detail(format!("The body is not the JSON this call takes: {e}"))
-            .into_response()
+        Box::new(
+            Problem::new(StatusCode::BAD_REQUEST, "invalid", "Invalid request")
+                .detail(format!("The body is not the JSON this call takes: {e}"))
+                .into_response(),
+        )
     })
 }
 
@@ -241,7 +243,7 @@ pub(crate) async fn add_member(
     };
     let m: MemberIn = match parse(&body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = match MemberId::parse(&m.id) {
         Ok(id) => id,
@@ -280,7 +282,7 @@ pub(crate) async fn add_subsystem(
     };
     let s: SubsystemIn = match parse(&body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = match ClientId::parse(&s.id) {
         Ok(id) => id,
@@ -332,7 +334,7 @@ pub(crate) async fn add_service(
     };
     let s: ServiceIn = match parse(&body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = match ServiceId::parse(&s.id) {
         Ok(id) => id,
@@ -404,7 +406,7 @@ pub(crate) async fn grant(
     };
     let r: RightIn = match parse(&body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (service, client, method, path) = match r.parts() {
         Ok(p) => p,
@@ -434,7 +436,7 @@ pub(crate) async fn revoke(
     };
     let r: RightIn = match parse(&body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (service, client, method, path) = match r.parts() {
         Ok(p) => p,
@@ -476,7 +478,7 @@ pub(crate) async fn add_gateway(
     };
     let g: GatewayIn = match parse(&body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let member = match MemberId::parse(&g.member) {
         Ok(m) => m,
