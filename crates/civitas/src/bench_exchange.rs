@@ -158,6 +158,16 @@ impl Node {
     }
 }
 
+/// A benchmark that fails half-way leaves no node running.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A process's resident memory in KiB (0 when it cannot be read).
 fn rss_kib(pid: u32) -> u64 {
     crate::bench::resident_kib(pid).unwrap_or(0)

@@ -36,6 +36,16 @@ impl Node {
     }
 }
 
+/// A test that fails half-way leaves no node running.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts a node and reads the addresses it announces.
 fn start(mut cmd: Command) -> Node {
     let mut child = cmd
