@@ -88,7 +88,7 @@ impl ArchiveKey {
                 SystemRandom::new()
                     .fill(&mut key)
                     .map_err(|_| bad("no randomness"))?;
-                write_private(&path, STANDARD.encode(key).as_bytes()).map_err(bad)?;
+                crate::keys::write_private(&path, STANDARD.encode(key).as_bytes()).map_err(bad)?;
                 key.to_vec()
             }
             Err(e) => return Err(bad(e)),
@@ -179,20 +179,6 @@ pub async fn purge(db: &Db, now_ms: i64) -> Result<u64, ExchangeError> {
             .await?
             .rows_affected(),
     )
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ impl GatewayKeys {
 }
 
 /// Writes a file only its owner can read, without ever leaving it readable to others.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

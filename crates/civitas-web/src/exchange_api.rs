@@ -167,15 +167,22 @@ fn failed(e: ExchangeError) -> Response {
         .into_response()
 }
 
-/// A JSON body, read only once the caller is known.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
-    serde_json::from_slice(body).map_err(|e| {
+/// A change's caller, checked first, and then its JSON body.
+async fn change<T: serde::de::DeserializeOwned>(
+    app: &Shared,
+    v: &Visitor,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Operator, T), Box<Response>> {
+    let op = operator(app, v, headers, true).await.map_err(Box::new)?;
+    let value = serde_json::from_slice(body).map_err(|e| {
         Box::new(
             Problem::new(StatusCode::BAD_REQUEST, "invalid", "Invalid request")
                 .detail(format!("The body is not the JSON this call takes: {e}"))
                 .into_response(),
         )
-    })
+    })?;
+    Ok((op, value))
 }
 
 fn done(status: StatusCode, value: Value) -> Response {
@@ -237,11 +244,7 @@ pub(crate) async fn add_member(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let op = match operator(&app, &v, &headers, true).await {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let m: MemberIn = match parse(&body) {
+    let (op, m): (Operator, MemberIn) = match change(&app, &v, &headers, &body).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -276,11 +279,7 @@ pub(crate) async fn add_subsystem(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let op = match operator(&app, &v, &headers, true).await {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let s: SubsystemIn = match parse(&body) {
+    let (op, s): (Operator, SubsystemIn) = match change(&app, &v, &headers, &body).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -328,11 +327,7 @@ pub(crate) async fn add_service(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let op = match operator(&app, &v, &headers, true).await {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let s: ServiceIn = match parse(&body) {
+    let (op, s): (Operator, ServiceIn) = match change(&app, &v, &headers, &body).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -400,26 +395,7 @@ pub(crate) async fn grant(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let op = match operator(&app, &v, &headers, true).await {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let r: RightIn = match parse(&body) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let (service, client, method, path) = match r.parts() {
-        Ok(p) => p,
-        Err(e) => return failed(e),
-    };
-    match app
-        .exchange
-        .grant(&service, &client, &method, &path, &op.0)
-        .await
-    {
-        Ok(right) => done(StatusCode::CREATED, json!(right)),
-        Err(e) => failed(e),
-    }
+    right_change(&app, &v, &headers, &body, true).await
 }
 
 #[utoipa::path(post, path = "/api/v1/exchange/rights/revoke", tag = "exchange", request_body = RightIn,
@@ -430,11 +406,18 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let op = match operator(&app, &v, &headers, true).await {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let r: RightIn = match parse(&body) {
+    right_change(&app, &v, &headers, &body, false).await
+}
+
+/// Grants (`grant`) or revokes a right.
+async fn right_change(
+    app: &Shared,
+    v: &Visitor,
+    headers: &HeaderMap,
+    body: &[u8],
+    grant: bool,
+) -> Response {
+    let (op, r): (Operator, RightIn) = match change(app, v, headers, body).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -442,13 +425,17 @@ pub(crate) async fn revoke(
         Ok(p) => p,
         Err(e) => return failed(e),
     };
-    match app
-        .exchange
-        .revoke(&service, &client, &method, &path, &op.0)
-        .await
-    {
-        Ok(()) => done(StatusCode::OK, json!({ "revoked": true })),
-        Err(e) => failed(e),
+    let d = &app.exchange;
+    if grant {
+        match d.grant(&service, &client, &method, &path, &op.0).await {
+            Ok(right) => done(StatusCode::CREATED, json!(right)),
+            Err(e) => failed(e),
+        }
+    } else {
+        match d.revoke(&service, &client, &method, &path, &op.0).await {
+            Ok(()) => done(StatusCode::OK, json!({ "revoked": true })),
+            Err(e) => failed(e),
+        }
     }
 }
 
@@ -472,11 +459,7 @@ pub(crate) async fn add_gateway(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let op = match operator(&app, &v, &headers, true).await {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let g: GatewayIn = match parse(&body) {
+    let (op, g): (Operator, GatewayIn) = match change(&app, &v, &headers, &body).await {
         Ok(x) => x,
         Err(r) => return *r,
     };

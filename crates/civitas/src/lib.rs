@@ -402,25 +402,45 @@ pub async fn serve(
         ledger,
         witness,
     } = running;
-    let (identity, mail_sink) = identity_for(&db, &ledger, &config);
     // The issuer is the public URL; a test server on port 0 is known by its bound address.
     let issuer = match (&config.public_url, listener.local_addr()) {
         (None, Ok(addr)) if config.listen.port() == 0 => format!("http://{addr}"),
         _ => config.base_url(),
     };
+    let exchange =
+        civitas_exchange::Directory::new(db.clone(), ledger.clone(), &config.exchange_instance);
+    let (state, purger) = app_state(db.clone(), ledger, witness, config, &issuer, exchange, None)?;
+    let app = civitas_web::app(state);
+    let outcome = serve_app(listener, app, db, grace, shutdown).await;
+    if let Some(p) = purger {
+        p.abort();
+    }
+    outcome
+}
+
+/// What the server's handlers reach, for either role, and the body archive's purger when
+/// the archive is on.
+fn app_state(
+    db: Db,
+    ledger: Ledger,
+    witness: Option<Witness>,
+    config: Config,
+    issuer: &str,
+    exchange: civitas_exchange::Directory,
+    gateway_role: Option<Arc<civitas_web::exchange_peer::GatewayRole>>,
+) -> Result<(civitas_web::AppState, Option<tokio::task::JoinHandle<()>>)> {
+    let (identity, mail_sink) = identity_for(&db, &ledger, &config);
     let oidc = civitas_identity::oidc::Provider::new(
         db.clone(),
         ledger.clone(),
-        civitas_identity::oidc::Settings::new(&issuer),
+        civitas_identity::oidc::Settings::new(issuer),
     );
-    let exchange =
-        civitas_exchange::Directory::new(db.clone(), ledger.clone(), &config.exchange_instance);
     let archive = archive_key(&config)?;
     let purger = archive
         .is_some()
         .then(|| tokio::spawn(purge_archive(db.clone(), ledger.clone())));
-    let app = civitas_web::app(civitas_web::AppState {
-        db: db.clone(),
+    let state = civitas_web::AppState {
+        db,
         config: Arc::new(config),
         components: COMPONENTS,
         ledger,
@@ -430,15 +450,11 @@ pub async fn serve(
         mail_sink,
         exchange,
         gateway: provider_client()?,
-        gateway_role: None,
+        gateway_role,
         gateway_polls: civitas_web::exchange_peer::Polls::default(),
-        archive: archive.clone(),
-    });
-    let outcome = serve_app(listener, app, db, grace, shutdown).await;
-    if let Some(p) = purger {
-        p.abort();
-    }
-    outcome
+        archive,
+    };
+    Ok((state, purger))
 }
 
 /// The body archive's key, when the archive is on (`exchange.archive_days`).
@@ -549,44 +565,21 @@ pub async fn serve_gateway(
         &keys,
         civitas_web::exchange_peer::admits(exchange.clone()),
     )?;
-    let poller = tokio::spawn(poll_configuration(
-        exchange.clone(),
-        settings.clone(),
-        member.clone(),
-        keys.signing.clone(),
-    ));
-    let reporter = tokio::spawn(send_tracker_reports(
-        db.clone(),
-        settings.clone(),
-        member.clone(),
-        keys.signing.clone(),
-    ));
-    let (identity, mail_sink) = identity_for(&db, &ledger, &config);
-    let oidc = civitas_identity::oidc::Provider::new(
-        db.clone(),
-        ledger.clone(),
-        civitas_identity::oidc::Settings::new(&config.base_url()),
-    );
+    let link = DirectoryLink::new(&settings, &member, &keys.signing)?;
+    let poller = tokio::spawn(poll_configuration(exchange.clone(), link.clone()));
+    let reporter = tokio::spawn(send_tracker_reports(db.clone(), link));
     let role = Arc::new(civitas_web::exchange_peer::GatewayRole::new(member, keys));
-    let archive = archive_key(&config)?;
-    let purger = archive
-        .is_some()
-        .then(|| tokio::spawn(purge_archive(db.clone(), ledger.clone())));
-    let (local, peer_app) = civitas_web::gateway_apps(civitas_web::AppState {
-        db: db.clone(),
-        config: Arc::new(config),
-        components: COMPONENTS,
+    let issuer = config.base_url();
+    let (state, purger) = app_state(
+        db.clone(),
         ledger,
         witness,
-        identity,
-        oidc,
-        mail_sink,
+        config,
+        &issuer,
         exchange,
-        gateway: provider_client()?,
-        gateway_role: Some(role),
-        gateway_polls: civitas_web::exchange_peer::Polls::default(),
-        archive: archive.clone(),
-    });
+        Some(role),
+    )?;
+    let (local, peer_app) = civitas_web::gateway_apps(state);
     let (stop_peers, stopped) = tokio::sync::oneshot::channel::<()>();
     let peer_server = tokio::spawn(civitas_web::exchange_peer::serve_peers(
         peers,
@@ -607,37 +600,61 @@ pub async fn serve_gateway(
     outcome
 }
 
-/// Fetches the directory's signed configuration every `poll_secs` and installs it; a
-/// failure is noted for the alarms, and the configuration held keeps serving.
-async fn poll_configuration(
-    exchange: civitas_exchange::Directory,
-    settings: civitas_core::config::GatewaySettings,
+/// How a gateway speaks to the directory: its address, an HTTP client, and who the gateway
+/// is (its member and message key, for the claims it sends).
+#[derive(Clone)]
+struct DirectoryLink {
+    client: reqwest::Client,
+    base: String,
     member: civitas_core::xroad::MemberId,
     key: civitas_exchange::keys::SigningKey,
-) {
-    let client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the configuration client");
-            return;
-        }
-    };
-    let url = format!("{}/exchange/v1/configuration", settings.directory_url);
+    every: std::time::Duration,
+}
+
+impl DirectoryLink {
+    fn new(
+        settings: &civitas_core::config::GatewaySettings,
+        member: &civitas_core::xroad::MemberId,
+        key: &civitas_exchange::keys::SigningKey,
+    ) -> Result<DirectoryLink> {
+        Ok(DirectoryLink {
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .context("cannot build the client for the directory")?,
+            base: settings.directory_url.clone(),
+            member: member.clone(),
+            key: key.clone(),
+            every: std::time::Duration::from_secs(settings.poll_secs),
+        })
+    }
+
+    /// Who is calling, signed, as of now (`Civitas-Gateway`).
+    fn claim(&self, held_version: u64) -> String {
+        civitas_exchange::configuration::poll_claim(
+            &self.member,
+            &self.key,
+            held_version,
+            civitas_ledger::event::now_ms(),
+        )
+    }
+}
+
+/// Fetches the directory's signed configuration every `poll_secs` and installs it; a
+/// failure is noted for the alarms, and the configuration held keeps serving.
+async fn poll_configuration(exchange: civitas_exchange::Directory, link: DirectoryLink) {
+    let url = format!("{}/exchange/v1/configuration", link.base);
     let mut last_version = None;
     loop {
         let held = exchange
             .installed()
             .map(|s| s.configuration().version)
             .unwrap_or_default();
-        let now = civitas_ledger::event::now_ms();
-        let claim = civitas_exchange::configuration::poll_claim(&member, &key, held, now);
         let fetched = async {
-            let res = client
+            let res = link
+                .client
                 .get(&url)
-                .header("civitas-gateway", claim)
+                .header("civitas-gateway", link.claim(held))
                 .send()
                 .await
                 .map_err(|e| format!("the directory does not answer: {}", e.without_url()))?;
@@ -659,29 +676,14 @@ async fn poll_configuration(
                 exchange.fetch_failed(&why);
             }
         }
-        tokio::time::sleep(std::time::Duration::from_secs(settings.poll_secs)).await;
+        tokio::time::sleep(link.every).await;
     }
 }
 
 /// Sends the tracker reports waiting in the outbox to the directory, signed, and removes
 /// those it recorded; what cannot be sent waits for the next round.
-async fn send_tracker_reports(
-    db: Db,
-    settings: civitas_core::config::GatewaySettings,
-    member: civitas_core::xroad::MemberId,
-    key: civitas_exchange::keys::SigningKey,
-) {
-    let client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the tracker client");
-            return;
-        }
-    };
-    let url = format!("{}/exchange/v1/tracker", settings.directory_url);
+async fn send_tracker_reports(db: Db, link: DirectoryLink) {
+    let url = format!("{}/exchange/v1/tracker", link.base);
     loop {
         let sent = async {
             let reports = civitas_exchange::tracker::pending(&db, 200)
@@ -691,16 +693,13 @@ async fn send_tracker_reports(
                 return Ok(0);
             }
             let body = serde_json::to_vec(&reports).map_err(|e| e.to_string())?;
-            let now = civitas_ledger::event::now_ms();
-            let res = client
+            let res = link
+                .client
                 .post(&url)
-                .header(
-                    "civitas-gateway",
-                    civitas_exchange::configuration::poll_claim(&member, &key, 0, now),
-                )
+                .header("civitas-gateway", link.claim(0))
                 .header(
                     "civitas-signature",
-                    civitas_exchange::configuration::sign_body(&key, &body),
+                    civitas_exchange::configuration::sign_body(&link.key, &body),
                 )
                 .header("content-type", "application/json")
                 .body(body)
