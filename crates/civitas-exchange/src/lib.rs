@@ -170,6 +170,14 @@ pub const COMPONENT: Component = Component {
             );
             CREATE INDEX exchange_archive_expires ON exchange_archive (expires_ms);",
         },
+        Migration {
+            version: 7,
+            name: "call details kept privately",
+            sql: "CREATE TABLE exchange_call_details (
+                call_key TEXT PRIMARY KEY,
+                details TEXT NOT NULL
+            );",
+        },
     ],
 };
 

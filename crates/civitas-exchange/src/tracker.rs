@@ -116,3 +116,62 @@ pub async fn was_received(db: &Db, reporter: &str, id: &str) -> Result<bool, Exc
             .is_some(),
     )
 }
+
+/// What a caller said about a call about a person, in its own words: kept out of the public
+/// log (free text may name people), in a private row the log entry commits to by its
+/// `payload_sha256`, and shown only to the person.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallDetails {
+    /// Why.
+    pub purpose: String,
+    /// On what legal basis.
+    pub legal_basis: String,
+    /// The consent relied on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_reference: Option<String>,
+    /// Why the person saw the call late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferral_reason: Option<String>,
+}
+
+impl CallDetails {
+    /// The private payload (its bytes are what the log entry's hash covers) and the row that
+    /// keeps it under the call's `key` (its request id): commit the row with the entry.
+    pub fn record(&self, key: &str) -> Result<(Vec<u8>, Script), ExchangeError> {
+        let bytes = serde_json::to_vec(self)
+            .map_err(|e| ExchangeError::Invalid(format!("call details: {e}")))?;
+        let mut s = Script::new();
+        s.push(
+            "INSERT INTO exchange_call_details (call_key, details) VALUES (?, ?)",
+            vec![
+                Value::Text(key.to_string()),
+                Value::Text(String::from_utf8_lossy(&bytes).into_owned()),
+            ],
+        );
+        Ok((bytes, s))
+    }
+
+    /// The details kept under `key`, if they are the ones whose hash (`payload_sha256`, hex)
+    /// the log entry holds.
+    pub async fn find(
+        db: &Db,
+        key: &str,
+        payload_sha256: &str,
+    ) -> Result<Option<CallDetails>, ExchangeError> {
+        use sha2::Digest;
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT details FROM exchange_call_details WHERE call_key = $1")
+                .bind(key)
+                .fetch_optional(db.pool())
+                .await?;
+        Ok(text.and_then(|t| {
+            let digest: String = sha2::Sha256::digest(t.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (digest == payload_sha256)
+                .then(|| serde_json::from_str(&t).ok())
+                .flatten()
+        }))
+    }
+}

@@ -132,6 +132,20 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
         }) {
             continue;
         }
+        // What the caller said, from the private row the entry's hash commits to; entries
+        // logged before that kept it in their public fields.
+        let key = text(&e, "request_id").unwrap_or_default();
+        let details = match &e.payload_sha256 {
+            Some(hash) => civitas_exchange::tracker::CallDetails::find(&app.db, &key, hash)
+                .await?
+                .unwrap_or_default(),
+            None => civitas_exchange::tracker::CallDetails {
+                purpose: text(&e, "purpose").unwrap_or_default(),
+                legal_basis: text(&e, "legal_basis").unwrap_or_default(),
+                consent_reference: text(&e, "consent_reference"),
+                deferral_reason: text(&e, "deferral_reason"),
+            },
+        };
         let client = e
             .actor
             .strip_prefix("xroad:")
@@ -156,15 +170,15 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
             provider_name: name_of(&service),
             client,
             service,
-            purpose: text(&e, "purpose").unwrap_or_default(),
-            legal_basis: text(&e, "legal_basis").unwrap_or_default(),
-            consent_reference: text(&e, "consent_reference"),
+            purpose: details.purpose,
+            legal_basis: details.legal_basis,
+            consent_reference: details.consent_reference,
             represented_party: text(&e, "represented_party"),
             mandate: text(&e, "mandate"),
             mandate_holder: text(&e, "mandate_holder").and_then(|t| holders.get(&t).cloned()),
             x_road_id: text(&e, "x_road_id").unwrap_or_default(),
             status: e.public.get("status").and_then(|v| v.as_u64()).unwrap_or(0),
-            deferral_reason: text(&e, "deferral_reason"),
+            deferral_reason: details.deferral_reason,
             deferred_until,
             proof: format!("/account/data-usage/{index}/proof"),
         });

@@ -982,11 +982,19 @@ pub(crate) async fn finish(
         None => None,
     };
     if let Some(r) = call.reason {
-        event = event
-            .with("purpose", r.purpose)
-            .with("legal_basis", r.legal_basis);
-        if let Some(c) = r.consent {
-            event = event.with("consent_reference", c);
+        // The caller's own words stay out of the public log: a private row, which the entry
+        // commits to by its hash, commits with it (see `CallDetails`).
+        let details = civitas_exchange::tracker::CallDetails {
+            purpose: r.purpose,
+            legal_basis: r.legal_basis,
+            consent_reference: r.consent,
+            deferral_reason: r.deferral.as_ref().map(|d| d.reason.clone()),
+        };
+        let (payload, record) = details.record(&call.request_id).map_err(internal)?;
+        event = event.private_payload(&payload);
+        match writes.as_mut() {
+            Some(w) => w.extend_from(&record),
+            None => writes = Some(record),
         }
         // Under whose mandate: its basis, and the holder by their tag alone (the person's
         // own page finds the name among the people who may act for them).
@@ -1003,9 +1011,7 @@ pub(crate) async fn finish(
         }
         let mut subject = r.subject.clone();
         if let Some(d) = r.deferral {
-            event = event
-                .with("deferred_until", d.until)
-                .with("deferral_reason", d.reason);
+            event = event.with("deferred_until", d.until);
             // Logged under a subject of its own until its time (see `deferral_record`).
             subject = format!("deferral:{}", uuid::Uuid::new_v4());
             let record = civitas_exchange::deferral_record(&subject, &r.subject, d.until_ms);
@@ -1364,12 +1370,7 @@ async fn record_report(
     .with("method", bounded(&r.method))
     .with("status", u64::from(r.status))
     .with("side", "provider")
-    .with("reported_by", reporter)
-    .with("purpose", bounded(&r.purpose))
-    .with("legal_basis", bounded(&r.legal_basis));
-    if let Some(c) = &r.consent_reference {
-        event = event.with("consent_reference", bounded(c));
-    }
+    .with("reported_by", reporter);
     if let Some(p) = &r.represented_party {
         event = event.with("represented_party", bounded(p));
     }
@@ -1378,6 +1379,15 @@ async fn record_report(
         None => format!("xroad-user:{}", bounded(&r.user).to_ascii_uppercase()),
     };
     let mut writes = civitas_exchange::tracker::received_record(reporter, &r.id);
+    let details = civitas_exchange::tracker::CallDetails {
+        purpose: bounded(&r.purpose),
+        legal_basis: bounded(&r.legal_basis),
+        consent_reference: r.consent_reference.as_deref().map(bounded),
+        deferral_reason: r.deferral_reason.as_deref().map(bounded),
+    };
+    let (payload, record) = details.record(&loggable_id(&r.id)).map_err(internal)?;
+    event = event.private_payload(&payload);
+    writes.extend_from(&record);
     let mut about = person.clone();
     if let Some(until_ms) = r.deferred_until_ms {
         let until =
@@ -1385,10 +1395,7 @@ async fn record_report(
                 .ok()
                 .and_then(|t| t.format(&Rfc3339).ok())
                 .ok_or_else(|| internal("a deferral's time is out of range"))?;
-        event = event.with("deferred_until", until).with(
-            "deferral_reason",
-            bounded(r.deferral_reason.as_deref().unwrap_or_default()),
-        );
+        event = event.with("deferred_until", until);
         about = format!("deferral:{}", uuid::Uuid::new_v4());
         writes.extend_from(&civitas_exchange::deferral_record(
             &about, &person, until_ms,
