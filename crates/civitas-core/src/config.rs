@@ -452,13 +452,21 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
             )
         })?;
         let directory_url = required("exchange.directory_url", "the directory's URL")?;
+        // Reports to the directory name people, and the poll's claim must not be overheard:
+        // plain http only on this machine.
+        let loopback = |u: &url::Url| match u.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
         if !url::Url::parse(&directory_url)
-            .is_ok_and(|u| u.scheme() == "http" || u.scheme() == "https")
+            .is_ok_and(|u| u.scheme() == "https" || (u.scheme() == "http" && loopback(&u)))
         {
             return Err(invalid(
                 "exchange.directory_url",
                 &get("exchange.directory_url").1,
-                format!("`{directory_url}` is not an http(s) URL"),
+                format!("`{directory_url}` is not an https URL (plain http only on this machine)"),
             ));
         }
         let anchor_key = required(
@@ -757,6 +765,30 @@ mod tests {
         assert!(bad("demo.citizens", "ten").contains("not a whole number"));
         assert!(bad("demo.as_of", "22/11/2026").contains("not a date"));
         assert!(bad("exchange.instance", "T W").contains("exchange.instance"));
+        // A gateway reaches its directory over https, or plain http on this machine.
+        let gateway = |url: &str| {
+            let layers = Layers {
+                file: None,
+                env: vec![
+                    ("CIVITAS_ROLE".into(), "gateway".into()),
+                    (
+                        "CIVITAS_EXCHANGE__GATEWAY_MEMBER".into(),
+                        "TW/GOV/HRO".into(),
+                    ),
+                    ("CIVITAS_EXCHANGE__DIRECTORY_URL".into(), url.into()),
+                    ("CIVITAS_EXCHANGE__ANCHOR_KEY".into(), "key".into()),
+                ],
+                flags: Vec::new(),
+            };
+            layers.resolve().map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert!(gateway("https://directory.example").is_ok());
+        assert!(gateway("http://127.0.0.1:8080").is_ok());
+        assert!(
+            gateway("http://directory.example")
+                .unwrap_err()
+                .contains("https")
+        );
         assert!(bad("exchange.instance", "TW/EE").contains("'/'"));
     }
 

@@ -178,7 +178,7 @@ pub fn read_poll_claim(
     let member = MemberId::parse(member).ok()?;
     let at: i64 = at.parse().ok()?;
     let version: u64 = version.parse().ok()?;
-    if (now_ms - at).abs() > 300_000 {
+    if now_ms.abs_diff(at) > 300_000 {
         return None;
     }
     let key = key_of(&member)?;

@@ -419,9 +419,12 @@ impl Snapshot {
         self.gateways.get(member)
     }
 
-    /// The gateway in force whose TLS certificate this is.
+    /// The gateway in force whose TLS certificate this is; none when the certificate is not
+    /// one gateway's alone.
     pub fn gateway_with_certificate(&self, der: &[u8]) -> Option<&Arc<GatewayEntry>> {
-        self.gateways.values().find(|g| g.certificate == der)
+        let mut found = self.gateways.values().filter(|g| g.certificate == der);
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
     }
 }
 
@@ -850,9 +853,19 @@ impl Directory {
                 "the TLS certificate is not a DER certificate".into(),
             ));
         }
-        if self.gateways().await?.iter().any(|g| g.member == *member) {
+        let existing = self.gateways().await?;
+        if existing.iter().any(|g| g.member == *member) {
             return Err(ExchangeError::Conflict(format!(
                 "{member} has a gateway already; revoke it first"
+            )));
+        }
+        // One gateway's keys are its own: calls are attributed by them.
+        if let Some(other) = existing.iter().find(|g| {
+            g.signing_key == gateway.signing_key || g.tls_certificate == gateway.tls_certificate
+        }) {
+            return Err(ExchangeError::Conflict(format!(
+                "these keys are {}'s gateway's; each gateway has keys of its own",
+                other.member
             )));
         }
         let mut w = Script::new();

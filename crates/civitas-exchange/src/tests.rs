@@ -300,3 +300,64 @@ async fn snapshots_see_this_processs_changes_at_once_and_others_within_the_refre
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_have_keys_of_their_own_and_the_configuration_carries_them_signed() {
+    use crate::keys::GatewayKeys;
+    for d in engines("gateways").await {
+        let _ = country(&d).await;
+        let hro = MemberId::new("TW", "GOV", "HRO").unwrap();
+        let moda = MemberId::new("TW", "GOV", "MODA").unwrap();
+        let version = d.configuration(0).await.unwrap().version;
+        let keys = GatewayKeys::generate().unwrap().public();
+        let bad = |e: ExchangeError| e.to_string();
+        assert!(
+            bad(d
+                .add_gateway(&hro, "http://gw.hro:5500", &keys, "t")
+                .await
+                .unwrap_err())
+            .contains("https")
+        );
+        d.add_gateway(&hro, "https://gw.hro:5500", &keys, "t")
+            .await
+            .unwrap();
+        // Another member may not register the same keys: calls are attributed by them.
+        let taken = d
+            .add_gateway(&moda, "https://gw.moda:5500", &keys, "t")
+            .await
+            .unwrap_err();
+        assert!(matches!(taken, ExchangeError::Conflict(_)), "{taken}");
+        d.add_gateway(
+            &moda,
+            "https://gw.moda:5500",
+            &GatewayKeys::generate().unwrap().public(),
+            "t",
+        )
+        .await
+        .unwrap();
+        // Every change bumps the version; the signed configuration verifies under the anchor.
+        let anchor = d.anchor().await.unwrap();
+        let signed = d
+            .signed_configuration(Duration::from_secs(60))
+            .await
+            .unwrap();
+        let conf = crate::configuration::verify(&serde_json::to_string(&signed).unwrap(), &anchor)
+            .unwrap();
+        assert_eq!(conf.version, version + 2);
+        assert_eq!(conf.gateways.len(), 2);
+        let snapshot = d.snapshot().await.unwrap();
+        let der = conf.gateways[0].certificate_der().unwrap();
+        assert_eq!(
+            snapshot
+                .gateway_with_certificate(&der)
+                .map(|g| g.gateway.member.clone()),
+            Some(conf.gateways[0].member.clone())
+        );
+        d.revoke_gateway(&hro, "t").await.unwrap();
+        assert!(d.snapshot().await.unwrap().gateway_of(&hro).is_none());
+        assert!(matches!(
+            d.revoke_gateway(&hro, "t").await.unwrap_err(),
+            ExchangeError::NotFound(_)
+        ));
+    }
+}

@@ -3,7 +3,8 @@
 //! reports every call about a person to the directory node, which holds the register and
 //! the citizens' "Who used my data": the report is written to an outbox in the same commit
 //! as the gateway's own log entry (so none is lost when the directory is away), sent signed
-//! with the gateway's key, and recorded by the directory once (a report id is taken once).
+//! with the gateway's key, and recorded by the directory once (a report id is taken once per
+//! reporting gateway).
 
 use civitas_store::sqlx::{self, Row};
 use civitas_store::{Db, Script, Value};
@@ -132,6 +133,9 @@ pub struct CallDetails {
     /// Why the person saw the call late.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferral_reason: Option<String>,
+    /// The subject tag of whoever acted for the person under a mandate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mandate_holder: Option<String>,
 }
 
 impl CallDetails {

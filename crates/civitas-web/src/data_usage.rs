@@ -134,7 +134,9 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
         }
         // What the caller said, from the private row the entry's hash commits to; entries
         // logged before that kept it in their public fields.
-        let key = text(&e, "request_id").unwrap_or_default();
+        let key = text(&e, "details_key")
+            .or_else(|| text(&e, "request_id"))
+            .unwrap_or_default();
         let details = match &e.payload_sha256 {
             Some(hash) => civitas_exchange::tracker::CallDetails::find(&app.db, &key, hash)
                 .await?
@@ -144,6 +146,7 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
                 legal_basis: text(&e, "legal_basis").unwrap_or_default(),
                 consent_reference: text(&e, "consent_reference"),
                 deferral_reason: text(&e, "deferral_reason"),
+                mandate_holder: None,
             },
         };
         let client = e
@@ -175,7 +178,10 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
             consent_reference: details.consent_reference,
             represented_party: text(&e, "represented_party"),
             mandate: text(&e, "mandate"),
-            mandate_holder: text(&e, "mandate_holder").and_then(|t| holders.get(&t).cloned()),
+            mandate_holder: details
+                .mandate_holder
+                .as_ref()
+                .and_then(|t| holders.get(t).cloned()),
             x_road_id: text(&e, "x_road_id").unwrap_or_default(),
             status: e.public.get("status").and_then(|v| v.as_u64()).unwrap_or(0),
             deferral_reason: details.deferral_reason,

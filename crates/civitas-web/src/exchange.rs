@@ -158,9 +158,6 @@ pub(crate) struct Reason {
     mandate: Option<(String, String)>,
 }
 
-/// A deferral the caller asks for (`X-Road-PDU-Hidden: true` with `…-Hidden-Reason` and
-/// `…-Hidden-Until`): only a subsystem the law allows, for a stated reason, until a stated
-/// time within [`civitas_exchange::directory::MAX_DEFERRAL_DAYS`].
 /// A deferral asked for: until when (RFC 3339, and in ms), and why.
 struct Deferral {
     until: String,
@@ -168,6 +165,9 @@ struct Deferral {
     reason: String,
 }
 
+/// A deferral the caller asks for (`X-Road-PDU-Hidden: true` with `…-Hidden-Reason` and
+/// `…-Hidden-Until`): only a subsystem the law allows, for a stated reason, until a stated
+/// time within [`civitas_exchange::directory::MAX_DEFERRAL_DAYS`].
 fn deferral(
     headers: &HeaderMap,
     sub: &civitas_exchange::Subsystem,
@@ -230,6 +230,12 @@ fn reason(headers: &HeaderMap, sub: &civitas_exchange::Subsystem) -> Result<Reas
     }
     if basis.is_some_and(|b| b.eq_ignore_ascii_case("consent")) && consent.is_none() {
         missing.push("X-Road-PDU-Consent-Reference");
+    }
+    if user.is_some_and(|u| u.len() > 200) {
+        return Err(Fault::client(
+            "BadRequest",
+            "X-Road-UserId is longer than 200 characters",
+        ));
     }
     if !missing.is_empty() {
         return Err(Fault::client(
@@ -366,7 +372,7 @@ fn no_repeats(headers: &HeaderMap) -> Result<(), Fault> {
 
 /// An `X-Road-Id` as the log keeps it: the caller's own when it is a plain identifier (a
 /// UUID, say), else its digest, so that nothing a caller puts there reaches the public log.
-fn loggable_id(id: &str) -> String {
+pub(crate) fn loggable_id(id: &str) -> String {
     use sha2::Digest;
     let plain = id.len() <= 100
         && id
@@ -535,6 +541,8 @@ pub(crate) struct Peer {
     pub(crate) side: Side,
     /// The other gateway's member.
     pub(crate) gateway: String,
+    /// The calling gateway's request id, as it logged the call (its digest when not plain).
+    pub(crate) request_id: Option<String>,
 }
 
 /// Checks a call (its path, its X-Road headers, the client subsystem, the right to call,
@@ -936,6 +944,9 @@ pub(crate) async fn finish(
         event = event
             .with("side", peer.side.name())
             .with("peer_gateway", peer.gateway.clone());
+        if let Some(id) = &peer.request_id {
+            event = event.with("peer_request_id", id.clone());
+        }
     }
     if let Some(p) = &call.represented {
         event = event.with(
@@ -984,20 +995,10 @@ pub(crate) async fn finish(
     if let Some(r) = call.reason {
         // The caller's own words stay out of the public log: a private row, which the entry
         // commits to by its hash, commits with it (see `CallDetails`).
-        let details = civitas_exchange::tracker::CallDetails {
-            purpose: r.purpose,
-            legal_basis: r.legal_basis,
-            consent_reference: r.consent,
-            deferral_reason: r.deferral.as_ref().map(|d| d.reason.clone()),
-        };
-        let (payload, record) = details.record(&call.request_id).map_err(internal)?;
-        event = event.private_payload(&payload);
-        match writes.as_mut() {
-            Some(w) => w.extend_from(&record),
-            None => writes = Some(record),
-        }
-        // Under whose mandate: its basis, and the holder by their tag alone (the person's
-        // own page finds the name among the people who may act for them).
+        // Under whose mandate: its basis in public; the holder, by their tag, only privately
+        // (their tag in public would link two people's entries). The person's own page finds
+        // the holder's name among the people who may act for them.
+        let mut mandate_holder = None;
         if let Some((basis, holder)) = r.mandate {
             let tag = app
                 .ledger
@@ -1005,9 +1006,21 @@ pub(crate) async fn finish(
                 .await
                 .map_err(internal)?
                 .tag();
-            event = event
-                .with("mandate", basis)
-                .with("mandate_holder", tag.to_string());
+            event = event.with("mandate", basis);
+            mandate_holder = Some(tag.to_string());
+        }
+        let details = civitas_exchange::tracker::CallDetails {
+            purpose: r.purpose,
+            legal_basis: r.legal_basis,
+            consent_reference: r.consent,
+            deferral_reason: r.deferral.as_ref().map(|d| d.reason.clone()),
+            mandate_holder,
+        };
+        let (payload, record) = details.record(&call.request_id).map_err(internal)?;
+        event = event.private_payload(&payload);
+        match writes.as_mut() {
+            Some(w) => w.extend_from(&record),
+            None => writes = Some(record),
         }
         let mut subject = r.subject.clone();
         if let Some(d) = r.deferral {
@@ -1312,30 +1325,24 @@ async fn tracker(
             );
         }
     };
+    // A report that cannot be right (another member's service, a malformed identifier) is
+    // refused on its own, so that it never holds up the gateway's other reports.
     let mut recorded = 0u64;
+    let mut refused = Vec::new();
     for r in reports {
-        let service = match ServiceId::parse(&r.service) {
-            Ok(s) if s.provider.member == reporter => s,
-            _ => {
-                return problem(
-                    StatusCode::FORBIDDEN,
-                    "not-its-service",
-                    "Not the gateway's service",
-                    format!(
-                        "{reporter}'s gateway reports only calls to {reporter}'s services, not {}",
-                        r.service
-                    ),
-                );
-            }
+        let service = ServiceId::parse(&r.service)
+            .ok()
+            .filter(|s| s.provider.member == reporter);
+        let client = ClientId::parse(&r.client).ok();
+        let (Some(service), Some(client)) = (service, client) else {
+            tracing::warn!(reporter = %reporter, report = %loggable_id(&r.id), "a tracker report names another member's service or a malformed client; refused");
+            refused.push(r.id);
+            continue;
         };
-        let Ok(client) = ClientId::parse(&r.client) else {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "invalid-report",
-                "Invalid report",
-                format!("{:?} is not a client identifier", r.client),
-            );
-        };
+        if r.user.len() > 200 {
+            refused.push(r.id);
+            continue;
+        }
         match tracker::was_received(&app.db, &reporter.to_string(), &r.id).await {
             Ok(true) => continue,
             Ok(false) => {}
@@ -1346,7 +1353,7 @@ async fn tracker(
         }
         recorded += 1;
     }
-    axum::Json(json!({ "recorded": recorded })).into_response()
+    axum::Json(json!({ "recorded": recorded, "refused": refused })).into_response()
 }
 
 /// A reported call as the person's tracker entry: logged about the person (found in the
@@ -1384,9 +1391,12 @@ async fn record_report(
         legal_basis: bounded(&r.legal_basis),
         consent_reference: r.consent_reference.as_deref().map(bounded),
         deferral_reason: r.deferral_reason.as_deref().map(bounded),
+        mandate_holder: None,
     };
-    let (payload, record) = details.record(&loggable_id(&r.id)).map_err(internal)?;
-    event = event.private_payload(&payload);
+    // Reports' ids are the reporters' own: kept apart per reporter.
+    let key = format!("{reporter} {}", loggable_id(&r.id));
+    let (payload, record) = details.record(&key).map_err(internal)?;
+    event = event.private_payload(&payload).with("details_key", key);
     writes.extend_from(&record);
     let mut about = person.clone();
     if let Some(until_ms) = r.deferred_until_ms {

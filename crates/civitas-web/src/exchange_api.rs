@@ -3,9 +3,9 @@
 //! revoke a gateway's keys. The same changes as the CLI and the admin page, each a ledger
 //! event with the operator's account as actor.
 //!
-//! An operator calls it either with an OpenID Connect access token Civitas issued
-//! (`Authorization: Bearer`, for scripts), or from a signed-in browser session with the
-//! anti-forgery token in `X-CSRF-Token`. Reading needs an operator account; every change
+//! An operator calls it either with an OpenID Connect access token Civitas issued to a
+//! first-party client (the operators' own tool; `Authorization: Bearer`, for scripts), or
+//! from a signed-in browser session with the anti-forgery token in `X-CSRF-Token`. Reading needs an operator account; every change
 //! needs the session (the token's, or the browser's) at level substantial.
 
 use axum::Json;
@@ -87,6 +87,20 @@ async fn operator(
                 }
                 Err(e) => return Err(internal(&e)),
             };
+            // Only an operators' own tool (a first-party client the operator registered) may
+            // act for an operator: a token any other application holds does not.
+            match app.oidc.client(&grant.client_id).await {
+                Ok(Some(c)) if c.first_party && c.enabled => {}
+                Ok(_) => {
+                    return Err(refused(
+                        StatusCode::FORBIDDEN,
+                        "not-an-operator-tool",
+                        "Forbidden",
+                        "This API takes tokens of the operators' own (first-party) tools only.",
+                    ));
+                }
+                Err(e) => return Err(internal(&e)),
+            }
             let account = match app.identity.account(&grant.account_id).await {
                 Ok(Some(a)) => a,
                 Ok(None) => {

@@ -5,8 +5,9 @@
 //! it to the provider and signs the answer. Both log the call.
 //!
 //! A body up to [`BUFFER`] is held until its signature verifies, so nothing unverified
-//! reaches the provider or the client; a larger one streams through and is broken off if
-//! the signature at its end does not verify.
+//! reaches the provider or the client; a larger one streams through (chunked: the length the
+//! provider is told is never the sender's word) and is broken off, before its last chunk,
+//! if the signature at its end does not verify.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,14 +71,14 @@ impl GatewayRole {
         let cert = &peer.certificate;
         let mut clients = self.clients.lock().map_err(internal)?;
         let key = peer.gateway.member.to_string();
+        let url = reqwest::Url::parse(&format!("{}{}", peer.gateway.address, message::PATH))
+            .map_err(internal)?;
         if let Some(p) = clients.get(&key)
             && p.certificate == *cert
-            && p.url.as_str().starts_with(&peer.gateway.address)
+            && p.url == url
         {
             return Ok((p.client.clone(), p.url.clone()));
         }
-        let url = reqwest::Url::parse(&format!("{}{}", peer.gateway.address, message::PATH))
-            .map_err(internal)?;
         let tls = civitas_exchange::tls::client_config(&self.keys, cert).map_err(internal)?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
@@ -419,6 +420,7 @@ pub(crate) async fn forward(
     let peer = Peer {
         side: Side::Client,
         gateway: peer.gateway.member.to_string(),
+        request_id: None,
     };
     finish(
         app,
@@ -523,18 +525,16 @@ async fn receive_call(
             format!("this gateway does not provide {}", p.service_id),
         ));
     }
-    // The provider receives the headers exactly as the calling gateway signed them.
+    // The provider receives the headers exactly as the calling gateway signed them (its
+    // X-Road-Request-Id among them); this gateway keys its own records by its own id.
     p.forward = forward;
-    if let Some(id) = last(&headers, "x-road-request-id") {
-        p.request_id = id.to_string();
-    }
     let mut hash = RequestHash::new(
         &head.method,
         &head.target,
         head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
     );
     let mut buffered: Vec<Bytes> = Vec::new();
-    let mut size = 0;
+    let mut size = 0usize;
     let complete = loop {
         match reader.next().await {
             Ok(Some((DATA, b))) => {
@@ -556,6 +556,9 @@ async fn receive_call(
                             sender_member
                         ),
                     ));
+                }
+                if !matches!(reader.next().await, Ok(None)) {
+                    return Err(invalid("frames after the end of the message".into()));
                 }
                 break true;
             }
@@ -586,7 +589,9 @@ async fn receive_call(
         head_part.chain(rest).boxed()
     };
     let body = crate::exchange::capturing(body, p.capture.as_ref());
-    let length = head.content_length.map(HeaderValue::from);
+    // The length the provider is told is the length verified; a body still streaming goes
+    // chunked (the sender's declared length is not signed, so it decides nothing).
+    let length = complete.then(|| HeaderValue::from(size));
     let (res, others) = deliver(app, &p, head.has_body, length, body, None).await?;
     let (request_hash, body_bytes) = {
         let h = hash.lock().map_err(internal)?;
@@ -595,6 +600,7 @@ async fn receive_call(
     let peer = Peer {
         side: Side::Provider,
         gateway: sender_member.to_string(),
+        request_id: last(&headers, "x-road-request-id").map(crate::exchange::loggable_id),
     };
     let res = finish(
         app,

@@ -686,9 +686,20 @@ async fn send_tracker_reports(db: Db, link: DirectoryLink) {
     let url = format!("{}/exchange/v1/tracker", link.base);
     loop {
         let sent = async {
-            let reports = civitas_exchange::tracker::pending(&db, 200)
+            let mut reports = civitas_exchange::tracker::pending(&db, 200)
                 .await
                 .map_err(|e| e.to_string())?;
+            // At most about 256 KiB a batch, well under what the directory takes.
+            let mut bytes = 0;
+            let keep = reports
+                .iter()
+                .take_while(|r| {
+                    bytes += serde_json::to_vec(r).map_or(0, |v| v.len());
+                    bytes <= 256 * 1024
+                })
+                .count()
+                .max(1);
+            reports.truncate(keep);
             if reports.is_empty() {
                 return Ok(0);
             }
@@ -720,8 +731,8 @@ async fn send_tracker_reports(db: Db, link: DirectoryLink) {
             Ok(ids.len())
         };
         match sent.await {
-            // A full batch: more may be waiting.
-            Ok(n) if n >= 200 => continue,
+            // A batch sent: more may be waiting.
+            Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(why) => {
                 tracing::warn!(reason = %why, "cannot send tracker reports to the directory")

@@ -481,8 +481,18 @@ on_both_engines! {
         let events = app.ledger.subject_events(tag).await.unwrap();
         let (_, e) = events.iter().rev().find(|(_, e)| e.kind == "exchange.call").unwrap();
         assert_eq!(e.public["mandate"], "granted");
+        // The holder's tag is kept privately: in public it would link two people's entries.
+        assert!(e.public.get("mandate_holder").is_none());
         let helper_tag = app.ledger.subject_secret(&format!("person:{helper_id}")).await.unwrap().tag();
-        assert_eq!(e.public["mandate_holder"], helper_tag.to_string().as_str());
+        let details = civitas_exchange::tracker::CallDetails::find(
+            &app.db,
+            e.public["request_id"].as_str().unwrap(),
+            e.payload_sha256.as_deref().unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(details.mandate_holder, Some(helper_tag.to_string()));
         let uses: Value = serde_json::from_str(&b.get("/api/v1/me/data-usage").await.body).unwrap();
         assert_eq!(uses[0]["purpose"], "Tax return");
         assert_eq!(uses[0]["mandate"], "granted");

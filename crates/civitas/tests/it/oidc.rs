@@ -788,6 +788,20 @@ fn the_cli_registers_lists_disables_and_removes_clients_and_rotates_keys() {
     );
 }
 
+/// An access token for `rp`, from the person signed in on `b`.
+async fn token_at(app: &TestApp, rp: &Rp, b: &mut Browser) -> String {
+    let got = authorize(app, b, rp, &["openid"]).await;
+    rp.exchange_code(AuthorizationCode::new(got.code))
+        .unwrap()
+        .set_pkce_verifier(got.verifier)
+        .request_async(&http())
+        .await
+        .unwrap()
+        .access_token()
+        .secret()
+        .clone()
+}
+
 /// The operators' exchange API with an access token Civitas issued: reading needs an
 /// operator, changing needs the token's session at level substantial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -795,23 +809,11 @@ async fn operators_manage_the_exchange_with_an_access_token() {
     let app = TestApp::spawn(crate::support::Engine::Sqlite)
         .await
         .unwrap();
-    let reg = register(&app, |_| {}).await;
+    // The operators' own tool is a first-party client; another application is not.
+    let reg = register(&app, |c| c.first_party = true).await;
     let rp = relying_party(&app, &reg).await;
-    let token_of = |mut b: Browser| {
-        let (app, rp) = (&app, &rp);
-        async move {
-            let got = authorize(app, &mut b, rp, &["openid"]).await;
-            rp.exchange_code(AuthorizationCode::new(got.code))
-                .unwrap()
-                .set_pkce_verifier(got.verifier)
-                .request_async(&http())
-                .await
-                .unwrap()
-                .access_token()
-                .secret()
-                .clone()
-        }
-    };
+    let other = register(&app, |_| {}).await;
+    let other = relying_party(&app, &other).await;
     let api = |token: Option<String>, method: &str, path: &str, body: Option<Value>| {
         let url = format!("{}{path}", app.base);
         let method = method.to_string();
@@ -834,8 +836,8 @@ async fn operators_manage_the_exchange_with_an_access_token() {
     };
     let member = json!({ "id": "TW/COM/12345675", "name": "Tainan Pharmacy" });
 
-    let strong =
-        token_of(crate::authz::at_substantial(&app, "operator.1@moda.gov.example").await).await;
+    let mut operator = crate::authz::at_substantial(&app, "operator.1@moda.gov.example").await;
+    let strong = token_at(&app, &rp, &mut operator).await;
     let (status, dir) = api(
         Some(strong.clone()),
         "GET",
@@ -893,7 +895,7 @@ async fn operators_manage_the_exchange_with_an_access_token() {
     let mut weak = Browser::new(&app);
     weak.sign_in("operator.2@moda.gov.example", DEMO_PASSWORD)
         .await;
-    let weak = token_of(weak).await;
+    let weak = token_at(&app, &rp, &mut weak).await;
     assert_eq!(
         api(
             Some(weak.clone()),
@@ -917,8 +919,16 @@ async fn operators_manage_the_exchange_with_an_access_token() {
         (403, Some("/problems/step-up")),
         "{body}"
     );
+    // An operator's strong token held by any other application acts for nobody here.
+    let elsewhere = token_at(&app, &other, &mut operator).await;
+    let (status, body) = api(Some(elsewhere), "GET", "/api/v1/exchange/directory", None).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (403, Some("/problems/not-an-operator-tool")),
+        "{body}"
+    );
     // A citizen's token, a made-up token, no token.
-    let citizen = token_of(signed_in(&app).await).await;
+    let citizen = token_at(&app, &rp, &mut signed_in(&app).await).await;
     assert_eq!(
         api(Some(citizen), "GET", "/api/v1/exchange/directory", None)
             .await
