@@ -21,10 +21,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 /// SHA-256 of bytes, hex.
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    civitas_ledger::event::hex(&sha2::Sha256::digest(bytes))
 }
 
 /// The base URL prefix of a base registry this program serves itself, in process

@@ -97,11 +97,7 @@ pub fn received_record(reporter: &str, id: &str) -> Script {
         vec![
             Value::Text(format!("{reporter} {id}")),
             Value::Text(reporter.to_string()),
-            Value::I64(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
-            ),
+            Value::I64(civitas_ledger::event::now_ms()),
         ],
     );
     s
@@ -169,10 +165,7 @@ impl CallDetails {
                 .fetch_optional(db.pool())
                 .await?;
         Ok(text.and_then(|t| {
-            let digest: String = sha2::Sha256::digest(t.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let digest = civitas_ledger::event::hex(&sha2::Sha256::digest(t.as_bytes()));
             (digest == payload_sha256)
                 .then(|| serde_json::from_str(&t).ok())
                 .flatten()

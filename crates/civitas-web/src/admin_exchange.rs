@@ -163,7 +163,7 @@ async fn page(
                     None => "silent",
                 };
                 GatewayView {
-                    last_poll: poll.and_then(|(_, at, _)| rfc3339(*at)),
+                    last_poll: crate::ops::rfc3339(poll.map(|(_, at, _)| *at)),
                     holds: poll.map(|(_, _, v)| *v),
                     state,
                     address: g.address,
@@ -200,12 +200,6 @@ async fn show(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn)
         Ok(c) => page(&app, c, &headers, Vec::new(), ChangeForm::default()).await,
         Err(r) => *r,
     }
-}
-
-fn rfc3339(ms: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339)
-        .ok()
 }
 
 /// The form field an action's error belongs to (the first field of its form).

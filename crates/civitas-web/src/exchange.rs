@@ -545,15 +545,50 @@ pub(crate) struct Peer {
     pub(crate) request_id: Option<String>,
 }
 
+/// The header part as X-Road serialises it: the request's own headers that pass, in order
+/// (those the Connection header names are hop-by-hop too), then what the gateway adds: the
+/// request id, and the X-Road id when it made one.
+fn forwarded_headers(
+    headers: &HeaderMap,
+    request_id: &str,
+    made_x_road_id: Option<&String>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Fault> {
+    let hop: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let mut forward: Vec<(HeaderName, HeaderValue)> = headers
+        .iter()
+        .filter(|(n, _)| passes_on_request(n.as_str()) && !hop.iter().any(|h| h == n.as_str()))
+        .filter_map(|(n, v)| Some((n.clone(), without_own_cookies(n, v)?)))
+        .collect();
+    forward.push((
+        HeaderName::from_static("x-road-request-id"),
+        HeaderValue::from_str(request_id).map_err(internal)?,
+    ));
+    if let Some(id) = made_x_road_id {
+        forward.push((
+            HeaderName::from_static("x-road-id"),
+            HeaderValue::from_str(id).map_err(internal)?,
+        ));
+    }
+    Ok(forward)
+}
+
 /// Checks a call (its path, its X-Road headers, the client subsystem, the right to call,
 /// the reason for a call about a person) and prepares what goes to the provider. Where the
-/// call comes from is the caller's check.
+/// call comes from is the caller's check. A call from another gateway brings the headers
+/// the provider is to receive as that gateway signed them (`signed`); they go on unchanged.
 pub(crate) async fn prepare(
     app: &Shared,
     directory: &Snapshot,
     method: &axum::http::Method,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
+    signed: Option<Vec<(HeaderName, HeaderValue)>>,
 ) -> Result<Prepared, Fault> {
     let (service_id, rest) = target(uri.path())?;
     no_repeats(headers)?;
@@ -587,31 +622,10 @@ pub(crate) async fn prepare(
         .unwrap_or_else(|| format!("{}-{}", app.exchange.instance(), uuid::Uuid::new_v4()));
     let request_id = uuid::Uuid::new_v4().to_string();
 
-    // The header part as X-Road serialises it: the request's own headers that pass, in
-    // order, then what the gateway adds.
-    // Headers the Connection header names are hop-by-hop too.
-    let hop: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .collect();
-    let mut forward: Vec<(HeaderName, HeaderValue)> = headers
-        .iter()
-        .filter(|(n, _)| passes_on_request(n.as_str()) && !hop.iter().any(|h| h == n.as_str()))
-        .filter_map(|(n, v)| Some((n.clone(), without_own_cookies(n, v)?)))
-        .collect();
-    forward.push((
-        HeaderName::from_static("x-road-request-id"),
-        HeaderValue::from_str(&request_id).map_err(internal)?,
-    ));
-    if generated_id {
-        forward.push((
-            HeaderName::from_static("x-road-id"),
-            HeaderValue::from_str(&x_road_id).map_err(internal)?,
-        ));
-    }
+    let forward = match signed {
+        Some(list) => list,
+        None => forwarded_headers(headers, &request_id, generated_id.then_some(&x_road_id))?,
+    };
     let target_text = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string());
@@ -711,7 +725,15 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
     configuration_in_force(app, Side::Client)?;
     let directory = app.exchange.snapshot().await.map_err(unavailable)?;
     let (parts, body) = req.into_parts();
-    let mut p = prepare(app, &directory, &parts.method, &parts.uri, &parts.headers).await?;
+    let mut p = prepare(
+        app,
+        &directory,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        None,
+    )
+    .await?;
     if !directory.calls_from(&p.client, peer.ip()) {
         return Err(Fault::client_proxy(
             "AccessDenied",

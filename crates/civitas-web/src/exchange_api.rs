@@ -63,12 +63,7 @@ async fn operator(
     headers: &HeaderMap,
     change: bool,
 ) -> Result<Operator, Response> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string());
+    let bearer = crate::oidc::bearer_token(headers);
     let internal = |e: &dyn std::error::Error| {
         tracing::error!(error = %e, "cannot check the operator");
         Problem::internal(e).into_response()

@@ -172,6 +172,28 @@ fn data_frame(b: Bytes) -> Vec<Result<Bytes, std::io::Error>> {
     }
 }
 
+/// A message as frames: the head, the body as it streams (each piece given to `on_data` on
+/// the way), and the end frame `end` makes once the body is through.
+fn frames(
+    head: Vec<u8>,
+    body: BodyStream,
+    mut on_data: impl FnMut(&[u8]) + Send + 'static,
+    end: impl FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static,
+) -> BodyStream {
+    let head = stream::once(async move { Ok(Bytes::from(message::frame(HEAD, &head))) });
+    let data = body.flat_map(move |chunk| {
+        stream::iter(match chunk {
+            Ok(b) => {
+                on_data(&b);
+                data_frame(b)
+            }
+            Err(e) => vec![Err(e)],
+        })
+    });
+    let end = stream::once(async move { end().map(Bytes::from) });
+    head.chain(data).chain(end).boxed()
+}
+
 /// The frames of a request: the head, the body as it streams (hashed on the way), and the
 /// signature over the request hash.
 fn request_frames(
@@ -181,29 +203,22 @@ fn request_frames(
     key: civitas_exchange::keys::SigningKey,
 ) -> BodyStream {
     let fed = hash.clone();
-    let head = stream::once(async move { Ok(Bytes::from(message::frame(HEAD, &head))) });
-    let data = body.flat_map(move |chunk| {
-        stream::iter(match chunk {
-            Ok(b) => {
-                if let Ok(mut h) = fed.lock() {
-                    h.body(&b);
-                }
-                data_frame(b)
+    frames(
+        head,
+        body,
+        move |b| {
+            if let Ok(mut h) = fed.lock() {
+                h.body(b);
             }
-            Err(e) => vec![Err(e)],
-        })
-    });
-    let end = stream::once(async move {
-        let h = hash
-            .lock()
-            .map_err(|_| std::io::Error::other("hash"))?
-            .finish();
-        Ok(Bytes::from(message::json_frame(
-            END,
-            &message::sign_request(&key, &h),
-        )))
-    });
-    head.chain(data).chain(end).boxed()
+        },
+        move || {
+            let h = hash
+                .lock()
+                .map_err(|_| std::io::Error::other("hash"))?
+                .finish();
+            Ok(message::json_frame(END, &message::sign_request(&key, &h)))
+        },
+    )
 }
 
 /// What is left of a framed body after the buffered part: data frames as they come, and
@@ -509,7 +524,9 @@ async fn receive_call(
         headers.append(name.clone(), value.clone());
         forward.push((name, value));
     }
-    let mut p = prepare(app, &directory, &method, &uri, &headers).await?;
+    // The provider receives the headers exactly as the calling gateway signed them (its
+    // X-Road-Request-Id among them); this gateway keys its own records by its own id.
+    let mut p = prepare(app, &directory, &method, &uri, &headers, Some(forward)).await?;
     if p.client.member != *sender_member {
         return Err(Fault::server_proxy(
             "AccessDenied",
@@ -525,14 +542,7 @@ async fn receive_call(
             format!("this gateway does not provide {}", p.service_id),
         ));
     }
-    // The provider receives the headers exactly as the calling gateway signed them (its
-    // X-Road-Request-Id among them); this gateway keys its own records by its own id.
-    p.forward = forward;
-    let mut hash = RequestHash::new(
-        &head.method,
-        &head.target,
-        head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
-    );
+    let mut hash = std::mem::replace(&mut p.hash, RequestHash::new("", "", []));
     let mut buffered: Vec<Bytes> = Vec::new();
     let mut size = 0usize;
     let complete = loop {
@@ -629,33 +639,34 @@ fn framed(role: &GatewayRole, res: Response, hash: Option<Arc<Mutex<RequestHash>
     let digest = Arc::new(Mutex::new(ResponseDigest::new(&head_bytes)));
     let fed = digest.clone();
     let key = role.keys.signing.clone();
-    let first = stream::once(async move { Ok(Bytes::from(message::frame(HEAD, &head_bytes))) });
-    let data = body.into_data_stream().flat_map(move |chunk| {
-        stream::iter(match chunk {
-            Ok(b) => {
-                if let Ok(mut d) = fed.lock() {
-                    d.body(&b);
-                }
-                data_frame(b)
+    let body = body
+        .into_data_stream()
+        .map(|c| c.map_err(std::io::Error::other))
+        .boxed();
+    let stream = frames(
+        head_bytes,
+        body,
+        move |b| {
+            if let Ok(mut d) = fed.lock() {
+                d.body(b);
             }
-            Err(e) => vec![Err(std::io::Error::other(e))],
-        })
-    });
-    let end = stream::once(async move {
-        let request_hash = match &hash {
-            Some(h) => h.lock().map(|h| h.finish()).unwrap_or_default(),
-            None => String::new(),
-        };
-        let d = digest
-            .lock()
-            .map(|d| d.finish())
-            .map_err(|_| std::io::Error::other("digest"))?;
-        Ok::<_, std::io::Error>(Bytes::from(message::json_frame(
-            END,
-            &message::sign_response(&key, &request_hash, &d),
-        )))
-    });
-    let mut res = Response::new(Body::from_stream(first.chain(data).chain(end)));
+        },
+        move || {
+            let request_hash = match &hash {
+                Some(h) => h.lock().map(|h| h.finish()).unwrap_or_default(),
+                None => String::new(),
+            };
+            let d = digest
+                .lock()
+                .map(|d| d.finish())
+                .map_err(|_| std::io::Error::other("digest"))?;
+            Ok(message::json_frame(
+                END,
+                &message::sign_response(&key, &request_hash, &d),
+            ))
+        },
+    );
+    let mut res = Response::new(Body::from_stream(stream));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(message::CONTENT_TYPE),

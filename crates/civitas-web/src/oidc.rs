@@ -542,14 +542,18 @@ fn bearer_refused(error: Option<&str>) -> Response {
     res
 }
 
-async fn userinfo(State(app): State<Shared>, headers: HeaderMap) -> Response {
-    let token = headers
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string());
-    let Some(token) = token else {
+        .map(|(_, t)| t.trim().to_string())
+}
+
+async fn userinfo(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let Some(token) = bearer_token(&headers) else {
         return bearer_refused(None);
     };
     let grant = match app.oidc.access_grant(&token).await {

@@ -98,7 +98,8 @@ pub(crate) struct ExchangeReadiness {
     last_error: Option<String>,
 }
 
-fn rfc3339(ms: Option<i64>) -> Option<String> {
+/// A time in ms since the epoch as RFC 3339 (UTC).
+pub(crate) fn rfc3339(ms: Option<i64>) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms?) * 1_000_000).ok()?;
     t.format(&time::format_description::well_known::Rfc3339)
         .ok()
