@@ -8,6 +8,10 @@
 //! reaches the provider or the client; a larger one streams through (chunked: the length the
 //! provider is told is never the sender's word) and is broken off, before its last chunk,
 //! if the signature at its end does not verify.
+//!
+//! A message whose body is known to fit in [`BUFFER`] (almost every call) is read whole,
+//! signed, and sent as one piece with its length: one write and one TLS record instead of a
+//! chunk per frame.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +26,8 @@ use civitas_exchange::directory::GatewayEntry;
 use civitas_exchange::directory::Snapshot;
 use civitas_exchange::keys::GatewayKeys;
 use civitas_exchange::message::{
-    self, DATA, Decoder, END, End, HEAD, RequestHead, ResponseDigest, ResponseHead,
+    self, DATA, Decoder, END, End, HEAD, RequestHead, ResponseDigest, ResponseHead, Signer,
+    Verified,
 };
 use civitas_exchange::protocol::{Fault, RequestHash, passes_on_response};
 use futures_util::{StreamExt, stream};
@@ -49,17 +54,23 @@ pub struct GatewayRole {
     pub member: MemberId,
     /// Its keys.
     pub keys: GatewayKeys,
+    /// Signs its messages, in batches when it is busy.
+    signer: Signer,
+    /// The other gateways' batch signatures it has verified.
+    verified: Arc<Verified>,
     /// A client per provider gateway, pinned to that gateway's certificate, and the URL
     /// messages go to.
     clients: Mutex<HashMap<String, PeerClient>>,
 }
 
 impl GatewayRole {
-    /// The gateway of `member` with `keys`.
+    /// The gateway of `member` with `keys` (its signer runs on the current Tokio runtime).
     pub fn new(member: MemberId, keys: GatewayKeys) -> GatewayRole {
         GatewayRole {
             member,
+            signer: Signer::start(keys.signing.clone()),
             keys,
+            verified: Arc::default(),
             clients: Mutex::default(),
         }
     }
@@ -173,12 +184,13 @@ fn data_frame(b: Bytes) -> Vec<Result<Bytes, std::io::Error>> {
 }
 
 /// A message as frames: the head, the body as it streams (each piece given to `on_data` on
-/// the way), and the end frame `end` makes once the body is through.
+/// the way), and the end frame `end` makes once the body is through (it is not polled
+/// before).
 fn frames(
     head: Vec<u8>,
     body: BodyStream,
     mut on_data: impl FnMut(&[u8]) + Send + 'static,
-    end: impl FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static,
+    end: impl Future<Output = std::io::Result<Vec<u8>>> + Send + 'static,
 ) -> BodyStream {
     let head = stream::once(async move { Ok(Bytes::from(message::frame(HEAD, &head))) });
     let data = body.flat_map(move |chunk| {
@@ -190,8 +202,47 @@ fn frames(
             Err(e) => vec![Err(e)],
         })
     });
-    let end = stream::once(async move { end().map(Bytes::from) });
+    let end = stream::once(async move { end.await.map(Bytes::from) });
     head.chain(data).chain(end).boxed()
+}
+
+/// A whole message as one piece: its head, its body as one data frame (none if empty) and
+/// its end.
+fn whole_message(head: &[u8], body: &[u8], end: &End) -> Bytes {
+    let end = message::json_frame(END, end);
+    let mut out = Vec::with_capacity(head.len() + body.len() + end.len() + 10);
+    out.extend_from_slice(&message::frame_header(HEAD, head.len()));
+    out.extend_from_slice(head);
+    if !body.is_empty() {
+        out.extend_from_slice(&message::frame_header(DATA, body.len()));
+        out.extend_from_slice(body);
+    }
+    out.extend_from_slice(&end);
+    Bytes::from(out)
+}
+
+/// A body read as far as [`BUFFER`]: all of it, or the part read and the rest.
+enum Read {
+    Whole(Bytes),
+    Partly(Vec<Bytes>, BodyStream),
+}
+
+async fn read_up_to_buffer(mut body: BodyStream) -> std::io::Result<Read> {
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    while let Some(piece) = body.next().await {
+        let piece = piece?;
+        size += piece.len();
+        parts.push(piece);
+        if size > BUFFER {
+            return Ok(Read::Partly(parts, body));
+        }
+    }
+    Ok(Read::Whole(match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.remove(0),
+        _ => Bytes::from(parts.concat()),
+    }))
 }
 
 /// The frames of a request: the head, the body as it streams (hashed on the way), and the
@@ -200,7 +251,7 @@ fn request_frames(
     head: Vec<u8>,
     body: BodyStream,
     hash: Arc<Mutex<RequestHash>>,
-    key: civitas_exchange::keys::SigningKey,
+    signer: Signer,
 ) -> BodyStream {
     let fed = hash.clone();
     frames(
@@ -211,12 +262,12 @@ fn request_frames(
                 h.body(b);
             }
         },
-        move || {
+        async move {
             let h = hash
                 .lock()
                 .map_err(|_| std::io::Error::other("hash"))?
                 .finish();
-            Ok(message::json_frame(END, &message::sign_request(&key, &h)))
+            Ok(message::json_frame(END, &signer.sign_request(&h).await))
         },
     )
 }
@@ -308,21 +359,39 @@ pub(crate) async fn forward(
         &mut p.hash,
         RequestHash::new("", "", []),
     )));
-    let body = if has_body {
-        body
+    let head_bytes = serde_json::to_vec(&head).map_err(internal)?;
+    // A body the client said fits in the buffer is read whole and the message goes in one
+    // piece; any other streams through.
+    let read = if !has_body {
+        Read::Whole(Bytes::new())
+    } else if head.content_length.is_some_and(|n| n <= BUFFER as u64) {
+        read_up_to_buffer(body).await.map_err(|e| {
+            Fault::client("BadRequest", format!("the request's body broke off: {e}"))
+        })?
     } else {
-        stream::empty().boxed()
+        Read::Partly(Vec::new(), body)
     };
-    let frames = request_frames(
-        serde_json::to_vec(&head).map_err(internal)?,
-        body,
-        hash.clone(),
-        role.keys.signing.clone(),
-    );
+    let outgoing = match read {
+        Read::Whole(body) => {
+            let request_hash = {
+                let mut h = hash.lock().map_err(internal)?;
+                h.body(&body);
+                h.finish()
+            };
+            let end = role.signer.sign_request(&request_hash).await;
+            reqwest::Body::from(whole_message(&head_bytes, &body, &end))
+        }
+        Read::Partly(read, rest) => reqwest::Body::wrap_stream(request_frames(
+            head_bytes,
+            stream::iter(read.into_iter().map(Ok)).chain(rest).boxed(),
+            hash.clone(),
+            role.signer.clone(),
+        )),
+    };
     let answer = client
         .post(url)
         .header(header::CONTENT_TYPE, message::CONTENT_TYPE)
-        .body(reqwest::Body::wrap_stream(frames))
+        .body(outgoing)
         .send()
         .await
         .map_err(|e| {
@@ -388,13 +457,14 @@ pub(crate) async fn forward(
     let check = {
         let digest = digest.clone();
         let hash = hash.clone();
+        let verified = role.verified.clone();
         move |end: End| {
             let own = hash.lock().map(|h| h.finish()).unwrap_or_default();
             let d = digest.lock().map(|d| d.finish()).unwrap_or_default();
-            message::verify_response(&peer_key, &own, &d, &end)
+            verified.response(&peer_key, &own, &d, &end)
                 || (is_fault
                     && end.request_hash.is_empty()
-                    && message::verify_response(&peer_key, "", &d, &end))
+                    && verified.response(&peer_key, "", &d, &end))
         }
     };
     let body = match end {
@@ -478,7 +548,7 @@ pub(crate) async fn receive(
         .boxed();
     match receive_call(&app, &role, &cert.0, FrameReader::new(stream)).await {
         Ok(res) => res,
-        Err(f) => framed(&role, fault(f), None),
+        Err(f) => framed(&role, fault(f), None).await,
     }
 }
 
@@ -558,7 +628,7 @@ async fn receive_call(
             Ok(Some((END, b))) => {
                 let end: End = serde_json::from_slice(&b)
                     .map_err(|_| invalid("the message's end is unreadable".into()))?;
-                if !message::verify_request(&sender_key, &hash.finish(), &end) {
+                if !role.verified.request(&sender_key, &hash.finish(), &end) {
                     return Err(Fault::server_proxy(
                         "InvalidSignatureValue",
                         format!(
@@ -584,6 +654,7 @@ async fn receive_call(
     } else {
         let fed = hash.clone();
         let own = hash.clone();
+        let verified = role.verified.clone();
         let rest = rest_of_body(
             reader,
             move |b| {
@@ -593,7 +664,7 @@ async fn receive_call(
             },
             move |end| {
                 let h = own.lock().map(|h| h.finish()).unwrap_or_default();
-                message::verify_request(&sender_key, &h, &end)
+                verified.request(&sender_key, &h, &end)
             },
         );
         head_part.chain(rest).boxed()
@@ -620,12 +691,17 @@ async fn receive_call(
         body_bytes,
     )
     .await?;
-    Ok(framed(role, res, Some(hash)))
+    Ok(framed(role, res, Some(hash)).await)
 }
 
-/// An answer as signed frames: its head, its body as it streams, and the signature over the
-/// request hash (when the request was read) and the answer's digest.
-fn framed(role: &GatewayRole, res: Response, hash: Option<Arc<Mutex<RequestHash>>>) -> Response {
+/// An answer as signed frames: its head, its body, and the signature over the request hash
+/// (when the request was read) and the answer's digest. A body whose length says it fits
+/// in [`BUFFER`] goes whole, in one piece; any other streams.
+async fn framed(
+    role: &GatewayRole,
+    res: Response,
+    hash: Option<Arc<Mutex<RequestHash>>>,
+) -> Response {
     let (parts, body) = res.into_parts();
     let head = ResponseHead {
         status: parts.status.as_u16(),
@@ -636,13 +712,46 @@ fn framed(role: &GatewayRole, res: Response, hash: Option<Arc<Mutex<RequestHash>
             .collect(),
     };
     let head_bytes = serde_json::to_vec(&head).unwrap_or_default();
-    let digest = Arc::new(Mutex::new(ResponseDigest::new(&head_bytes)));
+    let mut digest = ResponseDigest::new(&head_bytes);
+    let request_hash = move || match &hash {
+        Some(h) => h.lock().map(|h| h.finish()).unwrap_or_default(),
+        None => String::new(),
+    };
+    let small = axum::body::HttpBody::size_hint(&body)
+        .exact()
+        .is_some_and(|n| n <= BUFFER as u64)
+        || parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n <= BUFFER as u64);
+    let body = if small {
+        match axum::body::to_bytes(body, BUFFER).await {
+            Ok(bytes) => {
+                digest.body(&bytes);
+                let end = role
+                    .signer
+                    .sign_response(&request_hash(), &digest.finish())
+                    .await;
+                return message_response(Body::from(whole_message(&head_bytes, &bytes, &end)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a provider's answer broke off");
+                let f = fault(Fault::server_proxy(
+                    "NetworkError",
+                    "the provider's information system broke off its answer",
+                ));
+                return Box::pin(framed(role, f, None)).await;
+            }
+        }
+    } else {
+        body.into_data_stream()
+            .map(|c| c.map_err(std::io::Error::other))
+            .boxed()
+    };
+    let digest = Arc::new(Mutex::new(digest));
     let fed = digest.clone();
-    let key = role.keys.signing.clone();
-    let body = body
-        .into_data_stream()
-        .map(|c| c.map_err(std::io::Error::other))
-        .boxed();
+    let signer = role.signer.clone();
     let stream = frames(
         head_bytes,
         body,
@@ -651,22 +760,22 @@ fn framed(role: &GatewayRole, res: Response, hash: Option<Arc<Mutex<RequestHash>
                 d.body(b);
             }
         },
-        move || {
-            let request_hash = match &hash {
-                Some(h) => h.lock().map(|h| h.finish()).unwrap_or_default(),
-                None => String::new(),
-            };
+        async move {
             let d = digest
                 .lock()
                 .map(|d| d.finish())
                 .map_err(|_| std::io::Error::other("digest"))?;
             Ok(message::json_frame(
                 END,
-                &message::sign_response(&key, &request_hash, &d),
+                &signer.sign_response(&request_hash(), &d).await,
             ))
         },
     );
-    let mut res = Response::new(Body::from_stream(stream));
+    message_response(Body::from_stream(stream))
+}
+
+fn message_response(body: Body) -> Response {
+    let mut res = Response::new(body);
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(message::CONTENT_TYPE),
@@ -735,6 +844,9 @@ pub async fn serve_peers(
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
+        // Messages are written whole; Nagle's algorithm would hold a TLS record's tail
+        // back for the peer's delayed acknowledgement.
+        let _ = tcp.set_nodelay(true);
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),
