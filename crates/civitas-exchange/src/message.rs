@@ -224,7 +224,16 @@ fn alone(key: &SigningKey, message: Vec<u8>) -> BatchSignature {
 /// same batch needs only its inclusion proof checked. Bounded: the oldest are forgotten.
 #[derive(Default)]
 pub struct Verified {
-    seen: Mutex<(HashSet<[u8; 136]>, VecDeque<[u8; 136]>)>,
+    seen: Mutex<Seen>,
+}
+
+/// A verified batch: the key, the batch's size and root, and the signature.
+type BatchId = [u8; 136];
+
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<BatchId>,
+    order: VecDeque<BatchId>,
 }
 
 /// How many verified batches are remembered.
@@ -266,12 +275,12 @@ impl Verified {
         {
             return false;
         }
-        let mut id = [0u8; 136];
+        let mut id: BatchId = [0; 136];
         id[..32].copy_from_slice(key.as_bytes());
         id[32..40].copy_from_slice(&end.batch_size.to_be_bytes());
         id[40..72].copy_from_slice(&root.0);
         id[72..].copy_from_slice(&signature);
-        if self.seen.lock().is_ok_and(|s| s.0.contains(&id)) {
+        if self.seen.lock().is_ok_and(|s| s.ids.contains(&id)) {
             return true;
         }
         let good = key
@@ -281,13 +290,12 @@ impl Verified {
             )
             .is_ok();
         if good && let Ok(mut s) = self.seen.lock() {
-            let (set, order) = &mut *s;
-            if set.insert(id) {
-                order.push_back(id);
+            if s.ids.insert(id) {
+                s.order.push_back(id);
             }
-            while order.len() > REMEMBERED {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
+            while s.order.len() > REMEMBERED {
+                if let Some(old) = s.order.pop_front() {
+                    s.ids.remove(&old);
                 }
             }
         }
@@ -500,7 +508,7 @@ mod tests {
         for (i, e) in ends.iter().enumerate() {
             assert!(v.request(&key, &format!("hash-{i}"), e), "message {i}");
         }
-        assert_eq!(v.seen.lock().unwrap().1.len(), 1, "the batch verified once");
+        assert_eq!(v.seen.lock().unwrap().order.len(), 1, "the batch verified once");
 
         // With the batch's signature already verified, each message still needs its own
         // proof: another message, a moved place, a changed proof or root all fail.
