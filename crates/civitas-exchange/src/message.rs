@@ -508,7 +508,11 @@ mod tests {
         for (i, e) in ends.iter().enumerate() {
             assert!(v.request(&key, &format!("hash-{i}"), e), "message {i}");
         }
-        assert_eq!(v.seen.lock().unwrap().order.len(), 1, "the batch verified once");
+        assert_eq!(
+            v.seen.lock().unwrap().order.len(),
+            1,
+            "the batch verified once"
+        );
 
         // With the batch's signature already verified, each message still needs its own
         // proof: another message, a moved place, a changed proof or root all fail.

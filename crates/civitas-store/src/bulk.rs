@@ -5,6 +5,7 @@
 //! anonymous `?` parameters, which bind in constant time; on PostgreSQL `$n`. NULLs carry
 //! their column's type, which PostgreSQL requires.
 
+use futures_util::TryStreamExt;
 use sqlx::any::AnyArguments;
 use sqlx::{AnyConnection, Arguments, Executor};
 
@@ -314,6 +315,61 @@ impl Script {
     }
 }
 
+/// The most parameters one SQLite statement text takes (SQLite's default limit is 32,766).
+const SQLITE_MAX_VALUES: usize = 30_000;
+
+impl Script {
+    /// Whether [`Script::commit_in_one_trip`] can run it: on SQLite, within one text's
+    /// parameter limit.
+    pub fn fits_one_trip(&self, engine: Engine) -> bool {
+        engine == Engine::Sqlite
+            && self.statements.iter().map(|(_, v)| v.len()).sum::<usize>() <= SQLITE_MAX_VALUES
+    }
+
+    /// Runs the script as a transaction of its own in one round trip to SQLite's connection
+    /// thread: `BEGIN IMMEDIATE`, the statements, `COMMIT`, as one text. A transaction
+    /// begun and committed apart costs two more round trips, and on a busy machine each
+    /// waits for both threads to be scheduled again. If a statement fails, nothing is
+    /// committed: the transaction is rolled back, or, if that fails too, the connection is
+    /// closed instead of going back to the pool. Returns the rows changed.
+    pub async fn commit_in_one_trip(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    ) -> Result<u64, StoreError> {
+        let mut sql = String::from("BEGIN IMMEDIATE;\n");
+        for (statement, _) in &self.statements {
+            sql.push_str(statement);
+            sql.push_str(";\n");
+        }
+        sql.push_str("COMMIT");
+        let values = self.statements.iter().flat_map(|(_, v)| v);
+        // Each statement's own count: SQLite reports BEGIN and COMMIT with the count of the
+        // last change made before them, so they are left out.
+        let done: Result<Vec<u64>, sqlx::Error> = conn
+            .fetch_many(sqlx::query_with(&sql, arguments(values)?))
+            .try_filter_map(|step| async move { Ok(step.left().map(|d| d.rows_affected())) })
+            .try_collect()
+            .await;
+        match done {
+            Ok(counts) if counts.len() == self.statements.len() + 2 => {
+                Ok(counts[1..counts.len() - 1].iter().sum())
+            }
+            Ok(counts) => Err(sqlx::Error::Protocol(format!(
+                "a script of {} statements reported {} results",
+                self.statements.len() + 2,
+                counts.len()
+            ))
+            .into()),
+            Err(e) => {
+                if conn.execute("ROLLBACK").await.is_err() {
+                    conn.close_on_drop();
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
 /// `sql` with its `?` parameters numbered `$1`, `$2`, … for PostgreSQL.
 fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
@@ -440,6 +496,58 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(after, 0);
+    }
+
+    #[tokio::test]
+    async fn a_script_commits_in_one_trip_wholly_or_not_at_all() {
+        let db = scratch("one-trip", "CREATE TABLE t (a BIGINT PRIMARY KEY, b TEXT)").await;
+        let mut conn = db.pool().acquire().await.unwrap();
+        let mut script = Script::new();
+        let mut rows = BulkInsert::new("t", &["a", "b"]);
+        for i in 0..700i64 {
+            rows.row([Value::I64(i), Value::Str("x")]);
+        }
+        script.insert(&mut rows);
+        script.push(
+            "UPDATE t SET b = ? WHERE a < ?",
+            vec![Value::Str("low"), Value::I64(3)],
+        );
+        assert!(script.fits_one_trip(db.engine()));
+        // Its own changes only: not the count SQLite repeats for BEGIN and COMMIT.
+        assert_eq!(script.commit_in_one_trip(&mut conn).await.unwrap(), 703);
+
+        // A failing statement in the middle: nothing of the script stays, not even what ran
+        // before it, and the connection is usable again (no transaction left open).
+        let mut failing = Script::new();
+        failing.push(
+            "INSERT INTO t (a, b) VALUES (?, ?)",
+            vec![Value::I64(1000), Value::Str("new")],
+        );
+        failing.push(
+            "INSERT INTO t (a, b) VALUES (?, ?)",
+            vec![Value::I64(5), Value::Str("again")],
+        );
+        failing.push("UPDATE t SET b = 'after'", vec![]);
+        assert!(failing.commit_in_one_trip(&mut conn).await.is_err());
+        let (n, after, new): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), SUM(CASE WHEN b = 'after' THEN 1 ELSE 0 END), SUM(CASE WHEN a = 1000 THEN 1 ELSE 0 END) FROM t",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!((n, after, new), (700, 0, 0));
+        let mut next = Script::new();
+        next.push("DELETE FROM t WHERE a = ?", vec![Value::I64(0)]);
+        assert_eq!(next.commit_in_one_trip(&mut conn).await.unwrap(), 1);
+
+        // Too many values for one text: not run this way.
+        let mut huge = Script::new();
+        let mut rows = BulkInsert::new("t", &["a", "b"]);
+        for i in 0..20_000i64 {
+            rows.row([Value::I64(10_000 + i), Value::Str("y")]);
+        }
+        huge.insert(&mut rows);
+        assert!(!huge.fits_one_trip(db.engine()));
     }
 
     #[tokio::test]
