@@ -3,6 +3,13 @@
 //! directly, in alternating rounds of the same run; each gateway's resident memory; and one
 //! large body streamed through both (time and each gateway's peak memory).
 //!
+//! Latency is given twice. With 64 clients calling as fast as answers come, the machine is
+//! saturated and a call's latency is mostly its wait in line: by Little's law, 64 clients at
+//! 5,000 calls/s wait 12.8 ms on average, whatever the gateways do. So the latency the
+//! gateways add is also measured at a fixed offered rate below saturation (`--rate`), open
+//! loop: calls start on a schedule whatever the answers, and each is timed from its scheduled
+//! start, so a stall shows in the figures instead of slowing the schedule.
+//!
 //! Every node is this executable in a child process, so its memory is measured on its own:
 //! the directory (`civitas serve`, set up by `civitas exchange` commands) and the two
 //! gateways (`civitas serve --role gateway`), which poll its signed configuration and talk
@@ -30,6 +37,9 @@ pub struct ExchangeArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Calls per second offered on each path for the latency at a fixed rate (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
     /// Size in MiB of the body streamed through the gateway (0 skips it).
     #[arg(long, default_value_t = 1024)]
     body_mib: u64,
@@ -420,6 +430,25 @@ async fn measure(
     let rss: Vec<u64> = gateways.iter().map(|(_, pid)| rss_kib(*pid)).collect();
     let pids: Vec<u32> = gateways.iter().map(|(_, pid)| *pid).collect();
 
+    // Latency at a fixed rate, on each path in turn.
+    let fixed = if args.rate > 0 {
+        let secs = (args.secs as f64 / 2.0).max(2.0);
+        let direct_url = direct.to_string();
+        let d = fixed_rate(args.rate, secs, |n| {
+            client.get(format!("{direct_url}/items/{n}"))
+        })
+        .await?;
+        let g = fixed_rate(args.rate, secs, |n| {
+            client
+                .get(format!("{through}/items/{n}"))
+                .header("X-Road-Client", "TW/BENCH/CLIENT/app")
+        })
+        .await?;
+        Some((d, g))
+    } else {
+        None
+    };
+
     // One large body through both gateways, with their peak memory sampled as it passes.
     let big = if args.body_mib > 0 {
         Some(stream_body(&client, &through, &pids, args.body_mib).await?)
@@ -448,6 +477,26 @@ async fn measure(
         ms(&g, 0.5) - ms(&d, 0.5),
         ms(&g, 0.99) - ms(&d, 0.99)
     );
+    if let Some((fd, fg)) = &fixed {
+        let rate = args.rate;
+        println!(
+            "| GET, direct to the provider, {rate}/s offered | {:.0}/s answered | {:.2} ms | {:.2} ms | — | — | the baseline |",
+            fd.len() as f64 / (args.secs as f64 / 2.0).max(2.0),
+            ms(fd, 0.5),
+            ms(fd, 0.99)
+        );
+        println!(
+            "| GET through two gateways, {rate}/s offered | {:.0}/s answered | {:.2} ms | {:.2} ms | | | |",
+            fg.len() as f64 / (args.secs as f64 / 2.0).max(2.0),
+            ms(fg, 0.5),
+            ms(fg, 0.99)
+        );
+        println!(
+            "| latency the two gateways add at {rate}/s | | {:.2} ms | {:.2} ms | | | p99 ≤ 5 ms |",
+            ms(fg, 0.5) - ms(fd, 0.5),
+            ms(fg, 0.99) - ms(fd, 0.99)
+        );
+    }
     for (i, (name, _)) in gateways.iter().enumerate() {
         println!(
             "| {name} resident memory, under load / after | {:.1} MiB / {:.1} MiB | | | | | < 100 MB |",
@@ -470,6 +519,37 @@ async fn measure(
         }
     }
     Ok(())
+}
+
+/// Calls `request(n)` `rate` times a second for `secs` seconds, each on its own schedule
+/// (open loop), and returns every call's seconds from its scheduled start to its answer's
+/// last byte, in order.
+async fn fixed_rate(
+    rate: u64,
+    secs: f64,
+    request: impl Fn(u64) -> reqwest::RequestBuilder,
+) -> Result<Vec<f64>> {
+    let total = (rate as f64 * secs) as u64;
+    let start = tokio::time::Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..total {
+        let due = start + Duration::from_secs_f64(n as f64 / rate as f64);
+        tokio::time::sleep_until(due).await;
+        let sent = request(n).send();
+        calls.spawn(async move {
+            let ok = match sent.await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            ok.then(|| due.elapsed().as_secs_f64())
+        });
+    }
+    let mut out = Vec::with_capacity(total as usize);
+    while let Some(r) = calls.join_next().await {
+        out.push(r?.context("a call at the fixed rate failed")?);
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
 }
 
 /// Posts `mib` MiB through the gateways, generated as it goes; returns the seconds it took
