@@ -73,6 +73,10 @@ pub struct ResponseHead {
     pub status: u16,
     /// The headers, in order.
     pub headers: Vec<(String, String)>,
+    /// The body's length, when the whole body follows at once (the receiver then knows it
+    /// has all of it before the end frame).
+    #[serde(default)]
+    pub length: Option<u64>,
 }
 
 /// An end frame.
@@ -435,6 +439,7 @@ mod tests {
             &ResponseHead {
                 status: 200,
                 headers: vec![("content-type".into(), "text/plain".into())],
+                length: Some(5),
             },
         );
         bytes.extend(frame(DATA, b"hello"));

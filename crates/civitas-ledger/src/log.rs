@@ -590,6 +590,7 @@ async fn lead(
         signed,
         lock,
         nudge: inner.queue_nudge.clone(),
+        writer: None,
     };
     let published = inner.latest.read().await.as_ref().map(|c| c.size);
     if published.is_none_or(|p| p < sequencer.frontier.size()) {
@@ -654,6 +655,8 @@ struct Sequencer {
     lock: Option<LockConn>,
     /// Rung when entries were queued on this node.
     nudge: Arc<tokio::sync::Notify>,
+    /// The connection its batches are written on, kept between them.
+    writer: storage::Writer,
 }
 
 impl Sequencer {
@@ -705,6 +708,10 @@ impl Sequencer {
                 (d, p) => d.or_else(|| p.map(|p| Instant::now() + p)),
             };
             let mut nudged = false;
+            if rx.is_empty() {
+                // Idle: the connection goes back to the pool (which can then close).
+                self.writer = None;
+            }
             let first = tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(m) => Some(m),
@@ -880,6 +887,7 @@ impl Sequencer {
         let writes: Vec<&Script> = batch.iter().filter_map(|a| a.writes.as_ref()).collect();
         storage::write_batch(
             &inner.db,
+            &mut self.writer,
             start,
             entries,
             hashes,
@@ -1074,7 +1082,17 @@ pub async fn bulk_load_for_benchmark(db: &Db, n: u64) -> Result<(), LedgerError>
                 queue_ref: None,
             });
         }
-        storage::write_batch(db, start, entries, hashes, next.size(), next.root(), &[]).await?;
+        storage::write_batch(
+            db,
+            &mut None,
+            start,
+            entries,
+            hashes,
+            next.size(),
+            next.root(),
+            &[],
+        )
+        .await?;
         frontier = next;
         done += count;
     }

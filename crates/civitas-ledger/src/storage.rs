@@ -111,10 +111,17 @@ pub(crate) struct NewEntry {
     pub queue_ref: Option<i64>,
 }
 
+/// The connection a sequencer writes its batches on, kept between batches (on SQLite, with
+/// a pool large enough to spare it): a connection's page cache and prepared statements stay
+/// warm only while no other connection writes.
+pub(crate) type Writer = Option<sqlx::pool::PoolConnection<Any>>;
+
 /// Writes a batch of entries, their stored hashes and the new tree head in one transaction.
 /// Fails (writing nothing) if another sequencer moved the tree since `expected_size`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn write_batch(
     db: &Db,
+    writer: &mut Writer,
     expected_size: u64,
     entries: Vec<NewEntry>,
     hashes: Vec<(u64, Hash)>,
@@ -183,8 +190,14 @@ pub(crate) async fn write_batch(
         // The usual batch on SQLite: one round trip. Should another writer have moved the
         // tree, the entry at `expected_size` exists and inserting ours fails, so nothing
         // commits; the count confirms it.
-        let mut conn = db.pool().acquire().await.map_err(sql)?;
+        let mut conn = match writer.take() {
+            Some(c) => c,
+            None => db.pool().acquire().await.map_err(sql)?,
+        };
         let changed = script.commit_in_one_trip(&mut conn).await?;
+        if db.pool().options().get_max_connections() > 2 {
+            *writer = Some(conn);
+        }
         if changed != (1 + written) as u64 {
             return Err(LedgerError::Corrupt(format!(
                 "a batch at tree size {expected_size} changed {changed} rows, not {}",

@@ -936,11 +936,32 @@ async fn built_in_answer(
 /// Adds the response headers that bind the answer to the call, and logs the call.
 pub(crate) async fn finish(
     app: &Shared,
-    mut res: Response,
+    res: Response,
     call: Logged,
     request_hash: String,
     body_bytes: u64,
 ) -> Result<Response, Fault> {
+    let (res, log) = finishing(app, res, call, request_hash, body_bytes)?;
+    log.await?;
+    Ok(res)
+}
+
+/// The answer with the headers that bind it to the call (and, with the archive on, its body
+/// kept as it passes), and the logging of the call: a future to run beside whatever else
+/// the answer waits for, and to finish before the answer is released.
+pub(crate) fn finishing(
+    app: &Shared,
+    mut res: Response,
+    mut call: Logged,
+    request_hash: String,
+    body_bytes: u64,
+) -> Result<
+    (
+        Response,
+        impl Future<Output = Result<(), Fault>> + Send + 'static,
+    ),
+    Fault,
+> {
     let status = res.status().as_u16();
     let h = res.headers_mut();
     for (name, value) in [
@@ -952,142 +973,7 @@ pub(crate) async fn finish(
     ] {
         h.insert(name, HeaderValue::from_str(&value).map_err(internal)?);
     }
-    let mut event = Event::new(
-        "exchange.call",
-        &format!("xroad:{}", call.client),
-        &format!("exchange/service/{}", call.service),
-    )
-    .with("x_road_id", loggable_id(&call.x_road_id))
-    .with("request_id", call.request_id.clone())
-    .with("method", call.method.clone())
-    .with("status", u64::from(status))
-    .with("request_body_bytes", body_bytes);
-    if let Some(peer) = &call.peer {
-        event = event
-            .with("side", peer.side.name())
-            .with("peer_gateway", peer.gateway.clone());
-        if let Some(id) = &peer.request_id {
-            event = event.with("peer_request_id", id.clone());
-        }
-    }
-    if let Some(p) = &call.represented {
-        event = event.with(
-            "represented_party",
-            match &p.class {
-                Some(c) => format!("{c}/{}", p.code),
-                None => p.code.clone(),
-            },
-        );
-    }
-    // A gateway holds no register: the provider's gateway reports a call about a person to
-    // the directory, whose tracker the person reads (the outbox commits with this entry).
-    let report = match (&call.reason, &call.peer) {
-        (Some(r), None)
-        | (
-            Some(r),
-            Some(Peer {
-                side: Side::Provider,
-                ..
-            }),
-        ) if app.exchange.is_remote() => Some(civitas_exchange::tracker::Report {
-            id: call.request_id.clone(),
-            time_ms: civitas_ledger::event::now_ms(),
-            client: call.client.to_string(),
-            service: call.service.to_string(),
-            x_road_id: call.x_road_id.clone(),
-            method: call.method.clone(),
-            status,
-            user: r.user.clone(),
-            purpose: r.purpose.clone(),
-            legal_basis: r.legal_basis.clone(),
-            consent_reference: r.consent.clone(),
-            represented_party: call.represented.as_ref().map(|p| match &p.class {
-                Some(c) => format!("{c}/{}", p.code),
-                None => p.code.clone(),
-            }),
-            deferred_until_ms: r.deferral.as_ref().map(|d| d.until_ms),
-            deferral_reason: r.deferral.as_ref().map(|d| d.reason.clone()),
-        }),
-        _ => None,
-    };
-    let mut writes: Option<civitas_store::Script> = match &report {
-        Some(r) => Some(civitas_exchange::tracker::outbox_record(r).map_err(internal)?),
-        None => None,
-    };
-    if let Some(r) = call.reason {
-        // The caller's own words stay out of the public log: a private row, which the entry
-        // commits to by its hash, commits with it (see `CallDetails`).
-        // Under whose mandate: its basis in public; the holder, by their tag, only privately
-        // (their tag in public would link two people's entries). The person's own page finds
-        // the holder's name among the people who may act for them.
-        let mut mandate_holder = None;
-        if let Some((basis, holder)) = r.mandate {
-            let tag = app
-                .ledger
-                .subject_secret(&holder)
-                .await
-                .map_err(internal)?
-                .tag();
-            event = event.with("mandate", basis);
-            mandate_holder = Some(tag.to_string());
-        }
-        let details = civitas_exchange::tracker::CallDetails {
-            purpose: r.purpose,
-            legal_basis: r.legal_basis,
-            consent_reference: r.consent,
-            deferral_reason: r.deferral.as_ref().map(|d| d.reason.clone()),
-            mandate_holder,
-        };
-        let (payload, record) = details.record(&call.request_id).map_err(internal)?;
-        event = event.private_payload(&payload);
-        match writes.as_mut() {
-            Some(w) => w.extend_from(&record),
-            None => writes = Some(record),
-        }
-        let mut subject = r.subject.clone();
-        if let Some(d) = r.deferral {
-            event = event.with("deferred_until", d.until);
-            // Logged under a subject of its own until its time (see `deferral_record`).
-            subject = format!("deferral:{}", uuid::Uuid::new_v4());
-            let record = civitas_exchange::deferral_record(&subject, &r.subject, d.until_ms);
-            match writes.as_mut() {
-                Some(w) => w.extend_from(&record),
-                None => writes = Some(record),
-            }
-        }
-        let secret = app
-            .ledger
-            .subject_secret(&subject)
-            .await
-            .map_err(internal)?;
-        event = event.about(secret.tag());
-    }
-    // A call that cannot be logged is not answered; nor one that cannot be logged for
-    // everyone its answer is about.
-    let failed = |e: civitas_ledger::LedgerError| {
-        tracing::error!(error = %e, "cannot log an exchange call");
-        Fault::server_proxy("LoggingFailed", "the call could not be logged")
-    };
-    let mut others = Vec::new();
-    for other in &call.others {
-        let secret = app.ledger.subject_secret(other).await.map_err(internal)?;
-        others.push(
-            event
-                .clone()
-                .with("in_answer_of", "another person")
-                .about(secret.tag()),
-        );
-    }
-    match writes {
-        // The deferral's private record and the tracker report commit with its event.
-        Some(w) => app.ledger.append_with(&event, w).await,
-        None => app.ledger.append(&event).await,
-    }
-    .map_err(failed)?;
-    for e in &others {
-        app.ledger.append(e).await.map_err(failed)?;
-    }
-    match call.archive {
+    let res = match call.archive.take() {
         Some((request, target)) if app.archive.is_some() => {
             let (parts, body) = res.into_parts();
             let mut guard = ArchiveOnDrop {
@@ -1111,10 +997,150 @@ pub(crate) async fn finish(
                 }
                 chunk
             });
-            Ok(Response::from_parts(parts, Body::from_stream(body)))
+            Response::from_parts(parts, Body::from_stream(body))
         }
-        _ => Ok(res),
-    }
+        _ => res,
+    };
+    let app = app.clone();
+    let log = async move {
+        let mut event = Event::new(
+            "exchange.call",
+            &format!("xroad:{}", call.client),
+            &format!("exchange/service/{}", call.service),
+        )
+        .with("x_road_id", loggable_id(&call.x_road_id))
+        .with("request_id", call.request_id.clone())
+        .with("method", call.method.clone())
+        .with("status", u64::from(status))
+        .with("request_body_bytes", body_bytes);
+        if let Some(peer) = &call.peer {
+            event = event
+                .with("side", peer.side.name())
+                .with("peer_gateway", peer.gateway.clone());
+            if let Some(id) = &peer.request_id {
+                event = event.with("peer_request_id", id.clone());
+            }
+        }
+        if let Some(p) = &call.represented {
+            event = event.with(
+                "represented_party",
+                match &p.class {
+                    Some(c) => format!("{c}/{}", p.code),
+                    None => p.code.clone(),
+                },
+            );
+        }
+        // A gateway holds no register: the provider's gateway reports a call about a person to
+        // the directory, whose tracker the person reads (the outbox commits with this entry).
+        let report = match (&call.reason, &call.peer) {
+            (Some(r), None)
+            | (
+                Some(r),
+                Some(Peer {
+                    side: Side::Provider,
+                    ..
+                }),
+            ) if app.exchange.is_remote() => Some(civitas_exchange::tracker::Report {
+                id: call.request_id.clone(),
+                time_ms: civitas_ledger::event::now_ms(),
+                client: call.client.to_string(),
+                service: call.service.to_string(),
+                x_road_id: call.x_road_id.clone(),
+                method: call.method.clone(),
+                status,
+                user: r.user.clone(),
+                purpose: r.purpose.clone(),
+                legal_basis: r.legal_basis.clone(),
+                consent_reference: r.consent.clone(),
+                represented_party: call.represented.as_ref().map(|p| match &p.class {
+                    Some(c) => format!("{c}/{}", p.code),
+                    None => p.code.clone(),
+                }),
+                deferred_until_ms: r.deferral.as_ref().map(|d| d.until_ms),
+                deferral_reason: r.deferral.as_ref().map(|d| d.reason.clone()),
+            }),
+            _ => None,
+        };
+        let mut writes: Option<civitas_store::Script> = match &report {
+            Some(r) => Some(civitas_exchange::tracker::outbox_record(r).map_err(internal)?),
+            None => None,
+        };
+        if let Some(r) = call.reason {
+            // The caller's own words stay out of the public log: a private row, which the entry
+            // commits to by its hash, commits with it (see `CallDetails`).
+            // Under whose mandate: its basis in public; the holder, by their tag, only privately
+            // (their tag in public would link two people's entries). The person's own page finds
+            // the holder's name among the people who may act for them.
+            let mut mandate_holder = None;
+            if let Some((basis, holder)) = r.mandate {
+                let tag = app
+                    .ledger
+                    .subject_secret(&holder)
+                    .await
+                    .map_err(internal)?
+                    .tag();
+                event = event.with("mandate", basis);
+                mandate_holder = Some(tag.to_string());
+            }
+            let details = civitas_exchange::tracker::CallDetails {
+                purpose: r.purpose,
+                legal_basis: r.legal_basis,
+                consent_reference: r.consent,
+                deferral_reason: r.deferral.as_ref().map(|d| d.reason.clone()),
+                mandate_holder,
+            };
+            let (payload, record) = details.record(&call.request_id).map_err(internal)?;
+            event = event.private_payload(&payload);
+            match writes.as_mut() {
+                Some(w) => w.extend_from(&record),
+                None => writes = Some(record),
+            }
+            let mut subject = r.subject.clone();
+            if let Some(d) = r.deferral {
+                event = event.with("deferred_until", d.until);
+                // Logged under a subject of its own until its time (see `deferral_record`).
+                subject = format!("deferral:{}", uuid::Uuid::new_v4());
+                let record = civitas_exchange::deferral_record(&subject, &r.subject, d.until_ms);
+                match writes.as_mut() {
+                    Some(w) => w.extend_from(&record),
+                    None => writes = Some(record),
+                }
+            }
+            let secret = app
+                .ledger
+                .subject_secret(&subject)
+                .await
+                .map_err(internal)?;
+            event = event.about(secret.tag());
+        }
+        // A call that cannot be logged is not answered; nor one that cannot be logged for
+        // everyone its answer is about.
+        let failed = |e: civitas_ledger::LedgerError| {
+            tracing::error!(error = %e, "cannot log an exchange call");
+            Fault::server_proxy("LoggingFailed", "the call could not be logged")
+        };
+        let mut others = Vec::new();
+        for other in &call.others {
+            let secret = app.ledger.subject_secret(other).await.map_err(internal)?;
+            others.push(
+                event
+                    .clone()
+                    .with("in_answer_of", "another person")
+                    .about(secret.tag()),
+            );
+        }
+        match writes {
+            // The deferral's private record and the tracker report commit with its event.
+            Some(w) => app.ledger.append_with(&event, w).await,
+            None => app.ledger.append(&event).await,
+        }
+        .map_err(failed)?;
+        for e in &others {
+            app.ledger.append(e).await.map_err(failed)?;
+        }
+        Ok(())
+    };
+    Ok((res, log))
 }
 
 /// `listMethods`, `allowedMethods` and `getOpenAPI`: the content type and body, from the

@@ -34,8 +34,8 @@ use futures_util::{StreamExt, stream};
 
 use crate::Shared;
 use crate::exchange::{
-    BodyStream, Peer, Prepared, Side, configuration_in_force, deliver, fault, finish, internal,
-    last, prepare, unavailable,
+    BodyStream, Peer, Prepared, Side, configuration_in_force, deliver, fault, finish, finishing,
+    internal, last, prepare, unavailable,
 };
 
 /// The most of a body held back until its signature verifies.
@@ -433,22 +433,23 @@ pub(crate) async fn forward(
     let digest = Arc::new(Mutex::new(ResponseDigest::new(&head_bytes)));
     let mut buffered: Vec<Bytes> = Vec::new();
     let mut size = 0;
+    // An answer whose head gives its length is whole once that much has come; its end frame
+    // follows when the provider's gateway has logged the call.
+    let declared = response_head.length.filter(|n| *n <= BUFFER as u64);
     let end = loop {
+        if declared == Some(size as u64) {
+            break Answer::Whole;
+        }
         match reader.next().await {
             Ok(Some((DATA, b))) => {
                 digest.lock().map_err(internal)?.body(&b);
                 size += b.len();
                 buffered.push(b);
                 if size > BUFFER {
-                    break None;
+                    break Answer::Streaming;
                 }
             }
-            Ok(Some((END, b))) => {
-                break Some(
-                    serde_json::from_slice::<End>(&b)
-                        .map_err(|_| invalid("the answer's end is unreadable"))?,
-                );
-            }
+            Ok(Some((END, b))) => break Answer::Ended(read_end(&b)?),
             _ => return Err(invalid("the provider's gateway broke off its answer")),
         }
     };
@@ -467,17 +468,25 @@ pub(crate) async fn forward(
                     && verified.response(&peer_key, "", &d, &end))
         }
     };
+    let unverified = || {
+        Fault::client_proxy(
+            "InvalidSignatureValue",
+            "the provider's gateway's answer does not verify: its signature or its request hash does not match",
+        )
+    };
+    let mut pending = None;
     let body = match end {
-        Some(end) => {
+        Answer::Ended(end) => {
             if !check(end) {
-                return Err(Fault::client_proxy(
-                    "InvalidSignatureValue",
-                    "the provider's gateway's answer does not verify: its signature or its request hash does not match",
-                ));
+                return Err(unverified());
             }
             Body::from(buffered.concat())
         }
-        None => {
+        Answer::Whole => {
+            pending = Some((reader, check));
+            Body::from(buffered.concat())
+        }
+        Answer::Streaming => {
             let fed = digest.clone();
             let rest = rest_of_body(
                 reader,
@@ -507,14 +516,63 @@ pub(crate) async fn forward(
         gateway: peer.gateway.member.to_string(),
         request_id: None,
     };
-    finish(
-        app,
-        res,
-        p.logged(Vec::new(), Some(peer)),
-        request_hash,
-        body_bytes,
-    )
-    .await
+    let call = p.logged(Vec::new(), Some(peer));
+    let Some((mut reader, check)) = pending else {
+        return finish(app, res, call, request_hash, body_bytes).await;
+    };
+    // The whole answer is here: log this side while its signature is on its way, and
+    // release the answer only when both are done and it verifies.
+    let (res, log) = crate::exchange::finishing(app, res, call, request_hash, body_bytes)?;
+    let ending = async {
+        match reader.next().await {
+            Ok(Some((END, b))) => read_end(&b),
+            _ => Err(invalid(
+                "the provider's gateway broke off its answer before signing it",
+            )),
+        }
+    };
+    let (logged, ended) = tokio::join!(log, ending);
+    let verified = ended.map(check);
+    logged?;
+    match verified {
+        Ok(true) => Ok(res),
+        refused => {
+            // This side logged the answer as it came; the log also says it was refused.
+            let event = civitas_ledger::Event::new(
+                "exchange.answer_refused",
+                &format!("xroad:{}", p.client),
+                &format!("exchange/service/{}", p.service_id),
+            )
+            .with("request_id", p.request_id.clone())
+            .with(
+                "reason",
+                if refused.is_ok() {
+                    "InvalidSignatureValue"
+                } else {
+                    "InvalidResponse"
+                },
+            );
+            if let Err(e) = app.ledger.append(&event).await {
+                tracing::error!(error = %e, "cannot log a refused answer");
+            }
+            Err(refused.err().unwrap_or_else(unverified))
+        }
+    }
+}
+
+/// What of an answer has come once its buffered part is read.
+enum Answer {
+    /// The whole answer and its end frame.
+    Ended(End),
+    /// The whole body, as long as its head said; the end frame is still to come.
+    Whole,
+    /// More than the buffer holds: the rest streams.
+    Streaming,
+}
+
+fn read_end(payload: &[u8]) -> Result<End, Fault> {
+    serde_json::from_slice(payload)
+        .map_err(|_| Fault::client_proxy("InvalidResponse", "the answer's end is unreadable"))
 }
 
 /// An error with its causes (a TLS failure hides under "error sending request").
@@ -548,7 +606,7 @@ pub(crate) async fn receive(
         .boxed();
     match receive_call(&app, &role, &cert.0, FrameReader::new(stream)).await {
         Ok(res) => res,
-        Err(f) => framed(&role, fault(f), None).await,
+        Err(f) => framed(&role, fault(f), None, None).await,
     }
 }
 
@@ -683,40 +741,34 @@ async fn receive_call(
         gateway: sender_member.to_string(),
         request_id: last(&headers, "x-road-request-id").map(crate::exchange::loggable_id),
     };
-    let res = finish(
+    // The answer goes on its way while the call is logged; its signature, which alone
+    // makes it an answer the calling gateway accepts, waits for the log to be durable. So
+    // the calling gateway can log its side at the same time.
+    let (res, log) = finishing(
         app,
         res,
         p.logged(others, Some(peer)),
         request_hash,
         body_bytes,
-    )
-    .await?;
-    Ok(framed(role, res, Some(hash)).await)
+    )?;
+    Ok(framed(role, res, Some(hash), Some(Box::pin(log))).await)
 }
+
+/// The logging of a call, which an answer's signature waits for.
+type Log = std::pin::Pin<Box<dyn Future<Output = Result<(), Fault>> + Send>>;
 
 /// An answer as signed frames: its head, its body, and the signature over the request hash
 /// (when the request was read) and the answer's digest. A body whose length says it fits
-/// in [`BUFFER`] goes whole, in one piece; any other streams.
+/// in [`BUFFER`] is read whole and its length put in the head, so the calling gateway knows
+/// when it has all of it. The signature waits for `log`, if given; should the log fail,
+/// the answer is broken off unsigned.
 async fn framed(
     role: &GatewayRole,
     res: Response,
     hash: Option<Arc<Mutex<RequestHash>>>,
+    log: Option<Log>,
 ) -> Response {
     let (parts, body) = res.into_parts();
-    let head = ResponseHead {
-        status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
-    };
-    let head_bytes = serde_json::to_vec(&head).unwrap_or_default();
-    let mut digest = ResponseDigest::new(&head_bytes);
-    let request_hash = move || match &hash {
-        Some(h) => h.lock().map(|h| h.finish()).unwrap_or_default(),
-        None => String::new(),
-    };
     let small = axum::body::HttpBody::size_hint(&body)
         .exact()
         .is_some_and(|n| n <= BUFFER as u64)
@@ -725,29 +777,74 @@ async fn framed(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .is_some_and(|n| n <= BUFFER as u64);
-    let body = if small {
+    let (whole, body) = if small {
         match axum::body::to_bytes(body, BUFFER).await {
-            Ok(bytes) => {
-                digest.body(&bytes);
-                let end = role
-                    .signer
-                    .sign_response(&request_hash(), &digest.finish())
-                    .await;
-                return message_response(Body::from(whole_message(&head_bytes, &bytes, &end)));
-            }
+            Ok(bytes) => (Some(bytes), None),
             Err(e) => {
                 tracing::warn!(error = %e, "a provider's answer broke off");
                 let f = fault(Fault::server_proxy(
                     "NetworkError",
                     "the provider's information system broke off its answer",
                 ));
-                return Box::pin(framed(role, f, None)).await;
+                if let Some(log) = log {
+                    // The call is logged all the same: it reached the provider.
+                    let _ = log.await;
+                }
+                return Box::pin(framed(role, f, None, None)).await;
             }
         }
     } else {
-        body.into_data_stream()
+        (None, Some(body))
+    };
+    let head = ResponseHead {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        length: whole.as_ref().map(|b| b.len() as u64),
+    };
+    let head_bytes = serde_json::to_vec(&head).unwrap_or_default();
+    let mut digest = ResponseDigest::new(&head_bytes);
+    let request_hash = move || match &hash {
+        Some(h) => h.lock().map(|h| h.finish()).unwrap_or_default(),
+        None => String::new(),
+    };
+    let logged = async move {
+        match log {
+            Some(log) => log.await.map_err(|f| {
+                std::io::Error::other(format!("the call could not be logged: {}", f.message))
+            }),
+            None => Ok(()),
+        }
+    };
+    let body = match whole {
+        Some(bytes) => {
+            digest.body(&bytes);
+            let signer = role.signer.clone();
+            let end = async move {
+                logged.await?;
+                let end = signer
+                    .sign_response(&request_hash(), &digest.finish())
+                    .await;
+                Ok(Bytes::from(message::json_frame(END, &end)))
+            };
+            let mut first = message::frame(HEAD, &head_bytes);
+            if !bytes.is_empty() {
+                first.extend_from_slice(&message::frame_header(DATA, bytes.len()));
+                first.extend_from_slice(&bytes);
+            }
+            let stream: BodyStream = stream::once(async move { Ok(Bytes::from(first)) })
+                .chain(stream::once(end))
+                .boxed();
+            return message_response(Body::from_stream(stream));
+        }
+        None => body
+            .unwrap_or_default()
+            .into_data_stream()
             .map(|c| c.map_err(std::io::Error::other))
-            .boxed()
+            .boxed(),
     };
     let digest = Arc::new(Mutex::new(digest));
     let fed = digest.clone();
@@ -761,6 +858,7 @@ async fn framed(
             }
         },
         async move {
+            logged.await?;
             let d = digest
                 .lock()
                 .map(|d| d.finish())

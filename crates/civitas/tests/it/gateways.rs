@@ -511,11 +511,35 @@ fn two_gateways_call_each_other_over_mutual_tls_with_every_message_signed() {
     let refused = send_as_gateway(&rt, &stranger, &b_cert, &b_peers, b"hello", b"hello");
     assert!(refused.is_err(), "{refused:?}");
 
+    // An answer changed on the way (here: B's keys, at B's address, answering with a
+    // signature that is not over this call): A has logged the answer as it came, refuses
+    // it, and logs the refusal.
+    b.stop();
+    let b_keys = GatewayKeys::load_or_create(&gb).unwrap();
+    let _rogue = rogue_gateway(&b_keys, &b_peers);
+    let (status, error, _) = rt.block_on(outcome(call(b"hello".to_vec())));
+    assert_eq!(
+        (status, error.as_str()),
+        (500, "Server.ClientProxy.InvalidSignatureValue")
+    );
+    let started = Instant::now();
+    loop {
+        // The log as far as its last checkpoint, which follows within a second or so.
+        let log_a = log_of(&rt, &a.url);
+        if log_a.contains("exchange.answer_refused") {
+            assert!(log_a.contains("InvalidSignatureValue"), "{log_a}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{log_a}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // The right removed: refused.
     d.stop();
     operator(&dir, &["revoke", "TW/GOV/B/api/echo", "TW/GOV/A/app"]);
     let d = directory(&dir, &directory_listen);
-    until_current(&rt, &d.url, &a_keys, &[&a, &b]);
+    // A checks the right itself (B is no longer running).
+    until_current(&rt, &d.url, &a_keys, &[&a]);
     let (status, error, body) = rt.block_on(outcome(call(b"x".to_vec())));
     assert_eq!(
         (status, error.as_str()),
@@ -593,5 +617,75 @@ fn two_gateways_call_each_other_over_mutual_tls_with_every_message_signed() {
         (500, "Server.ClientProxy.OutdatedGlobalConf")
     );
     a.stop();
-    b.stop();
+}
+
+/// Listens at `address` with `keys` (B's, taken from its data folder) and answers every
+/// call with B's frames around a signature that is not over that call.
+fn rogue_gateway(keys: &GatewayKeys, address: &str) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let config = std::sync::Arc::new(
+        civitas_exchange::tls::server_config(keys, std::sync::Arc::new(|_: &[u8]| true)).unwrap(),
+    );
+    let signing = keys.signing.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            // The request: its head, then as many bytes as its length says.
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let length = loop {
+                let Ok(n) = tls.read(&mut buf) else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    break Some(end + 4 + length);
+                }
+            };
+            let Some(total) = length else { continue };
+            while got.len() < total {
+                match tls.read(&mut buf) {
+                    Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            let body = br#"{"ok":true}"#;
+            let mut answer = message::json_frame(
+                HEAD,
+                &ResponseHead {
+                    status: 200,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    length: Some(body.len() as u64),
+                },
+            );
+            answer.extend(message::frame(message::DATA, body));
+            answer.extend(message::json_frame(
+                END,
+                &message::sign_request(&signing, "another call"),
+            ));
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                message::CONTENT_TYPE,
+                answer.len()
+            )
+            .into_bytes();
+            out.extend(answer);
+            let _ = tls.write_all(&out);
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    })
 }
