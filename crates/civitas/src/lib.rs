@@ -507,6 +507,10 @@ async fn serve_app(
 ) -> Result<()> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
+    // Answers are written whole; Nagle's algorithm would only hold back their last segment.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
