@@ -246,6 +246,14 @@ const REMEMBERED: usize = 4096;
 impl Verified {
     /// Whether `end` is `key`'s signature over a batch that holds `message`.
     fn check(&self, key: &VerifyingKey, message: &[u8], end: &End) -> bool {
+        // No batch is larger than a signer makes, nor a proof longer than its tree is deep:
+        // anything else is refused before any work is spent on it.
+        if end.batch_size == 0
+            || end.batch_size > MAX_BATCH as u64
+            || end.batch_proof.len() > MAX_BATCH.ilog2() as usize + 1
+        {
+            return false;
+        }
         let decode = |b: &str| -> Option<Hash> {
             let v = STANDARD.decode(b).ok()?;
             Some(Hash(<[u8; 32]>::try_from(v).ok()?))
@@ -534,6 +542,15 @@ mod tests {
         let mut resized = ends[7].clone();
         resized.batch_size = 64;
         assert!(!v.request(&key, "hash-7", &resized));
+        // Sizes and proofs no signer makes are refused before any work.
+        for size in [0, MAX_BATCH as u64 + 1] {
+            let mut odd = ends[8].clone();
+            odd.batch_size = size;
+            assert!(!v.request(&key, "hash-8", &odd), "size {size}");
+        }
+        let mut long = ends[9].clone();
+        long.batch_proof = vec![STANDARD.encode([0u8; 32]); 12];
+        assert!(!v.request(&key, "hash-9", &long));
         // A batch signature under another key does not verify, cached or not.
         assert!(!v.request(
             &SigningKey::from_bytes(&[4; 32]).verifying_key(),

@@ -186,16 +186,22 @@ pub(crate) async fn write_batch(
         companions += w.len();
     }
     let _turn = db.write_turn().await;
-    if companions == 0 && dequeued.is_empty() && script.fits_one_trip(db.engine()) {
+    let one_trip = companions == 0 && dequeued.is_empty() && script.fits_one_trip(db.engine());
+    if !one_trip {
+        // This batch takes a transaction of its own: the kept connection goes back.
+        *writer = None;
+    }
+    if one_trip {
         // The usual batch on SQLite: one round trip. Should another writer have moved the
-        // tree, the entry at `expected_size` exists and inserting ours fails, so nothing
-        // commits; the count confirms it.
+        // tree on, the entry at `expected_size` exists and inserting ours fails, so nothing
+        // commits (the tree never moves back). The count is checked after the commit.
         let mut conn = match writer.take() {
             Some(c) => c,
             None => db.pool().acquire().await.map_err(sql)?,
         };
         let changed = script.commit_in_one_trip(&mut conn).await?;
-        if db.pool().options().get_max_connections() > 2 {
+        // Kept only when the pool can spare it: the sequencer also reads and signs.
+        if db.pool().options().get_max_connections() >= 4 {
             *writer = Some(conn);
         }
         if changed != (1 + written) as u64 {

@@ -435,10 +435,15 @@ struct ArchiveOnDrop {
     record: civitas_exchange::archive::Record,
     request: Capture,
     response: civitas_exchange::archive::Captured,
+    /// Set once the call is logged: a call that could not be logged leaves no record.
+    logged: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for ArchiveOnDrop {
     fn drop(&mut self) {
+        if !self.logged.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let (Some(key), Ok(handle)) = (
             self.app.archive.clone(),
             tokio::runtime::Handle::try_current(),
@@ -973,10 +978,12 @@ pub(crate) fn finishing(
     ] {
         h.insert(name, HeaderValue::from_str(&value).map_err(internal)?);
     }
+    let logged = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let res = match call.archive.take() {
         Some((request, target)) if app.archive.is_some() => {
             let (parts, body) = res.into_parts();
             let mut guard = ArchiveOnDrop {
+                logged: logged.clone(),
                 app: app.clone(),
                 record: civitas_exchange::archive::Record {
                     request_id: call.request_id.clone(),
@@ -1138,6 +1145,7 @@ pub(crate) fn finishing(
         for e in &others {
             app.ledger.append(e).await.map_err(failed)?;
         }
+        logged.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     };
     Ok((res, log))

@@ -524,8 +524,9 @@ pub(crate) async fn forward(
     // release the answer only when both are done and it verifies.
     let (res, log) = crate::exchange::finishing(app, res, call, request_hash, body_bytes)?;
     let ending = async {
-        match reader.next().await {
-            Ok(Some((END, b))) => read_end(&b),
+        // However slowly its bytes come, the signature is due within the read timeout.
+        match tokio::time::timeout(END_DUE, reader.next()).await {
+            Ok(Ok(Some((END, b)))) => read_end(&b),
             _ => Err(invalid(
                 "the provider's gateway broke off its answer before signing it",
             )),
@@ -559,6 +560,9 @@ pub(crate) async fn forward(
         }
     }
 }
+
+/// How long the client's gateway waits for the signature of an answer whose body has come.
+const END_DUE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What of an answer has come once its buffered part is read.
 enum Answer {
@@ -777,6 +781,20 @@ async fn framed(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .is_some_and(|n| n <= BUFFER as u64);
+    // The log runs on its own, so it is written whatever becomes of this answer (a caller
+    // that goes away after the body still leaves the call logged). A body that streams waits
+    // for it before its first byte, as the answer of a call that cannot be logged is not
+    // given.
+    let log = match log {
+        Some(log) if small => Some(tokio::spawn(log)),
+        Some(log) => {
+            if let Err(f) = log.await {
+                return Box::pin(framed(role, fault(f), None, None)).await;
+            }
+            None
+        }
+        None => None,
+    };
     let (whole, body) = if small {
         match axum::body::to_bytes(body, BUFFER).await {
             Ok(bytes) => (Some(bytes), None),
@@ -813,9 +831,16 @@ async fn framed(
     };
     let logged = async move {
         match log {
-            Some(log) => log.await.map_err(|f| {
-                std::io::Error::other(format!("the call could not be logged: {}", f.message))
-            }),
+            Some(log) => match log.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(f)) => Err(std::io::Error::other(format!(
+                    "the call could not be logged: {}",
+                    f.message
+                ))),
+                Err(e) => Err(std::io::Error::other(format!(
+                    "the call could not be logged: {e}"
+                ))),
+            },
             None => Ok(()),
         }
     };
