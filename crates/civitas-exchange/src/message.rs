@@ -192,21 +192,21 @@ impl Signer {
         Signer { key, queue }
     }
 
-    /// Signs `message` in the next batch (alone, should the task be gone).
-    async fn sign(&self, message: Vec<u8>) -> BatchSignature {
+    /// Signs the message `make` makes in the next batch (alone, made again, should the task
+    /// be gone: no copy is kept for that rare case).
+    async fn sign(&self, make: impl Fn() -> Vec<u8>) -> BatchSignature {
         let (reply, answer) = oneshot::channel();
-        let copy = message.clone();
-        if self.queue.send((message, reply)).is_ok()
+        if self.queue.send((make(), reply)).is_ok()
             && let Ok(signed) = answer.await
         {
             return signed;
         }
-        alone(&self.key, copy)
+        alone(&self.key, make())
     }
 
     /// Signs a request by its request hash.
     pub async fn sign_request(&self, request_hash: &str) -> End {
-        self.sign(request_message(request_hash))
+        self.sign(|| request_message(request_hash))
             .await
             .end(request_hash)
     }
@@ -214,7 +214,7 @@ impl Signer {
     /// Signs a response: the request hash the provider's gateway computed and the
     /// response's digest.
     pub async fn sign_response(&self, request_hash: &str, response_digest: &str) -> End {
-        self.sign(response_message(request_hash, response_digest))
+        self.sign(|| response_message(request_hash, response_digest))
             .await
             .end(request_hash)
     }

@@ -938,6 +938,16 @@ async fn built_in_answer(
     Ok((res, named))
 }
 
+/// The ledger tag of a subject (`person:…`, `xroad-user:…`, `deferral:…`).
+async fn subject_tag(app: &Shared, subject: &str) -> Result<civitas_ledger::SubjectTag, Fault> {
+    Ok(app
+        .ledger
+        .subject_secret(subject)
+        .await
+        .map_err(internal)?
+        .tag())
+}
+
 /// Adds the response headers that bind the answer to the call, and logs the call.
 pub(crate) async fn finish(
     app: &Shared,
@@ -1068,10 +1078,10 @@ pub(crate) fn finishing(
             }),
             _ => None,
         };
-        let mut writes: Option<civitas_store::Script> = match &report {
-            Some(r) => Some(civitas_exchange::tracker::outbox_record(r).map_err(internal)?),
-            None => None,
-        };
+        let mut writes = civitas_store::Script::new();
+        if let Some(r) = &report {
+            writes.extend_from(&civitas_exchange::tracker::outbox_record(r).map_err(internal)?);
+        }
         if let Some(r) = call.reason {
             // The caller's own words stay out of the public log: a private row, which the entry
             // commits to by its hash, commits with it (see `CallDetails`).
@@ -1080,12 +1090,7 @@ pub(crate) fn finishing(
             // the holder's name among the people who may act for them.
             let mut mandate_holder = None;
             if let Some((basis, holder)) = r.mandate {
-                let tag = app
-                    .ledger
-                    .subject_secret(&holder)
-                    .await
-                    .map_err(internal)?
-                    .tag();
+                let tag = subject_tag(&app, &holder).await?;
                 event = event.with("mandate", basis);
                 mandate_holder = Some(tag.to_string());
             }
@@ -1098,27 +1103,17 @@ pub(crate) fn finishing(
             };
             let (payload, record) = details.record(&call.request_id).map_err(internal)?;
             event = event.private_payload(&payload);
-            match writes.as_mut() {
-                Some(w) => w.extend_from(&record),
-                None => writes = Some(record),
-            }
+            writes.extend_from(&record);
             let mut subject = r.subject.clone();
             if let Some(d) = r.deferral {
                 event = event.with("deferred_until", d.until);
                 // Logged under a subject of its own until its time (see `deferral_record`).
                 subject = format!("deferral:{}", uuid::Uuid::new_v4());
-                let record = civitas_exchange::deferral_record(&subject, &r.subject, d.until_ms);
-                match writes.as_mut() {
-                    Some(w) => w.extend_from(&record),
-                    None => writes = Some(record),
-                }
+                writes.extend_from(&civitas_exchange::deferral_record(
+                    &subject, &r.subject, d.until_ms,
+                ));
             }
-            let secret = app
-                .ledger
-                .subject_secret(&subject)
-                .await
-                .map_err(internal)?;
-            event = event.about(secret.tag());
+            event = event.about(subject_tag(&app, &subject).await?);
         }
         // A call that cannot be logged is not answered; nor one that cannot be logged for
         // everyone its answer is about.
@@ -1128,18 +1123,19 @@ pub(crate) fn finishing(
         };
         let mut others = Vec::new();
         for other in &call.others {
-            let secret = app.ledger.subject_secret(other).await.map_err(internal)?;
+            let tag = subject_tag(&app, other).await?;
             others.push(
                 event
                     .clone()
                     .with("in_answer_of", "another person")
-                    .about(secret.tag()),
+                    .about(tag),
             );
         }
-        match writes {
-            // The deferral's private record and the tracker report commit with its event.
-            Some(w) => app.ledger.append_with(&event, w).await,
-            None => app.ledger.append(&event).await,
+        // The private details, a deferral's record and the tracker report commit with it.
+        if writes.is_empty() {
+            app.ledger.append(&event).await
+        } else {
+            app.ledger.append_with(&event, writes).await
         }
         .map_err(failed)?;
         for e in &others {
@@ -1467,12 +1463,7 @@ async fn record_report(
             &about, &person, until_ms,
         ));
     }
-    let tag = app
-        .ledger
-        .subject_secret(&about)
-        .await
-        .map_err(internal)?
-        .tag();
+    let tag = subject_tag(app, &about).await?;
     app.ledger
         .append_with(&event.about(tag), writes)
         .await

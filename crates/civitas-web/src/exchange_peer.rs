@@ -44,6 +44,8 @@ pub const BUFFER: usize = 1 << 20;
 /// How this gateway reaches another: pinned to its certificate, at its message URL.
 struct PeerClient {
     certificate: Vec<u8>,
+    /// The gateway's address as the configuration gives it.
+    address: String,
     client: reqwest::Client,
     url: reqwest::Url,
 }
@@ -82,14 +84,14 @@ impl GatewayRole {
         let cert = &peer.certificate;
         let mut clients = self.clients.lock().map_err(internal)?;
         let key = peer.gateway.member.to_string();
-        let url = reqwest::Url::parse(&format!("{}{}", peer.gateway.address, message::PATH))
-            .map_err(internal)?;
         if let Some(p) = clients.get(&key)
             && p.certificate == *cert
-            && p.url == url
+            && p.address == peer.gateway.address
         {
             return Ok((p.client.clone(), p.url.clone()));
         }
+        let url = reqwest::Url::parse(&format!("{}{}", peer.gateway.address, message::PATH))
+            .map_err(internal)?;
         let tls = civitas_exchange::tls::client_config(&self.keys, cert).map_err(internal)?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
@@ -102,6 +104,7 @@ impl GatewayRole {
             key,
             PeerClient {
                 certificate: cert.clone(),
+                address: peer.gateway.address.clone(),
                 client: client.clone(),
                 url: url.clone(),
             },
@@ -206,17 +209,23 @@ fn frames(
     head.chain(data).chain(end).boxed()
 }
 
-/// A whole message as one piece: its head, its body as one data frame (none if empty) and
-/// its end.
-fn whole_message(head: &[u8], body: &[u8], end: &End) -> Bytes {
-    let end = message::json_frame(END, end);
-    let mut out = Vec::with_capacity(head.len() + body.len() + end.len() + 10);
+/// A message's head and its whole body as one data frame (none if empty), in one piece;
+/// `room` more bytes are reserved for what follows.
+fn head_and_body(head: &[u8], body: &[u8], room: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + body.len() + 10 + room);
     out.extend_from_slice(&message::frame_header(HEAD, head.len()));
     out.extend_from_slice(head);
     if !body.is_empty() {
         out.extend_from_slice(&message::frame_header(DATA, body.len()));
         out.extend_from_slice(body);
     }
+    out
+}
+
+/// A whole message as one piece: its head, its body and its end.
+fn whole_message(head: &[u8], body: &[u8], end: &End) -> Bytes {
+    let end = message::json_frame(END, end);
+    let mut out = head_and_body(head, body, end.len());
     out.extend_from_slice(&end);
     Bytes::from(out)
 }
@@ -855,11 +864,7 @@ async fn framed(
                     .await;
                 Ok(Bytes::from(message::json_frame(END, &end)))
             };
-            let mut first = message::frame(HEAD, &head_bytes);
-            if !bytes.is_empty() {
-                first.extend_from_slice(&message::frame_header(DATA, bytes.len()));
-                first.extend_from_slice(&bytes);
-            }
+            let first = head_and_body(&head_bytes, &bytes, 0);
             let stream: BodyStream = stream::once(async move { Ok(Bytes::from(first)) })
                 .chain(stream::once(end))
                 .boxed();

@@ -79,6 +79,21 @@ struct Country {
     echo: ServiceId,
 }
 
+/// The private details of a logged call, which its entry commits to by their hash.
+async fn details_of(
+    app: &TestApp,
+    e: &civitas_ledger::Event,
+) -> civitas_exchange::tracker::CallDetails {
+    civitas_exchange::tracker::CallDetails::find(
+        &app.db,
+        e.public["request_id"].as_str().unwrap(),
+        e.payload_sha256.as_deref().unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
 /// Two agencies: the Household Registration Office provides `persons` (about people,
 /// described by OpenAPI) and `echo`; the Ministry of Digital Affairs' portal may read
 /// persons and call echo. A third subsystem may only call from another network.
@@ -409,14 +424,7 @@ on_both_engines! {
         assert_eq!(e.public["x_road_id"], x_road_id.as_str());
         // The caller's own words are not in the public log: a private row its hash commits to.
         assert!(e.public.get("purpose").is_none() && e.public.get("legal_basis").is_none(), "{:?}", e.public);
-        let details = civitas_exchange::tracker::CallDetails::find(
-            &app.db,
-            e.public["request_id"].as_str().unwrap(),
-            e.payload_sha256.as_deref().unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let details = details_of(&app, e).await;
         assert_eq!(details.purpose, "Childbirth allowance");
         assert_eq!(details.legal_basis, "Household Registration Act art. 65");
         assert_eq!(e.actor, "xroad:TW/TEST/MODA/portal");
@@ -484,14 +492,7 @@ on_both_engines! {
         // The holder's tag is kept privately: in public it would link two people's entries.
         assert!(e.public.get("mandate_holder").is_none());
         let helper_tag = app.ledger.subject_secret(&format!("person:{helper_id}")).await.unwrap().tag();
-        let details = civitas_exchange::tracker::CallDetails::find(
-            &app.db,
-            e.public["request_id"].as_str().unwrap(),
-            e.payload_sha256.as_deref().unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let details = details_of(&app, e).await;
         assert_eq!(details.mandate_holder, Some(helper_tag.to_string()));
         let uses: Value = serde_json::from_str(&b.get("/api/v1/me/data-usage").await.body).unwrap();
         assert_eq!(uses[0]["purpose"], "Tax return");
