@@ -100,15 +100,34 @@ pub fn decode_segment(what: &'static str, raw: &str) -> Result<String, XRoadIdEr
 /// Encodes one part as a URI path segment: what is not unreserved or a sub-delimiter is
 /// escaped (identifier characters need no escape but `?`).
 pub fn encode_segment(part: &str) -> String {
-    let mut out = String::with_capacity(part.len());
-    for b in part.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+    Segment(part).to_string()
+}
+
+/// One part written as [`encode_segment`] encodes it, straight into a formatter: the
+/// identifiers are displayed on every call, and this keeps that free of allocations.
+struct Segment<'a>(&'a str);
+
+impl fmt::Display for Segment<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
+        let text = self.0;
+        let mut run = 0;
+        for (i, b) in text.bytes().enumerate() {
+            if plain(b) {
+                continue;
+            }
+            // A run of plain bytes is ASCII, so it starts and ends on character boundaries.
+            if run < i {
+                f.write_str(&text[run..i])?;
+            }
+            write!(f, "%{b:02X}")?;
+            run = i + 1;
         }
+        if run < text.len() {
+            f.write_str(&text[run..])?;
+        }
+        Ok(())
     }
-    out
 }
 
 /// Splits an encoded identifier at its `/` separators and decodes and checks each part.
@@ -255,9 +274,9 @@ impl fmt::Display for MemberId {
         write!(
             f,
             "{}/{}/{}",
-            encode_segment(&self.instance),
-            encode_segment(&self.class),
-            encode_segment(&self.code)
+            Segment(&self.instance),
+            Segment(&self.class),
+            Segment(&self.code)
         )
     }
 }
@@ -266,7 +285,7 @@ impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.member)?;
         if let Some(s) = &self.subsystem {
-            write!(f, "/{}", encode_segment(s))?;
+            write!(f, "/{}", Segment(s))?;
         }
         Ok(())
     }
@@ -274,7 +293,7 @@ impl fmt::Display for ClientId {
 
 impl fmt::Display for ServiceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.provider, encode_segment(&self.code))
+        write!(f, "{}/{}", self.provider, Segment(&self.code))
     }
 }
 
@@ -352,6 +371,10 @@ mod tests {
         let s = ServiceId::parse("TW/GOV/HRO/population/find%3F").unwrap();
         assert_eq!(s.code, "find?");
         assert_eq!(s.to_string(), "TW/GOV/HRO/population/find%3F");
+        // Every byte of a character outside ASCII is escaped, and plain runs around it kept.
+        assert_eq!(encode_segment("戶政?a b"), "%E6%88%B6%E6%94%BF%3Fa%20b");
+        assert_eq!(encode_segment("a%"), "a%25");
+        assert_eq!(encode_segment(""), "");
         // `+` stays a plus; it is not a space.
         assert_eq!(ClientId::parse("TW/GOV/A+B").unwrap().member.code, "A+B");
         // An encoded whole identifier is one part, not five.

@@ -257,12 +257,12 @@ pub struct Snapshot {
     configuration: Configuration,
     /// Whether it came signed from the directory (a gateway's), and so can go stale.
     signed: bool,
-    subsystems: HashMap<String, Subsystem>,
+    subsystems: HashMap<ClientId, Subsystem>,
     /// Each subsystem's address ranges, parsed once per snapshot.
-    networks: HashMap<String, Vec<network::Network>>,
-    services: HashMap<String, Service>,
-    /// (service, client) → (method, path prefix) rights.
-    rights: HashMap<(String, String), Vec<(String, String)>>,
+    networks: HashMap<ClientId, Vec<network::Network>>,
+    services: HashMap<ServiceId, Arc<Service>>,
+    /// service → client → (method, path prefix) rights.
+    rights: HashMap<ServiceId, HashMap<ClientId, Vec<(String, String)>>>,
     /// The gateways in force with their keys decoded once, by member.
     gateways: HashMap<MemberId, Arc<GatewayEntry>>,
 }
@@ -280,17 +280,20 @@ pub struct GatewayEntry {
 
 impl Snapshot {
     fn new(configuration: Configuration, local: u64, signed: bool) -> Snapshot {
-        let mut rights: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
+        let mut rights: HashMap<ServiceId, HashMap<ClientId, Vec<(String, String)>>> =
+            HashMap::new();
         for r in &configuration.rights {
             rights
-                .entry((r.service.to_string(), r.client.to_string()))
+                .entry(r.service.clone())
+                .or_default()
+                .entry(r.client.clone())
                 .or_default()
                 .push((r.method.clone(), r.path.clone()));
         }
-        let subsystems: HashMap<String, Subsystem> = configuration
+        let subsystems: HashMap<ClientId, Subsystem> = configuration
             .subsystems
             .iter()
-            .map(|s| (s.id.to_string(), s.clone()))
+            .map(|s| (s.id.clone(), s.clone()))
             .collect();
         // Ranges are checked when stored; one that does not parse lets nobody call.
         let networks = subsystems
@@ -306,7 +309,7 @@ impl Snapshot {
         let services = configuration
             .services
             .iter()
-            .map(|s| (s.id.to_string(), s.clone()))
+            .map(|s| (s.id.clone(), Arc::new(s.clone())))
             .collect();
         // A gateway whose keys do not decode is trusted by nobody.
         let gateways = configuration
@@ -356,19 +359,19 @@ impl Snapshot {
 
     /// A subsystem.
     pub fn subsystem(&self, id: &ClientId) -> Option<&Subsystem> {
-        self.subsystems.get(&id.to_string())
+        self.subsystems.get(id)
     }
 
     /// Whether a subsystem's information system may call from `ip`.
     pub fn calls_from(&self, id: &ClientId, ip: std::net::IpAddr) -> bool {
         self.networks
-            .get(&id.to_string())
+            .get(id)
             .is_some_and(|list| list.iter().any(|n| n.contains(ip)))
     }
 
     /// A service.
-    pub fn service(&self, id: &ServiceId) -> Option<&Service> {
-        self.services.get(&id.to_string())
+    pub fn service(&self, id: &ServiceId) -> Option<&Arc<Service>> {
+        self.services.get(id)
     }
 
     /// The services a subsystem provides, by identifier.
@@ -407,7 +410,8 @@ impl Snapshot {
         path: &str,
     ) -> bool {
         self.rights
-            .get(&(service.to_string(), client.to_string()))
+            .get(service)
+            .and_then(|by_client| by_client.get(client))
             .is_some_and(|list| list.iter().any(|(m, p)| covers(m, p, method, path)))
     }
 

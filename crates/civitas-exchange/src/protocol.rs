@@ -49,14 +49,17 @@ pub const SET_ON_RESPONSE: &[&str] = &[
 
 /// Whether a request header passes from the client to the provider's service.
 pub fn passes_on_request(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    !FILTERED.contains(&n.as_str()) && !SET_ON_REQUEST.contains(&n.as_str())
+    !listed(FILTERED, name) && !listed(SET_ON_REQUEST, name)
 }
 
 /// Whether a response header passes from the provider's service to the client.
 pub fn passes_on_response(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    !FILTERED.contains(&n.as_str()) && !SET_ON_RESPONSE.contains(&n.as_str())
+    !listed(FILTERED, name) && !listed(SET_ON_RESPONSE, name)
+}
+
+/// Whether `name` is in `list`, in any case.
+fn listed(list: &[&str], name: &str) -> bool {
+    list.iter().any(|l| l.eq_ignore_ascii_case(name))
 }
 
 /// The digest of a request as X-Road computes it, fed as the request passes: first its

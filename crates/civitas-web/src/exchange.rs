@@ -124,10 +124,10 @@ fn target(path: &str) -> Result<(ServiceId, String), Fault> {
 
 /// The calling subsystem, checked: registered. Where the call comes from is the caller's
 /// check (an information system's address range, or the gateway that hosts it).
-fn caller(
-    directory: &Snapshot,
+fn caller<'a>(
+    directory: &'a Snapshot,
     headers: &HeaderMap,
-) -> Result<(ClientId, civitas_exchange::Subsystem), Fault> {
+) -> Result<(ClientId, &'a civitas_exchange::Subsystem), Fault> {
     let text = last(headers, "x-road-client").ok_or_else(|| {
         Fault::client(
             "InvalidClientIdentifier",
@@ -136,7 +136,7 @@ fn caller(
     })?;
     let client = ClientId::parse(text)
         .map_err(|e| Fault::client("InvalidClientIdentifier", e.to_string()))?;
-    let sub = directory.subsystem(&client).cloned().ok_or_else(|| {
+    let sub = directory.subsystem(&client).ok_or_else(|| {
         Fault::client_proxy("UnknownMember", format!("Client '{client}' not found"))
     })?;
     Ok((client, sub))
@@ -403,7 +403,7 @@ pub(crate) struct Prepared {
     pub(crate) represented: Option<RepresentedParty>,
     pub(crate) reason: Option<Reason>,
     /// The service (none for a metaservice).
-    pub(crate) service: Option<civitas_exchange::Service>,
+    pub(crate) service: Option<Arc<civitas_exchange::Service>>,
     /// The request body as the archive keeps it, when the archive is on.
     pub(crate) capture: Option<Capture>,
 }
@@ -640,9 +640,9 @@ pub(crate) async fn prepare(
         forward.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
     );
     let mut prepared = Prepared {
-        service_id: service_id.clone(),
-        rest: rest.clone(),
-        client: client.clone(),
+        service_id,
+        rest,
+        client,
         method: method.clone(),
         target: target_text,
         query: uri.query().map(str::to_string),
@@ -655,11 +655,12 @@ pub(crate) async fn prepare(
         service: None,
         capture: app.archive.as_ref().map(|_| Capture::default()),
     };
+    let (service_id, rest, client) = (&prepared.service_id, &prepared.rest, &prepared.client);
     if METASERVICES.contains(&service_id.code.as_str()) && rest.is_empty() {
         return Ok(prepared);
     }
 
-    let service = directory.service(&service_id).cloned().ok_or_else(|| {
+    let service = directory.service(service_id).cloned().ok_or_else(|| {
         Fault::server_proxy("UnknownService", format!("Unknown service: {service_id}"))
     })?;
     if service.disabled {
@@ -669,7 +670,7 @@ pub(crate) async fn prepare(
         ));
     }
     let path = if rest.is_empty() { "/" } else { rest.as_str() };
-    if !directory.may_call(&client, &service_id, method.as_str(), path) {
+    if !directory.may_call(client, service_id, method.as_str(), path) {
         return Err(Fault::server_proxy(
             "AccessDenied",
             format!("Request is not allowed: {service_id}"),
@@ -686,7 +687,7 @@ pub(crate) async fn prepare(
             .and_then(civitas_registry::services::service)
             .is_some_and(|r| r.personal);
     if personal {
-        let mut r = reason(headers, &subsystem)?;
+        let mut r = reason(headers, subsystem)?;
         if app.exchange.is_remote() {
             // A gateway holds no register: the person is known by the identifier given.
             r.subject = format!("xroad-user:{}", r.user.to_ascii_uppercase());
@@ -979,14 +980,18 @@ pub(crate) fn finishing(
 > {
     let status = res.status().as_u16();
     let h = res.headers_mut();
+    // Static names: a name given as text would be copied into the map each time.
     for (name, value) in [
-        ("x-road-id", call.x_road_id.clone()),
-        ("x-road-client", call.client.to_string()),
-        ("x-road-service", call.service.to_string()),
-        ("x-road-request-id", call.request_id.clone()),
-        ("x-road-request-hash", request_hash.clone()),
+        ("x-road-id", &call.x_road_id),
+        ("x-road-client", &call.client.to_string()),
+        ("x-road-service", &call.service.to_string()),
+        ("x-road-request-id", &call.request_id),
+        ("x-road-request-hash", &request_hash),
     ] {
-        h.insert(name, HeaderValue::from_str(&value).map_err(internal)?);
+        h.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_str(value).map_err(internal)?,
+        );
     }
     let logged = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let res = match call.archive.take() {

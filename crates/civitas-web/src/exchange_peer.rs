@@ -62,7 +62,7 @@ pub struct GatewayRole {
     verified: Arc<Verified>,
     /// A client per provider gateway, pinned to that gateway's certificate, and the URL
     /// messages go to.
-    clients: Mutex<HashMap<String, PeerClient>>,
+    clients: Mutex<HashMap<civitas_core::xroad::MemberId, PeerClient>>,
 }
 
 impl GatewayRole {
@@ -83,8 +83,8 @@ impl GatewayRole {
     fn client_for(&self, peer: &GatewayEntry) -> Result<(reqwest::Client, reqwest::Url), Fault> {
         let cert = &peer.certificate;
         let mut clients = self.clients.lock().map_err(internal)?;
-        let key = peer.gateway.member.to_string();
-        if let Some(p) = clients.get(&key)
+        let key = &peer.gateway.member;
+        if let Some(p) = clients.get(key)
             && p.certificate == *cert
             && p.address == peer.gateway.address
         {
@@ -101,7 +101,7 @@ impl GatewayRole {
             .build()
             .map_err(internal)?;
         clients.insert(
-            key,
+            key.clone(),
             PeerClient {
                 certificate: cert.clone(),
                 address: peer.gateway.address.clone(),
