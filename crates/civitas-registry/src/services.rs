@@ -44,6 +44,13 @@ pub struct RegistryService {
     reads: &'static [Read],
 }
 
+impl RegistryService {
+    /// Whether it has a read at `path` (as its table writes it, `{id}` for the parameter).
+    pub fn has_read(&self, path: &str) -> bool {
+        self.reads.iter().any(|r| r.path == path)
+    }
+}
+
 /// Every registry the demo country serves.
 pub static SERVICES: &[RegistryService] = &[
     RegistryService {

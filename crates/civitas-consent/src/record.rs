@@ -1,0 +1,587 @@
+//! Consent records, after ISO/IEC TS 27560 (consent record information structure) with the
+//! W3C Data Privacy Vocabulary's consent states. A record belongs to one person and one
+//! agreement; each change of state is a new version, signed as a JWS whose claims name the
+//! previous version's digest (so the history is a chain), appended to the ledger with the JWS
+//! as its private payload, and kept in `consent_history`. The person's receipt is that JWS
+//! with the ledger entry's C2SP tlog-proof.
+
+use base64::Engine;
+use civitas_ledger::event::{hex, now_ms};
+use civitas_ledger::{Event, ProofBundle};
+use civitas_store::sqlx::{self, Row, any::AnyRow};
+use civitas_store::{Script, Value as Sql};
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::agreement::conflict_or;
+use crate::{Access, Agreement, AgreementState, ConsentError, Consents};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A consent record's state (DPV's consent status, and `paused` for periodic access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentState {
+    /// Given, and valid for processing until it expires.
+    Given,
+    /// Refused when asked.
+    Refused,
+    /// Withdrawn by the person: no further release.
+    Withdrawn,
+    /// Past its duration.
+    Expired,
+    /// Periodic access paused by the person; it can be resumed.
+    Paused,
+}
+
+impl ConsentState {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsentState::Given => "given",
+            ConsentState::Refused => "refused",
+            ConsentState::Withdrawn => "withdrawn",
+            ConsentState::Expired => "expired",
+            ConsentState::Paused => "paused",
+        }
+    }
+
+    /// Its term in the W3C Data Privacy Vocabulary (pausing has none: Civitas's own term).
+    pub fn dpv(self) -> &'static str {
+        match self {
+            ConsentState::Given => "dpv:ConsentGiven",
+            ConsentState::Refused => "dpv:ConsentRefused",
+            ConsentState::Withdrawn => "dpv:ConsentWithdrawn",
+            ConsentState::Expired => "dpv:ConsentExpired",
+            ConsentState::Paused => "civitas:ConsentPaused",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ConsentState> {
+        [
+            ConsentState::Given,
+            ConsentState::Refused,
+            ConsentState::Withdrawn,
+            ConsentState::Expired,
+            ConsentState::Paused,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// A change the person asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Withdraw a given or paused consent.
+    Withdraw,
+    /// Pause a given periodic consent.
+    Pause,
+    /// Resume a paused consent (its expiry does not move).
+    Resume,
+}
+
+/// A person's consent record, as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    /// Its id.
+    pub id: String,
+    /// The agreement it answers.
+    pub agreement_id: String,
+    /// Its state as stored.
+    pub state: ConsentState,
+    /// Its state now: a given or paused consent past its expiry is expired.
+    pub effective_state: ConsentState,
+    /// Its current version (1 for the first decision).
+    pub version: i64,
+    /// When consent was given (ms).
+    pub given_ms: Option<i64>,
+    /// When it expires (ms).
+    pub expires_ms: i64,
+    /// When it last changed (ms).
+    pub updated_ms: i64,
+}
+
+impl ConsentRecord {
+    fn at(mut self, now: i64) -> ConsentRecord {
+        self.effective_state = match self.state {
+            ConsentState::Given | ConsentState::Paused if now >= self.expires_ms => {
+                ConsentState::Expired
+            }
+            s => s,
+        };
+        self
+    }
+}
+
+/// One version of a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The version.
+    pub version: i64,
+    /// The state it set.
+    pub state: ConsentState,
+    /// When (ms).
+    pub at_ms: i64,
+    /// The signed record (compact JWS).
+    pub jws: String,
+    /// Its ledger entry.
+    pub ledger_index: Option<i64>,
+}
+
+/// What a person keeps: the signed record and the proof that the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The record's id.
+    pub record_id: String,
+    /// The version this receipt is for.
+    pub version: i64,
+    /// The state that version set.
+    pub state: ConsentState,
+    /// The signed record (compact JWS, EdDSA).
+    pub record: String,
+    /// The ledger entry's index.
+    pub ledger_index: u64,
+    /// The entry's C2SP tlog-proof bundle (the entry itself as its extra data).
+    pub proof: String,
+}
+
+/// Whether a consent allows a release now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validity {
+    /// Whether it does.
+    pub valid: bool,
+    /// The record's state now.
+    pub state: ConsentState,
+    /// Why not, when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The agreement.
+    pub agreement_id: String,
+    /// The items it covers.
+    pub items: Vec<String>,
+    /// When it expires (ms).
+    pub expires_ms: i64,
+}
+
+const RECORD_COLUMNS: &str =
+    "id, agreement_id, subject_ref, state, version, given_ms, expires_ms, updated_ms";
+
+fn record_of(r: &AnyRow) -> Result<(ConsentRecord, String), ConsentError> {
+    let state: String = r.try_get("state")?;
+    let state = ConsentState::parse(&state)
+        .ok_or_else(|| ConsentError::Invalid(format!("a stored record's state {state:?}")))?;
+    Ok((
+        ConsentRecord {
+            id: r.try_get("id")?,
+            agreement_id: r.try_get("agreement_id")?,
+            state,
+            effective_state: state,
+            version: r.try_get("version")?,
+            given_ms: r.try_get("given_ms")?,
+            expires_ms: r.try_get("expires_ms")?,
+            updated_ms: r.try_get("updated_ms")?,
+        },
+        r.try_get("subject_ref")?,
+    ))
+}
+
+impl Consents {
+    /// The person (`subject_ref`, as the ledger knows them; `actor` for the log) gives
+    /// (`give`) or refuses consent to an approved agreement. A new record either way; giving
+    /// while a consent to the same agreement is in force is a conflict.
+    pub async fn answer(
+        &self,
+        agreement_id: &str,
+        subject_ref: &str,
+        give: bool,
+        actor: &str,
+    ) -> Result<Receipt, ConsentError> {
+        let agreement = self
+            .agreement(agreement_id)
+            .await?
+            .filter(|a| a.state == AgreementState::Approved)
+            .ok_or_else(|| {
+                ConsentError::NotFound(format!("no approved agreement {agreement_id}"))
+            })?;
+        if agreement.legal_basis != "consent" {
+            return Err(ConsentError::Invalid(format!(
+                "agreement {agreement_id} rests on {}, not on consent",
+                agreement.legal_basis
+            )));
+        }
+        let now = now_ms();
+        if give
+            && self
+                .records_of(subject_ref)
+                .await?
+                .iter()
+                .any(|r| r.agreement_id == agreement_id && in_force(r.effective_state))
+        {
+            return Err(ConsentError::Conflict(format!(
+                "a consent to agreement {agreement_id} is in force already"
+            )));
+        }
+        let record = ConsentRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            agreement_id: agreement_id.into(),
+            state: if give {
+                ConsentState::Given
+            } else {
+                ConsentState::Refused
+            },
+            effective_state: ConsentState::Given,
+            version: 1,
+            given_ms: give.then_some(now),
+            expires_ms: now + agreement.duration_days * DAY_MS,
+            updated_ms: now,
+        };
+        let mut w = Script::new();
+        w.push(
+            "INSERT INTO consent_records (id, agreement_id, subject_ref, state, version, given_ms, expires_ms, updated_ms) VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
+            vec![
+                Sql::Text(record.id.clone()),
+                Sql::Text(agreement_id.into()),
+                Sql::Text(subject_ref.into()),
+                Sql::Str(record.state.as_str()),
+                record.given_ms.into(),
+                Sql::I64(record.expires_ms),
+                Sql::I64(now),
+            ],
+        );
+        self.record_change(&agreement, record.at(now), subject_ref, None, w, actor)
+            .await
+    }
+
+    /// The person withdraws, pauses or resumes their consent record `id`.
+    pub async fn change(
+        &self,
+        id: &str,
+        subject_ref: &str,
+        change: Change,
+        actor: &str,
+    ) -> Result<Receipt, ConsentError> {
+        let now = now_ms();
+        let (record, owner) = self.stored(id).await?;
+        if owner != subject_ref {
+            return Err(ConsentError::NotFound(format!("no consent {id}")));
+        }
+        let record = record.at(now);
+        let agreement = self
+            .agreement(&record.agreement_id)
+            .await?
+            .ok_or_else(|| ConsentError::NotFound(format!("no agreement for consent {id}")))?;
+        let from = record.effective_state;
+        let to = match (change, from) {
+            (Change::Withdraw, ConsentState::Given | ConsentState::Paused) => {
+                ConsentState::Withdrawn
+            }
+            (Change::Pause, ConsentState::Given) if agreement.access == Access::Periodic => {
+                ConsentState::Paused
+            }
+            (Change::Pause, ConsentState::Given) => {
+                return Err(ConsentError::Conflict(
+                    "only a consent to periodic access can be paused".into(),
+                ));
+            }
+            (Change::Resume, ConsentState::Paused) => ConsentState::Given,
+            _ => {
+                return Err(ConsentError::Conflict(format!(
+                    "consent {id} is {}; it cannot be {}",
+                    from.as_str(),
+                    match change {
+                        Change::Withdraw => "withdrawn",
+                        Change::Pause => "paused",
+                        Change::Resume => "resumed",
+                    }
+                )));
+            }
+        };
+        let previous = self
+            .history(id)
+            .await?
+            .into_iter()
+            .find(|h| h.version == record.version)
+            .map(|h| h.jws);
+        let mut next = record.clone();
+        next.state = to;
+        next.effective_state = to;
+        next.version += 1;
+        next.updated_ms = now;
+        let mut w = Script::new();
+        // Compare-and-set on the version: of two changes at once, one wins.
+        w.push(
+            "UPDATE consent_records SET state = ?, version = ?, updated_ms = ? WHERE id = ? AND version = ?",
+            vec![
+                Sql::Str(to.as_str()),
+                Sql::I64(next.version),
+                Sql::I64(now),
+                Sql::Text(id.into()),
+                Sql::I64(record.version),
+            ],
+        );
+        self.record_change(&agreement, next, subject_ref, previous.as_deref(), w, actor)
+            .await
+    }
+
+    /// Signs a record's new version, appends it to the ledger with `writes` (the record's
+    /// row) and the history row, and returns the receipt.
+    async fn record_change(
+        &self,
+        agreement: &Agreement,
+        record: ConsentRecord,
+        subject_ref: &str,
+        previous: Option<&str>,
+        mut writes: Script,
+        actor: &str,
+    ) -> Result<Receipt, ConsentError> {
+        let tag = self.ledger.subject_secret(subject_ref).await?.tag();
+        let claims = json!({
+            "schema": "civitas.consent-record/1 (ISO/IEC TS 27560)",
+            "iss": self.issuer,
+            "iat": record.updated_ms / 1000,
+            "record_id": record.id,
+            "version": record.version,
+            "data_subject": tag.to_string(),
+            "data_controller": { "client_id": agreement.client_id, "name": agreement.recipient },
+            "agreement_id": agreement.id,
+            "purpose": agreement.purpose,
+            "legal_basis": "dpv:A6-1-a",
+            "personal_data": agreement.items,
+            "processing": {
+                "access": agreement.access,
+                "retention_days": agreement.retention_days,
+            },
+            "state": record.state.as_str(),
+            "dpv_state": record.state.dpv(),
+            "state_at_ms": record.updated_ms,
+            "given_ms": record.given_ms,
+            "expires_ms": record.expires_ms,
+            "previous_sha256": previous.map(|p| hex(&sha2::Sha256::digest(p.as_bytes()))),
+        });
+        let jws = self.key.sign(&claims);
+        writes.push(
+            "INSERT INTO consent_history (record_id, version, state, at_ms, jws) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                Sql::Text(record.id.clone()),
+                Sql::I64(record.version),
+                Sql::Str(record.state.as_str()),
+                Sql::I64(record.updated_ms),
+                Sql::Text(jws.clone()),
+            ],
+        );
+        let kind = match (record.state, record.version) {
+            (ConsentState::Given, v) if v > 1 => "consent.resumed",
+            (s, _) => match s {
+                ConsentState::Given => "consent.given",
+                ConsentState::Refused => "consent.refused",
+                ConsentState::Withdrawn => "consent.withdrawn",
+                ConsentState::Paused => "consent.paused",
+                ConsentState::Expired => "consent.expired",
+            },
+        };
+        let event = Event::new(kind, actor, &format!("consent/{}", record.id))
+            .about(tag)
+            .with("agreement_id", agreement.id.clone())
+            .with("purpose", agreement.purpose.clone())
+            .with("version", record.version)
+            .private_payload(jws.as_bytes());
+        let index = self
+            .ledger
+            .append_with(&event, writes)
+            .await
+            .map_err(|e| conflict_or(e, &format!("consent {} changed meanwhile", record.id)))?;
+        // Where the receipt's proof is found; should this fail, `receipt` finds the entry
+        // by the record's digest.
+        let _ = sqlx::query(
+            "UPDATE consent_history SET ledger_index = $1 WHERE record_id = $2 AND version = $3",
+        )
+        .bind(index as i64)
+        .bind(&record.id)
+        .bind(record.version)
+        .execute(self.db.pool())
+        .await;
+        let proof = self.ledger.proof_bundle(index).await?;
+        Ok(Receipt {
+            record_id: record.id,
+            version: record.version,
+            state: record.state,
+            record: jws,
+            ledger_index: index,
+            proof: proof.to_text(),
+        })
+    }
+
+    async fn stored(&self, id: &str) -> Result<(ConsentRecord, String), ConsentError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM consent_records WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| ConsentError::NotFound(format!("no consent {id}")))?;
+        record_of(&row)
+    }
+
+    /// A record with its owner's subject reference.
+    pub async fn record(&self, id: &str) -> Result<(ConsentRecord, String), ConsentError> {
+        let (r, owner) = self.stored(id).await?;
+        Ok((r.at(now_ms()), owner))
+    }
+
+    /// A person's records, newest first.
+    pub async fn records_of(&self, subject_ref: &str) -> Result<Vec<ConsentRecord>, ConsentError> {
+        let now = now_ms();
+        let rows = sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM consent_records WHERE subject_ref = $1 ORDER BY updated_ms DESC, id"
+        ))
+        .bind(subject_ref)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|r| Ok(record_of(r)?.0.at(now))).collect()
+    }
+
+    /// A record's versions, oldest first.
+    pub async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, ConsentError> {
+        let rows = sqlx::query(
+            "SELECT version, state, at_ms, jws, ledger_index FROM consent_history WHERE record_id = $1 ORDER BY version",
+        )
+        .bind(id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok(HistoryEntry {
+                    version: r.try_get("version")?,
+                    state: ConsentState::parse(&state).ok_or_else(|| {
+                        ConsentError::Invalid(format!("a stored version's state {state:?}"))
+                    })?,
+                    at_ms: r.try_get("at_ms")?,
+                    jws: r.try_get("jws")?,
+                    ledger_index: r.try_get("ledger_index")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The receipt of a record's current version.
+    pub async fn receipt(&self, id: &str) -> Result<Receipt, ConsentError> {
+        let (record, owner) = self.stored(id).await?;
+        let entry = self
+            .history(id)
+            .await?
+            .into_iter()
+            .find(|h| h.version == record.version)
+            .ok_or_else(|| ConsentError::NotFound(format!("consent {id} has no signed record")))?;
+        let index = match entry.ledger_index {
+            Some(i) => i as u64,
+            None => {
+                let digest = hex(&sha2::Sha256::digest(entry.jws.as_bytes()));
+                let tag = self.ledger.subject_secret(&owner).await?.tag();
+                self.ledger
+                    .subject_events(tag)
+                    .await?
+                    .into_iter()
+                    .find(|(_, e)| e.payload_sha256.as_deref() == Some(digest.as_str()))
+                    .map(|(i, _)| i)
+                    .ok_or_else(|| {
+                        ConsentError::NotFound(format!("consent {id}'s ledger entry is missing"))
+                    })?
+            }
+        };
+        let proof = self.ledger.proof_bundle(index).await?;
+        Ok(Receipt {
+            record_id: record.id,
+            version: entry.version,
+            state: entry.state,
+            record: entry.jws,
+            ledger_index: index,
+            proof: proof.to_text(),
+        })
+    }
+
+    /// Whether consent `id` allows a release now, asked by the organisation `client_id`
+    /// (`None`: the platform itself). An organisation learns only of consents to its own
+    /// agreements.
+    pub async fn check(&self, id: &str, client_id: Option<&str>) -> Result<Validity, ConsentError> {
+        let (record, _) = self.record(id).await?;
+        let agreement = self
+            .agreement(&record.agreement_id)
+            .await?
+            .ok_or_else(|| ConsentError::NotFound(format!("no consent {id}")))?;
+        if client_id.is_some_and(|c| c != agreement.client_id) {
+            return Err(ConsentError::NotFound(format!("no consent {id}")));
+        }
+        let reason = match record.effective_state {
+            _ if agreement.state != AgreementState::Approved => {
+                Some("its agreement is no longer in force".to_string())
+            }
+            ConsentState::Given => None,
+            s => Some(format!("the consent is {}", s.as_str())),
+        };
+        Ok(Validity {
+            valid: reason.is_none(),
+            state: record.effective_state,
+            reason,
+            agreement_id: agreement.id,
+            items: agreement.items,
+            expires_ms: record.expires_ms,
+        })
+    }
+}
+
+fn in_force(s: ConsentState) -> bool {
+    matches!(s, ConsentState::Given | ConsentState::Paused)
+}
+
+/// Checks a receipt: the record's signature under the consent key, the proof under the
+/// ledger's verifier key, and that the proven entry is this record's (its object and the
+/// digest of the signed record). Returns the record's claims.
+pub fn verify_receipt(
+    receipt: &Receipt,
+    consent_key: &VerifyingKey,
+    ledger_verifier_key: &str,
+) -> Result<Value, ConsentError> {
+    let claims = crate::verify_jws(&receipt.record, consent_key)?;
+    let bundle = ProofBundle::parse(&receipt.proof)
+        .map_err(|e| ConsentError::Unverified(format!("the proof is unreadable: {e}")))?;
+    bundle
+        .verify(ledger_verifier_key)
+        .map_err(|e| ConsentError::Unverified(format!("the proof does not verify: {e}")))?;
+    let entry = bundle
+        .extra
+        .as_deref()
+        .and_then(|b| Event::decode(b).ok())
+        .ok_or_else(|| ConsentError::Unverified("the proof carries no ledger entry".into()))?;
+    let digest = hex(&sha2::Sha256::digest(receipt.record.as_bytes()));
+    if entry.payload_sha256.as_deref() != Some(digest.as_str())
+        || entry.object != format!("consent/{}", receipt.record_id)
+        || bundle.index != receipt.ledger_index
+        || claims["record_id"] != receipt.record_id.as_str()
+        || claims["version"] != receipt.version
+        || claims["state"] != receipt.state.as_str()
+    {
+        return Err(ConsentError::Unverified(
+            "the ledger entry is not this record's".into(),
+        ));
+    }
+    Ok(claims)
+}
+
+/// A verifying key from a JWK Set's first Ed25519 key (as `Consents::jwks` publishes it).
+pub fn key_from_jwks(jwks: &Value) -> Option<VerifyingKey> {
+    let x = jwks["keys"]
+        .as_array()?
+        .iter()
+        .find(|k| k["kty"] == "OKP" && k["crv"] == "Ed25519")?["x"]
+        .as_str()?;
+    let bytes: [u8; 32] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(x)
+        .ok()?
+        .try_into()
+        .ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}

@@ -1,0 +1,350 @@
+//! Agreements and consent records against a real database: SQLite always, PostgreSQL when
+//! `CIVITAS_TEST_POSTGRES_URL` names a server.
+
+use std::time::Duration;
+
+use civitas_ledger::{Ledger, LedgerConfig};
+use civitas_store::Db;
+
+use crate::{
+    Access, AgreementState, Change, ConsentError, ConsentState, Consents, NewAgreement, Purpose,
+    verify_receipt,
+};
+
+/// Fresh consent blocks on SQLite, and on PostgreSQL too when a server is given.
+async fn engines(name: &str) -> Vec<(Consents, Db, Ledger)> {
+    let dir = std::env::temp_dir().join(format!("civitas-consent-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut urls = vec![format!("sqlite://{}?mode=rwc", dir.join("x.db").display())];
+    if let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") {
+        let db = Db::connect(&admin, 1).await.unwrap();
+        let dbname = format!("civitas_consent_{}_{name}", std::process::id());
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {dbname}"),
+            format!("CREATE DATABASE {dbname}"),
+        ] {
+            civitas_store::sqlx::raw_sql(&sql)
+                .execute(db.pool())
+                .await
+                .unwrap();
+        }
+        db.close().await;
+        urls.push(format!("{}/{dbname}", admin.rsplit_once('/').unwrap().0));
+    } else {
+        assert!(
+            std::env::var("CIVITAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+            "CIVITAS_TEST_POSTGRES_URL is required"
+        );
+    }
+    let mut out = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        let db = Db::connect(url, 4).await.unwrap();
+        civitas_store::migrate(&db, &[civitas_ledger::COMPONENT, crate::COMPONENT])
+            .await
+            .unwrap();
+        let mut config = LedgerConfig::new("test.civitas/ledger");
+        config.checkpoint_interval = Duration::from_millis(20);
+        config.hash_file = Some(dir.join(format!("hashes-{i}.bin")));
+        let ledger = Ledger::open(db.clone(), config).await.unwrap();
+        let consents = Consents::open(db.clone(), ledger.clone(), "https://civitas.test/")
+            .await
+            .unwrap();
+        out.push((consents, db, ledger));
+    }
+    out
+}
+
+fn wanted(access: Access) -> NewAgreement {
+    NewAgreement {
+        purpose: "loan-application".into(),
+        legal_basis: "consent".into(),
+        items: vec!["population.name".into(), "tax.income".into()],
+        retention_days: 30,
+        access,
+        duration_days: Some(90),
+    }
+}
+
+async fn approved(c: &Consents, access: Access) -> String {
+    if c.purpose("loan-application").await.unwrap().is_none() {
+        c.add_purpose(
+            &Purpose {
+                code: "loan-application".into(),
+                name_en: "Loan application".into(),
+                name_zh: "貸款申請".into(),
+            },
+            "operator:test",
+        )
+        .await
+        .unwrap();
+    }
+    let a = c
+        .propose("bank-app", "First Bank", &wanted(access))
+        .await
+        .unwrap();
+    c.decide_agreement(&a.id, true, None, "operator:test")
+        .await
+        .unwrap();
+    a.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agreements_name_registered_purposes_real_items_and_an_end_and_wait_for_the_operator() {
+    for (c, _, ledger) in engines("agreements").await {
+        let purpose = Purpose {
+            code: "loan-application".into(),
+            name_en: "Loan application".into(),
+            name_zh: "貸款申請".into(),
+        };
+        c.add_purpose(&purpose, "operator:test").await.unwrap();
+        assert!(matches!(
+            c.add_purpose(&purpose, "operator:test").await,
+            Err(ConsentError::Conflict(_))
+        ));
+        assert!(matches!(
+            c.add_purpose(
+                &Purpose {
+                    code: "Bad Code".into(),
+                    ..purpose.clone()
+                },
+                "operator:test"
+            )
+            .await,
+            Err(ConsentError::Invalid(_))
+        ));
+        let refused = |tune: fn(&mut NewAgreement)| {
+            let mut a = wanted(Access::OneTime);
+            tune(&mut a);
+            a
+        };
+        for (bad, says) in [
+            (refused(|a| a.duration_days = None), "endless"),
+            (refused(|a| a.duration_days = Some(0)), "endless"),
+            (refused(|a| a.duration_days = Some(10_000)), "endless"),
+            (
+                refused(|a| a.purpose = "marketing".into()),
+                "registered purpose",
+            ),
+            (refused(|a| a.legal_basis = "because".into()), "legal basis"),
+            (
+                refused(|a| a.items = vec!["population.soul".into()]),
+                "data item",
+            ),
+            (refused(|a| a.items = Vec::new()), "1 to 50"),
+            (refused(|a| a.retention_days = 0), "retention"),
+        ] {
+            match c.propose("bank-app", "First Bank", &bad).await {
+                Err(ConsentError::Invalid(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        let a = c
+            .propose("bank-app", "First Bank", &wanted(Access::OneTime))
+            .await
+            .unwrap();
+        assert_eq!(a.state, AgreementState::Proposed);
+        assert_eq!(
+            c.agreements(Some("bank-app")).await.unwrap(),
+            vec![a.clone()]
+        );
+        assert!(c.agreements(Some("other-app")).await.unwrap().is_empty());
+        // Not in force yet: nobody can consent to it.
+        assert!(matches!(
+            c.answer(&a.id, "person:1", true, "citizen").await,
+            Err(ConsentError::NotFound(_))
+        ));
+        // A rejection needs its reason; a decided agreement stays decided.
+        assert!(matches!(
+            c.decide_agreement(&a.id, false, None, "operator:test")
+                .await,
+            Err(ConsentError::Invalid(_))
+        ));
+        let done = c
+            .decide_agreement(
+                &a.id,
+                false,
+                Some("asks for more than a loan needs"),
+                "operator:test",
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.state, AgreementState::Rejected);
+        assert!(matches!(
+            c.decide_agreement(&a.id, true, None, "operator:test").await,
+            Err(ConsentError::Conflict(_))
+        ));
+        let logged = ledger
+            .latest_of_kind("consent.agreement_rejected")
+            .await
+            .unwrap()
+            .unwrap()
+            .1;
+        assert_eq!(logged.object, format!("consent/agreement/{}", a.id));
+        assert_eq!(logged.actor, "operator:test");
+        let proposed = ledger
+            .latest_of_kind("consent.agreement_proposed")
+            .await
+            .unwrap()
+            .unwrap()
+            .1;
+        assert_eq!(proposed.actor, "client:bank-app");
+        assert_eq!(proposed.public["duration_days"], 90);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_is_signed_logged_and_checked_at_every_use_with_a_receipt_that_proves_it() {
+    for (c, db, ledger) in engines("records").await {
+        let one_time = approved(&c, Access::OneTime).await;
+        let periodic = approved(&c, Access::Periodic).await;
+        let consent_key = crate::key_from_jwks(&c.jwks()).unwrap();
+
+        // Given: a signed record, in the ledger under the person's tag, with a receipt.
+        let given = c
+            .answer(&periodic, "person:1", true, "citizen")
+            .await
+            .unwrap();
+        assert_eq!((given.state, given.version), (ConsentState::Given, 1));
+        let claims = verify_receipt(&given, &consent_key, ledger.verifier_key()).unwrap();
+        assert_eq!(claims["dpv_state"], "dpv:ConsentGiven");
+        assert_eq!(claims["personal_data"][1], "tax.income");
+        assert_eq!(
+            claims["data_subject"],
+            ledger
+                .subject_secret("person:1")
+                .await
+                .unwrap()
+                .tag()
+                .to_string()
+        );
+        assert_eq!(c.receipt(&given.record_id).await.unwrap(), given);
+        let valid = c.check(&given.record_id, Some("bank-app")).await.unwrap();
+        assert!(valid.valid, "{valid:?}");
+        // Once in force, not twice; another organisation learns nothing of it.
+        assert!(matches!(
+            c.answer(&periodic, "person:1", true, "citizen").await,
+            Err(ConsentError::Conflict(_))
+        ));
+        assert!(matches!(
+            c.check(&given.record_id, Some("other-app")).await,
+            Err(ConsentError::NotFound(_))
+        ));
+        // Nobody else changes it.
+        assert!(matches!(
+            c.change(&given.record_id, "person:2", Change::Withdraw, "citizen")
+                .await,
+            Err(ConsentError::NotFound(_))
+        ));
+
+        // Pause and resume (periodic only); paused is not valid.
+        let paused = c
+            .change(&given.record_id, "person:1", Change::Pause, "citizen")
+            .await
+            .unwrap();
+        assert_eq!((paused.state, paused.version), (ConsentState::Paused, 2));
+        assert!(!c.check(&given.record_id, None).await.unwrap().valid);
+        let resumed = c
+            .change(&given.record_id, "person:1", Change::Resume, "citizen")
+            .await
+            .unwrap();
+        assert_eq!(resumed.state, ConsentState::Given);
+        let claims = verify_receipt(&resumed, &consent_key, ledger.verifier_key()).unwrap();
+        // Each version names the one before it.
+        assert_eq!(
+            claims["previous_sha256"],
+            civitas_ledger::event::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+                paused.record.as_bytes()
+            ))
+        );
+        assert_eq!(
+            ledger
+                .latest_of_kind("consent.resumed")
+                .await
+                .unwrap()
+                .unwrap()
+                .0,
+            resumed.ledger_index
+        );
+        assert!(c.check(&given.record_id, None).await.unwrap().valid);
+
+        // Withdrawn: the very next check refuses, and it stays withdrawn.
+        let withdrawn = c
+            .change(&given.record_id, "person:1", Change::Withdraw, "citizen")
+            .await
+            .unwrap();
+        assert_eq!(withdrawn.version, 4);
+        let check = c.check(&given.record_id, Some("bank-app")).await.unwrap();
+        assert!(!check.valid);
+        assert_eq!(check.state, ConsentState::Withdrawn);
+        assert!(matches!(
+            c.change(&given.record_id, "person:1", Change::Resume, "citizen")
+                .await,
+            Err(ConsentError::Conflict(_))
+        ));
+        let history = c.history(&given.record_id).await.unwrap();
+        assert_eq!(
+            history.iter().map(|h| h.state).collect::<Vec<_>>(),
+            [
+                ConsentState::Given,
+                ConsentState::Paused,
+                ConsentState::Given,
+                ConsentState::Withdrawn
+            ]
+        );
+
+        // A one-time consent cannot be paused; refusing is recorded too.
+        let once = c
+            .answer(&one_time, "person:1", true, "citizen")
+            .await
+            .unwrap();
+        assert!(matches!(
+            c.change(&once.record_id, "person:1", Change::Pause, "citizen")
+                .await,
+            Err(ConsentError::Conflict(_))
+        ));
+        let refusal = c
+            .answer(&one_time, "person:3", false, "citizen")
+            .await
+            .unwrap();
+        assert_eq!(refusal.state, ConsentState::Refused);
+        assert!(!c.check(&refusal.record_id, None).await.unwrap().valid);
+
+        // Expired: past its duration it is refused, and shown as expired.
+        civitas_store::sqlx::query("UPDATE consent_records SET expires_ms = 1 WHERE id = $1")
+            .bind(&once.record_id)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let expired = c.check(&once.record_id, None).await.unwrap();
+        assert_eq!(
+            (expired.valid, expired.state),
+            (false, ConsentState::Expired)
+        );
+        let mine = c.records_of("person:1").await.unwrap();
+        assert_eq!(mine.len(), 2);
+        assert!(
+            mine.iter()
+                .any(|r| r.effective_state == ConsentState::Expired)
+        );
+
+        // Tampered receipts fail.
+        let other = c.receipt(&refusal.record_id).await.unwrap();
+        let mut t = given.clone();
+        t.record = other.record.clone();
+        assert!(verify_receipt(&t, &consent_key, ledger.verifier_key()).is_err());
+        let mut t = given.clone();
+        t.proof = other.proof.clone();
+        assert!(verify_receipt(&t, &consent_key, ledger.verifier_key()).is_err());
+        let mut t = given.clone();
+        let mut parts: Vec<String> = t.record.split('.').map(str::to_string).collect();
+        parts[1] = parts[1].replace('A', "B");
+        t.record = parts.join(".");
+        assert!(verify_receipt(&t, &consent_key, ledger.verifier_key()).is_err());
+        let mut t = given.clone();
+        t.state = ConsentState::Withdrawn;
+        assert!(verify_receipt(&t, &consent_key, ledger.verifier_key()).is_err());
+        let wrong_key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        assert!(verify_receipt(&given, &wrong_key, ledger.verifier_key()).is_err());
+    }
+}
