@@ -8,22 +8,28 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{Problem, Shared, data_usage, exchange_api, ledger, ops};
+use crate::{Problem, Shared, consent_api, data_usage, exchange_api, ledger, ops};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Civitas API", description = "Public API of a Civitas digital-government platform."),
     paths(list_agencies, get_agency, status, ledger::checkpoints, data_usage::api, ops::healthz, ops::readyz,
         exchange_api::directory, exchange_api::add_member, exchange_api::add_subsystem, exchange_api::add_service,
-        exchange_api::grant, exchange_api::revoke, exchange_api::add_gateway, exchange_api::revoke_gateway),
+        exchange_api::grant, exchange_api::revoke, exchange_api::add_gateway, exchange_api::revoke_gateway,
+        consent_api::purposes, consent_api::add_purpose, consent_api::items, consent_api::jwks,
+        consent_api::agreements, consent_api::propose, consent_api::agreement, consent_api::approve,
+        consent_api::reject, consent_api::validity, consent_api::my_consents, consent_api::my_consent,
+        consent_api::answer, consent_api::change, consent_api::receipt),
     components(schemas(AgencyView, StatusView, Problem, ledger::CheckpointList, data_usage::DataUse,
-        exchange_api::MemberIn, exchange_api::SubsystemIn, exchange_api::ServiceIn, exchange_api::RightIn, exchange_api::GatewayIn)),
+        exchange_api::MemberIn, exchange_api::SubsystemIn, exchange_api::ServiceIn, exchange_api::RightIn, exchange_api::GatewayIn,
+        consent_api::PurposeIn, consent_api::RejectIn, consent_api::AnswerIn)),
     tags(
         (name = "agencies", description = "The government agencies on this platform"),
         (name = "platform", description = "This instance"),
         (name = "ledger", description = "The transparency log of consequential events (its C2SP files live under /ledger)"),
         (name = "me", description = "The signed-in person's own records (session cookie)"),
         (name = "exchange", description = "The exchange's directory, for its operators (an access token, or a session with X-CSRF-Token; changes need level substantial)"),
+        (name = "consent", description = "Data agreements and consent: purposes, data items and the records' key for anyone; proposals and validity checks for organisations (their client id and secret, HTTP Basic); decisions for operators"),
         (name = "operations", description = "Health and readiness probes"),
     )
 )]

@@ -106,6 +106,16 @@ pub struct Visitor {
 impl Visitor {
     /// Whether a submitted form's token is this visitor's, and the request is not from
     /// another origin.
+    /// Whether a JSON call carries this visitor's token in `X-CSRF-Token` and is not from
+    /// another origin.
+    pub fn json_call_is_genuine(&self, headers: &HeaderMap) -> bool {
+        let token = headers
+            .get(crate::passkey_routes::CSRF_HEADER)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        self.form_is_genuine(headers, token)
+    }
+
     pub fn form_is_genuine(&self, headers: &HeaderMap, token: &str) -> bool {
         if let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
         {

@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::auth::Visitor;
-use crate::passkey_routes::CSRF_HEADER;
 use crate::{Problem, Shared};
 
 pub(crate) fn routes() -> axum::Router<Shared> {
@@ -41,7 +40,7 @@ pub(crate) fn routes() -> axum::Router<Shared> {
 }
 
 /// Who is calling, once checked: their ledger actor.
-struct Operator(String);
+pub(crate) struct Operator(pub(crate) String);
 
 fn refused(status: StatusCode, kind: &str, title: &str, detail: &str) -> Response {
     let mut res = Problem::new(status, kind, title)
@@ -57,7 +56,7 @@ fn refused(status: StatusCode, kind: &str, title: &str, detail: &str) -> Respons
 
 /// Checks the caller: an operator, and for a change (`change`), a session at level
 /// substantial and, from a browser, the anti-forgery token.
-async fn operator(
+pub(crate) async fn operator(
     app: &Shared,
     v: &Visitor,
     headers: &HeaderMap,
@@ -127,19 +126,13 @@ async fn operator(
                     "Sign in as an operator, or send an access token (Authorization: Bearer).",
                 ));
             };
-            if change {
-                let token = headers
-                    .get(CSRF_HEADER)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or_default();
-                if !v.form_is_genuine(headers, token) {
-                    return Err(refused(
-                        StatusCode::FORBIDDEN,
-                        "csrf",
-                        "Forbidden",
-                        "A change from a browser needs the page's anti-forgery token in X-CSRF-Token.",
-                    ));
-                }
+            if change && !v.json_call_is_genuine(headers) {
+                return Err(refused(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    "Forbidden",
+                    "A change from a browser needs the page's anti-forgery token in X-CSRF-Token.",
+                ));
             }
             (s.account.clone(), Some(s.loa))
         }

@@ -11,6 +11,7 @@ mod admin_exchange;
 mod api;
 mod applications;
 pub mod auth;
+mod consent_api;
 mod data_usage;
 mod exchange;
 mod exchange_api;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub mail_sink: Option<civitas_identity::MailSink>,
     /// The exchange's directory.
     pub exchange: civitas_exchange::Directory,
+    /// Data agreements and consent records.
+    pub consents: civitas_consent::Consents,
     /// The HTTP client the gateway calls providers' information systems with.
     pub gateway: reqwest::Client,
     /// This node as the exchange gateway of one member (`role = "gateway"`).
@@ -117,6 +120,7 @@ pub fn app(state: AppState) -> Router {
             .merge(api::routes())
             .merge(ledger::routes())
             .merge(oidc::routes())
+            .merge(consent_api::routes())
             .merge(exchange::routes())
             .merge(data_usage::api_routes())
             .merge(exchange_api::routes())

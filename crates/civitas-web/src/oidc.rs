@@ -396,7 +396,7 @@ fn form_decode(s: &str) -> String {
 }
 
 /// The client id and secret of an `Authorization: Basic` header.
-fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
     use base64::Engine;
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;

@@ -49,11 +49,7 @@ fn texts(headers: &HeaderMap) -> &'static AccountTexts {
 /// Refuses a JSON request without this visitor's token in `X-CSRF-Token`, or from another
 /// origin.
 fn check_csrf(v: &Visitor, headers: &HeaderMap) -> Result<(), Problem> {
-    let token = headers
-        .get(CSRF_HEADER)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    if v.form_is_genuine(headers, token) {
+    if v.json_call_is_genuine(headers) {
         Ok(())
     } else {
         Err(Problem::new(StatusCode::FORBIDDEN, "csrf", "Forbidden")

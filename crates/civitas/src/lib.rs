@@ -27,6 +27,7 @@ pub const COMPONENTS: &[Component] = &[
     civitas_registry::COMPONENT,
     civitas_identity::COMPONENT,
     civitas_exchange::COMPONENT,
+    civitas_consent::COMPONENT,
 ];
 
 /// The ledger's actor for actions the platform takes by itself.
@@ -409,7 +410,8 @@ pub async fn serve(
     };
     let exchange =
         civitas_exchange::Directory::new(db.clone(), ledger.clone(), &config.exchange_instance);
-    let (state, purger) = app_state(db.clone(), ledger, witness, config, &issuer, exchange, None)?;
+    let (state, purger) =
+        app_state(db.clone(), ledger, witness, config, &issuer, exchange, None).await?;
     let app = civitas_web::app(state);
     let outcome = serve_app(listener, app, db, grace, shutdown).await;
     if let Some(p) = purger {
@@ -420,7 +422,7 @@ pub async fn serve(
 
 /// What the server's handlers reach, for either role, and the body archive's purger when
 /// the archive is on.
-fn app_state(
+async fn app_state(
     db: Db,
     ledger: Ledger,
     witness: Option<Witness>,
@@ -429,6 +431,8 @@ fn app_state(
     exchange: civitas_exchange::Directory,
     gateway_role: Option<Arc<civitas_web::exchange_peer::GatewayRole>>,
 ) -> Result<(civitas_web::AppState, Option<tokio::task::JoinHandle<()>>)> {
+    // A gateway serves no consent routes; the block is there because every node has it.
+    let consents = civitas_consent::Consents::open(db.clone(), ledger.clone(), issuer).await?;
     let (identity, mail_sink) = identity_for(&db, &ledger, &config);
     let oidc = civitas_identity::oidc::Provider::new(
         db.clone(),
@@ -449,6 +453,7 @@ fn app_state(
         oidc,
         mail_sink,
         exchange,
+        consents,
         gateway: provider_client()?,
         gateway_role,
         gateway_polls: civitas_web::exchange_peer::Polls::default(),
@@ -582,7 +587,8 @@ pub async fn serve_gateway(
         &issuer,
         exchange,
         Some(role),
-    )?;
+    )
+    .await?;
     let (local, peer_app) = civitas_web::gateway_apps(state);
     let (stop_peers, stopped) = tokio::sync::oneshot::channel::<()>();
     let peer_server = tokio::spawn(civitas_web::exchange_peer::serve_peers(

@@ -54,6 +54,9 @@ enum Rule {
     OperatorForm,
     /// A status for signed-out visitors and another for everyone signed in.
     ByRole { signed_out: u16, signed_in: u16 },
+    /// A JSON reading for people in the population register: a resident gets this status,
+    /// other signed-in people 403, signed-out visitors 401.
+    ResidentJson(u16),
     /// A protocol endpoint with its own authentication (bearer tokens, client credentials):
     /// every visitor without those gets this status.
     Protocol(u16),
@@ -157,6 +160,57 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     // The operators' API: a session (or an access token); changes also need X-CSRF-Token
     // from a browser, so without it every signed-in visitor gets 403.
     ("GET", "/api/v1/exchange/directory", Rule::OperatorJson),
+    // Consent: public reference data; organisations authenticate as their client (HTTP
+    // Basic), so everyone else gets 401; operators' changes and people's changes need
+    // X-CSRF-Token from a browser.
+    ("GET", "/api/v1/consent/purposes", Rule::Public(200)),
+    (
+        "POST",
+        "/api/v1/consent/purposes",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 403,
+        },
+    ),
+    ("GET", "/api/v1/consent/items", Rule::Public(200)),
+    ("GET", "/api/v1/consent/jwks", Rule::Public(200)),
+    ("GET", "/api/v1/consent/agreements", Rule::OperatorJson),
+    ("POST", "/api/v1/consent/agreements", Rule::Protocol(401)),
+    ("GET", "/api/v1/consent/agreements/none", Rule::Public(404)),
+    (
+        "POST",
+        "/api/v1/consent/agreements/none/approve",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 403,
+        },
+    ),
+    (
+        "POST",
+        "/api/v1/consent/agreements/none/reject",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 403,
+        },
+    ),
+    (
+        "GET",
+        "/api/v1/consent/records/none/validity",
+        Rule::Protocol(401),
+    ),
+    ("GET", "/api/v1/me/consents", Rule::ResidentJson(200)),
+    ("POST", "/api/v1/me/consents", Rule::SignedInJson),
+    ("GET", "/api/v1/me/consents/none", Rule::ResidentJson(404)),
+    (
+        "GET",
+        "/api/v1/me/consents/none/receipt",
+        Rule::ResidentJson(404),
+    ),
+    (
+        "POST",
+        "/api/v1/me/consents/none/withdraw",
+        Rule::SignedInJson,
+    ),
     (
         "POST",
         "/api/v1/exchange/members",
@@ -372,6 +426,11 @@ async fn every_route_answers_every_role_as_its_rule_says() {
                                     l.starts_with("/signin/step-up?need=substantial")
                                 })
                         }
+                    },
+                    Rule::ResidentJson(status) => match role {
+                        Role::Resident => page.status == *status,
+                        Role::Anonymous => page.status == 401,
+                        _ => page.status == 403,
                     },
                     Rule::OperatorJson => match role {
                         Role::Operator => page.status == 200,

@@ -12,6 +12,7 @@ mod support;
 mod authz;
 mod browser;
 mod cli;
+mod consent;
 mod exchange;
 mod gateways;
 mod http;
