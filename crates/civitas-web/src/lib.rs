@@ -12,6 +12,7 @@ mod api;
 mod applications;
 pub mod auth;
 mod consent_api;
+mod consents_page;
 mod data_usage;
 mod exchange;
 mod exchange_api;
@@ -106,6 +107,7 @@ pub fn app(state: AppState) -> Router {
         .merge(account::routes())
         .merge(applications::routes())
         .merge(data_usage::routes())
+        .merge(consents_page::routes())
         .merge(admin::routes())
         .merge(admin_exchange::routes())
         .merge(passkey_routes::routes())

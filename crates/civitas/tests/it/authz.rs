@@ -198,6 +198,16 @@ const MATRIX: &[(&str, &str, Rule)] = &[
         "/api/v1/consent/records/none/validity",
         Rule::Protocol(401),
     ),
+    ("GET", "/account/consents", Rule::SignedIn),
+    (
+        "GET",
+        "/account/consents/none/receipt",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
+    ("POST", "/account/consents/none/change", Rule::SignedInForm),
     ("GET", "/api/v1/me/consents", Rule::ResidentJson(200)),
     ("POST", "/api/v1/me/consents", Rule::SignedInJson),
     ("GET", "/api/v1/me/consents/none", Rule::ResidentJson(404)),

@@ -369,6 +369,7 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
         "/account/sessions",
         "/account/applications",
         "/account/data-usage",
+        "/account/consents",
         "/account/mandates",
     ];
     check_pages(&browser, &app.base, &pages, &mut failures).await;

@@ -157,11 +157,17 @@ on_both_engines! {
         let listed: Value = serde_json::from_str(&listed.body).unwrap();
         assert_eq!(listed[0]["record"]["id"], record.as_str());
         assert_eq!(listed[0]["agreement"]["purpose"], "loan-application");
-        person.get("/account").await;
-        let (status, paused) = person
-            .post_json(&format!("/api/v1/me/consents/{record}/pause"), &json!({}), None)
+        // On the "My consents" page: who, what, and a pause button (periodic access).
+        let page = person.get("/account/consents").await;
+        assert!(page.body.contains("First Bank loans") && page.body.contains("綜合所得稅"), "{}", page.body);
+        assert!(page.body.contains("value=\"pause\""));
+        let paused = person
+            .post(&format!("/account/consents/{record}/change"), &[("change", "pause")])
             .await;
-        assert_eq!((status, paused["state"].as_str()), (200, Some("paused")), "{paused}");
+        assert_eq!((paused.status, paused.location.as_deref()), (303, Some("/account/consents")));
+        let page = person.get("/account/consents").await;
+        assert!(page.body.contains("value=\"resume\""), "{}", page.body);
+        person.get("/account").await;
         let (_, v) = as_org(&app, &bank, "GET", &validity, None).await;
         assert_eq!((v["valid"].as_bool(), v["state"].as_str()), (Some(false), Some("paused")));
         let (status, _) = person
@@ -182,6 +188,10 @@ on_both_engines! {
         );
         let latest = person.get(&format!("/api/v1/me/consents/{record}/receipt")).await;
         let latest: civitas_consent::Receipt = serde_json::from_str(&latest.body).unwrap();
+        let download = person.get(&format!("/account/consents/{record}/receipt")).await;
+        assert_eq!(serde_json::from_str::<civitas_consent::Receipt>(&download.body).unwrap(), latest);
+        let page = person.get("/account/consents").await;
+        assert!(!page.body.contains("value=\"withdraw\""), "a withdrawn consent has no buttons");
         assert_eq!(latest.version, 3);
         civitas_consent::verify_receipt(&latest, &key, ledger_key.trim()).unwrap();
 
@@ -189,6 +199,11 @@ on_both_engines! {
         let mut stranger = Browser::new(&app);
         stranger.sign_in(&people[1].national_id, civitas_identity::DEMO_PASSWORD).await;
         assert_eq!(stranger.get(&format!("/api/v1/me/consents/{record}/receipt")).await.status, 404);
+        assert_eq!(stranger.get(&format!("/account/consents/{record}/receipt")).await.status, 404);
+        let tried = stranger
+            .post(&format!("/account/consents/{record}/change"), &[("change", "withdraw")])
+            .await;
+        assert_eq!(tried.status, 404);
         let (status, _) = stranger
             .post_json(&format!("/api/v1/me/consents/{record}/withdraw"), &json!({}), None)
             .await;

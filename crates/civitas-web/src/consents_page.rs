@@ -1,0 +1,189 @@
+//! "My consents" (`/account/consents`): the signed-in resident's consent records, active
+//! and past, with who receives which data from which registry, for what, kept how long and
+//! until when; withdrawing, pausing and resuming each; and its receipt (the signed record
+//! and its ledger proof) to download and check.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use civitas_consent::{Change, ConsentError, ConsentState};
+use civitas_identity::Loa;
+use serde::Deserialize;
+
+use crate::Shared;
+use crate::account::{guard_form, taiwan_time};
+use crate::auth::{SignedIn, Visitor};
+use crate::i18n::Lang;
+use crate::pages::{Chrome, error_page, message_page, render};
+
+pub(crate) fn routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/account/consents", get(page))
+        .route("/account/consents/{id}/receipt", get(receipt))
+        .route("/account/consents/{id}/change", post(change))
+}
+
+/// One record as the page shows it.
+struct Row {
+    id: String,
+    recipient: String,
+    purpose: String,
+    items: Vec<String>,
+    retention_days: i64,
+    periodic: bool,
+    state: ConsentState,
+    state_text: &'static str,
+    since: String,
+    until: String,
+}
+
+#[derive(Template)]
+#[template(path = "consents.html")]
+struct ConsentsPage {
+    c: Chrome,
+    active: Vec<Row>,
+    past: Vec<Row>,
+}
+
+fn state_text(lang: Lang, s: ConsentState) -> &'static str {
+    match s {
+        ConsentState::Given => lang.pick("已同意", "Given"),
+        ConsentState::Refused => lang.pick("已拒絕", "Refused"),
+        ConsentState::Withdrawn => lang.pick("已撤回", "Withdrawn"),
+        ConsentState::Expired => lang.pick("已到期", "Expired"),
+        ConsentState::Paused => lang.pick("已暫停", "Paused"),
+    }
+}
+
+async fn page(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn) -> Response {
+    let c = Chrome::for_visitor(&v, &headers, &uri, "account");
+    let records = match app.consents.records_of(&s.account.subject_ref()).await {
+        Ok(r) => r,
+        Err(e) => return error_page(c, &headers, &e),
+    };
+    let purposes = match app.consents.purposes().await {
+        Ok(p) => p,
+        Err(e) => return error_page(c, &headers, &e),
+    };
+    let (mut active, mut past) = (Vec::new(), Vec::new());
+    for r in records {
+        let a = match app.consents.agreement(&r.agreement_id).await {
+            Ok(Some(a)) => a,
+            Ok(None) => continue,
+            Err(e) => return error_page(c, &headers, &e),
+        };
+        let purpose = purposes
+            .iter()
+            .find(|p| p.code == a.purpose)
+            .map_or(a.purpose.clone(), |p| {
+                c.lang.pick(&p.name_zh, &p.name_en).to_string()
+            });
+        let items = a
+            .items
+            .iter()
+            .map(|i| match civitas_registry::attributes::attribute(i) {
+                Some(at) => c.lang.pick(at.title_zh, at.title_en).to_string(),
+                None => i.clone(),
+            })
+            .collect();
+        let row = Row {
+            id: r.id,
+            recipient: a.recipient,
+            purpose,
+            items,
+            retention_days: a.retention_days,
+            periodic: a.access == civitas_consent::Access::Periodic,
+            state: r.effective_state,
+            state_text: state_text(c.lang, r.effective_state),
+            since: taiwan_time(r.given_ms.unwrap_or(r.updated_ms)),
+            until: taiwan_time(r.expires_ms),
+        };
+        if matches!(row.state, ConsentState::Given | ConsentState::Paused) {
+            active.push(row);
+        } else {
+            past.push(row);
+        }
+    }
+    render(&ConsentsPage { c, active, past }, StatusCode::OK)
+}
+
+#[derive(Deserialize, Default)]
+struct ChangeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    change: String,
+}
+
+async fn change(
+    State(app): State<Shared>,
+    v: Visitor,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    Form(f): Form<ChangeForm>,
+) -> Response {
+    let back = "/account/consents".parse().unwrap_or_else(|_| uri.clone());
+    let s = match guard_form(&v, &headers, &back, Loa::Low, &f.csrf) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let c = Chrome::for_visitor(&v, &headers, &uri, "account");
+    let change = match f.change.as_str() {
+        "withdraw" => Change::Withdraw,
+        "pause" => Change::Pause,
+        "resume" => Change::Resume,
+        _ => return not_found(c),
+    };
+    match app
+        .consents
+        .change(&id, &s.account.subject_ref(), change, "citizen")
+        .await
+    {
+        // A change that no longer applies (a second click, another tab) shows the page as
+        // it now stands.
+        Ok(_) | Err(ConsentError::Conflict(_)) => Redirect::to("/account/consents").into_response(),
+        Err(ConsentError::NotFound(_)) => not_found(c),
+        Err(e) => error_page(c, &headers, &e),
+    }
+}
+
+fn not_found(c: Chrome) -> Response {
+    message_page(
+        c,
+        StatusCode::NOT_FOUND,
+        |t| (t.not_found_title, t.not_found_text),
+        String::new(),
+    )
+}
+
+/// The receipt of one of the person's consents, as a JSON file.
+async fn receipt(
+    State(app): State<Shared>,
+    SignedIn(v, s, headers, uri): SignedIn,
+    Path(id): Path<String>,
+) -> Response {
+    let c = Chrome::for_visitor(&v, &headers, &uri, "account");
+    match app.consents.record(&id).await {
+        Ok((_, owner)) if owner == s.account.subject_ref() => {}
+        Ok(_) | Err(ConsentError::NotFound(_)) => return not_found(c),
+        Err(e) => return error_page(c, &headers, &e),
+    }
+    match app.consents.receipt(&id).await {
+        Ok(r) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    &format!("attachment; filename=\"civitas-consent-{id}.json\""),
+                ),
+            ],
+            serde_json::to_string_pretty(&r).unwrap_or_default(),
+        )
+            .into_response(),
+        Err(e) => error_page(c, &headers, &e),
+    }
+}
