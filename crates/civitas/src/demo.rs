@@ -150,6 +150,7 @@ pub async fn prepare(
     crate::prepare_signing_keys(&db, &ledger).await?;
     let seeded = ensure_seeded(&db, &spec(config)?, quiet).await?;
     demo_exchange(&db, &ledger, &config.exchange_instance).await?;
+    demo_purposes(&db, &ledger, &config.base_url()).await?;
     if let Seeded::Built(s, secs) = &seeded {
         let featured: Vec<String> = civitas_registry::demo_people(&db)
             .await?
@@ -245,6 +246,34 @@ async fn demo_exchange(db: &Db, ledger: &civitas_ledger::Ledger, instance: &str)
     ] {
         let c = member(client)?.subsystem("services")?;
         d.grant(&service(registry)?, &c, "GET", path, actor).await?;
+    }
+    Ok(())
+}
+
+/// The demo's registered purposes, once, so organisations can propose data agreements at
+/// once (MyData's common uses).
+async fn demo_purposes(db: &Db, ledger: &civitas_ledger::Ledger, issuer: &str) -> Result<()> {
+    let consents = civitas_consent::Consents::open(db.clone(), ledger.clone(), issuer).await?;
+    if !consents.purposes().await?.is_empty() {
+        return Ok(());
+    }
+    for (code, name_en, name_zh) in [
+        ("loan-application", "Loan application", "貸款申請"),
+        ("tenancy-application", "Renting a home", "租屋申請"),
+        (
+            "scholarship-application",
+            "Scholarship application",
+            "獎學金申請",
+        ),
+        ("employment-check", "Checks before employment", "聘僱前查核"),
+        ("insurance-claim", "Insurance claim", "保險理賠"),
+    ] {
+        let purpose = civitas_consent::Purpose {
+            code: code.into(),
+            name_en: name_en.into(),
+            name_zh: name_zh.into(),
+        };
+        consents.add_purpose(&purpose, crate::SYSTEM).await?;
     }
     Ok(())
 }

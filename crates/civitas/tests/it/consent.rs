@@ -67,19 +67,21 @@ on_both_engines! {
 
         // The operator registers the purpose (a session at level substantial).
         let mut operator = crate::authz::at_substantial(&app, "operator.1@moda.gov.example").await;
-        let purpose = json!({ "code": "loan-application", "name_en": "Loan application", "name_zh": "貸款申請" });
+        let purpose = json!({ "code": "pension-advice", "name_en": "Pension advice", "name_zh": "退休金諮詢" });
         let (status, body) = operator.post_json("/api/v1/consent/purposes", &purpose, None).await;
         assert_eq!(status, 201, "{body}");
         let (status, _) = operator.post_json("/api/v1/consent/purposes", &purpose, None).await;
         assert_eq!(status, 409);
         let listed: Value = app.get("/api/v1/consent/purposes").await.json().await.unwrap();
-        assert_eq!(listed[0]["code"], "loan-application");
+        // The demo's purposes and the new one.
+        let codes: Vec<&str> = listed.as_array().unwrap().iter().map(|p| p["code"].as_str().unwrap()).collect();
+        assert!(codes.contains(&"loan-application") && codes.contains(&"pension-advice"), "{codes:?}");
         let items: Value = app.get("/api/v1/consent/items").await.json().await.unwrap();
         assert!(items.as_array().unwrap().iter().any(|i| i["item"] == "tax.income"), "{items}");
 
         // The organisation proposes; an endless one, or one with a wrong secret, is refused.
         let proposal = json!({
-            "purpose": "loan-application",
+            "purpose": "pension-advice",
             "legal_basis": "consent",
             "items": ["population.name", "tax.income"],
             "retention_days": 30,
@@ -156,7 +158,7 @@ on_both_engines! {
         let listed = person.get("/api/v1/me/consents").await;
         let listed: Value = serde_json::from_str(&listed.body).unwrap();
         assert_eq!(listed[0]["record"]["id"], record.as_str());
-        assert_eq!(listed[0]["agreement"]["purpose"], "loan-application");
+        assert_eq!(listed[0]["agreement"]["purpose"], "pension-advice");
         // On the "My consents" page: who, what, and a pause button (periodic access).
         let page = person.get("/account/consents").await;
         assert!(page.body.contains("First Bank loans") && page.body.contains("綜合所得稅"), "{}", page.body);
