@@ -299,30 +299,44 @@ impl Consents {
                 )));
             }
         };
+        self.transition(&agreement, record, subject_ref, to, actor)
+            .await
+    }
+
+    /// Moves a record to its next version in state `to`: a compare-and-set on the version
+    /// (of two changes at once, one wins), signed, chained to the version before, logged.
+    async fn transition(
+        &self,
+        agreement: &Agreement,
+        record: ConsentRecord,
+        subject_ref: &str,
+        to: ConsentState,
+        actor: &str,
+    ) -> Result<Receipt, ConsentError> {
         let previous = self
-            .history(id)
+            .history(&record.id)
             .await?
             .into_iter()
             .find(|h| h.version == record.version)
             .map(|h| h.jws);
+        let now = now_ms();
         let mut next = record.clone();
         next.state = to;
         next.effective_state = to;
         next.version += 1;
         next.updated_ms = now;
         let mut w = Script::new();
-        // Compare-and-set on the version: of two changes at once, one wins.
         w.push(
             "UPDATE consent_records SET state = ?, version = ?, updated_ms = ? WHERE id = ? AND version = ?",
             vec![
                 Sql::Str(to.as_str()),
                 Sql::I64(next.version),
                 Sql::I64(now),
-                Sql::Text(id.into()),
+                Sql::Text(record.id.clone()),
                 Sql::I64(record.version),
             ],
         );
-        self.record_change(&agreement, next, subject_ref, previous.as_deref(), w, actor)
+        self.record_change(agreement, next, subject_ref, previous.as_deref(), w, actor)
             .await
     }
 
@@ -530,6 +544,62 @@ impl Consents {
             items: agreement.items,
             expires_ms: record.expires_ms,
         })
+    }
+}
+
+impl Consents {
+    /// Starts a release under consent `id` to the organisation `client_id`: the consent is
+    /// checked now, and a one-time consent is used up before anything is read (its next
+    /// version is `expired`, signed and logged; of two releases at once, one wins). Returns
+    /// the validity (not valid: release nothing) and the agreement.
+    pub async fn start_release(
+        &self,
+        id: &str,
+        client_id: &str,
+    ) -> Result<(Validity, Agreement), ConsentError> {
+        let mut validity = self.check(id, Some(client_id)).await?;
+        let agreement = self
+            .agreement(&validity.agreement_id)
+            .await?
+            .ok_or_else(|| ConsentError::NotFound(format!("no consent {id}")))?;
+        if validity.valid && agreement.access == Access::OneTime {
+            let (record, owner) = self.stored(id).await?;
+            let actor = format!("client:{client_id}");
+            match self
+                .transition(&agreement, record, &owner, ConsentState::Expired, &actor)
+                .await
+            {
+                Ok(_) => {}
+                Err(ConsentError::Conflict(_)) => {
+                    validity.valid = false;
+                    validity.state = ConsentState::Expired;
+                    validity.reason = Some("the one-time consent was used meanwhile".into());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((validity, agreement))
+    }
+
+    /// Records that the organisation `client_id` received `items` under consent `id`
+    /// (`consent.released`, under the person's tag).
+    pub async fn released(
+        &self,
+        id: &str,
+        client_id: &str,
+        items: &[String],
+    ) -> Result<u64, ConsentError> {
+        let (record, owner) = self.stored(id).await?;
+        let tag = self.ledger.subject_secret(&owner).await?.tag();
+        let event = Event::new(
+            "consent.released",
+            &format!("client:{client_id}"),
+            &format!("consent/{id}"),
+        )
+        .about(tag)
+        .with("agreement_id", record.agreement_id)
+        .with("items", items.to_vec());
+        Ok(self.ledger.append(&event).await?)
     }
 }
 

@@ -101,6 +101,13 @@ pub const COMPONENT: Component = Component {
             sql: "ALTER TABLE oidc_grants ADD COLUMN refresh_generation BIGINT NOT NULL DEFAULT 0;
             DROP TABLE oidc_tokens;",
         },
+        Migration {
+            version: 6,
+            name: "authorization_details",
+            // RFC 9396: what a grant authorises beyond scopes (a data agreement and the
+            // consent given to it), as granted, JSON.
+            sql: "ALTER TABLE oidc_grants ADD COLUMN authorization_details TEXT;",
+        },
     ],
 };
 

@@ -339,6 +339,16 @@ async fn gateway(
     }
 }
 
+/// A call this node makes for one of its own information systems (the portal releasing a
+/// person's data under their consent): every check and the log of any call, made from this
+/// machine.
+pub(crate) async fn call_from_here(app: &Shared, req: Request) -> Response {
+    match call(app, SocketAddr::from(([127, 0, 0, 1], 0)), req).await {
+        Ok(res) => res,
+        Err(f) => fault(f),
+    }
+}
+
 /// What the log keeps of a call.
 pub(crate) struct Logged {
     client: ClientId,

@@ -19,6 +19,7 @@ mod exchange_api;
 pub mod exchange_peer;
 mod i18n;
 mod ledger;
+mod mydata;
 mod oidc;
 mod oidc_texts;
 mod ops;
@@ -123,6 +124,7 @@ pub fn app(state: AppState) -> Router {
             .merge(ledger::routes())
             .merge(oidc::routes())
             .merge(consent_api::routes())
+            .merge(mydata::routes())
             .merge(exchange::routes())
             .merge(data_usage::api_routes())
             .merge(exchange_api::routes())

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::Shared;
 use crate::auth::{SESSION_COOKIE, Visitor, secure_cookies, set_cookie};
+use crate::i18n::Lang;
 use crate::oidc_texts::{OidcTexts, oidc_texts};
 use crate::pages::{Chrome, error_page, percent_encode, render};
 
@@ -98,6 +99,7 @@ async fn discovery(State(app): State<Shared>) -> Response {
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
+        "authorization_details_types_supported": oidc::AUTHORIZATION_DETAILS_TYPES,
         "authorization_response_iss_parameter_supported": true,
     });
     json_response(StatusCode::OK, &doc, "public, max-age=300")
@@ -174,6 +176,91 @@ struct ConsentPage {
     return_host: String,
     claims: Vec<&'static str>,
     request: String,
+    /// The data agreement the application asks the person to consent to, if any.
+    agreement: Option<AgreementView>,
+}
+
+/// A data agreement as the consent page shows it.
+struct AgreementView {
+    recipient: String,
+    purpose: String,
+    /// Each item's name and the registry (and its agency) it comes from.
+    items: Vec<(String, String)>,
+    retention_days: i64,
+    periodic: bool,
+    duration_days: i64,
+}
+
+/// The data agreement an authorisation request asks consent to: approved, and the
+/// requesting client's own; anything else is refused to the client.
+async fn requested_agreement(
+    app: &Shared,
+    req: &AuthorizationRequest,
+) -> Result<Option<civitas_consent::Agreement>, AuthorizeError> {
+    let wanted: Vec<&Value> = req
+        .authorization_details
+        .iter()
+        .filter(|d| d["type"] == "civitas_data_agreement")
+        .collect();
+    let detail = match wanted.as_slice() {
+        [] => return Ok(None),
+        [one] => *one,
+        _ => {
+            return Err(req.refuse(
+                ErrorCode::InvalidAuthorizationDetails,
+                "ask for one data agreement at a time",
+            ));
+        }
+    };
+    let id = detail["agreement_id"].as_str().unwrap_or_default();
+    match app.consents.agreement(id).await {
+        Ok(Some(a))
+            if a.state == civitas_consent::AgreementState::Approved
+                && a.client_id == req.client.client_id =>
+        {
+            Ok(Some(a))
+        }
+        Ok(_) => Err(req.refuse(
+            ErrorCode::InvalidAuthorizationDetails,
+            "agreement_id names no approved data agreement of this client",
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a data agreement");
+            Err(req.refuse(
+                ErrorCode::ServerError,
+                "the data agreement could not be read",
+            ))
+        }
+    }
+}
+
+/// How the consent page shows an agreement, in the page's language.
+async fn agreement_view(app: &Shared, lang: Lang, a: &civitas_consent::Agreement) -> AgreementView {
+    let purpose = match app.consents.purpose(&a.purpose).await {
+        Ok(Some(p)) => lang.pick(&p.name_zh, &p.name_en).to_string(),
+        _ => a.purpose.clone(),
+    };
+    let items = a
+        .items
+        .iter()
+        .map(|i| match civitas_registry::attributes::attribute(i) {
+            Some(at) => {
+                let source = civitas_registry::services::service(at.registry)
+                    .map(|s| format!("{} ({})", s.title, s.agency))
+                    .unwrap_or_default();
+                (lang.pick(at.title_zh, at.title_en).to_string(), source)
+            }
+            None => (i.clone(), String::new()),
+        })
+        .collect();
+    AgreementView {
+        recipient: a.recipient.clone(),
+        purpose,
+        items,
+        retention_days: a.retention_days,
+        periodic: a.access == civitas_consent::Access::Periodic,
+        duration_days: a.duration_days,
+    }
 }
 
 async fn authorize(
@@ -237,6 +324,11 @@ async fn authorize(
                 .filter_map(|sc| o.scope_label(sc))
                 .collect();
             let return_host = url_host(&req.redirect_uri);
+            let agreement = match requested_agreement(&app, &req).await {
+                Ok(Some(a)) => Some(agreement_view(&app, c.lang, &a).await),
+                Ok(None) => None,
+                Err(e) => return refusal(&app, c, &headers, e),
+            };
             render(
                 &ConsentPage {
                     o,
@@ -245,6 +337,7 @@ async fn authorize(
                     return_host,
                     claims,
                     request: request_query(query),
+                    agreement,
                     c,
                 },
                 StatusCode::OK,
@@ -328,19 +421,76 @@ async fn consent(
             String::new(),
         );
     }
-    if f.decision != "allow" {
+    let allow = f.decision == "allow";
+    let auth = authentication(session);
+    if allow {
+        match app.oidc.decide(&req, Some(&auth), now()).await {
+            Ok(Decision::Consent | Decision::Issue) => {}
+            Ok(_) => return Redirect::to(&request_uri.to_string()).into_response(),
+            Err(e) => return refusal(&app, c, &headers, e),
+        }
+    }
+    // A data agreement's answer, either way, is a consent record of its own (refusals too).
+    let agreement = match requested_agreement(&app, &req).await {
+        Ok(a) => a,
+        Err(e) => return refusal(&app, c, &headers, e),
+    };
+    let mut granted = Vec::new();
+    if let Some(a) = &agreement {
+        if session.account.person_id.is_none() {
+            return refusal(
+                &app,
+                c,
+                &headers,
+                req.refuse(
+                    ErrorCode::AccessDenied,
+                    "data agreements are consented to by people in the population register",
+                ),
+            );
+        }
+        let subject = session.account.subject_ref();
+        match app.consents.answer(&a.id, &subject, allow, "citizen").await {
+            Ok(receipt) => granted.push(json!({
+                "type": "civitas_data_agreement",
+                "agreement_id": a.id,
+                "consent_id": receipt.record_id,
+            })),
+            // Consent in force already: the person has said yes before; this grant uses it.
+            Err(civitas_consent::ConsentError::Conflict(_)) if allow => {
+                let in_force = match app.consents.records_of(&subject).await {
+                    Ok(list) => list.into_iter().find(|r| {
+                        r.agreement_id == a.id
+                            && r.effective_state == civitas_consent::ConsentState::Given
+                    }),
+                    Err(e) => return error_page(c, &headers, &e),
+                };
+                let Some(r) = in_force else {
+                    return refusal(
+                        &app,
+                        c,
+                        &headers,
+                        req.refuse(
+                            ErrorCode::AccessDenied,
+                            "the person's consent to this agreement is paused",
+                        ),
+                    );
+                };
+                granted.push(json!({
+                    "type": "civitas_data_agreement",
+                    "agreement_id": a.id,
+                    "consent_id": r.id,
+                }));
+            }
+            Err(e) => return error_page(c, &headers, &e),
+        }
+    }
+    if !allow {
         return refusal(
             &app,
             c,
             &headers,
             req.refuse(ErrorCode::AccessDenied, "the person did not allow it"),
         );
-    }
-    let auth = authentication(session);
-    match app.oidc.decide(&req, Some(&auth), now()).await {
-        Ok(Decision::Consent | Decision::Issue) => {}
-        Ok(_) => return Redirect::to(&request_uri.to_string()).into_response(),
-        Err(e) => return refusal(&app, c, &headers, e),
     }
     if let Err(e) = app
         .oidc
@@ -349,7 +499,15 @@ async fn consent(
     {
         return error_page(c, &headers, &e);
     }
-    issue(&app, c, &headers, &req, &auth).await
+    match app.oidc.issue_code_with(&req, &auth, &granted).await {
+        Ok(code) => {
+            Redirect::to(&req.success_redirect_url(&code, app.oidc.issuer())).into_response()
+        }
+        Err(OidcError::Protocol { code, description }) => {
+            refusal(&app, c, &headers, req.refuse(code, &description))
+        }
+        Err(e) => error_page(c, &headers, &e),
+    }
 }
 
 // ----- token ----------------------------------------------------------------------------
@@ -526,7 +684,7 @@ async fn revoke(State(app): State<Shared>, f: ClientForm) -> Response {
 
 // ----- userinfo -------------------------------------------------------------------------
 
-fn bearer_refused(error: Option<&str>) -> Response {
+pub(crate) fn bearer_refused(error: Option<&str>) -> Response {
     let challenge = match error {
         Some(e) => format!("Bearer realm=\"civitas\", error=\"{e}\""),
         None => "Bearer realm=\"civitas\"".to_string(),

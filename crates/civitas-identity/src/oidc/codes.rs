@@ -5,8 +5,8 @@ use civitas_store::sqlx;
 use serde::Deserialize;
 
 use super::{
-    Authentication, Client, ErrorCode, OidcError, PKCE_METHOD, Provider, SUPPORTED_SCOPES, now,
-    split_list,
+    AUTHORIZATION_DETAILS_TYPES, Authentication, Client, ErrorCode, OidcError, PKCE_METHOD,
+    Provider, SUPPORTED_SCOPES, now, split_list,
 };
 use crate::Loa;
 use crate::secret::b64;
@@ -38,6 +38,8 @@ pub struct AuthorizationParams {
     pub max_age: Option<String>,
     /// Only `query` is supported.
     pub response_mode: Option<String>,
+    /// RFC 9396: a JSON array of objects, each with a `type` the provider supports.
+    pub authorization_details: Option<String>,
     /// Request objects are not supported.
     pub request: Option<String>,
     /// Request objects by reference are not supported.
@@ -82,6 +84,10 @@ pub struct AuthorizationRequest {
     pub max_age: Option<i64>,
     /// The session must have signed in at or after this time.
     pub login_after: Option<i64>,
+    /// RFC 9396 authorisation details, as requested (each an object with a supported
+    /// `type`). Their meaning is the caller's: a request with any is always put to the
+    /// person, and the details granted are what the caller gives [`Provider::issue_code`].
+    pub authorization_details: Vec<serde_json::Value>,
 }
 
 /// Why an authorisation request is refused.
@@ -305,6 +311,29 @@ impl Provider {
             .min();
         let required_loa = requested_loa.map_or(client.min_loa, |l| l.max(client.min_loa));
         let login_after = p.login_after.as_deref().and_then(|v| v.parse().ok());
+        let authorization_details = match p.authorization_details.as_deref() {
+            None => Vec::new(),
+            Some(text) => {
+                let bad = |d: &str| fail(ErrorCode::InvalidAuthorizationDetails, d);
+                let list: Vec<serde_json::Value> = serde_json::from_str(text)
+                    .map_err(|_| bad("authorization_details is not a JSON array"))?;
+                if list.is_empty() || list.len() > 8 || text.len() > 4096 {
+                    return Err(bad("authorization_details holds 1 to 8 objects"));
+                }
+                for d in &list {
+                    let known = d["type"]
+                        .as_str()
+                        .is_some_and(|t| AUTHORIZATION_DETAILS_TYPES.contains(&t));
+                    if !known {
+                        return Err(bad(&format!(
+                            "each authorization_details object needs a type, one of {}",
+                            AUTHORIZATION_DETAILS_TYPES.join(", ")
+                        )));
+                    }
+                }
+                list
+            }
+        };
         Ok(AuthorizationRequest {
             redirect_uri: redirect_uri.to_string(),
             state: p.state.clone(),
@@ -315,6 +344,7 @@ impl Provider {
             prompt,
             max_age,
             login_after,
+            authorization_details,
             client,
         })
     }
@@ -337,6 +367,10 @@ impl Provider {
                     Decision::SignIn
                 } else if s.loa < req.required_loa {
                     Decision::StepUp(req.required_loa)
+                } else if !req.authorization_details.is_empty() {
+                    // What the details authorise (a release of the person's data) is asked
+                    // every time, of every client.
+                    Decision::Consent
                 } else if req.client.first_party {
                     Decision::Issue
                 } else {
@@ -366,7 +400,7 @@ impl Provider {
                 Decision::Consent => {
                     return Err(req.refuse(
                         ErrorCode::ConsentRequired,
-                        "the person has not allowed this application these scopes",
+                        "the person has not allowed this application these scopes or details",
                     ));
                 }
             }
@@ -380,6 +414,24 @@ impl Provider {
         req: &AuthorizationRequest,
         auth: &Authentication,
     ) -> Result<String, OidcError> {
+        self.issue_code_with(req, auth, &[]).await
+    }
+
+    /// [`Provider::issue_code`], for a grant that also carries the authorisation details the
+    /// person granted (RFC 9396; the token response and every access token's grant carry
+    /// them). Details were asked for and none given is a refusal.
+    pub async fn issue_code_with(
+        &self,
+        req: &AuthorizationRequest,
+        auth: &Authentication,
+        granted: &[serde_json::Value],
+    ) -> Result<String, OidcError> {
+        if req.authorization_details.len() != granted.len() {
+            return Err(OidcError::protocol(
+                ErrorCode::AccessDenied,
+                "the authorisation details asked for were not granted",
+            ));
+        }
         if auth.loa < req.required_loa {
             return Err(OidcError::protocol(
                 ErrorCode::AccessDenied,
@@ -395,8 +447,8 @@ impl Provider {
         // that revoking it (a reused code, a logout) also covers a redemption in flight.
         let mut tx = self.db.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO oidc_grants (grant_id, client_id, account_id, subject_ref, session_id, scope, acr, amr, auth_time, nonce, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO oidc_grants (grant_id, client_id, account_id, subject_ref, session_id, scope, acr, amr, auth_time, nonce, created_at, expires_at, authorization_details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&grant_id)
         .bind(&req.client.client_id)
@@ -410,6 +462,7 @@ impl Provider {
         .bind(req.nonce.clone())
         .bind(now)
         .bind(now + self.settings.grant_lifetime.as_secs() as i64)
+        .bind((!granted.is_empty()).then(|| serde_json::Value::from(granted.to_vec()).to_string()))
         .execute(&mut *tx)
         .await?;
         sqlx::query(

@@ -362,6 +362,16 @@ impl Provider {
         signer.sign(claims)
     }
 
+    /// Signs `claims` as a compact JWS for `client`, with the algorithm it registered for
+    /// its ID tokens, so it verifies them with the keys it already fetches (`/oidc/jwks`).
+    pub async fn sign_for(
+        &self,
+        client: &super::Client,
+        claims: &Value,
+    ) -> Result<String, OidcError> {
+        self.sign(client.id_token_alg, claims).await
+    }
+
     /// Forgets the cached signers, so that the next signature reads the current keys.
     fn forget_signers(&self) {
         if let Ok(mut s) = self.signers.write() {

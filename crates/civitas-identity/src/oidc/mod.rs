@@ -53,6 +53,11 @@ pub const SUPPORTED_SCOPES: [&str; 5] = ["openid", "profile", "email", "phone", 
 /// The only PKCE method accepted.
 pub const PKCE_METHOD: &str = "S256";
 
+/// The RFC 9396 authorisation details types this provider takes: a data agreement the
+/// person is asked to consent to (`{"type": "civitas_data_agreement", "agreement_id": …}`).
+/// What one means is decided by the caller (the consent block, through the web layer).
+pub const AUTHORIZATION_DETAILS_TYPES: &[&str] = &["civitas_data_agreement"];
+
 /// The `client_assertion_type` of RFC 7523 client authentication.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -152,6 +157,8 @@ pub enum ErrorCode {
     InteractionRequired,
     /// The access token is invalid (RFC 6750).
     InvalidToken,
+    /// `authorization_details` is malformed or names a type or object not allowed (RFC 9396).
+    InvalidAuthorizationDetails,
     /// Something failed on our side.
     ServerError,
 }
@@ -172,6 +179,7 @@ impl ErrorCode {
             ErrorCode::ConsentRequired => "consent_required",
             ErrorCode::InteractionRequired => "interaction_required",
             ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InvalidAuthorizationDetails => "invalid_authorization_details",
             ErrorCode::ServerError => "server_error",
         }
     }

@@ -1303,3 +1303,70 @@ async fn pairwise_subjects_are_stable_per_sector_and_hide_the_account() {
     let other = Provider::new(f.db.clone(), f.ledger.clone(), Settings::new(ISSUER));
     assert_eq!(other.subject("rp.example", "acct-1").await.unwrap(), a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_details_are_checked_always_asked_and_carried_by_the_grant() {
+    let f = setup("details", |_| {}).await;
+    // Even an operators' own tool asks the person about a data agreement.
+    let reg = register(&f.p, |c| c.first_party = true).await;
+    let (verifier, challenge) = pkce();
+    let with = |details: &str| {
+        let mut p = params(&reg.client.client_id, &challenge);
+        p.authorization_details = Some(details.into());
+        p
+    };
+    for bad in [
+        "not json",
+        "[]",
+        r#"[{"agreement_id": "a"}]"#,
+        r#"[{"type": "payment_initiation"}]"#,
+    ] {
+        match f.p.authorization_request(&with(bad)).await {
+            Err(AuthorizeError::Redirect { code, .. }) => {
+                assert_eq!(code, ErrorCode::InvalidAuthorizationDetails, "{bad}")
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    let asked = r#"[{"type": "civitas_data_agreement", "agreement_id": "a-1"}]"#;
+    let req = f.p.authorization_request(&with(asked)).await.unwrap();
+    assert_eq!(req.authorization_details.len(), 1);
+    let a = auth(Loa::Substantial);
+    assert_eq!(
+        f.p.decide(&req, Some(&a), now()).await.unwrap(),
+        Decision::Consent
+    );
+    // Without a session's answer, no code; with it, the grant carries what was granted.
+    assert!(f.p.issue_code(&req, &a).await.is_err());
+    let granted =
+        vec![json!({"type": "civitas_data_agreement", "agreement_id": "a-1", "consent_id": "c-1"})];
+    let code = f.p.issue_code_with(&req, &a, &granted).await.unwrap();
+    let tokens =
+        f.p.token(&code_request(&code, &verifier, basic(&reg)))
+            .await
+            .unwrap();
+    assert_eq!(tokens.authorization_details, granted);
+    let grant =
+        f.p.access_grant(&tokens.access_token)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(grant.authorization_details, granted);
+    // A refreshed token keeps them.
+    let refreshed =
+        f.p.token(&refresh_request(
+            tokens.refresh_token.as_deref().unwrap(),
+            basic(&reg),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(refreshed.authorization_details, granted);
+    // A grant without details has none.
+    let plain = code_for(&f.p, &reg.client.client_id, &challenge, &a).await;
+    let tokens =
+        f.p.token(&code_request(&plain, &verifier, basic(&reg)))
+            .await
+            .unwrap();
+    assert!(tokens.authorization_details.is_empty());
+    let _ = (&f.db, &f.ledger);
+}

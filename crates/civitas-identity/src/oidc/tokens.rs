@@ -93,6 +93,9 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
     /// The granted scopes, space-separated.
     pub scope: String,
+    /// The authorisation details granted (RFC 9396 §7), when there are any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub authorization_details: Vec<serde_json::Value>,
 }
 
 /// What a valid access token lets its bearer read.
@@ -108,6 +111,8 @@ pub struct AccessGrant {
     pub session_id: String,
     /// The scopes it carries.
     pub scopes: Vec<String>,
+    /// The authorisation details its grant carries (RFC 9396).
+    pub authorization_details: Vec<serde_json::Value>,
 }
 
 /// What a verified `id_token_hint` says.
@@ -173,9 +178,16 @@ struct Grant {
     nonce: Option<String>,
     expires_at: i64,
     revoked: bool,
+    authorization_details: Vec<serde_json::Value>,
 }
 
-const GRANT_COLUMNS: &str = "g.grant_id, g.client_id, g.account_id, g.subject_ref, g.session_id, g.scope, g.acr, g.amr, g.auth_time, g.nonce, g.expires_at, g.revoked_at";
+/// A grant's stored authorisation details (none when the column is empty).
+fn details_of(text: Option<String>) -> Vec<serde_json::Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+const GRANT_COLUMNS: &str = "g.grant_id, g.client_id, g.account_id, g.subject_ref, g.session_id, g.scope, g.acr, g.amr, g.auth_time, g.nonce, g.expires_at, g.revoked_at, g.authorization_details";
 
 fn grant_from_row(row: &civitas_store::sqlx::any::AnyRow) -> Result<Grant, OidcError> {
     let revoked: Option<i64> = row.try_get("revoked_at")?;
@@ -192,6 +204,7 @@ fn grant_from_row(row: &civitas_store::sqlx::any::AnyRow) -> Result<Grant, OidcE
         nonce: row.try_get("nonce")?,
         expires_at: row.try_get("expires_at")?,
         revoked: revoked.is_some(),
+        authorization_details: details_of(row.try_get("authorization_details")?),
     })
 }
 
@@ -793,6 +806,7 @@ impl Provider {
             refresh_token: Some(refresh),
             id_token: Some(id_token),
             scope: scope.to_string(),
+            authorization_details: grant.authorization_details.clone(),
         })
     }
 
@@ -807,7 +821,7 @@ impl Provider {
             return Ok(None);
         }
         let row = sqlx::query(
-            "SELECT g.account_id, g.session_id, g.revoked_at, c.client_id, c.sector, c.enabled
+            "SELECT g.account_id, g.session_id, g.revoked_at, g.authorization_details, c.client_id, c.sector, c.enabled
              FROM oidc_grants g JOIN oidc_clients c ON c.client_id = g.client_id
              WHERE g.grant_id = $1",
         )
@@ -828,6 +842,7 @@ impl Provider {
             account_id,
             session_id: row.try_get("session_id")?,
             scopes: split_list(&claims.scope),
+            authorization_details: details_of(row.try_get("authorization_details")?),
         }))
     }
 

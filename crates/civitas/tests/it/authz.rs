@@ -208,6 +208,8 @@ const MATRIX: &[(&str, &str, Rule)] = &[
         },
     ),
     ("POST", "/account/consents/none/change", Rule::SignedInForm),
+    // A release needs an access token granted for a data agreement.
+    ("GET", "/api/v1/mydata/release", Rule::Protocol(401)),
     ("GET", "/api/v1/me/consents", Rule::ResidentJson(200)),
     ("POST", "/api/v1/me/consents", Rule::SignedInJson),
     ("GET", "/api/v1/me/consents/none", Rule::ResidentJson(404)),

@@ -10,6 +10,12 @@ use crate::support::{Browser, TestApp};
 
 /// An organisation's client, registered as an operator would; its id and secret.
 async fn organisation(app: &TestApp, name: &str) -> (String, String) {
+    let reg = registered(app, name).await;
+    (reg.client.client_id, reg.secret.unwrap())
+}
+
+/// An organisation's client, registered as an operator would.
+async fn registered(app: &TestApp, name: &str) -> civitas_identity::oidc::Registered {
     let issuer: Value = app
         .get("/.well-known/openid-configuration")
         .await
@@ -21,14 +27,13 @@ async fn organisation(app: &TestApp, name: &str) -> (String, String) {
         app.ledger.clone(),
         Settings::new(issuer["issuer"].as_str().unwrap()),
     );
-    let reg = provider
+    provider
         .register_client(
-            NewClient::new(name, vec!["http://127.0.0.1:9/callback".into()]),
+            NewClient::new(name, vec![crate::oidc::REDIRECT.into()]),
             "operator:test",
         )
         .await
-        .unwrap();
-    (reg.client.client_id, reg.secret.unwrap())
+        .unwrap()
 }
 
 /// A call as an organisation: status and JSON answer.
@@ -58,6 +63,147 @@ async fn as_org(
         );
     }
     (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// An approved agreement of `org` for `items`, with `access`; its id.
+async fn agreed(
+    app: &TestApp,
+    operator: &mut Browser,
+    org: &(String, String),
+    items: &[&str],
+    access: &str,
+) -> String {
+    let proposal = json!({
+        "purpose": "loan-application",
+        "legal_basis": "consent",
+        "items": items,
+        "retention_days": 30,
+        "access": access,
+        "duration_days": 90,
+    });
+    let (status, a) = as_org(
+        app,
+        org,
+        "POST",
+        "/api/v1/consent/agreements",
+        Some(proposal),
+    )
+    .await;
+    assert_eq!(status, 201, "{a}");
+    let id = a["id"].as_str().unwrap().to_string();
+    operator.get("/account").await;
+    let (status, body) = operator
+        .post_json(
+            &format!("/api/v1/consent/agreements/{id}/approve"),
+            &json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    id
+}
+
+/// The authorisation request path for `agreement`, and its PKCE verifier and nonce.
+fn data_request(
+    rp: &crate::oidc::Rp,
+    agreement: &str,
+) -> (
+    String,
+    openidconnect::PkceCodeVerifier,
+    openidconnect::Nonce,
+) {
+    use openidconnect::core::CoreAuthenticationFlow;
+    use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let details = json!([{ "type": "civitas_data_agreement", "agreement_id": agreement }]);
+    let (url, _, nonce) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_extra_param("authorization_details", details.to_string())
+        .set_pkce_challenge(challenge)
+        .url();
+    (crate::oidc::path_of(url.as_str()), verifier, nonce)
+}
+
+/// The person consents on the provider's page; the application exchanges the code (the
+/// `openidconnect` crate, checking the ID token) and returns the access token.
+async fn consent_and_token(
+    app: &TestApp,
+    person: &mut Browser,
+    rp: &crate::oidc::Rp,
+    agreement: &str,
+    shows: &str,
+) -> String {
+    use openidconnect::{AuthorizationCode, OAuth2TokenResponse, TokenResponse};
+    let (path, verifier, nonce) = data_request(rp, agreement);
+    let page = person.get(&path).await;
+    assert!(
+        page.body.contains(shows),
+        "the consent page names what goes: {}",
+        page.body
+    );
+    let back = crate::oidc::answer_consent(person, &page, "allow").await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let code = crate::oidc::param(back.location.as_deref().unwrap(), "code").expect("a code");
+    let http = crate::oidc::http();
+    let token = rp
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap();
+    token
+        .id_token()
+        .unwrap()
+        .claims(&rp.id_token_verifier(), &nonce)
+        .expect("the ID token verifies");
+    let _ = app;
+    token.access_token().secret().clone()
+}
+
+/// A release: the status, and the verified claims of a 200 (checked against `/oidc/jwks`,
+/// for this client and issuer).
+async fn release(app: &TestApp, token: &str, client_id: &str) -> (u16, Value) {
+    let res = app
+        .client
+        .get(format!("{}/api/v1/mydata/release", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    if status != 200 {
+        return (status, res.json().await.unwrap_or(Value::Null));
+    }
+    assert_eq!(res.headers()["content-type"], "application/jwt");
+    let jws = res.text().await.unwrap();
+    (
+        status,
+        verified(app, &jws, client_id)
+            .await
+            .expect("the release verifies"),
+    )
+}
+
+async fn verified(
+    app: &TestApp,
+    jws: &str,
+    client_id: &str,
+) -> Result<Value, jsonwebtoken::errors::Error> {
+    let jwks: jsonwebtoken::jwk::JwkSet = app.get("/oidc/jwks").await.json().await.unwrap();
+    let header = jsonwebtoken::decode_header(jws)?;
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("the key is published");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk)?;
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[client_id]);
+    validation.set_issuer(&[crate::oidc::issuer(app).await]);
+    Ok(jsonwebtoken::decode::<Value>(jws, &key, &validation)?.claims)
 }
 
 on_both_engines! {
@@ -216,6 +362,98 @@ on_both_engines! {
             let (_, e) = app.ledger.latest_of_kind(kind).await.unwrap().unwrap_or_else(|| panic!("{kind}"));
             assert!(!serde_json::to_string(&e).unwrap().contains(&people[0].national_id), "{kind}");
         }
+        app.stop().await;
+    }
+
+    async fn a_person_releases_registry_data_to_an_application_until_they_withdraw(app) {
+        let people = civitas_registry::demo_people(&app.db).await.unwrap();
+        let me = &people[0];
+        let reg = registered(&app, "First Bank loans").await;
+        let bank = (reg.client.client_id.clone(), reg.secret.clone().unwrap());
+        let rp = crate::oidc::relying_party(&app, &reg).await;
+        let other = organisation(&app, "Another shop").await;
+        let mut operator = crate::authz::at_substantial(&app, "operator.1@moda.gov.example").await;
+        let periodic = agreed(&app, &mut operator, &bank, &["population.name", "population.birth_date"], "periodic").await;
+        let once = agreed(&app, &mut operator, &bank, &["population.sex"], "one-time").await;
+        let theirs = agreed(&app, &mut operator, &other, &["tax.income"], "periodic").await;
+
+        let mut person = Browser::new(&app);
+        person.sign_in(&me.national_id, civitas_identity::DEMO_PASSWORD).await;
+
+        // Another organisation's agreement, or none that exists, is refused to the client.
+        for wrong in [theirs.as_str(), "no-such-agreement"] {
+            let (path, _, _) = data_request(&rp, wrong);
+            let page = person.get(&path).await;
+            assert_eq!(page.status, 303, "{}", page.body);
+            let to = page.location.unwrap();
+            assert_eq!(crate::oidc::param(&to, "error").as_deref(), Some("invalid_authorization_details"), "{to}");
+        }
+
+        // Refusing is recorded, and gives the client access_denied.
+        let (path, _, _) = data_request(&rp, &periodic);
+        let page = person.get(&path).await;
+        let back = crate::oidc::answer_consent(&mut person, &page, "deny").await;
+        assert_eq!(crate::oidc::param(back.location.as_deref().unwrap(), "error").as_deref(), Some("access_denied"));
+        let mine: Value = serde_json::from_str(&person.get("/api/v1/me/consents").await.body).unwrap();
+        assert_eq!(mine[0]["record"]["state"], "refused");
+
+        // Consent given on the provider's page; the data arrives signed, each item with its
+        // source, and nothing outside the agreement.
+        let token = consent_and_token(&app, &mut person, &rp, &periodic, "出生日期").await;
+        let (status, claims) = release(&app, &token, &bank.0).await;
+        assert_eq!(status, 200, "{claims}");
+        let data = claims["data"].as_object().unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["population.birth_date", "population.name"]);
+        let name = &data["population.name"]["value"];
+        assert_eq!(
+            format!("{}{}", name["family_name"].as_str().unwrap(), name["given_name"].as_str().unwrap()),
+            me.name_zh
+        );
+        assert!(data["population.name"]["value"].get("national_id").is_none(), "{claims}");
+        assert!(data["population.birth_date"]["source"].as_str().unwrap().ends_with("/GOV/HRO/registry/population"));
+        assert!(data["population.birth_date"]["last_updated"].is_string());
+        let consent_id = claims["consent_id"].as_str().unwrap().to_string();
+
+        // A changed release does not verify.
+        let jws = {
+            let res = app.client.get(format!("{}/api/v1/mydata/release", app.base)).bearer_auth(&token).send().await.unwrap();
+            res.text().await.unwrap()
+        };
+        let mut parts: Vec<String> = jws.split('.').map(str::to_string).collect();
+        parts[1] = parts[1].replacen('e', "f", 1);
+        assert!(verified(&app, &parts.join("."), &bank.0).await.is_err());
+
+        // Each release's reads are in the person's tracker, with the consent as the basis.
+        let uses: Value = serde_json::from_str(&person.get("/api/v1/me/data-usage").await.body).unwrap();
+        let under_consent: Vec<&Value> = uses.as_array().unwrap().iter()
+            .filter(|u| u["consent_reference"] == consent_id.as_str()).collect();
+        assert!(!under_consent.is_empty(), "{uses}");
+        assert!(under_consent.iter().all(|u| u["legal_basis"] == "consent" && u["purpose"] == "loan-application"));
+
+        // Paused: nothing; resumed: again; withdrawn: the very next release is refused.
+        person.get("/account").await;
+        for (change, expect) in [("pause", 403), ("resume", 200), ("withdraw", 403)] {
+            let (status, body) = person
+                .post_json(&format!("/api/v1/me/consents/{consent_id}/{change}"), &json!({}), None)
+                .await;
+            assert_eq!(status, 200, "{change}: {body}");
+            let (status, body) = release(&app, &token, &bank.0).await;
+            assert_eq!(status, expect, "after {change}: {body}");
+            if expect == 403 {
+                assert_eq!(body["type"], "/problems/consent-not-valid", "{body}");
+            }
+        }
+
+        // A one-time consent gives one release.
+        let token = consent_and_token(&app, &mut person, &rp, &once, "性別").await;
+        assert_eq!(release(&app, &token, &bank.0).await.0, 200);
+        let (status, body) = release(&app, &token, &bank.0).await;
+        assert_eq!(status, 403, "{body}");
+
+        // Every release is in the ledger, under the person's tag.
+        let released = app.ledger.latest_of_kind("consent.released").await.unwrap().unwrap().1;
+        assert_eq!(released.actor, format!("client:{}", bank.0));
+        assert_eq!(released.public["items"], json!(["population.sex"]));
         app.stop().await;
     }
 }

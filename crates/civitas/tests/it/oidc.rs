@@ -21,10 +21,10 @@ use crate::support::{Browser, Page, TestApp, hidden_value};
 
 const STAFF: &str = "caseworker.1@hro.gov.example";
 /// A loopback redirect URI: the browser stand-in never follows it.
-const REDIRECT: &str = "http://127.0.0.1:9/callback";
+pub(crate) const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const BYE: &str = "http://127.0.0.1:9/signed-out";
 
-type Rp = CoreClient<
+pub(crate) type Rp = CoreClient<
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
@@ -34,7 +34,7 @@ type Rp = CoreClient<
 >;
 
 /// An HTTP client for the relying party: openidconnect wants redirects left alone.
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -42,7 +42,7 @@ fn http() -> reqwest::Client {
 }
 
 /// The issuer the server announces.
-async fn issuer(app: &TestApp) -> String {
+pub(crate) async fn issuer(app: &TestApp) -> String {
     let doc: Value = app
         .get("/.well-known/openid-configuration")
         .await
@@ -72,7 +72,7 @@ async fn register(app: &TestApp, tune: impl FnOnce(&mut NewClient)) -> Registere
         .unwrap()
 }
 
-async fn relying_party(app: &TestApp, reg: &Registered) -> Rp {
+pub(crate) async fn relying_party(app: &TestApp, reg: &Registered) -> Rp {
     let metadata =
         CoreProviderMetadata::discover_async(IssuerUrl::new(issuer(app).await).unwrap(), &http())
             .await
@@ -86,7 +86,7 @@ async fn relying_party(app: &TestApp, reg: &Registered) -> Rp {
 }
 
 /// The path and query of an absolute URL on the server.
-fn path_of(url: &str) -> String {
+pub(crate) fn path_of(url: &str) -> String {
     let u = url::Url::parse(url).unwrap();
     match u.query() {
         Some(q) => format!("{}?{q}", u.path()),
@@ -95,7 +95,7 @@ fn path_of(url: &str) -> String {
 }
 
 /// A query parameter of a URL.
-fn param(url: &str, name: &str) -> Option<String> {
+pub(crate) fn param(url: &str, name: &str) -> Option<String> {
     url::Url::parse(url)
         .unwrap()
         .query_pairs()
@@ -150,7 +150,7 @@ fn profile_request(rp: &Rp) -> String {
 }
 
 /// Answers the consent page the browser is on.
-async fn answer_consent(b: &mut Browser, page: &Page, decision: &str) -> Page {
+pub(crate) async fn answer_consent(b: &mut Browser, page: &Page, decision: &str) -> Page {
     assert_eq!(page.status, 200, "{}", page.body);
     let request = hidden_value(&page.body, "request")
         .expect("the consent form carries the request")

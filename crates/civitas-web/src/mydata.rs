@@ -1,0 +1,244 @@
+//! The release of a person's data to an organisation under their consent (MyData's
+//! third-party flow, after Singapore's Myinfo): `GET /api/v1/mydata/release` with the access
+//! token the organisation's application received for a data agreement (its grant carries the
+//! consent, RFC 9396). At every release the consent is checked (withdrawn, paused, expired,
+//! used or no longer agreed: nothing is released); each item is read from its registry
+//! through the exchange, as the portal's information system with the consent as legal basis,
+//! so each read is logged and appears in the person's "Who used my data"; the release is
+//! logged (`consent.released`); and the answer is a JWS signed with the provider's key the
+//! client verifies its ID tokens with, each item with its source and dates.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use crate::oidc::{bearer_refused, bearer_token};
+use crate::{Problem, Shared};
+
+pub(crate) fn routes() -> axum::Router<Shared> {
+    axum::Router::new().route("/api/v1/mydata/release", get(release))
+}
+
+/// The information system the releases are read as: the portal's, which the demo country
+/// registers and allows to read every registry.
+fn portal(instance: &str) -> String {
+    format!("{instance}/GOV/MODA/portal")
+}
+
+fn refused(status: StatusCode, kind: &str, title: &str, detail: &str) -> Response {
+    Problem::new(status, kind, title)
+        .detail(detail.to_string())
+        .into_response()
+}
+
+/// The person's data the consent covers, signed for the client.
+#[utoipa::path(get, path = "/api/v1/mydata/release", tag = "consent",
+    responses(
+        (status = 200, description = "The data, as a JWS (application/jwt) signed with the provider's key for this client (see /oidc/jwks): each item with its value, source register and dates", content_type = "application/jwt", body = String),
+        (status = 401, description = "No valid access token", body = Object),
+        (status = 403, description = "The token carries no consent, or the consent is not valid now (withdrawn, paused, expired, used)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "A registry did not answer", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let Some(token) = bearer_token(&headers) else {
+        return bearer_refused(None);
+    };
+    let grant = match app.oidc.access_grant(&token).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return bearer_refused(Some("invalid_token")),
+        Err(e) => return Problem::internal(&e).into_response(),
+    };
+    let Some(consent_id) = grant
+        .authorization_details
+        .iter()
+        .find(|d| d["type"] == "civitas_data_agreement")
+        .and_then(|d| d["consent_id"].as_str())
+        .map(str::to_string)
+    else {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "no-consent",
+            "No consent",
+            "This token was not granted for a data agreement (authorization_details).",
+        );
+    };
+    let (validity, agreement) = match app
+        .consents
+        .start_release(&consent_id, &grant.client_id)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return Problem::internal(&e).into_response(),
+    };
+    if !validity.valid {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "consent-not-valid",
+            "The consent does not allow this release",
+            &format!(
+                "Nothing was released: {}.",
+                validity
+                    .reason
+                    .as_deref()
+                    .unwrap_or("the consent is not valid")
+            ),
+        );
+    }
+    let (account, client) = match (
+        app.identity.account(&grant.account_id).await,
+        app.oidc.client(&grant.client_id).await,
+    ) {
+        (Ok(Some(a)), Ok(Some(c))) => (a, c),
+        (Ok(_), Ok(_)) => return bearer_refused(Some("invalid_token")),
+        (Err(e), _) => return Problem::internal(&e).into_response(),
+        (_, Err(e)) => return Problem::internal(&e).into_response(),
+    };
+    let instance = app.exchange.instance().to_string();
+    let last_updated = match civitas_registry::demo_summary(&app.db).await {
+        Ok(s) => s.map(|s| s.as_of.to_string()),
+        Err(e) => return Problem::internal(&e).into_response(),
+    };
+    // Each registry read once, however many items it gives.
+    let mut answers: Vec<(String, Value)> = Vec::new();
+    let mut data = Map::new();
+    for item in &agreement.items {
+        let Some(at) = civitas_registry::attributes::attribute(item) else {
+            continue;
+        };
+        let Some(service) = civitas_registry::services::service(at.registry) else {
+            continue;
+        };
+        let service_id = format!(
+            "{instance}/GOV/{}/registry/{}",
+            service.agency, service.code
+        );
+        let path = at.path.replace("{id}", &account.username);
+        let key = format!("{service_id}{path}");
+        let answer = match answers.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.clone(),
+            None => match read(
+                &app,
+                &instance,
+                &service_id,
+                &path,
+                &account.username,
+                &agreement.purpose,
+                &consent_id,
+            )
+            .await
+            {
+                Ok(v) => {
+                    answers.push((key, v.clone()));
+                    v
+                }
+                Err(r) => return r,
+            },
+        };
+        let value = if at.fields.is_empty() {
+            answer
+        } else {
+            Value::Object(
+                at.fields
+                    .iter()
+                    .map(|f| (f.to_string(), answer[*f].clone()))
+                    .collect(),
+            )
+        };
+        data.insert(
+            item.clone(),
+            json!({
+                "value": value,
+                "source": service_id,
+                "source_name": service.title,
+                "last_updated": last_updated,
+                "retrieved_at": civitas_ledger::event::now_ms() / 1000,
+            }),
+        );
+    }
+    let now = civitas_ledger::event::now_ms() / 1000;
+    let claims = json!({
+        "iss": app.oidc.issuer(),
+        "aud": client.client_id,
+        "sub": grant.sub,
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "consent_id": consent_id,
+        "agreement_id": agreement.id,
+        "purpose": agreement.purpose,
+        "retention_days": agreement.retention_days,
+        "data": data,
+    });
+    let jws = match app.oidc.sign_for(&client, &claims).await {
+        Ok(j) => j,
+        Err(e) => return Problem::internal(&e).into_response(),
+    };
+    if let Err(e) = app
+        .consents
+        .released(&consent_id, &client.client_id, &agreement.items)
+        .await
+    {
+        // Not released unless the release is logged.
+        return Problem::internal(&e).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/jwt"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        jws,
+    )
+        .into_response()
+}
+
+/// One registry read through the exchange, as the portal, with the consent as legal basis.
+#[allow(clippy::too_many_arguments)]
+async fn read(
+    app: &Shared,
+    instance: &str,
+    service_id: &str,
+    path: &str,
+    national_id: &str,
+    purpose: &str,
+    consent_id: &str,
+) -> Result<Value, Response> {
+    let failed = |detail: String| {
+        refused(
+            StatusCode::BAD_GATEWAY,
+            "registry-failed",
+            "A register did not answer",
+            &detail,
+        )
+    };
+    let req = Request::builder()
+        .method("GET")
+        .uri(format!("/r1/{service_id}{path}"))
+        .header("x-road-client", portal(instance))
+        .header("x-road-userid", national_id)
+        .header("x-road-pdu-purpose", purpose)
+        .header("x-road-pdu-legal-basis", "consent")
+        .header("x-road-pdu-consent-reference", consent_id)
+        .body(Body::empty())
+        .map_err(|e| failed(e.to_string()))?;
+    let res = crate::exchange::call_from_here(app, req).await;
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if status == StatusCode::NOT_FOUND {
+        return Ok(Value::Null);
+    }
+    if !status.is_success() {
+        return Err(failed(format!(
+            "{service_id} answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        )));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| failed(format!("{service_id}: {e}")))
+}
