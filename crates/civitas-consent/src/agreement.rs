@@ -430,10 +430,11 @@ impl Consents {
     }
 }
 
-/// A ledger failure whose companion write changed no row (a race lost) as a conflict.
+/// A ledger failure whose companion write was refused (a compare-and-set lost a race) as a
+/// conflict.
 pub(crate) fn conflict_or(e: civitas_ledger::LedgerError, conflict: &str) -> ConsentError {
     match e {
-        civitas_ledger::LedgerError::InvalidEvent(m) if m.contains("changed") => {
+        civitas_ledger::LedgerError::WritesRefused(_) => {
             ConsentError::Conflict(conflict.to_string())
         }
         e => ConsentError::Ledger(e),

@@ -239,8 +239,10 @@ impl Consents {
             updated_ms: now,
         };
         let mut w = Script::new();
+        // A consent is given only while none to the same agreement is in force: two answers
+        // at once (a form sent twice) give one record, and the other append is refused.
         w.push(
-            "INSERT INTO consent_records (id, agreement_id, subject_ref, state, version, given_ms, expires_ms, updated_ms) VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
+            "INSERT INTO consent_records (id, agreement_id, subject_ref, state, version, given_ms, expires_ms, updated_ms) SELECT ?, ?, ?, ?, 1, ?, ?, ? WHERE ? = 'refused' OR NOT EXISTS (SELECT 1 FROM consent_records WHERE agreement_id = ? AND subject_ref = ? AND state IN ('given', 'paused') AND expires_ms > ?)",
             vec![
                 Sql::Text(record.id.clone()),
                 Sql::Text(agreement_id.into()),
@@ -249,10 +251,20 @@ impl Consents {
                 record.given_ms.into(),
                 Sql::I64(record.expires_ms),
                 Sql::I64(now),
+                Sql::Str(record.state.as_str()),
+                Sql::Text(agreement_id.into()),
+                Sql::Text(subject_ref.into()),
+                Sql::I64(now),
             ],
         );
         self.record_change(&agreement, record.at(now), subject_ref, None, w, actor)
             .await
+            .map_err(|e| match e {
+                ConsentError::Conflict(_) => ConsentError::Conflict(format!(
+                    "a consent to agreement {agreement_id} is in force already"
+                )),
+                e => e,
+            })
     }
 
     /// The person withdraws, pauses or resumes their consent record `id`.
@@ -377,7 +389,9 @@ impl Consents {
         });
         let jws = self.key.sign(&claims);
         writes.push(
-            "INSERT INTO consent_history (record_id, version, state, at_ms, jws) VALUES (?, ?, ?, ?, ?)",
+            // A change that lost its compare-and-set writes no version either (so the append
+            // is refused as a conflict, not failed).
+            "INSERT INTO consent_history (record_id, version, state, at_ms, jws) VALUES (?, ?, ?, ?, ?) ON CONFLICT (record_id, version) DO NOTHING",
             vec![
                 Sql::Text(record.id.clone()),
                 Sql::I64(record.version),
@@ -522,48 +536,69 @@ impl Consents {
     /// agreements.
     pub async fn check(&self, id: &str, client_id: Option<&str>) -> Result<Validity, ConsentError> {
         let (record, _) = self.record(id).await?;
+        let agreement = self.agreement_of(&record, client_id).await?;
+        Ok(validity(&record, &agreement))
+    }
+
+    /// A record's agreement, for the organisation `client_id` (`None`: the platform); a
+    /// consent to another organisation's agreement is not found.
+    async fn agreement_of(
+        &self,
+        record: &ConsentRecord,
+        client_id: Option<&str>,
+    ) -> Result<Agreement, ConsentError> {
+        let missing = || ConsentError::NotFound(format!("no consent {}", record.id));
         let agreement = self
             .agreement(&record.agreement_id)
             .await?
-            .ok_or_else(|| ConsentError::NotFound(format!("no consent {id}")))?;
+            .ok_or_else(missing)?;
         if client_id.is_some_and(|c| c != agreement.client_id) {
-            return Err(ConsentError::NotFound(format!("no consent {id}")));
+            return Err(missing());
         }
-        let reason = match record.effective_state {
-            _ if agreement.state != AgreementState::Approved => {
-                Some("its agreement is no longer in force".to_string())
-            }
-            ConsentState::Given => None,
-            s => Some(format!("the consent is {}", s.as_str())),
-        };
-        Ok(Validity {
-            valid: reason.is_none(),
-            state: record.effective_state,
-            reason,
-            agreement_id: agreement.id,
-            items: agreement.items,
-            expires_ms: record.expires_ms,
-        })
+        Ok(agreement)
+    }
+}
+
+/// Whether `record` (its state as of when it was read) allows a release under `agreement`.
+fn validity(record: &ConsentRecord, agreement: &Agreement) -> Validity {
+    let reason = match record.effective_state {
+        _ if agreement.state != AgreementState::Approved => {
+            Some("its agreement is no longer in force".to_string())
+        }
+        ConsentState::Given => None,
+        s => Some(format!("the consent is {}", s.as_str())),
+    };
+    Validity {
+        valid: reason.is_none(),
+        state: record.effective_state,
+        reason,
+        agreement_id: agreement.id.clone(),
+        items: agreement.items.clone(),
+        expires_ms: record.expires_ms,
     }
 }
 
 impl Consents {
-    /// Starts a release under consent `id` to the organisation `client_id`: the consent is
-    /// checked now, and a one-time consent is used up before anything is read (its next
-    /// version is `expired`, signed and logged; of two releases at once, one wins). Returns
-    /// the validity (not valid: release nothing) and the agreement.
+    /// Starts a release under consent `id`, of the person `subject_ref`, to the organisation
+    /// `client_id`: the consent is checked now, and a one-time consent is used up before
+    /// anything is read (its next version is `expired`, signed and logged; of two releases at
+    /// once, or a release and a withdrawal, one wins). Returns the validity (not valid:
+    /// release nothing) and the agreement.
     pub async fn start_release(
         &self,
         id: &str,
         client_id: &str,
+        subject_ref: &str,
     ) -> Result<(Validity, Agreement), ConsentError> {
-        let mut validity = self.check(id, Some(client_id)).await?;
-        let agreement = self
-            .agreement(&validity.agreement_id)
-            .await?
-            .ok_or_else(|| ConsentError::NotFound(format!("no consent {id}")))?;
+        // One read decides: the one-time consent's use is a compare-and-set on the version
+        // read here, so a withdrawal or another release after this read makes it fail.
+        let (record, owner) = self.record(id).await?;
+        if owner != subject_ref {
+            return Err(ConsentError::NotFound(format!("no consent {id}")));
+        }
+        let agreement = self.agreement_of(&record, Some(client_id)).await?;
+        let mut validity = validity(&record, &agreement);
         if validity.valid && agreement.access == Access::OneTime {
-            let (record, owner) = self.stored(id).await?;
             let actor = format!("client:{client_id}");
             match self
                 .transition(&agreement, record, &owner, ConsentState::Expired, &actor)
@@ -572,8 +607,8 @@ impl Consents {
                 Ok(_) => {}
                 Err(ConsentError::Conflict(_)) => {
                     validity.valid = false;
-                    validity.state = ConsentState::Expired;
-                    validity.reason = Some("the one-time consent was used meanwhile".into());
+                    validity.reason =
+                        Some("the consent changed meanwhile (used or withdrawn)".into());
                 }
                 Err(e) => return Err(e),
             }

@@ -348,3 +348,61 @@ async fn consent_is_signed_logged_and_checked_at_every_use_with_a_receipt_that_p
         assert!(verify_receipt(&given, &wrong_key, ledger.verifier_key()).is_err());
     }
 }
+
+/// Of two answers to a race, one succeeded and the other is a conflict.
+fn one_winner(a: &Result<crate::Receipt, ConsentError>, b: &Result<crate::Receipt, ConsentError>) {
+    assert_eq!(a.is_ok() as u8 + b.is_ok() as u8, 1, "{a:?} {b:?}");
+    assert!(
+        matches!(
+            a.as_ref().err().or(b.as_ref().err()),
+            Some(ConsentError::Conflict(_))
+        ),
+        "{a:?} {b:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn races_have_one_winner_and_the_loser_is_told() {
+    for (c, _, _) in engines("races").await {
+        let periodic = approved(&c, Access::Periodic).await;
+        let once = approved(&c, Access::OneTime).await;
+        // A form sent twice: one consent in force, the other answer a conflict.
+        let (a, b) = tokio::join!(
+            c.answer(&periodic, "person:1", true, "citizen"),
+            c.answer(&periodic, "person:1", true, "citizen"),
+        );
+        one_winner(&a, &b);
+        let given = a.or(b).unwrap();
+        // Two changes at once: one wins, the other is a conflict (not a failure).
+        let (a, b) = tokio::join!(
+            c.change(&given.record_id, "person:1", Change::Withdraw, "citizen"),
+            c.change(&given.record_id, "person:1", Change::Pause, "citizen"),
+        );
+        one_winner(&a, &b);
+        // A one-time consent: of two releases at once, one; and never a release that a
+        // withdrawal at the same moment did not see.
+        let one = c.answer(&once, "person:2", true, "citizen").await.unwrap();
+        let (a, b) = tokio::join!(
+            c.start_release(&one.record_id, "bank-app", "person:2"),
+            c.start_release(&one.record_id, "bank-app", "person:2"),
+        );
+        let released = [a.unwrap().0.valid, b.unwrap().0.valid];
+        assert_eq!(released.iter().filter(|v| **v).count(), 1, "{released:?}");
+        let two = c.answer(&once, "person:3", true, "citizen").await.unwrap();
+        let (release, withdraw) = tokio::join!(
+            c.start_release(&two.record_id, "bank-app", "person:3"),
+            c.change(&two.record_id, "person:3", Change::Withdraw, "citizen"),
+        );
+        assert!(
+            !(release.unwrap().0.valid && withdraw.is_ok()),
+            "released and withdrawn both"
+        );
+        // Someone else's consent is not released.
+        let three = c.answer(&once, "person:4", true, "citizen").await.unwrap();
+        assert!(matches!(
+            c.start_release(&three.record_id, "bank-app", "person:5")
+                .await,
+            Err(ConsentError::NotFound(_))
+        ));
+    }
+}

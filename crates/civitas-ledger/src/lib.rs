@@ -43,6 +43,11 @@ pub enum LedgerError {
     /// Stored data contradicts itself.
     #[error("the ledger's storage is inconsistent: {0}")]
     Corrupt(String),
+    /// The writes that go with an entry (`Ledger::append_with`) changed another number of
+    /// rows than they must, as when a compare-and-set lost a race: nothing of the append was
+    /// written.
+    #[error("the writes that go with the entry were refused: {0}")]
+    WritesRefused(String),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] civitas_store::StoreError),

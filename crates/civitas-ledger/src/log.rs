@@ -68,7 +68,7 @@ struct Append {
     entry: NewEntry,
     /// Writes that commit with the entry (see [`Ledger::append_with`]).
     writes: Option<Script>,
-    reply: oneshot::Sender<Result<u64, String>>,
+    reply: oneshot::Sender<Result<u64, LedgerError>>,
 }
 
 struct Inner {
@@ -217,10 +217,9 @@ impl Ledger {
             })
             .await
             .map_err(|_| LedgerError::Unavailable("the sequencer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| LedgerError::Unavailable("the sequencer stopped before answering".into()))?
-            .map_err(LedgerError::Unavailable)
+        answer.await.map_err(|_| {
+            LedgerError::Unavailable("the sequencer stopped before answering".into())
+        })?
     }
 
     /// Records events within the caller's database transaction (an outbox): they enter the
@@ -788,9 +787,9 @@ impl Sequencer {
         if let Some(inner) = self.inner.upgrade() {
             inner.leader.store(false, Ordering::SeqCst);
             while let Ok(a) = rx.try_recv() {
-                let _ = a
-                    .reply
-                    .send(Err("this node stopped sequencing; retry the append".into()));
+                let _ = a.reply.send(Err(LedgerError::Unavailable(
+                    "this node stopped sequencing; retry the append".into(),
+                )));
             }
             *inner.receiver.lock().await = Some(rx);
         }
@@ -917,7 +916,13 @@ fn answer(batch: Vec<Append>, start: u64) {
 /// Tells each append that it was not written, and why.
 fn refuse(batch: Vec<Append>, e: &LedgerError) {
     for a in batch {
-        let _ = a.reply.send(Err(e.to_string()));
+        // Refused writes stay recognisable (a lost compare-and-set is the caller's conflict);
+        // anything else means the log could not take the append.
+        let told = match e {
+            LedgerError::WritesRefused(m) => LedgerError::WritesRefused(m.clone()),
+            e => LedgerError::Unavailable(e.to_string()),
+        };
+        let _ = a.reply.send(Err(told));
     }
 }
 

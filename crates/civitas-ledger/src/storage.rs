@@ -221,7 +221,7 @@ pub(crate) async fn write_batch(
         tx.rollback().await.map_err(sql)?;
         drop(_turn);
         if companions > 0 && tree_state(db).await?.0 == expected_size {
-            return Err(LedgerError::InvalidEvent(format!(
+            return Err(LedgerError::WritesRefused(format!(
                 "the writes that go with the batch's entries changed {} rows, not {companions}",
                 changed as i64 - (1 + written + dequeued.len()) as i64
             )));
@@ -431,7 +431,7 @@ pub(crate) async fn enqueue(
     if let Some(w) = writes {
         let changed = w.execute(&mut tx, db.engine()).await?;
         if changed != w.len() as u64 {
-            return Err(LedgerError::InvalidEvent(format!(
+            return Err(LedgerError::WritesRefused(format!(
                 "the writes that go with the entry changed {changed} rows, not {}",
                 w.len()
             )));

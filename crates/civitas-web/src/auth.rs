@@ -104,8 +104,6 @@ pub struct Visitor {
 }
 
 impl Visitor {
-    /// Whether a submitted form's token is this visitor's, and the request is not from
-    /// another origin.
     /// Whether a JSON call carries this visitor's token in `X-CSRF-Token` and is not from
     /// another origin.
     pub fn json_call_is_genuine(&self, headers: &HeaderMap) -> bool {
@@ -116,6 +114,8 @@ impl Visitor {
         self.form_is_genuine(headers, token)
     }
 
+    /// Whether a submitted form's token is this visitor's, and the request is not from
+    /// another origin.
     pub fn form_is_genuine(&self, headers: &HeaderMap, token: &str) -> bool {
         if let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
         {

@@ -15,12 +15,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
+use civitas_consent::ConsentError;
+
 use crate::oidc::{bearer_refused, bearer_token};
 use crate::{Problem, Shared};
 
 pub(crate) fn routes() -> axum::Router<Shared> {
     axum::Router::new().route("/api/v1/mydata/release", get(release))
 }
+
+/// The JWS `typ` of a release, so that it cannot pass for an ID token (RFC 8725 §3.11).
+pub(crate) const RELEASE_TYP: &str = "civitas-release+jwt";
 
 /// The information system the releases are read as: the portal's, which the demo country
 /// registers and allows to read every registry.
@@ -65,28 +70,6 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
             "This token was not granted for a data agreement (authorization_details).",
         );
     };
-    let (validity, agreement) = match app
-        .consents
-        .start_release(&consent_id, &grant.client_id)
-        .await
-    {
-        Ok(v) => v,
-        Err(e) => return Problem::internal(&e).into_response(),
-    };
-    if !validity.valid {
-        return refused(
-            StatusCode::FORBIDDEN,
-            "consent-not-valid",
-            "The consent does not allow this release",
-            &format!(
-                "Nothing was released: {}.",
-                validity
-                    .reason
-                    .as_deref()
-                    .unwrap_or("the consent is not valid")
-            ),
-        );
-    }
     let (account, client) = match (
         app.identity.account(&grant.account_id).await,
         app.oidc.client(&grant.client_id).await,
@@ -96,6 +79,33 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         (Err(e), _) => return Problem::internal(&e).into_response(),
         (_, Err(e)) => return Problem::internal(&e).into_response(),
     };
+    let not_valid = |why: &str| {
+        refused(
+            StatusCode::FORBIDDEN,
+            "consent-not-valid",
+            "The consent does not allow this release",
+            &format!("Nothing was released: {why}."),
+        )
+    };
+    let (validity, agreement) = match app
+        .consents
+        .start_release(&consent_id, &grant.client_id, &account.subject_ref())
+        .await
+    {
+        Ok(v) => v,
+        Err(ConsentError::NotFound(_) | ConsentError::Conflict(_)) => {
+            return not_valid("the consent is not this person's to this application");
+        }
+        Err(e) => return Problem::internal(&e).into_response(),
+    };
+    if !validity.valid {
+        return not_valid(
+            validity
+                .reason
+                .as_deref()
+                .unwrap_or("the consent is not valid"),
+        );
+    }
     let instance = app.exchange.instance().to_string();
     let last_updated = match civitas_registry::demo_summary(&app.db).await {
         Ok(s) => s.map(|s| s.as_of.to_string()),
@@ -172,7 +182,7 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         "retention_days": agreement.retention_days,
         "data": data,
     });
-    let jws = match app.oidc.sign_for(&client, &claims).await {
+    let jws = match app.oidc.sign_for(&client, RELEASE_TYP, &claims).await {
         Ok(j) => j,
         Err(e) => return Problem::internal(&e).into_response(),
     };

@@ -216,13 +216,14 @@ async fn requested_agreement(
     match app.consents.agreement(id).await {
         Ok(Some(a))
             if a.state == civitas_consent::AgreementState::Approved
-                && a.client_id == req.client.client_id =>
+                && a.client_id == req.client.client_id
+                && a.legal_basis == "consent" =>
         {
             Ok(Some(a))
         }
         Ok(_) => Err(req.refuse(
             ErrorCode::InvalidAuthorizationDetails,
-            "agreement_id names no approved data agreement of this client",
+            "agreement_id names no approved data agreement of this client that rests on consent",
         )),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a data agreement");

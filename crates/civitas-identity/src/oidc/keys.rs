@@ -192,9 +192,9 @@ pub(crate) struct Signer {
 
 impl Signer {
     /// A compact JWS (RFC 7515 §7.1) of `claims`, with `typ`, `alg` and `kid` in its header.
-    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, OidcError> {
+    fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, OidcError> {
         let key_err = |e: &dyn std::fmt::Display| OidcError::Key(e.to_string());
-        let header = json!({ "typ": "JWT", "alg": self.alg.name(), "kid": self.kid });
+        let header = json!({ "typ": typ, "alg": self.alg.name(), "kid": self.kid });
         let payload = serde_json::to_vec(claims).map_err(|e| key_err(&e))?;
         let mut jws = format!("{}.{}", b64(header.to_string().as_bytes()), b64(&payload));
         let rng = ring::rand::SystemRandom::new();
@@ -341,6 +341,17 @@ impl Provider {
         alg: SigningAlg,
         claims: &T,
     ) -> Result<String, OidcError> {
+        self.sign_typed(alg, "JWT", claims).await
+    }
+
+    /// [`Provider::sign`] with the header's `typ` (RFC 8725 §3.11: a token of another kind
+    /// says so, so it cannot pass for an ID token).
+    async fn sign_typed<T: Serialize>(
+        &self,
+        alg: SigningAlg,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, OidcError> {
         let cached = self
             .signers
             .read()
@@ -359,17 +370,19 @@ impl Provider {
                 signer
             }
         };
-        signer.sign(claims)
+        signer.sign(typ, claims)
     }
 
-    /// Signs `claims` as a compact JWS for `client`, with the algorithm it registered for
-    /// its ID tokens, so it verifies them with the keys it already fetches (`/oidc/jwks`).
+    /// Signs `claims` as a compact JWS of type `typ` for `client`, with the algorithm it
+    /// registered for its ID tokens, so it verifies them with the keys it already fetches
+    /// (`/oidc/jwks`).
     pub async fn sign_for(
         &self,
         client: &super::Client,
+        typ: &str,
         claims: &Value,
     ) -> Result<String, OidcError> {
-        self.sign(client.id_token_alg, claims).await
+        self.sign_typed(client.id_token_alg, typ, claims).await
     }
 
     /// Forgets the cached signers, so that the next signature reads the current keys.

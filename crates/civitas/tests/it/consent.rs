@@ -196,6 +196,8 @@ async fn verified(
 ) -> Result<Value, jsonwebtoken::errors::Error> {
     let jwks: jsonwebtoken::jwk::JwkSet = app.get("/oidc/jwks").await.json().await.unwrap();
     let header = jsonwebtoken::decode_header(jws)?;
+    // Typed, so that it cannot pass for an ID token.
+    assert_eq!(header.typ.as_deref(), Some("civitas-release+jwt"));
     let jwk = jwks
         .find(header.kid.as_deref().unwrap())
         .expect("the key is published");
@@ -380,8 +382,20 @@ on_both_engines! {
         let mut person = Browser::new(&app);
         person.sign_in(&me.national_id, civitas_identity::DEMO_PASSWORD).await;
 
-        // Another organisation's agreement, or none that exists, is refused to the client.
-        for wrong in [theirs.as_str(), "no-such-agreement"] {
+        // One of the bank's own that rests on a contract is not consented to here.
+        let contract = json!({
+            "purpose": "loan-application", "legal_basis": "contract", "items": ["population.name"],
+            "retention_days": 30, "access": "one-time", "duration_days": 30,
+        });
+        let (_, c) = as_org(&app, &bank, "POST", "/api/v1/consent/agreements", Some(contract)).await;
+        let contract = c["id"].as_str().unwrap().to_string();
+        let (status, _) = operator
+            .post_json(&format!("/api/v1/consent/agreements/{contract}/approve"), &json!({}), None)
+            .await;
+        assert_eq!(status, 200);
+        // Another organisation's agreement, one not resting on consent, or none that exists,
+        // is refused to the client.
+        for wrong in [theirs.as_str(), contract.as_str(), "no-such-agreement"] {
             let (path, _, _) = data_request(&rp, wrong);
             let page = person.get(&path).await;
             assert_eq!(page.status, 303, "{}", page.body);
