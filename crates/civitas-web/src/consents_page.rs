@@ -58,6 +58,28 @@ fn state_text(lang: Lang, s: ConsentState) -> &'static str {
     }
 }
 
+/// A purpose's name in `lang` (its code when it is not registered).
+pub(crate) fn purpose_name(
+    purposes: &[civitas_consent::Purpose],
+    code: &str,
+    lang: Lang,
+) -> String {
+    purposes
+        .iter()
+        .find(|p| p.code == code)
+        .map_or(code.to_string(), |p| {
+            lang.pick(&p.name_zh, &p.name_en).to_string()
+        })
+}
+
+/// A data item's name in `lang` (the item itself when it is not a registry's).
+pub(crate) fn item_name(item: &str, lang: Lang) -> String {
+    match civitas_registry::attributes::attribute(item) {
+        Some(at) => lang.pick(at.title_zh, at.title_en).to_string(),
+        None => item.to_string(),
+    }
+}
+
 async fn page(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn) -> Response {
     let c = Chrome::for_visitor(&v, &headers, &uri, "account");
     let records = match app.consents.records_of(&s.account.subject_ref()).await {
@@ -75,20 +97,8 @@ async fn page(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn)
             Ok(None) => continue,
             Err(e) => return error_page(c, &headers, &e),
         };
-        let purpose = purposes
-            .iter()
-            .find(|p| p.code == a.purpose)
-            .map_or(a.purpose.clone(), |p| {
-                c.lang.pick(&p.name_zh, &p.name_en).to_string()
-            });
-        let items = a
-            .items
-            .iter()
-            .map(|i| match civitas_registry::attributes::attribute(i) {
-                Some(at) => c.lang.pick(at.title_zh, at.title_en).to_string(),
-                None => i.clone(),
-            })
-            .collect();
+        let purpose = purpose_name(&purposes, &a.purpose, c.lang);
+        let items = a.items.iter().map(|i| item_name(i, c.lang)).collect();
         let row = Row {
             id: r.id,
             recipient: a.recipient,

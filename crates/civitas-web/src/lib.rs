@@ -7,6 +7,7 @@
 mod account;
 mod account_texts;
 mod admin;
+mod admin_consent;
 mod admin_exchange;
 mod api;
 mod applications;
@@ -111,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .merge(consents_page::routes())
         .merge(admin::routes())
         .merge(admin_exchange::routes())
+        .merge(admin_consent::routes())
         .merge(passkey_routes::routes())
         .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(

@@ -237,10 +237,8 @@ async fn requested_agreement(
 
 /// How the consent page shows an agreement, in the page's language.
 async fn agreement_view(app: &Shared, lang: Lang, a: &civitas_consent::Agreement) -> AgreementView {
-    let purpose = match app.consents.purpose(&a.purpose).await {
-        Ok(Some(p)) => lang.pick(&p.name_zh, &p.name_en).to_string(),
-        _ => a.purpose.clone(),
-    };
+    let purposes = app.consents.purposes().await.unwrap_or_default();
+    let purpose = crate::consents_page::purpose_name(&purposes, &a.purpose, lang);
     let items = a
         .items
         .iter()
@@ -249,7 +247,7 @@ async fn agreement_view(app: &Shared, lang: Lang, a: &civitas_consent::Agreement
                 let source = civitas_registry::services::service(at.registry)
                     .map(|s| format!("{} ({})", s.title, s.agency))
                     .unwrap_or_default();
-                (lang.pick(at.title_zh, at.title_en).to_string(), source)
+                (crate::consents_page::item_name(i, lang), source)
             }
             None => (i.clone(), String::new()),
         })

@@ -141,6 +141,8 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("GET", "/admin/clients", Rule::OperatorOnly),
     ("POST", "/admin/clients", Rule::OperatorForm),
     ("GET", "/admin/exchange", Rule::OperatorOnly),
+    ("GET", "/admin/consent", Rule::OperatorOnly),
+    ("POST", "/admin/consent", Rule::OperatorForm),
     ("POST", "/admin/exchange", Rule::OperatorForm),
     ("POST", "/admin/clients/state", Rule::OperatorForm),
     ("POST", "/admin/clients/remove", Rule::OperatorForm),

@@ -437,7 +437,34 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
     // An operator's pages: the exchange directory (with the demo's members, services and
     // rights) and the OpenID Connect clients.
     type_sign_in(c, "operator.1@moda.gov.example", &account).await;
-    let pages = ["/admin/exchange", "/admin/clients"];
+    // A data agreement waiting for the operator, and one decided.
+    let consents = civitas_consent::Consents::open(app.db.clone(), app.ledger.clone(), &app.base)
+        .await
+        .unwrap();
+    for access in [
+        civitas_consent::Access::OneTime,
+        civitas_consent::Access::Periodic,
+    ] {
+        let wanted = civitas_consent::NewAgreement {
+            purpose: "loan-application".into(),
+            legal_basis: "consent".into(),
+            items: vec!["population.name".into(), "tax.income".into()],
+            retention_days: 30,
+            access,
+            duration_days: Some(90),
+        };
+        let a = consents
+            .propose("bank-app", "First Bank", &wanted)
+            .await
+            .unwrap();
+        if access == civitas_consent::Access::Periodic {
+            consents
+                .decide_agreement(&a.id, true, None, "operator:test")
+                .await
+                .unwrap();
+        }
+    }
+    let pages = ["/admin/exchange", "/admin/clients", "/admin/consent"];
     check_pages(&browser, &app.base, &pages, &mut failures).await;
     browser.close().await;
     app.stop().await;

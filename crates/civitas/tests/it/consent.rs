@@ -470,4 +470,44 @@ on_both_engines! {
         assert_eq!(released.public["items"], json!(["population.sex"]));
         app.stop().await;
     }
+
+    async fn the_operator_decides_agreements_and_registers_purposes_on_the_admin_page(app) {
+        let bank = organisation(&app, "First Bank loans").await;
+        let proposal = json!({
+            "purpose": "loan-application", "legal_basis": "consent", "items": ["tax.income"],
+            "retention_days": 30, "access": "one-time", "duration_days": 30,
+        });
+        let (_, a) = as_org(&app, &bank, "POST", "/api/v1/consent/agreements", Some(proposal.clone())).await;
+        let (_, b) = as_org(&app, &bank, "POST", "/api/v1/consent/agreements", Some(proposal)).await;
+        let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+        let mut operator = crate::authz::at_substantial(&app, "operator.1@moda.gov.example").await;
+        let page = operator.get("/admin/consent").await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("First Bank loans") && page.body.contains("綜合所得稅"), "{}", page.body);
+        // A rejection needs its reason: the form comes back with the error.
+        let again = operator.post("/admin/consent", &[("action", "reject"), ("id", a), ("reason", "")]).await;
+        assert_eq!(again.status, 422, "{}", again.body);
+        assert!(again.body.contains("error-summary"));
+        let done = operator
+            .post("/admin/consent", &[("action", "reject"), ("id", a), ("reason", "asks for more than a loan needs")])
+            .await;
+        assert_eq!((done.status, done.location.as_deref()), (303, Some("/admin/consent")));
+        let done = operator.post("/admin/consent", &[("action", "approve"), ("id", b)]).await;
+        assert_eq!(done.status, 303);
+        let done = operator
+            .post("/admin/consent", &[("action", "purpose"), ("code", "pension-advice"), ("name_en", "Pension advice"), ("name_zh", "退休金諮詢")])
+            .await;
+        assert_eq!(done.status, 303);
+        let (_, mine) = as_org(&app, &bank, "GET", "/api/v1/consent/agreements", None).await;
+        let state = |id: &str| mine.as_array().unwrap().iter().find(|x| x["id"] == id).unwrap()["state"].clone();
+        assert_eq!((state(a), state(b)), (json!("rejected"), json!("approved")));
+        let purposes: Value = app.get("/api/v1/consent/purposes").await.json().await.unwrap();
+        assert!(purposes.as_array().unwrap().iter().any(|p| p["code"] == "pension-advice"));
+        let approved = app.ledger.latest_of_kind("consent.agreement_approved").await.unwrap().unwrap().1;
+        assert!(approved.actor.starts_with("account:"), "{}", approved.actor);
+        // Staff are not operators.
+        let mut staff = crate::authz::at_substantial(&app, "agency_admin.1@hro.gov.example").await;
+        assert_eq!(staff.get("/admin/consent").await.status, 403);
+        app.stop().await;
+    }
 }
