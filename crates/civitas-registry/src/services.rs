@@ -49,6 +49,15 @@ impl RegistryService {
     pub fn has_read(&self, path: &str) -> bool {
         self.reads.iter().any(|r| r.path == path)
     }
+
+    /// Its reads about one person, found by national ID: each path (`{id}` for the ID) and
+    /// what it gives.
+    pub fn person_reads(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.reads
+            .iter()
+            .filter(|r| r.key == Key::NationalId)
+            .map(|r| (r.path, r.summary))
+    }
 }
 
 /// Every registry the demo country serves.

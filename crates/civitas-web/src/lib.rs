@@ -20,6 +20,7 @@ mod exchange_api;
 pub mod exchange_peer;
 mod i18n;
 mod ledger;
+mod my_data;
 mod mydata;
 mod oidc;
 mod oidc_texts;
@@ -110,6 +111,7 @@ pub fn app(state: AppState) -> Router {
         .merge(applications::routes())
         .merge(data_usage::routes())
         .merge(consents_page::routes())
+        .merge(my_data::routes())
         .merge(admin::routes())
         .merge(admin_exchange::routes())
         .merge(admin_consent::routes())

@@ -129,23 +129,27 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         let key = format!("{service_id}{path}");
         let answer = match answers.iter().find(|(k, _)| *k == key) {
             Some((_, v)) => v.clone(),
-            None => match read(
-                &app,
-                &instance,
-                &service_id,
-                &path,
-                &account.username,
-                &agreement.purpose,
-                &consent_id,
-            )
-            .await
-            {
-                Ok(v) => {
-                    answers.push((key, v.clone()));
-                    v
+            None => {
+                let why = Reason {
+                    purpose: &agreement.purpose,
+                    legal_basis: "consent",
+                    consent: Some(&consent_id),
+                };
+                match read(&app, &service_id, &path, &account.username, &why).await {
+                    Ok(v) => {
+                        answers.push((key, v.clone()));
+                        v
+                    }
+                    Err(detail) => {
+                        return refused(
+                            StatusCode::BAD_GATEWAY,
+                            "registry-failed",
+                            "A register did not answer",
+                            &detail,
+                        );
+                    }
                 }
-                Err(r) => return r,
-            },
+            }
         };
         let value = if at.fields.is_empty() {
             answer
@@ -204,51 +208,51 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         .into_response()
 }
 
-/// One registry read through the exchange, as the portal, with the consent as legal basis.
-#[allow(clippy::too_many_arguments)]
-async fn read(
+/// Why a register is read for a person through the portal: the purpose and legal basis the
+/// exchange logs, and the consent when that is the basis.
+pub(crate) struct Reason<'a> {
+    pub(crate) purpose: &'a str,
+    pub(crate) legal_basis: &'a str,
+    pub(crate) consent: Option<&'a str>,
+}
+
+/// One registry read about the person `national_id` through the exchange, as the portal's
+/// information system, for `why` (so it is checked, logged and in the person's "Who used my
+/// data"). A record not found is `Null`; any other refusal is the answer's text.
+pub(crate) async fn read(
     app: &Shared,
-    instance: &str,
     service_id: &str,
     path: &str,
     national_id: &str,
-    purpose: &str,
-    consent_id: &str,
-) -> Result<Value, Response> {
-    let failed = |detail: String| {
-        refused(
-            StatusCode::BAD_GATEWAY,
-            "registry-failed",
-            "A register did not answer",
-            &detail,
-        )
-    };
-    let req = Request::builder()
+    why: &Reason<'_>,
+) -> Result<Value, String> {
+    let mut req = Request::builder()
         .method("GET")
         .uri(format!("/r1/{service_id}{path}"))
-        .header("x-road-client", portal(instance))
+        .header("x-road-client", portal(app.exchange.instance()))
         .header("x-road-userid", national_id)
-        .header("x-road-pdu-purpose", purpose)
-        .header("x-road-pdu-legal-basis", "consent")
-        .header("x-road-pdu-consent-reference", consent_id)
-        .body(Body::empty())
-        .map_err(|e| failed(e.to_string()))?;
+        .header("x-road-pdu-purpose", why.purpose)
+        .header("x-road-pdu-legal-basis", why.legal_basis);
+    if let Some(c) = why.consent {
+        req = req.header("x-road-pdu-consent-reference", c);
+    }
+    let req = req.body(Body::empty()).map_err(|e| e.to_string())?;
     let res = crate::exchange::call_from_here(app, req).await;
     let status = res.status();
     let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if status == StatusCode::NOT_FOUND {
         return Ok(Value::Null);
     }
     if !status.is_success() {
-        return Err(failed(format!(
+        return Err(format!(
             "{service_id} answered {status}: {}",
             String::from_utf8_lossy(&bytes)
                 .chars()
                 .take(300)
                 .collect::<String>()
-        )));
+        ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| failed(format!("{service_id}: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| format!("{service_id}: {e}"))
 }

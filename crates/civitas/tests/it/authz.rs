@@ -54,6 +54,9 @@ enum Rule {
     OperatorForm,
     /// A status for signed-out visitors and another for everyone signed in.
     ByRole { signed_out: u16, signed_in: u16 },
+    /// A page for people in the population register: a resident gets 200, other signed-in
+    /// people 403, signed-out visitors are sent to sign in.
+    ResidentPage,
     /// A JSON reading for people in the population register: a resident gets this status,
     /// other signed-in people 403, signed-out visitors 401.
     ResidentJson(u16),
@@ -200,6 +203,8 @@ const MATRIX: &[(&str, &str, Rule)] = &[
         "/api/v1/consent/records/none/validity",
         Rule::Protocol(401),
     ),
+    ("GET", "/account/my-data", Rule::ResidentPage),
+    ("GET", "/account/my-data.json", Rule::ResidentPage),
     ("GET", "/account/consents", Rule::SignedIn),
     (
         "GET",
@@ -440,6 +445,11 @@ async fn every_route_answers_every_role_as_its_rule_says() {
                                     l.starts_with("/signin/step-up?need=substantial")
                                 })
                         }
+                    },
+                    Rule::ResidentPage => match role {
+                        Role::Resident => page.status == 200,
+                        Role::Anonymous => to_sign_in,
+                        _ => page.status == 403,
                     },
                     Rule::ResidentJson(status) => match role {
                         Role::Resident => page.status == *status,

@@ -370,6 +370,7 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
         "/account/applications",
         "/account/data-usage",
         "/account/consents",
+        "/account/my-data",
         "/account/mandates",
     ];
     check_pages(&browser, &app.base, &pages, &mut failures).await;

@@ -510,4 +510,32 @@ on_both_engines! {
         assert_eq!(staff.get("/admin/consent").await.status, 403);
         app.stop().await;
     }
+
+    async fn a_resident_sees_and_downloads_what_the_registers_hold_about_them(app) {
+        let people = civitas_registry::demo_people(&app.db).await.unwrap();
+        let me = &people[0];
+        let mut person = Browser::new(&app);
+        person.sign_in(&me.national_id, civitas_identity::DEMO_PASSWORD).await;
+        let page = person.get("/account/my-data").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("Population and household register"), "{}", page.body);
+        assert!(page.body.contains(&me.national_id));
+        let file = person.get("/account/my-data.json").await;
+        assert_eq!(file.status, 200);
+        let file: Value = serde_json::from_str(&file.body).unwrap();
+        let population = file["registers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["service"].as_str().unwrap().ends_with("/GOV/HRO/registry/population"))
+            .expect("the population register");
+        assert_eq!(population["reads"][0]["data"]["national_id"], me.national_id.as_str());
+        // Read through the exchange, at the person's own request: in their tracker.
+        let uses: Value = serde_json::from_str(&person.get("/api/v1/me/data-usage").await.body).unwrap();
+        assert!(
+            uses.as_array().unwrap().iter().any(|u| u["purpose"].as_str().unwrap_or_default().starts_with("My data")),
+            "{uses}"
+        );
+        app.stop().await;
+    }
 }

@@ -1,0 +1,178 @@
+//! "My data" (`/account/my-data`): everything the base registries hold about the signed-in
+//! resident, register by register, with where each record comes from; downloadable as JSON
+//! (`/account/my-data.json`). Each register is read through the exchange as the portal, for
+//! the person's own request (Taiwan's Personal Data Protection Act, art. 3), so these reads
+//! are logged like any other and appear in "Who used my data".
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use civitas_identity::session::SessionInfo;
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::auth::SignedIn;
+use crate::mydata::{Reason, read};
+use crate::pages::{Chrome, message_page, render};
+
+pub(crate) fn routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/account/my-data", get(page))
+        .route("/account/my-data.json", get(download))
+}
+
+/// Why the portal reads the registers here.
+const OWN_REQUEST: Reason<'static> = Reason {
+    purpose: "My data: the person's own request to see what the registers hold",
+    legal_basis: "Personal Data Protection Act art. 3 (the person's own request)",
+    consent: None,
+};
+
+/// One read of one register, and what it gave.
+struct Read {
+    summary: &'static str,
+    /// The records, each as (field, value) pairs; empty when there is none.
+    records: Vec<Vec<(String, String)>>,
+    data: Value,
+}
+
+/// One register.
+struct Register {
+    title: &'static str,
+    agency: &'static str,
+    service_id: String,
+    reads: Vec<Read>,
+}
+
+#[derive(Template)]
+#[template(path = "my_data.html")]
+struct MyDataPage {
+    c: Chrome,
+    registers: Vec<Register>,
+}
+
+/// A value as the page shows it.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "—".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A read's answer as records of (field, value).
+fn records(v: &Value) -> Vec<Vec<(String, String)>> {
+    let record =
+        |o: &serde_json::Map<String, Value>| o.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+    match v {
+        Value::Object(o) => vec![record(o)],
+        Value::Array(list) => list
+            .iter()
+            .filter_map(Value::as_object)
+            .map(record)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Reads every register about the person, through the exchange.
+async fn gather(app: &Shared, s: &SessionInfo) -> Result<Vec<Register>, String> {
+    let instance = app.exchange.instance().to_string();
+    let national_id = s.account.username.clone();
+    let mut out = Vec::new();
+    for service in civitas_registry::services::SERVICES
+        .iter()
+        .filter(|s| s.personal)
+    {
+        let service_id = format!(
+            "{instance}/GOV/{}/registry/{}",
+            service.agency, service.code
+        );
+        let mut reads = Vec::new();
+        for (path, summary) in service.person_reads() {
+            let path = path.replace("{id}", &national_id);
+            let data = read(app, &service_id, &path, &national_id, &OWN_REQUEST).await?;
+            reads.push(Read {
+                summary,
+                records: records(&data),
+                data,
+            });
+        }
+        out.push(Register {
+            title: service.title,
+            agency: service.agency,
+            service_id,
+            reads,
+        });
+    }
+    Ok(out)
+}
+
+/// Only a person in the register has data in it.
+fn resident(s: &SessionInfo, c: Chrome) -> Result<Chrome, Box<Response>> {
+    if s.account.person_id.is_some() {
+        Ok(c)
+    } else {
+        Err(Box::new(message_page(
+            c,
+            StatusCode::FORBIDDEN,
+            |t| (t.forbidden_title, t.forbidden_text),
+            String::new(),
+        )))
+    }
+}
+
+fn failed(c: Chrome, detail: &str) -> Response {
+    tracing::error!(error = %detail, "cannot read the registers for My data");
+    message_page(
+        c,
+        StatusCode::BAD_GATEWAY,
+        |t| (t.error_title, t.error_text),
+        String::new(),
+    )
+}
+
+async fn page(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn) -> Response {
+    let c = match resident(&s, Chrome::for_visitor(&v, &headers, &uri, "account")) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match gather(&app, &s).await {
+        Ok(registers) => render(&MyDataPage { c, registers }, StatusCode::OK),
+        Err(e) => failed(c, &e),
+    }
+}
+
+async fn download(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn) -> Response {
+    let c = match resident(&s, Chrome::for_visitor(&v, &headers, &uri, "account")) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let registers = match gather(&app, &s).await {
+        Ok(r) => r,
+        Err(e) => return failed(c, &e),
+    };
+    let body = json!({
+        "retrieved_at": crate::ops::rfc3339(Some(civitas_ledger::event::now_ms())),
+        "registers": registers.iter().map(|r| json!({
+            "register": r.title,
+            "agency": r.agency,
+            "service": r.service_id,
+            "reads": r.reads.iter().map(|x| json!({ "what": x.summary, "data": x.data })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"civitas-my-data.json\"",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
