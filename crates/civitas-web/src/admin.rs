@@ -27,7 +27,12 @@ pub(crate) fn routes() -> axum::Router<Shared> {
 
 /// Refuses anyone but an operator with the "not allowed" page.
 pub(crate) fn operator_only(s: &SessionInfo, c: Chrome) -> Result<Chrome, Box<Response>> {
-    if s.account.kind == AccountKind::Operator {
+    only_if(s.account.kind == AccountKind::Operator, c)
+}
+
+/// The page's chrome when `allowed`, else the page that says the visitor may not see it.
+pub(crate) fn only_if(allowed: bool, c: Chrome) -> Result<Chrome, Box<Response>> {
+    if allowed {
         Ok(c)
     } else {
         Err(Box::new(message_page(

@@ -112,16 +112,7 @@ async fn gather(app: &Shared, s: &SessionInfo) -> Result<Vec<Register>, String> 
 
 /// Only a person in the register has data in it.
 fn resident(s: &SessionInfo, c: Chrome) -> Result<Chrome, Box<Response>> {
-    if s.account.person_id.is_some() {
-        Ok(c)
-    } else {
-        Err(Box::new(message_page(
-            c,
-            StatusCode::FORBIDDEN,
-            |t| (t.forbidden_title, t.forbidden_text),
-            String::new(),
-        )))
-    }
+    crate::admin::only_if(s.account.person_id.is_some(), c)
 }
 
 fn failed(c: Chrome, detail: &str) -> Response {
