@@ -394,7 +394,18 @@ impl Consents {
         agreement.state = state;
         agreement.decided_ms = Some(at);
         agreement.reason = reason.map(str::to_string);
+        // Before the decision returns: the very next consent decision sees it.
+        self.remember_agreement(&std::sync::Arc::new(agreement.clone()));
         Ok(agreement)
+    }
+
+    /// Keeps an agreement for decisions, where that is sound (SQLite).
+    pub(crate) fn remember_agreement(&self, a: &std::sync::Arc<Agreement>) {
+        if self.remember
+            && let Ok(mut m) = crate::decisions::agreements().write()
+        {
+            m.insert(a.id.clone(), a.clone());
+        }
     }
 
     /// An agreement.

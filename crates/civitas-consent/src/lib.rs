@@ -9,6 +9,7 @@
 //! paused or expired consent, or one whose agreement is no longer approved, is not valid.
 
 mod agreement;
+mod decisions;
 mod jws;
 mod record;
 #[cfg(test)]
@@ -118,6 +119,8 @@ pub struct Consents {
     key: std::sync::Arc<ConsentKey>,
     /// Who signs the records (the platform's public URL).
     issuer: String,
+    /// Whether decisions are answered from memory (SQLite: see `decisions`).
+    remember: bool,
 }
 
 impl Consents {
@@ -126,6 +129,7 @@ impl Consents {
     pub async fn open(db: Db, ledger: Ledger, issuer: &str) -> Result<Consents, ConsentError> {
         let key = jws::stored_key(&db).await?;
         Ok(Consents {
+            remember: db.engine() == civitas_store::Engine::Sqlite,
             db,
             ledger,
             key: std::sync::Arc::new(key),
@@ -136,6 +140,11 @@ impl Consents {
     /// The public key that verifies consent records, as a JWK Set.
     pub fn jwks(&self) -> serde_json::Value {
         self.key.jwks()
+    }
+
+    /// Bytes the decisions' memory of records holds in this process (see `warm`).
+    pub fn decision_memory_bytes() -> usize {
+        decisions::memory().bytes()
     }
 
     /// The key that signs consent records.

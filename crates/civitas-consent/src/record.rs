@@ -421,6 +421,8 @@ impl Consents {
             .append_with(&event, writes)
             .await
             .map_err(|e| conflict_or(e, &format!("consent {} changed meanwhile", record.id)))?;
+        // Before the change returns: the very next decision sees it.
+        self.remember(&record);
         // Where the receipt's proof is found; should this fail, `receipt` finds the entry
         // by the record's digest.
         let _ = sqlx::query(
@@ -535,9 +537,98 @@ impl Consents {
     /// (`None`: the platform itself). An organisation learns only of consents to its own
     /// agreements.
     pub async fn check(&self, id: &str, client_id: Option<&str>) -> Result<Validity, ConsentError> {
-        let (record, _) = self.record(id).await?;
+        let known = match crate::decisions::key(id).filter(|_| self.remember) {
+            Some(key) => crate::decisions::memory().get(key),
+            None => None,
+        };
+        let record = match known {
+            Some((k, agreement_id)) => ConsentRecord {
+                id: id.to_string(),
+                agreement_id,
+                state: k.state,
+                effective_state: k.state,
+                version: k.version,
+                given_ms: None,
+                expires_ms: k.expires_ms,
+                updated_ms: 0,
+            },
+            None => {
+                let (record, _) = self.stored(id).await?;
+                self.remember(&record);
+                record
+            }
+        }
+        .at(now_ms());
         let agreement = self.agreement_of(&record, client_id).await?;
         Ok(validity(&record, &agreement))
+    }
+
+    /// An agreement, from memory where that is sound (SQLite: every decision on it is made
+    /// in this process, which puts each decision on it there before it returns).
+    async fn agreement_for_decision(
+        &self,
+        id: &str,
+    ) -> Result<Option<std::sync::Arc<Agreement>>, ConsentError> {
+        if self.remember
+            && let Some(a) = crate::decisions::agreements()
+                .read()
+                .ok()
+                .and_then(|m| m.get(id).cloned())
+        {
+            return Ok(Some(a));
+        }
+        let Some(a) = self.agreement(id).await? else {
+            return Ok(None);
+        };
+        let a = std::sync::Arc::new(a);
+        self.remember_agreement(&a);
+        Ok(Some(a))
+    }
+
+    /// Keeps what a decision needs of `record` in memory, where that is sound (SQLite).
+    fn remember(&self, record: &ConsentRecord) {
+        if let Some(key) = crate::decisions::key(&record.id).filter(|_| self.remember) {
+            crate::decisions::memory().put(
+                key,
+                &record.agreement_id,
+                record.state,
+                record.version,
+                record.expires_ms,
+            );
+        }
+    }
+
+    /// Puts every record's decision state in memory (SQLite; nothing on PostgreSQL), so the
+    /// first decision on each does not wait for the database. A server does this in the
+    /// background as it starts. Returns how many records it read.
+    pub async fn warm(&self) -> Result<u64, ConsentError> {
+        if !self.remember {
+            return Ok(0);
+        }
+        let mut rows =
+            sqlx::query("SELECT id, agreement_id, state, version, expires_ms FROM consent_records")
+                .fetch(self.db.pool());
+        let mut n = 0;
+        use futures_util::TryStreamExt;
+        while let Some(r) = rows.try_next().await? {
+            let id: String = r.try_get("id")?;
+            let agreement_id: String = r.try_get("agreement_id")?;
+            let state: String = r.try_get("state")?;
+            let (Some(key), Some(state)) =
+                (crate::decisions::key(&id), ConsentState::parse(&state))
+            else {
+                continue;
+            };
+            crate::decisions::memory().put(
+                key,
+                &agreement_id,
+                state,
+                r.try_get("version")?,
+                r.try_get("expires_ms")?,
+            );
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// A record's agreement, for the organisation `client_id` (`None`: the platform); a
@@ -546,10 +637,10 @@ impl Consents {
         &self,
         record: &ConsentRecord,
         client_id: Option<&str>,
-    ) -> Result<Agreement, ConsentError> {
+    ) -> Result<std::sync::Arc<Agreement>, ConsentError> {
         let missing = || ConsentError::NotFound(format!("no consent {}", record.id));
         let agreement = self
-            .agreement(&record.agreement_id)
+            .agreement_for_decision(&record.agreement_id)
             .await?
             .ok_or_else(missing)?;
         if client_id.is_some_and(|c| c != agreement.client_id) {
@@ -596,7 +687,7 @@ impl Consents {
         if owner != subject_ref {
             return Err(ConsentError::NotFound(format!("no consent {id}")));
         }
-        let agreement = self.agreement_of(&record, Some(client_id)).await?;
+        let agreement = Agreement::clone(&*self.agreement_of(&record, Some(client_id)).await?);
         let mut validity = validity(&record, &agreement);
         if validity.valid && agreement.access == Access::OneTime {
             let actor = format!("client:{client_id}");
@@ -689,4 +780,62 @@ pub fn key_from_jwks(jwks: &Value) -> Option<VerifyingKey> {
         .try_into()
         .ok()?;
     VerifyingKey::from_bytes(&bytes).ok()
+}
+
+impl Consents {
+    /// Loads `n` consent records to `agreement_id` straight into the table, for benchmarks:
+    /// no signed history and no ledger events. Subjects are `bench:<i>`; states are spread
+    /// as a live service's might be (of each 20: 16 given, 2 withdrawn, 1 paused, 1 past its
+    /// end). Returns the records' ids.
+    pub async fn bulk_load_for_benchmark(
+        &self,
+        agreement_id: &str,
+        n: u64,
+    ) -> Result<Vec<String>, ConsentError> {
+        const CHUNK: u64 = 20_000;
+        let now = now_ms();
+        let mut ids = Vec::with_capacity(n as usize);
+        let mut done = 0;
+        while done < n {
+            let count = CHUNK.min(n - done);
+            let mut rows = civitas_store::BulkInsert::new(
+                "consent_records",
+                &[
+                    "id",
+                    "agreement_id",
+                    "subject_ref",
+                    "state",
+                    "version",
+                    "given_ms",
+                    "expires_ms",
+                    "updated_ms",
+                ],
+            );
+            for i in done..done + count {
+                let id = uuid::Uuid::new_v4().to_string();
+                let (state, expires) = match i % 20 {
+                    0 | 1 => (ConsentState::Withdrawn, now + DAY_MS),
+                    2 => (ConsentState::Paused, now + DAY_MS),
+                    3 => (ConsentState::Given, now - DAY_MS),
+                    _ => (ConsentState::Given, now + 30 * DAY_MS),
+                };
+                rows.row([
+                    Sql::Text(id.clone()),
+                    Sql::Text(agreement_id.into()),
+                    Sql::Text(format!("bench:{i}")),
+                    Sql::Str(state.as_str()),
+                    Sql::I64(1),
+                    Sql::I64(now - DAY_MS),
+                    Sql::I64(expires),
+                    Sql::I64(now),
+                ]);
+                ids.push(id);
+            }
+            let mut tx = self.db.pool().begin().await?;
+            rows.flush(&mut tx, self.db.engine()).await?;
+            tx.commit().await?;
+            done += count;
+        }
+        Ok(ids)
+    }
 }

@@ -555,3 +555,98 @@ async fn ledger_async(args: &LedgerArgs, scratch: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Two kinds of request, `a` and `b` (each given the caller's running count), sent by
+/// `clients` tasks in alternating rounds of about two seconds for about `secs` seconds of
+/// each, so that a change in the machine's speed weighs on both alike. Each round ends by
+/// letting the requests in flight finish; `after_b` runs at the end of each `b` round,
+/// under load. Returns each kind's sorted latencies (s) and the seconds spent on it.
+pub(crate) async fn alternate<A, B>(
+    clients: usize,
+    secs: u64,
+    a: A,
+    b: B,
+    mut after_b: impl FnMut(),
+) -> Result<((Vec<f64>, f64), (Vec<f64>, f64))>
+where
+    A: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+    B: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const IDLE: u64 = 0;
+    const A: u64 = 1;
+    const B: u64 = 2;
+    const STOP: u64 = 3;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let phase = Arc::new(AtomicU64::new(IDLE));
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let (phase, in_flight, a, b) = (phase.clone(), in_flight.clone(), a.clone(), b.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut la, mut lb) = (Vec::new(), Vec::new());
+            let mut n = i;
+            loop {
+                let p = phase.load(Ordering::SeqCst);
+                if p == STOP {
+                    break;
+                }
+                if p == IDLE {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                in_flight.fetch_add(1, Ordering::SeqCst);
+                if phase.load(Ordering::SeqCst) != p {
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                n += 1;
+                let t = Instant::now();
+                let res = if p == A { a(n) } else { b(n) }.send().await;
+                let ok = match res {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                if !ok {
+                    return Err(anyhow::anyhow!("a request failed"));
+                }
+                if p == A { &mut la } else { &mut lb }.push(t.elapsed().as_secs_f64());
+            }
+            Ok((la, lb))
+        }));
+    }
+    let rounds = (secs / 2).max(1);
+    let round = Duration::from_secs_f64(secs as f64 / rounds as f64);
+    println!(
+        "{clients} clients, in {rounds} alternating rounds of {:.1} s each …",
+        round.as_secs_f64()
+    );
+    let mut spent = [0.0f64; 2];
+    for _ in 0..rounds {
+        for (i, p) in [A, B].into_iter().enumerate() {
+            let started = Instant::now();
+            phase.store(p, Ordering::SeqCst);
+            tokio::time::sleep(round).await;
+            if p == B {
+                after_b();
+            }
+            phase.store(IDLE, Ordering::SeqCst);
+            while in_flight.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            spent[i] += started.elapsed().as_secs_f64();
+        }
+    }
+    phase.store(STOP, Ordering::SeqCst);
+    let (mut la, mut lb) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (x, y) = t.await??;
+        la.extend(x);
+        lb.extend(y);
+    }
+    la.sort_by(f64::total_cmp);
+    lb.sort_by(f64::total_cmp);
+    Ok(((la, spent[0]), (lb, spent[1])))
+}

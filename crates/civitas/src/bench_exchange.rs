@@ -183,12 +183,6 @@ fn rss_kib(pid: u32) -> u64 {
     crate::bench::resident_kib(pid).unwrap_or(0)
 }
 
-/// Which path the clients take now.
-const IDLE: u64 = 0;
-const DIRECT: u64 = 1;
-const GATEWAY: u64 = 2;
-const STOP: u64 = 3;
-
 async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
     println!("civitas bench exchange — {}", machine());
     let provider = provider().await?;
@@ -343,88 +337,32 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let phase = Arc::new(AtomicU64::new(IDLE));
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..args.clients {
-        let (client, phase, in_flight) = (client.clone(), phase.clone(), in_flight.clone());
-        let (direct, through) = (direct.to_string(), through.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut d, mut g) = (Vec::new(), Vec::new());
-            let mut n = i as u64;
-            loop {
-                let p = phase.load(Ordering::SeqCst);
-                if p == STOP {
-                    break;
-                }
-                if p == IDLE {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    continue;
-                }
-                in_flight.fetch_add(1, Ordering::SeqCst);
-                if phase.load(Ordering::SeqCst) != p {
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
-                    continue;
-                }
-                n += 1;
-                let t = Instant::now();
-                let res = if p == DIRECT {
-                    client.get(format!("{direct}/items/{n}")).send().await
-                } else {
-                    client
-                        .get(format!("{through}/items/{n}"))
-                        .header("X-Road-Client", "TW/BENCH/CLIENT/app")
-                        .send()
-                        .await
-                };
-                let ok = match res {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-                if !ok {
-                    return Err(anyhow::anyhow!("a request failed"));
-                }
-                if p == DIRECT { &mut d } else { &mut g }.push(t.elapsed().as_secs_f64());
-            }
-            Ok((d, g))
-        }));
-    }
-    let rounds = (args.secs / 2).max(1);
-    let round = Duration::from_secs_f64(args.secs as f64 / rounds as f64);
-    println!(
-        "{} clients, direct and through the gateway in {rounds} alternating rounds of {:.1} s each …",
-        args.clients,
-        round.as_secs_f64()
-    );
-    let mut spent = [0.0f64; 2];
+    println!("direct and through the gateway:");
     let mut rss_under_load = vec![0u64; gateways.len()];
-    for _ in 0..rounds {
-        for (i, p) in [DIRECT, GATEWAY].into_iter().enumerate() {
-            let started = Instant::now();
-            phase.store(p, Ordering::SeqCst);
-            tokio::time::sleep(round).await;
-            if p == GATEWAY {
-                for (i, (_, pid)) in gateways.iter().enumerate() {
-                    rss_under_load[i] = rss_under_load[i].max(rss_kib(*pid));
-                }
+    let (direct_url, through_url) = (direct.to_string(), through.clone());
+    let ((d, direct_secs), (g, gateway_secs)) = crate::bench::alternate(
+        args.clients,
+        args.secs,
+        {
+            let client = client.clone();
+            move |n| client.get(format!("{direct_url}/items/{n}"))
+        },
+        {
+            let client = client.clone();
+            move |n| {
+                client
+                    .get(format!("{through_url}/items/{n}"))
+                    .header("X-Road-Client", "TW/BENCH/CLIENT/app")
             }
-            phase.store(IDLE, Ordering::SeqCst);
-            while in_flight.load(Ordering::SeqCst) > 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+        },
+        || {
+            for (i, (_, pid)) in gateways.iter().enumerate() {
+                rss_under_load[i] = rss_under_load[i].max(rss_kib(*pid));
             }
-            spent[i] += started.elapsed().as_secs_f64();
-        }
-    }
-    phase.store(STOP, Ordering::SeqCst);
-    let (mut d, mut g) = (Vec::new(), Vec::new());
-    for t in tasks {
-        let (a, b) = t.await??;
-        d.extend(a);
-        g.extend(b);
-    }
-    d.sort_by(f64::total_cmp);
-    g.sort_by(f64::total_cmp);
+        },
+    )
+    .await?;
+    let spent = [direct_secs, gateway_secs];
     let (rate_d, rate_g) = (d.len() as f64 / spent[0], g.len() as f64 / spent[1]);
     let ms = |v: &[f64], p: f64| percentile(v, p) * 1e3;
     let rss: Vec<u64> = gateways.iter().map(|(_, pid)| rss_kib(*pid)).collect();

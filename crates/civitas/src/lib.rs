@@ -3,6 +3,7 @@
 //! functions to start a real server.
 
 pub mod bench;
+pub mod bench_consent;
 pub mod bench_exchange;
 pub mod bench_identity;
 pub mod demo;
@@ -433,6 +434,13 @@ async fn app_state(
 ) -> Result<(civitas_web::AppState, Option<tokio::task::JoinHandle<()>>)> {
     // A gateway serves no consent routes; the block is there because every node has it.
     let consents = civitas_consent::Consents::open(db.clone(), ledger.clone(), issuer).await?;
+    // Consent decisions answer from memory on SQLite; fill it without delaying the start.
+    let warming = consents.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warming.warm().await {
+            tracing::warn!(error = %e, "cannot read the consent records into memory; decisions read them as they come");
+        }
+    });
     let (identity, mail_sink) = identity_for(&db, &ledger, &config);
     let oidc = civitas_identity::oidc::Provider::new(
         db.clone(),

@@ -117,6 +117,9 @@ enum BenchCommand {
     /// Requests/s and added latency through the exchange's gateway against calling the
     /// provider directly; the gateway's memory; a large body streamed through it.
     Exchange(civitas::bench_exchange::ExchangeArgs),
+    /// Consent decisions/s and their latency with a million consent records; MyData releases
+    /// against the same registry read without consent checks or logging.
+    Consent(civitas::bench_consent::ConsentArgs),
 }
 
 fn main() -> ExitCode {
@@ -236,6 +239,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Ledger(args)) => civitas::bench::ledger(&args),
         Command::Bench(BenchCommand::Identity(args)) => civitas::bench_identity::identity(&args),
         Command::Bench(BenchCommand::Exchange(args)) => civitas::bench_exchange::exchange(&args),
+        Command::Bench(BenchCommand::Consent(args)) => civitas::bench_consent::consent(&args),
         Command::Demo(args) => {
             init_logging(&config);
             runtime()?.block_on(demo(config, &resolved.entries, args.fresh))
