@@ -24,6 +24,7 @@ pub(crate) fn routes() -> axum::Router<Shared> {
         .route("/account/consents", get(page))
         .route("/account/consents/{id}/receipt", get(receipt))
         .route("/account/consents/{id}/change", post(change))
+        .route("/account/consents/{id}/verify", get(verify))
 }
 
 /// One record as the page shows it.
@@ -170,18 +171,39 @@ fn not_found(c: Chrome) -> Response {
     )
 }
 
+/// The page's chrome when consent `id` is the signed-in person's; else not found.
+async fn owned(
+    app: &Shared,
+    c: Chrome,
+    s: &civitas_identity::session::SessionInfo,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Chrome, Box<Response>> {
+    match app.consents.record(id).await {
+        Ok((_, owner)) if owner == s.account.subject_ref() => Ok(c),
+        Ok(_) | Err(ConsentError::NotFound(_)) => Err(Box::new(not_found(c))),
+        Err(e) => Err(Box::new(error_page(c, headers, &e))),
+    }
+}
+
 /// The receipt of one of the person's consents, as a JSON file.
 async fn receipt(
     State(app): State<Shared>,
     SignedIn(v, s, headers, uri): SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let c = Chrome::for_visitor(&v, &headers, &uri, "account");
-    match app.consents.record(&id).await {
-        Ok((_, owner)) if owner == s.account.subject_ref() => {}
-        Ok(_) | Err(ConsentError::NotFound(_)) => return not_found(c),
-        Err(e) => return error_page(c, &headers, &e),
-    }
+    let c = match owned(
+        &app,
+        Chrome::for_visitor(&v, &headers, &uri, "account"),
+        &s,
+        &headers,
+        &id,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     match app.consents.receipt(&id).await {
         Ok(r) => (
             [
@@ -196,4 +218,90 @@ async fn receipt(
             .into_response(),
         Err(e) => error_page(c, &headers, &e),
     }
+}
+
+/// What a verification found, as the page shows it.
+#[derive(Template)]
+#[template(path = "verified.html")]
+pub(crate) struct VerifiedPage {
+    pub(crate) c: Chrome,
+    pub(crate) ok: bool,
+    pub(crate) problem: String,
+    pub(crate) facts: Vec<(&'static str, String)>,
+    pub(crate) command: String,
+    pub(crate) back: &'static str,
+}
+
+/// Checks one of the person's consent receipts here: the signed record under the consent
+/// key, its proof under the ledger's key, and that the proven entry is the record's.
+async fn verify(
+    State(app): State<Shared>,
+    SignedIn(v, s, headers, uri): SignedIn,
+    Path(id): Path<String>,
+) -> Response {
+    let c = match owned(
+        &app,
+        Chrome::for_visitor(&v, &headers, &uri, "account"),
+        &s,
+        &headers,
+        &id,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let receipt = match app.consents.receipt(&id).await {
+        Ok(r) => r,
+        Err(e) => return error_page(c, &headers, &e),
+    };
+    let checked = civitas_consent::verify_receipt(
+        &receipt,
+        &app.consents.key().verifying_key(),
+        app.ledger.verifier_key(),
+    );
+    let lang = c.lang;
+    let mut facts = vec![
+        (lang.pick("同意書", "Consent"), receipt.record_id.clone()),
+        (lang.pick("版本", "Version"), receipt.version.to_string()),
+        (
+            lang.pick("狀態", "State"),
+            state_text(lang, receipt.state).to_string(),
+        ),
+        (
+            lang.pick("帳本位置", "Ledger entry"),
+            receipt.ledger_index.to_string(),
+        ),
+        (
+            lang.pick("簽章金鑰", "Signing key"),
+            app.consents.key().kid().to_string(),
+        ),
+    ];
+    if let Ok(b) = civitas_ledger::ProofBundle::parse(&receipt.proof)
+        && let Ok(cp) = b.verify(app.ledger.verifier_key())
+    {
+        facts.push((lang.pick("帳本大小", "Ledger size"), cp.size.to_string()));
+    }
+    let (ok, problem) = match checked {
+        Ok(_) => (true, String::new()),
+        Err(e) => (false, e.to_string()),
+    };
+    render(
+        &VerifiedPage {
+            c,
+            ok,
+            problem,
+            facts,
+            command: format!(
+                "civitas ledger verify civitas-consent-{id}.json --key <{}> --consent-key <{}>",
+                lang.pick("帳本公鑰（/ledger/key）", "the ledger's key (/ledger/key)"),
+                lang.pick(
+                    "同意書公鑰（/api/v1/consent/jwks）",
+                    "the consent keys (/api/v1/consent/jwks)"
+                ),
+            ),
+            back: "/account/consents",
+        },
+        StatusCode::OK,
+    )
 }

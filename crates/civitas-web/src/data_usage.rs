@@ -24,6 +24,7 @@ pub(crate) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
         .route("/account/data-usage", get(page))
         .route("/account/data-usage/{index}/proof", get(proof))
+        .route("/account/data-usage/{index}/verify", get(verify))
 }
 
 pub(crate) fn api_routes() -> axum::Router<Shared> {
@@ -240,25 +241,44 @@ async fn page(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn)
     }
 }
 
+/// The page's chrome when use `index` is about the signed-in person; else not found.
+async fn theirs(
+    app: &Shared,
+    c: Chrome,
+    s: &SessionInfo,
+    headers: &axum::http::HeaderMap,
+    index: u64,
+) -> Result<Chrome, Box<Response>> {
+    match uses(app, s).await {
+        Ok(list) if list.iter().any(|u| u.index == index) => Ok(c),
+        Ok(_) => Err(Box::new(message_page(
+            c,
+            StatusCode::NOT_FOUND,
+            |t| (t.not_found_title, t.not_found_text),
+            String::new(),
+        ))),
+        Err(e) => Err(Box::new(error_page(c, headers, &*e))),
+    }
+}
+
 /// The inclusion proof of one use, for the person it is about only.
 async fn proof(
     State(app): State<Shared>,
     SignedIn(v, s, headers, uri): SignedIn,
     Path(index): Path<u64>,
 ) -> Response {
-    let c = Chrome::for_visitor(&v, &headers, &uri, "account");
-    let theirs = match uses(&app, &s).await {
-        Ok(list) => list.iter().any(|u| u.index == index),
-        Err(e) => return error_page(c, &headers, &*e),
+    let c = match theirs(
+        &app,
+        Chrome::for_visitor(&v, &headers, &uri, "account"),
+        &s,
+        &headers,
+        index,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
-    if !theirs {
-        return message_page(
-            c,
-            StatusCode::NOT_FOUND,
-            |t| (t.not_found_title, t.not_found_text),
-            String::new(),
-        );
-    }
     match app.ledger.proof_bundle(index).await {
         Ok(bundle) => (
             [
@@ -273,4 +293,63 @@ async fn proof(
             .into_response(),
         Err(e) => error_page(c, &headers, &e),
     }
+}
+
+/// Checks one use's proof here, against the ledger's key: the entry is in the log under
+/// a checkpoint the log signed.
+async fn verify(
+    State(app): State<Shared>,
+    SignedIn(v, s, headers, uri): SignedIn,
+    Path(index): Path<u64>,
+) -> Response {
+    let c = match theirs(
+        &app,
+        Chrome::for_visitor(&v, &headers, &uri, "account"),
+        &s,
+        &headers,
+        index,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let bundle = match app.ledger.proof_bundle(index).await {
+        Ok(b) => b,
+        Err(e) => return error_page(c, &headers, &e),
+    };
+    // Checked as anyone would check the downloaded file: from its text.
+    let checked = civitas_ledger::ProofBundle::parse(&bundle.to_text())
+        .and_then(|b| b.verify(app.ledger.verifier_key()));
+    let lang = c.lang;
+    let mut facts = vec![(lang.pick("帳本位置", "Ledger entry"), index.to_string())];
+    let (ok, problem) = match checked {
+        Ok(cp) => {
+            facts.push((lang.pick("帳本大小", "Ledger size"), cp.size.to_string()));
+            facts.push((lang.pick("帳本", "Ledger"), cp.origin));
+            (true, String::new())
+        }
+        Err(e) => (false, e.to_string()),
+    };
+    if let Some(e) = bundle
+        .extra
+        .as_deref()
+        .and_then(|b| civitas_ledger::Event::decode(b).ok())
+    {
+        facts.push((lang.pick("事件", "Event"), e.kind));
+    }
+    render(
+        &crate::consents_page::VerifiedPage {
+            c,
+            ok,
+            problem,
+            facts,
+            command: format!(
+                "civitas ledger verify civitas-proof-{index}.txt --key <{}>",
+                lang.pick("帳本公鑰（/ledger/key）", "the ledger's key (/ledger/key)")
+            ),
+            back: "/account/data-usage",
+        },
+        StatusCode::OK,
+    )
 }

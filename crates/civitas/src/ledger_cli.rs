@@ -25,13 +25,19 @@ use civitas_ledger::{Event, ProofBundle, TrustedCosigner, verify_cosigned};
 /// The `civitas ledger` commands.
 #[derive(clap::Subcommand)]
 pub enum LedgerCommand {
-    /// Verify a tlog-proof bundle offline against the log's verifier key (and witnesses).
+    /// Verify a tlog-proof bundle offline against the log's verifier key (and witnesses), or
+    /// a consent receipt (`civitas-consent-….json`): its signed record too, with
+    /// `--consent-key`.
     Verify {
-        /// The bundle file (`.tlog-proof`).
+        /// The bundle file (`.tlog-proof`), or a consent receipt (JSON).
         bundle: PathBuf,
         /// The log's verifier key, or a file holding it (such as one saved from /ledger/key).
         #[arg(long)]
         key: String,
+        /// For a consent receipt: the consent records' keys, a file saved from
+        /// /api/v1/consent/jwks.
+        #[arg(long = "consent-key")]
+        consent_key: Option<PathBuf>,
         /// A witness's verifier key whose cosignature counts; repeat for several.
         #[arg(long = "witness")]
         witnesses: Vec<String>,
@@ -76,9 +82,16 @@ pub async fn run(cmd: LedgerCommand, config: &Config) -> Result<()> {
         LedgerCommand::Verify {
             bundle,
             key,
+            consent_key,
             witnesses,
             quorum,
-        } => verify(&bundle, &read_key(&key)?, &witnesses, quorum),
+        } => verify(
+            &bundle,
+            &read_key(&key)?,
+            consent_key.as_deref(),
+            &witnesses,
+            quorum,
+        ),
         LedgerCommand::VerifyConsistency { url, key, trusted } => {
             verify_consistency(&url, &read_key(&key)?, &trusted).await
         }
@@ -102,9 +115,40 @@ fn read_key(arg: &str) -> Result<String> {
     Ok(arg.to_string())
 }
 
-fn verify(bundle: &std::path::Path, key: &str, witnesses: &[String], quorum: usize) -> Result<()> {
+fn verify(
+    bundle: &std::path::Path,
+    key: &str,
+    consent_key: Option<&std::path::Path>,
+    witnesses: &[String],
+    quorum: usize,
+) -> Result<()> {
     let text = std::fs::read_to_string(bundle)
         .with_context(|| format!("cannot read {}", bundle.display()))?;
+    // A consent receipt: the signed record, bound to the entry its proof proves.
+    let text = match serde_json::from_str::<civitas_consent::Receipt>(&text) {
+        Ok(receipt) => {
+            let path = consent_key.context(
+                "this is a consent receipt: give the consent records' keys with --consent-key (a file saved from /api/v1/consent/jwks)",
+            )?;
+            let jwks: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            )
+            .context("--consent-key is not a JWK Set")?;
+            let consent_key = civitas_consent::key_from_jwks(&jwks)
+                .context("--consent-key holds no Ed25519 key")?;
+            let claims = civitas_consent::verify_receipt(&receipt, &consent_key, key)?;
+            println!(
+                "verified: consent {} version {} is {} ({}), signed by the consent key",
+                receipt.record_id,
+                receipt.version,
+                receipt.state.as_str(),
+                claims["dpv_state"].as_str().unwrap_or_default()
+            );
+            receipt.proof
+        }
+        Err(_) => text,
+    };
     let parsed = ProofBundle::parse(&text)?;
     let cp = parsed.verify(key)?;
     if quorum > 0 {

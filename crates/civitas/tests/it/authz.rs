@@ -215,6 +215,22 @@ const MATRIX: &[(&str, &str, Rule)] = &[
         },
     ),
     ("POST", "/account/consents/none/change", Rule::SignedInForm),
+    (
+        "GET",
+        "/account/consents/none/verify",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
+    (
+        "GET",
+        "/account/data-usage/0/verify",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
     // A release needs an access token granted for a data agreement.
     ("GET", "/api/v1/mydata/release", Rule::Protocol(401)),
     ("GET", "/api/v1/me/consents", Rule::ResidentJson(200)),

@@ -338,6 +338,31 @@ on_both_engines! {
         );
         let latest = person.get(&format!("/api/v1/me/consents/{record}/receipt")).await;
         let latest: civitas_consent::Receipt = serde_json::from_str(&latest.body).unwrap();
+        // The person checks the receipt they downloaded with `civitas ledger verify`.
+        let dir = crate::support::scratch("receipt");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file, keys) = (dir.join("receipt.json"), dir.join("jwks.json"));
+        std::fs::write(&file, serde_json::to_string(&latest).unwrap()).unwrap();
+        std::fs::write(&keys, jwks.to_string()).unwrap();
+        let verify = |file: &std::path::Path| {
+            crate::cli::run(
+                crate::cli::civitas()
+                    .args(["ledger", "verify"])
+                    .arg(file)
+                    .args(["--key", &ledger_key, "--consent-key"])
+                    .arg(&keys),
+            )
+        };
+        let (ok, out, err) = verify(&file);
+        assert!(ok, "{out}{err}");
+        assert!(out.contains("verified: consent") && out.contains("withdrawn"), "{out}");
+        let mut forged = latest.clone();
+        forged.state = civitas_consent::ConsentState::Given;
+        std::fs::write(&file, serde_json::to_string(&forged).unwrap()).unwrap();
+        let (ok, _, err) = verify(&file);
+        assert!(!ok && err.contains("not this record"), "{err}");
+        let checked = person.get(&format!("/account/consents/{record}/verify")).await;
+        assert!(checked.status == 200 && checked.body.contains("驗證通過"), "{}", checked.body);
         let download = person.get(&format!("/account/consents/{record}/receipt")).await;
         assert_eq!(serde_json::from_str::<civitas_consent::Receipt>(&download.body).unwrap(), latest);
         let page = person.get("/account/consents").await;
@@ -443,6 +468,10 @@ on_both_engines! {
             .filter(|u| u["consent_reference"] == consent_id.as_str()).collect();
         assert!(!under_consent.is_empty(), "{uses}");
         assert!(under_consent.iter().all(|u| u["legal_basis"] == "consent" && u["purpose"] == "loan-application"));
+        // Each use's proof checks out on the page too.
+        let index = under_consent[0]["index"].as_u64().unwrap();
+        let checked = person.get(&format!("/account/data-usage/{index}/verify")).await;
+        assert!(checked.status == 200 && checked.body.contains("驗證通過"), "{}", checked.body);
 
         // Paused: nothing; resumed: again; withdrawn: the very next release is refused.
         person.get("/account").await;
