@@ -44,9 +44,17 @@ pub(crate) fn memory() -> &'static Memory {
     })
 }
 
-/// A record id as a key; none for an id that is not a UUID (never stored, so never found).
+/// A record id as a key: only in the form the block writes ids (hyphenated, lower case),
+/// so that another spelling of the same UUID, which the database would not find either, is
+/// not found here.
 pub(crate) fn key(id: &str) -> Option<u128> {
-    uuid::Uuid::parse_str(id).ok().map(|u| u.as_u128())
+    let canonical = id.len() == 36
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-');
+    canonical
+        .then(|| uuid::Uuid::try_parse(id).ok().map(|u| u.as_u128()))
+        .flatten()
 }
 
 impl Memory {
@@ -100,8 +108,7 @@ impl Memory {
             .sum()
     }
 
-    /// Forgets record `key` (tests that change the table behind the block's back).
-    #[cfg(test)]
+    /// Forgets record `key`: its next decision reads the database.
     pub(crate) fn forget(&self, key: u128) {
         if let Ok(mut shard) = self.shard(key).write() {
             shard.remove(&key);

@@ -416,13 +416,25 @@ impl Consents {
             .with("purpose", agreement.purpose.clone())
             .with("version", record.version)
             .private_payload(jws.as_bytes());
-        let index = self
-            .ledger
-            .append_with(&event, writes)
-            .await
+        // The append and what decisions remember of it run as a task of their own: a caller
+        // that goes away (a dropped request) cannot leave a committed change unremembered.
+        let (this, kept) = (self.clone(), record.clone());
+        let appended = tokio::spawn(async move {
+            let done = this.ledger.append_with(&event, writes).await;
+            match &done {
+                // Before the change returns: the very next decision sees it.
+                Ok(_) => this.remember(&kept),
+                // Refused writes committed nothing; any other failure may have committed
+                // (an unknown outcome), so the record is read again next time.
+                Err(civitas_ledger::LedgerError::WritesRefused(_)) => {}
+                Err(_) => this.forget(&kept.id),
+            }
+            done
+        })
+        .await
+        .map_err(|e| ConsentError::Invalid(format!("the change's task failed: {e}")))?;
+        let index = appended
             .map_err(|e| conflict_or(e, &format!("consent {} changed meanwhile", record.id)))?;
-        // Before the change returns: the very next decision sees it.
-        self.remember(&record);
         // Where the receipt's proof is found; should this fail, `receipt` finds the entry
         // by the record's digest.
         let _ = sqlx::query(
@@ -595,6 +607,13 @@ impl Consents {
                 record.version,
                 record.expires_ms,
             );
+        }
+    }
+
+    /// Forgets what decisions remember of record `id`: the next decision reads it.
+    fn forget(&self, id: &str) {
+        if let Some(key) = crate::decisions::key(id) {
+            crate::decisions::memory().forget(key);
         }
     }
 

@@ -221,6 +221,12 @@ async fn consent_is_signed_logged_and_checked_at_every_use_with_a_receipt_that_p
         assert_eq!(c.receipt(&given.record_id).await.unwrap(), given);
         let valid = c.check(&given.record_id, Some("bank-app")).await.unwrap();
         assert!(valid.valid, "{valid:?}");
+        // Another spelling of the id is not the record, in memory as in the database.
+        assert!(matches!(
+            c.check(&given.record_id.to_uppercase(), Some("bank-app"))
+                .await,
+            Err(ConsentError::NotFound(_))
+        ));
         // Once in force, not twice; another organisation learns nothing of it.
         assert!(matches!(
             c.answer(&periodic, "person:1", true, "citizen").await,

@@ -49,6 +49,9 @@ pub fn consent(args: &ConsentArgs) -> Result<()> {
 const REDIRECT: &str = "https://bank.bench.example/callback";
 
 async fn run(args: &ConsentArgs, scratch: &std::path::Path) -> Result<()> {
+    if args.records == 0 {
+        bail!("--records must be at least 1");
+    }
     let layers = civitas_core::config::Layers {
         file: None,
         env: Vec::new(),

@@ -124,7 +124,9 @@ fn verify(
 ) -> Result<()> {
     let text = std::fs::read_to_string(bundle)
         .with_context(|| format!("cannot read {}", bundle.display()))?;
-    // A consent receipt: the signed record, bound to the entry its proof proves.
+    // A consent receipt: the signed record, bound to the entry its proof proves. Said only
+    // once everything, witnesses included, has verified.
+    let mut consent = None;
     let text = match serde_json::from_str::<civitas_consent::Receipt>(&text) {
         Ok(receipt) => {
             let path = consent_key.context(
@@ -138,13 +140,13 @@ fn verify(
             let consent_key = civitas_consent::key_from_jwks(&jwks)
                 .context("--consent-key holds no Ed25519 key")?;
             let claims = civitas_consent::verify_receipt(&receipt, &consent_key, key)?;
-            println!(
-                "verified: consent {} version {} is {} ({}), signed by the consent key",
+            consent = Some(format!(
+                "consent {} version {} is {} ({}), signed by the consent key",
                 receipt.record_id,
                 receipt.version,
                 receipt.state.as_str(),
                 claims["dpv_state"].as_str().unwrap_or_default()
-            );
+            ));
             receipt.proof
         }
         Err(_) => text,
@@ -168,6 +170,9 @@ fn verify(
     );
     if quorum > 0 {
         println!("cosigned by at least {quorum} trusted witness(es)");
+    }
+    if let Some(c) = consent {
+        println!("verified: {c}");
     }
     if let Some(e) = event {
         println!(
