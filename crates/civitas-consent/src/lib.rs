@@ -21,8 +21,8 @@ pub use agreement::{
 };
 pub use jws::{ConsentKey, verify_jws};
 pub use record::{
-    Change, ConsentRecord, ConsentState, HistoryEntry, Receipt, Validity, key_from_jwks,
-    verify_receipt,
+    Change, ConsentRecord, ConsentState, HistoryEntry, Receipt, Statistics, Validity,
+    key_from_jwks, verify_receipt,
 };
 
 use civitas_ledger::Ledger;

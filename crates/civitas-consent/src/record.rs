@@ -858,3 +858,45 @@ impl Consents {
         Ok(ids)
     }
 }
+
+/// How many people's consents to an agreement stand in each state now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statistics {
+    /// Given and in force.
+    pub given: i64,
+    /// Paused (periodic access).
+    pub paused: i64,
+    /// Withdrawn.
+    pub withdrawn: i64,
+    /// Refused when asked.
+    pub refused: i64,
+    /// Past their end, or used (one-time access).
+    pub expired: i64,
+}
+
+impl Consents {
+    /// Counts of an agreement's consent records by their state now.
+    pub async fn statistics(&self, agreement_id: &str) -> Result<Statistics, ConsentError> {
+        let rows = sqlx::query(
+            "SELECT CASE WHEN state IN ('given', 'paused') AND expires_ms <= $2 THEN 'expired' ELSE state END AS now_state, COUNT(*) AS n FROM consent_records WHERE agreement_id = $1 GROUP BY 1",
+        )
+        .bind(agreement_id)
+        .bind(now_ms())
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Statistics::default();
+        for r in rows {
+            let state: String = r.try_get("now_state")?;
+            let n: i64 = r.try_get("n")?;
+            match ConsentState::parse(&state) {
+                Some(ConsentState::Given) => out.given += n,
+                Some(ConsentState::Paused) => out.paused += n,
+                Some(ConsentState::Withdrawn) => out.withdrawn += n,
+                Some(ConsentState::Refused) => out.refused += n,
+                Some(ConsentState::Expired) => out.expired += n,
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+}

@@ -329,6 +329,23 @@ async fn consent_is_signed_logged_and_checked_at_every_use_with_a_receipt_that_p
             (expired.valid, expired.state),
             (false, ConsentState::Expired)
         );
+        // By state now: person 1's periodic consent withdrawn; to the one-time agreement,
+        // person 1's expired and person 3's refusal.
+        assert_eq!(
+            c.statistics(&one_time).await.unwrap(),
+            crate::Statistics {
+                expired: 1,
+                refused: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            c.statistics(&periodic).await.unwrap(),
+            crate::Statistics {
+                withdrawn: 1,
+                ..Default::default()
+            }
+        );
         let mine = c.records_of("person:1").await.unwrap();
         assert_eq!(mine.len(), 2);
         assert!(

@@ -33,6 +33,8 @@ struct AgreementRow {
     /// Each item's name in the page's language.
     items: Vec<String>,
     proposed: String,
+    /// Its consents by state now (decided agreements).
+    counts: civitas_consent::Statistics,
 }
 
 #[derive(Template)]
@@ -94,7 +96,13 @@ async fn page(
                 .iter()
                 .map(|i| format!("{} ({i})", item_name(i, c.lang)))
                 .collect();
+            let counts = if a.state == AgreementState::Approved {
+                app.consents.statistics(&a.id).await?
+            } else {
+                civitas_consent::Statistics::default()
+            };
             let row = AgreementRow {
+                counts,
                 proposed: taiwan_time(a.proposed_ms),
                 purpose,
                 items,

@@ -17,7 +17,7 @@ use crate::{Problem, Shared, consent_api, data_usage, exchange_api, ledger, myda
         exchange_api::directory, exchange_api::add_member, exchange_api::add_subsystem, exchange_api::add_service,
         exchange_api::grant, exchange_api::revoke, exchange_api::add_gateway, exchange_api::revoke_gateway,
         consent_api::purposes, consent_api::add_purpose, consent_api::items, consent_api::jwks,
-        consent_api::agreements, consent_api::propose, consent_api::agreement, consent_api::approve,
+        consent_api::agreements, consent_api::propose, consent_api::agreement, consent_api::statistics, consent_api::approve,
         consent_api::reject, consent_api::validity, consent_api::my_consents, consent_api::my_consent,
         consent_api::answer, consent_api::change, consent_api::receipt, mydata::release),
     components(schemas(AgencyView, StatusView, Problem, ledger::CheckpointList, data_usage::DataUse,

@@ -32,6 +32,10 @@ pub(crate) fn routes() -> axum::Router<Shared> {
         .route("/api/v1/consent/jwks", get(jwks))
         .route("/api/v1/consent/agreements", get(agreements).post(propose))
         .route("/api/v1/consent/agreements/{id}", get(agreement))
+        .route(
+            "/api/v1/consent/agreements/{id}/statistics",
+            get(statistics),
+        )
         .route("/api/v1/consent/agreements/{id}/approve", post(approve))
         .route("/api/v1/consent/agreements/{id}/reject", post(reject))
         .route("/api/v1/consent/records/{id}/validity", get(validity))
@@ -97,6 +101,20 @@ async fn organisation(
         .authenticate_client(None, &ClientCredentials::Basic { client_id, secret })
         .await
         .map_err(|_| unauthorised("The client id or secret is wrong, or the client is disabled."))
+}
+
+/// An organisation (HTTP Basic: its client id) or an operator (`None`: every agreement).
+async fn organisation_or_operator(
+    app: &Shared,
+    v: &Visitor,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Response> {
+    if crate::oidc::basic_credentials(headers).is_some() {
+        return organisation(app, headers).await.map(|c| Some(c.client_id));
+    }
+    crate::exchange_api::operator(app, v, headers, false)
+        .await
+        .map(|_| None)
 }
 
 /// The signed-in person, for their own consents; a change also needs the page's
@@ -222,16 +240,9 @@ pub(crate) async fn agreements(
     v: Visitor,
     headers: HeaderMap,
 ) -> Response {
-    let client = if crate::oidc::basic_credentials(&headers).is_some() {
-        match organisation(&app, &headers).await {
-            Ok(c) => Some(c.client_id),
-            Err(r) => return r,
-        }
-    } else {
-        if let Err(r) = crate::exchange_api::operator(&app, &v, &headers, false).await {
-            return r;
-        }
-        None
+    let client = match organisation_or_operator(&app, &v, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     match app.consents.agreements(client.as_deref()).await {
         Ok(list) => Json(list).into_response(),
@@ -282,6 +293,35 @@ pub(crate) async fn agreement(State(app): State<Shared>, Path(id): Path<String>)
         Ok(_) => failed(ConsentError::NotFound(format!(
             "no approved agreement {id}"
         ))),
+        Err(e) => failed(e),
+    }
+}
+
+/// How many people's consents to one of the organisation's agreements stand in each state
+/// now (HTTP Basic); an operator may ask about any agreement.
+#[utoipa::path(get, path = "/api/v1/consent/agreements/{id}/statistics", tag = "consent",
+    responses(
+        (status = 200, description = "Counts by state: given, paused, withdrawn, refused, expired", body = Object),
+        (status = 401, description = "Neither an organisation's client nor an operator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not one of this organisation's agreements", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn statistics(
+    State(app): State<Shared>,
+    v: Visitor,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let client = match organisation_or_operator(&app, &v, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match app.consents.agreement(&id).await {
+        Ok(Some(a)) if client.as_ref().is_none_or(|c| *c == a.client_id) => {}
+        Ok(_) => return failed(ConsentError::NotFound(format!("no agreement {id}"))),
+        Err(e) => return failed(e),
+    }
+    match app.consents.statistics(&id).await {
+        Ok(s) => Json(s).into_response(),
         Err(e) => failed(e),
     }
 }

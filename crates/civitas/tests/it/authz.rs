@@ -49,6 +49,8 @@ enum Rule {
     /// An operators' JSON API reading: operators get 200, other people 403, and signed-out
     /// visitors 401 (no redirect: it is an API).
     OperatorJson,
+    /// Like `OperatorJson`, with this status for operators.
+    OperatorJsonAt(u16),
     /// An operator's change: needs level substantial (a low session is sent to step up
     /// first), then the operator role (others get 403).
     OperatorForm,
@@ -182,6 +184,12 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("GET", "/api/v1/consent/agreements", Rule::OperatorJson),
     ("POST", "/api/v1/consent/agreements", Rule::Protocol(401)),
     ("GET", "/api/v1/consent/agreements/none", Rule::Public(404)),
+    // An operator asking about an agreement that does not exist: 404.
+    (
+        "GET",
+        "/api/v1/consent/agreements/none/statistics",
+        Rule::OperatorJsonAt(404),
+    ),
     (
         "POST",
         "/api/v1/consent/agreements/none/approve",
@@ -469,6 +477,11 @@ async fn every_route_answers_every_role_as_its_rule_says() {
                     },
                     Rule::ResidentJson(status) => match role {
                         Role::Resident => page.status == *status,
+                        Role::Anonymous => page.status == 401,
+                        _ => page.status == 403,
+                    },
+                    Rule::OperatorJsonAt(status) => match role {
+                        Role::Operator => page.status == *status,
                         Role::Anonymous => page.status == 401,
                         _ => page.status == 403,
                     },

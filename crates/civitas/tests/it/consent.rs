@@ -326,6 +326,12 @@ on_both_engines! {
         assert_eq!(status, 200);
         let (_, v) = as_org(&app, &bank, "GET", &validity, None).await;
         assert_eq!((v["valid"].as_bool(), v["state"].as_str()), (Some(false), Some("withdrawn")));
+        // The organisation's statistics for its agreement; another organisation's are not found.
+        let stats = format!("/api/v1/consent/agreements/{id}/statistics");
+        let (status, counts) = as_org(&app, &bank, "GET", &stats, None).await;
+        assert_eq!(status, 200);
+        assert_eq!((counts["withdrawn"].as_i64(), counts["given"].as_i64()), (Some(1), Some(0)), "{counts}");
+        assert_eq!(as_org(&app, &other, "GET", &stats, None).await.0, 404);
         let (status, _) = person
             .post_json(&format!("/api/v1/me/consents/{record}/resume"), &json!({}), None)
             .await;
