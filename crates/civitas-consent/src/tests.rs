@@ -1,9 +1,8 @@
 //! Agreements and consent records against a real database: SQLite always, PostgreSQL when
 //! `CIVITAS_TEST_POSTGRES_URL` names a server.
 
-use std::time::Duration;
 
-use civitas_ledger::{Ledger, LedgerConfig};
+use civitas_ledger::Ledger;
 use civitas_store::Db;
 
 use crate::{
@@ -13,40 +12,13 @@ use crate::{
 
 /// Fresh consent blocks on SQLite, and on PostgreSQL too when a server is given.
 async fn engines(name: &str) -> Vec<(Consents, Db, Ledger)> {
-    let dir = std::env::temp_dir().join(format!("civitas-consent-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut urls = vec![format!("sqlite://{}?mode=rwc", dir.join("x.db").display())];
-    if let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") {
-        let db = Db::connect(&admin, 1).await.unwrap();
-        let dbname = format!("civitas_consent_{}_{name}", std::process::id());
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {dbname}"),
-            format!("CREATE DATABASE {dbname}"),
-        ] {
-            civitas_store::sqlx::raw_sql(&sql)
-                .execute(db.pool())
-                .await
-                .unwrap();
-        }
-        db.close().await;
-        urls.push(format!("{}/{dbname}", admin.rsplit_once('/').unwrap().0));
-    } else {
-        assert!(
-            std::env::var("CIVITAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-            "CIVITAS_TEST_POSTGRES_URL is required"
-        );
-    }
     let mut out = Vec::new();
-    for (i, url) in urls.iter().enumerate() {
-        let db = Db::connect(url, 4).await.unwrap();
-        civitas_store::migrate(&db, &[civitas_ledger::COMPONENT, crate::COMPONENT])
-            .await
-            .unwrap();
-        let mut config = LedgerConfig::new("test.civitas/ledger");
-        config.checkpoint_interval = Duration::from_millis(20);
-        config.hash_file = Some(dir.join(format!("hashes-{i}.bin")));
-        let ledger = Ledger::open(db.clone(), config).await.unwrap();
+    for (db, ledger) in civitas_ledger::testing::ledgers_on_both_engines(
+        &format!("consent-{name}"),
+        &[crate::COMPONENT],
+    )
+    .await
+    {
         let consents = Consents::open(db.clone(), ledger.clone(), "https://civitas.test/")
             .await
             .unwrap();

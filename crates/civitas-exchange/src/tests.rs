@@ -4,50 +4,19 @@
 use std::time::Duration;
 
 use civitas_core::xroad::{ClientId, MemberId, ServiceId};
-use civitas_ledger::{Ledger, LedgerConfig};
-use civitas_store::Db;
 
 use crate::{Directory, Endpoint, ExchangeError, NewService, allowed_endpoints};
 
 /// A fresh directory on SQLite, and on PostgreSQL too when a server is given.
 async fn engines(name: &str) -> Vec<Directory> {
-    let dir = std::env::temp_dir().join(format!("civitas-exchange-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut urls = vec![format!("sqlite://{}?mode=rwc", dir.join("x.db").display())];
-    if let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") {
-        let db = Db::connect(&admin, 1).await.unwrap();
-        let dbname = format!("civitas_exchange_{}_{name}", std::process::id());
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {dbname}"),
-            format!("CREATE DATABASE {dbname}"),
-        ] {
-            civitas_store::sqlx::raw_sql(&sql)
-                .execute(db.pool())
-                .await
-                .unwrap();
-        }
-        db.close().await;
-        urls.push(format!("{}/{dbname}", admin.rsplit_once('/').unwrap().0));
-    } else {
-        assert!(
-            std::env::var("CIVITAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-            "CIVITAS_TEST_POSTGRES_URL is required"
-        );
-    }
-    let mut out = Vec::new();
-    for (i, url) in urls.iter().enumerate() {
-        let db = Db::connect(url, 4).await.unwrap();
-        civitas_store::migrate(&db, &[civitas_ledger::COMPONENT, crate::COMPONENT])
-            .await
-            .unwrap();
-        let mut config = LedgerConfig::new("test.civitas/ledger");
-        config.checkpoint_interval = Duration::from_millis(20);
-        config.hash_file = Some(dir.join(format!("hashes-{i}.bin")));
-        let ledger = Ledger::open(db.clone(), config).await.unwrap();
-        out.push(Directory::new(db, ledger, "TW"));
-    }
-    out
+    civitas_ledger::testing::ledgers_on_both_engines(
+        &format!("exchange-{name}"),
+        &[crate::COMPONENT],
+    )
+    .await
+    .into_iter()
+    .map(|(db, ledger)| Directory::new(db, ledger, "TW"))
+    .collect()
 }
 
 const PETS: &str = r#"{"openapi":"3.0.3","info":{"title":"t","version":"1"},

@@ -11,6 +11,7 @@ pub mod note;
 pub mod proof;
 mod storage;
 pub mod subject;
+pub mod testing;
 pub mod tiles;
 pub mod tree;
 pub mod witness;
