@@ -1,7 +1,6 @@
 //! Agreements and consent records against a real database: SQLite always, PostgreSQL when
 //! `CIVITAS_TEST_POSTGRES_URL` names a server.
 
-
 use civitas_ledger::Ledger;
 use civitas_store::Db;
 
