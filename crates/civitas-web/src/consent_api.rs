@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::auth::Visitor;
+use crate::exchange_api::json_body;
 use crate::{Problem, Shared};
 
 pub(crate) fn routes() -> axum::Router<Shared> {
@@ -60,18 +61,6 @@ fn failed(e: ConsentError) -> Response {
         _ => return Problem::internal(&e).into_response(),
     };
     problem(status, kind, title, &e.to_string())
-}
-
-/// A JSON body, or a problem saying why it is not one.
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Box<Response>> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        Box::new(problem(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "Invalid request",
-            &format!("The body is not the JSON this call takes: {e}"),
-        ))
-    })
 }
 
 /// The organisation calling: its client, authenticated with HTTP Basic.
@@ -185,14 +174,11 @@ pub(crate) async fn add_purpose(
     headers: HeaderMap,
     bytes: axum::body::Bytes,
 ) -> Response {
-    let op = match crate::exchange_api::operator(&app, &v, &headers, true).await {
-        Ok(op) => op,
-        Err(r) => return r,
-    };
-    let p: PurposeIn = match body(&bytes) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
+    let (op, p): (_, PurposeIn) =
+        match crate::exchange_api::change(&app, &v, &headers, &bytes).await {
+            Ok(x) => x,
+            Err(r) => return *r,
+        };
     let purpose = Purpose {
         code: p.code,
         name_en: p.name_en,
@@ -265,7 +251,7 @@ pub(crate) async fn propose(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let new: NewAgreement = match body(&bytes) {
+    let new: NewAgreement = match json_body(&bytes) {
         Ok(n) => n,
         Err(r) => return *r,
     };
@@ -378,7 +364,7 @@ async fn decide(
         Err(r) => return r,
     };
     let reason = match &rejection {
-        Some(bytes) => match body::<RejectIn>(bytes) {
+        Some(bytes) => match json_body::<RejectIn>(bytes) {
             Ok(r) => Some(r.reason),
             Err(r) => return *r,
         },
@@ -514,7 +500,7 @@ pub(crate) async fn answer(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let a: AnswerIn = match body(&bytes) {
+    let a: AnswerIn = match json_body(&bytes) {
         Ok(a) => a,
         Err(r) => return *r,
     };

@@ -170,21 +170,25 @@ fn failed(e: ExchangeError) -> Response {
 }
 
 /// A change's caller, checked first, and then its JSON body.
-async fn change<T: serde::de::DeserializeOwned>(
+pub(crate) async fn change<T: serde::de::DeserializeOwned>(
     app: &Shared,
     v: &Visitor,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Operator, T), Box<Response>> {
     let op = operator(app, v, headers, true).await.map_err(Box::new)?;
-    let value = serde_json::from_slice(body).map_err(|e| {
+    Ok((op, json_body(body)?))
+}
+
+/// A JSON body, or the problem that says it is not the JSON the call takes.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
         Box::new(
             Problem::new(StatusCode::BAD_REQUEST, "invalid", "Invalid request")
                 .detail(format!("The body is not the JSON this call takes: {e}"))
                 .into_response(),
         )
-    })?;
-    Ok((op, value))
+    })
 }
 
 fn done(status: StatusCode, value: Value) -> Response {
