@@ -9,8 +9,8 @@
 //! behind each other's back, so there every decision reads the database.
 //!
 //! The memory is process-wide (records and agreements are keyed by random UUIDs, so several
-//! databases in one process, as in the tests, cannot mix) and compact: about 50 bytes a
-//! record, 50 MB for a million.
+//! databases in one process, as in the tests, cannot mix) and compact: about 60 bytes a
+//! record, 60 MB for a million.
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
@@ -25,6 +25,16 @@ pub(crate) struct Known {
     pub(crate) state: ConsentState,
     pub(crate) version: i64,
     pub(crate) expires_ms: i64,
+    /// A digest of the owner's subject reference (see [`owner_digest`]): enough to tell
+    /// that a release is for the person who consented, without keeping who that is.
+    pub(crate) owner: u64,
+}
+
+/// The digest [`Known::owner`] keeps of a subject reference.
+pub(crate) fn owner_digest(subject_ref: &str) -> u64 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(subject_ref.as_bytes());
+    u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
 }
 
 const SHARDS: usize = 16;
@@ -78,6 +88,7 @@ impl Memory {
         state: ConsentState,
         version: i64,
         expires_ms: i64,
+        owner: u64,
     ) {
         let Some(agreement) = self.intern(agreement_id) else {
             return;
@@ -90,6 +101,7 @@ impl Memory {
             state,
             version,
             expires_ms,
+            owner,
         };
         match shard.get(&key) {
             Some(k) if k.version >= version => {}

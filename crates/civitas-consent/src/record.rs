@@ -418,12 +418,12 @@ impl Consents {
             .private_payload(jws.as_bytes());
         // The append and what decisions remember of it run as a task of their own: a caller
         // that goes away (a dropped request) cannot leave a committed change unremembered.
-        let (this, kept) = (self.clone(), record.clone());
+        let (this, kept, owner) = (self.clone(), record.clone(), subject_ref.to_string());
         let appended = tokio::spawn(async move {
             let done = this.ledger.append_with(&event, writes).await;
             match &done {
                 // Before the change returns: the very next decision sees it.
-                Ok(_) => this.remember(&kept),
+                Ok(_) => this.remember(&kept, &owner),
                 // Refused writes committed nothing; any other failure may have committed
                 // (an unknown outcome), so the record is read again next time.
                 Err(civitas_ledger::LedgerError::WritesRefused(_)) => {}
@@ -549,30 +549,39 @@ impl Consents {
     /// (`None`: the platform itself). An organisation learns only of consents to its own
     /// agreements.
     pub async fn check(&self, id: &str, client_id: Option<&str>) -> Result<Validity, ConsentError> {
+        let (record, _) = self.for_decision(id).await?;
+        let agreement = self.agreement_of(&record, client_id).await?;
+        Ok(validity(&record, &agreement))
+    }
+
+    /// A record as of now, as a decision needs it (from memory where that is sound), and
+    /// the digest of its owner's subject reference.
+    async fn for_decision(&self, id: &str) -> Result<(ConsentRecord, u64), ConsentError> {
         let known = match crate::decisions::key(id).filter(|_| self.remember) {
             Some(key) => crate::decisions::memory().get(key),
             None => None,
         };
-        let record = match known {
-            Some((k, agreement_id)) => ConsentRecord {
-                id: id.to_string(),
-                agreement_id,
-                state: k.state,
-                effective_state: k.state,
-                version: k.version,
-                given_ms: None,
-                expires_ms: k.expires_ms,
-                updated_ms: 0,
-            },
+        let (record, owner) = match known {
+            Some((k, agreement_id)) => (
+                ConsentRecord {
+                    id: id.to_string(),
+                    agreement_id,
+                    state: k.state,
+                    effective_state: k.state,
+                    version: k.version,
+                    given_ms: None,
+                    expires_ms: k.expires_ms,
+                    updated_ms: 0,
+                },
+                k.owner,
+            ),
             None => {
-                let (record, _) = self.stored(id).await?;
-                self.remember(&record);
-                record
+                let (record, owner) = self.stored(id).await?;
+                self.remember(&record, &owner);
+                (record, crate::decisions::owner_digest(&owner))
             }
-        }
-        .at(now_ms());
-        let agreement = self.agreement_of(&record, client_id).await?;
-        Ok(validity(&record, &agreement))
+        };
+        Ok((record.at(now_ms()), owner))
     }
 
     /// An agreement, from memory where that is sound (SQLite: every decision on it is made
@@ -598,7 +607,7 @@ impl Consents {
     }
 
     /// Keeps what a decision needs of `record` in memory, where that is sound (SQLite).
-    fn remember(&self, record: &ConsentRecord) {
+    fn remember(&self, record: &ConsentRecord, owner: &str) {
         if let Some(key) = crate::decisions::key(&record.id).filter(|_| self.remember) {
             crate::decisions::memory().put(
                 key,
@@ -606,6 +615,7 @@ impl Consents {
                 record.state,
                 record.version,
                 record.expires_ms,
+                crate::decisions::owner_digest(owner),
             );
         }
     }
@@ -624,9 +634,10 @@ impl Consents {
         if !self.remember {
             return Ok(0);
         }
-        let mut rows =
-            sqlx::query("SELECT id, agreement_id, state, version, expires_ms FROM consent_records")
-                .fetch(self.db.pool());
+        let mut rows = sqlx::query(
+            "SELECT id, agreement_id, state, version, expires_ms, subject_ref FROM consent_records",
+        )
+        .fetch(self.db.pool());
         let mut n = 0;
         use futures_util::TryStreamExt;
         while let Some(r) = rows.try_next().await? {
@@ -644,6 +655,7 @@ impl Consents {
                 state,
                 r.try_get("version")?,
                 r.try_get("expires_ms")?,
+                crate::decisions::owner_digest(&r.try_get::<String, _>("subject_ref")?),
             );
             n += 1;
         }
@@ -700,15 +712,26 @@ impl Consents {
         client_id: &str,
         subject_ref: &str,
     ) -> Result<(Validity, Agreement), ConsentError> {
-        // One read decides: the one-time consent's use is a compare-and-set on the version
-        // read here, so a withdrawal or another release after this read makes it fail.
+        let not_theirs = || ConsentError::NotFound(format!("no consent {id}"));
+        // A periodic consent is decided as any decision is (from memory on SQLite).
+        let (known, owner) = self.for_decision(id).await?;
+        if owner != crate::decisions::owner_digest(subject_ref) {
+            return Err(not_theirs());
+        }
+        let agreement = self.agreement_of(&known, Some(client_id)).await?;
+        if agreement.access != Access::OneTime {
+            return Ok((validity(&known, &agreement), Agreement::clone(&*agreement)));
+        }
+        // A one-time consent is used up: one read decides, and the use is a compare-and-set
+        // on the version read here, so a withdrawal or another release after this read makes
+        // it fail.
         let (record, owner) = self.record(id).await?;
         if owner != subject_ref {
-            return Err(ConsentError::NotFound(format!("no consent {id}")));
+            return Err(not_theirs());
         }
         let agreement = Agreement::clone(&*self.agreement_of(&record, Some(client_id)).await?);
         let mut validity = validity(&record, &agreement);
-        if validity.valid && agreement.access == Access::OneTime {
+        if validity.valid {
             let actor = format!("client:{client_id}");
             match self
                 .transition(&agreement, record, &owner, ConsentState::Expired, &actor)
@@ -726,24 +749,25 @@ impl Consents {
         Ok((validity, agreement))
     }
 
-    /// Records that the organisation `client_id` received `items` under consent `id`
-    /// (`consent.released`, under the person's tag).
+    /// Records that the organisation `client_id` received the items of `agreement` about
+    /// the person `subject_ref` under consent `id` (`consent.released`, under the person's
+    /// tag), after [`Consents::start_release`] allowed it.
     pub async fn released(
         &self,
         id: &str,
         client_id: &str,
-        items: &[String],
+        subject_ref: &str,
+        agreement: &Agreement,
     ) -> Result<u64, ConsentError> {
-        let (record, owner) = self.stored(id).await?;
-        let tag = self.ledger.subject_secret(&owner).await?.tag();
+        let tag = self.ledger.subject_secret(subject_ref).await?.tag();
         let event = Event::new(
             "consent.released",
             &format!("client:{client_id}"),
             &format!("consent/{id}"),
         )
         .about(tag)
-        .with("agreement_id", record.agreement_id)
-        .with("items", items.to_vec());
+        .with("agreement_id", agreement.id.clone())
+        .with("items", agreement.items.clone());
         Ok(self.ledger.append(&event).await?)
     }
 }

@@ -293,9 +293,10 @@ pub async fn answer(db: &Db, code: &str, path: &str) -> Result<Answer, RegistryE
                 }
             )));
         }
+        let mut conn = db.lend().await?;
         let rows = sqlx::query(read.sql)
             .bind(value)
-            .fetch_all(db.pool())
+            .fetch_all(&mut *conn)
             .await?;
         if read.many {
             return Ok(Answer::Found(Value::Array(

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 /// The database engine behind a [`Db`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,54 @@ pub struct Db {
     pool: AnyPool,
     engine: Engine,
     writers: Arc<tokio::sync::Mutex<()>>,
+    kept: Arc<Kept>,
 }
+
+/// SQLite connections [`Db::lend`] gave back, kept for the next loan, and whether the
+/// database is closing (then none is kept).
+#[derive(Debug, Default)]
+struct Kept(std::sync::Mutex<(bool, Vec<PoolConnection<Any>>)>);
+
+/// A connection lent by [`Db::lend`]; use it as `&mut *lent`.
+pub struct Lent {
+    conn: Option<PoolConnection<Any>>,
+    kept: Option<Arc<Kept>>,
+}
+
+impl std::ops::Deref for Lent {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        self.conn
+            .as_deref()
+            .expect("a lent connection until it is dropped")
+    }
+}
+
+impl std::ops::DerefMut for Lent {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.conn
+            .as_deref_mut()
+            .expect("a lent connection until it is dropped")
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let (Some(conn), Some(kept)) = (self.conn.take(), &self.kept) else {
+            return;
+        };
+        if let Ok(mut k) = kept.0.lock()
+            && !k.0
+            && k.1.len() < KEPT
+        {
+            k.1.push(conn);
+        }
+        // Otherwise the connection goes back to the pool as it drops.
+    }
+}
+
+/// At most this many SQLite connections are kept between loans.
+const KEPT: usize = 4;
 
 impl Db {
     /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://...`).
@@ -115,6 +163,9 @@ impl Db {
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10));
         if engine == Engine::Sqlite {
+            // An embedded connection cannot be lost as a network one can: the ping sqlx makes
+            // before lending each one out would be a round trip to its thread for nothing.
+            pool = pool.test_before_acquire(false);
             pool = pool.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute(
@@ -136,6 +187,30 @@ impl Db {
             pool,
             engine,
             writers: Arc::default(),
+            kept: Arc::default(),
+        })
+    }
+
+    /// A connection for the reads of a hot path. The pool tests each connection given back
+    /// to it with a round trip (on SQLite, to the connection's thread, which must wake up
+    /// for it); a SQLite connection lent here is kept instead, for the next loan, so a read
+    /// costs one round trip instead of two. Only for reads and self-contained statements:
+    /// a transaction belongs on the pool.
+    pub async fn lend(&self) -> Result<Lent, StoreError> {
+        if self.engine == Engine::Postgres {
+            return Ok(Lent {
+                conn: Some(self.pool.acquire().await?),
+                kept: None,
+            });
+        }
+        let kept = self.kept.0.lock().ok().and_then(|mut k| k.1.pop());
+        let conn = match kept {
+            Some(c) => c,
+            None => self.pool.acquire().await?,
+        };
+        Ok(Lent {
+            conn: Some(conn),
+            kept: Some(self.kept.clone()),
         })
     }
 
@@ -174,6 +249,14 @@ impl Db {
 
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
+        let kept = match self.kept.0.lock() {
+            Ok(mut k) => {
+                k.0 = true;
+                std::mem::take(&mut k.1)
+            }
+            Err(_) => Vec::new(),
+        };
+        drop(kept);
         self.pool.close().await;
     }
 

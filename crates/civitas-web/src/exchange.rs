@@ -279,8 +279,8 @@ async fn subject_of(app: &Shared, user: &str) -> Option<(String, String)> {
         }
         _ => user.clone(),
     };
-    match civitas_registry::person_by_national_id(&app.db, &national).await {
-        Ok(Some(p)) => Some((format!("person:{}", p.id), national)),
+    match app.registers.person_id(&app.db, &national).await {
+        Ok(Some(id)) => Some((format!("person:{id}"), national)),
         _ => None,
     }
 }
@@ -339,13 +339,29 @@ async fn gateway(
     }
 }
 
+/// The logging of a call whose answer went to an information system of this node, running
+/// as a task of its own: what that system passes on of the answer may leave the platform
+/// only once it finishes without error.
+pub(crate) type CallLog = tokio::task::JoinHandle<Result<(), Fault>>;
+
 /// A call this node makes for one of its own information systems (the portal releasing a
-/// person's data under their consent): every check and the log of any call, made from this
-/// machine.
-pub(crate) async fn call_from_here(app: &Shared, req: Request) -> Response {
-    match call(app, SocketAddr::from(([127, 0, 0, 1], 0)), req).await {
-        Ok(res) => res,
-        Err(f) => fault(f),
+/// person's data under their consent): every check made from this machine. The answer comes
+/// back as soon as it is there, with its log still being written (`None`: no log to wait
+/// for), so the caller can wait for it beside its own; it must, before anything of the
+/// answer leaves.
+pub(crate) async fn call_from_here(app: &Shared, req: Request) -> (Response, Option<CallLog>) {
+    match call_logging(app, SocketAddr::from(([127, 0, 0, 1], 0)), req).await {
+        Ok((res, log)) => (res, log),
+        Err(f) => (fault(f), None),
+    }
+}
+
+/// Waits for a call's log; an error if it failed.
+pub(crate) async fn logged(log: CallLog) -> Result<(), String> {
+    match log.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(f)) => Err(format!("the call could not be logged: {}", f.message)),
+        Err(e) => Err(format!("the call's log stopped: {e}")),
     }
 }
 
@@ -738,6 +754,20 @@ pub(crate) async fn prepare(
 }
 
 async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, Fault> {
+    let (res, log) = call_logging(app, peer, req).await?;
+    if let Some(log) = log {
+        log.await.map_err(internal)??;
+    }
+    Ok(res)
+}
+
+/// A call, with the log of a call answered on this node still being written (see
+/// [`call_from_here`]); a call answered elsewhere is logged before this returns.
+async fn call_logging(
+    app: &Shared,
+    peer: SocketAddr,
+    req: Request,
+) -> Result<(Response, Option<CallLog>), Fault> {
     configuration_in_force(app, Side::Client)?;
     let directory = app.exchange.snapshot().await.map_err(unavailable)?;
     let (parts, body) = req.into_parts();
@@ -781,7 +811,10 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
             .body(Body::from(answer))
             .map_err(internal)?;
         let hash = p.hash.finish();
-        return finish(app, res, p.logged(Vec::new(), None), hash, 0).await;
+        return Ok((
+            finish(app, res, p.logged(Vec::new(), None), hash, 0).await?,
+            None,
+        ));
     }
     let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
         || parts
@@ -797,8 +830,11 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
     if let Some(role) = &app.gateway_role
         && p.service_id.provider.member != role.member
     {
-        return crate::exchange_peer::forward(app, role, &directory, p, has_body, length, stream)
-            .await;
+        return Ok((
+            crate::exchange_peer::forward(app, role, &directory, p, has_body, length, stream)
+                .await?,
+            None,
+        ));
     }
     let hash = Arc::new(Mutex::new(std::mem::replace(
         &mut p.hash,
@@ -809,7 +845,8 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
         let h = hash.lock().map_err(internal)?;
         (h.finish(), h.body_bytes())
     };
-    finish(app, res, p.logged(others, None), request_hash, body_bytes).await
+    let (res, log) = finishing(app, res, p.logged(others, None), request_hash, body_bytes)?;
+    Ok((res, Some(tokio::spawn(log))))
 }
 
 /// The gateway cannot work without a configuration.
@@ -858,8 +895,9 @@ pub(crate) async fn deliver(
         // Everyone else the answer is about finds the call in their own view too.
         let mut others = Vec::new();
         if let Some(r) = &p.reason {
-            for id in named {
-                if let Some((subject, _)) = subject_of(app, &id).await
+            // The person the call names is logged already.
+            for id in named.iter().filter(|n| !n.eq_ignore_ascii_case(&r.user)) {
+                if let Some((subject, _)) = subject_of(app, id).await
                     && subject != r.subject
                     && !others.contains(&subject)
                 {

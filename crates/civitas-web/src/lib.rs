@@ -20,6 +20,7 @@ mod exchange_api;
 pub mod exchange_peer;
 mod i18n;
 mod ledger;
+pub mod memo;
 mod my_data;
 mod mydata;
 mod oidc;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub gateway_polls: exchange_peer::Polls,
     /// The key of the encrypted body archive, when it is on (`exchange.archive_days`).
     pub archive: Option<Arc<civitas_exchange::archive::ArchiveKey>>,
+    /// What the registers never change while the program runs, remembered between requests.
+    pub registers: Arc<memo::RegisterMemo>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -6,7 +6,8 @@
 //! through the exchange, as the portal's information system with the consent as legal basis,
 //! so each read is logged and appears in the person's "Who used my data"; the release is
 //! logged (`consent.released`); and the answer is a JWS signed with the provider's key the
-//! client verifies its ID tokens with, each item with its source and dates.
+//! client verifies its ID tokens with, each item with its source and dates, encrypted to the
+//! client's encryption key when it registered one (a JWE around the JWS).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -42,7 +43,7 @@ fn refused(status: StatusCode, kind: &str, title: &str, detail: &str) -> Respons
 /// The person's data the consent covers, signed for the client.
 #[utoipa::path(get, path = "/api/v1/mydata/release", tag = "consent",
     responses(
-        (status = 200, description = "The data, as a JWS (application/jwt) signed with the provider's key for this client (see /oidc/jwks): each item with its value, source register and dates", content_type = "application/jwt", body = String),
+        (status = 200, description = "The data, as a JWS (application/jwt) signed with the provider's key for this client (see /oidc/jwks): each item with its value, source register and dates. When the client registered an encryption key (P-256, \"use\": \"enc\" in its JWKS), the JWS comes inside a JWE encrypted to it (ECDH-ES, A256GCM, cty JWT)", content_type = "application/jwt", body = String),
         (status = 401, description = "No valid access token", body = Object),
         (status = 403, description = "The token carries no consent, or the consent is not valid now (withdrawn, paused, expired, used)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "A registry did not answer", body = Problem, content_type = "application/problem+json"),
@@ -51,8 +52,9 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
     let Some(token) = bearer_token(&headers) else {
         return bearer_refused(None);
     };
-    let grant = match app.oidc.access_grant(&token).await {
-        Ok(Some(g)) => g,
+    // The grant, its client and the person, in one query.
+    let (grant, client, account) = match app.oidc.data_access(&token).await {
+        Ok(Some(found)) => found,
         Ok(None) => return bearer_refused(Some("invalid_token")),
         Err(e) => return Problem::internal(&e).into_response(),
     };
@@ -70,15 +72,6 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
             "This token was not granted for a data agreement (authorization_details).",
         );
     };
-    let (account, client) = match (
-        app.identity.account(&grant.account_id).await,
-        app.oidc.client(&grant.client_id).await,
-    ) {
-        (Ok(Some(a)), Ok(Some(c))) => (a, c),
-        (Ok(_), Ok(_)) => return bearer_refused(Some("invalid_token")),
-        (Err(e), _) => return Problem::internal(&e).into_response(),
-        (_, Err(e)) => return Problem::internal(&e).into_response(),
-    };
     let not_valid = |why: &str| {
         refused(
             StatusCode::FORBIDDEN,
@@ -87,9 +80,10 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
             &format!("Nothing was released: {why}."),
         )
     };
+    let subject_ref = account.subject_ref();
     let (validity, agreement) = match app
         .consents
-        .start_release(&consent_id, &grant.client_id, &account.subject_ref())
+        .start_release(&consent_id, &grant.client_id, &subject_ref)
         .await
     {
         Ok(v) => v,
@@ -107,12 +101,13 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         );
     }
     let instance = app.exchange.instance().to_string();
-    let last_updated = match civitas_registry::demo_summary(&app.db).await {
-        Ok(s) => s.map(|s| s.as_of.to_string()),
+    let last_updated = match app.registers.as_of(&app.db).await {
+        Ok(d) => d,
         Err(e) => return Problem::internal(&e).into_response(),
     };
     // Each registry read once, however many items it gives.
     let mut answers: Vec<(String, Value)> = Vec::new();
+    let mut logs = Vec::new();
     let mut data = Map::new();
     for item in &agreement.items {
         let Some(at) = civitas_registry::attributes::attribute(item) else {
@@ -135,8 +130,9 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
                     legal_basis: "consent",
                     consent: Some(&consent_id),
                 };
-                match read(&app, &service_id, &path, &account.username, &why).await {
-                    Ok(v) => {
+                match read_logging(&app, &service_id, &path, &account.username, &why).await {
+                    Ok((v, log)) => {
+                        logs.extend(log);
                         answers.push((key, v.clone()));
                         v
                     }
@@ -186,16 +182,28 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         "retention_days": agreement.retention_days,
         "data": data,
     });
-    let jws = match app.oidc.sign_for(&client, RELEASE_TYP, &claims).await {
+    let jws = match app.oidc.seal_for(&client, RELEASE_TYP, &claims).await {
         Ok(j) => j,
         Err(e) => return Problem::internal(&e).into_response(),
     };
-    if let Err(e) = app
-        .consents
-        .released(&consent_id, &client.client_id, &agreement.items)
-        .await
-    {
-        // Not released unless the release is logged.
+    // Not released unless the release and every read it made are logged. The release's
+    // entry is appended beside the reads' (the data is read by now), so the person waits
+    // for one commit, not two in turn.
+    let (reads_logged, release_logged) = tokio::join!(
+        futures_util::future::join_all(logs.into_iter().map(crate::exchange::logged)),
+        app.consents
+            .released(&consent_id, &client.client_id, &subject_ref, &agreement),
+    );
+    if let Some(Err(e)) = reads_logged.into_iter().find(Result::is_err) {
+        tracing::error!(error = %e, "a release's registry read could not be logged");
+        return refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "logging-failed",
+            "The release could not be logged",
+            "Nothing was released: a register read could not be logged.",
+        );
+    }
+    if let Err(e) = release_logged {
         return Problem::internal(&e).into_response();
     }
     (
@@ -218,7 +226,8 @@ pub(crate) struct Reason<'a> {
 
 /// One registry read about the person `national_id` through the exchange, as the portal's
 /// information system, for `why` (so it is checked, logged and in the person's "Who used my
-/// data"). A record not found is `Null`; any other refusal is the answer's text.
+/// data"), once its log is written. A record not found is `Null`; any other refusal is the
+/// answer's text.
 pub(crate) async fn read(
     app: &Shared,
     service_id: &str,
@@ -226,6 +235,22 @@ pub(crate) async fn read(
     national_id: &str,
     why: &Reason<'_>,
 ) -> Result<Value, String> {
+    let (value, log) = read_logging(app, service_id, path, national_id, why).await?;
+    if let Some(log) = log {
+        crate::exchange::logged(log).await?;
+    }
+    Ok(value)
+}
+
+/// [`read`], with the call's log still being written: nothing of the answer may leave the
+/// platform before [`crate::exchange::logged`] says the log is written.
+pub(crate) async fn read_logging(
+    app: &Shared,
+    service_id: &str,
+    path: &str,
+    national_id: &str,
+    why: &Reason<'_>,
+) -> Result<(Value, Option<crate::exchange::CallLog>), String> {
     let mut req = Request::builder()
         .method("GET")
         .uri(format!("/r1/{service_id}{path}"))
@@ -237,13 +262,13 @@ pub(crate) async fn read(
         req = req.header("x-road-pdu-consent-reference", c);
     }
     let req = req.body(Body::empty()).map_err(|e| e.to_string())?;
-    let res = crate::exchange::call_from_here(app, req).await;
+    let (res, log) = crate::exchange::call_from_here(app, req).await;
     let status = res.status();
     let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
         .await
         .map_err(|e| e.to_string())?;
     if status == StatusCode::NOT_FOUND {
-        return Ok(Value::Null);
+        return Ok((Value::Null, log));
     }
     if !status.is_success() {
         return Err(format!(
@@ -254,5 +279,6 @@ pub(crate) async fn read(
                 .collect::<String>()
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| format!("{service_id}: {e}"))
+    let value = serde_json::from_slice(&bytes).map_err(|e| format!("{service_id}: {e}"))?;
+    Ok((value, log))
 }

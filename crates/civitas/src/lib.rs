@@ -466,6 +466,7 @@ async fn app_state(
         gateway_role,
         gateway_polls: civitas_web::exchange_peer::Polls::default(),
         archive,
+        registers: Default::default(),
     };
     Ok((state, purger))
 }

@@ -72,7 +72,8 @@ pub struct AddArgs {
     /// Client authentication: client_secret_basic or private_key_jwt.
     #[arg(long, default_value = "client_secret_basic", value_parser = ["client_secret_basic", "private_key_jwt"])]
     auth: String,
-    /// The client's public keys (a JWKS file), for private_key_jwt.
+    /// The client's public keys (a JWKS file): signing keys for private_key_jwt, and a P-256
+    /// key with "use": "enc" to receive data releases encrypted (JWE, ECDH-ES + A256GCM).
     #[arg(long, value_name = "FILE")]
     jwks: Option<PathBuf>,
     /// How its ID tokens are signed: RS256 or ES256.

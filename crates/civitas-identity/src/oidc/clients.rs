@@ -47,7 +47,9 @@ pub struct NewClient {
     pub post_logout_redirect_uris: Vec<String>,
     /// How the client authenticates.
     pub auth_method: AuthMethod,
-    /// The client's public keys (a JWKS, JSON), required for `private_key_jwt`.
+    /// The client's public keys (a JWKS, JSON): its signing keys, required for
+    /// `private_key_jwt`, and an encryption key (P-256, `"use": "enc"`) if it wants what
+    /// is signed for it encrypted.
     pub jwks: Option<String>,
     /// How its ID tokens are signed.
     pub id_token_alg: SigningAlg,
@@ -89,7 +91,7 @@ pub struct Client {
     pub post_logout_redirect_uris: Vec<String>,
     /// How it authenticates.
     pub auth_method: AuthMethod,
-    /// Its public keys, for `private_key_jwt`.
+    /// Its public keys: for `private_key_jwt`, and an encryption key.
     pub jwks: Option<String>,
     /// How its ID tokens are signed.
     pub id_token_alg: SigningAlg,
@@ -141,21 +143,41 @@ fn check_uri(uri: &str) -> Result<url::Url, OidcError> {
     }
 }
 
-/// Checks a client's JWKS: JSON, with at least one RSA or P-256 signing key.
+/// Checks a `private_key_jwt` client's JWKS: JSON, with at least one RSA or P-256 signing
+/// key (a key marked `"use": "enc"` is for encryption, not for signing).
 pub(crate) fn parse_client_jwks(jwks: &str) -> Result<JwkSet, OidcError> {
-    let set: JwkSet = serde_json::from_str(jwks)
-        .map_err(|e| bad(format!("the client's JWKS is not a JWK set: {e}")))?;
-    let usable = set.keys.iter().any(|k| match &k.algorithm {
-        AlgorithmParameters::RSA(_) => true,
-        AlgorithmParameters::EllipticCurve(ec) => ec.curve == EllipticCurve::P256,
-        _ => false,
+    let set = parse_any_jwks(jwks)?;
+    let usable = set.keys.iter().any(|k| {
+        !super::jwe::is_encryption_key(k)
+            && match &k.algorithm {
+                AlgorithmParameters::RSA(_) => true,
+                AlgorithmParameters::EllipticCurve(ec) => ec.curve == EllipticCurve::P256,
+                _ => false,
+            }
     });
     if !usable {
         return Err(bad(
-            "the client's JWKS has no RSA or P-256 key (RS256 or ES256)",
+            "the client's JWKS has no RSA or P-256 signing key (RS256 or ES256)",
         ));
     }
     Ok(set)
+}
+
+/// Checks any client's JWKS: JSON, and its encryption key, if it has one, a P-256 point.
+fn parse_any_jwks(jwks: &str) -> Result<JwkSet, OidcError> {
+    let set: JwkSet = serde_json::from_str(jwks)
+        .map_err(|e| bad(format!("the client's JWKS is not a JWK set: {e}")))?;
+    super::jwe::encryption_key(&set).map_err(bad)?;
+    Ok(set)
+}
+
+impl Client {
+    /// The key it registered for encryption (a P-256 key with `"use": "enc"` in its
+    /// JWKS): what the provider signs for it is then encrypted to that key.
+    pub fn encryption_key(&self) -> Option<super::jwe::EncryptionKey> {
+        let set: JwkSet = serde_json::from_str(self.jwks.as_deref()?).ok()?;
+        super::jwe::encryption_key(&set).ok().flatten()
+    }
 }
 
 const CLIENT_COLUMNS: &str = "client_id, name, redirect_uris, post_logout_redirect_uris, auth_method, jwks, id_token_alg, scopes, first_party, min_loa, sector, enabled, created_at";
@@ -261,7 +283,12 @@ impl Provider {
             (AuthMethod::PrivateKeyJwt, None) => {
                 return Err(bad("private_key_jwt needs the client's JWKS"));
             }
-            (AuthMethod::ClientSecretBasic, _) => None,
+            // A client with a secret may still register keys: an encryption key.
+            (AuthMethod::ClientSecretBasic, Some(j)) => {
+                parse_any_jwks(j)?;
+                Some(j.clone())
+            }
+            (AuthMethod::ClientSecretBasic, None) => None,
         };
         let scopes = if new.scopes.is_empty() {
             SUPPORTED_SCOPES.iter().map(|s| s.to_string()).collect()

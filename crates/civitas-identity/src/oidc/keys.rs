@@ -385,6 +385,21 @@ impl Provider {
         self.sign_typed(client.id_token_alg, typ, claims).await
     }
 
+    /// [`Provider::sign_for`], then, when the client registered an encryption key,
+    /// encrypted to it (a nested JWT: a JWE whose content is the JWS).
+    pub async fn seal_for(
+        &self,
+        client: &super::Client,
+        typ: &str,
+        claims: &Value,
+    ) -> Result<String, OidcError> {
+        let jws = self.sign_for(client, typ, claims).await?;
+        match client.encryption_key() {
+            Some(key) => key.encrypt(jws.as_bytes(), "JWT"),
+            None => Ok(jws),
+        }
+    }
+
     /// Forgets the cached signers, so that the next signature reads the current keys.
     fn forget_signers(&self) {
         if let Ok(mut s) = self.signers.write() {

@@ -23,6 +23,7 @@ mod bearer;
 mod claims;
 mod clients;
 mod codes;
+pub mod jwe;
 mod keys;
 mod subject;
 mod tokens;

@@ -248,6 +248,9 @@ fn unverified_claims(jwt: &str) -> Option<Value> {
 }
 
 fn jwk_fits(jwk: &Jwk, alg: SigningAlg) -> bool {
+    if super::jwe::is_encryption_key(jwk) {
+        return false;
+    }
     match (&jwk.algorithm, alg) {
         (AlgorithmParameters::RSA(_), SigningAlg::Rs256) => true,
         (AlgorithmParameters::EllipticCurve(ec), SigningAlg::Es256) => {
@@ -813,20 +816,16 @@ impl Provider {
     /// What an access token grants, or `None` when it is unknown, expired or revoked (or
     /// its client is disabled).
     pub async fn access_grant(&self, access_token: &str) -> Result<Option<AccessGrant>, OidcError> {
-        let key = self.token_key().await?;
-        let Some(claims) = bearer::open_access(&key, access_token) else {
+        let Some(claims) = self.live_access(access_token).await? else {
             return Ok(None);
         };
-        if now() >= claims.exp {
-            return Ok(None);
-        }
         let row = sqlx::query(
             "SELECT g.account_id, g.session_id, g.revoked_at, g.authorization_details, c.client_id, c.sector, c.enabled
              FROM oidc_grants g JOIN oidc_clients c ON c.client_id = g.client_id
              WHERE g.grant_id = $1",
         )
         .bind(&claims.grant_id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *self.db.lend().await?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let revoked: Option<i64> = row.try_get("revoked_at")?;
@@ -844,6 +843,65 @@ impl Provider {
             scopes: split_list(&claims.scope),
             authorization_details: details_of(row.try_get("authorization_details")?),
         }))
+    }
+
+    /// An access token's claims, when it is ours and not expired (its grant still to be
+    /// checked).
+    async fn live_access(&self, access_token: &str) -> Result<Option<AccessClaims>, OidcError> {
+        let key = self.token_key().await?;
+        Ok(bearer::open_access(&key, access_token).filter(|c| now() < c.exp))
+    }
+
+    /// What an access token grants, with its client and the account it is about, read in
+    /// one query (a data release needs all three on every call); `None` as for
+    /// [`Provider::access_grant`], or when the account is disabled.
+    pub async fn data_access(
+        &self,
+        access_token: &str,
+    ) -> Result<Option<(AccessGrant, Client, crate::Account)>, OidcError> {
+        static QUERY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let Some(claims) = self.live_access(access_token).await? else {
+            return Ok(None);
+        };
+        let query = QUERY.get_or_init(|| {
+            let account = crate::accounts::ACCOUNT_COLUMNS
+                .split(", ")
+                .map(|c| format!("a.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT g.account_id, g.session_id, g.revoked_at, g.authorization_details, {}, {account}
+                 FROM oidc_grants g JOIN oidc_clients c ON c.client_id = g.client_id
+                 JOIN accounts a ON a.id = g.account_id AND a.disabled_ms IS NULL
+                 WHERE g.grant_id = $1",
+                client_columns_in_join()
+            )
+        });
+        let row = sqlx::query(query)
+            .bind(&claims.grant_id)
+            .fetch_optional(&mut *self.db.lend().await?)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let revoked: Option<i64> = row.try_get("revoked_at")?;
+        let client = KnownClient::from_row(&row)?.client;
+        if revoked.is_some() || !client.enabled {
+            return Ok(None);
+        }
+        let account = match crate::accounts::account_from(&row) {
+            Ok(a) => a,
+            Err(crate::IdentityError::Store(e)) => return Err(OidcError::Store(e)),
+            // An account of a kind this program does not know is not one a token speaks for.
+            Err(_) => return Ok(None),
+        };
+        let grant = AccessGrant {
+            client_id: client.client_id.clone(),
+            sub: self.subject(&client.sector, &account.id).await?,
+            account_id: account.id.clone(),
+            session_id: row.try_get("session_id")?,
+            scopes: split_list(&claims.scope),
+            authorization_details: details_of(row.try_get("authorization_details")?),
+        };
+        Ok(Some((grant, client, account)))
     }
 
     /// Revokes every token issued within a Civitas session (at logout). Returns how many

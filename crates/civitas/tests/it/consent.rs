@@ -16,6 +16,15 @@ async fn organisation(app: &TestApp, name: &str) -> (String, String) {
 
 /// An organisation's client, registered as an operator would.
 async fn registered(app: &TestApp, name: &str) -> civitas_identity::oidc::Registered {
+    registered_with_keys(app, name, None).await
+}
+
+/// An organisation's client with the public keys `jwks`.
+async fn registered_with_keys(
+    app: &TestApp,
+    name: &str,
+    jwks: Option<Value>,
+) -> civitas_identity::oidc::Registered {
     let issuer: Value = app
         .get("/.well-known/openid-configuration")
         .await
@@ -27,13 +36,80 @@ async fn registered(app: &TestApp, name: &str) -> civitas_identity::oidc::Regist
         app.ledger.clone(),
         Settings::new(issuer["issuer"].as_str().unwrap()),
     );
+    let mut new = NewClient::new(name, vec![crate::oidc::REDIRECT.into()]);
+    new.jwks = jwks.map(|j| j.to_string());
     provider
-        .register_client(
-            NewClient::new(name, vec![crate::oidc::REDIRECT.into()]),
-            "operator:test",
-        )
+        .register_client(new, "operator:test")
         .await
         .unwrap()
+}
+
+/// A client's encryption key pair (P-256): its JWKS, and the private half, which opens one
+/// JWE (ring's keys for agreement are single-use).
+fn encryption_keys() -> (Value, ring::agreement::EphemeralPrivateKey) {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let rng = ring::rand::SystemRandom::new();
+    let key =
+        ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &rng).unwrap();
+    let public = key.compute_public_key().unwrap().as_ref().to_vec();
+    let jwks = json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "use": "enc", "kid": "bank-enc-1",
+        "x": b64(&public[1..33]), "y": b64(&public[33..65]),
+    }]});
+    (jwks, key)
+}
+
+/// Opens a compact JWE (ECDH-ES, A256GCM) with the client's key, as RFC 7516 and 7518
+/// describe it: the JWS inside.
+fn opened(jwe: &str, key: ring::agreement::EphemeralPrivateKey) -> String {
+    use base64::Engine as _;
+    use ring::aead;
+    let b64 = |s: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .unwrap()
+    };
+    let parts: Vec<&str> = jwe.split('.').collect();
+    assert_eq!(parts.len(), 5, "a compact JWE: {jwe}");
+    let header: Value = serde_json::from_slice(&b64(parts[0])).unwrap();
+    assert_eq!(
+        (header["alg"].as_str(), header["enc"].as_str()),
+        (Some("ECDH-ES"), Some("A256GCM"))
+    );
+    assert_eq!(header["cty"], "JWT");
+    assert_eq!(header["kid"], "bank-enc-1");
+    let epk = [
+        vec![4u8],
+        b64(header["epk"]["x"].as_str().unwrap()),
+        b64(header["epk"]["y"].as_str().unwrap()),
+    ]
+    .concat();
+    let peer = ring::agreement::UnparsedPublicKey::new(&ring::agreement::ECDH_P256, epk);
+    let cek = ring::agreement::agree_ephemeral(key, &peer, |z| {
+        // Concat KDF, RFC 7518 §4.6.2: counter, Z, AlgorithmID, PartyUInfo, PartyVInfo,
+        // SuppPubInfo (the key's bits).
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&1u32.to_be_bytes());
+        ctx.update(z);
+        ctx.update(&7u32.to_be_bytes());
+        ctx.update(b"A256GCM");
+        ctx.update(&[0u8; 8]);
+        ctx.update(&256u32.to_be_bytes());
+        ctx.finish().as_ref().to_vec()
+    })
+    .unwrap();
+    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, &cek).unwrap());
+    let iv: [u8; 12] = b64(parts[2]).try_into().unwrap();
+    let mut data = [b64(parts[3]), b64(parts[4])].concat();
+    let plain = key
+        .open_in_place(
+            aead::Nonce::assume_unique_for_key(iv),
+            aead::Aad::from(parts[0].as_bytes()),
+            &mut data,
+        )
+        .expect("the JWE opens with the client's key");
+    String::from_utf8(plain.to_vec()).unwrap()
 }
 
 /// A call as an organisation: status and JSON answer.
@@ -503,6 +579,38 @@ on_both_engines! {
         let released = app.ledger.latest_of_kind("consent.released").await.unwrap().unwrap().1;
         assert_eq!(released.actor, format!("client:{}", bank.0));
         assert_eq!(released.public["items"], json!(["population.sex"]));
+        app.stop().await;
+    }
+
+    async fn an_application_that_registered_an_encryption_key_receives_its_data_encrypted(app) {
+        let people = civitas_registry::demo_people(&app.db).await.unwrap();
+        let (jwks, private) = encryption_keys();
+        let reg = registered_with_keys(&app, "Sealed bank", Some(jwks)).await;
+        let bank = (reg.client.client_id.clone(), reg.secret.clone().unwrap());
+        let rp = crate::oidc::relying_party(&app, &reg).await;
+        let mut operator = crate::authz::at_substantial(&app, "operator.1@moda.gov.example").await;
+        let periodic = agreed(&app, &mut operator, &bank, &["population.birth_date"], "periodic").await;
+        let mut person = Browser::new(&app);
+        person.sign_in(&people[1].national_id, civitas_identity::DEMO_PASSWORD).await;
+        let token = consent_and_token(&app, &mut person, &rp, &periodic, "出生日期").await;
+        let res = app.client.get(format!("{}/api/v1/mydata/release", app.base)).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let jwe = res.text().await.unwrap();
+        // Not readable without the key: the JWS is inside.
+        assert!(verified(&app, &jwe, &bank.0).await.is_err());
+        let claims = verified(&app, &opened(&jwe, private), &bank.0).await.expect("the JWS inside verifies");
+        assert!(claims["data"]["population.birth_date"]["value"]["birth_date"].is_string(), "{claims}");
+
+        // A key that is not a P-256 point, or not an EC key, is refused at registration.
+        let provider = Provider::new(app.db.clone(), app.ledger.clone(), Settings::new(&crate::oidc::issuer(&app).await));
+        for bad in [
+            json!({"keys": [{"kty": "EC", "crv": "P-256", "use": "enc", "x": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "y": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}),
+            json!({"keys": [{"kty": "oct", "use": "enc", "k": "c2VjcmV0"}]}),
+        ] {
+            let mut new = NewClient::new("Bad keys", vec![crate::oidc::REDIRECT.into()]);
+            new.jwks = Some(bad.to_string());
+            assert!(provider.register_client(new, "operator:test").await.is_err(), "{bad}");
+        }
         app.stop().await;
     }
 
