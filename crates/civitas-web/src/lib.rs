@@ -28,6 +28,7 @@ mod oidc_texts;
 mod ops;
 mod pages;
 mod passkey_routes;
+mod pdf;
 mod problem;
 
 use std::sync::Arc;

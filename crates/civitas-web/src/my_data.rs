@@ -21,6 +21,7 @@ pub(crate) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
         .route("/account/my-data", get(page))
         .route("/account/my-data.json", get(download))
+        .route("/account/my-data.pdf", get(download_pdf))
 }
 
 /// Why the portal reads the registers here.
@@ -136,14 +137,22 @@ async fn page(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn)
     }
 }
 
-async fn download(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn) -> Response {
-    let c = match resident(&s, Chrome::for_visitor(&v, &headers, &uri, "account")) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    let registers = match gather(&app, &s).await {
-        Ok(r) => r,
-        Err(e) => return failed(c, &e),
+/// The page's chrome and every register's records, or the page that says why not.
+async fn gathered(
+    app: &Shared,
+    SignedIn(v, s, headers, uri): SignedIn,
+) -> Result<(Chrome, SessionInfo, Vec<Register>), Response> {
+    let c = resident(&s, Chrome::for_visitor(&v, &headers, &uri, "account")).map_err(|r| *r)?;
+    match gather(app, &s).await {
+        Ok(r) => Ok((c, s, r)),
+        Err(e) => Err(failed(c, &e)),
+    }
+}
+
+async fn download(State(app): State<Shared>, signed_in: SignedIn) -> Response {
+    let registers = match gathered(&app, signed_in).await {
+        Ok((_, _, r)) => r,
+        Err(page) => return page,
     };
     let body = json!({
         "retrieved_at": crate::ops::rfc3339(Some(civitas_ledger::event::now_ms())),
@@ -164,6 +173,80 @@ async fn download(State(app): State<Shared>, SignedIn(v, s, headers, uri): Signe
             (header::CACHE_CONTROL, "no-store"),
         ],
         serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// The same as a PDF, in the page's language, to keep or print.
+async fn download_pdf(State(app): State<Shared>, signed_in: SignedIn) -> Response {
+    let (c, s, registers) = match gathered(&app, signed_in).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let pick = |zh: &'static str, en: &'static str| c.lang.pick(zh, en);
+    let mut pdf = crate::pdf::Pdf::new();
+    let title = pick("我的資料", "My data");
+    pdf.text(title, 18.0, 0.0);
+    pdf.text(
+        &format!(
+            "{}{} ({})",
+            pick("姓名：", "Name: "),
+            s.account.display_name,
+            s.account.username
+        ),
+        10.0,
+        0.0,
+    );
+    pdf.text(
+        &format!(
+            "{}{}",
+            pick("讀取時間：", "Read at: "),
+            crate::ops::rfc3339(Some(civitas_ledger::event::now_ms())).unwrap_or_default()
+        ),
+        10.0,
+        0.0,
+    );
+    pdf.text(
+        pick(
+            "以下資料是應您本人的要求，經資料交換自各機關登記簿讀取；每次讀取都記在「誰使用了我的資料」。",
+            "Read from the agencies' registers through the exchange at your own request; each read is listed under Who used my data.",
+        ),
+        9.0,
+        0.0,
+    );
+    for r in &registers {
+        pdf.gap(10.0);
+        pdf.text(&format!("{} ({})", r.title, r.agency), 14.0, 0.0);
+        pdf.text(
+            &format!("{}{}", pick("來源：", "Source: "), r.service_id),
+            8.0,
+            0.0,
+        );
+        for x in &r.reads {
+            pdf.gap(4.0);
+            pdf.text(x.summary, 11.0, 0.0);
+            if x.records.is_empty() {
+                pdf.text(pick("沒有資料。", "Nothing recorded."), 10.0, 12.0);
+            }
+            for record in &x.records {
+                for (field, value) in record {
+                    pdf.text(&format!("{field}: {value}"), 10.0, 12.0);
+                }
+                pdf.gap(3.0);
+            }
+        }
+    }
+    let lang = pick("zh-TW", "en");
+    (
+        [
+            (header::CONTENT_TYPE, "application/pdf"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"civitas-my-data.pdf\"",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        pdf.finish(title, lang),
     )
         .into_response()
 }

@@ -213,6 +213,7 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ),
     ("GET", "/account/my-data", Rule::ResidentPage),
     ("GET", "/account/my-data.json", Rule::ResidentPage),
+    ("GET", "/account/my-data.pdf", Rule::ResidentPage),
     ("GET", "/account/consents", Rule::SignedIn),
     (
         "GET",

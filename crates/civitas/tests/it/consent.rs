@@ -673,6 +673,18 @@ on_both_engines! {
             .find(|r| r["service"].as_str().unwrap().ends_with("/GOV/HRO/registry/population"))
             .expect("the population register");
         assert_eq!(population["reads"][0]["data"]["national_id"], me.national_id.as_str());
+        // And as a PDF, with the person's name and the registers in it (UCS-2 text).
+        let pdf = app.client.get(format!("{}/account/my-data.pdf", app.base))
+            .header("cookie", person.cookie_header()).send().await.unwrap();
+        assert_eq!(pdf.status(), 200);
+        assert_eq!(pdf.headers()["content-type"], "application/pdf");
+        let pdf = pdf.bytes().await.unwrap();
+        assert!(pdf.starts_with(b"%PDF-1.7") && pdf.ends_with(b"%%EOF\n"));
+        let ucs2 = |s: &str| s.chars().map(|c| format!("{:04X}", c as u32)).collect::<String>();
+        let text = String::from_utf8_lossy(&pdf);
+        for shown in [me.national_id.as_str(), "Population and household register"] {
+            assert!(text.contains(&ucs2(shown)), "{shown} is in the PDF");
+        }
         // Read through the exchange, at the person's own request: in their tracker.
         let uses: Value = serde_json::from_str(&person.get("/api/v1/me/data-usage").await.body).unwrap();
         assert!(
