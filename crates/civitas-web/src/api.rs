@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{Problem, Shared, consent_api, data_usage, exchange_api, ledger, mydata, ops};
+use crate::{Problem, Shared, consent_api, data_usage, exchange_api, ledger, mydata, ops, prefill};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,10 +19,12 @@ use crate::{Problem, Shared, consent_api, data_usage, exchange_api, ledger, myda
         consent_api::purposes, consent_api::add_purpose, consent_api::items, consent_api::jwks,
         consent_api::agreements, consent_api::propose, consent_api::agreement, consent_api::statistics, consent_api::approve,
         consent_api::reject, consent_api::validity, consent_api::my_consents, consent_api::my_consent,
-        consent_api::answer, consent_api::change, consent_api::receipt, mydata::release),
+        consent_api::answer, consent_api::change, consent_api::receipt, mydata::release,
+        prefill::mine, prefill::for_person),
     components(schemas(AgencyView, StatusView, Problem, ledger::CheckpointList, data_usage::DataUse,
         exchange_api::MemberIn, exchange_api::SubsystemIn, exchange_api::ServiceIn, exchange_api::RightIn, exchange_api::GatewayIn,
-        consent_api::PurposeIn, consent_api::RejectIn, consent_api::AnswerIn)),
+        consent_api::PurposeIn, consent_api::RejectIn, consent_api::AnswerIn,
+        prefill::MineIn, prefill::ForPersonIn)),
     tags(
         (name = "agencies", description = "The government agencies on this platform"),
         (name = "platform", description = "This instance"),

@@ -29,6 +29,7 @@ mod ops;
 mod pages;
 mod passkey_routes;
 mod pdf;
+mod prefill;
 mod problem;
 
 use std::sync::Arc;
@@ -133,6 +134,7 @@ pub fn app(state: AppState) -> Router {
             .merge(oidc::routes())
             .merge(consent_api::routes())
             .merge(mydata::routes())
+            .merge(prefill::routes())
             .merge(exchange::routes())
             .merge(data_usage::api_routes())
             .merge(exchange_api::routes())

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use civitas_consent::ConsentError;
 
@@ -30,7 +30,7 @@ pub(crate) const RELEASE_TYP: &str = "civitas-release+jwt";
 
 /// The information system the releases are read as: the portal's, which the demo country
 /// registers and allows to read every registry.
-fn portal(instance: &str) -> String {
+pub(crate) fn portal(instance: &str) -> String {
     format!("{instance}/GOV/MODA/portal")
 }
 
@@ -100,74 +100,24 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
                 .unwrap_or("the consent is not valid"),
         );
     }
-    let instance = app.exchange.instance().to_string();
-    let last_updated = match app.registers.as_of(&app.db).await {
-        Ok(d) => d,
-        Err(e) => return Problem::internal(&e).into_response(),
+    let why = Reason {
+        purpose: &agreement.purpose,
+        legal_basis: "consent",
+        consent: Some(&consent_id),
     };
-    // Each registry read once, however many items it gives.
-    let mut answers: Vec<(String, Value)> = Vec::new();
-    let mut logs = Vec::new();
-    let mut data = Map::new();
-    for item in &agreement.items {
-        let Some(at) = civitas_registry::attributes::attribute(item) else {
-            continue;
-        };
-        let Some(service) = civitas_registry::services::service(at.registry) else {
-            continue;
-        };
-        let service_id = format!(
-            "{instance}/GOV/{}/registry/{}",
-            service.agency, service.code
-        );
-        let path = at.path.replace("{id}", &account.username);
-        let key = format!("{service_id}{path}");
-        let answer = match answers.iter().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.clone(),
-            None => {
-                let why = Reason {
-                    purpose: &agreement.purpose,
-                    legal_basis: "consent",
-                    consent: Some(&consent_id),
-                };
-                match read_logging(&app, &service_id, &path, &account.username, &why).await {
-                    Ok((v, log)) => {
-                        logs.extend(log);
-                        answers.push((key, v.clone()));
-                        v
-                    }
-                    Err(detail) => {
-                        return refused(
-                            StatusCode::BAD_GATEWAY,
-                            "registry-failed",
-                            "A register did not answer",
-                            &detail,
-                        );
-                    }
-                }
-            }
-        };
-        let value = if at.fields.is_empty() {
-            answer
-        } else {
-            Value::Object(
-                at.fields
-                    .iter()
-                    .map(|f| (f.to_string(), answer[*f].clone()))
-                    .collect(),
-            )
-        };
-        data.insert(
-            item.clone(),
-            json!({
-                "value": value,
-                "source": service_id,
-                "source_name": service.title,
-                "last_updated": last_updated,
-                "retrieved_at": civitas_ledger::event::now_ms() / 1000,
-            }),
-        );
-    }
+    let portal = portal(app.exchange.instance());
+    let (data, logs) = match crate::prefill::fill(
+        &app,
+        &portal,
+        &account.username,
+        &agreement.items,
+        &why,
+    )
+    .await
+    {
+        Ok(filled) => filled,
+        Err(e) => return e.problem(),
+    };
     let now = civitas_ledger::event::now_ms() / 1000;
     let claims = json!({
         "iss": app.oidc.issuer(),
@@ -235,50 +185,68 @@ pub(crate) async fn read(
     national_id: &str,
     why: &Reason<'_>,
 ) -> Result<Value, String> {
-    let (value, log) = read_logging(app, service_id, path, national_id, why).await?;
+    let portal = portal(app.exchange.instance());
+    let (value, log) = read_as(app, &portal, service_id, path, national_id, why)
+        .await
+        .map_err(|(_, detail)| detail)?;
     if let Some(log) = log {
         crate::exchange::logged(log).await?;
     }
     Ok(value)
 }
 
-/// [`read`], with the call's log still being written: nothing of the answer may leave the
-/// platform before [`crate::exchange::logged`] says the log is written.
-pub(crate) async fn read_logging(
+/// [`read`] as the information system `client`, with the call's log still being written:
+/// nothing of the answer may leave the platform before [`crate::exchange::logged`] says
+/// the log is written. A refusal is the answer's status and text.
+pub(crate) async fn read_as(
     app: &Shared,
+    client: &str,
     service_id: &str,
     path: &str,
     national_id: &str,
     why: &Reason<'_>,
-) -> Result<(Value, Option<crate::exchange::CallLog>), String> {
+) -> Result<(Value, Option<crate::exchange::CallLog>), (StatusCode, String)> {
+    let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
     let mut req = Request::builder()
         .method("GET")
         .uri(format!("/r1/{service_id}{path}"))
-        .header("x-road-client", portal(app.exchange.instance()))
+        .header("x-road-client", client)
         .header("x-road-userid", national_id)
         .header("x-road-pdu-purpose", why.purpose)
         .header("x-road-pdu-legal-basis", why.legal_basis);
     if let Some(c) = why.consent {
         req = req.header("x-road-pdu-consent-reference", c);
     }
-    let req = req.body(Body::empty()).map_err(|e| e.to_string())?;
+    let req = req.body(Body::empty()).map_err(|e| failed(e.to_string()))?;
     let (res, log) = crate::exchange::call_from_here(app, req).await;
-    let status = res.status();
+    // The exchange's own refusals carry X-Road's fault type: an access right missing is the
+    // caller's lack of permission whatever the HTTP status.
+    let status = match res
+        .headers()
+        .get("x-road-error")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(t) if t.ends_with(".AccessDenied") => StatusCode::FORBIDDEN,
+        _ => res.status(),
+    };
     let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.to_string()))?;
     if status == StatusCode::NOT_FOUND {
         return Ok((Value::Null, log));
     }
     if !status.is_success() {
-        return Err(format!(
-            "{service_id} answered {status}: {}",
-            String::from_utf8_lossy(&bytes)
-                .chars()
-                .take(300)
-                .collect::<String>()
+        return Err((
+            status,
+            format!(
+                "{service_id} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ),
         ));
     }
-    let value = serde_json::from_slice(&bytes).map_err(|e| format!("{service_id}: {e}"))?;
+    let value = serde_json::from_slice(&bytes).map_err(|e| failed(format!("{service_id}: {e}")))?;
     Ok((value, log))
 }

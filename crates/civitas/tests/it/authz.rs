@@ -214,6 +214,8 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("GET", "/account/my-data", Rule::ResidentPage),
     ("GET", "/account/my-data.json", Rule::ResidentPage),
     ("GET", "/account/my-data.pdf", Rule::ResidentPage),
+    ("POST", "/api/v1/me/prefill", Rule::SignedInJson),
+    ("POST", "/api/v1/prefill", Rule::SignedInJson),
     ("GET", "/account/consents", Rule::SignedIn),
     (
         "GET",

@@ -614,6 +614,69 @@ on_both_engines! {
         app.stop().await;
     }
 
+    async fn forms_are_prefilled_from_the_registers_for_the_person_and_for_agencies(app) {
+        let people = civitas_registry::demo_people(&app.db).await.unwrap();
+        let me = &people[0];
+        let mut person = Browser::new(&app);
+        person.sign_in(&me.national_id, civitas_identity::DEMO_PASSWORD).await;
+        person.get("/account").await;
+        // The person's own form: each item with its value and where it came from.
+        let own = json!({"items": ["population.name", "population.birth_date"], "form": "Driving licence renewal"});
+        let (status, filled) = person.post_json("/api/v1/me/prefill", &own, None).await;
+        assert_eq!(status, 200, "{filled}");
+        let name = &filled["items"]["population.name"];
+        assert_eq!(
+            format!("{}{}", name["value"]["family_name"].as_str().unwrap(), name["value"]["given_name"].as_str().unwrap()),
+            me.name_zh
+        );
+        assert!(name["source"].as_str().unwrap().ends_with("/GOV/HRO/registry/population"));
+        assert!(filled["items"]["population.birth_date"]["last_updated"].is_string());
+        // Bad input is refused with a problem, and nothing read.
+        let (status, p) = person.post_json("/api/v1/me/prefill", &json!({"items": ["population.shoe_size"], "form": "x"}), None).await;
+        assert_eq!((status, p["type"].as_str().unwrap().ends_with("unknown-item")), (400, true), "{p}");
+        let (status, _) = person.post_json("/api/v1/me/prefill", &json!({"items": ["population.name"], "form": " "}), None).await;
+        assert_eq!(status, 400);
+        let (status, _) = person.post_json("/api/v1/me/prefill", &own, Some("wrong")).await;
+        assert_eq!(status, 403, "a call without the page's token is refused");
+        // A resident is not agency staff.
+        let agency = json!({"national_id": me.national_id, "items": ["population.name", "tax.income"],
+            "purpose": "Social assistance application", "legal_basis": "Social Assistance Act art. 4"});
+        assert_eq!(person.post_json("/api/v1/prefill", &agency, None).await.0, 403);
+
+        // A caseworker of an agency with the right to read the population and tax registers.
+        let mut dsa = Browser::new(&app);
+        dsa.sign_in("caseworker.1@dsa.gov.example", civitas_identity::DEMO_PASSWORD).await;
+        dsa.get("/account").await;
+        let (status, filled) = dsa.post_json("/api/v1/prefill", &agency, None).await;
+        assert_eq!(status, 200, "{filled}");
+        assert!(filled["items"]["tax.income"]["source"].as_str().unwrap().contains("/registry/tax"), "{filled}");
+        // One without the right to the population register is refused by the exchange.
+        let mut hro = Browser::new(&app);
+        hro.sign_in("caseworker.1@hro.gov.example", civitas_identity::DEMO_PASSWORD).await;
+        hro.get("/account").await;
+        let (status, p) = hro.post_json("/api/v1/prefill", &agency, None).await;
+        assert_eq!(status, 403, "{p}");
+        // Consent as the basis needs a consent of the person's that covers the items.
+        let mut by_consent = agency.clone();
+        by_consent["legal_basis"] = json!("consent");
+        assert_eq!(dsa.post_json("/api/v1/prefill", &by_consent, None).await.0, 400);
+        by_consent["consent_id"] = json!("00000000-0000-0000-0000-000000000000");
+        assert_eq!(dsa.post_json("/api/v1/prefill", &by_consent, None).await.0, 403);
+        let mut nobody = agency.clone();
+        nobody["legal_basis"] = json!("");
+        assert_eq!(dsa.post_json("/api/v1/prefill", &nobody, None).await.0, 400);
+
+        // Every read is in the person's tracker with its purpose; the agency's request is in
+        // the ledger under the staff member's name.
+        let uses: Value = serde_json::from_str(&person.get("/api/v1/me/data-usage").await.body).unwrap();
+        let purposes: Vec<&str> = uses.as_array().unwrap().iter().filter_map(|u| u["purpose"].as_str()).collect();
+        assert!(purposes.iter().any(|p| p.contains("Driving licence renewal")), "{purposes:?}");
+        assert!(purposes.contains(&"Social assistance application"), "{purposes:?}");
+        let asked = app.ledger.latest_of_kind("prefill.requested").await.unwrap().unwrap().1;
+        assert!(asked.actor.starts_with("account:"), "{}", asked.actor);
+        app.stop().await;
+    }
+
     async fn the_operator_decides_agreements_and_registers_purposes_on_the_admin_page(app) {
         let bank = organisation(&app, "First Bank loans").await;
         let proposal = json!({
