@@ -11,6 +11,7 @@
 mod agreement;
 mod decisions;
 mod jws;
+mod members;
 mod record;
 #[cfg(test)]
 mod tests;
@@ -108,6 +109,16 @@ pub const COMPONENT: Component = Component {
             ledger_index BIGINT,
             PRIMARY KEY (record_id, version)
         );",
+    }, Migration {
+        version: 2,
+        name: "the people who act for an organisation on its pages",
+        sql: "CREATE TABLE consent_org_members (
+            client_id TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            added_ms BIGINT NOT NULL,
+            PRIMARY KEY (client_id, account_id)
+        );
+        CREATE INDEX consent_org_members_account ON consent_org_members (account_id);",
     }],
 };
 

@@ -125,6 +125,16 @@ impl Identity {
         accounts::by_id(&self.db, id).await
     }
 
+    /// Finds an enabled account by what its holder types to sign in (national ID or
+    /// e-mail address, in any case).
+    pub async fn account_named(&self, identifier: &str) -> Result<Option<Account>, IdentityError> {
+        Ok(
+            accounts::by_username(&self.db, &normalise_username(identifier))
+                .await?
+                .map(|(a, _)| a),
+        )
+    }
+
     // ----- password sign-in -------------------------------------------------------------
 
     /// Checks an identifier and password. Locks the account and the client address after

@@ -94,9 +94,9 @@ pub struct Db {
 }
 
 /// SQLite connections [`Db::lend`] gave back, kept for the next loan, and whether the
-/// database is closing (then none is kept).
+/// database is closing (then none is kept); and how many may be kept.
 #[derive(Debug, Default)]
-struct Kept(std::sync::Mutex<(bool, Vec<PoolConnection<Any>>)>);
+struct Kept(std::sync::Mutex<(bool, Vec<PoolConnection<Any>>)>, usize);
 
 /// A connection lent by [`Db::lend`]; use it as `&mut *lent`.
 pub struct Lent {
@@ -128,7 +128,7 @@ impl Drop for Lent {
         };
         if let Ok(mut k) = kept.0.lock()
             && !k.0
-            && k.1.len() < KEPT
+            && k.1.len() < kept.1
         {
             k.1.push(conn);
         }
@@ -136,7 +136,9 @@ impl Drop for Lent {
     }
 }
 
-/// At most this many SQLite connections are kept between loans.
+/// At most this many SQLite connections are kept between loans, and never more than a
+/// quarter of the pool: the rest stay in the pool for transactions and other readers (a
+/// pool of fewer than 4 keeps none).
 const KEPT: usize = 4;
 
 impl Db {
@@ -187,7 +189,10 @@ impl Db {
             pool,
             engine,
             writers: Arc::default(),
-            kept: Arc::default(),
+            kept: Arc::new(Kept(
+                Default::default(),
+                KEPT.min(max_connections as usize / 4),
+            )),
         })
     }
 

@@ -25,16 +25,45 @@ pub(crate) fn routes() -> axum::Router<Shared> {
     axum::Router::new().route("/admin/consent", get(show).post(change))
 }
 
-/// An agreement as the page lists it.
-struct AgreementRow {
-    a: Agreement,
+/// An agreement as the operator's and the organisation's pages list it.
+pub(crate) struct AgreementRow {
+    pub(crate) a: Agreement,
     /// The purpose's name in the page's language.
-    purpose: String,
+    pub(crate) purpose: String,
     /// Each item's name in the page's language.
-    items: Vec<String>,
-    proposed: String,
-    /// Its consents by state now (decided agreements).
-    counts: civitas_consent::Statistics,
+    pub(crate) items: Vec<String>,
+    pub(crate) proposed: String,
+    /// Its consents by state now (approved agreements).
+    pub(crate) counts: civitas_consent::Statistics,
+}
+
+/// `agreements` as rows in the language `lang`, with the consent counts of those approved.
+pub(crate) async fn agreement_rows(
+    app: &Shared,
+    agreements: Vec<Agreement>,
+    purposes: &[Purpose],
+    lang: crate::i18n::Lang,
+) -> Result<Vec<AgreementRow>, ConsentError> {
+    let mut rows = Vec::with_capacity(agreements.len());
+    for a in agreements {
+        let counts = if a.state == AgreementState::Approved {
+            app.consents.statistics(&a.id).await?
+        } else {
+            civitas_consent::Statistics::default()
+        };
+        rows.push(AgreementRow {
+            counts,
+            proposed: taiwan_time(a.proposed_ms),
+            purpose: purpose_name(purposes, &a.purpose, lang),
+            items: a
+                .items
+                .iter()
+                .map(|i| format!("{} ({i})", item_name(i, lang)))
+                .collect(),
+            a,
+        });
+    }
+    Ok(rows)
 }
 
 #[derive(Template)]
@@ -70,6 +99,12 @@ struct ChangeForm {
     /// The agreement decided.
     #[serde(default)]
     id: String,
+    /// The organisation (client id) a member is added to.
+    #[serde(default)]
+    client_id: String,
+    /// The member's sign-in name (national ID or e-mail address).
+    #[serde(default)]
+    member: String,
     #[serde(default)]
     reason: String,
 }
@@ -88,32 +123,11 @@ async fn page(
     };
     let built = async {
         let purposes = app.consents.purposes().await?;
-        let (mut proposed, mut decided) = (Vec::new(), Vec::new());
-        for a in app.consents.agreements(None).await? {
-            let purpose = purpose_name(&purposes, &a.purpose, c.lang);
-            let items = a
-                .items
-                .iter()
-                .map(|i| format!("{} ({i})", item_name(i, c.lang)))
-                .collect();
-            let counts = if a.state == AgreementState::Approved {
-                app.consents.statistics(&a.id).await?
-            } else {
-                civitas_consent::Statistics::default()
-            };
-            let row = AgreementRow {
-                counts,
-                proposed: taiwan_time(a.proposed_ms),
-                purpose,
-                items,
-                a,
-            };
-            if row.a.state == AgreementState::Proposed {
-                proposed.push(row);
-            } else {
-                decided.push(row);
-            }
-        }
+        let all = app.consents.agreements(None).await?;
+        let (proposed, decided): (Vec<_>, Vec<_>) = agreement_rows(app, all, &purposes, c.lang)
+            .await?
+            .into_iter()
+            .partition(|r| r.a.state == AgreementState::Proposed);
         Ok::<_, ConsentError>((purposes, proposed, decided))
     };
     match built.await {
@@ -165,6 +179,7 @@ async fn change(
             };
             (consents.add_purpose(&p, &actor).await.map(|_| ()), "code")
         }
+        "member" => (add_member(&app, &f, &actor).await, "member"),
         "approve" | "reject" => (
             consents
                 .decide_agreement(&f.id, f.action == "approve", Some(&f.reason), &actor)
@@ -188,4 +203,21 @@ async fn change(
             page(&app, c, &headers, errors, f).await
         }
     }
+}
+
+/// Lets the account named in the form act for the organisation named in it.
+async fn add_member(app: &Shared, f: &ChangeForm, actor: &str) -> Result<(), ConsentError> {
+    let invalid = |m: &str| Err(ConsentError::Invalid(m.to_string()));
+    let client_id = f.client_id.trim();
+    match app.oidc.client(client_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return invalid("no registered organisation has that client id"),
+        Err(e) => return invalid(&format!("the organisation could not be read: {e}")),
+    }
+    let account = match app.identity.account_named(&f.member).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return invalid("no account signs in with that name"),
+        Err(e) => return invalid(&format!("the account could not be read: {e}")),
+    };
+    app.consents.add_member(client_id, &account.id, actor).await
 }

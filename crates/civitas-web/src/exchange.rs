@@ -846,6 +846,12 @@ async fn call_logging(
         (h.finish(), h.body_bytes())
     };
     let (res, log) = finishing(app, res, p.logged(others, None), request_hash, body_bytes)?;
+    if app.archive.is_some() {
+        // The archive keeps only logged calls, and takes the answer's body as it is read:
+        // logged first, so a caller that reads the body at once still has it archived.
+        log.await?;
+        return Ok((res, None));
+    }
     Ok((res, Some(tokio::spawn(log))))
 }
 

@@ -26,6 +26,7 @@ mod mydata;
 mod oidc;
 mod oidc_texts;
 mod ops;
+mod org_page;
 mod pages;
 mod passkey_routes;
 mod pdf;
@@ -135,6 +136,7 @@ pub fn app(state: AppState) -> Router {
             .merge(consent_api::routes())
             .merge(mydata::routes())
             .merge(prefill::routes())
+            .merge(org_page::routes())
             .merge(exchange::routes())
             .merge(data_usage::api_routes())
             .merge(exchange_api::routes())

@@ -16,7 +16,7 @@ const PEOPLE_REMEMBERED: usize = 200_000;
 #[derive(Default)]
 pub struct RegisterMemo {
     people: RwLock<HashMap<String, i64>>,
-    as_of: tokio::sync::OnceCell<Option<String>>,
+    as_of: RwLock<Option<String>>,
 }
 
 impl RegisterMemo {
@@ -48,15 +48,18 @@ impl RegisterMemo {
         Ok(Some(person.id))
     }
 
-    /// The date the registers are as of (ISO 8601), when the demo country recorded one.
+    /// The date the registers are as of (ISO 8601), when the demo country recorded one
+    /// (remembered once there is one: another node may still be generating it).
     pub async fn as_of(&self, db: &Db) -> Result<Option<String>, civitas_registry::RegistryError> {
-        self.as_of
-            .get_or_try_init(|| async {
-                Ok(civitas_registry::demo_summary(db)
-                    .await?
-                    .map(|s| s.as_of.to_string()))
-            })
-            .await
-            .cloned()
+        if let Some(d) = self.as_of.read().ok().and_then(|d| d.clone()) {
+            return Ok(Some(d));
+        }
+        let found = civitas_registry::demo_summary(db)
+            .await?
+            .map(|s| s.as_of.to_string());
+        if let (Some(d), Ok(mut kept)) = (&found, self.as_of.write()) {
+            *kept = Some(d.clone());
+        }
+        Ok(found)
     }
 }

@@ -116,7 +116,8 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
     .await
     {
         Ok(filled) => filled,
-        Err(e) => return e.problem(),
+        // What a register said stays here: the organisation learns only that it failed.
+        Err(e) => return e.problem_for_organisation(),
     };
     let now = civitas_ledger::event::now_ms() / 1000;
     let claims = json!({
@@ -136,14 +137,10 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         Ok(j) => j,
         Err(e) => return Problem::internal(&e).into_response(),
     };
-    // Not released unless the release and every read it made are logged. The release's
-    // entry is appended beside the reads' (the data is read by now), so the person waits
-    // for one commit, not two in turn.
-    let (reads_logged, release_logged) = tokio::join!(
-        futures_util::future::join_all(logs.into_iter().map(crate::exchange::logged)),
-        app.consents
-            .released(&consent_id, &client.client_id, &subject_ref, &agreement),
-    );
+    // Not released unless every read it made is logged, and then the release itself (so the
+    // ledger never tells of a release that was not made).
+    let reads_logged =
+        futures_util::future::join_all(logs.into_iter().map(crate::exchange::logged)).await;
     if let Some(Err(e)) = reads_logged.into_iter().find(Result::is_err) {
         tracing::error!(error = %e, "a release's registry read could not be logged");
         return refused(
@@ -153,7 +150,11 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
             "Nothing was released: a register read could not be logged.",
         );
     }
-    if let Err(e) = release_logged {
+    if let Err(e) = app
+        .consents
+        .released(&consent_id, &client.client_id, &subject_ref, &agreement)
+        .await
+    {
         return Problem::internal(&e).into_response();
     }
     (

@@ -9,10 +9,12 @@
 //! - `POST /api/v1/me/prefill`: the signed-in resident's own form, read as the portal at
 //!   their own request;
 //! - `POST /api/v1/prefill`: an agency's staff prefilling a form for a person, read as the
-//!   agency's case-handling system (`GOV/{agency}/services`) with the legal basis they
-//!   state, or the person's consent (a consent record of theirs, valid now, whose
-//!   agreement lists every item). The request itself is in the ledger
-//!   (`prefill.requested`, by the staff member, under the person's tag).
+//!   agency's case-handling system (`GOV/{agency}/services`, so the exchange's access
+//!   rights decide which registers it may read) with the legal basis they state (the law
+//!   and article). An agency is no party to a data agreement, so consent is no basis here;
+//!   the person's own consent to fill their form is their own call above. The request is
+//!   in the ledger (`prefill.requested`, by the staff member, under the person's tag,
+//!   with the items); the purpose and basis are in each read's private log.
 
 use axum::Json;
 use axum::extract::State;
@@ -44,6 +46,22 @@ pub(crate) enum NotFilled {
 }
 
 impl NotFilled {
+    /// The problem for an organisation outside government: that the release failed, with
+    /// nothing of what a register or the exchange said.
+    pub(crate) fn problem_for_organisation(&self) -> Response {
+        if let NotFilled::Refused(status, detail) = self {
+            tracing::error!(%status, %detail, "a release's register read failed");
+        }
+        Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "registry-failed",
+            "A register did not answer",
+        )
+        .detail("Nothing was released: a register could not be read.".to_string())
+        .into_response()
+    }
+
+    /// The problem for government's own callers (the person, an agency's staff).
     pub(crate) fn problem(&self) -> Response {
         let (status, kind, title, detail) = match self {
             NotFilled::UnknownItem(i) => (
@@ -260,20 +278,21 @@ pub(crate) struct ForPersonIn {
     items: Vec<String>,
     /// Why: the purpose, as the person's tracker will show it.
     purpose: String,
-    /// The legal basis: the law and article, or `consent` with `consent_id`.
+    /// The legal basis: the law and article.
     legal_basis: String,
-    /// The person's consent, when the basis is consent.
+    /// Not accepted: an agency's reads rest on the law (a person fills their own form at
+    /// `/api/v1/me/prefill`).
     consent_id: Option<String>,
 }
 
 /// Fills an agency's form for a person from the registers, read as the agency's case
-/// system with the stated legal basis (or the person's consent).
+/// system with the stated legal basis.
 #[utoipa::path(post, path = "/api/v1/prefill", tag = "consent", request_body = ForPersonIn,
     responses(
         (status = 200, description = "Each item with its value, source register and dates", body = Object),
-        (status = 400, description = "An unknown item, or no purpose or legal basis", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "An unknown item or person, no purpose or legal basis, or consent named as the basis", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not agency staff, no anti-forgery token, the agency may not read a register, or the consent does not cover the items", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not agency staff, no anti-forgery token, or the agency may not read a register", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn for_person(
     State(app): State<Shared>,
@@ -322,14 +341,23 @@ pub(crate) async fn for_person(
         }
         Err(e) => return Problem::internal(&e).into_response(),
     };
-    let consent = if basis == "consent" {
-        match consent_covers(&app, body.consent_id.as_deref(), &subject, &body.items).await {
-            Ok(id) => Some(id),
-            Err(r) => return r,
-        }
-    } else {
-        None
-    };
+    if basis.eq_ignore_ascii_case("consent") || body.consent_id.is_some() {
+        // An agency is no party to a data agreement (organisations are): its reads rest on
+        // the law. A person's own consent to fill their form is `/api/v1/me/prefill`.
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "consent-not-a-basis-here",
+            "Name the law",
+            "An agency reads the registers on a legal basis (the law and article); a person fills their own form from the registers themselves.",
+        );
+    }
+    if let Some(unknown) = body
+        .items
+        .iter()
+        .find(|i| civitas_registry::attributes::attribute(i).is_none())
+    {
+        return NotFilled::UnknownItem(unknown.clone()).problem();
+    }
     let tag = match app.ledger.subject_secret(&subject).await {
         Ok(s) => s.tag(),
         Err(e) => return Problem::internal(&e).into_response(),
@@ -340,67 +368,15 @@ pub(crate) async fn for_person(
         &format!("agency/{agency}"),
     )
     .about(tag)
-    .with("items", body.items.clone())
-    .with("legal_basis", basis.to_string());
+    .with("items", body.items.clone());
     if let Err(e) = app.ledger.append(&event).await {
         return Problem::internal(&e).into_response();
     }
     let why = Reason {
         purpose,
         legal_basis: basis,
-        consent: consent.as_deref(),
+        consent: None,
     };
     let client = format!("{}/GOV/{agency}/services", app.exchange.instance());
     answered(fill(&app, &client, &national_id, &body.items, &why).await).await
-}
-
-/// The consent `id`, when it is the person's, valid now, and its agreement lists every
-/// item; else the answer that says why not.
-async fn consent_covers(
-    app: &Shared,
-    id: Option<&str>,
-    subject: &str,
-    items: &[String],
-) -> Result<String, Response> {
-    let refused = |detail: &str| {
-        problem(
-            StatusCode::FORBIDDEN,
-            "consent-not-valid",
-            "The consent does not allow this",
-            detail,
-        )
-    };
-    let Some(id) = id else {
-        return Err(problem(
-            StatusCode::BAD_REQUEST,
-            "no-consent",
-            "Which consent?",
-            "A read on the basis of consent names the consent (consent_id).",
-        ));
-    };
-    match app.consents.record(id).await {
-        Ok((_, owner)) if owner == subject => {}
-        Ok(_) | Err(civitas_consent::ConsentError::NotFound(_)) => {
-            return Err(refused("There is no such consent of this person."));
-        }
-        Err(e) => return Err(Problem::internal(&e).into_response()),
-    }
-    let validity = match app.consents.check(id, None).await {
-        Ok(v) => v,
-        Err(e) => return Err(Problem::internal(&e).into_response()),
-    };
-    if !validity.valid {
-        return Err(refused(
-            validity
-                .reason
-                .as_deref()
-                .unwrap_or("the consent is not valid"),
-        ));
-    }
-    if let Some(outside) = items.iter().find(|i| !validity.items.contains(i)) {
-        return Err(refused(&format!(
-            "The consent's agreement does not list {outside}."
-        )));
-    }
-    Ok(id.to_string())
 }

@@ -173,10 +173,16 @@ fn parse_any_jwks(jwks: &str) -> Result<JwkSet, OidcError> {
 
 impl Client {
     /// The key it registered for encryption (a P-256 key with `"use": "enc"` in its
-    /// JWKS): what the provider signs for it is then encrypted to that key.
-    pub fn encryption_key(&self) -> Option<super::jwe::EncryptionKey> {
-        let set: JwkSet = serde_json::from_str(self.jwks.as_deref()?).ok()?;
-        super::jwe::encryption_key(&set).ok().flatten()
+    /// JWKS): what the provider signs for it is then encrypted to that key. An error when
+    /// its JWKS names an encryption key that cannot be used: then nothing is sent in clear
+    /// instead.
+    pub fn encryption_key(&self) -> Result<Option<super::jwe::EncryptionKey>, OidcError> {
+        let Some(jwks) = self.jwks.as_deref() else {
+            return Ok(None);
+        };
+        let set: JwkSet = serde_json::from_str(jwks)
+            .map_err(|e| OidcError::Key(format!("the client's JWKS is unreadable: {e}")))?;
+        super::jwe::encryption_key(&set).map_err(OidcError::Key)
     }
 }
 

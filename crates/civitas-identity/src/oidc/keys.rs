@@ -394,7 +394,7 @@ impl Provider {
         claims: &Value,
     ) -> Result<String, OidcError> {
         let jws = self.sign_for(client, typ, claims).await?;
-        match client.encryption_key() {
+        match client.encryption_key()? {
             Some(key) => key.encrypt(jws.as_bytes(), "JWT"),
             None => Ok(jws),
         }

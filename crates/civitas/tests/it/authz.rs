@@ -215,6 +215,7 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("GET", "/account/my-data.json", Rule::ResidentPage),
     ("GET", "/account/my-data.pdf", Rule::ResidentPage),
     ("POST", "/api/v1/me/prefill", Rule::SignedInJson),
+    ("GET", "/org", Rule::SignedIn),
     ("POST", "/api/v1/prefill", Rule::SignedInJson),
     ("GET", "/account/consents", Rule::SignedIn),
     (

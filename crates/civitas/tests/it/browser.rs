@@ -372,6 +372,7 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
         "/account/consents",
         "/account/my-data",
         "/account/mandates",
+        "/org",
     ];
     check_pages(&browser, &app.base, &pages, &mut failures).await;
     // A relying party asks for the person's profile: the consent page passes axe too, and

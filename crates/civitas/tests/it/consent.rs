@@ -656,12 +656,18 @@ on_both_engines! {
         hro.get("/account").await;
         let (status, p) = hro.post_json("/api/v1/prefill", &agency, None).await;
         assert_eq!(status, 403, "{p}");
-        // Consent as the basis needs a consent of the person's that covers the items.
+        // An agency reads on the law, not on a consent; an unknown item is refused before
+        // anything is read or logged.
         let mut by_consent = agency.clone();
         by_consent["legal_basis"] = json!("consent");
-        assert_eq!(dsa.post_json("/api/v1/prefill", &by_consent, None).await.0, 400);
         by_consent["consent_id"] = json!("00000000-0000-0000-0000-000000000000");
-        assert_eq!(dsa.post_json("/api/v1/prefill", &by_consent, None).await.0, 403);
+        let (status, p) = dsa.post_json("/api/v1/prefill", &by_consent, None).await;
+        assert_eq!(status, 400, "{p}");
+        let logged = app.ledger.latest_of_kind("prefill.requested").await.unwrap().map(|(i, _)| i);
+        let mut unknown = agency.clone();
+        unknown["items"] = json!(["population.name", "population.secret_wish"]);
+        assert_eq!(dsa.post_json("/api/v1/prefill", &unknown, None).await.0, 400);
+        assert_eq!(app.ledger.latest_of_kind("prefill.requested").await.unwrap().map(|(i, _)| i), logged);
         let mut nobody = agency.clone();
         nobody["legal_basis"] = json!("");
         assert_eq!(dsa.post_json("/api/v1/prefill", &nobody, None).await.0, 400);
@@ -674,6 +680,65 @@ on_both_engines! {
         assert!(purposes.contains(&"Social assistance application"), "{purposes:?}");
         let asked = app.ledger.latest_of_kind("prefill.requested").await.unwrap().unwrap().1;
         assert!(asked.actor.starts_with("account:"), "{}", asked.actor);
+        app.stop().await;
+    }
+
+    async fn the_people_who_act_for_an_organisation_see_its_agreements_and_check_consents(app) {
+        let people = civitas_registry::demo_people(&app.db).await.unwrap();
+        let bank = organisation(&app, "First Bank loans").await;
+        let other = organisation(&app, "Another shop").await;
+        let mut operator = crate::authz::at_substantial(&app, "operator.1@moda.gov.example").await;
+        let ours = agreed(&app, &mut operator, &bank, &["population.name"], "periodic").await;
+        let theirs = agreed(&app, &mut operator, &other, &["tax.income"], "periodic").await;
+        let mut person = Browser::new(&app);
+        person.sign_in(&people[0].national_id, civitas_identity::DEMO_PASSWORD).await;
+        person.get("/account/consents").await;
+        let mut consent = Vec::new();
+        for agreement in [&ours, &theirs] {
+            let (status, r) = person
+                .post_json("/api/v1/me/consents", &json!({"agreement_id": agreement, "decision": "give"}), None)
+                .await;
+            assert_eq!(status, 201, "{r}");
+            consent.push(r["record_id"].as_str().unwrap().to_string());
+        }
+
+        // Before the operator names them, someone acts for no organisation.
+        let mut rep = Browser::new(&app);
+        rep.sign_in("caseworker.2@dsa.gov.example", civitas_identity::DEMO_PASSWORD).await;
+        let page = rep.get("/org").await;
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains("First Bank loans"), "{}", page.body);
+        // The operator names them; an unknown organisation or account is an error on the form.
+        for (client, member) in [("no-such-client", "caseworker.2@dsa.gov.example"), (bank.0.as_str(), "nobody@nowhere.example")] {
+            let again = operator.post("/admin/consent", &[("action", "member"), ("client_id", client), ("member", member)]).await;
+            assert_eq!(again.status, 422, "{}", again.body);
+            assert!(again.body.contains("error-summary"));
+        }
+        let done = operator
+            .post("/admin/consent", &[("action", "member"), ("client_id", &bank.0), ("member", "CASEWORKER.2@dsa.gov.example")])
+            .await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        let again = operator
+            .post("/admin/consent", &[("action", "member"), ("client_id", &bank.0), ("member", "caseworker.2@dsa.gov.example")])
+            .await;
+        assert_eq!(again.status, 422, "named once");
+        let added = app.ledger.latest_of_kind("consent.org_member_added").await.unwrap().unwrap().1;
+        assert!(added.actor.starts_with("account:"), "{}", added.actor);
+
+        // Now they see the bank's agreements with their consent counts, and not the shop's.
+        let page = rep.get("/org").await;
+        assert!(page.body.contains("First Bank loans") && page.body.contains(&ours), "{}", page.body);
+        assert!(!page.body.contains(&theirs));
+        assert!(page.body.contains("<td>1</td>"), "one consent given: {}", page.body);
+        // A consent to the bank's agreement checks as valid; the shop's is not found.
+        let page = rep.get(&format!("/org?client={}&consent={}", bank.0, consent[0])).await;
+        assert!(page.body.contains("<dd>given</dd>"), "{}", page.body);
+        let page = rep.get(&format!("/org?client={}&consent={}", bank.0, consent[1])).await;
+        assert!(!page.body.contains("<dd>given</dd>"), "{}", page.body);
+        assert!(page.body.contains("id=\"checked\""), "the check is answered");
+        // Nothing is checked for an organisation they do not act for.
+        let page = rep.get(&format!("/org?client={}&consent={}", other.0, consent[1])).await;
+        assert!(!page.body.contains("id=\"checked\""), "{}", page.body);
         app.stop().await;
     }
 
