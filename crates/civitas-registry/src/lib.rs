@@ -50,6 +50,7 @@ pub use people::{
 pub use ubn::ubn_is_valid;
 
 pub mod attributes;
+pub mod fields;
 pub mod services;
 
 use civitas_store::{BulkInsert, Value};

@@ -21,12 +21,12 @@ enum Key {
 }
 
 /// One read: a path with one parameter, and the query that answers it.
-struct Read {
+pub(crate) struct Read {
     path: &'static str,
     summary: &'static str,
     key: Key,
     /// `$1` is the parameter.
-    sql: &'static str,
+    pub(crate) sql: &'static str,
     /// A list (possibly empty) rather than one record (404 when missing).
     many: bool,
 }
@@ -41,7 +41,7 @@ pub struct RegistryService {
     pub title: &'static str,
     /// Whether its records are about people.
     pub personal: bool,
-    reads: &'static [Read],
+    pub(crate) reads: &'static [Read],
 }
 
 impl RegistryService {

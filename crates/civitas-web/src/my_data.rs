@@ -63,10 +63,14 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// A read's answer as records of (field, value).
-fn records(v: &Value) -> Vec<Vec<(String, String)>> {
+/// A read's answer as records of (field's name in `lang`, value).
+fn records(v: &Value, lang: crate::i18n::Lang) -> Vec<Vec<(String, String)>> {
+    let name = |k: &str| match civitas_registry::fields::label(k) {
+        Some((zh, en)) => lang.pick(zh, en).to_string(),
+        None => k.to_string(),
+    };
     let record =
-        |o: &serde_json::Map<String, Value>| o.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+        |o: &serde_json::Map<String, Value>| o.iter().map(|(k, v)| (name(k), text(v))).collect();
     match v {
         Value::Object(o) => vec![record(o)],
         Value::Array(list) => list
@@ -79,7 +83,11 @@ fn records(v: &Value) -> Vec<Vec<(String, String)>> {
 }
 
 /// Reads every register about the person, through the exchange.
-async fn gather(app: &Shared, s: &SessionInfo) -> Result<Vec<Register>, String> {
+async fn gather(
+    app: &Shared,
+    s: &SessionInfo,
+    lang: crate::i18n::Lang,
+) -> Result<Vec<Register>, String> {
     let instance = app.exchange.instance().to_string();
     let national_id = s.account.username.clone();
     let mut out = Vec::new();
@@ -97,7 +105,7 @@ async fn gather(app: &Shared, s: &SessionInfo) -> Result<Vec<Register>, String> 
             let data = read(app, &service_id, &path, &national_id, &OWN_REQUEST).await?;
             reads.push(Read {
                 summary,
-                records: records(&data),
+                records: records(&data, lang),
                 data,
             });
         }
@@ -131,7 +139,7 @@ async fn page(State(app): State<Shared>, SignedIn(v, s, headers, uri): SignedIn)
         Ok(c) => c,
         Err(r) => return *r,
     };
-    match gather(&app, &s).await {
+    match gather(&app, &s, c.lang).await {
         Ok(registers) => render(&MyDataPage { c, registers }, StatusCode::OK),
         Err(e) => failed(c, &e),
     }
@@ -143,7 +151,7 @@ async fn gathered(
     SignedIn(v, s, headers, uri): SignedIn,
 ) -> Result<(Chrome, SessionInfo, Vec<Register>), Response> {
     let c = resident(&s, Chrome::for_visitor(&v, &headers, &uri, "account")).map_err(|r| *r)?;
-    match gather(app, &s).await {
+    match gather(app, &s, c.lang).await {
         Ok(r) => Ok((c, s, r)),
         Err(e) => Err(failed(c, &e)),
     }

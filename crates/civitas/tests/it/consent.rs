@@ -791,6 +791,9 @@ on_both_engines! {
         assert_eq!(page.status, 200, "{}", page.body);
         assert!(page.body.contains("Population and household register"), "{}", page.body);
         assert!(page.body.contains(&me.national_id));
+        // Fields by their names for people, not the registers' column names.
+        assert!(page.body.contains("出生日期") || page.body.contains("Date of birth"), "{}", page.body);
+        assert!(!page.body.contains("<dt>birth_date</dt>"));
         let file = person.get("/account/my-data.json").await;
         assert_eq!(file.status, 200);
         let file: Value = serde_json::from_str(&file.body).unwrap();
