@@ -50,6 +50,49 @@ impl Consents {
         Ok(())
     }
 
+    /// Stops the account `account_id` acting for the organisation `client_id`
+    /// (`consent.org_member_removed`).
+    pub async fn remove_member(
+        &self,
+        client_id: &str,
+        account_id: &str,
+        actor: &str,
+    ) -> Result<(), ConsentError> {
+        let mut w = Script::new();
+        w.push(
+            "DELETE FROM consent_org_members WHERE client_id = ? AND account_id = ?",
+            vec![Sql::Text(client_id.into()), Sql::Text(account_id.into())],
+        );
+        let event = Event::new(
+            "consent.org_member_removed",
+            actor,
+            &format!("organisation/{client_id}"),
+        )
+        .with("account", format!("account:{account_id}"));
+        self.ledger
+            .append_with(&event, w)
+            .await
+            .map_err(|e| match e {
+                civitas_ledger::LedgerError::WritesRefused(_) => {
+                    ConsentError::NotFound("that account does not act for this organisation".into())
+                }
+                e => ConsentError::Ledger(e),
+            })?;
+        Ok(())
+    }
+
+    /// Who acts for which organisation: (client id, account id) pairs.
+    pub async fn members(&self) -> Result<Vec<(String, String)>, ConsentError> {
+        let rows = sqlx::query(
+            "SELECT client_id, account_id FROM consent_org_members ORDER BY client_id, added_ms",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("client_id")?, r.try_get("account_id")?)))
+            .collect()
+    }
+
     /// The organisations (client ids) the account `account_id` acts for.
     pub async fn organisations_of(&self, account_id: &str) -> Result<Vec<String>, ConsentError> {
         let rows = sqlx::query(

@@ -48,7 +48,7 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("parcel_no", "地號", "Parcel number"),
     ("section_zh", "地段", "Section (Chinese)"),
     ("section_en", "地段（英文）", "Section (English)"),
-    ("lot_no", "地號", "Lot number"),
+    ("lot_no", "地段地號", "Lot number"),
     ("area_m2", "面積（平方公尺）", "Area (m²)"),
     ("zoning", "使用分區", "Zoning"),
     (

@@ -74,7 +74,16 @@ struct ConsentAdminPage {
     purposes: Vec<Purpose>,
     proposed: Vec<AgreementRow>,
     decided: Vec<AgreementRow>,
+    members: Vec<MemberRow>,
     form: ChangeForm,
+}
+
+/// Someone who acts for an organisation, as the page lists them.
+struct MemberRow {
+    client_id: String,
+    account_id: String,
+    /// Their name and sign-in name.
+    name: String,
 }
 
 impl ConsentAdminPage {
@@ -128,16 +137,29 @@ async fn page(
             .await?
             .into_iter()
             .partition(|r| r.a.state == AgreementState::Proposed);
-        Ok::<_, ConsentError>((purposes, proposed, decided))
+        let mut members = Vec::new();
+        for (client_id, account_id) in app.consents.members().await? {
+            let name = match app.identity.account(&account_id).await {
+                Ok(Some(a)) => format!("{} ({})", a.display_name, a.username),
+                _ => account_id.clone(),
+            };
+            members.push(MemberRow {
+                client_id,
+                account_id,
+                name,
+            });
+        }
+        Ok::<_, ConsentError>((purposes, proposed, decided, members))
     };
     match built.await {
-        Ok((purposes, proposed, decided)) => render(
+        Ok((purposes, proposed, decided, members)) => render(
             &ConsentAdminPage {
                 c,
                 errors,
                 purposes,
                 proposed,
                 decided,
+                members,
                 form,
             },
             status,
@@ -179,7 +201,13 @@ async fn change(
             };
             (consents.add_purpose(&p, &actor).await.map(|_| ()), "code")
         }
-        "member" => (add_member(&app, &f, &actor).await, "member"),
+        "member" => add_member(&app, &f, &actor).await,
+        "remove_member" => (
+            consents
+                .remove_member(f.client_id.trim(), f.member.trim(), &actor)
+                .await,
+            "member",
+        ),
         "approve" | "reject" => (
             consents
                 .decide_agreement(&f.id, f.action == "approve", Some(&f.reason), &actor)
@@ -206,18 +234,39 @@ async fn change(
 }
 
 /// Lets the account named in the form act for the organisation named in it.
-async fn add_member(app: &Shared, f: &ChangeForm, actor: &str) -> Result<(), ConsentError> {
+/// Lets the account named in the form act for the organisation named in it; the outcome,
+/// and the form's field an error belongs to.
+async fn add_member(
+    app: &Shared,
+    f: &ChangeForm,
+    actor: &str,
+) -> (Result<(), ConsentError>, &'static str) {
     let invalid = |m: &str| Err(ConsentError::Invalid(m.to_string()));
+    // A failure to read is the server's, not the form's: the error page.
+    let failed = |e: String| {
+        Err(ConsentError::Store(civitas_store::StoreError::Sql(
+            civitas_store::sqlx::Error::Protocol(e),
+        )))
+    };
     let client_id = f.client_id.trim();
     match app.oidc.client(client_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return invalid("no registered organisation has that client id"),
-        Err(e) => return invalid(&format!("the organisation could not be read: {e}")),
+        Ok(Some(c)) if c.enabled => {}
+        Ok(Some(_)) => return (invalid("that organisation is disabled"), "client_id"),
+        Ok(None) => {
+            return (
+                invalid("no registered organisation has that client id"),
+                "client_id",
+            );
+        }
+        Err(e) => return (failed(e.to_string()), "client_id"),
     }
     let account = match app.identity.account_named(&f.member).await {
         Ok(Some(a)) => a,
-        Ok(None) => return invalid("no account signs in with that name"),
-        Err(e) => return invalid(&format!("the account could not be read: {e}")),
+        Ok(None) => return (invalid("no account signs in with that name"), "member"),
+        Err(e) => return (failed(e.to_string()), "member"),
     };
-    app.consents.add_member(client_id, &account.id, actor).await
+    (
+        app.consents.add_member(client_id, &account.id, actor).await,
+        "member",
+    )
 }

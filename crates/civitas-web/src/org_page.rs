@@ -62,9 +62,10 @@ async fn show(
         let purposes = app.consents.purposes().await?;
         let mut organisations = Vec::new();
         for client_id in app.consents.organisations_of(&s.account.id).await? {
+            // A disabled or removed organisation's page is closed, as its API is.
             let name = match app.oidc.client(&client_id).await {
-                Ok(Some(client)) => client.name,
-                _ => client_id.clone(),
+                Ok(Some(client)) if client.enabled => client.name,
+                _ => continue,
             };
             let list = app.consents.agreements(Some(&client_id)).await?;
             organisations.push(Organisation {

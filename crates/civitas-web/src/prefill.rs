@@ -351,12 +351,19 @@ pub(crate) async fn for_person(
             "An agency reads the registers on a legal basis (the law and article); a person fills their own form from the registers themselves.",
         );
     }
-    if let Some(unknown) = body
-        .items
-        .iter()
-        .find(|i| civitas_registry::attributes::attribute(i).is_none())
-    {
-        return NotFilled::UnknownItem(unknown.clone()).problem();
+    if body.items.is_empty() || body.items.len() > 50 {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "no-items",
+            "Which data?",
+            "Name 1 to 50 data items (see /api/v1/consent/items).",
+        );
+    }
+    // Nothing is logged for a request that cannot succeed: every item must be one the
+    // agency's system may read.
+    let client = format!("{}/GOV/{agency}/services", app.exchange.instance());
+    if let Err(r) = readable_by(&app, &client, &body.items).await {
+        return r;
     }
     let tag = match app.ledger.subject_secret(&subject).await {
         Ok(s) => s.tag(),
@@ -377,6 +384,36 @@ pub(crate) async fn for_person(
         legal_basis: basis,
         consent: None,
     };
-    let client = format!("{}/GOV/{agency}/services", app.exchange.instance());
     answered(fill(&app, &client, &national_id, &body.items, &why).await).await
+}
+
+/// Whether the information system `client` may read each of `items` (known items, and an
+/// access right to the register read each needs), as the exchange's directory says now.
+async fn readable_by(app: &Shared, client: &str, items: &[String]) -> Result<(), Response> {
+    let directory = app
+        .exchange
+        .snapshot()
+        .await
+        .map_err(|e| Problem::internal(&e).into_response())?;
+    let client_id = civitas_core::xroad::ClientId::parse(client)
+        .map_err(|e| Problem::internal(&e).into_response())?;
+    let instance = app.exchange.instance();
+    for item in items {
+        let unknown = || NotFilled::UnknownItem(item.clone()).problem();
+        let at = civitas_registry::attributes::attribute(item).ok_or_else(unknown)?;
+        let service = civitas_registry::services::service(at.registry).ok_or_else(unknown)?;
+        let service_id = civitas_core::xroad::ServiceId::parse(&format!(
+            "{instance}/GOV/{}/registry/{}",
+            service.agency, service.code
+        ))
+        .map_err(|e| Problem::internal(&e).into_response())?;
+        if !directory.may_call(&client_id, &service_id, "GET", at.path) {
+            return Err(NotFilled::Refused(
+                StatusCode::FORBIDDEN,
+                format!("{client} has no access right to {service_id} for {item}"),
+            )
+            .problem());
+        }
+    }
+    Ok(())
 }

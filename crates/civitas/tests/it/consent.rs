@@ -654,8 +654,14 @@ on_both_engines! {
         let mut hro = Browser::new(&app);
         hro.sign_in("caseworker.1@hro.gov.example", civitas_identity::DEMO_PASSWORD).await;
         hro.get("/account").await;
+        let before = app.ledger.latest_of_kind("prefill.requested").await.unwrap().map(|(i, _)| i);
         let (status, p) = hro.post_json("/api/v1/prefill", &agency, None).await;
         assert_eq!(status, 403, "{p}");
+        // Refused before anything was asked or logged.
+        assert_eq!(app.ledger.latest_of_kind("prefill.requested").await.unwrap().map(|(i, _)| i), before);
+        let mut none = agency.clone();
+        none["items"] = json!([]);
+        assert_eq!(dsa.post_json("/api/v1/prefill", &none, None).await.0, 400);
         // An agency reads on the law, not on a consent; an unknown item is refused before
         // anything is read or logged.
         let mut by_consent = agency.clone();
@@ -739,6 +745,20 @@ on_both_engines! {
         // Nothing is checked for an organisation they do not act for.
         let page = rep.get(&format!("/org?client={}&consent={}", other.0, consent[1])).await;
         assert!(!page.body.contains("id=\"checked\""), "{}", page.body);
+        // The operator sees who acts for whom, and removes them: the page closes for them.
+        let admin = operator.get("/admin/consent").await;
+        assert!(admin.body.contains("caseworker.2@dsa.gov.example"), "{}", admin.body);
+        let account_id: String = civitas_store::sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
+            .bind("caseworker.2@dsa.gov.example")
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+        let done = operator
+            .post("/admin/consent", &[("action", "remove_member"), ("client_id", &bank.0), ("member", &account_id)])
+            .await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        assert!(!rep.get("/org").await.body.contains("First Bank loans"));
+        assert!(app.ledger.latest_of_kind("consent.org_member_removed").await.unwrap().is_some());
         app.stop().await;
     }
 
