@@ -1,5 +1,106 @@
 //! Civitas Notify: the messages agencies send people, in the shape of GOV.UK Notify's v2
-//! API so that Notify's client libraries work unchanged (issue 7). So far this crate holds
-//! the template language ([`template`]); the services, keys, API and delivery come next.
+//! API so that Notify's client libraries work unchanged (issue 7; the protocol's facts are
+//! in `docs/design/notify-v2.md`).
+//!
+//! - [`template`]: the template language.
+//! - [`auth`]: API keys (`live`, `team`, `test`) and the JWT each call carries (HS256,
+//!   `iss` the service id, `iat` within 30 seconds), with Notify's checks and messages.
+//! - [`Notify`]: sending services, their keys, guest lists, templates with versions, and
+//!   notifications: accepted (checked, rendered, stored, logged to the ledger by the
+//!   recipient's tag, never the content), read back and listed as Notify pages them.
+//!   Test keys deliver nothing: their notifications end as Notify's simulator would.
+//!   Delivery by the live and team keys' channels is still to come: their notifications
+//!   stay `created`.
 
+pub mod auth;
+mod store;
 pub mod template;
+
+pub use auth::{AuthError, Caller, KeyType};
+pub use store::{
+    Channel, NewNotification, NewTemplate, Notification, NotifyError, Page, Service, Template,
+};
+
+use civitas_ledger::Ledger;
+use civitas_store::{Component, Db, Migration};
+
+/// The Notify block's schema.
+pub const COMPONENT: Component = Component {
+    name: "notify",
+    migrations: &[Migration {
+        version: 1,
+        name: "sending services, API keys, guest lists, templates and notifications",
+        sql: "CREATE TABLE notify_services (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            live BIGINT NOT NULL,
+            active BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE TABLE notify_api_keys (
+            id TEXT PRIMARY KEY,
+            service_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            key_type TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            revoked_ms BIGINT
+        );
+        CREATE INDEX notify_api_keys_service ON notify_api_keys (service_id);
+        CREATE TABLE notify_guest_list (
+            service_id TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            PRIMARY KEY (service_id, recipient)
+        );
+        CREATE TABLE notify_templates (
+            id TEXT PRIMARY KEY,
+            service_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            archived BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX notify_templates_service ON notify_templates (service_id);
+        CREATE TABLE notify_template_versions (
+            template_id TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            name TEXT NOT NULL,
+            subject TEXT,
+            body TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            PRIMARY KEY (template_id, version)
+        );
+        CREATE TABLE notify_notifications (
+            id TEXT PRIMARY KEY,
+            service_id TEXT NOT NULL,
+            key_type TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            template_id TEXT NOT NULL,
+            template_version BIGINT NOT NULL,
+            recipient TEXT NOT NULL,
+            reference TEXT,
+            subject TEXT,
+            body TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            sent_ms BIGINT,
+            completed_ms BIGINT
+        );
+        CREATE INDEX notify_notifications_service ON notify_notifications (service_id, key_type, created_ms);",
+    }],
+};
+
+/// The Notify block, on the platform's database and ledger.
+#[derive(Clone)]
+pub struct Notify {
+    db: Db,
+    ledger: Ledger,
+}
+
+impl Notify {
+    /// The block over `db`, logging to `ledger`.
+    pub fn new(db: Db, ledger: Ledger) -> Notify {
+        Notify { db, ledger }
+    }
+}

@@ -23,6 +23,7 @@ mod ledger;
 pub mod memo;
 mod my_data;
 mod mydata;
+mod notify_api;
 mod oidc;
 mod oidc_texts;
 mod ops;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub exchange: civitas_exchange::Directory,
     /// Data agreements and consent records.
     pub consents: civitas_consent::Consents,
+    /// Notify: sending services, keys, templates and notifications.
+    pub notify: civitas_notify::Notify,
     /// The HTTP client the gateway calls providers' information systems with.
     pub gateway: reqwest::Client,
     /// This node as the exchange gateway of one member (`role = "gateway"`).
@@ -137,6 +140,7 @@ pub fn app(state: AppState) -> Router {
             .merge(mydata::routes())
             .merge(prefill::routes())
             .merge(org_page::routes())
+            .merge(notify_api::routes())
             .merge(exchange::routes())
             .merge(data_usage::api_routes())
             .merge(exchange_api::routes())

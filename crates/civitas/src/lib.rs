@@ -9,6 +9,7 @@ pub mod bench_identity;
 pub mod demo;
 pub mod exchange_cli;
 pub mod ledger_cli;
+pub mod notify_cli;
 pub mod oidc_cli;
 
 use std::future::Future;
@@ -29,6 +30,7 @@ pub const COMPONENTS: &[Component] = &[
     civitas_identity::COMPONENT,
     civitas_exchange::COMPONENT,
     civitas_consent::COMPONENT,
+    civitas_notify::COMPONENT,
 ];
 
 /// The ledger's actor for actions the platform takes by itself.
@@ -451,6 +453,7 @@ async fn app_state(
     let purger = archive
         .is_some()
         .then(|| tokio::spawn(purge_archive(db.clone(), ledger.clone())));
+    let notify = civitas_notify::Notify::new(db.clone(), ledger.clone());
     let state = civitas_web::AppState {
         db,
         config: Arc::new(config),
@@ -462,6 +465,7 @@ async fn app_state(
         mail_sink,
         exchange,
         consents,
+        notify,
         gateway: provider_client()?,
         gateway_role,
         gateway_polls: civitas_web::exchange_peer::Polls::default(),

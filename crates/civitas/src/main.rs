@@ -74,6 +74,9 @@ enum Command {
     /// The exchange's directory and access rights.
     #[command(subcommand)]
     Exchange(civitas::exchange_cli::ExchangeCommand),
+    /// Notify's sending services, API keys, guest lists and templates.
+    #[command(subcommand)]
+    Notify(civitas::notify_cli::NotifyCommand),
 }
 
 #[derive(Args)]
@@ -267,6 +270,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Exchange(cmd) => {
             init_logging(&quiet(config.clone(), &resolved.entries));
             runtime()?.block_on(civitas::exchange_cli::run(cmd, &config))
+        }
+        Command::Notify(cmd) => {
+            init_logging(&quiet(config.clone(), &resolved.entries));
+            runtime()?.block_on(civitas::notify_cli::run(cmd, &config))
         }
     }
 }

@@ -216,6 +216,15 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("GET", "/account/my-data.pdf", Rule::ResidentPage),
     ("POST", "/api/v1/me/prefill", Rule::SignedInJson),
     ("GET", "/org", Rule::SignedIn),
+    // Notify's v2 API: a JWT signed with a service's API key, or 401.
+    ("POST", "/v2/notifications/email", Rule::Protocol(401)),
+    ("POST", "/v2/notifications/sms", Rule::Protocol(401)),
+    ("GET", "/v2/notifications/none", Rule::Protocol(401)),
+    ("GET", "/v2/notifications", Rule::Protocol(401)),
+    ("GET", "/v2/template/none", Rule::Protocol(401)),
+    ("GET", "/v2/template/none/version/1", Rule::Protocol(401)),
+    ("POST", "/v2/template/none/preview", Rule::Protocol(401)),
+    ("GET", "/v2/templates", Rule::Protocol(401)),
     ("POST", "/api/v1/prefill", Rule::SignedInJson),
     ("GET", "/account/consents", Rule::SignedIn),
     (

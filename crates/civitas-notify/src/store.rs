@@ -1,0 +1,774 @@
+//! Sending services, guest lists, templates and notifications, in the database; each
+//! change a ledger event committed with its rows.
+
+use civitas_ledger::Event;
+use civitas_ledger::event::now_ms;
+use civitas_store::sqlx::{self, Row, any::AnyRow};
+use civitas_store::{Script, Value as Sql};
+use serde_json::{Map, Value};
+
+use crate::Notify;
+use crate::auth::{Caller, KeyType};
+use crate::template::{self, Missing};
+
+/// Errors of the Notify block.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// The request is not acceptable (Notify's `ValidationError` or `BadRequestError`).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request breaks a rule of the key or service (`BadRequestError`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing of that id for this service.
+    #[error("{0}")]
+    NotFound(String),
+    /// A template's placeholder has no value.
+    #[error(transparent)]
+    Missing(#[from] Missing),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] civitas_store::StoreError),
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] civitas_ledger::LedgerError),
+}
+
+impl From<sqlx::Error> for NotifyError {
+    fn from(e: sqlx::Error) -> Self {
+        NotifyError::Store(e.into())
+    }
+}
+
+/// A sending service (one per agency or programme).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Its id (a UUID: the `iss` of its calls).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Live (sends to anyone with a live key) or in trial (reaches only its guest list).
+    pub live: bool,
+    /// Whether it may send at all.
+    pub active: bool,
+}
+
+/// A message's channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// E-mail.
+    Email,
+    /// Text message.
+    Sms,
+    /// Letter.
+    Letter,
+}
+
+impl Channel {
+    /// Its name in the API.
+    pub fn code(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Letter => "letter",
+        }
+    }
+
+    /// Parses its name.
+    pub fn parse(s: &str) -> Option<Channel> {
+        match s {
+            "email" => Some(Channel::Email),
+            "sms" => Some(Channel::Sms),
+            "letter" => Some(Channel::Letter),
+            _ => None,
+        }
+    }
+}
+
+/// A template at one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// Its id.
+    pub id: String,
+    /// Its service.
+    pub service_id: String,
+    /// Its channel.
+    pub channel: Channel,
+    /// This version.
+    pub version: i64,
+    /// Its name.
+    pub name: String,
+    /// The subject (e-mail) or heading (letter).
+    pub subject: Option<String>,
+    /// The text with its placeholders.
+    pub body: String,
+    /// Who made this version.
+    pub created_by: String,
+    /// When the template was made (ms).
+    pub created_ms: i64,
+    /// When this version was made, if it is not the first (ms).
+    pub updated_ms: Option<i64>,
+}
+
+/// A new template or a new version of one.
+#[derive(Debug, Clone)]
+pub struct NewTemplate {
+    /// Its channel.
+    pub channel: Channel,
+    /// Its name.
+    pub name: String,
+    /// The subject (e-mail) or heading (letter); none for text messages.
+    pub subject: Option<String>,
+    /// The text.
+    pub body: String,
+}
+
+/// A notification to accept.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    /// Its channel (the endpoint it came to).
+    pub channel: Channel,
+    /// The e-mail address or phone number.
+    pub recipient: String,
+    /// The template.
+    pub template_id: String,
+    /// The values for the template's placeholders.
+    pub personalisation: Map<String, Value>,
+    /// The sender's own reference.
+    pub reference: Option<String>,
+}
+
+/// A notification as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// Its id.
+    pub id: String,
+    /// Its channel.
+    pub channel: Channel,
+    /// The key type it was sent with.
+    pub key_type: KeyType,
+    /// The recipient.
+    pub recipient: String,
+    /// The template and version it was made from.
+    pub template_id: String,
+    /// The version.
+    pub template_version: i64,
+    /// The sender's reference.
+    pub reference: Option<String>,
+    /// The subject, filled in.
+    pub subject: Option<String>,
+    /// The text, filled in.
+    pub body: String,
+    /// Its status (Notify's words).
+    pub status: String,
+    /// When it was accepted (ms).
+    pub created_ms: i64,
+    /// When it was handed on for delivery (ms).
+    pub sent_ms: Option<i64>,
+    /// When it reached its final status (ms).
+    pub completed_ms: Option<i64>,
+}
+
+/// One page of a service's notifications, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The notifications.
+    pub notifications: Vec<Notification>,
+}
+
+/// Notify's page size.
+pub const PAGE_SIZE: i64 = 250;
+
+/// Recipients of test keys that end otherwise than delivered (Notify's simulator).
+fn simulated_end(recipient: &str) -> &'static str {
+    match recipient {
+        "temp-fail@simulator.notify" | "07700900003" => "temporary-failure",
+        "perm-fail@simulator.notify" | "07700900002" => "permanent-failure",
+        _ => "delivered",
+    }
+}
+
+/// An e-mail address as compared and stored: trimmed, in lower case.
+fn normal_email(s: &str) -> Result<String, NotifyError> {
+    let e = s.trim().to_lowercase();
+    let ok = e.len() <= 320
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !e.chars().any(|c| c.is_whitespace() || c == ',')
+        });
+    if ok {
+        Ok(e)
+    } else {
+        Err(NotifyError::Invalid(
+            "email_address Not a valid email address".into(),
+        ))
+    }
+}
+
+/// A phone number as compared and stored: its digits, with `+` for an international one.
+/// Taiwan's mobiles are `09…` (10 digits) or `+886 9…`.
+fn normal_phone(s: &str) -> Result<String, NotifyError> {
+    let trimmed = s.trim();
+    let international = trimmed.starts_with('+') || trimmed.starts_with("00");
+    if trimmed
+        .chars()
+        .any(|c| !(c.is_ascii_digit() || " +-().".contains(c)))
+    {
+        return Err(NotifyError::Invalid(
+            "phone_number Must not contain letters or symbols".into(),
+        ));
+    }
+    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+    let digits = digits.strip_prefix("00").unwrap_or(&digits).to_string();
+    let ok = if international {
+        (8..=15).contains(&digits.len())
+    } else {
+        (9..=11).contains(&digits.len()) && digits.starts_with('0')
+    };
+    if !ok {
+        return Err(NotifyError::Invalid(
+            "phone_number Not a valid phone number".into(),
+        ));
+    }
+    Ok(if international {
+        format!("+{digits}")
+    } else {
+        digits
+    })
+}
+
+fn service_of(r: &AnyRow) -> Result<Service, NotifyError> {
+    Ok(Service {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        live: r.try_get::<i64, _>("live")? != 0,
+        active: r.try_get::<i64, _>("active")? != 0,
+    })
+}
+
+const TEMPLATE_COLUMNS: &str = "t.id, t.service_id, t.kind, v.version, v.name, v.subject, v.body, v.created_by, v.created_ms AS version_ms, t.created_ms";
+
+fn template_of(r: &AnyRow) -> Result<Template, NotifyError> {
+    let kind: String = r.try_get("kind")?;
+    let version: i64 = r.try_get("version")?;
+    let version_ms: i64 = r.try_get("version_ms")?;
+    Ok(Template {
+        id: r.try_get("id")?,
+        service_id: r.try_get("service_id")?,
+        channel: Channel::parse(&kind)
+            .ok_or_else(|| NotifyError::Invalid(format!("template kind {kind}")))?,
+        version,
+        name: r.try_get("name")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        created_by: r.try_get("created_by")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: (version > 1).then_some(version_ms),
+    })
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, kind, key_type, recipient, template_id, template_version, reference, subject, body, status, created_ms, sent_ms, completed_ms";
+
+fn notification_of(r: &AnyRow) -> Result<Notification, NotifyError> {
+    let kind: String = r.try_get("kind")?;
+    let key_type: String = r.try_get("key_type")?;
+    Ok(Notification {
+        id: r.try_get("id")?,
+        channel: Channel::parse(&kind)
+            .ok_or_else(|| NotifyError::Invalid(format!("notification kind {kind}")))?,
+        key_type: KeyType::parse(&key_type)
+            .ok_or_else(|| NotifyError::Invalid(format!("key type {key_type}")))?,
+        recipient: r.try_get("recipient")?,
+        template_id: r.try_get("template_id")?,
+        template_version: r.try_get("template_version")?,
+        reference: r.try_get("reference")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        status: r.try_get("status")?,
+        created_ms: r.try_get("created_ms")?,
+        sent_ms: r.try_get("sent_ms")?,
+        completed_ms: r.try_get("completed_ms")?,
+    })
+}
+
+impl Notify {
+    /// Registers a sending service, in trial until made live (`notify.service_created`).
+    pub async fn create_service(&self, name: &str, actor: &str) -> Result<Service, NotifyError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 255 {
+            return Err(NotifyError::Invalid(
+                "a service's name is 1 to 255 bytes".into(),
+            ));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut w = Script::new();
+        w.push(
+            "INSERT INTO notify_services (id, name, live, active, created_ms) VALUES (?, ?, 0, 1, ?)",
+            vec![Sql::Text(id.clone()), Sql::Text(name.into()), Sql::I64(now_ms())],
+        );
+        let event = Event::new(
+            "notify.service_created",
+            actor,
+            &format!("notify/service/{id}"),
+        )
+        .with("name", name.to_string());
+        self.ledger.append_with(&event, w).await?;
+        Ok(Service {
+            id,
+            name: name.into(),
+            live: false,
+            active: true,
+        })
+    }
+
+    /// Makes a service live, so its live keys reach anyone (`notify.service_live`).
+    pub async fn make_live(&self, service_id: &str, actor: &str) -> Result<(), NotifyError> {
+        let mut w = Script::new();
+        w.push(
+            "UPDATE notify_services SET live = 1 WHERE id = ?",
+            vec![Sql::Text(service_id.into())],
+        );
+        let event = Event::new(
+            "notify.service_live",
+            actor,
+            &format!("notify/service/{service_id}"),
+        );
+        self.ledger
+            .append_with(&event, w)
+            .await
+            .map_err(|e| match e {
+                civitas_ledger::LedgerError::WritesRefused(_) => {
+                    NotifyError::NotFound(format!("no service {service_id}"))
+                }
+                e => e.into(),
+            })?;
+        Ok(())
+    }
+
+    /// A service.
+    pub async fn service(&self, id: &str) -> Result<Option<Service>, NotifyError> {
+        let row = sqlx::query("SELECT id, name, live, active FROM notify_services WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(service_of).transpose()
+    }
+
+    /// Adds an e-mail address or phone number to a service's guest list: its team key, and
+    /// its live keys while it is in trial, reach only these.
+    pub async fn add_to_guest_list(
+        &self,
+        service_id: &str,
+        recipient: &str,
+        actor: &str,
+    ) -> Result<(), NotifyError> {
+        let recipient = if recipient.contains('@') {
+            normal_email(recipient)?
+        } else {
+            normal_phone(recipient)?
+        };
+        let mut w = Script::new();
+        w.push(
+            "INSERT INTO notify_guest_list (service_id, recipient) VALUES (?, ?) ON CONFLICT (service_id, recipient) DO NOTHING",
+            vec![Sql::Text(service_id.into()), Sql::Text(recipient)],
+        );
+        // The log says that the list changed, not who is on it.
+        let event = Event::new(
+            "notify.guest_list_changed",
+            actor,
+            &format!("notify/service/{service_id}"),
+        );
+        match self.ledger.append_with(&event, w).await {
+            Ok(_) | Err(civitas_ledger::LedgerError::WritesRefused(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn on_guest_list(&self, service_id: &str, recipient: &str) -> Result<bool, NotifyError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM notify_guest_list WHERE service_id = $1 AND recipient = $2")
+                .bind(service_id)
+                .bind(recipient)
+                .fetch_optional(self.db.pool())
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// A new template (`version` 1) or, with `template_id`, its next version
+    /// (`notify.template_saved`).
+    pub async fn save_template(
+        &self,
+        service_id: &str,
+        template_id: Option<&str>,
+        t: &NewTemplate,
+        actor: &str,
+    ) -> Result<Template, NotifyError> {
+        let (name, body) = (t.name.trim(), t.body.trim_end());
+        if name.is_empty() || body.trim().is_empty() {
+            return Err(NotifyError::Invalid(
+                "a template needs a name and some text".into(),
+            ));
+        }
+        let subject = t
+            .subject
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        match (t.channel, subject) {
+            (Channel::Sms, Some(_)) => {
+                return Err(NotifyError::Invalid("a text message has no subject".into()));
+            }
+            (Channel::Email | Channel::Letter, None) => {
+                return Err(NotifyError::Invalid(
+                    "an e-mail needs a subject, a letter a heading".into(),
+                ));
+            }
+            _ => {}
+        }
+        let now = now_ms();
+        let mut w = Script::new();
+        let (id, version) = match template_id {
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                w.push(
+                    "INSERT INTO notify_templates (id, service_id, kind, version, archived, created_ms) VALUES (?, ?, ?, 1, 0, ?)",
+                    vec![
+                        Sql::Text(id.clone()),
+                        Sql::Text(service_id.into()),
+                        Sql::Str(t.channel.code()),
+                        Sql::I64(now),
+                    ],
+                );
+                (id, 1)
+            }
+            Some(id) => {
+                let current = self
+                    .template(service_id, id, None)
+                    .await?
+                    .ok_or_else(|| NotifyError::NotFound(format!("no template {id}")))?;
+                if current.channel != t.channel {
+                    return Err(NotifyError::Invalid("a template keeps its channel".into()));
+                }
+                w.push(
+                    "UPDATE notify_templates SET version = ? WHERE id = ? AND version = ?",
+                    vec![
+                        Sql::I64(current.version + 1),
+                        Sql::Text(id.into()),
+                        Sql::I64(current.version),
+                    ],
+                );
+                (id.to_string(), current.version + 1)
+            }
+        };
+        w.push(
+            "INSERT INTO notify_template_versions (template_id, version, name, subject, body, created_by, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                Sql::Text(id.clone()),
+                Sql::I64(version),
+                Sql::Text(name.into()),
+                subject.map(str::to_string).into(),
+                Sql::Text(body.into()),
+                Sql::Text(actor.into()),
+                Sql::I64(now),
+            ],
+        );
+        let event = Event::new(
+            "notify.template_saved",
+            actor,
+            &format!("notify/template/{id}"),
+        )
+        .with("service_id", service_id.to_string())
+        .with("version", version);
+        self.ledger
+            .append_with(&event, w)
+            .await
+            .map_err(|e| match e {
+                civitas_ledger::LedgerError::WritesRefused(_) => {
+                    NotifyError::BadRequest("the template changed meanwhile; try again".into())
+                }
+                e => e.into(),
+            })?;
+        self.template(service_id, &id, Some(version))
+            .await?
+            .ok_or_else(|| NotifyError::NotFound(format!("no template {id}")))
+    }
+
+    /// A service's template, at `version` or its latest.
+    pub async fn template(
+        &self,
+        service_id: &str,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<Template>, NotifyError> {
+        let row = sqlx::query(&format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM notify_templates t JOIN notify_template_versions v ON v.template_id = t.id
+             WHERE t.id = $1 AND t.service_id = $2 AND t.archived = 0 AND v.version = COALESCE($3, t.version)"
+        ))
+        .bind(id)
+        .bind(service_id)
+        .bind(version)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(template_of).transpose()
+    }
+
+    /// A service's templates at their latest versions, of one channel or all.
+    pub async fn templates(
+        &self,
+        service_id: &str,
+        channel: Option<Channel>,
+    ) -> Result<Vec<Template>, NotifyError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM notify_templates t JOIN notify_template_versions v ON v.template_id = t.id AND v.version = t.version
+             WHERE t.service_id = $1 AND t.archived = 0 AND ($2 IS NULL OR t.kind = $2) ORDER BY v.name, t.id"
+        ))
+        .bind(service_id)
+        .bind(channel.map(Channel::code))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(template_of).collect()
+    }
+
+    /// Accepts a notification from `caller`: the template (the service's, of this
+    /// channel) filled in, the recipient checked against the key's reach, stored, and
+    /// logged (`notify.accepted`, under the recipient's tag, with the template and
+    /// version, never the content). A test key's notification ends at once as Notify's
+    /// simulator ends it (`notify.status`).
+    pub async fn accept(
+        &self,
+        caller: &Caller,
+        n: &NewNotification,
+    ) -> Result<(Notification, Template), NotifyError> {
+        let template = self
+            .template(&caller.service.id, &n.template_id, None)
+            .await?
+            .ok_or_else(|| NotifyError::BadRequest("Template not found".into()))?;
+        if template.channel != n.channel {
+            return Err(NotifyError::BadRequest(format!(
+                "{} template is not suitable for {} notification",
+                template.channel.code(),
+                n.channel.code()
+            )));
+        }
+        let body = template::render(&template.body, &n.personalisation)?;
+        let subject = template
+            .subject
+            .as_deref()
+            .map(|s| template::render(s, &n.personalisation))
+            .transpose()?;
+        let recipient = match n.channel {
+            Channel::Email => normal_email(&n.recipient)?,
+            Channel::Sms => normal_phone(&n.recipient)?,
+            Channel::Letter => {
+                return Err(NotifyError::BadRequest(
+                    "Letters are not sent by this service yet".into(),
+                ));
+            }
+        };
+        if n.channel == Channel::Sms
+            && template::sms_length(&body).characters > template::SMS_CHARACTER_LIMIT
+        {
+            return Err(NotifyError::BadRequest(format!(
+                "Text messages cannot be longer than {} characters. Your message is {} characters long.",
+                template::SMS_CHARACTER_LIMIT,
+                template::sms_length(&body).characters
+            )));
+        }
+        let restricted = match caller.key_type {
+            KeyType::Test => false,
+            KeyType::Team => true,
+            KeyType::Live => !caller.service.live,
+        };
+        if restricted && !self.on_guest_list(&caller.service.id, &recipient).await? {
+            return Err(NotifyError::BadRequest(
+                if caller.key_type == KeyType::Team {
+                    "Can’t send to this recipient using a team-only API key".into()
+                } else {
+                    "Can’t send to this recipient when service is in trial mode – see https://www.notifications.service.gov.uk/trial-mode".into()
+                },
+            ));
+        }
+        if let Some(r) = &n.reference
+            && r.len() > 1000
+        {
+            return Err(NotifyError::Invalid("reference is too long".into()));
+        }
+        let now = now_ms();
+        let (status, sent, completed) = match caller.key_type {
+            KeyType::Test => (simulated_end(&recipient), Some(now), Some(now)),
+            _ => ("created", None, None),
+        };
+        let stored = Notification {
+            id: uuid::Uuid::new_v4().to_string(),
+            channel: n.channel,
+            key_type: caller.key_type,
+            recipient: recipient.clone(),
+            template_id: template.id.clone(),
+            template_version: template.version,
+            reference: n.reference.clone(),
+            subject,
+            body,
+            status: status.to_string(),
+            created_ms: now,
+            sent_ms: sent,
+            completed_ms: completed,
+        };
+        let mut w = Script::new();
+        w.push(
+            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                Sql::Text(stored.id.clone()),
+                Sql::Text(caller.service.id.clone()),
+                Sql::Str(caller.key_type.code()),
+                Sql::Str(n.channel.code()),
+                Sql::Text(template.id.clone()),
+                Sql::I64(template.version),
+                Sql::Text(recipient.clone()),
+                stored.reference.clone().into(),
+                stored.subject.clone().into(),
+                Sql::Text(stored.body.clone()),
+                Sql::Str(status),
+                Sql::I64(now),
+                sent.into(),
+                completed.into(),
+            ],
+        );
+        let tag = self
+            .ledger
+            .subject_secret(&format!("notify-recipient:{recipient}"))
+            .await?
+            .tag();
+        let mut event = Event::new(
+            "notify.accepted",
+            &format!("notify-key:{}", caller.key_id),
+            &format!("notify/notification/{}", stored.id),
+        )
+        .about(tag)
+        .with("service_id", caller.service.id.clone())
+        .with("channel", n.channel.code())
+        .with("template_id", template.id.clone())
+        .with("template_version", template.version)
+        .with("key_type", caller.key_type.code());
+        if caller.key_type == KeyType::Test {
+            event = event.with("status", status);
+        }
+        self.ledger.append_with(&event, w).await?;
+        Ok((stored, template))
+    }
+
+    /// One of the service's notifications.
+    pub async fn notification(
+        &self,
+        service_id: &str,
+        id: &str,
+    ) -> Result<Option<Notification>, NotifyError> {
+        let row = sqlx::query(&format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notify_notifications WHERE id = $1 AND service_id = $2"
+        ))
+        .bind(id)
+        .bind(service_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(notification_of).transpose()
+    }
+
+    /// A page of the service's notifications sent with keys of `key_type`, newest first:
+    /// of the given channels and statuses (any when empty), with `reference`, and older
+    /// than notification `older_than` (an unknown one gives an empty page).
+    pub async fn notifications(
+        &self,
+        service_id: &str,
+        key_type: KeyType,
+        channels: &[Channel],
+        statuses: &[String],
+        reference: Option<&str>,
+        older_than: Option<&str>,
+    ) -> Result<Page, NotifyError> {
+        let before = match older_than {
+            Some(id) => match self.notification(service_id, id).await? {
+                Some(n) => Some((n.created_ms, n.id)),
+                None => {
+                    return Ok(Page {
+                        notifications: Vec::new(),
+                    });
+                }
+            },
+            None => None,
+        };
+        let mut sql = format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notify_notifications WHERE service_id = $1 AND key_type = $2"
+        );
+        let mut binds: Vec<String> = vec![service_id.into(), key_type.code().into()];
+        let next = |sql: &mut String, clause: &str, value: String, binds: &mut Vec<String>| {
+            binds.push(value);
+            sql.push_str(&clause.replace('?', &format!("${}", binds.len())));
+        };
+        if !channels.is_empty() {
+            let marks: Vec<String> = channels
+                .iter()
+                .map(|c| {
+                    binds.push(c.code().into());
+                    format!("${}", binds.len())
+                })
+                .collect();
+            sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
+        }
+        if !statuses.is_empty() {
+            let marks: Vec<String> = statuses
+                .iter()
+                .map(|s| {
+                    binds.push(s.clone());
+                    format!("${}", binds.len())
+                })
+                .collect();
+            sql.push_str(&format!(" AND status IN ({})", marks.join(", ")));
+        }
+        if let Some(r) = reference {
+            next(&mut sql, " AND reference = ?", r.into(), &mut binds);
+        }
+        let mut query_ms = None;
+        if let Some((ms, id)) = &before {
+            binds.push(id.clone());
+            let id_mark = binds.len();
+            query_ms = Some(*ms);
+            sql.push_str(&format!(
+                " AND (created_ms < $BEFORE OR (created_ms = $BEFORE AND id < ${id_mark}))"
+            ));
+        }
+        let before_mark = binds.len() + 1;
+        let sql = sql.replace("$BEFORE", &format!("${before_mark}"))
+            + &format!(" ORDER BY created_ms DESC, id DESC LIMIT {PAGE_SIZE}");
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b.as_str());
+        }
+        if let Some(ms) = query_ms {
+            q = q.bind(ms);
+        }
+        let rows = q.fetch_all(self.db.pool()).await?;
+        Ok(Page {
+            notifications: rows.iter().map(notification_of).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_checked_and_written_one_way() {
+        assert_eq!(normal_email(" Mei@Example.TW ").unwrap(), "mei@example.tw");
+        assert!(normal_email("no-at-sign").is_err());
+        assert!(normal_email("a@b").is_err());
+        assert_eq!(normal_phone("0912-345-678").unwrap(), "0912345678");
+        assert_eq!(normal_phone("+886 912 345 678").unwrap(), "+886912345678");
+        assert_eq!(normal_phone("00886912345678").unwrap(), "+886912345678");
+        assert!(normal_phone("call me").is_err());
+        assert!(normal_phone("123").is_err());
+    }
+}

@@ -1,0 +1,596 @@
+//! GOV.UK Notify's v2 API (`/v2/...`), so that Notify's client libraries work against
+//! Civitas unchanged: each call authenticated by its JWT (`civitas_notify::auth`), its
+//! request and answer in Notify's shapes, and its errors as Notify gives them:
+//! `{"status_code": N, "errors": [{"error": "...", "message": "..."}]}`. The facts behind
+//! each shape are in `docs/design/notify-v2.md`.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use civitas_notify::{
+    Caller, Channel, NewNotification, Notification, NotifyError, Template, template,
+};
+use serde_json::{Map, Value, json};
+
+use crate::Shared;
+
+pub(crate) fn routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/v2/notifications/email", post(send_email))
+        .route("/v2/notifications/sms", post(send_sms))
+        .route("/v2/notifications/{id}", get(notification))
+        .route("/v2/notifications", get(notifications))
+        .route("/v2/template/{id}", get(template_latest))
+        .route("/v2/template/{id}/version/{version}", get(template_version))
+        .route("/v2/template/{id}/preview", post(preview))
+        .route("/v2/templates", get(templates))
+}
+
+/// An error as Notify answers it.
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "status_code": status.as_u16(),
+            "errors": [{ "error": kind, "message": message }],
+        })),
+    )
+        .into_response()
+}
+
+fn validation(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "ValidationError", message)
+}
+
+fn failed(e: NotifyError) -> Response {
+    match e {
+        NotifyError::Invalid(m) => validation(&m),
+        NotifyError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "BadRequestError", &m),
+        NotifyError::Missing(m) => {
+            error(StatusCode::BAD_REQUEST, "BadRequestError", &m.to_string())
+        }
+        NotifyError::NotFound(_) => {
+            error(StatusCode::NOT_FOUND, "NoResultFound", "No result found")
+        }
+        e => {
+            tracing::error!(error = %e, "a Notify call failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "Internal server error",
+            )
+        }
+    }
+}
+
+/// The caller, or Notify's `AuthError`.
+async fn caller(app: &Shared, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    app.notify.authenticate(authorization).await.map_err(|e| {
+        Box::new(error(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::FORBIDDEN),
+            "AuthError",
+            &e.message,
+        ))
+    })
+}
+
+/// Notify's time format: `2026-11-23T06:32:31.123000Z`.
+fn when(ms: Option<i64>) -> Value {
+    let Some(ms) = ms else { return Value::Null };
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
+        return Value::Null;
+    };
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.format(&format).map(Value::String).unwrap_or(Value::Null)
+}
+
+fn base(app: &Shared) -> String {
+    app.config.base_url()
+}
+
+/// A JSON object body, or Notify's error for anything else; its fields checked against
+/// those allowed (`required` among them), as Notify's schemas do.
+fn object_body(
+    bytes: &[u8],
+    allowed: &[&str],
+    required: &[&str],
+) -> Result<Map<String, Value>, Box<Response>> {
+    let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(bytes).map_err(|_| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "BadRequestError",
+                "Invalid JSON supplied in POST data",
+            ))
+        })?
+    };
+    let Value::Object(body) = body else {
+        return Err(Box::new(validation(
+            "The request body must be a JSON object",
+        )));
+    };
+    if let Some(extra) = body.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(Box::new(validation(&format!(
+            "Additional properties are not allowed ({extra} was unexpected)"
+        ))));
+    }
+    if let Some(missing) = required.iter().find(|r| !body.contains_key(**r)) {
+        return Err(Box::new(validation(&format!(
+            "{missing} is a required property"
+        ))));
+    }
+    Ok(body)
+}
+
+fn string_field(body: &Map<String, Value>, name: &str) -> Result<Option<String>, Box<Response>> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(Box::new(validation(&format!(
+            "{name} {other} is not of type string"
+        )))),
+    }
+}
+
+fn uuid_field(body: &Map<String, Value>, name: &str) -> Result<Option<String>, Box<Response>> {
+    let Some(s) = string_field(body, name)? else {
+        return Ok(None);
+    };
+    uuid::Uuid::try_parse(&s)
+        .map(|u| Some(u.to_string()))
+        .map_err(|_| Box::new(validation(&format!("{name} is not a valid UUID"))))
+}
+
+fn personalisation(body: &Map<String, Value>) -> Result<Map<String, Value>, Box<Response>> {
+    match body.get("personalisation") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(o)) => Ok(o.clone()),
+        Some(other) => Err(Box::new(validation(&format!(
+            "personalisation {other} is not of type object"
+        )))),
+    }
+}
+
+async fn send_email(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Response {
+    send(
+        app,
+        headers,
+        &bytes,
+        Channel::Email,
+        "email_address",
+        &[
+            "email_address",
+            "template_id",
+            "personalisation",
+            "reference",
+            "email_reply_to_id",
+            "one_click_unsubscribe_url",
+        ],
+    )
+    .await
+}
+
+async fn send_sms(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Response {
+    send(
+        app,
+        headers,
+        &bytes,
+        Channel::Sms,
+        "phone_number",
+        &[
+            "phone_number",
+            "template_id",
+            "personalisation",
+            "reference",
+            "sms_sender_id",
+        ],
+    )
+    .await
+}
+
+async fn send(
+    app: Shared,
+    headers: HeaderMap,
+    bytes: &[u8],
+    channel: Channel,
+    recipient_field: &str,
+    allowed: &[&str],
+) -> Response {
+    let caller = match caller(&app, &headers).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let body = match object_body(bytes, allowed, &[recipient_field, "template_id"]) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let parsed = (|| {
+        Ok::<_, Box<Response>>((
+            string_field(&body, recipient_field)?.unwrap_or_default(),
+            uuid_field(&body, "template_id")?.unwrap_or_default(),
+            personalisation(&body)?,
+            string_field(&body, "reference")?,
+        ))
+    })();
+    let (recipient, template_id, personalisation, reference) = match parsed {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    // Reply-to addresses, SMS senders and unsubscribe links are not kept per service yet.
+    for unsupported in ["email_reply_to_id", "sms_sender_id"] {
+        if let Ok(Some(id)) = string_field(&body, unsupported) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadRequestError",
+                &format!(
+                    "{unsupported} {id} does not exist in database for service id {}",
+                    caller.service.id
+                ),
+            );
+        }
+    }
+    let new = NewNotification {
+        channel,
+        recipient,
+        template_id,
+        personalisation,
+        reference,
+    };
+    let (n, t) = match app.notify.accept(&caller, &new).await {
+        Ok(done) => done,
+        Err(e) => return failed(e),
+    };
+    let base = base(&app);
+    let content = match channel {
+        Channel::Email => json!({
+            "subject": n.subject,
+            "body": n.body,
+            "from_email": format!("notify@{}", host_of(&base)),
+            "one_click_unsubscribe_url": Value::Null,
+        }),
+        _ => json!({ "body": n.body, "from_number": "Civitas" }),
+    };
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "id": n.id,
+            "reference": n.reference,
+            "uri": format!("{base}/v2/notifications/{}", n.id),
+            "template": {
+                "id": t.id,
+                "version": t.version,
+                "uri": format!("{base}/services/{}/templates/{}", caller.service.id, t.id),
+            },
+            "scheduled_for": Value::Null,
+            "content": content,
+        })),
+    )
+        .into_response()
+}
+
+fn host_of(base: &str) -> String {
+    url::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A notification as Notify's GET gives it: every field, `null` when it does not apply.
+fn notification_json(base: &str, n: &Notification) -> Value {
+    let (email, phone) = match n.channel {
+        Channel::Email => (Value::String(n.recipient.clone()), Value::Null),
+        Channel::Sms => (Value::Null, Value::String(n.recipient.clone())),
+        Channel::Letter => (Value::Null, Value::Null),
+    };
+    json!({
+        "id": n.id,
+        "reference": n.reference,
+        "email_address": email,
+        "phone_number": phone,
+        "line_1": null, "line_2": null, "line_3": null, "line_4": null,
+        "line_5": null, "line_6": null, "line_7": null, "postcode": null,
+        "type": n.channel.code(),
+        "status": n.status,
+        "template": {
+            "id": n.template_id,
+            "version": n.template_version,
+            "uri": format!("{base}/v2/template/{}/version/{}", n.template_id, n.template_version),
+        },
+        "body": n.body,
+        "subject": n.subject,
+        "created_at": when(Some(n.created_ms)),
+        "created_by_name": null,
+        "sent_at": when(n.sent_ms),
+        "completed_at": when(n.completed_ms),
+        "scheduled_for": null,
+        "postage": null,
+    })
+}
+
+async fn notification(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let caller = match caller(&app, &headers).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    if uuid::Uuid::try_parse(&id).is_err() {
+        return validation("notification_id is not a valid UUID");
+    }
+    match app.notify.notification(&caller.service.id, &id).await {
+        Ok(Some(n)) => axum::Json(notification_json(&base(&app), &n)).into_response(),
+        Ok(None) => failed(NotifyError::NotFound(id)),
+        Err(e) => failed(e),
+    }
+}
+
+const STATUSES: &[&str] = &[
+    "created",
+    "sending",
+    "sent",
+    "delivered",
+    "pending",
+    "failed",
+    "technical-failure",
+    "temporary-failure",
+    "permanent-failure",
+    "accepted",
+    "received",
+];
+
+async fn notifications(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let caller = match caller(&app, &headers).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let query = query.unwrap_or_default();
+    let (mut channels, mut statuses) = (Vec::new(), Vec::new());
+    let (mut reference, mut older_than) = (None, None);
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "template_type" => match Channel::parse(&v) {
+                Some(c) => channels.push(c),
+                None => {
+                    return validation(&format!(
+                        "template_type {v} is not one of [sms, email, letter]"
+                    ));
+                }
+            },
+            "status" => {
+                if !STATUSES.contains(&v.as_ref()) {
+                    return validation(&format!(
+                        "status {v} is not one of [{}]",
+                        STATUSES.join(", ")
+                    ));
+                }
+                statuses.push(v.into_owned());
+            }
+            "reference" => reference = Some(v.into_owned()),
+            "older_than" => {
+                if uuid::Uuid::try_parse(&v).is_err() {
+                    return validation("older_than is not a valid UUID");
+                }
+                older_than = Some(v.into_owned());
+            }
+            "include_jobs" => {}
+            other => {
+                return validation(&format!(
+                    "Additional properties are not allowed ({other} was unexpected)"
+                ));
+            }
+        }
+    }
+    let page = match app
+        .notify
+        .notifications(
+            &caller.service.id,
+            caller.key_type,
+            &channels,
+            &statuses,
+            reference.as_deref(),
+            older_than.as_deref(),
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let base = base(&app);
+    // The same query, for `current`; `next` pages on from the last one (Notify's clients
+    // follow `next` until a page comes back empty).
+    let kept: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k != "older_than")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let link = |older: Option<&str>| {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &kept {
+            q.append_pair(k, v);
+        }
+        if let Some(o) = older {
+            q.append_pair("older_than", o);
+        }
+        let q = q.finish();
+        if q.is_empty() {
+            format!("{base}/v2/notifications")
+        } else {
+            format!("{base}/v2/notifications?{q}")
+        }
+    };
+    let mut links = json!({ "current": link(older_than.as_deref()) });
+    if let Some(last) = page.notifications.last() {
+        links["next"] = Value::String(link(Some(&last.id)));
+    }
+    axum::Json(json!({
+        "notifications": page.notifications.iter().map(|n| notification_json(&base, n)).collect::<Vec<_>>(),
+        "links": links,
+    }))
+    .into_response()
+}
+
+/// A template as Notify's GET gives it.
+fn template_json(t: &Template) -> Value {
+    let personalisation: Map<String, Value> = template::placeholders(&format!(
+        "{}\n{}",
+        t.subject.as_deref().unwrap_or_default(),
+        t.body
+    ))
+    .into_iter()
+    .map(|p| (p.name, json!({ "required": true })))
+    .collect();
+    json!({
+        "id": t.id,
+        "type": t.channel.code(),
+        "created_at": when(Some(t.created_ms)),
+        "updated_at": when(t.updated_ms),
+        "created_by": t.created_by,
+        "version": t.version,
+        "body": t.body,
+        "subject": t.subject,
+        "name": t.name,
+        "personalisation": personalisation,
+        "postage": null,
+        "letter_contact_block": null,
+    })
+}
+
+async fn template_at(
+    app: &Shared,
+    headers: &HeaderMap,
+    id: &str,
+    version: Option<i64>,
+) -> Response {
+    let caller = match caller(app, headers).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    if uuid::Uuid::try_parse(id).is_err() {
+        return validation("id is not a valid UUID");
+    }
+    match app.notify.template(&caller.service.id, id, version).await {
+        Ok(Some(t)) => axum::Json(template_json(&t)).into_response(),
+        Ok(None) => failed(NotifyError::NotFound(id.into())),
+        Err(e) => failed(e),
+    }
+}
+
+async fn template_latest(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    template_at(&app, &headers, &id, None).await
+}
+
+async fn template_version(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path((id, version)): Path<(String, String)>,
+) -> Response {
+    match version.parse::<i64>() {
+        Ok(v) if v >= 1 => template_at(&app, &headers, &id, Some(v)).await,
+        _ => validation("version is not a valid integer"),
+    }
+}
+
+async fn preview(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    let caller = match caller(&app, &headers).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let body = match object_body(&bytes, &["personalisation"], &[]) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let values = match personalisation(&body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if uuid::Uuid::try_parse(&id).is_err() {
+        return validation("id is not a valid UUID");
+    }
+    let t = match app.notify.template(&caller.service.id, &id, None).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return failed(NotifyError::NotFound(id)),
+        Err(e) => return failed(e),
+    };
+    let filled = template::render(&t.body, &values).and_then(|body| {
+        let subject = t
+            .subject
+            .as_deref()
+            .map(|s| template::render(s, &values))
+            .transpose()?;
+        Ok((body, subject))
+    });
+    match filled {
+        Ok((body, subject)) => axum::Json(json!({
+            "id": t.id,
+            "type": t.channel.code(),
+            "version": t.version,
+            "body": body,
+            "subject": subject,
+            "postage": null,
+        }))
+        .into_response(),
+        Err(m) => failed(NotifyError::Missing(m)),
+    }
+}
+
+async fn templates(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let caller = match caller(&app, &headers).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let mut channel = None;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match (k.as_ref(), Channel::parse(&v)) {
+            ("type", Some(c)) => channel = Some(c),
+            ("type", None) => {
+                return validation(&format!("type {v} is not one of [sms, email, letter]"));
+            }
+            (other, _) => {
+                return validation(&format!(
+                    "Additional properties are not allowed ({other} was unexpected)"
+                ));
+            }
+        }
+    }
+    match app.notify.templates(&caller.service.id, channel).await {
+        Ok(list) => axum::Json(json!({
+            "templates": list.iter().map(template_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => failed(e),
+    }
+}

@@ -1,0 +1,155 @@
+//! `civitas notify`: sending services, their API keys, guest lists and templates. Each
+//! change is logged to the ledger with actor `operator:cli`; a key's secret is printed once
+//! and never logged.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use civitas_core::config::Config;
+use civitas_notify::{Channel, KeyType, NewTemplate, Notify};
+use clap::Subcommand;
+
+use crate::OPERATOR_CLI;
+
+/// `civitas notify ...`
+#[derive(Subcommand)]
+pub enum NotifyCommand {
+    /// Register a sending service (in trial: its live keys reach only its guest list);
+    /// prints its id.
+    AddService {
+        /// Its name, as recipients see it.
+        name: String,
+    },
+    /// Take a service out of trial: its live keys reach anyone.
+    MakeLive {
+        /// The service id.
+        service: String,
+    },
+    /// Make an API key; prints it once (`{name}-{service id}-{secret}`).
+    AddKey {
+        /// The service id.
+        service: String,
+        /// The key's name.
+        name: String,
+        /// live (anyone, once the service is live), team (the guest list only) or test
+        /// (nothing is delivered).
+        #[arg(long = "type", default_value = "test", value_parser = ["live", "team", "test"])]
+        key_type: String,
+    },
+    /// Revoke an API key: its calls are refused from now on.
+    RevokeKey {
+        /// The service id.
+        service: String,
+        /// The key's id (the middle of what `add-key` printed is the service's).
+        key: String,
+    },
+    /// Let a team key, or a live key in trial, reach an e-mail address or phone number.
+    AddGuest {
+        /// The service id.
+        service: String,
+        /// The e-mail address or phone number.
+        recipient: String,
+    },
+    /// Add a template (or, with --template, a new version of one); prints its id and version.
+    AddTemplate {
+        /// The service id.
+        service: String,
+        /// email, sms or letter.
+        #[arg(long = "type", value_parser = ["email", "sms", "letter"])]
+        channel: String,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// The subject (e-mail) or heading (letter).
+        #[arg(long)]
+        subject: Option<String>,
+        /// A file with its text, `((placeholders))` and all.
+        #[arg(long)]
+        body: PathBuf,
+        /// The template a new version is made of.
+        #[arg(long)]
+        template: Option<String>,
+    },
+}
+
+/// Runs a `notify` command against the configured database.
+pub async fn run(cmd: NotifyCommand, config: &Config) -> Result<()> {
+    let (db, ledger) = crate::open_for_command(config).await?;
+    let notify = Notify::new(db.clone(), ledger.clone());
+    let outcome = run_with(&notify, cmd).await;
+    crate::close_command(db, &ledger).await;
+    outcome
+}
+
+async fn run_with(notify: &Notify, cmd: NotifyCommand) -> Result<()> {
+    match cmd {
+        NotifyCommand::AddService { name } => {
+            let s = notify.create_service(&name, OPERATOR_CLI).await?;
+            println!("{}", s.id);
+            eprintln!(
+                "Registered the service {:?}, in trial until `civitas notify make-live`.",
+                s.name
+            );
+        }
+        NotifyCommand::MakeLive { service } => {
+            notify.make_live(&service, OPERATOR_CLI).await?;
+            println!("The service {service} is live: its live keys reach anyone.");
+        }
+        NotifyCommand::AddKey {
+            service,
+            name,
+            key_type,
+        } => {
+            let kind = KeyType::parse(&key_type).context("--type")?;
+            let key = notify
+                .create_key(&service, &name, kind, OPERATOR_CLI)
+                .await?;
+            println!("{key}");
+            eprintln!("This is the only time the key is shown: keep it secret.");
+        }
+        NotifyCommand::RevokeKey { service, key } => {
+            if !notify.revoke_key(&service, &key, OPERATOR_CLI).await? {
+                bail!("the service {service} has no key {key} in force");
+            }
+            println!("Revoked the key {key}.");
+        }
+        NotifyCommand::AddGuest { service, recipient } => {
+            if notify.service(&service).await?.is_none() {
+                bail!("there is no service {service}");
+            }
+            notify
+                .add_to_guest_list(&service, &recipient, OPERATOR_CLI)
+                .await?;
+            println!("Added to the guest list of {service}.");
+        }
+        NotifyCommand::AddTemplate {
+            service,
+            channel,
+            name,
+            subject,
+            body,
+            template,
+        } => {
+            if notify.service(&service).await?.is_none() {
+                bail!("there is no service {service}");
+            }
+            let text = std::fs::read_to_string(&body)
+                .with_context(|| format!("cannot read {}", body.display()))?;
+            let t = notify
+                .save_template(
+                    &service,
+                    template.as_deref(),
+                    &NewTemplate {
+                        channel: Channel::parse(&channel).context("--type")?,
+                        name,
+                        subject,
+                        body: text,
+                    },
+                    OPERATOR_CLI,
+                )
+                .await?;
+            println!("{} {}", t.id, t.version);
+        }
+    }
+    Ok(())
+}

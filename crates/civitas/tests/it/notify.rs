@@ -1,0 +1,274 @@
+//! Notify's v2 API, spoken to by GOV.UK Notify's own Python client
+//! (`notifications-python-client`, unchanged): sending e-mail and text messages with a test
+//! key, reading them back one by one and page by page, the templates and their preview,
+//! and the refusals its users rely on (missing personalisation, a team key's reach, a
+//! revoked key, a clock out of step). The client runs from the folder
+//! `CIVITAS_TEST_NOTIFY_PYTHON` (`scripts/test` installs it there from PyPI).
+
+use serde_json::{Value, json};
+
+use crate::on_both_engines;
+
+/// Where the Python client is installed, or `None` to skip (unless every test must run).
+fn python_client() -> Option<String> {
+    match std::env::var("CIVITAS_TEST_NOTIFY_PYTHON") {
+        Ok(dir) => Some(dir),
+        Err(_) if std::env::var("CIVITAS_TEST_REQUIRE_ALL").is_ok() => {
+            panic!("CIVITAS_TEST_NOTIFY_PYTHON must be set when CIVITAS_TEST_REQUIRE_ALL=1")
+        }
+        Err(_) => {
+            eprintln!("skipped: set CIVITAS_TEST_NOTIFY_PYTHON to run Notify's Python client");
+            None
+        }
+    }
+}
+
+const SCRIPT: &str = r#"
+import json, sys, time
+import jwt
+from notifications_python_client.notifications import NotificationsAPIClient
+from notifications_python_client.errors import HTTPError
+
+base, test_key, team_key, revoked_key, email_t, sms_t = sys.argv[1:7]
+out = {}
+
+def refused(call):
+    try:
+        call()
+        return None
+    except HTTPError as e:
+        return {"status": e.status_code, "message": e.message}
+
+c = NotificationsAPIClient(test_key, base_url=base)
+sent = c.send_email_notification(
+    email_address="Mei-Ling@Example.TW", template_id=email_t,
+    personalisation={"name": "林美玲", "case": "A-1024", "urgent": "yes"}, reference="case-A-1024")
+out["email"] = sent
+out["email_read"] = c.get_notification_by_id(sent["id"])
+out["sms"] = c.send_sms_notification(phone_number="0912-345-678", template_id=sms_t,
+    personalisation={"code": "482913"})
+out["failing"] = c.send_email_notification(email_address="perm-fail@simulator.notify",
+    template_id=email_t, personalisation={"name": "x", "case": "y", "urgent": "no"})
+out["all"] = c.get_all_notifications()
+out["emails"] = c.get_all_notifications(template_type="email")
+out["by_reference"] = c.get_all_notifications(reference="case-A-1024")
+out["iterated"] = [n["id"] for n in c.get_all_notifications_iterator()]
+out["template"] = c.get_template(email_t)
+out["template_v1"] = c.get_template_version(email_t, 1)
+out["templates"] = c.get_all_templates()
+out["sms_templates"] = c.get_all_templates(template_type="sms")
+out["preview"] = c.post_template_preview(email_t, personalisation={"name": "A", "case": "B", "urgent": "no"})
+out["missing"] = refused(lambda: c.send_email_notification(email_address="a@example.tw",
+    template_id=email_t, personalisation={"name": "only a name"}))
+out["bad_address"] = refused(lambda: c.send_email_notification(email_address="not-an-address",
+    template_id=email_t, personalisation={"name": "x", "case": "y", "urgent": "no"}))
+out["unknown_notification"] = refused(lambda: c.get_notification_by_id("00000000-0000-4000-8000-000000000000"))
+team = NotificationsAPIClient(team_key, base_url=base)
+out["team_stranger"] = refused(lambda: team.send_email_notification(email_address="stranger@example.tw",
+    template_id=email_t, personalisation={"name": "x", "case": "y", "urgent": "no"}))
+out["team_guest"] = team.send_email_notification(email_address="guest@moda.gov.example",
+    template_id=email_t, personalisation={"name": "x", "case": "y", "urgent": "no"})
+out["team_sees"] = [n["id"] for n in team.get_all_notifications()["notifications"]]
+out["revoked"] = refused(lambda: NotificationsAPIClient(revoked_key, base_url=base).get_all_templates())
+# A token from a clock two minutes out, signed with the right secret.
+service_id, secret = test_key[-73:-37], test_key[-36:]
+import requests
+old = jwt.encode({"iss": service_id, "iat": int(time.time()) - 120}, secret, algorithm="HS256")
+r = requests.get(base + "/v2/templates", headers={"Authorization": "Bearer " + old})
+out["late_clock"] = {"status": r.status_code, "body": r.json()}
+r = requests.get(base + "/v2/templates")
+out["no_token"] = {"status": r.status_code, "body": r.json()}
+print(json.dumps(out))
+"#;
+
+on_both_engines! {
+    async fn notifys_python_client_sends_and_reads_back_through_the_v2_api(app) {
+        let Some(python) = python_client() else { return };
+        let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
+        let actor = "operator:test";
+        let service = notify.create_service("Household registration office", actor).await.unwrap();
+        let key = |name: &'static str, kind| {
+            let notify = notify.clone();
+            let id = service.id.clone();
+            async move { notify.create_key(&id, name, kind, actor).await.unwrap() }
+        };
+        let test_key = key("test", civitas_notify::KeyType::Test).await;
+        let team_key = key("team", civitas_notify::KeyType::Team).await;
+        let revoked = key("old", civitas_notify::KeyType::Live).await;
+        let revoked_id: String = civitas_store::sqlx::query_scalar("SELECT id FROM notify_api_keys WHERE name = 'old'")
+            .fetch_one(app.db.pool()).await.unwrap();
+        assert!(notify.revoke_key(&service.id, &revoked_id, actor).await.unwrap());
+        notify.add_to_guest_list(&service.id, "Guest@moda.gov.example", actor).await.unwrap();
+        let email = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
+            channel: civitas_notify::Channel::Email,
+            name: "Case update".into(),
+            subject: Some("Your application ((case))".into()),
+            body: "Dear ((name)),\n\nyour application ((case)) has moved on.((urgent?? Please reply today.))".into(),
+        }, actor).await.unwrap();
+        // A second version: the first is still there to read.
+        let email = notify.save_template(&service.id, Some(&email.id), &civitas_notify::NewTemplate {
+            channel: civitas_notify::Channel::Email,
+            name: "Case update".into(),
+            subject: Some("案件進度 ((case))".into()),
+            body: "((name)) 您好：\n\n您的案件 ((case)) 已有進度。((urgent??請於今日回覆。))".into(),
+        }, actor).await.unwrap();
+        assert_eq!(email.version, 2);
+        let sms = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
+            channel: civitas_notify::Channel::Sms,
+            name: "Code".into(),
+            subject: None,
+            body: "您的驗證碼是 ((code))".into(),
+        }, actor).await.unwrap();
+
+        let dir = std::env::temp_dir().join(format!("civitas-notify-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("client.py");
+        std::fs::write(&script, SCRIPT).unwrap();
+        let run = tokio::process::Command::new("python3")
+            .arg(&script)
+            .args([&app.base, &test_key, &team_key, &revoked, &email.id, &sms.id])
+            .env("PYTHONPATH", &python)
+            .output()
+            .await
+            .expect("python3 runs");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(run.status.success(), "the client failed: {}", String::from_utf8_lossy(&run.stderr));
+        let out: Value = serde_json::from_slice(&run.stdout).unwrap();
+
+        // Sent, in Notify's shape, filled in from the latest version.
+        let sent = &out["email"];
+        assert_eq!(sent["reference"], "case-A-1024");
+        assert_eq!(sent["template"]["version"], 2);
+        assert_eq!(sent["content"]["subject"], "案件進度 A-1024");
+        assert_eq!(sent["content"]["body"], "林美玲 您好：\n\n您的案件 A-1024 已有進度。請於今日回覆。");
+        assert!(sent["uri"].as_str().unwrap().ends_with(&format!("/v2/notifications/{}", sent["id"].as_str().unwrap())));
+        // Read back: a test key delivers nothing and ends as Notify's simulator does.
+        let read = &out["email_read"];
+        assert_eq!((read["type"].as_str(), read["status"].as_str()), (Some("email"), Some("delivered")));
+        assert_eq!(read["email_address"], "mei-ling@example.tw");
+        assert!(read["created_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(out["sms"]["content"]["body"], "您的驗證碼是 482913");
+        let failing = out["failing"]["id"].as_str().unwrap();
+        let all = out["all"]["notifications"].as_array().unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all.iter().find(|n| n["id"] == failing).unwrap()["status"], "permanent-failure");
+        assert_eq!(all[0]["id"], failing, "newest first");
+        assert_eq!(out["emails"]["notifications"].as_array().unwrap().len(), 2);
+        assert_eq!(out["by_reference"]["notifications"].as_array().unwrap().len(), 1);
+        // The client's iterator follows `links.next` to an empty page.
+        let iterated: Vec<&str> = out["iterated"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let listed: Vec<&str> = all.iter().map(|n| n["id"].as_str().unwrap()).collect();
+        assert_eq!(iterated, listed);
+        // Templates: the latest, the first version, all, by type, and a preview.
+        assert_eq!(out["template"]["version"], 2);
+        assert_eq!(out["template"]["personalisation"], json!({"case": {"required": true}, "name": {"required": true}, "urgent": {"required": true}}));
+        assert_eq!(out["template_v1"]["subject"], "Your application ((case))");
+        assert_eq!(out["templates"]["templates"].as_array().unwrap().len(), 2);
+        assert_eq!(out["sms_templates"]["templates"][0]["type"], "sms");
+        assert_eq!(out["preview"]["subject"], "案件進度 B");
+        // Refusals as Notify words them.
+        assert_eq!(out["missing"], json!({"status": 400, "message": [{"error": "BadRequestError", "message": "Missing personalisation: case, urgent"}]}));
+        assert_eq!(out["bad_address"]["status"], 400);
+        assert_eq!(out["unknown_notification"]["status"], 404);
+        assert_eq!(out["team_stranger"]["message"][0]["message"], "Can’t send to this recipient using a team-only API key");
+        assert!(out["team_guest"]["id"].is_string(), "a team key reaches its guest list");
+        // Each key type sees only what it sent.
+        assert_eq!(out["team_sees"], json!([out["team_guest"]["id"]]));
+        assert_eq!(out["revoked"], json!({"status": 403, "message": [{"error": "AuthError", "message": "Invalid token: API key revoked"}]}));
+        assert_eq!(out["late_clock"]["status"], 403);
+        assert_eq!(out["late_clock"]["body"]["errors"][0]["message"], "Error: Your system clock must be accurate to within 30 seconds");
+        assert_eq!(out["no_token"]["status"], 401);
+
+        // The ledger has each message by the recipient's tag, its template and version, never
+        // its content or address.
+        let accepted = app.ledger.latest_of_kind("notify.accepted").await.unwrap().unwrap().1;
+        let public = serde_json::to_string(&accepted.public).unwrap();
+        assert!(accepted.subject.is_some());
+        assert!(public.contains(&email.id) && !public.contains("guest@moda.gov.example") && !public.contains("案件"), "{public}");
+        app.stop().await;
+    }
+}
+
+#[test]
+fn the_command_line_registers_services_keys_guests_and_templates() {
+    use crate::cli::{assert_one_sentence_failure, civitas, run_ok};
+    let data = crate::support::scratch("notify-cli");
+    let d = ["--data".to_string(), data.display().to_string()];
+    run_ok(civitas().arg("migrate").args(&d));
+    let service = run_ok(
+        civitas()
+            .args(["notify", "add-service", "Tax office"])
+            .args(&d),
+    )
+    .trim()
+    .to_string();
+    assert!(uuid::Uuid::try_parse(&service).is_ok(), "{service}");
+    let key = run_ok(
+        civitas()
+            .args(["notify", "add-key", &service, "ci", "--type", "team"])
+            .args(&d),
+    );
+    let key = key.trim();
+    // Notify's clients take the service id and the secret from the key's end.
+    assert_eq!(&key[key.len() - 73..key.len() - 37], service);
+    assert!(uuid::Uuid::try_parse(&key[key.len() - 36..]).is_ok());
+    run_ok(
+        civitas()
+            .args(["notify", "add-guest", &service, "0912 345 678"])
+            .args(&d),
+    );
+    let body = data.join("code.txt");
+    std::fs::write(&body, "您的驗證碼是 ((code))").unwrap();
+    let made = run_ok(
+        civitas()
+            .args([
+                "notify",
+                "add-template",
+                &service,
+                "--type",
+                "sms",
+                "--name",
+                "Code",
+                "--body",
+            ])
+            .arg(&body)
+            .args(&d),
+    );
+    assert!(made.trim().ends_with(" 1"), "{made}");
+    run_ok(civitas().args(["notify", "make-live", &service]).args(&d));
+    // Mistakes are one sentence and a non-zero exit.
+    assert_one_sentence_failure(
+        civitas()
+            .args([
+                "notify",
+                "add-key",
+                "00000000-0000-4000-8000-000000000000",
+                "x",
+            ])
+            .args(&d),
+        "no service",
+    );
+    assert_one_sentence_failure(
+        civitas()
+            .args([
+                "notify",
+                "add-template",
+                &service,
+                "--type",
+                "email",
+                "--name",
+                "No subject",
+                "--body",
+            ])
+            .arg(&body)
+            .args(&d),
+        "subject",
+    );
+    assert_one_sentence_failure(
+        civitas()
+            .args(["notify", "add-guest", &service, "not a phone"])
+            .args(&d),
+        "phone_number",
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
