@@ -66,6 +66,12 @@ pub struct Config {
     /// Keep outgoing messages (one-time codes, alerts) in a development mail sink shown at
     /// `/dev/mail` instead of sending them. For demos and tests only.
     pub dev_mail_sink: bool,
+    /// Where Notify sends e-mail: `smtp://host:port` (plain, for a relay on this network),
+    /// `smtp://host:port?tls=starttls` or `smtps://host:port`, with `user:password@` when
+    /// the server wants it. `None`: e-mail from live and team keys waits, `created`.
+    pub notify_smtp_url: Option<String>,
+    /// The sender address of Notify's e-mail.
+    pub notify_from: String,
 }
 
 /// What a process serves.
@@ -201,6 +207,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("exchange.poll_secs", Kind::Int, "30"),
     ("exchange.stale_grace_secs", Kind::Int, "86400"),
     ("exchange.archive_days", Kind::Int, "0"),
+    ("notify.smtp_url", Kind::Str, ""),
+    ("notify.from", Kind::Str, "notify@civitas.localhost"),
 ];
 
 /// Environment variables with this prefix are configuration, except these names.
@@ -566,12 +574,31 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
         )?,
         exchange_gateway,
         exchange_archive_days: int("exchange.archive_days", 0, 3650)?,
+        notify_smtp_url: match text("notify.smtp_url") {
+            None => None,
+            Some(u) => {
+                check_smtp_url(u)
+                    .map_err(|m| invalid("notify.smtp_url", &get("notify.smtp_url").1, m))?;
+                Some(u.to_string())
+            }
+        },
+        notify_from: {
+            let from = text("notify.from").unwrap_or("notify@civitas.localhost");
+            if !from.contains('@') || from.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    "notify.from",
+                    &get("notify.from").1,
+                    format!("`{from}` is not an e-mail address, like notify@agency.gov.example"),
+                ));
+            }
+            from.to_string()
+        },
     };
     let entries = KEYS
         .iter()
         .map(|(k, _, _)| {
             let (v, s) = &raw[k];
-            let shown = if *k == "database" {
+            let shown = if *k == "database" || *k == "notify.smtp_url" {
                 mask_password(v)
             } else {
                 v.clone()
@@ -614,6 +641,23 @@ pub fn check_database_url(url: &str) -> Result<(), String> {
             u.scheme()
         )),
         Err(e) => Err(format!("`{}` is not a URL ({e})", mask_password(url))),
+    }
+}
+
+/// Checks an SMTP server's URL (`smtp://` or `smtps://`, with a host).
+pub fn check_smtp_url(url: &str) -> Result<(), String> {
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "smtp" || u.scheme() == "smtps" => {
+            if u.host_str().is_none_or(str::is_empty) {
+                return Err("an SMTP URL needs a host".into());
+            }
+            Ok(())
+        }
+        Ok(u) => Err(format!(
+            "scheme `{}` is not supported; use smtp:// or smtps://",
+            u.scheme()
+        )),
+        Err(e) => Err(format!("not a URL ({e})")),
     }
 }
 

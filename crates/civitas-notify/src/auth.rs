@@ -137,7 +137,10 @@ impl Notify {
                 "Invalid token: service id is not the right data type",
             ));
         }
-        let failed = |_| refused(403, "Invalid token: the service could not be read");
+        let failed = |e: NotifyError| {
+            tracing::error!(error = %e, "a Notify call could not be authenticated");
+            refused(500, "Internal server error")
+        };
         let Some(service) = self.service(iss).await.map_err(failed)? else {
             return Err(refused(403, "Invalid token: service not found"));
         };
@@ -165,7 +168,7 @@ impl Notify {
                 return Err(refused(403, "Invalid token: algorithm used is not HS256"));
             }
             let now = now_ms() / 1000;
-            if now > iat + CLOCK_WINDOW || iat > now + CLOCK_WINDOW {
+            if (i128::from(now) - i128::from(iat)).abs() > i128::from(CLOCK_WINDOW) {
                 return Err(refused(
                     403,
                     "Error: Your system clock must be accurate to within 30 seconds",
@@ -183,16 +186,16 @@ impl Notify {
         Err(refused(403, "Invalid token: API key not found"))
     }
 
-    /// A new key for `service_id`, logged (`notify.key_created`) with `actor`. Returns the
-    /// key as its holder uses it (`{name}-{service id}-{secret}`): shown once; the secret
-    /// is kept to check the calls' signatures, and never logged.
+    /// A new key for `service_id`, logged (`notify.key_created`) with `actor`. Returns its
+    /// id and the key as its holder uses it (`{name}-{service id}-{secret}`): shown once;
+    /// the secret is kept to check the calls' signatures, and never logged.
     pub async fn create_key(
         &self,
         service_id: &str,
         name: &str,
         key_type: KeyType,
         actor: &str,
-    ) -> Result<String, NotifyError> {
+    ) -> Result<(String, String), NotifyError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 255 {
             return Err(NotifyError::Invalid(
@@ -221,10 +224,10 @@ impl Notify {
             actor,
             &format!("notify/service/{service_id}"),
         )
-        .with("key_id", id)
+        .with("key_id", id.clone())
         .with("key_type", key_type.code());
         self.ledger.append_with(&event, w).await?;
-        Ok(format!("{name}-{service_id}-{secret}"))
+        Ok((id, format!("{name}-{service_id}-{secret}")))
     }
 
     /// Revokes key `key_id` of `service_id` (`notify.key_revoked`): its calls are refused

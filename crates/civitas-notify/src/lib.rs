@@ -9,10 +9,11 @@
 //!   notifications: accepted (checked, rendered, stored, logged to the ledger by the
 //!   recipient's tag, never the content), read back and listed as Notify pages them.
 //!   Test keys deliver nothing: their notifications end as Notify's simulator would.
-//!   Delivery by the live and team keys' channels is still to come: their notifications
-//!   stay `created`.
+//! - [`delivery`]: e-mail from live and team keys over SMTP, from the notifications table
+//!   as a queue. Text messages and letters still wait, `created`.
 
 pub mod auth;
+pub mod delivery;
 mod store;
 pub mod template;
 
@@ -96,11 +97,17 @@ pub const COMPONENT: Component = Component {
 pub struct Notify {
     db: Db,
     ledger: Ledger,
+    /// Wakes this process's deliverer when a message to deliver is accepted.
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Notify {
     /// The block over `db`, logging to `ledger`.
     pub fn new(db: Db, ledger: Ledger) -> Notify {
-        Notify { db, ledger }
+        Notify {
+            db,
+            ledger,
+            wake: Default::default(),
+        }
     }
 }

@@ -182,8 +182,11 @@ pub const PAGE_SIZE: i64 = 250;
 /// Recipients of test keys that end otherwise than delivered (Notify's simulator).
 fn simulated_end(recipient: &str) -> &'static str {
     match recipient {
-        "temp-fail@simulator.notify" | "07700900003" => "temporary-failure",
-        "perm-fail@simulator.notify" | "07700900002" => "permanent-failure",
+        "temp-fail@simulator.notify" => "temporary-failure",
+        "perm-fail@simulator.notify" => "permanent-failure",
+        // Notify's simulated numbers, 07700 900003 and 900002, however they were written.
+        r if r.starts_with('+') && r.ends_with("7700900003") => "temporary-failure",
+        r if r.starts_with('+') && r.ends_with("7700900002") => "permanent-failure",
         _ => "delivered",
     }
 }
@@ -208,8 +211,8 @@ fn normal_email(s: &str) -> Result<String, NotifyError> {
     }
 }
 
-/// A phone number as compared and stored: its digits, with `+` for an international one.
-/// Taiwan's mobiles are `09…` (10 digits) or `+886 9…`.
+/// A phone number as compared and stored: E.164 (`+` and digits), a national number
+/// (`0…`) taken as Taiwan's (`+886`), so `0912 345 678` and `+886 912 345 678` are one.
 fn normal_phone(s: &str) -> Result<String, NotifyError> {
     let trimmed = s.trim();
     let international = trimmed.starts_with('+') || trimmed.starts_with("00");
@@ -236,7 +239,7 @@ fn normal_phone(s: &str) -> Result<String, NotifyError> {
     Ok(if international {
         format!("+{digits}")
     } else {
-        digits
+        format!("+886{}", &digits[1..])
     })
 }
 
@@ -657,6 +660,9 @@ impl Notify {
             event = event.with("status", status);
         }
         self.ledger.append_with(&event, w).await?;
+        if caller.key_type != KeyType::Test {
+            self.wake.notify_one();
+        }
         Ok((stored, template))
     }
 
@@ -765,7 +771,7 @@ mod tests {
         assert_eq!(normal_email(" Mei@Example.TW ").unwrap(), "mei@example.tw");
         assert!(normal_email("no-at-sign").is_err());
         assert!(normal_email("a@b").is_err());
-        assert_eq!(normal_phone("0912-345-678").unwrap(), "0912345678");
+        assert_eq!(normal_phone("0912-345-678").unwrap(), "+886912345678");
         assert_eq!(normal_phone("+886 912 345 678").unwrap(), "+886912345678");
         assert_eq!(normal_phone("00886912345678").unwrap(), "+886912345678");
         assert!(normal_phone("call me").is_err());

@@ -332,9 +332,9 @@ async fn notification(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    if uuid::Uuid::try_parse(&id).is_err() {
+    let Ok(id) = uuid::Uuid::try_parse(&id).map(|u| u.to_string()) else {
         return validation("notification_id is not a valid UUID");
-    }
+    };
     match app.notify.notification(&caller.service.id, &id).await {
         Ok(Some(n)) => axum::Json(notification_json(&base(&app), &n)).into_response(),
         Ok(None) => failed(NotifyError::NotFound(id)),
@@ -385,15 +385,24 @@ async fn notifications(
                         STATUSES.join(", ")
                     ));
                 }
-                statuses.push(v.into_owned());
+                if v == "failed" {
+                    // Notify's word for any failure.
+                    for s in [
+                        "technical-failure",
+                        "temporary-failure",
+                        "permanent-failure",
+                    ] {
+                        statuses.push(s.to_string());
+                    }
+                } else {
+                    statuses.push(v.into_owned());
+                }
             }
             "reference" => reference = Some(v.into_owned()),
-            "older_than" => {
-                if uuid::Uuid::try_parse(&v).is_err() {
-                    return validation("older_than is not a valid UUID");
-                }
-                older_than = Some(v.into_owned());
-            }
+            "older_than" => match uuid::Uuid::try_parse(&v) {
+                Ok(u) => older_than = Some(u.to_string()),
+                Err(_) => return validation("older_than is not a valid UUID"),
+            },
             "include_jobs" => {}
             other => {
                 return validation(&format!(
@@ -426,11 +435,13 @@ async fn notifications(
         .collect();
     let link = |older: Option<&str>| {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &kept {
-            q.append_pair(k, v);
-        }
+        // First: the Python client pages on with the first UUID it finds in the link, and a
+        // reference may look like one.
         if let Some(o) = older {
             q.append_pair("older_than", o);
+        }
+        for (k, v) in &kept {
+            q.append_pair(k, v);
         }
         let q = q.finish();
         if q.is_empty() {
@@ -486,12 +497,12 @@ async fn template_at(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    if uuid::Uuid::try_parse(id).is_err() {
+    let Ok(id) = uuid::Uuid::try_parse(id).map(|u| u.to_string()) else {
         return validation("id is not a valid UUID");
-    }
-    match app.notify.template(&caller.service.id, id, version).await {
+    };
+    match app.notify.template(&caller.service.id, &id, version).await {
         Ok(Some(t)) => axum::Json(template_json(&t)).into_response(),
-        Ok(None) => failed(NotifyError::NotFound(id.into())),
+        Ok(None) => failed(NotifyError::NotFound(id)),
         Err(e) => failed(e),
     }
 }
@@ -533,9 +544,9 @@ async fn preview(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if uuid::Uuid::try_parse(&id).is_err() {
+    let Ok(id) = uuid::Uuid::try_parse(&id).map(|u| u.to_string()) else {
         return validation("id is not a valid UUID");
-    }
+    };
     let t = match app.notify.template(&caller.service.id, &id, None).await {
         Ok(Some(t)) => t,
         Ok(None) => return failed(NotifyError::NotFound(id)),
@@ -554,6 +565,7 @@ async fn preview(
             "id": t.id,
             "type": t.channel.code(),
             "version": t.version,
+            "html": (t.channel == Channel::Email).then(|| html_of(&body)),
             "body": body,
             "subject": subject,
             "postage": null,
@@ -593,4 +605,19 @@ async fn templates(
         .into_response(),
         Err(e) => failed(e),
     }
+}
+
+/// An e-mail's text as HTML: paragraphs at blank lines, line breaks within them, and every
+/// character that means something in HTML escaped.
+fn html_of(text: &str) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    text.split("\n\n")
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| format!("<p>{}</p>", escape(p.trim()).replace('\n', "<br>")))
+        .collect()
 }

@@ -413,12 +413,19 @@ pub async fn serve(
     };
     let exchange =
         civitas_exchange::Directory::new(db.clone(), ledger.clone(), &config.exchange_instance);
+    let smtp = config
+        .notify_smtp_url
+        .as_deref()
+        .map(|url| civitas_notify::delivery::Smtp::new(url, &config.notify_from))
+        .transpose()?;
     let (state, purger) =
         app_state(db.clone(), ledger, witness, config, &issuer, exchange, None).await?;
+    // Notify's e-mail, when an SMTP server is configured.
+    let deliverer = smtp.map(|smtp| tokio::spawn(state.notify.clone().deliver_email(smtp)));
     let app = civitas_web::app(state);
     let outcome = serve_app(listener, app, db, grace, shutdown).await;
-    if let Some(p) = purger {
-        p.abort();
+    for task in [purger, deliverer].into_iter().flatten() {
+        task.abort();
     }
     outcome
 }

@@ -40,7 +40,7 @@ pub enum NotifyCommand {
     RevokeKey {
         /// The service id.
         service: String,
-        /// The key's id (the middle of what `add-key` printed is the service's).
+        /// The key's id (`add-key` prints it beside the key).
         key: String,
     },
     /// Let a team key, or a live key in trial, reach an e-mail address or phone number.
@@ -101,11 +101,13 @@ async fn run_with(notify: &Notify, cmd: NotifyCommand) -> Result<()> {
             key_type,
         } => {
             let kind = KeyType::parse(&key_type).context("--type")?;
-            let key = notify
+            let (id, key) = notify
                 .create_key(&service, &name, kind, OPERATOR_CLI)
                 .await?;
             println!("{key}");
-            eprintln!("This is the only time the key is shown: keep it secret.");
+            eprintln!(
+                "This is the only time the key is shown: keep it secret. Its id, to revoke it: {id}"
+            );
         }
         NotifyCommand::RevokeKey { service, key } => {
             if !notify.revoke_key(&service, &key, OPERATOR_CLI).await? {

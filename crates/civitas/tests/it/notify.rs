@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::on_both_engines;
+use crate::support::TestApp;
 
 /// Where the Python client is installed, or `None` to skip (unless every test must run).
 fn python_client() -> Option<String> {
@@ -90,7 +91,7 @@ on_both_engines! {
         let key = |name: &'static str, kind| {
             let notify = notify.clone();
             let id = service.id.clone();
-            async move { notify.create_key(&id, name, kind, actor).await.unwrap() }
+            async move { notify.create_key(&id, name, kind, actor).await.unwrap().1 }
         };
         let test_key = key("test", civitas_notify::KeyType::Test).await;
         let team_key = key("team", civitas_notify::KeyType::Team).await;
@@ -152,7 +153,8 @@ on_both_engines! {
         let all = out["all"]["notifications"].as_array().unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all.iter().find(|n| n["id"] == failing).unwrap()["status"], "permanent-failure");
-        assert_eq!(all[0]["id"], failing, "newest first");
+        let created: Vec<&str> = all.iter().map(|n| n["created_at"].as_str().unwrap()).collect();
+        assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first: {created:?}");
         assert_eq!(out["emails"]["notifications"].as_array().unwrap().len(), 2);
         assert_eq!(out["by_reference"]["notifications"].as_array().unwrap().len(), 1);
         // The client's iterator follows `links.next` to an empty page.
@@ -271,4 +273,166 @@ fn the_command_line_registers_services_keys_guests_and_templates() {
         "phone_number",
     );
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A Notify call's bearer token for `key`, made as Notify's clients make it.
+fn bearer(key: &str) -> String {
+    let (service, secret) = (&key[key.len() - 73..key.len() - 37], &key[key.len() - 36..]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({ "iss": service, "iat": now }),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A message's subject, decoded from its MIME header (RFC 2047, base64 or plain).
+fn subject_of(raw: &str) -> String {
+    use base64::Engine as _;
+    let mut subject = String::new();
+    let mut lines = raw.lines().skip_while(|l| !l.starts_with("Subject: "));
+    if let Some(first) = lines.next() {
+        subject.push_str(first.trim_start_matches("Subject: "));
+        for more in lines.take_while(|l| l.starts_with(' ') || l.starts_with('\t')) {
+            subject.push_str(more.trim());
+        }
+    }
+    // RFC 2047: the space between two encoded words is not text; any other space is.
+    let mut out = String::new();
+    let mut previous_encoded = false;
+    for word in subject.split_whitespace() {
+        let lower = word.to_ascii_lowercase();
+        let encoded = lower.starts_with("=?utf-8?b?") && lower.ends_with("?=");
+        if !out.is_empty() && (!encoded || !previous_encoded) {
+            out.push(' ');
+        }
+        if encoded {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&word[10..word.len() - 2])
+                .unwrap();
+            out.push_str(&String::from_utf8(bytes).unwrap());
+        } else {
+            out.push_str(word);
+        }
+        previous_encoded = encoded;
+    }
+    out
+}
+
+/// E-mail from a live key goes out over SMTP to a real (test) mail server; the status
+/// follows what the server said; the ledger has each status change.
+async fn live_email_goes_out_over_smtp(engine: crate::support::Engine) {
+    let sink = crate::support::SmtpSink::start().await;
+    let url = sink.url.clone();
+    let Some(app) = TestApp::spawn_with(engine, move |c| c.notify_smtp_url = Some(url)).await
+    else {
+        return;
+    };
+    let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
+    let actor = "operator:test";
+    let service = notify.create_service("Tax office", actor).await.unwrap();
+    notify.make_live(&service.id, actor).await.unwrap();
+    let key = notify
+        .create_key(&service.id, "live", civitas_notify::KeyType::Live, actor)
+        .await
+        .unwrap()
+        .1;
+    let template = notify
+        .save_template(
+            &service.id,
+            None,
+            &civitas_notify::NewTemplate {
+                channel: civitas_notify::Channel::Email,
+                name: "Refund".into(),
+                subject: Some("退稅通知 ((year))".into()),
+                body: "((name)) 您好：您的 ((year)) 年度退稅已核定。".into(),
+            },
+            actor,
+        )
+        .await
+        .unwrap();
+    let send = |to: &str| {
+        let body = json!({"email_address": to, "template_id": template.id, "personalisation": {"name": "王小明", "year": "2026"}});
+        app.client
+            .post(format!("{}/v2/notifications/email", app.base))
+            .bearer_auth(bearer(&key))
+            .json(&body)
+            .send()
+    };
+    let sent: Value = send("wang@example.tw").await.unwrap().json().await.unwrap();
+    let refused: Value = send("refuse@example.tw")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let status = |id: Value| {
+        let app = &app;
+        let key = key.clone();
+        async move {
+            for _ in 0..100 {
+                let n: Value = app
+                    .client
+                    .get(format!(
+                        "{}/v2/notifications/{}",
+                        app.base,
+                        id.as_str().unwrap()
+                    ))
+                    .bearer_auth(bearer(&key))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let s = n["status"].as_str().unwrap().to_string();
+                if s != "created" && s != "sending" {
+                    return n;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("still not sent");
+        }
+    };
+    let delivered = status(sent["id"].clone()).await;
+    assert_eq!(delivered["status"], "delivered", "{delivered}");
+    assert!(delivered["completed_at"].is_string());
+    assert_eq!(
+        status(refused["id"].clone()).await["status"],
+        "permanent-failure"
+    );
+    let messages = sink.messages.lock().unwrap().clone();
+    assert_eq!(messages.len(), 1, "the refused one never arrived");
+    let (to, raw) = &messages[0];
+    assert_eq!(to, &vec!["wang@example.tw".to_string()]);
+    assert_eq!(subject_of(raw), "退稅通知 2026");
+    assert!(raw.contains("From: notify@civitas.localhost"), "{raw}");
+    let settled = app
+        .ledger
+        .latest_of_kind("notify.status")
+        .await
+        .unwrap()
+        .unwrap()
+        .1;
+    assert!(settled.subject.is_some());
+    assert!(
+        !serde_json::to_string(&settled.public)
+            .unwrap()
+            .contains("example.tw")
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_email_goes_out_over_smtp_on_sqlite() {
+    live_email_goes_out_over_smtp(crate::support::Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_email_goes_out_over_smtp_on_postgres() {
+    live_email_goes_out_over_smtp(crate::support::Engine::Postgres).await;
 }

@@ -102,6 +102,11 @@ pub struct TestApp {
 impl TestApp {
     /// Starts a seeded server on `engine`, or returns `None` when the engine is unavailable.
     pub async fn spawn(engine: Engine) -> Option<TestApp> {
+        TestApp::spawn_with(engine, |_| {}).await
+    }
+
+    /// [`TestApp::spawn`], with the configuration changed by `adjust` first.
+    pub async fn spawn_with(engine: Engine, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
         let data = scratch("app");
         let database = match engine {
             Engine::Sqlite => None,
@@ -109,6 +114,7 @@ impl TestApp {
         };
         let resolved = test_layers(&data, database.as_deref()).resolve().unwrap();
         let mut config = resolved.config.clone();
+        adjust(&mut config);
         let (running, _) = civitas::demo::prepare(&config, &resolved.entries, false, true)
             .await
             .expect("seed the demo country");
@@ -372,4 +378,90 @@ pub fn hidden_value(html: &str, name: &str) -> Option<String> {
     let start = html.find(&marker)? + marker.len();
     let end = html[start..].find('"')?;
     Some(html[start..start + end].to_string())
+}
+
+/// A mail server for the tests: it speaks enough SMTP for a real client (EHLO, MAIL, RCPT,
+/// DATA, RSET, NOOP, QUIT), refuses recipients whose address begins `refuse` with 550, and
+/// keeps each message it accepts (its recipients and raw text).
+pub struct SmtpSink {
+    pub url: String,
+    pub messages: Received,
+}
+
+/// What an [`SmtpSink`] received: each message's recipients and raw text.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(Vec<String>, String)>>>;
+
+impl SmtpSink {
+    pub async fn start() -> SmtpSink {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let messages: Received = Default::default();
+        let kept = messages.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read);
+                    let _ = write.write_all(b"220 sink.test ESMTP\r\n").await;
+                    let mut rcpt = Vec::new();
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let upper = line.to_ascii_uppercase();
+                        let answer: &[u8] = if upper.starts_with("EHLO") {
+                            b"250-sink.test\r\n250 8BITMIME\r\n"
+                        } else if upper.starts_with("HELO")
+                            || upper.starts_with("MAIL")
+                            || upper.starts_with("NOOP")
+                        {
+                            b"250 OK\r\n"
+                        } else if upper.starts_with("RSET") {
+                            rcpt.clear();
+                            b"250 OK\r\n"
+                        } else if upper.starts_with("RCPT") {
+                            let to = line[line.find('<').map_or(0, |i| i + 1)..]
+                                .trim_end()
+                                .trim_end_matches('>')
+                                .to_string();
+                            if to.starts_with("refuse") {
+                                b"550 5.1.1 no such user\r\n"
+                            } else {
+                                rcpt.push(to);
+                                b"250 OK\r\n"
+                            }
+                        } else if upper.starts_with("DATA") {
+                            let _ = write.write_all(b"354 go ahead\r\n").await;
+                            let mut data = String::new();
+                            loop {
+                                let mut l = String::new();
+                                if lines.read_line(&mut l).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if l == ".\r\n" {
+                                    break;
+                                }
+                                data.push_str(&l);
+                            }
+                            kept.lock().unwrap().push((std::mem::take(&mut rcpt), data));
+                            b"250 queued\r\n"
+                        } else if upper.starts_with("QUIT") {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            return;
+                        } else {
+                            b"502 not implemented\r\n"
+                        };
+                        if write.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SmtpSink { url, messages }
+    }
 }
