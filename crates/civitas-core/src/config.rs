@@ -67,8 +67,9 @@ pub struct Config {
     /// `/dev/mail` instead of sending them. For demos and tests only.
     pub dev_mail_sink: bool,
     /// Where Notify sends e-mail: `smtp://host:port` (plain, for a relay on this network),
-    /// `smtp://host:port?tls=starttls` or `smtps://host:port`, with `user:password@` when
-    /// the server wants it. `None`: e-mail from live and team keys waits, `created`.
+    /// `smtp://host:port?tls=required` (STARTTLS) or `smtps://host:port`, with
+    /// `user:password@` when the server wants it. `None`: e-mail from live and team keys
+    /// waits, `created`.
     pub notify_smtp_url: Option<String>,
     /// The sender address of Notify's e-mail.
     pub notify_from: String,
@@ -651,7 +652,12 @@ pub fn check_smtp_url(url: &str) -> Result<(), String> {
             if u.host_str().is_none_or(str::is_empty) {
                 return Err("an SMTP URL needs a host".into());
             }
-            Ok(())
+            match u.query_pairs().find(|(k, _)| k == "tls") {
+                Some((_, v)) if v != "required" && v != "opportunistic" => Err(format!(
+                    "tls={v} is not one of required (STARTTLS) or opportunistic"
+                )),
+                _ => Ok(()),
+            }
         }
         Ok(u) => Err(format!(
             "scheme `{}` is not supported; use smtp:// or smtps://",

@@ -1,11 +1,24 @@
 //! Delivery of e-mail over SMTP (lettre), to any SMTP server, from a durable queue: the
-//! notifications table itself. A deliverer claims a batch of `created` e-mail (live and team
-//! keys') by moving it to `sending` in one statement (on PostgreSQL with
-//! `FOR UPDATE SKIP LOCKED`, so several nodes share the queue without sending one twice),
-//! hands each to the server, and settles it: `delivered` when the server accepted it,
-//! `permanent-failure` when it refused it for good (5xx), `temporary-failure` otherwise.
-//! A message left `sending` by a node that stopped is claimed again after ten minutes.
-//! Each status change is logged (`notify.status`, under the recipient's tag).
+//! notifications table itself.
+//!
+//! - A deliverer claims a batch of due `created` e-mail (live and team keys') by moving it
+//!   to `sending` in one statement (on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so several
+//!   nodes share the queue). The claim's time is its token: a message is settled only by
+//!   the claim that holds it, and a deliverer stops sending a batch before its claim runs
+//!   out (ten minutes), giving the rest back.
+//! - Each message is handed to the server and settled: `delivered` when the server accepted
+//!   it; `permanent-failure` when the server said the mailbox does not exist or is not
+//!   allowed (550, 551, 553).
+//! - Anything else is our side's or the server's trouble, not the recipient's: the server
+//!   unreachable, a 4xx, or a refusal of the sender or of authentication. The message goes
+//!   back to the queue with a doubling wait (from 30 s to an hour), and the batch stops,
+//!   since the next would fare the same. After 24 hours it ends `technical-failure`
+//!   (`temporary-failure` when the server kept answering 4xx for the recipient).
+//! - A message left `sending` by a node that stopped is claimed again after ten minutes.
+//!   Delivery is therefore at least once: a node stopped between the server's acceptance
+//!   and the settling sends that one message again.
+//!
+//! Each final status is logged (`notify.status`, under the recipient's tag).
 
 use std::time::Duration;
 
@@ -18,10 +31,17 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::{Notify, NotifyError};
 
-/// How long a claimed message may stay `sending` before another deliverer takes it.
-const STUCK_MS: i64 = 10 * 60 * 1000;
+/// How long a claim holds its messages.
+const CLAIM_MS: i64 = 10 * 60 * 1000;
+/// A deliverer stops sending a batch this long before its claim runs out.
+const CLAIM_MARGIN_MS: i64 = 2 * 60 * 1000;
 /// Messages claimed at a time.
-const BATCH: i64 = 50;
+const BATCH: i64 = 20;
+/// The first wait before trying a message again, doubled each time up to `MAX_WAIT_MS`.
+const FIRST_WAIT_MS: i64 = 30 * 1000;
+const MAX_WAIT_MS: i64 = 60 * 60 * 1000;
+/// How long a message is tried before it fails.
+const GIVE_UP_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// An SMTP server to send through, and the sender's address.
 #[derive(Clone)]
@@ -31,8 +51,8 @@ pub struct Smtp {
 }
 
 impl Smtp {
-    /// From `notify.smtp_url` (`smtp://host:port`, `?tls=required` for STARTTLS,
-    /// `smtps://` for TLS, `user:password@` for authentication) and `notify.from`.
+    /// From `notify.smtp_url` (`smtp://host:port`; `?tls=required` for STARTTLS;
+    /// `smtps://` for TLS; `user:password@` to authenticate) and `notify.from`.
     pub fn new(url: &str, from: &str) -> Result<Smtp, NotifyError> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| NotifyError::Invalid(format!("notify.smtp_url: {e}")))?
@@ -51,11 +71,23 @@ struct Claimed {
     recipient: String,
     subject: String,
     body: String,
+    attempts: i64,
+    created_ms: i64,
+}
+
+/// How a send went wrong.
+enum Failure {
+    /// The recipient's address will never work (550, 551, 553).
+    Recipient(String),
+    /// The server answered 4xx about this message: try again later.
+    Later(String),
+    /// Our side: the server unreachable, or refusing us (authentication, relaying).
+    Ours(String),
 }
 
 impl Notify {
-    /// Claims up to `BATCH` e-mail messages waiting to be sent.
-    async fn claim_email(&self) -> Result<Vec<Claimed>, NotifyError> {
+    /// Claims up to `BATCH` e-mail messages that are due; the claim's time and the messages.
+    async fn claim_email(&self) -> Result<(i64, Vec<Claimed>), NotifyError> {
         let skip_locked = match self.db.engine() {
             Engine::Postgres => " FOR UPDATE SKIP LOCKED",
             Engine::Sqlite => "",
@@ -65,16 +97,18 @@ impl Notify {
             "UPDATE notify_notifications SET status = 'sending', sent_ms = $1
              WHERE id IN (SELECT id FROM notify_notifications
                           WHERE kind = 'email' AND key_type <> 'test'
-                            AND (status = 'created' OR (status = 'sending' AND sent_ms < $2))
+                            AND ((status = 'created' AND next_attempt_ms <= $1)
+                                 OR (status = 'sending' AND sent_ms < $2))
                           ORDER BY created_ms LIMIT $3{skip_locked})
-             RETURNING id, recipient, subject, body"
+             RETURNING id, recipient, subject, body, attempts, created_ms"
         ))
         .bind(now)
-        .bind(now - STUCK_MS)
+        .bind(now - CLAIM_MS)
         .bind(BATCH)
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter()
+        let claimed = rows
+            .iter()
             .map(|r| {
                 Ok(Claimed {
                     id: r.try_get("id")?,
@@ -83,57 +117,107 @@ impl Notify {
                         .try_get::<Option<String>, _>("subject")?
                         .unwrap_or_default(),
                     body: r.try_get("body")?,
+                    attempts: r.try_get("attempts")?,
+                    created_ms: r.try_get("created_ms")?,
                 })
             })
-            .collect()
+            .collect::<Result<_, NotifyError>>()?;
+        Ok((now, claimed))
     }
 
-    /// Settles a message that was `sending` at `status`, logged under its recipient's tag.
-    async fn settle(&self, id: &str, recipient: &str, status: &str) -> Result<(), NotifyError> {
+    /// Settles a message this claim holds at `status`, logged under its recipient's tag.
+    async fn settle(&self, m: &Claimed, claim: i64, status: &str) -> Result<(), NotifyError> {
         let mut w = Script::new();
         w.push(
-            "UPDATE notify_notifications SET status = ?, completed_ms = ? WHERE id = ? AND status = 'sending'",
+            "UPDATE notify_notifications SET status = ?, completed_ms = ?, attempts = attempts + 1 WHERE id = ? AND status = 'sending' AND sent_ms = ?",
             vec![
                 Sql::Text(status.into()),
                 Sql::I64(now_ms()),
-                Sql::Text(id.into()),
+                Sql::Text(m.id.clone()),
+                Sql::I64(claim),
             ],
         );
         let tag = self
             .ledger
-            .subject_secret(&format!("notify-recipient:{recipient}"))
+            .subject_secret(&format!("notify-recipient:{}", m.recipient))
             .await?
             .tag();
         let event = Event::new(
             "notify.status",
             "system",
-            &format!("notify/notification/{id}"),
+            &format!("notify/notification/{}", m.id),
         )
         .about(tag)
         .with("status", status.to_string());
         match self.ledger.append_with(&event, w).await {
-            // Settled by another deliverer meanwhile: its status stands.
+            // No longer this claim's: another deliverer settles it.
             Ok(_) | Err(civitas_ledger::LedgerError::WritesRefused(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Sends one batch of waiting e-mail; how many were claimed.
+    /// Puts messages of this claim back in the queue, due at `due_ms`; `tried` counts an
+    /// attempt.
+    async fn release(
+        &self,
+        ids: &[&str],
+        claim: i64,
+        due_ms: i64,
+        tried: bool,
+    ) -> Result<(), NotifyError> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE notify_notifications SET status = 'created', sent_ms = NULL, next_attempt_ms = $1, attempts = attempts + $2
+                 WHERE id = $3 AND status = 'sending' AND sent_ms = $4",
+            )
+            .bind(due_ms)
+            .bind(i64::from(tried))
+            .bind(*id)
+            .bind(claim)
+            .execute(self.db.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one batch of due e-mail; how many messages were claimed.
     pub async fn deliver_email_batch(&self, smtp: &Smtp) -> Result<usize, NotifyError> {
-        let claimed = self.claim_email().await?;
-        for m in &claimed {
-            let status = match send(smtp, m).await {
-                Ok(()) => "delivered",
-                Err(Failure::Permanent(e)) => {
+        let (claim, claimed) = self.claim_email().await?;
+        for (i, m) in claimed.iter().enumerate() {
+            let rest: Vec<&str> = claimed[i..].iter().map(|c| c.id.as_str()).collect();
+            if now_ms() > claim + CLAIM_MS - CLAIM_MARGIN_MS {
+                // The claim is running out: what is left goes back, untried.
+                self.release(&rest, claim, now_ms(), false).await?;
+                break;
+            }
+            let outcome = send(smtp, m).await;
+            let failed_for = now_ms() - m.created_ms;
+            let settled = match outcome {
+                Ok(()) => self.settle(m, claim, "delivered").await,
+                Err(Failure::Recipient(e)) => {
                     tracing::warn!(notification = %m.id, error = %e, "e-mail refused for good");
-                    "permanent-failure"
+                    self.settle(m, claim, "permanent-failure").await
                 }
-                Err(Failure::Temporary(e)) => {
-                    tracing::warn!(notification = %m.id, error = %e, "e-mail not delivered");
-                    "temporary-failure"
+                Err(Failure::Later(e) | Failure::Ours(e)) if failed_for > GIVE_UP_MS => {
+                    tracing::warn!(notification = %m.id, error = %e, "e-mail given up");
+                    self.settle(m, claim, "technical-failure").await
+                }
+                Err(Failure::Later(e) | Failure::Ours(e)) => {
+                    // The server's trouble or ours: this one is tried again later, and so is
+                    // the rest of the batch, which would fare the same.
+                    let wait = (FIRST_WAIT_MS << m.attempts.clamp(0, 20)).min(MAX_WAIT_MS);
+                    tracing::warn!(notification = %m.id, error = %e, wait_ms = wait, "e-mail not sent; trying again later");
+                    self.release(&rest[..1], claim, now_ms() + wait, true)
+                        .await?;
+                    self.release(&rest[1..], claim, now_ms() + wait, false)
+                        .await?;
+                    return Ok(claimed.len());
                 }
             };
-            self.settle(&m.id, &m.recipient, status).await?;
+            if let Err(e) = settled {
+                // Sent, but not settled: the claim runs out and it is tried again.
+                tracing::error!(notification = %m.id, error = %e, "e-mail sent but not recorded");
+            }
         }
         Ok(claimed.len())
     }
@@ -152,26 +236,27 @@ impl Notify {
     }
 }
 
-enum Failure {
-    Permanent(String),
-    Temporary(String),
-}
-
 async fn send(smtp: &Smtp, m: &Claimed) -> Result<(), Failure> {
     let to: Mailbox = m
         .recipient
         .parse()
-        .map_err(|e: lettre::address::AddressError| Failure::Permanent(e.to_string()))?;
+        .map_err(|e: lettre::address::AddressError| Failure::Recipient(e.to_string()))?;
     let message = Message::builder()
         .from(smtp.from.clone())
         .to(to)
         .subject(m.subject.clone())
         .header(ContentType::TEXT_PLAIN)
         .body(m.body.clone())
-        .map_err(|e| Failure::Permanent(e.to_string()))?;
+        .map_err(|e| Failure::Ours(e.to_string()))?;
     match smtp.transport.send(message).await {
         Ok(_) => Ok(()),
-        Err(e) if e.is_permanent() => Err(Failure::Permanent(e.to_string())),
-        Err(e) => Err(Failure::Temporary(e.to_string())),
+        Err(e) => {
+            let code = e.status().map(u16::from);
+            Err(match code {
+                Some(550 | 551 | 553) => Failure::Recipient(e.to_string()),
+                Some(c) if (400..500).contains(&c) => Failure::Later(e.to_string()),
+                _ => Failure::Ours(e.to_string()),
+            })
+        }
     }
 }

@@ -89,6 +89,12 @@ pub const COMPONENT: Component = Component {
             completed_ms BIGINT
         );
         CREATE INDEX notify_notifications_service ON notify_notifications (service_id, key_type, created_ms);",
+    }, Migration {
+        version: 2,
+        name: "the delivery queue: attempts and when to try next",
+        sql: "ALTER TABLE notify_notifications ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE notify_notifications ADD COLUMN next_attempt_ms BIGINT NOT NULL DEFAULT 0;
+        CREATE INDEX notify_notifications_queue ON notify_notifications (status, kind, next_attempt_ms);",
     }],
 };
 

@@ -237,7 +237,11 @@ fn normal_phone(s: &str) -> Result<String, NotifyError> {
         ));
     }
     Ok(if international {
-        format!("+{digits}")
+        // `+886 0912…` writes Taiwan's trunk 0 too; the number is `+886 912…`.
+        match digits.strip_prefix("8860") {
+            Some(rest) => format!("+886{rest}"),
+            None => format!("+{digits}"),
+        }
     } else {
         format!("+886{}", &digits[1..])
     })
@@ -774,6 +778,7 @@ mod tests {
         assert_eq!(normal_phone("0912-345-678").unwrap(), "+886912345678");
         assert_eq!(normal_phone("+886 912 345 678").unwrap(), "+886912345678");
         assert_eq!(normal_phone("00886912345678").unwrap(), "+886912345678");
+        assert_eq!(normal_phone("+886 0912 345 678").unwrap(), "+886912345678");
         assert!(normal_phone("call me").is_err());
         assert!(normal_phone("123").is_err());
     }

@@ -436,3 +436,114 @@ async fn live_email_goes_out_over_smtp_on_sqlite() {
 async fn live_email_goes_out_over_smtp_on_postgres() {
     live_email_goes_out_over_smtp(crate::support::Engine::Postgres).await;
 }
+
+/// While the mail server is down, e-mail waits in the queue (tried again with a growing
+/// wait), never failed as if the recipient were at fault; once the server is back, it goes.
+async fn email_waits_while_the_mail_server_is_down(engine: crate::support::Engine) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("smtp://127.0.0.1:{port}");
+    let Some(app) = TestApp::spawn_with(engine, move |c| c.notify_smtp_url = Some(url)).await
+    else {
+        return;
+    };
+    let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
+    let actor = "operator:test";
+    let service = notify.create_service("Labour office", actor).await.unwrap();
+    notify.make_live(&service.id, actor).await.unwrap();
+    let key = notify
+        .create_key(&service.id, "live", civitas_notify::KeyType::Live, actor)
+        .await
+        .unwrap()
+        .1;
+    let template = notify
+        .save_template(
+            &service.id,
+            None,
+            &civitas_notify::NewTemplate {
+                channel: civitas_notify::Channel::Email,
+                name: "Permit".into(),
+                subject: Some("Work permit".into()),
+                body: "Your work permit is ready.".into(),
+            },
+            actor,
+        )
+        .await
+        .unwrap();
+    let sent: Value = app
+        .client
+        .post(format!("{}/v2/notifications/email", app.base))
+        .bearer_auth(bearer(&key))
+        .json(&json!({"email_address": "chen@example.tw", "template_id": template.id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sent["id"].as_str().unwrap().to_string();
+    let queued = || async {
+        civitas_store::sqlx::query_as::<_, (String, i64, i64)>(
+            "SELECT status, attempts, next_attempt_ms FROM notify_notifications WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap()
+    };
+    let mut tried = queued().await;
+    for _ in 0..50 {
+        if tried.1 > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tried = queued().await;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(
+        (tried.0.as_str(), tried.1),
+        ("created", 1),
+        "back in the queue after one try"
+    );
+    assert!(tried.2 > now, "with a wait before the next try");
+    // The server comes back; the message falls due (as its wait would end) and goes.
+    let sink = crate::support::SmtpSink::start_on(&format!("127.0.0.1:{port}")).await;
+    civitas_store::sqlx::query("UPDATE notify_notifications SET next_attempt_ms = 0 WHERE id = $1")
+        .bind(&id)
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        if !sink.messages.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(sink.messages.lock().unwrap().len(), 1);
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = queued().await.0;
+        if status == "delivered" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "delivered");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_waits_while_the_mail_server_is_down_on_sqlite() {
+    email_waits_while_the_mail_server_is_down(crate::support::Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_waits_while_the_mail_server_is_down_on_postgres() {
+    email_waits_while_the_mail_server_is_down(crate::support::Engine::Postgres).await;
+}

@@ -393,8 +393,13 @@ pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(Vec<String>, String)>>>
 
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
+        SmtpSink::start_on("127.0.0.1:0").await
+    }
+
+    /// A sink on `addr` (a port a test chose before the server was there).
+    pub async fn start_on(addr: &str) -> SmtpSink {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("smtp://{}", listener.local_addr().unwrap());
         let messages: Received = Default::default();
         let kept = messages.clone();
