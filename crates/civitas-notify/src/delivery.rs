@@ -180,13 +180,18 @@ impl Notify {
         Ok(())
     }
 
-    /// Sends one batch of due e-mail; how many messages were claimed.
-    pub async fn deliver_email_batch(&self, smtp: &Smtp) -> Result<usize, NotifyError> {
+    /// Sends one batch of due e-mail, stopping between messages when `stop` says so; how
+    /// many messages were claimed.
+    pub async fn deliver_email_batch(
+        &self,
+        smtp: &Smtp,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<usize, NotifyError> {
         let (claim, claimed) = self.claim_email().await?;
         for (i, m) in claimed.iter().enumerate() {
             let rest: Vec<&str> = claimed[i..].iter().map(|c| c.id.as_str()).collect();
-            if now_ms() > claim + CLAIM_MS - CLAIM_MARGIN_MS {
-                // The claim is running out: what is left goes back, untried.
+            if *stop.borrow() || now_ms() > claim + CLAIM_MS - CLAIM_MARGIN_MS {
+                // Stopping, or the claim is running out: what is left goes back, untried.
                 self.release(&rest, claim, now_ms(), false).await?;
                 break;
             }
@@ -222,16 +227,20 @@ impl Notify {
         Ok(claimed.len())
     }
 
-    /// Delivers e-mail for as long as the task runs: a batch whenever a message is accepted
-    /// (`Notify::accept` wakes it) and at least every second.
-    pub async fn deliver_email(self, smtp: Smtp) {
-        loop {
-            match self.deliver_email_batch(&smtp).await {
+    /// Delivers e-mail until `stop` turns true: a batch whenever a message is accepted
+    /// (`Notify::accept` wakes it) and at least every second. When told to stop, it
+    /// finishes the message it is sending and gives the rest of its batch back.
+    pub async fn deliver_email(self, smtp: Smtp, mut stop: tokio::sync::watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            match self.deliver_email_batch(&smtp, &stop).await {
                 Ok(n) if n as i64 == BATCH => continue,
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "e-mail delivery failed"),
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()) => {}
+                _ = stop.changed() => {}
+            }
         }
     }
 }

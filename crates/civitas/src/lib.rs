@@ -420,12 +420,27 @@ pub async fn serve(
         .transpose()?;
     let (state, purger) =
         app_state(db.clone(), ledger, witness, config, &issuer, exchange, None).await?;
-    // Notify's e-mail, when an SMTP server is configured.
-    let deliverer = smtp.map(|smtp| tokio::spawn(state.notify.clone().deliver_email(smtp)));
+    // Notify's e-mail, when an SMTP server is configured. At shutdown it finishes the
+    // message it is sending and gives its batch back, before the database closes.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let deliverer =
+        smtp.map(|smtp| tokio::spawn(state.notify.clone().deliver_email(smtp, stopping)));
+    let before_close = async move {
+        let _ = stop.send(true);
+        if let Some(d) = deliverer {
+            let abort = d.abort_handle();
+            if tokio::time::timeout(std::time::Duration::from_secs(35), d)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    };
     let app = civitas_web::app(state);
-    let outcome = serve_app(listener, app, db, grace, shutdown).await;
-    for task in [purger, deliverer].into_iter().flatten() {
-        task.abort();
+    let outcome = serve_app(listener, app, db, grace, shutdown, before_close).await;
+    if let Some(p) = purger {
+        p.abort();
     }
     outcome
 }
@@ -529,6 +544,7 @@ async fn serve_app(
     db: Db,
     grace: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    before_close: impl Future<Output = ()>,
 ) -> Result<()> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
@@ -552,6 +568,7 @@ async fn serve_app(
             Ok(())
         }
     };
+    before_close.await;
     db.close().await;
     tracing::info!("stopped");
     outcome
@@ -619,7 +636,7 @@ pub async fn serve_gateway(
             let _ = stopped.await;
         },
     ));
-    let outcome = serve_app(listener, local, db, grace, shutdown).await;
+    let outcome = serve_app(listener, local, db, grace, shutdown, async {}).await;
     let _ = stop_peers.send(());
     let _ = peer_server.await;
     poller.abort();
