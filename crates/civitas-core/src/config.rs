@@ -73,6 +73,8 @@ pub struct Config {
     pub notify_smtp_url: Option<String>,
     /// The sender address of Notify's e-mail.
     pub notify_from: String,
+    /// Calls a minute each Notify service may make with each key type (Notify: 3,000).
+    pub notify_rate_limit_per_minute: u32,
 }
 
 /// What a process serves.
@@ -210,6 +212,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("exchange.archive_days", Kind::Int, "0"),
     ("notify.smtp_url", Kind::Str, ""),
     ("notify.from", Kind::Str, "notify@civitas.localhost"),
+    ("notify.rate_limit_per_minute", Kind::Int, "3000"),
 ];
 
 /// Environment variables with this prefix are configuration, except these names.
@@ -594,6 +597,7 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
             }
             from.to_string()
         },
+        notify_rate_limit_per_minute: int("notify.rate_limit_per_minute", 1, 1_000_000)? as u32,
     };
     let entries = KEYS
         .iter()

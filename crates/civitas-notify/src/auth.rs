@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use crate::{Notify, NotifyError, Service};
 
 /// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyType {
     /// Sends to anyone (once the service is live; a trial service reaches only its team).
     Live,

@@ -14,10 +14,12 @@
 
 pub mod auth;
 pub mod delivery;
+mod limits;
 mod store;
 pub mod template;
 
 pub use auth::{AuthError, Caller, KeyType};
+pub use limits::OverLimit;
 pub use store::{
     Channel, NewNotification, NewTemplate, Notification, NotifyError, Page, Service, Template,
 };
@@ -95,6 +97,10 @@ pub const COMPONENT: Component = Component {
         sql: "ALTER TABLE notify_notifications ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
         ALTER TABLE notify_notifications ADD COLUMN next_attempt_ms BIGINT NOT NULL DEFAULT 0;
         CREATE INDEX notify_notifications_queue ON notify_notifications (status, kind, next_attempt_ms);",
+    }, Migration {
+        version: 3,
+        name: "each service's daily limit",
+        sql: "ALTER TABLE notify_services ADD COLUMN daily_limit BIGINT NOT NULL DEFAULT 250000;",
     }],
 };
 
@@ -105,15 +111,23 @@ pub struct Notify {
     ledger: Ledger,
     /// Wakes this process's deliverer when a message to deliver is accepted.
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Calls per minute each service may make with each key type, in this process.
+    rate: std::sync::Arc<limits::RateLimit>,
 }
 
 impl Notify {
     /// The block over `db`, logging to `ledger`.
     pub fn new(db: Db, ledger: Ledger) -> Notify {
+        Notify::with_rate_limit(db, ledger, limits::PER_MINUTE)
+    }
+
+    /// The block, allowing each service `per_minute` calls a minute with each key type.
+    pub fn with_rate_limit(db: Db, ledger: Ledger, per_minute: u32) -> Notify {
         Notify {
             db,
             ledger,
             wake: Default::default(),
+            rate: std::sync::Arc::new(limits::RateLimit::new(per_minute)),
         }
     }
 }

@@ -26,6 +26,9 @@ pub enum NotifyError {
     /// A template's placeholder has no value.
     #[error(transparent)]
     Missing(#[from] Missing),
+    /// Over a limit of the service (429).
+    #[error("{}", .0.message)]
+    OverLimit(crate::OverLimit),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] civitas_store::StoreError),
@@ -603,6 +606,9 @@ impl Notify {
             && r.len() > 1000
         {
             return Err(NotifyError::Invalid("reference is too long".into()));
+        }
+        if let Some(over) = self.check_daily_limit(caller, n.channel).await? {
+            return Err(NotifyError::OverLimit(over));
         }
         let now = now_ms();
         let (status, sent, completed) = match caller.key_type {

@@ -53,6 +53,7 @@ fn failed(e: NotifyError) -> Response {
         NotifyError::NotFound(_) => {
             error(StatusCode::NOT_FOUND, "NoResultFound", "No result found")
         }
+        NotifyError::OverLimit(o) => error(StatusCode::TOO_MANY_REQUESTS, o.error, &o.message),
         e => {
             tracing::error!(error = %e, "a Notify call failed");
             error(
@@ -69,13 +70,18 @@ async fn caller(app: &Shared, headers: &HeaderMap) -> Result<Caller, Box<Respons
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    app.notify.authenticate(authorization).await.map_err(|e| {
+    let caller = app.notify.authenticate(authorization).await.map_err(|e| {
         Box::new(error(
             StatusCode::from_u16(e.status).unwrap_or(StatusCode::FORBIDDEN),
             "AuthError",
             &e.message,
         ))
-    })
+    })?;
+    // Counted before anything else is looked at, as Notify counts.
+    app.notify
+        .count_call(&caller)
+        .map_err(|o| Box::new(error(StatusCode::TOO_MANY_REQUESTS, o.error, &o.message)))?;
+    Ok(caller)
 }
 
 /// Notify's time format: `2026-11-23T06:32:31.123000Z`.

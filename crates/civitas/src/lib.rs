@@ -475,7 +475,11 @@ async fn app_state(
     let purger = archive
         .is_some()
         .then(|| tokio::spawn(purge_archive(db.clone(), ledger.clone())));
-    let notify = civitas_notify::Notify::new(db.clone(), ledger.clone());
+    let notify = civitas_notify::Notify::with_rate_limit(
+        db.clone(),
+        ledger.clone(),
+        config.notify_rate_limit_per_minute,
+    );
     let state = civitas_web::AppState {
         db,
         config: Arc::new(config),

@@ -36,6 +36,14 @@ pub enum NotifyCommand {
         #[arg(long = "type", default_value = "test", value_parser = ["live", "team", "test"])]
         key_type: String,
     },
+    /// Set how many messages a service may send on each channel a day (Taiwan's day; test
+    /// keys' do not count).
+    SetDailyLimit {
+        /// The service id.
+        service: String,
+        /// Messages a day per channel.
+        limit: i64,
+    },
     /// Revoke an API key: its calls are refused from now on.
     RevokeKey {
         /// The service id.
@@ -108,6 +116,12 @@ async fn run_with(notify: &Notify, cmd: NotifyCommand) -> Result<()> {
             eprintln!(
                 "This is the only time the key is shown: keep it secret. Its id, to revoke it: {id}"
             );
+        }
+        NotifyCommand::SetDailyLimit { service, limit } => {
+            notify
+                .set_daily_limit(&service, limit, OPERATOR_CLI)
+                .await?;
+            println!("The service {service} may send {limit} messages a day on each channel.");
         }
         NotifyCommand::RevokeKey { service, key } => {
             if !notify.revoke_key(&service, &key, OPERATOR_CLI).await? {

@@ -547,3 +547,111 @@ async fn email_waits_while_the_mail_server_is_down_on_sqlite() {
 async fn email_waits_while_the_mail_server_is_down_on_postgres() {
     email_waits_while_the_mail_server_is_down(crate::support::Engine::Postgres).await;
 }
+
+/// Notify's limits, answered with 429 as Notify answers them: calls a minute per key type,
+/// and messages a day per channel (test keys' not counted).
+async fn limits_are_answered_with_429(engine: crate::support::Engine) {
+    let Some(app) = TestApp::spawn_with(engine, |c| c.notify_rate_limit_per_minute = 5).await
+    else {
+        return;
+    };
+    let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
+    let actor = "operator:test";
+    let service = notify
+        .create_service("Immigration agency", actor)
+        .await
+        .unwrap();
+    notify.make_live(&service.id, actor).await.unwrap();
+    let key = |kind| {
+        let notify = notify.clone();
+        let id = service.id.clone();
+        async move { notify.create_key(&id, "k", kind, actor).await.unwrap().1 }
+    };
+    let (test, team, live) = (
+        key(civitas_notify::KeyType::Test).await,
+        key(civitas_notify::KeyType::Team).await,
+        key(civitas_notify::KeyType::Live).await,
+    );
+    let templates = |key: String| {
+        let app = &app;
+        async move {
+            let res = app
+                .client
+                .get(format!("{}/v2/templates", app.base))
+                .bearer_auth(bearer(&key))
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(templates(test.clone()).await.0, 200);
+    }
+    let (status, body) = templates(test.clone()).await;
+    assert_eq!(status, 429);
+    assert_eq!(
+        body,
+        json!({"status_code": 429, "errors": [{"error": "RateLimitError",
+        "message": "Exceeded rate limit for key type TEST of 5 requests per 60 seconds"}]})
+    );
+    assert_eq!(
+        templates(team.clone()).await.0,
+        200,
+        "each key type has its own count"
+    );
+
+    notify.set_daily_limit(&service.id, 1, actor).await.unwrap();
+    let template = notify
+        .save_template(
+            &service.id,
+            None,
+            &civitas_notify::NewTemplate {
+                channel: civitas_notify::Channel::Email,
+                name: "Visa".into(),
+                subject: Some("Visa".into()),
+                body: "Your visa is ready.".into(),
+            },
+            actor,
+        )
+        .await
+        .unwrap();
+    let send = |key: String| {
+        let app = &app;
+        let template = template.id.clone();
+        async move {
+            let res = app
+                .client
+                .post(format!("{}/v2/notifications/email", app.base))
+                .bearer_auth(bearer(&key))
+                .json(&json!({"email_address": "lee@example.tw", "template_id": template}))
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(send(live.clone()).await.0, 201);
+    let (status, body) = send(live.clone()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        body["errors"][0],
+        json!({"error": "TooManyRequestsError", "message": "Exceeded send limits (email: 1) for today"})
+    );
+    assert_eq!(
+        send(test.clone()).await.0,
+        429,
+        "the test key is over its rate"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_answered_with_429_on_sqlite() {
+    limits_are_answered_with_429(crate::support::Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_answered_with_429_on_postgres() {
+    limits_are_answered_with_429(crate::support::Engine::Postgres).await;
+}
