@@ -5,7 +5,8 @@
 //! PostgreSQL tests run when `CIVITAS_TEST_POSTGRES_URL` names a server where the test may
 //! create databases; browser tests when `CIVITAS_TEST_CHROMEDRIVER` and `CIVITAS_TEST_AXE`
 //! are set; Notify's client tests when `CIVITAS_TEST_NOTIFY_PYTHON` names the folder Notify's
-//! Python client is installed in. `scripts/test` sets them all and
+//! Python client is installed in and `CIVITAS_TEST_NOTIFY_NODE` the `node_modules` folder
+//! holding its Node client. `scripts/test` sets them all and
 //! `CIVITAS_TEST_REQUIRE_ALL=1`, which turns a missing one into a failure instead of a skip.
 
 mod support;

@@ -1,5 +1,6 @@
-//! Notify's v2 API, spoken to by GOV.UK Notify's own Python client
-//! (`notifications-python-client`, unchanged): sending e-mail and text messages with a test
+//! Notify's v2 API, spoken to by GOV.UK Notify's own clients, unchanged: the Python client
+//! (`notifications-python-client`) and the Node client (`notifications-node-client`). With
+//! the Python one: sending e-mail and text messages with a test
 //! key, reading them back one by one and page by page, the templates and their preview,
 //! and the refusals its users rely on (missing personalisation, a team key's reach, a
 //! revoked key, a clock out of step). The client runs from the folder
@@ -654,4 +655,98 @@ async fn limits_are_answered_with_429_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_answered_with_429_on_postgres() {
     limits_are_answered_with_429(crate::support::Engine::Postgres).await;
+}
+
+/// Where Notify's Node client is installed (a `node_modules` folder), or `None` to skip.
+fn node_client() -> Option<String> {
+    match std::env::var("CIVITAS_TEST_NOTIFY_NODE") {
+        Ok(dir) => Some(dir),
+        Err(_) if std::env::var("CIVITAS_TEST_REQUIRE_ALL").is_ok() => {
+            panic!("CIVITAS_TEST_NOTIFY_NODE must be set when CIVITAS_TEST_REQUIRE_ALL=1")
+        }
+        Err(_) => {
+            eprintln!("skipped: set CIVITAS_TEST_NOTIFY_NODE to run Notify's Node client");
+            None
+        }
+    }
+}
+
+const NODE_SCRIPT: &str = r#"
+const NotifyClient = require('notifications-node-client').NotifyClient;
+const [base, testKey, teamKey, emailT, smsT] = process.argv.slice(2);
+const refused = (p) => p.then(() => null, (e) => ({ status: e.response.status, body: e.response.data }));
+(async () => {
+  const c = new NotifyClient(base, testKey);
+  const out = {};
+  out.email = (await c.sendEmail(emailT, 'ming@example.tw', {
+    personalisation: { name: '陳大明', case: 'B-7', urgent: 'no' }, reference: 'node-1' })).data;
+  out.email_read = (await c.getNotificationById(out.email.id)).data;
+  out.sms = (await c.sendSms(smsT, '+886 912 345 678', { personalisation: { code: '777' } })).data;
+  out.list = (await c.getNotifications('email', null, 'node-1')).data;
+  out.template = (await c.getTemplateById(emailT)).data;
+  out.template_v1 = (await c.getTemplateByIdAndVersion(emailT, 1)).data;
+  out.templates = (await c.getAllTemplates('email')).data;
+  out.preview = (await c.previewTemplateById(emailT, { name: 'N', case: 'C', urgent: 'yes' })).data;
+  out.missing = await refused(c.sendEmail(emailT, 'a@example.tw', { personalisation: {} }));
+  const team = new NotifyClient(base, teamKey);
+  out.team = await refused(team.sendEmail(emailT, 'stranger@example.tw', {
+    personalisation: { name: 'x', case: 'y', urgent: 'no' } }));
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(e && e.response ? JSON.stringify(e.response.data) : e); process.exit(1); });
+"#;
+
+/// The Node client's tests, in a module of their own (the macro makes one per engine).
+mod node {
+    use super::*;
+
+    on_both_engines! {
+        async fn notifys_node_client_works_unchanged(app) {
+            let Some(modules) = node_client() else { return };
+            let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
+            let actor = "operator:test";
+            let service = notify.create_service("Driving licences", actor).await.unwrap();
+            let test_key = notify.create_key(&service.id, "node-test", civitas_notify::KeyType::Test, actor).await.unwrap().1;
+            let team_key = notify.create_key(&service.id, "node-team", civitas_notify::KeyType::Team, actor).await.unwrap().1;
+            let email = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
+                channel: civitas_notify::Channel::Email,
+                name: "Licence".into(),
+                subject: Some("Licence ((case))".into()),
+                body: "Dear ((name)), licence ((case)) is renewed.((urgent?? Collect it today.))".into(),
+            }, actor).await.unwrap();
+            let sms = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
+                channel: civitas_notify::Channel::Sms,
+                name: "Code".into(),
+                subject: None,
+                body: "Code ((code))".into(),
+            }, actor).await.unwrap();
+            let dir = std::env::temp_dir().join(format!("civitas-notify-node-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let script = dir.join("client.js");
+            std::fs::write(&script, NODE_SCRIPT).unwrap();
+            let run = tokio::process::Command::new("node")
+                .arg(&script)
+                .args([&app.base, &test_key, &team_key, &email.id, &sms.id])
+                .env("NODE_PATH", &modules)
+                .output()
+                .await
+                .expect("node runs");
+            let _ = std::fs::remove_dir_all(&dir);
+            assert!(run.status.success(), "the client failed: {}", String::from_utf8_lossy(&run.stderr));
+            let out: Value = serde_json::from_slice(&run.stdout).unwrap();
+            assert_eq!(out["email"]["content"]["subject"], "Licence B-7");
+            assert_eq!(out["email"]["content"]["body"], "Dear 陳大明, licence B-7 is renewed.");
+            assert_eq!(out["email_read"]["status"], "delivered");
+            assert_eq!(out["sms"]["content"]["body"], "Code 777");
+            assert_eq!(out["list"]["notifications"].as_array().unwrap().len(), 1);
+            assert_eq!(out["list"]["notifications"][0]["id"], out["email"]["id"]);
+            assert_eq!(out["template"]["name"], "Licence");
+            assert_eq!(out["template_v1"]["version"], 1);
+            assert_eq!(out["templates"]["templates"].as_array().unwrap().len(), 1);
+            assert_eq!(out["preview"]["body"], "Dear N, licence C is renewed. Collect it today.");
+            assert_eq!(out["missing"]["status"], 400);
+            assert_eq!(out["missing"]["body"]["errors"][0]["message"], "Missing personalisation: name, case, urgent");
+            assert_eq!(out["team"]["status"], 400);
+            app.stop().await;
+        }
+    }
 }
