@@ -101,6 +101,11 @@ pub const COMPONENT: Component = Component {
         version: 3,
         name: "each service's daily limit",
         sql: "ALTER TABLE notify_services ADD COLUMN daily_limit BIGINT NOT NULL DEFAULT 250000;",
+    }, Migration {
+        version: 4,
+        name: "a message sent again with its reference is the same message",
+        sql: "ALTER TABLE notify_notifications ADD COLUMN dedupe_key TEXT;
+        CREATE UNIQUE INDEX notify_notifications_dedupe ON notify_notifications (service_id, dedupe_key);",
     }],
 };
 

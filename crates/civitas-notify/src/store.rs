@@ -182,6 +182,31 @@ pub struct Page {
 /// Notify's page size.
 pub const PAGE_SIZE: i64 = 250;
 
+/// How long a message sent again with the same reference, recipient and template is the
+/// same message.
+const IDEMPOTENCY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// What makes two sends one message on one day (the database keeps one row per key, so two
+/// sends at the same moment cannot both be accepted).
+fn dedupe_key(
+    key_type: KeyType,
+    reference: &str,
+    recipient: &str,
+    template_id: &str,
+    now: i64,
+) -> String {
+    use sha2::Digest;
+    let day = now.div_euclid(86_400_000);
+    let digest = sha2::Sha256::digest(
+        format!(
+            "{}\n{reference}\n{recipient}\n{template_id}\n{day}",
+            key_type.code()
+        )
+        .as_bytes(),
+    );
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Recipients of test keys that end otherwise than delivered (Notify's simulator).
 fn simulated_end(recipient: &str) -> &'static str {
     match recipient {
@@ -607,10 +632,22 @@ impl Notify {
         {
             return Err(NotifyError::Invalid("reference is too long".into()));
         }
+        // Sent again (a retry after a lost answer): the message accepted the first time.
+        let now = now_ms();
+        let dedupe = n
+            .reference
+            .as_deref()
+            .map(|r| dedupe_key(caller.key_type, r, &recipient, &template.id, now));
+        if let Some(r) = &n.reference
+            && let Some(first) = self
+                .same_message(caller, r, &recipient, &template.id, now)
+                .await?
+        {
+            return self.with_its_template(caller, first).await;
+        }
         if let Some(over) = self.check_daily_limit(caller, n.channel).await? {
             return Err(NotifyError::OverLimit(over));
         }
-        let now = now_ms();
         let (status, sent, completed) = match caller.key_type {
             KeyType::Test => (simulated_end(&recipient), Some(now), Some(now)),
             _ => ("created", None, None),
@@ -632,7 +669,7 @@ impl Notify {
         };
         let mut w = Script::new();
         w.push(
-            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
             vec![
                 Sql::Text(stored.id.clone()),
                 Sql::Text(caller.service.id.clone()),
@@ -648,6 +685,7 @@ impl Notify {
                 Sql::I64(now),
                 sent.into(),
                 completed.into(),
+                dedupe.clone().into(),
             ],
         );
         let tag = self
@@ -669,11 +707,78 @@ impl Notify {
         if caller.key_type == KeyType::Test {
             event = event.with("status", status);
         }
-        self.ledger.append_with(&event, w).await?;
+        match self.ledger.append_with(&event, w).await {
+            Ok(_) => {}
+            // The same message, accepted at the same moment by another call: that one.
+            Err(civitas_ledger::LedgerError::WritesRefused(_)) if dedupe.is_some() => {
+                let first = self
+                    .by_dedupe_key(&caller.service.id, dedupe.as_deref().unwrap_or_default())
+                    .await?
+                    .ok_or_else(|| {
+                        NotifyError::BadRequest("the message could not be stored".into())
+                    })?;
+                return self.with_its_template(caller, first).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
         if caller.key_type != KeyType::Test {
             self.wake.notify_one();
         }
         Ok((stored, template))
+    }
+
+    /// The message `caller` sent in the last 24 hours with this reference, recipient and
+    /// template, if any.
+    async fn same_message(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        recipient: &str,
+        template_id: &str,
+        now: i64,
+    ) -> Result<Option<Notification>, NotifyError> {
+        let row = sqlx::query(&format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notify_notifications
+             WHERE service_id = $1 AND key_type = $2 AND reference = $3 AND recipient = $4 AND template_id = $5 AND created_ms >= $6
+             ORDER BY created_ms LIMIT 1"
+        ))
+        .bind(&caller.service.id)
+        .bind(caller.key_type.code())
+        .bind(reference)
+        .bind(recipient)
+        .bind(template_id)
+        .bind(now - IDEMPOTENCY_MS)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(notification_of).transpose()
+    }
+
+    async fn by_dedupe_key(
+        &self,
+        service_id: &str,
+        key: &str,
+    ) -> Result<Option<Notification>, NotifyError> {
+        let row = sqlx::query(&format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notify_notifications WHERE service_id = $1 AND dedupe_key = $2"
+        ))
+        .bind(service_id)
+        .bind(key)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(notification_of).transpose()
+    }
+
+    /// A message with the template version it was made from.
+    async fn with_its_template(
+        &self,
+        caller: &Caller,
+        n: Notification,
+    ) -> Result<(Notification, Template), NotifyError> {
+        let template = self
+            .template(&caller.service.id, &n.template_id, Some(n.template_version))
+            .await?
+            .ok_or_else(|| NotifyError::BadRequest("Template not found".into()))?;
+        Ok((n, template))
     }
 
     /// One of the service's notifications.

@@ -750,3 +750,107 @@ mod node {
         }
     }
 }
+
+/// A sender that sends again after losing the answer (same reference, recipient and
+/// template, within a day) gets the message accepted the first time, not a second one.
+async fn a_message_sent_again_is_the_same_message(engine: crate::support::Engine) {
+    let Some(app) = TestApp::spawn(engine).await else {
+        return;
+    };
+    let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
+    let actor = "operator:test";
+    let service = notify
+        .create_service("Health insurance", actor)
+        .await
+        .unwrap();
+    let key = notify
+        .create_key(&service.id, "k", civitas_notify::KeyType::Test, actor)
+        .await
+        .unwrap()
+        .1;
+    let template = notify
+        .save_template(
+            &service.id,
+            None,
+            &civitas_notify::NewTemplate {
+                channel: civitas_notify::Channel::Sms,
+                name: "Card".into(),
+                subject: None,
+                body: "Your card ((card)) is on its way.".into(),
+            },
+            actor,
+        )
+        .await
+        .unwrap();
+    let send = |to: &'static str, reference: &'static str| {
+        let app = &app;
+        let key = key.clone();
+        let template = template.id.clone();
+        async move {
+            let res = app
+                .client
+                .post(format!("{}/v2/notifications/sms", app.base))
+                .bearer_auth(bearer(&key))
+                .json(
+                    &json!({"phone_number": to, "template_id": template, "reference": reference,
+                              "personalisation": {"card": "NHI-1"}}),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201);
+            res.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (first, again) = tokio::join!(
+        send("0912345678", "card-1"),
+        send("+886 912 345 678", "card-1")
+    );
+    assert_eq!(
+        first, again,
+        "two sends of one message, even at once, are one"
+    );
+    assert_eq!(send("0912345678", "card-1").await, first);
+    assert_ne!(
+        send("0987654321", "card-1").await,
+        first,
+        "another recipient is another message"
+    );
+    assert_ne!(
+        send("0912345678", "card-2").await,
+        first,
+        "another reference is another message"
+    );
+    let listed: Value = app
+        .client
+        .get(format!("{}/v2/notifications?reference=card-1", app.base))
+        .bearer_auth(bearer(&key))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["notifications"].as_array().unwrap().len(), 2);
+    let accepted: i64 = civitas_store::sqlx::query_scalar(
+        "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'notify.accepted'",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(accepted, 3, "logged once per message");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_again_is_the_same_message_on_sqlite() {
+    a_message_sent_again_is_the_same_message(crate::support::Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_again_is_the_same_message_on_postgres() {
+    a_message_sent_again_is_the_same_message(crate::support::Engine::Postgres).await;
+}
