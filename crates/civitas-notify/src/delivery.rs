@@ -100,7 +100,7 @@ impl Notify {
                             AND ((status = 'created' AND next_attempt_ms <= $1)
                                  OR (status = 'sending' AND sent_ms < $2))
                           ORDER BY created_ms LIMIT $3{skip_locked})
-             RETURNING id, recipient, subject, body, attempts, created_ms"
+             RETURNING id, COALESCE(address, recipient) AS recipient, subject, body, attempts, created_ms"
         ))
         .bind(now)
         .bind(now - CLAIM_MS)

@@ -106,6 +106,10 @@ pub const COMPONENT: Component = Component {
         name: "a message sent again with its reference is the same message",
         sql: "ALTER TABLE notify_notifications ADD COLUMN dedupe_key TEXT;
         CREATE UNIQUE INDEX notify_notifications_dedupe ON notify_notifications (service_id, dedupe_key);",
+    }, Migration {
+        version: 5,
+        name: "the address a message to a person named by national ID goes to",
+        sql: "ALTER TABLE notify_notifications ADD COLUMN address TEXT;",
     }],
 };
 

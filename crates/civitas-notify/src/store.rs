@@ -139,6 +139,10 @@ pub struct NewNotification {
     pub personalisation: Map<String, Value>,
     /// The sender's own reference.
     pub reference: Option<String>,
+    /// When the sender named a person by national ID (`recipient`), the address the
+    /// registers hold for them, and their subject reference (`person:<id>`): the message
+    /// goes there, the sender sees only the ID, and the log is under the person's tag.
+    pub from_registers: Option<(String, String)>,
 }
 
 /// A notification as stored.
@@ -595,9 +599,14 @@ impl Notify {
             .as_deref()
             .map(|s| template::render(s, &n.personalisation))
             .transpose()?;
+        // A person named by national ID is reached at the address the registers hold.
+        let (named, address) = match &n.from_registers {
+            Some((address, _)) => (n.recipient.trim().to_ascii_uppercase(), address.as_str()),
+            None => (String::new(), n.recipient.as_str()),
+        };
         let recipient = match n.channel {
-            Channel::Email => normal_email(&n.recipient)?,
-            Channel::Sms => normal_phone(&n.recipient)?,
+            Channel::Email => normal_email(address)?,
+            Channel::Sms => normal_phone(address)?,
             Channel::Letter => {
                 return Err(NotifyError::BadRequest(
                     "Letters are not sent by this service yet".into(),
@@ -632,15 +641,21 @@ impl Notify {
         {
             return Err(NotifyError::Invalid("reference is too long".into()));
         }
+        // What the sender sees and sends again with: the ID it gave, or the address.
+        let shown = if named.is_empty() {
+            recipient.clone()
+        } else {
+            named.clone()
+        };
         // Sent again (a retry after a lost answer): the message accepted the first time.
         let now = now_ms();
         let dedupe = n
             .reference
             .as_deref()
-            .map(|r| dedupe_key(caller.key_type, r, &recipient, &template.id, now));
+            .map(|r| dedupe_key(caller.key_type, r, &shown, &template.id, now));
         if let Some(r) = &n.reference
             && let Some(first) = self
-                .same_message(caller, r, &recipient, &template.id, now)
+                .same_message(caller, r, &shown, &template.id, now)
                 .await?
         {
             return self.with_its_template(caller, first).await;
@@ -656,7 +671,7 @@ impl Notify {
             id: uuid::Uuid::new_v4().to_string(),
             channel: n.channel,
             key_type: caller.key_type,
-            recipient: recipient.clone(),
+            recipient: shown.clone(),
             template_id: template.id.clone(),
             template_version: template.version,
             reference: n.reference.clone(),
@@ -669,7 +684,7 @@ impl Notify {
         };
         let mut w = Script::new();
         w.push(
-            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
+            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
             vec![
                 Sql::Text(stored.id.clone()),
                 Sql::Text(caller.service.id.clone()),
@@ -677,7 +692,7 @@ impl Notify {
                 Sql::Str(n.channel.code()),
                 Sql::Text(template.id.clone()),
                 Sql::I64(template.version),
-                Sql::Text(recipient.clone()),
+                Sql::Text(shown.clone()),
                 stored.reference.clone().into(),
                 stored.subject.clone().into(),
                 Sql::Text(stored.body.clone()),
@@ -686,13 +701,14 @@ impl Notify {
                 sent.into(),
                 completed.into(),
                 dedupe.clone().into(),
+                (!named.is_empty()).then(|| recipient.clone()).into(),
             ],
         );
-        let tag = self
-            .ledger
-            .subject_secret(&format!("notify-recipient:{recipient}"))
-            .await?
-            .tag();
+        let subject = match &n.from_registers {
+            Some((_, person)) => person.clone(),
+            None => format!("notify-recipient:{recipient}"),
+        };
+        let tag = self.ledger.subject_secret(&subject).await?.tag();
         let mut event = Event::new(
             "notify.accepted",
             &format!("notify-key:{}", caller.key_id),

@@ -251,12 +251,19 @@ async fn send(
             );
         }
     }
+    // A person named by national ID is reached at the contact the population register
+    // holds for them; the sender never sees it.
+    let from_registers = match contact_in_registers(&app, channel, &recipient).await {
+        Ok(found) => found,
+        Err(r) => return *r,
+    };
     let new = NewNotification {
         channel,
         recipient,
         template_id,
         personalisation,
         reference,
+        from_registers,
     };
     let (n, t) = match app.notify.accept(&caller, &new).await {
         Ok(done) => done,
@@ -288,6 +295,48 @@ async fn send(
         })),
     )
         .into_response()
+}
+
+/// When `recipient` is a national ID: the person's e-mail address or mobile number in the
+/// population register, and their subject reference; an error when they have none.
+async fn contact_in_registers(
+    app: &Shared,
+    channel: Channel,
+    recipient: &str,
+) -> Result<Option<(String, String)>, Box<Response>> {
+    let id = recipient.trim().to_ascii_uppercase();
+    if civitas_core::NationalId::parse(&id).is_err() {
+        return Ok(None);
+    }
+    let person = civitas_registry::person_by_national_id(&app.db, &id)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "the population register could not be read");
+            Box::new(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "Internal server error",
+            ))
+        })?;
+    let none = |what: &str| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            &format!("The population register holds no {what} for this person"),
+        ))
+    };
+    let Some(person) = person else {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            "No person in the population register has this national ID",
+        )));
+    };
+    let contact = match channel {
+        Channel::Email => person.email.ok_or_else(|| none("e-mail address"))?,
+        _ => person.phone.ok_or_else(|| none("mobile number"))?,
+    };
+    Ok(Some((contact, format!("person:{}", person.id))))
 }
 
 fn host_of(base: &str) -> String {

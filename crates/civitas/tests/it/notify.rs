@@ -412,6 +412,35 @@ async fn live_email_goes_out_over_smtp(engine: crate::support::Engine) {
     assert_eq!(to, &vec!["wang@example.tw".to_string()]);
     assert_eq!(subject_of(raw), "退稅通知 2026");
     assert!(raw.contains("From: notify@civitas.localhost"), "{raw}");
+    // A person named by national ID is written to at the address the population register
+    // holds; the sender sees only the ID.
+    let (national_id, address): (String, String) = civitas_store::sqlx::query_as(
+        "SELECT national_id, email FROM persons WHERE email IS NOT NULL ORDER BY id LIMIT 1",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    let by_id = send(&national_id.to_lowercase()).await.unwrap();
+    assert_eq!(by_id.status(), 201);
+    let by_id: Value = by_id.json().await.unwrap();
+    let read = status(by_id["id"].clone()).await;
+    assert_eq!(read["status"], "delivered", "{read}");
+    assert_eq!(read["email_address"], national_id.as_str());
+    let messages = sink.messages.lock().unwrap().clone();
+    assert_eq!(messages.last().unwrap().0, vec![address.to_lowercase()]);
+    let (nobody,): (String,) = civitas_store::sqlx::query_as(
+        "SELECT national_id FROM persons WHERE email IS NULL ORDER BY id LIMIT 1",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    let refused = send(&nobody).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(
+        refused["errors"][0]["message"],
+        "The population register holds no e-mail address for this person"
+    );
     let settled = app
         .ledger
         .latest_of_kind("notify.status")
