@@ -69,6 +69,8 @@ impl Smtp {
 struct Claimed {
     id: String,
     recipient: String,
+    /// The person, when the sender named them by national ID.
+    subject_ref: Option<String>,
     subject: String,
     body: String,
     attempts: i64,
@@ -100,7 +102,7 @@ impl Notify {
                             AND ((status = 'created' AND next_attempt_ms <= $1)
                                  OR (status = 'sending' AND sent_ms < $2))
                           ORDER BY created_ms LIMIT $3{skip_locked})
-             RETURNING id, COALESCE(address, recipient) AS recipient, subject, body, attempts, created_ms"
+             RETURNING id, COALESCE(address, recipient) AS recipient, subject_ref, subject, body, attempts, created_ms"
         ))
         .bind(now)
         .bind(now - CLAIM_MS)
@@ -113,6 +115,7 @@ impl Notify {
                 Ok(Claimed {
                     id: r.try_get("id")?,
                     recipient: r.try_get("recipient")?,
+                    subject_ref: r.try_get("subject_ref")?,
                     subject: r
                         .try_get::<Option<String>, _>("subject")?
                         .unwrap_or_default(),
@@ -137,11 +140,12 @@ impl Notify {
                 Sql::I64(claim),
             ],
         );
-        let tag = self
-            .ledger
-            .subject_secret(&format!("notify-recipient:{}", m.recipient))
-            .await?
-            .tag();
+        // Under the tag the message was accepted under.
+        let subject = match &m.subject_ref {
+            Some(person) => person.clone(),
+            None => format!("notify-recipient:{}", m.recipient),
+        };
+        let tag = self.ledger.subject_secret(&subject).await?.tag();
         let event = Event::new(
             "notify.status",
             "system",

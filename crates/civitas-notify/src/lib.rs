@@ -108,8 +108,9 @@ pub const COMPONENT: Component = Component {
         CREATE UNIQUE INDEX notify_notifications_dedupe ON notify_notifications (service_id, dedupe_key);",
     }, Migration {
         version: 5,
-        name: "the address a message to a person named by national ID goes to",
-        sql: "ALTER TABLE notify_notifications ADD COLUMN address TEXT;",
+        name: "the address a message to a person named by national ID goes to, and who they are",
+        sql: "ALTER TABLE notify_notifications ADD COLUMN address TEXT;
+        ALTER TABLE notify_notifications ADD COLUMN subject_ref TEXT;",
     }],
 };
 

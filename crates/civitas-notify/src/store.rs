@@ -197,13 +197,14 @@ fn dedupe_key(
     reference: &str,
     recipient: &str,
     template_id: &str,
+    content: &str,
     now: i64,
 ) -> String {
     use sha2::Digest;
     let day = now.div_euclid(86_400_000);
     let digest = sha2::Sha256::digest(
         format!(
-            "{}\n{reference}\n{recipient}\n{template_id}\n{day}",
+            "{}\n{reference}\n{recipient}\n{template_id}\n{day}\n{content}",
             key_type.code()
         )
         .as_bytes(),
@@ -648,15 +649,19 @@ impl Notify {
             named.clone()
         };
         // Sent again (a retry after a lost answer): the message accepted the first time.
+        let content = format!("{}\n{body}", subject.as_deref().unwrap_or_default());
         let now = now_ms();
         let dedupe = n
             .reference
             .as_deref()
-            .map(|r| dedupe_key(caller.key_type, r, &shown, &template.id, now));
+            .map(|r| dedupe_key(caller.key_type, r, &shown, &template.id, &content, now));
         if let Some(r) = &n.reference
             && let Some(first) = self
                 .same_message(caller, r, &shown, &template.id, now)
                 .await?
+            // Another text under the same reference is another message.
+            && first.body == body
+            && first.subject == subject
         {
             return self.with_its_template(caller, first).await;
         }
@@ -684,7 +689,7 @@ impl Notify {
         };
         let mut w = Script::new();
         w.push(
-            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
+            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address, subject_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
             vec![
                 Sql::Text(stored.id.clone()),
                 Sql::Text(caller.service.id.clone()),
@@ -702,6 +707,7 @@ impl Notify {
                 completed.into(),
                 dedupe.clone().into(),
                 (!named.is_empty()).then(|| recipient.clone()).into(),
+                n.from_registers.as_ref().map(|(_, person)| person.clone()).into(),
             ],
         );
         let subject = match &n.from_registers {
@@ -743,8 +749,8 @@ impl Notify {
         Ok((stored, template))
     }
 
-    /// The message `caller` sent in the last 24 hours with this reference, recipient and
-    /// template, if any.
+    /// The message `caller` sent first in the last 24 hours with this reference, recipient
+    /// and template, if any.
     async fn same_message(
         &self,
         caller: &Caller,

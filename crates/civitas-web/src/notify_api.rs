@@ -253,7 +253,7 @@ async fn send(
     }
     // A person named by national ID is reached at the contact the population register
     // holds for them; the sender never sees it.
-    let from_registers = match contact_in_registers(&app, channel, &recipient).await {
+    let from_registers = match contact_in_registers(&app, &caller, channel, &recipient).await {
         Ok(found) => found,
         Err(r) => return *r,
     };
@@ -301,12 +301,27 @@ async fn send(
 /// population register, and their subject reference; an error when they have none.
 async fn contact_in_registers(
     app: &Shared,
+    caller: &Caller,
     channel: Channel,
     recipient: &str,
 ) -> Result<Option<(String, String)>, Box<Response>> {
     let id = recipient.trim().to_ascii_uppercase();
     if civitas_core::NationalId::parse(&id).is_err() {
         return Ok(None);
+    }
+    // A key that reaches only a guest list names its recipients by address: the register
+    // is not asked on its behalf.
+    let restricted = match caller.key_type {
+        civitas_notify::KeyType::Team => true,
+        civitas_notify::KeyType::Live => !caller.service.live,
+        civitas_notify::KeyType::Test => false,
+    };
+    if restricted {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            "A key that reaches only the service's guest list names recipients by address",
+        )));
     }
     let person = civitas_registry::person_by_national_id(&app.db, &id)
         .await
@@ -325,18 +340,19 @@ async fn contact_in_registers(
             &format!("The population register holds no {what} for this person"),
         ))
     };
-    let Some(person) = person else {
-        return Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "BadRequestError",
-            "No person in the population register has this national ID",
-        )));
+    // One answer whether there is no such person or no contact: the sender learns nothing
+    // more of the register than that the message cannot go.
+    let what = match channel {
+        Channel::Email => "e-mail address",
+        _ => "mobile number",
     };
-    let contact = match channel {
-        Channel::Email => person.email.ok_or_else(|| none("e-mail address"))?,
-        _ => person.phone.ok_or_else(|| none("mobile number"))?,
+    let contact = match (person, channel) {
+        (Some(p), Channel::Email) => p.email.map(|e| (e, p.id)),
+        (Some(p), _) => p.phone.map(|e| (e, p.id)),
+        (None, _) => None,
     };
-    Ok(Some((contact, format!("person:{}", person.id))))
+    let (contact, person_id) = contact.ok_or_else(|| none(what))?;
+    Ok(Some((contact, format!("person:{person_id}"))))
 }
 
 fn host_of(base: &str) -> String {

@@ -853,6 +853,22 @@ async fn a_message_sent_again_is_the_same_message(engine: crate::support::Engine
         first,
         "another reference is another message"
     );
+    // Another text under the same reference is another message.
+    let other: Value = app
+        .client
+        .post(format!("{}/v2/notifications/sms", app.base))
+        .bearer_auth(bearer(&key))
+        .json(
+            &json!({"phone_number": "0912345678", "template_id": template.id,
+                      "reference": "card-1", "personalisation": {"card": "NHI-2"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(other["id"].as_str().unwrap(), first);
     let listed: Value = app
         .client
         .get(format!("{}/v2/notifications?reference=card-1", app.base))
@@ -863,14 +879,14 @@ async fn a_message_sent_again_is_the_same_message(engine: crate::support::Engine
         .json()
         .await
         .unwrap();
-    assert_eq!(listed["notifications"].as_array().unwrap().len(), 2);
+    assert_eq!(listed["notifications"].as_array().unwrap().len(), 3);
     let accepted: i64 = civitas_store::sqlx::query_scalar(
         "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'notify.accepted'",
     )
     .fetch_one(app.db.pool())
     .await
     .unwrap();
-    assert_eq!(accepted, 3, "logged once per message");
+    assert_eq!(accepted, 4, "logged once per message");
     app.stop().await;
 }
 
