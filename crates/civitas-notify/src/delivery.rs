@@ -169,18 +169,23 @@ impl Notify {
         due_ms: i64,
         tried: bool,
     ) -> Result<(), NotifyError> {
-        for id in ids {
-            sqlx::query(
-                "UPDATE notify_notifications SET status = 'created', sent_ms = NULL, next_attempt_ms = $1, attempts = attempts + $2
-                 WHERE id = $3 AND status = 'sending' AND sent_ms = $4",
-            )
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "UPDATE notify_notifications SET status = 'created', sent_ms = NULL, next_attempt_ms = $1, attempts = attempts + $2
+             WHERE status = 'sending' AND sent_ms = $3 AND id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql)
             .bind(due_ms)
             .bind(i64::from(tried))
-            .bind(*id)
-            .bind(claim)
-            .execute(self.db.pool())
-            .await?;
+            .bind(claim);
+        for id in ids {
+            q = q.bind(*id);
         }
+        q.execute(self.db.pool()).await?;
         Ok(())
     }
 

@@ -845,46 +845,44 @@ impl Notify {
         let mut sql = format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notify_notifications WHERE service_id = $1 AND key_type = $2"
         );
+        // Text values, bound in order; the time of `older_than` is bound after them.
         let mut binds: Vec<String> = vec![service_id.into(), key_type.code().into()];
-        let next = |sql: &mut String, clause: &str, value: String, binds: &mut Vec<String>| {
-            binds.push(value);
-            sql.push_str(&clause.replace('?', &format!("${}", binds.len())));
+        let mut marks = |values: Vec<String>| -> String {
+            values
+                .into_iter()
+                .map(|v| {
+                    binds.push(v);
+                    format!("${}", binds.len())
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         if !channels.is_empty() {
-            let marks: Vec<String> = channels
-                .iter()
-                .map(|c| {
-                    binds.push(c.code().into());
-                    format!("${}", binds.len())
-                })
-                .collect();
-            sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
+            let m = marks(channels.iter().map(|c| c.code().to_string()).collect());
+            sql.push_str(&format!(" AND kind IN ({m})"));
         }
         if !statuses.is_empty() {
-            let marks: Vec<String> = statuses
-                .iter()
-                .map(|s| {
-                    binds.push(s.clone());
-                    format!("${}", binds.len())
-                })
-                .collect();
-            sql.push_str(&format!(" AND status IN ({})", marks.join(", ")));
+            let m = marks(statuses.to_vec());
+            sql.push_str(&format!(" AND status IN ({m})"));
         }
         if let Some(r) = reference {
-            next(&mut sql, " AND reference = ?", r.into(), &mut binds);
+            let m = marks(vec![r.to_string()]);
+            sql.push_str(&format!(" AND reference = {m}"));
         }
-        let mut query_ms = None;
-        if let Some((ms, id)) = &before {
-            binds.push(id.clone());
-            let id_mark = binds.len();
-            query_ms = Some(*ms);
-            sql.push_str(&format!(
-                " AND (created_ms < $BEFORE OR (created_ms = $BEFORE AND id < ${id_mark}))"
-            ));
-        }
-        let before_mark = binds.len() + 1;
-        let sql = sql.replace("$BEFORE", &format!("${before_mark}"))
-            + &format!(" ORDER BY created_ms DESC, id DESC LIMIT {PAGE_SIZE}");
+        let query_ms = match before {
+            Some((ms, id)) => {
+                let id_mark = marks(vec![id]);
+                let ms_mark = format!("${}", binds.len() + 1);
+                sql.push_str(&format!(
+                    " AND (created_ms < {ms_mark} OR (created_ms = {ms_mark} AND id < {id_mark}))"
+                ));
+                Some(ms)
+            }
+            None => None,
+        };
+        sql.push_str(&format!(
+            " ORDER BY created_ms DESC, id DESC LIMIT {PAGE_SIZE}"
+        ));
         let mut q = sqlx::query(&sql);
         for b in &binds {
             q = q.bind(b.as_str());

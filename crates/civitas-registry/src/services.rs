@@ -45,6 +45,11 @@ pub struct RegistryService {
 }
 
 impl RegistryService {
+    /// Its exchange identifier in `instance`: the owning agency's `registry` subsystem.
+    pub fn service_id(&self, instance: &str) -> String {
+        format!("{instance}/GOV/{}/registry/{}", self.agency, self.code)
+    }
+
     /// Whether it has a read at `path` (as its table writes it, `{id}` for the parameter).
     pub fn has_read(&self, path: &str) -> bool {
         self.reads.iter().any(|r| r.path == path)

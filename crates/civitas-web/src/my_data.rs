@@ -95,10 +95,7 @@ async fn gather(
         .iter()
         .filter(|s| s.personal)
     {
-        let service_id = format!(
-            "{instance}/GOV/{}/registry/{}",
-            service.agency, service.code
-        );
+        let service_id = service.service_id(&instance);
         let mut reads = Vec::new();
         for (path, summary) in service.person_reads() {
             let path = path.replace("{id}", &national_id);

@@ -80,7 +80,7 @@ async fn caller(app: &Shared, headers: &HeaderMap) -> Result<Caller, Box<Respons
     // Counted before anything else is looked at, as Notify counts.
     app.notify
         .count_call(&caller)
-        .map_err(|o| Box::new(error(StatusCode::TOO_MANY_REQUESTS, o.error, &o.message)))?;
+        .map_err(|o| Box::new(failed(NotifyError::OverLimit(o))))?;
     Ok(caller)
 }
 

@@ -95,6 +95,22 @@ impl NotFilled {
     }
 }
 
+/// Where data item `item` comes from: the attribute and the register service that holds it.
+fn source(
+    item: &str,
+) -> Result<
+    (
+        &'static civitas_registry::attributes::Attribute,
+        &'static civitas_registry::services::RegistryService,
+    ),
+    NotFilled,
+> {
+    let unknown = || NotFilled::UnknownItem(item.to_string());
+    let at = civitas_registry::attributes::attribute(item).ok_or_else(unknown)?;
+    let service = civitas_registry::services::service(at.registry).ok_or_else(unknown)?;
+    Ok((at, service))
+}
+
 /// Reads `items` about the person `national_id` as the information system `client`, for
 /// `why`: each item's value (only the fields it names) with its source register and dates,
 /// and the reads' logs, still being written (nothing may leave before they are). Each
@@ -116,13 +132,8 @@ pub(crate) async fn fill(
     let mut logs = Vec::new();
     let mut data = Map::new();
     for item in items {
-        let unknown = || NotFilled::UnknownItem(item.clone());
-        let at = civitas_registry::attributes::attribute(item).ok_or_else(unknown)?;
-        let service = civitas_registry::services::service(at.registry).ok_or_else(unknown)?;
-        let service_id = format!(
-            "{instance}/GOV/{}/registry/{}",
-            service.agency, service.code
-        );
+        let (at, service) = source(item)?;
+        let service_id = service.service_id(instance);
         let path = at.path.replace("{id}", national_id);
         let key = format!("{service_id}{path}");
         let answer = match answers.iter().find(|(k, _)| *k == key) {
@@ -399,14 +410,9 @@ async fn readable_by(app: &Shared, client: &str, items: &[String]) -> Result<(),
         .map_err(|e| Problem::internal(&e).into_response())?;
     let instance = app.exchange.instance();
     for item in items {
-        let unknown = || NotFilled::UnknownItem(item.clone()).problem();
-        let at = civitas_registry::attributes::attribute(item).ok_or_else(unknown)?;
-        let service = civitas_registry::services::service(at.registry).ok_or_else(unknown)?;
-        let service_id = civitas_core::xroad::ServiceId::parse(&format!(
-            "{instance}/GOV/{}/registry/{}",
-            service.agency, service.code
-        ))
-        .map_err(|e| Problem::internal(&e).into_response())?;
+        let (at, service) = source(item).map_err(|e| e.problem())?;
+        let service_id = civitas_core::xroad::ServiceId::parse(&service.service_id(instance))
+            .map_err(|e| Problem::internal(&e).into_response())?;
         if !directory.may_call(&client_id, &service_id, "GET", at.path) {
             return Err(NotFilled::Refused(
                 StatusCode::FORBIDDEN,

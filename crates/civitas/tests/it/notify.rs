@@ -11,15 +11,40 @@ use serde_json::{Value, json};
 use crate::on_both_engines;
 use crate::support::TestApp;
 
-/// Where the Python client is installed, or `None` to skip (unless every test must run).
-fn python_client() -> Option<String> {
-    match std::env::var("CIVITAS_TEST_NOTIFY_PYTHON") {
+/// A live service (made by an operator) with one key of `kind` and the template `t`: the
+/// key as its holder uses it, and the template.
+async fn live_service(
+    app: &TestApp,
+    name: &str,
+    kind: civitas_notify::KeyType,
+    t: civitas_notify::NewTemplate,
+) -> (String, civitas_notify::Template) {
+    let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
+    let actor = "operator:test";
+    let service = notify.create_service(name, actor).await.unwrap();
+    notify.make_live(&service.id, actor).await.unwrap();
+    let key = notify
+        .create_key(&service.id, "k", kind, actor)
+        .await
+        .unwrap()
+        .1;
+    let template = notify
+        .save_template(&service.id, None, &t, actor)
+        .await
+        .unwrap();
+    (key, template)
+}
+
+/// Where a Notify client is installed (the folder named by `var`), or `None` to skip unless
+/// every test must run.
+fn installed_client(var: &str, which: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(dir) => Some(dir),
         Err(_) if std::env::var("CIVITAS_TEST_REQUIRE_ALL").is_ok() => {
-            panic!("CIVITAS_TEST_NOTIFY_PYTHON must be set when CIVITAS_TEST_REQUIRE_ALL=1")
+            panic!("{var} must be set when CIVITAS_TEST_REQUIRE_ALL=1")
         }
         Err(_) => {
-            eprintln!("skipped: set CIVITAS_TEST_NOTIFY_PYTHON to run Notify's Python client");
+            eprintln!("skipped: set {var} to run Notify's {which} client");
             None
         }
     }
@@ -85,7 +110,7 @@ print(json.dumps(out))
 
 on_both_engines! {
     async fn notifys_python_client_sends_and_reads_back_through_the_v2_api(app) {
-        let Some(python) = python_client() else { return };
+        let Some(python) = installed_client("CIVITAS_TEST_NOTIFY_PYTHON", "Python") else { return };
         let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
         let actor = "operator:test";
         let service = notify.create_service("Household registration office", actor).await.unwrap();
@@ -333,29 +358,18 @@ async fn live_email_goes_out_over_smtp(engine: crate::support::Engine) {
     else {
         return;
     };
-    let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
-    let actor = "operator:test";
-    let service = notify.create_service("Tax office", actor).await.unwrap();
-    notify.make_live(&service.id, actor).await.unwrap();
-    let key = notify
-        .create_key(&service.id, "live", civitas_notify::KeyType::Live, actor)
-        .await
-        .unwrap()
-        .1;
-    let template = notify
-        .save_template(
-            &service.id,
-            None,
-            &civitas_notify::NewTemplate {
-                channel: civitas_notify::Channel::Email,
-                name: "Refund".into(),
-                subject: Some("退稅通知 ((year))".into()),
-                body: "((name)) 您好：您的 ((year)) 年度退稅已核定。".into(),
-            },
-            actor,
-        )
-        .await
-        .unwrap();
+    let (key, template) = live_service(
+        &app,
+        "Tax office",
+        civitas_notify::KeyType::Live,
+        civitas_notify::NewTemplate {
+            channel: civitas_notify::Channel::Email,
+            name: "Refund".into(),
+            subject: Some("退稅通知 ((year))".into()),
+            body: "((name)) 您好：您的 ((year)) 年度退稅已核定。".into(),
+        },
+    )
+    .await;
     let send = |to: &str| {
         let body = json!({"email_address": to, "template_id": template.id, "personalisation": {"name": "王小明", "year": "2026"}});
         app.client
@@ -480,29 +494,18 @@ async fn email_waits_while_the_mail_server_is_down(engine: crate::support::Engin
     else {
         return;
     };
-    let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
-    let actor = "operator:test";
-    let service = notify.create_service("Labour office", actor).await.unwrap();
-    notify.make_live(&service.id, actor).await.unwrap();
-    let key = notify
-        .create_key(&service.id, "live", civitas_notify::KeyType::Live, actor)
-        .await
-        .unwrap()
-        .1;
-    let template = notify
-        .save_template(
-            &service.id,
-            None,
-            &civitas_notify::NewTemplate {
-                channel: civitas_notify::Channel::Email,
-                name: "Permit".into(),
-                subject: Some("Work permit".into()),
-                body: "Your work permit is ready.".into(),
-            },
-            actor,
-        )
-        .await
-        .unwrap();
+    let (key, template) = live_service(
+        &app,
+        "Labour office",
+        civitas_notify::KeyType::Live,
+        civitas_notify::NewTemplate {
+            channel: civitas_notify::Channel::Email,
+            name: "Permit".into(),
+            subject: Some("Work permit".into()),
+            body: "Your work permit is ready.".into(),
+        },
+    )
+    .await;
     let sent: Value = app
         .client
         .post(format!("{}/v2/notifications/email", app.base))
@@ -686,20 +689,6 @@ async fn limits_are_answered_with_429_on_postgres() {
     limits_are_answered_with_429(crate::support::Engine::Postgres).await;
 }
 
-/// Where Notify's Node client is installed (a `node_modules` folder), or `None` to skip.
-fn node_client() -> Option<String> {
-    match std::env::var("CIVITAS_TEST_NOTIFY_NODE") {
-        Ok(dir) => Some(dir),
-        Err(_) if std::env::var("CIVITAS_TEST_REQUIRE_ALL").is_ok() => {
-            panic!("CIVITAS_TEST_NOTIFY_NODE must be set when CIVITAS_TEST_REQUIRE_ALL=1")
-        }
-        Err(_) => {
-            eprintln!("skipped: set CIVITAS_TEST_NOTIFY_NODE to run Notify's Node client");
-            None
-        }
-    }
-}
-
 const NODE_SCRIPT: &str = r#"
 const NotifyClient = require('notifications-node-client').NotifyClient;
 const [base, testKey, teamKey, emailT, smsT] = process.argv.slice(2);
@@ -730,7 +719,7 @@ mod node {
 
     on_both_engines! {
         async fn notifys_node_client_works_unchanged(app) {
-            let Some(modules) = node_client() else { return };
+            let Some(modules) = installed_client("CIVITAS_TEST_NOTIFY_NODE", "Node") else { return };
             let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
             let actor = "operator:test";
             let service = notify.create_service("Driving licences", actor).await.unwrap();
@@ -786,31 +775,18 @@ async fn a_message_sent_again_is_the_same_message(engine: crate::support::Engine
     let Some(app) = TestApp::spawn(engine).await else {
         return;
     };
-    let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
-    let actor = "operator:test";
-    let service = notify
-        .create_service("Health insurance", actor)
-        .await
-        .unwrap();
-    let key = notify
-        .create_key(&service.id, "k", civitas_notify::KeyType::Test, actor)
-        .await
-        .unwrap()
-        .1;
-    let template = notify
-        .save_template(
-            &service.id,
-            None,
-            &civitas_notify::NewTemplate {
-                channel: civitas_notify::Channel::Sms,
-                name: "Card".into(),
-                subject: None,
-                body: "Your card ((card)) is on its way.".into(),
-            },
-            actor,
-        )
-        .await
-        .unwrap();
+    let (key, template) = live_service(
+        &app,
+        "Health insurance",
+        civitas_notify::KeyType::Test,
+        civitas_notify::NewTemplate {
+            channel: civitas_notify::Channel::Sms,
+            name: "Card".into(),
+            subject: None,
+            body: "Your card ((card)) is on its way.".into(),
+        },
+    )
+    .await;
     let send = |to: &'static str, reference: &'static str| {
         let app = &app;
         let key = key.clone();
