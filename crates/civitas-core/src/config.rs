@@ -75,6 +75,24 @@ pub struct Config {
     pub notify_from: String,
     /// Calls a minute each Notify service may make with each key type (Notify: 3,000).
     pub notify_rate_limit_per_minute: u32,
+    /// Where Notify hands text messages: a provider's `http(s)://` endpoint, or the
+    /// built-in sandbox provider. `None`: text messages from live and team keys wait.
+    pub notify_sms: Option<ProviderEndpoint>,
+    /// Where Notify hands letters (their PDFs): a print provider, or the sandbox.
+    pub notify_letters: Option<ProviderEndpoint>,
+    /// The secret Notify shares with its providers, signing what goes either way; `None`
+    /// (only with the sandbox): a random one for this process.
+    pub notify_provider_secret: Option<String>,
+}
+
+/// Where Notify hands a channel's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderEndpoint {
+    /// The built-in sandbox provider, which takes the message over HTTP and sends its
+    /// receipts back as a real provider would, delivering nothing.
+    Sandbox,
+    /// A provider at this URL.
+    Url(String),
 }
 
 /// What a process serves.
@@ -213,6 +231,9 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("notify.smtp_url", Kind::Str, ""),
     ("notify.from", Kind::Str, "notify@civitas.localhost"),
     ("notify.rate_limit_per_minute", Kind::Int, "3000"),
+    ("notify.sms_url", Kind::Str, ""),
+    ("notify.letter_url", Kind::Str, ""),
+    ("notify.provider_secret", Kind::Str, ""),
 ];
 
 /// Environment variables with this prefix are configuration, except these names.
@@ -372,6 +393,22 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
     let text = |key: &'static str| -> Option<&str> {
         let v = get(key).0.trim();
         (!v.is_empty()).then_some(v)
+    };
+    let provider_endpoint = |key: &'static str| -> Result<Option<ProviderEndpoint>, ConfigError> {
+        match text(key) {
+            None => Ok(None),
+            Some("sandbox") => Ok(Some(ProviderEndpoint::Sandbox)),
+            Some(u) => match url::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {
+                    Ok(Some(ProviderEndpoint::Url(u.to_string())))
+                }
+                _ => Err(invalid(
+                    key,
+                    &get(key).1,
+                    format!("`{u}` is neither `sandbox` nor an http(s):// URL"),
+                )),
+            },
+        }
     };
 
     let (data_dir, _) = get("data_dir");
@@ -598,12 +635,36 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
             from.to_string()
         },
         notify_rate_limit_per_minute: int("notify.rate_limit_per_minute", 1, 1_000_000)? as u32,
+        notify_sms: provider_endpoint("notify.sms_url")?,
+        notify_letters: provider_endpoint("notify.letter_url")?,
+        notify_provider_secret: match text("notify.provider_secret") {
+            Some(s) if s.len() < 16 => {
+                return Err(invalid(
+                    "notify.provider_secret",
+                    &get("notify.provider_secret").1,
+                    "at least 16 characters",
+                ));
+            }
+            s => s.map(str::to_string),
+        },
     };
+    let to_provider = [&config.notify_sms, &config.notify_letters]
+        .into_iter()
+        .any(|e| matches!(e, Some(ProviderEndpoint::Url(_))));
+    if to_provider && config.notify_provider_secret.is_none() {
+        return Err(invalid(
+            "notify.provider_secret",
+            &get("notify.provider_secret").1,
+            "a provider at a URL needs the secret shared with it (at least 16 characters)",
+        ));
+    }
     let entries = KEYS
         .iter()
         .map(|(k, _, _)| {
             let (v, s) = &raw[k];
-            let shown = if *k == "database" || *k == "notify.smtp_url" {
+            let shown = if *k == "notify.provider_secret" && !v.is_empty() {
+                "****".to_string()
+            } else if *k == "database" || *k == "notify.smtp_url" {
                 mask_password(v)
             } else {
                 v.clone()

@@ -1,24 +1,28 @@
-//! Delivery of e-mail over SMTP (lettre), to any SMTP server, from a durable queue: the
-//! notifications table itself.
+//! Delivery, from a durable queue (the notifications table itself): e-mail over SMTP
+//! (lettre) to any SMTP server; text messages and letters (rendered as PDF) through a
+//! [`Provider`] over HTTP.
 //!
-//! - A deliverer claims a batch of due `created` e-mail (live and team keys') by moving it
-//!   to `sending` in one statement (on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so several
-//!   nodes share the queue). The claim's time is its token: a message is settled only by
-//!   the claim that holds it, and a deliverer stops sending a batch before its claim runs
-//!   out (ten minutes), giving the rest back.
-//! - Each message is handed to the server and settled: `delivered` when the server accepted
-//!   it; `permanent-failure` when the server said the mailbox does not exist or is not
-//!   allowed (550, 551, 553).
+//! - A deliverer of each channel claims a batch of due `created` messages (live and team
+//!   keys'; emergencies first, then by priority, then oldest) by moving it to `sending` in
+//!   one statement (on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so several nodes share the
+//!   queue). The claim's time is its token: a message is settled only by the claim that
+//!   holds it, and a deliverer stops sending a batch before its claim runs out (ten
+//!   minutes), giving the rest back.
+//! - An e-mail is handed to the SMTP server and settled: `delivered` when the server
+//!   accepted it; `permanent-failure` when the server said the mailbox does not exist or is
+//!   not allowed (550, 551, 553). A text message or letter handed to its provider stays
+//!   `sending` with the provider's reference; the provider's receipts move it on
+//!   ([`crate::provider`]).
 //! - Anything else is our side's or the server's trouble, not the recipient's: the server
 //!   unreachable, a 4xx, or a refusal of the sender or of authentication. The message goes
 //!   back to the queue with a doubling wait (from 30 s to an hour), and the batch stops,
 //!   since the next would fare the same. After 24 hours it ends `technical-failure`
 //!   (`temporary-failure` when the server kept answering 4xx for the recipient).
-//! - A message left `sending` by a node that stopped is claimed again after ten minutes.
-//!   Delivery is therefore at least once: a node stopped between the server's acceptance
-//!   and the settling sends that one message again.
+//! - A message left `sending`, not handed on, by a node that stopped is claimed again after
+//!   ten minutes. Delivery is therefore at least once: a node stopped between the server's
+//!   acceptance and the settling sends that one message again.
 //!
-//! Each final status is logged (`notify.status`, under the recipient's tag).
+//! Each settled status is logged (`notify.status`, under the recipient's tag).
 
 use std::time::Duration;
 
@@ -29,7 +33,8 @@ use civitas_store::{Engine, Script, Value as Sql};
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::{Notify, NotifyError};
+use crate::provider::{Provider, rank};
+use crate::{Channel, Notify, NotifyError};
 
 /// How long a claim holds its messages.
 const CLAIM_MS: i64 = 10 * 60 * 1000;
@@ -68,6 +73,7 @@ impl Smtp {
 /// A claimed message.
 struct Claimed {
     id: String,
+    /// The address: e-mail address, phone number, or a letter's lines (one a line).
     recipient: String,
     /// The person, when the sender named them by national ID.
     subject_ref: Option<String>,
@@ -75,10 +81,11 @@ struct Claimed {
     body: String,
     attempts: i64,
     created_ms: i64,
+    priority: i64,
 }
 
 /// How a send went wrong.
-enum Failure {
+pub(crate) enum Failure {
     /// The recipient's address will never work (550, 551, 553).
     Recipient(String),
     /// The server answered 4xx about this message: try again later.
@@ -88,28 +95,30 @@ enum Failure {
 }
 
 impl Notify {
-    /// Claims up to `BATCH` e-mail messages that are due; the claim's time and the messages.
-    async fn claim_email(&self) -> Result<(i64, Vec<Claimed>), NotifyError> {
+    /// Claims up to `BATCH` messages of `channel` that are due; the claim's time and the
+    /// messages.
+    async fn claim(&self, channel: Channel) -> Result<(i64, Vec<Claimed>), NotifyError> {
         let skip_locked = match self.db.engine() {
             Engine::Postgres => " FOR UPDATE SKIP LOCKED",
             Engine::Sqlite => "",
         };
         let now = now_ms();
         let rows = sqlx::query(&format!(
-            "UPDATE notify_notifications SET status = 'sending', sent_ms = $1
+            "UPDATE notify_notifications SET status = 'sending', sent_ms = $1, status_rank = 1, status_ms = $1
              WHERE id IN (SELECT id FROM notify_notifications
-                          WHERE kind = 'email' AND key_type <> 'test'
+                          WHERE kind = $4 AND key_type <> 'test'
                             AND ((status = 'created' AND next_attempt_ms <= $1)
-                                 OR (status = 'sending' AND sent_ms < $2))
-                          ORDER BY created_ms LIMIT $3{skip_locked})
-             RETURNING id, COALESCE(address, recipient) AS recipient, subject_ref, subject, body, attempts, created_ms"
+                                 OR (status = 'sending' AND provider_ref IS NULL AND sent_ms < $2))
+                          ORDER BY priority DESC, created_ms LIMIT $3{skip_locked})
+             RETURNING id, COALESCE(address, recipient) AS recipient, subject_ref, subject, body, attempts, created_ms, priority"
         ))
         .bind(now)
         .bind(now - CLAIM_MS)
         .bind(BATCH)
+        .bind(channel.code())
         .fetch_all(self.db.pool())
         .await?;
-        let claimed = rows
+        let mut claimed = rows
             .iter()
             .map(|r| {
                 Ok(Claimed {
@@ -122,24 +131,52 @@ impl Notify {
                     body: r.try_get("body")?,
                     attempts: r.try_get("attempts")?,
                     created_ms: r.try_get("created_ms")?,
+                    priority: r.try_get("priority")?,
                 })
             })
-            .collect::<Result<_, NotifyError>>()?;
+            .collect::<Result<Vec<_>, NotifyError>>()?;
+        // RETURNING does not keep the subquery's order.
+        claimed.sort_by_key(|c| (-c.priority, c.created_ms));
         Ok((now, claimed))
     }
 
-    /// Settles a message this claim holds at `status`, logged under its recipient's tag.
-    async fn settle(&self, m: &Claimed, claim: i64, status: &str) -> Result<(), NotifyError> {
+    /// Settles a message this claim holds: at a final `status`, or (`handed`, with the
+    /// provider's reference) still `sending`, now the provider's to report on. Logged under
+    /// its recipient's tag.
+    async fn settle(
+        &self,
+        m: &Claimed,
+        claim: i64,
+        status: &str,
+        handed: Option<&str>,
+    ) -> Result<(), NotifyError> {
+        let now = now_ms();
         let mut w = Script::new();
-        w.push(
-            "UPDATE notify_notifications SET status = ?, completed_ms = ?, attempts = attempts + 1 WHERE id = ? AND status = 'sending' AND sent_ms = ?",
-            vec![
-                Sql::Text(status.into()),
-                Sql::I64(now_ms()),
-                Sql::Text(m.id.clone()),
-                Sql::I64(claim),
-            ],
-        );
+        match handed {
+            // A receipt may already have come: the status is then left as it said.
+            Some(reference) => w.push(
+                "UPDATE notify_notifications SET provider_ref = ?, attempts = attempts + 1 WHERE id = ? AND sent_ms = ? AND provider_ref IS NULL",
+                vec![
+                    Sql::Text(reference.into()),
+                    Sql::Text(m.id.clone()),
+                    Sql::I64(claim),
+                ],
+            ),
+            None => {
+                w.push(
+                    "UPDATE notify_notifications SET status = ?, status_rank = ?, status_ms = ?, completed_ms = ?, attempts = attempts + 1 WHERE id = ? AND status = 'sending' AND sent_ms = ?",
+                    vec![
+                        Sql::Text(status.into()),
+                        Sql::I64(rank(status)),
+                        Sql::I64(now),
+                        Sql::I64(now),
+                        Sql::Text(m.id.clone()),
+                        Sql::I64(claim),
+                    ],
+                );
+                self.status_changed(&mut w, &m.id, status, now).await?;
+            }
+        }
         // Under the tag the message was accepted under.
         let subject = match &m.subject_ref {
             Some(person) => person.clone(),
@@ -189,14 +226,16 @@ impl Notify {
         Ok(())
     }
 
-    /// Sends one batch of due e-mail, stopping between messages when `stop` says so; how
-    /// many messages were claimed.
-    pub async fn deliver_email_batch(
+    /// Sends one batch of due messages of `channel` through `carrier`, stopping between
+    /// messages when `stop` says so; how many messages were claimed.
+    pub async fn deliver_batch(
         &self,
-        smtp: &Smtp,
+        channel: Channel,
+        carrier: &Carrier,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<usize, NotifyError> {
-        let (claim, claimed) = self.claim_email().await?;
+        let (claim, claimed) = self.claim(channel).await?;
+        let what = channel.code();
         for (i, m) in claimed.iter().enumerate() {
             let rest: Vec<&str> = claimed[i..].iter().map(|c| c.id.as_str()).collect();
             if *stop.borrow() || now_ms() > claim + CLAIM_MS - CLAIM_MARGIN_MS {
@@ -204,23 +243,24 @@ impl Notify {
                 self.release(&rest, claim, now_ms(), false).await?;
                 break;
             }
-            let outcome = send(smtp, m).await;
+            let outcome = carrier.send(channel, m).await;
             let failed_for = now_ms() - m.created_ms;
             let settled = match outcome {
-                Ok(()) => self.settle(m, claim, "delivered").await,
+                Ok(None) => self.settle(m, claim, "delivered", None).await,
+                Ok(Some(reference)) => self.settle(m, claim, "sending", Some(&reference)).await,
                 Err(Failure::Recipient(e)) => {
-                    tracing::warn!(notification = %m.id, error = %e, "e-mail refused for good");
-                    self.settle(m, claim, "permanent-failure").await
+                    tracing::warn!(notification = %m.id, channel = what, error = %e, "refused for good");
+                    self.settle(m, claim, "permanent-failure", None).await
                 }
                 Err(Failure::Later(e) | Failure::Ours(e)) if failed_for > GIVE_UP_MS => {
-                    tracing::warn!(notification = %m.id, error = %e, "e-mail given up");
-                    self.settle(m, claim, "technical-failure").await
+                    tracing::warn!(notification = %m.id, channel = what, error = %e, "given up");
+                    self.settle(m, claim, "technical-failure", None).await
                 }
                 Err(Failure::Later(e) | Failure::Ours(e)) => {
                     // The server's trouble or ours: this one is tried again later, and so is
                     // the rest of the batch, which would fare the same.
                     let wait = (FIRST_WAIT_MS << m.attempts.clamp(0, 20)).min(MAX_WAIT_MS);
-                    tracing::warn!(notification = %m.id, error = %e, wait_ms = wait, "e-mail not sent; trying again later");
+                    tracing::warn!(notification = %m.id, channel = what, error = %e, wait_ms = wait, "not sent; trying again later");
                     self.release(&rest[..1], claim, now_ms() + wait, true)
                         .await?;
                     self.release(&rest[1..], claim, now_ms() + wait, false)
@@ -230,26 +270,70 @@ impl Notify {
             };
             if let Err(e) = settled {
                 // Sent, but not settled: the claim runs out and it is tried again.
-                tracing::error!(notification = %m.id, error = %e, "e-mail sent but not recorded");
+                tracing::error!(notification = %m.id, channel = what, error = %e, "sent but not recorded");
             }
         }
         Ok(claimed.len())
     }
 
-    /// Delivers e-mail until `stop` turns true: a batch whenever a message is accepted
-    /// (`Notify::accept` wakes it) and at least every second. When told to stop, it
-    /// finishes the message it is sending and gives the rest of its batch back.
-    pub async fn deliver_email(self, smtp: Smtp, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Delivers messages of `channel` until `stop` turns true: a batch whenever one is
+    /// accepted (`Notify::accept` wakes it) and at least every second. When told to stop,
+    /// it finishes the message it is sending and gives the rest of its batch back.
+    pub async fn deliver(
+        self,
+        channel: Channel,
+        carrier: Carrier,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         while !*stop.borrow() {
-            match self.deliver_email_batch(&smtp, &stop).await {
+            match self.deliver_batch(channel, &carrier, &stop).await {
                 Ok(n) if n as i64 == BATCH => continue,
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "e-mail delivery failed"),
+                Err(e) => tracing::error!(channel = channel.code(), error = %e, "delivery failed"),
             }
             tokio::select! {
-                _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()) => {}
+                _ = tokio::time::timeout(Duration::from_secs(1), self.wake[wake_index(channel)].notified()) => {}
                 _ = stop.changed() => {}
             }
+        }
+    }
+}
+
+/// The deliverer to wake for a message of `channel`.
+pub(crate) fn wake_index(channel: Channel) -> usize {
+    match channel {
+        Channel::Email => 0,
+        Channel::Sms => 1,
+        Channel::Letter => 2,
+    }
+}
+
+/// What carries a channel's messages.
+#[derive(Clone)]
+pub enum Carrier {
+    /// An SMTP server (e-mail).
+    Smtp(Smtp),
+    /// A provider over HTTP (text messages, letters).
+    Provider(Provider),
+}
+
+impl Carrier {
+    /// Sends `m`: `None` when it is delivered, the provider's reference when handed on.
+    async fn send(&self, channel: Channel, m: &Claimed) -> Result<Option<String>, Failure> {
+        match (self, channel) {
+            (Carrier::Smtp(smtp), Channel::Email) => send(smtp, m).await.map(|()| None),
+            (Carrier::Provider(p), Channel::Sms) => {
+                p.send_sms(&m.id, &m.recipient, &m.body).await.map(Some)
+            }
+            (Carrier::Provider(p), Channel::Letter) => {
+                let lines: Vec<String> = m.recipient.lines().map(str::to_string).collect();
+                let pdf = crate::letter::pdf(&lines, &m.subject, &m.body, m.created_ms);
+                p.send_letter(&m.id, pdf).await.map(Some)
+            }
+            _ => Err(Failure::Ours(format!(
+                "nothing carries {} messages",
+                channel.code()
+            ))),
         }
     }
 }

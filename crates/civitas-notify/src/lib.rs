@@ -9,19 +9,26 @@
 //!   notifications: accepted (checked, rendered, stored, logged to the ledger by the
 //!   recipient's tag, never the content), read back and listed as Notify pages them.
 //!   Test keys deliver nothing: their notifications end as Notify's simulator would.
-//! - [`delivery`]: e-mail from live and team keys over SMTP, from the notifications table
-//!   as a queue. Text messages and letters still wait, `created`.
+//! - [`delivery`]: messages from live and team keys, from the notifications table as a
+//!   queue: e-mail over SMTP, text messages and letters (rendered as PDF by [`letter`])
+//!   through a [`provider`] over HTTP, whose signed receipts move their status.
+//! - [`letter`]: a letter's address lines and its PDF.
+//! - [`callbacks`]: each final status posted to the sending service, signed, retried.
 
 pub mod auth;
+pub mod callbacks;
 pub mod delivery;
+pub mod letter;
 mod limits;
+pub mod provider;
 mod store;
 pub mod template;
 
 pub use auth::{AuthError, Caller, KeyType};
 pub use limits::OverLimit;
 pub use store::{
-    Channel, NewNotification, NewTemplate, Notification, NotifyError, Page, Service, Template,
+    Channel, NewNotification, NewTemplate, Notification, NotifyError, Page, Priority, Service,
+    Template, simulated_end,
 };
 
 use civitas_ledger::Ledger;
@@ -111,6 +118,48 @@ pub const COMPONENT: Component = Component {
         name: "the address a message to a person named by national ID goes to, and who they are",
         sql: "ALTER TABLE notify_notifications ADD COLUMN address TEXT;
         ALTER TABLE notify_notifications ADD COLUMN subject_ref TEXT;",
+    }, Migration {
+        version: 6,
+        name: "status from timestamped events; providers' references; priority; scheduled sends",
+        sql: "ALTER TABLE notify_notifications ADD COLUMN status_rank BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE notify_notifications ADD COLUMN status_ms BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE notify_notifications ADD COLUMN provider_ref TEXT;
+        ALTER TABLE notify_notifications ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE notify_notifications ADD COLUMN scheduled_ms BIGINT;
+        UPDATE notify_notifications SET status_rank = 4, status_ms = COALESCE(completed_ms, created_ms) WHERE status NOT IN ('created', 'sending');
+        UPDATE notify_notifications SET status_rank = 1, status_ms = COALESCE(sent_ms, created_ms) WHERE status = 'sending';
+        ALTER TABLE notify_templates ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;
+        CREATE TABLE notify_status_events (
+            notification_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            at_ms BIGINT NOT NULL,
+            received_ms BIGINT NOT NULL,
+            source TEXT NOT NULL
+        );
+        CREATE INDEX notify_status_events_notification ON notify_status_events (notification_id, at_ms);
+        DROP INDEX notify_notifications_queue;
+        CREATE INDEX notify_notifications_queue ON notify_notifications (kind, status, priority, next_attempt_ms);",
+    }, Migration {
+        version: 7,
+        name: "delivery-status callbacks: where each service wants them, and those still to post",
+        sql: "CREATE TABLE notify_callbacks (
+            service_id TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            bearer_token TEXT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE TABLE notify_callback_queue (
+            id TEXT PRIMARY KEY,
+            service_id TEXT NOT NULL,
+            notification_id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            body TEXT NOT NULL,
+            attempts BIGINT NOT NULL,
+            next_attempt_ms BIGINT NOT NULL,
+            claimed_ms BIGINT,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX notify_callback_queue_due ON notify_callback_queue (next_attempt_ms);",
     }],
 };
 
@@ -119,8 +168,9 @@ pub const COMPONENT: Component = Component {
 pub struct Notify {
     db: Db,
     ledger: Ledger,
-    /// Wakes this process's deliverer when a message to deliver is accepted.
-    wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Wakes this process's deliverer of each channel (e-mail, text messages, letters)
+    /// when a message to deliver is accepted.
+    wake: std::sync::Arc<[tokio::sync::Notify; 3]>,
     /// Calls per minute each service may make with each key type, in this process.
     rate: std::sync::Arc<limits::RateLimit>,
 }

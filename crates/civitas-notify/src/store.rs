@@ -20,6 +20,9 @@ pub enum NotifyError {
     /// The request breaks a rule of the key or service (`BadRequestError`).
     #[error("{0}")]
     BadRequest(String),
+    /// The key may not do this at all (`BadRequestError`, 403).
+    #[error("{0}")]
+    Forbidden(String),
     /// Nothing of that id for this service.
     #[error("{0}")]
     NotFound(String),
@@ -111,6 +114,53 @@ pub struct Template {
     pub created_ms: i64,
     /// When this version was made, if it is not the first (ms).
     pub updated_ms: Option<i64>,
+    /// How urgent its messages are: they are delivered before less urgent ones.
+    pub priority: Priority,
+}
+
+/// How urgent a template's messages are (Notify's `process_type`, with emergencies above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Priority {
+    /// Queued in order.
+    #[default]
+    Normal,
+    /// Ahead of normal messages (sign-in codes).
+    Priority,
+    /// Ahead of everything (emergency alerts).
+    Emergency,
+}
+
+impl Priority {
+    /// Its name.
+    pub fn code(self) -> &'static str {
+        match self {
+            Priority::Normal => "normal",
+            Priority::Priority => "priority",
+            Priority::Emergency => "emergency",
+        }
+    }
+
+    /// Parses its name.
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s {
+            "normal" => Some(Priority::Normal),
+            "priority" => Some(Priority::Priority),
+            "emergency" => Some(Priority::Emergency),
+            _ => None,
+        }
+    }
+
+    fn level(self) -> i64 {
+        self as i64
+    }
+
+    fn of_level(level: i64) -> Priority {
+        match level {
+            2.. => Priority::Emergency,
+            1 => Priority::Priority,
+            _ => Priority::Normal,
+        }
+    }
 }
 
 /// A new template or a new version of one.
@@ -124,6 +174,8 @@ pub struct NewTemplate {
     pub subject: Option<String>,
     /// The text.
     pub body: String,
+    /// How urgent its messages are (kept by the template, not by each version).
+    pub priority: Priority,
 }
 
 /// A notification to accept.
@@ -143,6 +195,8 @@ pub struct NewNotification {
     /// registers hold for them, and their subject reference (`person:<id>`): the message
     /// goes there, the sender sees only the ID, and the log is under the person's tag.
     pub from_registers: Option<(String, String)>,
+    /// When to send it, if not now (ms; at most 24 hours ahead).
+    pub scheduled_ms: Option<i64>,
 }
 
 /// A notification as stored.
@@ -174,6 +228,8 @@ pub struct Notification {
     pub sent_ms: Option<i64>,
     /// When it reached its final status (ms).
     pub completed_ms: Option<i64>,
+    /// When it is to be sent, if the sender scheduled it (ms).
+    pub scheduled_ms: Option<i64>,
 }
 
 /// One page of a service's notifications, newest first.
@@ -212,8 +268,9 @@ fn dedupe_key(
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Recipients of test keys that end otherwise than delivered (Notify's simulator).
-fn simulated_end(recipient: &str) -> &'static str {
+/// Recipients of test keys that end otherwise than delivered (Notify's simulator); the
+/// sandbox provider fails them too.
+pub fn simulated_end(recipient: &str) -> &'static str {
     match recipient {
         "temp-fail@simulator.notify" => "temporary-failure",
         "perm-fail@simulator.notify" => "permanent-failure",
@@ -289,7 +346,7 @@ fn service_of(r: &AnyRow) -> Result<Service, NotifyError> {
     })
 }
 
-const TEMPLATE_COLUMNS: &str = "t.id, t.service_id, t.kind, v.version, v.name, v.subject, v.body, v.created_by, v.created_ms AS version_ms, t.created_ms";
+const TEMPLATE_COLUMNS: &str = "t.id, t.service_id, t.kind, t.priority, v.version, v.name, v.subject, v.body, v.created_by, v.created_ms AS version_ms, t.created_ms";
 
 fn template_of(r: &AnyRow) -> Result<Template, NotifyError> {
     let kind: String = r.try_get("kind")?;
@@ -307,10 +364,11 @@ fn template_of(r: &AnyRow) -> Result<Template, NotifyError> {
         created_by: r.try_get("created_by")?,
         created_ms: r.try_get("created_ms")?,
         updated_ms: (version > 1).then_some(version_ms),
+        priority: Priority::of_level(r.try_get("priority")?),
     })
 }
 
-const NOTIFICATION_COLUMNS: &str = "id, kind, key_type, recipient, template_id, template_version, reference, subject, body, status, created_ms, sent_ms, completed_ms";
+const NOTIFICATION_COLUMNS: &str = "id, kind, key_type, recipient, template_id, template_version, reference, subject, body, status, created_ms, sent_ms, completed_ms, scheduled_ms";
 
 fn notification_of(r: &AnyRow) -> Result<Notification, NotifyError> {
     let kind: String = r.try_get("kind")?;
@@ -331,6 +389,7 @@ fn notification_of(r: &AnyRow) -> Result<Notification, NotifyError> {
         created_ms: r.try_get("created_ms")?,
         sent_ms: r.try_get("sent_ms")?,
         completed_ms: r.try_get("completed_ms")?,
+        scheduled_ms: r.try_get("scheduled_ms")?,
     })
 }
 
@@ -475,12 +534,13 @@ impl Notify {
             None => {
                 let id = uuid::Uuid::new_v4().to_string();
                 w.push(
-                    "INSERT INTO notify_templates (id, service_id, kind, version, archived, created_ms) VALUES (?, ?, ?, 1, 0, ?)",
+                    "INSERT INTO notify_templates (id, service_id, kind, version, archived, created_ms, priority) VALUES (?, ?, ?, 1, 0, ?, ?)",
                     vec![
                         Sql::Text(id.clone()),
                         Sql::Text(service_id.into()),
                         Sql::Str(t.channel.code()),
                         Sql::I64(now),
+                        Sql::I64(t.priority.level()),
                     ],
                 );
                 (id, 1)
@@ -494,9 +554,10 @@ impl Notify {
                     return Err(NotifyError::Invalid("a template keeps its channel".into()));
                 }
                 w.push(
-                    "UPDATE notify_templates SET version = ? WHERE id = ? AND version = ?",
+                    "UPDATE notify_templates SET version = ?, priority = ? WHERE id = ? AND version = ?",
                     vec![
                         Sql::I64(current.version + 1),
+                        Sql::I64(t.priority.level()),
                         Sql::Text(id.into()),
                         Sql::I64(current.version),
                     ],
@@ -522,7 +583,8 @@ impl Notify {
             &format!("notify/template/{id}"),
         )
         .with("service_id", service_id.to_string())
-        .with("version", version);
+        .with("version", version)
+        .with("priority", t.priority.code());
         self.ledger
             .append_with(&event, w)
             .await
@@ -608,12 +670,37 @@ impl Notify {
         let recipient = match n.channel {
             Channel::Email => normal_email(address)?,
             Channel::Sms => normal_phone(address)?,
+            // The address lines, one a line.
             Channel::Letter => {
-                return Err(NotifyError::BadRequest(
-                    "Letters are not sent by this service yet".into(),
-                ));
+                match caller.key_type {
+                    KeyType::Team => {
+                        return Err(NotifyError::Forbidden(
+                            "Cannot send letters with a team api key".into(),
+                        ));
+                    }
+                    KeyType::Live if !caller.service.live => {
+                        return Err(NotifyError::Forbidden(
+                            "Cannot send letters when service is in trial mode".into(),
+                        ));
+                    }
+                    _ => {}
+                }
+                crate::letter::address(&n.personalisation)?.join("\n")
             }
         };
+        if let Some(at) = n.scheduled_ms {
+            let now = now_ms();
+            if at < now - 60_000 {
+                return Err(NotifyError::Invalid(
+                    "scheduled_for datetime can not be in the past".into(),
+                ));
+            }
+            if at > now + IDEMPOTENCY_MS {
+                return Err(NotifyError::Invalid(
+                    "scheduled_for datetime can only be 24 hours in the future".into(),
+                ));
+            }
+        }
         if n.channel == Channel::Sms
             && template::sms_length(&body).characters > template::SMS_CHARACTER_LIMIT
         {
@@ -628,7 +715,10 @@ impl Notify {
             KeyType::Team => true,
             KeyType::Live => !caller.service.live,
         };
-        if restricted && !self.on_guest_list(&caller.service.id, &recipient).await? {
+        if restricted
+            && n.channel != Channel::Letter
+            && !self.on_guest_list(&caller.service.id, &recipient).await?
+        {
             return Err(NotifyError::BadRequest(
                 if caller.key_type == KeyType::Team {
                     "Can’t send to this recipient using a team-only API key".into()
@@ -672,6 +762,7 @@ impl Notify {
             KeyType::Test => (simulated_end(&recipient), Some(now), Some(now)),
             _ => ("created", None, None),
         };
+        let due = n.scheduled_ms.unwrap_or(now);
         let stored = Notification {
             id: uuid::Uuid::new_v4().to_string(),
             channel: n.channel,
@@ -686,10 +777,11 @@ impl Notify {
             created_ms: now,
             sent_ms: sent,
             completed_ms: completed,
+            scheduled_ms: n.scheduled_ms,
         };
         let mut w = Script::new();
         w.push(
-            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address, subject_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
+            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address, subject_ref, status_rank, status_ms, priority, scheduled_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
             vec![
                 Sql::Text(stored.id.clone()),
                 Sql::Text(caller.service.id.clone()),
@@ -708,8 +800,27 @@ impl Notify {
                 dedupe.clone().into(),
                 (!named.is_empty()).then(|| recipient.clone()).into(),
                 n.from_registers.as_ref().map(|(_, person)| person.clone()).into(),
+                Sql::I64(crate::provider::rank(status)),
+                Sql::I64(now),
+                Sql::I64(template.priority.level()),
+                n.scheduled_ms.into(),
+                Sql::I64(due),
             ],
         );
+        if caller.key_type == KeyType::Test {
+            let reported = crate::callbacks::Reported {
+                id: stored.id.clone(),
+                service_id: caller.service.id.clone(),
+                reference: stored.reference.clone(),
+                to: shown.clone(),
+                kind: n.channel.code().into(),
+                template_id: template.id.clone(),
+                template_version: template.version,
+                created_ms: now,
+                sent_ms: sent,
+            };
+            self.queue_callback(&mut w, &reported, status, now).await?;
+        }
         let subject = match &n.from_registers {
             Some((_, person)) => person.clone(),
             None => format!("notify-recipient:{recipient}"),
@@ -743,8 +854,8 @@ impl Notify {
             }
             Err(e) => return Err(e.into()),
         }
-        if caller.key_type != KeyType::Test {
-            self.wake.notify_one();
+        if caller.key_type != KeyType::Test && n.scheduled_ms.is_none() {
+            self.wake[crate::delivery::wake_index(n.channel)].notify_one();
         }
         Ok((stored, template))
     }

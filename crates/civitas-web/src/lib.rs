@@ -24,13 +24,13 @@ pub mod memo;
 mod my_data;
 mod mydata;
 mod notify_api;
+mod notify_providers;
 mod oidc;
 mod oidc_texts;
 mod ops;
 mod org_page;
 mod pages;
 mod passkey_routes;
-mod pdf;
 mod prefill;
 mod problem;
 
@@ -73,6 +73,9 @@ pub struct AppState {
     pub consents: civitas_consent::Consents,
     /// Notify: sending services, keys, templates and notifications.
     pub notify: civitas_notify::Notify,
+    /// Notify's providers of text messages and letters, when configured: its secret signs
+    /// what the sandbox sends and checks the receipts that come back.
+    pub notify_provider: Option<civitas_notify::provider::Provider>,
     /// The HTTP client the gateway calls providers' information systems with.
     pub gateway: reqwest::Client,
     /// This node as the exchange gateway of one member (`role = "gateway"`).
@@ -141,6 +144,7 @@ pub fn app(state: AppState) -> Router {
             .merge(prefill::routes())
             .merge(org_page::routes())
             .merge(notify_api::routes())
+            .merge(notify_providers::routes())
             .merge(exchange::routes())
             .merge(data_usage::api_routes())
             .merge(exchange_api::routes())

@@ -189,7 +189,7 @@ async fn download_pdf(State(app): State<Shared>, signed_in: SignedIn) -> Respons
         Err(page) => return page,
     };
     let pick = |zh: &'static str, en: &'static str| c.lang.pick(zh, en);
-    let mut pdf = crate::pdf::Pdf::new();
+    let mut pdf = civitas_pdf::Pdf::new();
     let title = pick("我的資料", "My data");
     pdf.text(title, 18.0, 0.0);
     pdf.text(

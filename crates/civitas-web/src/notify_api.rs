@@ -19,7 +19,9 @@ pub(crate) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
         .route("/v2/notifications/email", post(send_email))
         .route("/v2/notifications/sms", post(send_sms))
+        .route("/v2/notifications/letter", post(send_letter))
         .route("/v2/notifications/{id}", get(notification))
+        .route("/v2/notifications/{id}/pdf", get(letter_pdf))
         .route("/v2/notifications", get(notifications))
         .route("/v2/template/{id}", get(template_latest))
         .route("/v2/template/{id}/version/{version}", get(template_version))
@@ -47,6 +49,7 @@ fn failed(e: NotifyError) -> Response {
     match e {
         NotifyError::Invalid(m) => validation(&m),
         NotifyError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "BadRequestError", &m),
+        NotifyError::Forbidden(m) => error(StatusCode::FORBIDDEN, "BadRequestError", &m),
         NotifyError::Missing(m) => {
             error(StatusCode::BAD_REQUEST, "BadRequestError", &m.to_string())
         }
@@ -86,14 +89,8 @@ async fn caller(app: &Shared, headers: &HeaderMap) -> Result<Caller, Box<Respons
 
 /// Notify's time format: `2026-11-23T06:32:31.123000Z`.
 fn when(ms: Option<i64>) -> Value {
-    let Some(ms) = ms else { return Value::Null };
-    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
-        return Value::Null;
-    };
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    t.format(&format).map(Value::String).unwrap_or(Value::Null)
+    ms.and_then(civitas_notify::callbacks::notify_time)
+        .map_or(Value::Null, Value::String)
 }
 
 fn base(app: &Shared) -> String {
@@ -183,6 +180,7 @@ async fn send_email(
             "reference",
             "email_reply_to_id",
             "one_click_unsubscribe_url",
+            "scheduled_for",
         ],
     )
     .await
@@ -205,7 +203,36 @@ async fn send_sms(
             "personalisation",
             "reference",
             "sms_sender_id",
+            "scheduled_for",
         ],
+    )
+    .await
+}
+
+async fn send_letter(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Response {
+    // A precompiled letter (a PDF of the sender's own) is not taken: letters are made from
+    // the service's templates.
+    if let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&bytes)
+        && body.contains_key("content")
+    {
+        if let Err(r) = caller(&app, &headers).await {
+            return *r;
+        }
+        return validation(
+            "Precompiled letters are not accepted: send template_id and personalisation",
+        );
+    }
+    send(
+        app,
+        headers,
+        &bytes,
+        Channel::Letter,
+        "personalisation",
+        &["template_id", "personalisation", "reference"],
     )
     .await
 }
@@ -228,13 +255,18 @@ async fn send(
     };
     let parsed = (|| {
         Ok::<_, Box<Response>>((
-            string_field(&body, recipient_field)?.unwrap_or_default(),
+            // A letter's recipient is the address in its personalisation.
+            match channel {
+                Channel::Letter => String::new(),
+                _ => string_field(&body, recipient_field)?.unwrap_or_default(),
+            },
             uuid_field(&body, "template_id")?.unwrap_or_default(),
             personalisation(&body)?,
             string_field(&body, "reference")?,
+            scheduled_for(&body)?,
         ))
     })();
-    let (recipient, template_id, personalisation, reference) = match parsed {
+    let (recipient, template_id, personalisation, reference, scheduled_ms) = match parsed {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -264,6 +296,7 @@ async fn send(
         personalisation,
         reference,
         from_registers,
+        scheduled_ms,
     };
     let (n, t) = match app.notify.accept(&caller, &new).await {
         Ok(done) => done,
@@ -277,7 +310,8 @@ async fn send(
             "from_email": format!("notify@{}", host_of(&base)),
             "one_click_unsubscribe_url": Value::Null,
         }),
-        _ => json!({ "body": n.body, "from_number": "Civitas" }),
+        Channel::Sms => json!({ "body": n.body, "from_number": "Civitas" }),
+        Channel::Letter => json!({ "subject": n.subject, "body": n.body }),
     };
     (
         StatusCode::CREATED,
@@ -290,7 +324,7 @@ async fn send(
                 "version": t.version,
                 "uri": format!("{base}/services/{}/templates/{}", caller.service.id, t.id),
             },
-            "scheduled_for": Value::Null,
+            "scheduled_for": when(n.scheduled_ms),
             "content": content,
         })),
     )
@@ -306,7 +340,7 @@ async fn contact_in_registers(
     recipient: &str,
 ) -> Result<Option<(String, String)>, Box<Response>> {
     let id = recipient.trim().to_ascii_uppercase();
-    if civitas_core::NationalId::parse(&id).is_err() {
+    if channel == Channel::Letter || civitas_core::NationalId::parse(&id).is_err() {
         return Ok(None);
     }
     // A key that reaches only a guest list names its recipients by address: the register
@@ -369,15 +403,22 @@ fn notification_json(base: &str, n: &Notification) -> Value {
         Channel::Sms => (Value::Null, Value::String(n.recipient.clone())),
         Channel::Letter => (Value::Null, Value::Null),
     };
-    json!({
+    let lines: Vec<&str> = match n.channel {
+        Channel::Letter => n.recipient.lines().collect(),
+        _ => Vec::new(),
+    };
+    // A letter's last line is its postal code when it is one.
+    let postcode = lines
+        .last()
+        .filter(|l| l.chars().all(|c| c.is_ascii_digit() || c == '-'));
+    let mut v = json!({
         "id": n.id,
         "reference": n.reference,
         "email_address": email,
         "phone_number": phone,
-        "line_1": null, "line_2": null, "line_3": null, "line_4": null,
-        "line_5": null, "line_6": null, "line_7": null, "postcode": null,
+        "postcode": postcode,
         "type": n.channel.code(),
-        "status": n.status,
+        "status": shown_status(n.channel, &n.status),
         "template": {
             "id": n.template_id,
             "version": n.template_version,
@@ -389,9 +430,70 @@ fn notification_json(base: &str, n: &Notification) -> Value {
         "created_by_name": null,
         "sent_at": when(n.sent_ms),
         "completed_at": when(n.completed_ms),
-        "scheduled_for": null,
-        "postage": null,
-    })
+        "scheduled_for": when(n.scheduled_ms),
+        "postage": (n.channel == Channel::Letter).then_some("second"),
+    });
+    for i in 0..7 {
+        v[format!("line_{}", i + 1)] = lines.get(i).map_or(Value::Null, |l| json!(l));
+    }
+    v
+}
+
+/// A status as Notify shows it: a letter is `accepted` until the print provider has it,
+/// then `received`.
+fn shown_status(channel: Channel, status: &str) -> &str {
+    match (channel, status) {
+        (Channel::Letter, "created" | "sending") => "accepted",
+        (Channel::Letter, "delivered") => "received",
+        (_, s) => s,
+    }
+}
+
+/// `scheduled_for`: an RFC 3339 time, or `YYYY-MM-DD HH:MM[:SS]` in Taiwan's time (UTC+8).
+fn scheduled_for(body: &Map<String, Value>) -> Result<Option<i64>, Box<Response>> {
+    let Some(text) = string_field(body, "scheduled_for")? else {
+        return Ok(None);
+    };
+    let bad = || {
+        Box::new(validation(
+            "scheduled_for datetime format is invalid. It must be a valid ISO8601 date time format, https://en.wikipedia.org/wiki/ISO_8601",
+        ))
+    };
+    let rfc3339 = time::format_description::well_known::Rfc3339;
+    let at = match time::OffsetDateTime::parse(text.trim(), &rfc3339) {
+        Ok(t) => t,
+        Err(_) => {
+            let local = text.trim().replace('T', " ");
+            let with_seconds = if local.len() == 16 {
+                format!("{local}:00")
+            } else {
+                local
+            };
+            let format =
+                time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+            time::PrimitiveDateTime::parse(&with_seconds, &format)
+                .map_err(|_| bad())?
+                .assume_offset(time::macros::offset!(+8))
+        }
+    };
+    Ok(Some((at.unix_timestamp_nanos() / 1_000_000) as i64))
+}
+
+/// The caller's notification `id`, or Notify's error.
+async fn own_notification(
+    app: &Shared,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Notification, Box<Response>> {
+    let caller = caller(app, headers).await?;
+    let Ok(id) = uuid::Uuid::try_parse(id).map(|u| u.to_string()) else {
+        return Err(Box::new(validation("notification_id is not a valid UUID")));
+    };
+    match app.notify.notification(&caller.service.id, &id).await {
+        Ok(Some(n)) => Ok(n),
+        Ok(None) => Err(Box::new(failed(NotifyError::NotFound(id)))),
+        Err(e) => Err(Box::new(failed(e))),
+    }
 }
 
 async fn notification(
@@ -399,18 +501,37 @@ async fn notification(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = match caller(&app, &headers).await {
-        Ok(c) => c,
+    match own_notification(&app, &headers, &id).await {
+        Ok(n) => axum::Json(notification_json(&base(&app), &n)).into_response(),
+        Err(r) => *r,
+    }
+}
+
+/// A letter as the PDF it is printed from.
+async fn letter_pdf(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let n = match own_notification(&app, &headers, &id).await {
+        Ok(n) => n,
         Err(r) => return *r,
     };
-    let Ok(id) = uuid::Uuid::try_parse(&id).map(|u| u.to_string()) else {
-        return validation("notification_id is not a valid UUID");
-    };
-    match app.notify.notification(&caller.service.id, &id).await {
-        Ok(Some(n)) => axum::Json(notification_json(&base(&app), &n)).into_response(),
-        Ok(None) => failed(NotifyError::NotFound(id)),
-        Err(e) => failed(e),
+    if n.channel != Channel::Letter {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            "Notification is not a letter",
+        );
     }
+    let lines: Vec<String> = n.recipient.lines().map(str::to_string).collect();
+    let pdf = civitas_notify::letter::pdf(
+        &lines,
+        n.subject.as_deref().unwrap_or_default(),
+        &n.body,
+        n.created_ms,
+    );
+    ([(header::CONTENT_TYPE, "application/pdf")], pdf).into_response()
 }
 
 const STATUSES: &[&str] = &[
@@ -456,7 +577,12 @@ async fn notifications(
                         STATUSES.join(", ")
                     ));
                 }
-                if v == "failed" {
+                if v == "accepted" {
+                    // A letter not yet with the print provider.
+                    statuses.extend(["created".to_string(), "sending".to_string()]);
+                } else if v == "received" {
+                    statuses.push("delivered".to_string());
+                } else if v == "failed" {
                     // Notify's word for any failure.
                     for s in [
                         "technical-failure",

@@ -420,14 +420,40 @@ pub async fn serve(
         .transpose()?;
     let (state, purger) =
         app_state(db.clone(), ledger, witness, config, &issuer, exchange, None).await?;
-    // Notify's e-mail, when an SMTP server is configured. At shutdown it finishes the
-    // message it is sending and gives its batch back, before the database closes.
+    // Notify's deliverers: e-mail when an SMTP server is configured, text messages and
+    // letters when a provider is, and the services' status callbacks. At shutdown each
+    // finishes the message it is sending and gives its batch back, before the database
+    // closes.
+    use civitas_notify::{Channel, delivery::Carrier};
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let deliverer =
-        smtp.map(|smtp| tokio::spawn(state.notify.clone().deliver_email(smtp, stopping)));
+    let mut carriers: Vec<(Channel, Carrier)> = Vec::new();
+    if let Some(smtp) = smtp {
+        carriers.push((Channel::Email, Carrier::Smtp(smtp)));
+    }
+    if let Some(p) = &state.notify_provider {
+        for channel in [Channel::Sms, Channel::Letter] {
+            if p.serves(channel) {
+                carriers.push((channel, Carrier::Provider(p.clone())));
+            }
+        }
+    }
+    let mut deliverers: Vec<tokio::task::JoinHandle<()>> = carriers
+        .into_iter()
+        .map(|(channel, carrier)| {
+            tokio::spawn(
+                state
+                    .notify
+                    .clone()
+                    .deliver(channel, carrier, stopping.clone()),
+            )
+        })
+        .collect();
+    deliverers.push(tokio::spawn(
+        state.notify.clone().deliver_callbacks(stopping),
+    ));
     let before_close = async move {
         let _ = stop.send(true);
-        if let Some(d) = deliverer {
+        for d in deliverers {
             let abort = d.abort_handle();
             if tokio::time::timeout(std::time::Duration::from_secs(35), d)
                 .await
@@ -480,6 +506,7 @@ async fn app_state(
         ledger.clone(),
         config.notify_rate_limit_per_minute,
     );
+    let notify_provider = notify_provider(&config, issuer)?;
     let state = civitas_web::AppState {
         db,
         config: Arc::new(config),
@@ -492,6 +519,7 @@ async fn app_state(
         exchange,
         consents,
         notify,
+        notify_provider,
         gateway: provider_client()?,
         gateway_role,
         gateway_polls: civitas_web::exchange_peer::Polls::default(),
@@ -499,6 +527,38 @@ async fn app_state(
         registers: Default::default(),
     };
     Ok((state, purger))
+}
+
+/// Notify's providers of text messages and letters, when either is configured; the
+/// sandbox is this server's own `/sandbox/sms` and `/sandbox/letters`.
+fn notify_provider(
+    config: &Config,
+    issuer: &str,
+) -> Result<Option<civitas_notify::provider::Provider>> {
+    use civitas_core::config::ProviderEndpoint;
+    let at = |e: &Option<ProviderEndpoint>, sandbox: &str| match e {
+        None => None,
+        Some(ProviderEndpoint::Sandbox) => Some(format!("{issuer}{sandbox}")),
+        Some(ProviderEndpoint::Url(u)) => Some(u.clone()),
+    };
+    let (sms, letters) = (
+        at(&config.notify_sms, "/sandbox/sms"),
+        at(&config.notify_letters, "/sandbox/letters"),
+    );
+    if sms.is_none() && letters.is_none() {
+        return Ok(None);
+    }
+    // Only the sandbox may go without a configured secret (the configuration checks it):
+    // this process then makes one, which it alone uses both ways.
+    let secret = config
+        .notify_provider_secret
+        .clone()
+        .unwrap_or_else(civitas_notify::provider::random_secret);
+    Ok(Some(civitas_notify::provider::Provider::new(
+        sms.as_deref(),
+        letters.as_deref(),
+        secret.as_bytes(),
+    )?))
 }
 
 /// The body archive's key, when the archive is on (`exchange.archive_days`).

@@ -77,6 +77,19 @@ pub enum NotifyCommand {
         /// The template a new version is made of.
         #[arg(long)]
         template: Option<String>,
+        /// How urgent its messages are: emergency ones are delivered first, then priority
+        /// ones (sign-in codes), then normal ones.
+        #[arg(long, default_value = "normal", value_parser = ["normal", "priority", "emergency"])]
+        priority: String,
+    },
+    /// Sets where a service's delivery-status callbacks go, and the bearer token they carry
+    /// (read from standard input, so that it is not seen in the process list).
+    SetCallback {
+        /// The service id.
+        service: String,
+        /// The receiver's address (https://).
+        #[arg(long)]
+        url: String,
     },
 }
 
@@ -145,6 +158,7 @@ async fn run_with(notify: &Notify, cmd: NotifyCommand) -> Result<()> {
             subject,
             body,
             template,
+            priority,
         } => {
             if notify.service(&service).await?.is_none() {
                 bail!("there is no service {service}");
@@ -160,11 +174,26 @@ async fn run_with(notify: &Notify, cmd: NotifyCommand) -> Result<()> {
                         name,
                         subject,
                         body: text,
+                        priority: civitas_notify::Priority::parse(&priority)
+                            .context("--priority")?,
                     },
                     OPERATOR_CLI,
                 )
                 .await?;
             println!("{} {}", t.id, t.version);
+        }
+        NotifyCommand::SetCallback { service, url } => {
+            if notify.service(&service).await?.is_none() {
+                bail!("there is no service {service}");
+            }
+            let mut token = String::new();
+            std::io::stdin()
+                .read_line(&mut token)
+                .context("cannot read the bearer token from standard input")?;
+            notify
+                .set_callback(&service, &url, token.trim(), OPERATOR_CLI)
+                .await?;
+            println!("callbacks of {service} go to {url}");
         }
     }
     Ok(())

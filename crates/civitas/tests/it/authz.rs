@@ -219,6 +219,13 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     // Notify's v2 API: a JWT signed with a service's API key, or 401.
     ("POST", "/v2/notifications/email", Rule::Protocol(401)),
     ("POST", "/v2/notifications/sms", Rule::Protocol(401)),
+    ("POST", "/v2/notifications/letter", Rule::Protocol(401)),
+    ("GET", "/v2/notifications/none/pdf", Rule::Protocol(401)),
+    // A provider's receipts and the sandbox providers answer only a signed body, and only
+    // when configured (here they are not).
+    ("POST", "/notify/receipts", Rule::Protocol(404)),
+    ("POST", "/sandbox/sms", Rule::Protocol(404)),
+    ("POST", "/sandbox/letters", Rule::Protocol(404)),
     ("GET", "/v2/notifications/none", Rule::Protocol(401)),
     ("GET", "/v2/notifications", Rule::Protocol(401)),
     ("GET", "/v2/template/none", Rule::Protocol(401)),

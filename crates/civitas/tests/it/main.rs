@@ -21,4 +21,5 @@ mod http;
 mod identity;
 mod ledger;
 mod notify;
+mod notify_channels;
 mod oidc;

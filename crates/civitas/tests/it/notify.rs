@@ -13,7 +13,7 @@ use crate::support::TestApp;
 
 /// A live service (made by an operator) with one key of `kind` and the template `t`: the
 /// key as its holder uses it, and the template.
-async fn live_service(
+pub(crate) async fn live_service(
     app: &TestApp,
     name: &str,
     kind: civitas_notify::KeyType,
@@ -37,7 +37,7 @@ async fn live_service(
 
 /// Where a Notify client is installed (the folder named by `var`), or `None` to skip unless
 /// every test must run.
-fn installed_client(var: &str, which: &str) -> Option<String> {
+pub(crate) fn installed_client(var: &str, which: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(dir) => Some(dir),
         Err(_) if std::env::var("CIVITAS_TEST_REQUIRE_ALL").is_ok() => {
@@ -131,6 +131,7 @@ on_both_engines! {
             name: "Case update".into(),
             subject: Some("Your application ((case))".into()),
             body: "Dear ((name)),\n\nyour application ((case)) has moved on.((urgent?? Please reply today.))".into(),
+            priority: Default::default(),
         }, actor).await.unwrap();
         // A second version: the first is still there to read.
         let email = notify.save_template(&service.id, Some(&email.id), &civitas_notify::NewTemplate {
@@ -138,6 +139,7 @@ on_both_engines! {
             name: "Case update".into(),
             subject: Some("案件進度 ((case))".into()),
             body: "((name)) 您好：\n\n您的案件 ((case)) 已有進度。((urgent??請於今日回覆。))".into(),
+            priority: Default::default(),
         }, actor).await.unwrap();
         assert_eq!(email.version, 2);
         let sms = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
@@ -145,6 +147,7 @@ on_both_engines! {
             name: "Code".into(),
             subject: None,
             body: "您的驗證碼是 ((code))".into(),
+            priority: Default::default(),
         }, actor).await.unwrap();
 
         let dir = std::env::temp_dir().join(format!("civitas-notify-{}", uuid::Uuid::new_v4()));
@@ -302,7 +305,7 @@ fn the_command_line_registers_services_keys_guests_and_templates() {
 }
 
 /// A Notify call's bearer token for `key`, made as Notify's clients make it.
-fn bearer(key: &str) -> String {
+pub(crate) fn bearer(key: &str) -> String {
     let (service, secret) = (&key[key.len() - 73..key.len() - 37], &key[key.len() - 36..]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -367,6 +370,7 @@ async fn live_email_goes_out_over_smtp(engine: crate::support::Engine) {
             name: "Refund".into(),
             subject: Some("退稅通知 ((year))".into()),
             body: "((name)) 您好：您的 ((year)) 年度退稅已核定。".into(),
+            priority: Default::default(),
         },
     )
     .await;
@@ -503,6 +507,7 @@ async fn email_waits_while_the_mail_server_is_down(engine: crate::support::Engin
             name: "Permit".into(),
             subject: Some("Work permit".into()),
             body: "Your work permit is ready.".into(),
+            priority: Default::default(),
         },
     )
     .await;
@@ -644,6 +649,7 @@ async fn limits_are_answered_with_429(engine: crate::support::Engine) {
                 name: "Visa".into(),
                 subject: Some("Visa".into()),
                 body: "Your visa is ready.".into(),
+                priority: Default::default(),
             },
             actor,
         )
@@ -730,12 +736,14 @@ mod node {
                 name: "Licence".into(),
                 subject: Some("Licence ((case))".into()),
                 body: "Dear ((name)), licence ((case)) is renewed.((urgent?? Collect it today.))".into(),
+                priority: Default::default(),
             }, actor).await.unwrap();
             let sms = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
                 channel: civitas_notify::Channel::Sms,
                 name: "Code".into(),
                 subject: None,
                 body: "Code ((code))".into(),
+                priority: Default::default(),
             }, actor).await.unwrap();
             let dir = std::env::temp_dir().join(format!("civitas-notify-node-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&dir).unwrap();
@@ -784,6 +792,7 @@ async fn a_message_sent_again_is_the_same_message(engine: crate::support::Engine
             name: "Card".into(),
             subject: None,
             body: "Your card ((card)) is on its way.".into(),
+            priority: Default::default(),
         },
     )
     .await;

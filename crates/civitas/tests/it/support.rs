@@ -205,6 +205,31 @@ macro_rules! on_both_engines {
     };
 }
 
+/// One test on each engine for each test function that starts its own server
+/// (`async fn name(engine: Engine)`, for a configuration of its own): `sqlite::name` and
+/// `postgres::name`.
+#[macro_export]
+macro_rules! each_engine {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::support::Engine::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::support::Engine::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 /// A browser without a browser: keeps cookies, does not follow redirects, and fills in the
 /// anti-forgery token of the last page it read.
 pub struct Browser {
@@ -468,5 +493,71 @@ impl SmtpSink {
             }
         });
         SmtpSink { url, messages }
+    }
+}
+
+/// One request an [`HttpRecorder`] received: its path, headers and body.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// An HTTP server on loopback standing for someone Civitas calls (a provider, a service's
+/// callback receiver): it keeps every request and answers each with the next of its
+/// answers (status and JSON body), the last one again once they run out.
+pub struct HttpRecorder {
+    pub url: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+}
+
+impl HttpRecorder {
+    pub async fn start(answers: Vec<(u16, &'static str)>) -> HttpRecorder {
+        let requests: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>> = Default::default();
+        let kept = requests.clone();
+        let handler =
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let kept = kept.clone();
+                let answers = answers.clone();
+                async move {
+                    let mut all = kept.lock().unwrap();
+                    all.push(Recorded {
+                        path: uri.path().to_string(),
+                        headers,
+                        body: body.to_vec(),
+                    });
+                    let (status, body) = answers[(all.len() - 1).min(answers.len() - 1)];
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            };
+        let app = axum::Router::new().fallback(handler);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        HttpRecorder { url, requests }
+    }
+
+    /// The requests so far.
+    pub fn received(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Waits (up to ten seconds) until `n` requests have come.
+    pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        for _ in 0..200 {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{n} requests did not come; got {:?}", self.received());
     }
 }

@@ -22,15 +22,22 @@ fn em_width(c: char) -> f32 {
 }
 
 /// A document being written.
-pub(crate) struct Pdf {
+pub struct Pdf {
     pages: Vec<String>,
     page: String,
     /// The baseline of the next line, from the page's bottom.
     y: f32,
 }
 
+impl Default for Pdf {
+    fn default() -> Pdf {
+        Pdf::new()
+    }
+}
+
 impl Pdf {
-    pub(crate) fn new() -> Pdf {
+    /// An empty document.
+    pub fn new() -> Pdf {
         Pdf {
             pages: Vec::new(),
             page: String::new(),
@@ -39,7 +46,7 @@ impl Pdf {
     }
 
     /// Text at `size` points, indented by `indent` points, wrapped to the page's width.
-    pub(crate) fn text(&mut self, text: &str, size: f32, indent: f32) {
+    pub fn text(&mut self, text: &str, size: f32, indent: f32) {
         let room = (PAGE_WIDTH - 2.0 * MARGIN - indent) / size;
         for line in wrap(text, room) {
             self.line(&line, size, indent);
@@ -47,7 +54,7 @@ impl Pdf {
     }
 
     /// Space of `points` before what comes next.
-    pub(crate) fn gap(&mut self, points: f32) {
+    pub fn gap(&mut self, points: f32) {
         self.y -= points;
     }
 
@@ -68,7 +75,7 @@ impl Pdf {
     }
 
     /// The finished file, titled `title`, in language `lang` (BCP 47).
-    pub(crate) fn finish(mut self, title: &str, lang: &str) -> Vec<u8> {
+    pub fn finish(mut self, title: &str, lang: &str) -> Vec<u8> {
         if !self.page.is_empty() || self.pages.is_empty() {
             self.pages.push(std::mem::take(&mut self.page));
         }
@@ -191,14 +198,16 @@ fn utf16_hex(text: &str) -> String {
 
 /// Now, as a PDF date (`D:YYYYMMDDHHmmSSZ`).
 fn pdf_date() -> String {
-    let rfc = crate::ops::rfc3339(Some(civitas_ledger::event::now_ms()));
-    let digits: String = rfc
-        .unwrap_or_default()
-        .chars()
-        .filter(char::is_ascii_digit)
-        .take(14)
-        .collect();
-    format!("D:{digits}Z")
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "D:{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
 }
 
 #[cfg(test)]
