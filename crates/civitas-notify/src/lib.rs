@@ -14,10 +14,12 @@
 //!   through a [`provider`] over HTTP, whose signed receipts move their status.
 //! - [`letter`]: a letter's address lines and its PDF.
 //! - [`callbacks`]: each final status posted to the sending service, signed, retried.
+//! - [`inbox`]: the citizen's inbox, channel preferences and unsubscribes.
 
 pub mod auth;
 pub mod callbacks;
 pub mod delivery;
+pub mod inbox;
 pub mod letter;
 mod limits;
 pub mod provider;
@@ -160,6 +162,26 @@ pub const COMPONENT: Component = Component {
             created_ms BIGINT NOT NULL
         );
         CREATE INDEX notify_callback_queue_due ON notify_callback_queue (next_attempt_ms);",
+    }, Migration {
+        version: 8,
+        name: "the citizen's inbox, preferences and unsubscribes; essential templates",
+        sql: "ALTER TABLE notify_notifications ADD COLUMN in_inbox BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE notify_notifications ADD COLUMN read_ms BIGINT;
+        CREATE INDEX notify_notifications_person ON notify_notifications (subject_ref, created_ms);
+        ALTER TABLE notify_templates ADD COLUMN essential BIGINT NOT NULL DEFAULT 0;
+        CREATE TABLE notify_preferences (
+            subject_ref TEXT PRIMARY KEY,
+            email BIGINT NOT NULL,
+            sms BIGINT NOT NULL,
+            inbox BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL
+        );
+        CREATE TABLE notify_unsubscribes (
+            subject_ref TEXT NOT NULL,
+            service_id TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            PRIMARY KEY (subject_ref, service_id)
+        );",
     }],
 };
 

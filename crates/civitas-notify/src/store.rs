@@ -116,6 +116,8 @@ pub struct Template {
     pub updated_ms: Option<i64>,
     /// How urgent its messages are: they are delivered before less urgent ones.
     pub priority: Priority,
+    /// A notice the law requires: it reaches the person whatever their preferences.
+    pub essential: bool,
 }
 
 /// How urgent a template's messages are (Notify's `process_type`, with emergencies above).
@@ -176,6 +178,9 @@ pub struct NewTemplate {
     pub body: String,
     /// How urgent its messages are (kept by the template, not by each version).
     pub priority: Priority,
+    /// A notice the law requires (kept by the template): it reaches the person whatever
+    /// their preferences and unsubscribes.
+    pub essential: bool,
 }
 
 /// A notification to accept.
@@ -346,7 +351,7 @@ fn service_of(r: &AnyRow) -> Result<Service, NotifyError> {
     })
 }
 
-const TEMPLATE_COLUMNS: &str = "t.id, t.service_id, t.kind, t.priority, v.version, v.name, v.subject, v.body, v.created_by, v.created_ms AS version_ms, t.created_ms";
+const TEMPLATE_COLUMNS: &str = "t.id, t.service_id, t.kind, t.priority, t.essential, v.version, v.name, v.subject, v.body, v.created_by, v.created_ms AS version_ms, t.created_ms";
 
 fn template_of(r: &AnyRow) -> Result<Template, NotifyError> {
     let kind: String = r.try_get("kind")?;
@@ -365,6 +370,7 @@ fn template_of(r: &AnyRow) -> Result<Template, NotifyError> {
         created_ms: r.try_get("created_ms")?,
         updated_ms: (version > 1).then_some(version_ms),
         priority: Priority::of_level(r.try_get("priority")?),
+        essential: r.try_get::<i64, _>("essential")? != 0,
     })
 }
 
@@ -534,13 +540,14 @@ impl Notify {
             None => {
                 let id = uuid::Uuid::new_v4().to_string();
                 w.push(
-                    "INSERT INTO notify_templates (id, service_id, kind, version, archived, created_ms, priority) VALUES (?, ?, ?, 1, 0, ?, ?)",
+                    "INSERT INTO notify_templates (id, service_id, kind, version, archived, created_ms, priority, essential) VALUES (?, ?, ?, 1, 0, ?, ?, ?)",
                     vec![
                         Sql::Text(id.clone()),
                         Sql::Text(service_id.into()),
                         Sql::Str(t.channel.code()),
                         Sql::I64(now),
                         Sql::I64(t.priority.level()),
+                        Sql::I64(t.essential.into()),
                     ],
                 );
                 (id, 1)
@@ -554,10 +561,11 @@ impl Notify {
                     return Err(NotifyError::Invalid("a template keeps its channel".into()));
                 }
                 w.push(
-                    "UPDATE notify_templates SET version = ?, priority = ? WHERE id = ? AND version = ?",
+                    "UPDATE notify_templates SET version = ?, priority = ?, essential = ? WHERE id = ? AND version = ?",
                     vec![
                         Sql::I64(current.version + 1),
                         Sql::I64(t.priority.level()),
+                        Sql::I64(t.essential.into()),
                         Sql::Text(id.into()),
                         Sql::I64(current.version),
                     ],
@@ -584,7 +592,8 @@ impl Notify {
         )
         .with("service_id", service_id.to_string())
         .with("version", version)
-        .with("priority", t.priority.code());
+        .with("priority", t.priority.code())
+        .with("essential", t.essential);
         self.ledger
             .append_with(&event, w)
             .await
@@ -758,8 +767,20 @@ impl Notify {
         if let Some(over) = self.check_daily_limit(caller, n.channel).await? {
             return Err(NotifyError::OverLimit(over));
         }
-        let (status, sent, completed) = match caller.key_type {
-            KeyType::Test => (simulated_end(&recipient), Some(now), Some(now)),
+        // A person named by national ID: their preferences and unsubscribes decide where
+        // it goes (test keys reach no one).
+        let route = match (&n.from_registers, caller.key_type) {
+            (Some((_, person)), KeyType::Live | KeyType::Team) => {
+                self.route_for(person, &caller.service.id, n.channel, template.essential)
+                    .await?
+            }
+            _ => crate::inbox::Route::Channel { inbox: false },
+        };
+        let in_inbox = route != crate::inbox::Route::Channel { inbox: false };
+        let (status, sent, completed) = match (caller.key_type, route) {
+            (KeyType::Test, _) => (simulated_end(&recipient), Some(now), Some(now)),
+            // In the inbox, where the person reads it: delivered.
+            (_, crate::inbox::Route::InboxOnly) => ("delivered", Some(now), Some(now)),
             _ => ("created", None, None),
         };
         let due = n.scheduled_ms.unwrap_or(now);
@@ -781,7 +802,7 @@ impl Notify {
         };
         let mut w = Script::new();
         w.push(
-            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address, subject_ref, status_rank, status_ms, priority, scheduled_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
+            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address, subject_ref, status_rank, status_ms, priority, scheduled_ms, next_attempt_ms, in_inbox) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
             vec![
                 Sql::Text(stored.id.clone()),
                 Sql::Text(caller.service.id.clone()),
@@ -805,9 +826,10 @@ impl Notify {
                 Sql::I64(template.priority.level()),
                 n.scheduled_ms.into(),
                 Sql::I64(due),
+                Sql::I64(in_inbox.into()),
             ],
         );
-        if caller.key_type == KeyType::Test {
+        if completed.is_some() {
             let reported = crate::callbacks::Reported {
                 id: stored.id.clone(),
                 service_id: caller.service.id.clone(),
@@ -837,8 +859,11 @@ impl Notify {
         .with("template_id", template.id.clone())
         .with("template_version", template.version)
         .with("key_type", caller.key_type.code());
-        if caller.key_type == KeyType::Test {
+        if completed.is_some() {
             event = event.with("status", status);
+        }
+        if in_inbox {
+            event = event.with("inbox", true);
         }
         match self.ledger.append_with(&event, w).await {
             Ok(_) => {}
@@ -854,7 +879,7 @@ impl Notify {
             }
             Err(e) => return Err(e.into()),
         }
-        if caller.key_type != KeyType::Test && n.scheduled_ms.is_none() {
+        if completed.is_none() && n.scheduled_ms.is_none() {
             self.wake[crate::delivery::wake_index(n.channel)].notify_one();
         }
         Ok((stored, template))

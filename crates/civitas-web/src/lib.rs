@@ -19,6 +19,7 @@ mod exchange;
 mod exchange_api;
 pub mod exchange_peer;
 mod i18n;
+mod inbox_page;
 mod ledger;
 pub mod memo;
 mod my_data;
@@ -145,6 +146,7 @@ pub fn app(state: AppState) -> Router {
             .merge(org_page::routes())
             .merge(notify_api::routes())
             .merge(notify_providers::routes())
+            .merge(inbox_page::routes())
             .merge(exchange::routes())
             .merge(data_usage::api_routes())
             .merge(exchange_api::routes())

@@ -81,6 +81,10 @@ pub enum NotifyCommand {
         /// ones (sign-in codes), then normal ones.
         #[arg(long, default_value = "normal", value_parser = ["normal", "priority", "emergency"])]
         priority: String,
+        /// A notice the law requires: it reaches the person whatever their preferences and
+        /// unsubscribes (in their inbox, or by the channel it is sent by).
+        #[arg(long)]
+        essential: bool,
     },
     /// Sets where a service's delivery-status callbacks go, and the bearer token they carry
     /// (read from standard input, so that it is not seen in the process list).
@@ -159,6 +163,7 @@ async fn run_with(notify: &Notify, cmd: NotifyCommand) -> Result<()> {
             body,
             template,
             priority,
+            essential,
         } => {
             if notify.service(&service).await?.is_none() {
                 bail!("there is no service {service}");
@@ -176,6 +181,7 @@ async fn run_with(notify: &Notify, cmd: NotifyCommand) -> Result<()> {
                         body: text,
                         priority: civitas_notify::Priority::parse(&priority)
                             .context("--priority")?,
+                        essential,
                     },
                     OPERATOR_CLI,
                 )

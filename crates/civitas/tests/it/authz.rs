@@ -211,6 +211,18 @@ const MATRIX: &[(&str, &str, Rule)] = &[
         "/api/v1/consent/records/none/validity",
         Rule::Protocol(401),
     ),
+    ("GET", "/account/messages", Rule::ResidentPage),
+    ("GET", "/account/messages/settings", Rule::ResidentPage),
+    ("POST", "/account/messages/settings", Rule::SignedInForm),
+    ("POST", "/account/messages/senders/none", Rule::SignedInForm),
+    (
+        "GET",
+        "/account/messages/none",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
     ("GET", "/account/my-data", Rule::ResidentPage),
     ("GET", "/account/my-data.json", Rule::ResidentPage),
     ("GET", "/account/my-data.pdf", Rule::ResidentPage),

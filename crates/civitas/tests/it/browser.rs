@@ -371,6 +371,8 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
         "/account/data-usage",
         "/account/consents",
         "/account/my-data",
+        "/account/messages",
+        "/account/messages/settings",
         "/account/mandates",
         "/org",
     ];

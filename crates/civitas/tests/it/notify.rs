@@ -132,6 +132,7 @@ on_both_engines! {
             subject: Some("Your application ((case))".into()),
             body: "Dear ((name)),\n\nyour application ((case)) has moved on.((urgent?? Please reply today.))".into(),
             priority: Default::default(),
+            essential: false,
         }, actor).await.unwrap();
         // A second version: the first is still there to read.
         let email = notify.save_template(&service.id, Some(&email.id), &civitas_notify::NewTemplate {
@@ -140,6 +141,7 @@ on_both_engines! {
             subject: Some("案件進度 ((case))".into()),
             body: "((name)) 您好：\n\n您的案件 ((case)) 已有進度。((urgent??請於今日回覆。))".into(),
             priority: Default::default(),
+            essential: false,
         }, actor).await.unwrap();
         assert_eq!(email.version, 2);
         let sms = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
@@ -148,6 +150,7 @@ on_both_engines! {
             subject: None,
             body: "您的驗證碼是 ((code))".into(),
             priority: Default::default(),
+            essential: false,
         }, actor).await.unwrap();
 
         let dir = std::env::temp_dir().join(format!("civitas-notify-{}", uuid::Uuid::new_v4()));
@@ -371,6 +374,7 @@ async fn live_email_goes_out_over_smtp(engine: crate::support::Engine) {
             subject: Some("退稅通知 ((year))".into()),
             body: "((name)) 您好：您的 ((year)) 年度退稅已核定。".into(),
             priority: Default::default(),
+            essential: false,
         },
     )
     .await;
@@ -508,6 +512,7 @@ async fn email_waits_while_the_mail_server_is_down(engine: crate::support::Engin
             subject: Some("Work permit".into()),
             body: "Your work permit is ready.".into(),
             priority: Default::default(),
+            essential: false,
         },
     )
     .await;
@@ -650,6 +655,7 @@ async fn limits_are_answered_with_429(engine: crate::support::Engine) {
                 subject: Some("Visa".into()),
                 body: "Your visa is ready.".into(),
                 priority: Default::default(),
+                essential: false,
             },
             actor,
         )
@@ -737,6 +743,7 @@ mod node {
                 subject: Some("Licence ((case))".into()),
                 body: "Dear ((name)), licence ((case)) is renewed.((urgent?? Collect it today.))".into(),
                 priority: Default::default(),
+                essential: false,
             }, actor).await.unwrap();
             let sms = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
                 channel: civitas_notify::Channel::Sms,
@@ -744,6 +751,7 @@ mod node {
                 subject: None,
                 body: "Code ((code))".into(),
                 priority: Default::default(),
+                essential: false,
             }, actor).await.unwrap();
             let dir = std::env::temp_dir().join(format!("civitas-notify-node-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&dir).unwrap();
@@ -793,6 +801,7 @@ async fn a_message_sent_again_is_the_same_message(engine: crate::support::Engine
             subject: None,
             body: "Your card ((card)) is on its way.".into(),
             priority: Default::default(),
+            essential: false,
         },
     )
     .await;

@@ -56,6 +56,7 @@ fn sms_template() -> civitas_notify::NewTemplate {
         subject: None,
         body: "您的驗證碼是 ((code))".into(),
         priority: civitas_notify::Priority::Priority,
+        essential: false,
     }
 }
 
@@ -119,6 +120,7 @@ async fn text_messages_and_letters_go_through_the_sandbox(engine: Engine) {
                 subject: Some("((year)) 年度綜合所得稅退稅通知".into()),
                 body: "((address_line_1)) 君：\n\n您的 ((year)) 年度退稅已核定，將於十日內匯入您的帳戶。".into(),
                 priority: civitas_notify::Priority::Normal,
+                essential: false,
             },
             "operator:test",
         )
@@ -572,6 +574,7 @@ async fn scheduled_messages_wait_and_emergencies_go_first(engine: Engine) {
         subject: Some(name.into()),
         body: "((n))".into(),
         priority,
+        essential: false,
     };
     let (key, normal) = live_service(
         &app,
@@ -675,7 +678,208 @@ async fn scheduled_messages_wait_and_emergencies_go_first(engine: Engine) {
     app.stop().await;
 }
 
+/// A resident reads what services sent them by national ID in their inbox, chooses the
+/// channels they take, and stops a service's non-essential messages; notices the law
+/// requires still reach them.
+async fn a_resident_reads_their_messages_and_chooses_how_they_are_told(engine: Engine) {
+    use civitas_notify::{Channel, NewTemplate, Priority};
+    let Some(app) = TestApp::spawn(engine).await else {
+        return;
+    };
+    let template = |name: &str, essential| NewTemplate {
+        channel: Channel::Email,
+        name: name.into(),
+        subject: Some(name.into()),
+        body: "((what))\n\n如有疑問請洽承辦人。".into(),
+        priority: Priority::Normal,
+        essential,
+    };
+    let (key, news) = live_service(
+        &app,
+        "Labour insurance",
+        civitas_notify::KeyType::Live,
+        template("勞保月報", false),
+    )
+    .await;
+    let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
+    let notice = notify
+        .save_template(
+            &news.service_id,
+            None,
+            &template("保費催繳通知", true),
+            "operator:test",
+        )
+        .await
+        .unwrap();
+    let (id,): (String,) = civitas_store::sqlx::query_as(
+        "SELECT p.national_id FROM demo_people d JOIN persons p ON p.id = d.person_id WHERE p.email IS NOT NULL ORDER BY d.role LIMIT 1",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    let send = |t: &str, what: &str| {
+        post_v2(
+            &app,
+            &key,
+            "email",
+            json!({"email_address": id, "template_id": t, "personalisation": {"what": what}}),
+        )
+    };
+    let status_of = |r: Value| {
+        let (app, key) = (&app, key.clone());
+        async move {
+            read_when(
+                app,
+                &key,
+                r["id"].as_str().unwrap(),
+                &["created", "delivered"],
+            )
+            .await["status"]
+                .clone()
+        }
+    };
+    let first: Value = send(&news.id, "十一月份投保薪資已更新")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(first).await,
+        "created",
+        "by e-mail, and in the inbox too"
+    );
+
+    let mut person = crate::support::Browser::new(&app);
+    person.sign_in(&id, civitas_identity::DEMO_PASSWORD).await;
+    let inbox = person.get("/account/messages").await;
+    assert_eq!(inbox.status, 200);
+    assert!(
+        inbox.body.contains("勞保月報")
+            && inbox.body.contains("Labour insurance")
+            && inbox.body.contains("未讀"),
+        "{}",
+        inbox.body
+    );
+    let link = inbox
+        .body
+        .split("href=\"/account/messages/")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_string())
+        .find(|l| l != "settings")
+        .unwrap();
+    let opened = person.get(&format!("/account/messages/{link}")).await;
+    assert!(opened.body.contains("十一月份投保薪資已更新"));
+    assert!(
+        !person.get("/account/messages").await.body.contains("未讀"),
+        "read once opened"
+    );
+    // Another person finds nothing there.
+    let mut other = crate::support::Browser::new(&app);
+    let people = civitas_registry::demo_people(&app.db).await.unwrap();
+    let stranger = people.iter().find(|p| p.national_id != id).unwrap();
+    other
+        .sign_in(&stranger.national_id, civitas_identity::DEMO_PASSWORD)
+        .await;
+    assert_eq!(
+        other.get(&format!("/account/messages/{link}")).await.status,
+        404
+    );
+
+    // No e-mail: the next message is in the inbox only, and so delivered.
+    person.get("/account/messages/settings").await;
+    let saved = person
+        .post(
+            "/account/messages/settings",
+            &[("sms", "1"), ("inbox", "1")],
+        )
+        .await;
+    assert_eq!(
+        saved.location.as_deref(),
+        Some("/account/messages/settings?saved")
+    );
+    let second: Value = send(&news.id, "十二月份投保薪資已更新")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status_of(second).await, "delivered");
+    // Neither e-mail nor inbox: a non-essential message cannot go; a notice the law
+    // requires goes by e-mail all the same.
+    person.get("/account/messages/settings").await;
+    person
+        .post("/account/messages/settings", &[("sms", "1")])
+        .await;
+    let refused: Value = send(&news.id, "x").await.json().await.unwrap();
+    assert_eq!(
+        refused["errors"][0]["message"],
+        "This person does not take non-essential messages by e-mail"
+    );
+    let required: Value = send(&notice.id, "請於月底前繳納保費")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status_of(required).await, "created");
+    // Unsubscribed from the service: its non-essential messages stop, its notices do not.
+    person.get("/account/messages/settings").await;
+    person
+        .post(
+            "/account/messages/settings",
+            &[("email", "1"), ("sms", "1"), ("inbox", "1")],
+        )
+        .await;
+    let page = person.get("/account/messages/settings").await;
+    assert!(page.body.contains("Labour insurance"));
+    let stopped = person
+        .post(
+            &format!("/account/messages/senders/{}", news.service_id),
+            &[("stop", "1")],
+        )
+        .await;
+    assert_eq!(stopped.status, 303);
+    assert!(
+        person
+            .get("/account/messages/settings")
+            .await
+            .body
+            .contains("已退訂")
+    );
+    let refused: Value = send(&news.id, "x").await.json().await.unwrap();
+    assert_eq!(
+        refused["errors"][0]["message"],
+        "This person has unsubscribed from this service's non-essential messages"
+    );
+    assert_eq!(send(&notice.id, "最後催繳").await.status(), 201);
+    assert!(
+        person
+            .get("/account/messages")
+            .await
+            .body
+            .contains("保費催繳通知")
+    );
+    // Without the form's token, nothing changes.
+    let forged = person
+        .post(
+            &format!("/account/messages/senders/{}", news.service_id),
+            &[("stop", "0"), ("csrf", "forged")],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    // The ledger has the choice under the person's tag, never their ID.
+    let event = app
+        .ledger
+        .latest_of_kind("notify.unsubscribed")
+        .await
+        .unwrap()
+        .unwrap()
+        .1;
+    assert!(event.subject.is_some());
+    assert!(!serde_json::to_string(&event.public).unwrap().contains(&id));
+    app.stop().await;
+}
+
 crate::each_engine!(
+    a_resident_reads_their_messages_and_chooses_how_they_are_told,
     text_messages_and_letters_go_through_the_sandbox,
     receipts_out_of_order_never_move_a_status_back,
     status_callbacks_are_signed_and_retried,
