@@ -703,7 +703,7 @@ async fn limits_are_answered_with_429_on_postgres() {
 
 const NODE_SCRIPT: &str = r#"
 const NotifyClient = require('notifications-node-client').NotifyClient;
-const [base, testKey, teamKey, emailT, smsT] = process.argv.slice(2);
+const [base, testKey, teamKey, emailT, smsT, letterT] = process.argv.slice(2);
 const refused = (p) => p.then(() => null, (e) => ({ status: e.response.status, body: e.response.data }));
 (async () => {
   const c = new NotifyClient(base, testKey);
@@ -712,6 +712,13 @@ const refused = (p) => p.then(() => null, (e) => ({ status: e.response.status, b
     personalisation: { name: '陳大明', case: 'B-7', urgent: 'no' }, reference: 'node-1' })).data;
   out.email_read = (await c.getNotificationById(out.email.id)).data;
   out.sms = (await c.sendSms(smsT, '+886 912 345 678', { personalisation: { code: '777' } })).data;
+  out.sms_read = (await c.getNotificationById(out.sms.id)).data;
+  out.letter = (await c.sendLetter(letterT, { personalisation: {
+    address_line_1: '陳大明', address_line_2: '新北市板橋區中山路一段161號', address_line_3: '220', case: 'B-7' },
+    reference: 'node-letter' })).data;
+  out.letter_read = (await c.getNotificationById(out.letter.id)).data;
+  const pdf = await c.getPdfForLetterNotification(out.letter.id);
+  out.pdf = { head: pdf.subarray(0, 5).toString(), size: pdf.length };
   out.list = (await c.getNotifications('email', null, 'node-1')).data;
   out.template = (await c.getTemplateById(emailT)).data;
   out.template_v1 = (await c.getTemplateByIdAndVersion(emailT, 1)).data;
@@ -753,13 +760,21 @@ mod node {
                 priority: Default::default(),
                 essential: false,
             }, actor).await.unwrap();
+            let letter = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
+                channel: civitas_notify::Channel::Letter,
+                name: "Licence letter".into(),
+                subject: Some("駕照 ((case)) 已換發".into()),
+                body: "((address_line_1)) 先生／女士：您的駕照 ((case)) 已換發。".into(),
+                priority: Default::default(),
+                essential: false,
+            }, actor).await.unwrap();
             let dir = std::env::temp_dir().join(format!("civitas-notify-node-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&dir).unwrap();
             let script = dir.join("client.js");
             std::fs::write(&script, NODE_SCRIPT).unwrap();
             let run = tokio::process::Command::new("node")
                 .arg(&script)
-                .args([&app.base, &test_key, &team_key, &email.id, &sms.id])
+                .args([&app.base, &test_key, &team_key, &email.id, &sms.id, &letter.id])
                 .env("NODE_PATH", &modules)
                 .output()
                 .await
@@ -771,6 +786,11 @@ mod node {
             assert_eq!(out["email"]["content"]["body"], "Dear 陳大明, licence B-7 is renewed.");
             assert_eq!(out["email_read"]["status"], "delivered");
             assert_eq!(out["sms"]["content"]["body"], "Code 777");
+            assert_eq!((out["sms_read"]["status"].as_str(), out["sms_read"]["phone_number"].as_str()), (Some("delivered"), Some("+886912345678")));
+            // A test key's letter is received at once, as Notify's simulator has it.
+            assert_eq!(out["letter"]["content"]["subject"], "駕照 B-7 已換發");
+            assert_eq!((out["letter_read"]["status"].as_str(), out["letter_read"]["line_2"].as_str()), (Some("received"), Some("新北市板橋區中山路一段161號")));
+            assert_eq!(out["pdf"]["head"], "%PDF-");
             assert_eq!(out["list"]["notifications"].as_array().unwrap().len(), 1);
             assert_eq!(out["list"]["notifications"][0]["id"], out["email"]["id"]);
             assert_eq!(out["template"]["name"], "Licence");
