@@ -24,7 +24,7 @@ mod throttle;
 pub mod totp;
 
 pub use accounts::{Account, AccountKind, Registration};
-pub use courier::{Courier, MailSink, SentMessage};
+pub use courier::{Courier, MailSink, SendFuture, SentMessage};
 pub use loa::Loa;
 pub use service::{Identity, IdentitySettings, SignInOutcome, SignInStep};
 pub use throttle::Throttled;

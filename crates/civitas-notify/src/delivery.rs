@@ -36,6 +36,10 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use crate::provider::{Provider, rank};
 use crate::{Channel, Notify, NotifyError};
 
+/// Civitas's own messages (one-time codes) are not kept once they reach a final status.
+pub(crate) const FORGET_OWN: &str =
+    "body = CASE WHEN service_id = '00000000-0000-4000-8000-00000000c1c1' THEN '' ELSE body END";
+
 /// How long a claim holds its messages.
 const CLAIM_MS: i64 = 10 * 60 * 1000;
 /// A deliverer stops sending a batch this long before its claim runs out.
@@ -164,7 +168,7 @@ impl Notify {
             ),
             None => {
                 w.push(
-                    "UPDATE notify_notifications SET status = ?, status_rank = ?, status_ms = ?, completed_ms = ?, attempts = attempts + 1 WHERE id = ? AND status = 'sending' AND sent_ms = ?",
+                    &format!("UPDATE notify_notifications SET status = ?, status_rank = ?, status_ms = ?, completed_ms = ?, attempts = attempts + 1, {FORGET_OWN} WHERE id = ? AND status = 'sending' AND sent_ms = ?"),
                     vec![
                         Sql::Text(status.into()),
                         Sql::I64(rank(status)),

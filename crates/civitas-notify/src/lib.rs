@@ -15,6 +15,7 @@
 //! - [`letter`]: a letter's address lines and its PDF.
 //! - [`callbacks`]: each final status posted to the sending service, signed, retried.
 //! - [`inbox`]: the citizen's inbox, channel preferences and unsubscribes.
+//! - [`own`]: Civitas's own messages (one-time codes, alerts), sent through Notify itself.
 
 pub mod auth;
 pub mod callbacks;
@@ -22,6 +23,7 @@ pub mod delivery;
 pub mod inbox;
 pub mod letter;
 mod limits;
+pub mod own;
 pub mod provider;
 mod store;
 pub mod template;

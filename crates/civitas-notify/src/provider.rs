@@ -280,9 +280,12 @@ impl Notify {
         let person: Option<String> = row.try_get("subject_ref")?;
         let mut w = Script::new();
         w.push(
-            "UPDATE notify_notifications SET status = ?, status_rank = ?, status_ms = ?,
-                 completed_ms = CASE WHEN ? = 4 THEN ? ELSE completed_ms END
+            &format!(
+                "UPDATE notify_notifications SET status = ?, status_rank = ?, status_ms = ?,
+                 completed_ms = CASE WHEN ? = 4 THEN ? ELSE completed_ms END, {}
              WHERE id = ? AND (status_rank < ? OR (status_rank = ? AND status_ms < ?))",
+                crate::delivery::FORGET_OWN
+            ),
             vec![
                 Sql::Text(r.status.clone()),
                 Sql::I64(rank(&r.status)),

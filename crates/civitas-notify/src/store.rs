@@ -402,13 +402,24 @@ fn notification_of(r: &AnyRow) -> Result<Notification, NotifyError> {
 impl Notify {
     /// Registers a sending service, in trial until made live (`notify.service_created`).
     pub async fn create_service(&self, name: &str, actor: &str) -> Result<Service, NotifyError> {
+        self.create_service_with_id(&uuid::Uuid::new_v4().to_string(), name, actor)
+            .await
+    }
+
+    /// [`Notify::create_service`] with the id given.
+    pub(crate) async fn create_service_with_id(
+        &self,
+        id: &str,
+        name: &str,
+        actor: &str,
+    ) -> Result<Service, NotifyError> {
+        let id = id.to_string();
         let name = name.trim();
         if name.is_empty() || name.len() > 255 {
             return Err(NotifyError::Invalid(
                 "a service's name is 1 to 255 bytes".into(),
             ));
         }
-        let id = uuid::Uuid::new_v4().to_string();
         let mut w = Script::new();
         w.push(
             "INSERT INTO notify_services (id, name, live, active, created_ms) VALUES (?, ?, 0, 1, ?)",

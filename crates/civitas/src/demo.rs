@@ -157,7 +157,7 @@ pub async fn prepare(
             .into_iter()
             .map(|p| p.national_id)
             .collect();
-        let (identity, _) = crate::identity_for(&db, &ledger, config);
+        let (identity, _) = crate::identity_for(&db, &ledger, config, None);
         identity
             .seed_demo_sign_ins(DEMO_PASSWORD, &featured)
             .await?;

@@ -308,6 +308,7 @@ pub fn identity_for(
     db: &Db,
     ledger: &Ledger,
     config: &Config,
+    own_messages: Option<civitas_notify::own::OwnMessages>,
 ) -> (
     civitas_identity::Identity,
     Option<civitas_identity::MailSink>,
@@ -323,13 +324,41 @@ pub fn identity_for(
     let sink = config
         .dev_mail_sink
         .then(|| civitas_identity::MailSink::new(db.clone()));
-    let courier = sink
-        .clone()
-        .map(|s| Arc::new(s) as Arc<dyn civitas_identity::Courier>);
+    // The development sink when asked for; otherwise Notify, when it can deliver.
+    let courier = match (&sink, own_messages) {
+        (Some(s), _) => Some(Arc::new(s.clone()) as Arc<dyn civitas_identity::Courier>),
+        (None, Some(own)) => {
+            Some(Arc::new(ThroughNotify(own)) as Arc<dyn civitas_identity::Courier>)
+        }
+        (None, None) => None,
+    };
     (
         civitas_identity::Identity::new(db.clone(), ledger.clone(), settings, courier),
         sink,
     )
+}
+
+/// Identity's one-time codes and alerts, sent through Notify as Civitas's own messages.
+struct ThroughNotify(civitas_notify::own::OwnMessages);
+
+impl civitas_identity::Courier for ThroughNotify {
+    fn send<'a>(
+        &'a self,
+        to: &'a str,
+        subject: &'a str,
+        body: &'a str,
+    ) -> civitas_identity::SendFuture<'a> {
+        Box::pin(async move {
+            self.0
+                .send(to, subject, body)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    tracing::error!(error = %e, "a message of Civitas's own could not be queued");
+                    civitas_identity::IdentityError::NoCourier
+                })
+        })
+    }
 }
 
 /// The passkey relying party for a site served at `base_url`: its host is the relying-party
@@ -491,7 +520,20 @@ async fn app_state(
             tracing::warn!(error = %e, "cannot read the consent records into memory; decisions read them as they come");
         }
     });
-    let (identity, mail_sink) = identity_for(&db, &ledger, &config);
+    let notify = civitas_notify::Notify::with_rate_limit(
+        db.clone(),
+        ledger.clone(),
+        config.notify_rate_limit_per_minute,
+    );
+    // Civitas's own messages go through Notify when it has a way to deliver them.
+    let own_messages = match (
+        config.dev_mail_sink,
+        config.notify_smtp_url.is_some() || config.notify_sms.is_some(),
+    ) {
+        (false, true) => Some(notify.own_messages().await?),
+        _ => None,
+    };
+    let (identity, mail_sink) = identity_for(&db, &ledger, &config, own_messages);
     let oidc = civitas_identity::oidc::Provider::new(
         db.clone(),
         ledger.clone(),
@@ -501,11 +543,6 @@ async fn app_state(
     let purger = archive
         .is_some()
         .then(|| tokio::spawn(purge_archive(db.clone(), ledger.clone())));
-    let notify = civitas_notify::Notify::with_rate_limit(
-        db.clone(),
-        ledger.clone(),
-        config.notify_rate_limit_per_minute,
-    );
     let notify_provider = notify_provider(&config, issuer)?;
     let state = civitas_web::AppState {
         db,

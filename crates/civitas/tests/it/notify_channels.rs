@@ -878,7 +878,60 @@ async fn a_resident_reads_their_messages_and_chooses_how_they_are_told(engine: E
     app.stop().await;
 }
 
+/// Civitas's own messages go through Notify: a person registering gets their code by
+/// e-mail from the system service, over SMTP; the code is not kept once sent.
+async fn civitas_sends_its_own_codes_through_notify(engine: Engine) {
+    let sink = crate::support::SmtpSink::start().await;
+    let url = sink.url.clone();
+    let Some(app) = TestApp::spawn_with(engine, move |c| {
+        c.dev_mail_sink = false;
+        c.notify_smtp_url = Some(url);
+    })
+    .await
+    else {
+        return;
+    };
+    let (id, birth, email): (String, String, String) = civitas_store::sqlx::query_as(
+        "SELECT national_id, birth_date, email FROM persons WHERE email IS NOT NULL AND death_date IS NULL
+         AND id NOT IN (SELECT person_id FROM accounts WHERE person_id IS NOT NULL) ORDER BY id LIMIT 1",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    let mut b = crate::support::Browser::new(&app);
+    b.get("/register").await;
+    let page = b
+        .post("/register", &[("national_id", &id), ("birth_date", &birth)])
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = sink.messages.lock().unwrap().clone();
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(got.len(), 1, "one message");
+    assert_eq!(got[0].0, [email.to_lowercase()]);
+    assert!(got[0].1.contains("registration code"), "{}", got[0].1);
+    let (service, status, body): (String, String, String) = civitas_store::sqlx::query_as(
+        "SELECT service_id, status, body FROM notify_notifications ORDER BY created_ms DESC LIMIT 1",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(service, civitas_notify::own::SYSTEM_SERVICE_ID);
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("delivered", ""),
+        "delivered, and the code forgotten"
+    );
+    app.stop().await;
+}
+
 crate::each_engine!(
+    civitas_sends_its_own_codes_through_notify,
     a_resident_reads_their_messages_and_chooses_how_they_are_told,
     text_messages_and_letters_go_through_the_sandbox,
     receipts_out_of_order_never_move_a_status_back,
