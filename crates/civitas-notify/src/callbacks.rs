@@ -156,7 +156,11 @@ impl Notify {
             "id": n.id,
             "reference": n.reference,
             "to": n.to,
-            "status": status,
+            // A letter's, as Notify shows it.
+            "status": match (n.kind.as_str(), status) {
+                ("letter", "delivered") => "received",
+                (_, s) => s,
+            },
             "created_at": notify_time(n.created_ms),
             "completed_at": notify_time(at_ms),
             "sent_at": n.sent_ms.and_then(notify_time),
@@ -206,23 +210,23 @@ impl Notify {
         let mut sends = tokio::task::JoinSet::new();
         for r in &rows {
             let id: String = r.try_get("id")?;
-            let url: String = r.try_get("url")?;
             let body: String = r.try_get("body")?;
             let attempts: i64 = r.try_get("attempts")?;
             let created_ms: i64 = r.try_get("created_ms")?;
             let service_id: String = r.try_get("service_id")?;
-            // The token as it is now: a service that changed it wants the new one.
-            let token: Option<String> = sqlx::query_scalar(
-                "SELECT bearer_token FROM notify_callbacks WHERE service_id = $1",
+            // The address and token as they are now, together: a service that changed them
+            // wants the new ones, and a new token never goes to an old address.
+            let target: Option<(String, String)> = sqlx::query_as(
+                "SELECT url, bearer_token FROM notify_callbacks WHERE service_id = $1",
             )
             .bind(&service_id)
             .fetch_optional(self.db.pool())
             .await?;
             let http = http.clone();
             sends.spawn(async move {
-                let outcome = match token {
+                let outcome = match target {
                     None => Err("the service no longer has a callback".to_string()),
-                    Some(token) => post(&http, &url, &token, body).await,
+                    Some((url, token)) => post(&http, &url, &token, body).await,
                 };
                 (id, attempts, created_ms, outcome)
             });

@@ -86,6 +86,8 @@ struct Claimed {
     attempts: i64,
     created_ms: i64,
     priority: i64,
+    /// When it was to go (its scheduled time, else when it was accepted).
+    due_ms: i64,
 }
 
 /// How a send went wrong.
@@ -114,7 +116,7 @@ impl Notify {
                             AND ((status = 'created' AND next_attempt_ms <= $1)
                                  OR (status = 'sending' AND provider_ref IS NULL AND sent_ms < $2))
                           ORDER BY priority DESC, created_ms LIMIT $3{skip_locked})
-             RETURNING id, COALESCE(address, recipient) AS recipient, subject_ref, subject, body, attempts, created_ms, priority"
+             RETURNING id, COALESCE(address, recipient) AS recipient, subject_ref, subject, body, attempts, created_ms, priority, COALESCE(scheduled_ms, created_ms) AS due_ms"
         ))
         .bind(now)
         .bind(now - CLAIM_MS)
@@ -136,6 +138,7 @@ impl Notify {
                     attempts: r.try_get("attempts")?,
                     created_ms: r.try_get("created_ms")?,
                     priority: r.try_get("priority")?,
+                    due_ms: r.try_get("due_ms")?,
                 })
             })
             .collect::<Result<Vec<_>, NotifyError>>()?;
@@ -248,7 +251,7 @@ impl Notify {
                 break;
             }
             let outcome = carrier.send(channel, m).await;
-            let failed_for = now_ms() - m.created_ms;
+            let failed_for = now_ms() - m.due_ms;
             let settled = match outcome {
                 Ok(None) => self.settle(m, claim, "delivered", None).await,
                 Ok(Some(reference)) => self.settle(m, claim, "sending", Some(&reference)).await,

@@ -197,13 +197,15 @@ impl Notify {
             .collect()
     }
 
-    /// A person's inbox, newest first (the last 200).
+    /// A person's inbox, newest first (the last 200), scheduled messages once due.
     pub async fn inbox(&self, person: &str) -> Result<Vec<InboxMessage>, NotifyError> {
         let rows = sqlx::query(&format!(
             "SELECT {INBOX_COLUMNS} FROM notify_notifications n JOIN notify_services s ON s.id = n.service_id
-             WHERE n.subject_ref = $1 AND n.in_inbox = 1 ORDER BY n.created_ms DESC, n.id DESC LIMIT 200"
+             WHERE n.subject_ref = $1 AND n.in_inbox = 1 AND COALESCE(n.scheduled_ms, 0) <= $2
+             ORDER BY n.created_ms DESC, n.id DESC LIMIT 200"
         ))
         .bind(person)
+        .bind(now_ms())
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(message_of).collect()
@@ -223,10 +225,11 @@ impl Notify {
             .await?;
         let row = sqlx::query(&format!(
             "SELECT {INBOX_COLUMNS} FROM notify_notifications n JOIN notify_services s ON s.id = n.service_id
-             WHERE n.id = $1 AND n.subject_ref = $2 AND n.in_inbox = 1"
+             WHERE n.id = $1 AND n.subject_ref = $2 AND n.in_inbox = 1 AND COALESCE(n.scheduled_ms, 0) <= $3"
         ))
         .bind(id)
         .bind(person)
+        .bind(now_ms())
         .fetch_optional(self.db.pool())
         .await?;
         row.as_ref().map(message_of).transpose()

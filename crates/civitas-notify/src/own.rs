@@ -23,11 +23,14 @@ pub struct OwnMessages {
     caller: Caller,
     email_template: String,
     sms_template: String,
+    /// The channels this node can deliver by.
+    carried: (bool, bool),
 }
 
 impl Notify {
-    /// The system service and its templates, made if they are not there yet.
-    pub async fn own_messages(&self) -> Result<OwnMessages, NotifyError> {
+    /// The system service and its templates, made if they are not there yet; messages go
+    /// by e-mail only when `email` can be delivered, by text message only when `sms` can.
+    pub async fn own_messages(&self, email: bool, sms: bool) -> Result<OwnMessages, NotifyError> {
         let service = match self.service(SYSTEM_SERVICE_ID).await? {
             Some(s) => s,
             None => {
@@ -71,6 +74,7 @@ impl Notify {
             },
             email_template,
             sms_template,
+            carried: (email, sms),
         })
     }
 }
@@ -84,6 +88,17 @@ impl OwnMessages {
         } else {
             (Channel::Sms, &self.sms_template)
         };
+        let carried = match channel {
+            Channel::Email => self.carried.0,
+            _ => self.carried.1,
+        };
+        if !carried {
+            // Queued, it would wait for a carrier that is not there.
+            return Err(NotifyError::BadRequest(format!(
+                "nothing delivers {} messages here",
+                channel.code()
+            )));
+        }
         let mut personalisation = Map::new();
         personalisation.insert("subject".into(), Value::String(subject.into()));
         personalisation.insert("body".into(), Value::String(body.into()));

@@ -14,8 +14,9 @@
 //! - A receipt: `POST /notify/receipts` with `{"id", "reference", "status", "at"}`, `at` in
 //!   RFC 3339, when the status came about at the provider. Receipts may come in any order
 //!   and more than once: each is kept as an event, and the message's status is the one of
-//!   highest rank (`pending` < `sent` < final), the latest among finals, so a late
-//!   `pending` never moves a `delivered` message back.
+//!   highest rank (`pending` < `sent` < final), the latest of a rank, and a final status
+//!   stays: a late `pending` never moves a `delivered` message back, nor does a
+//!   `temporary-failure` after it.
 
 use std::time::Duration;
 
@@ -135,8 +136,9 @@ impl Provider {
                 .and_then(|v| v["reference"].as_str().map(str::to_string))
                 .filter(|r| !r.is_empty() && r.len() <= 255)
                 .ok_or_else(|| Failure::Ours("the provider's answer has no reference".into())),
+            // The provider's words are not logged: they may repeat the number or the text.
             400 | 422 => Err(Failure::Recipient(format!(
-                "the provider refused it: {text}"
+                "the provider refused it ({status})"
             ))),
             429 => Err(Failure::Later("the provider asks us to slow down".into())),
             s => Err(Failure::Ours(format!("the provider answered {s}"))),
@@ -240,7 +242,9 @@ impl Notify {
         let at_ms =
             time::OffsetDateTime::parse(&r.at, &time::format_description::well_known::Rfc3339)
                 .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-                .map_err(|_| NotifyError::Invalid("at is not an RFC 3339 time".into()))?;
+                .map_err(|_| NotifyError::Invalid("at is not an RFC 3339 time".into()))?
+                // A provider's clock ahead of ours does not date a status in the future.
+                .min(now_ms());
         let row = sqlx::query(
             "SELECT kind, key_type, provider_ref, recipient, subject_ref FROM notify_notifications WHERE id = $1",
         )
@@ -283,7 +287,7 @@ impl Notify {
             &format!(
                 "UPDATE notify_notifications SET status = ?, status_rank = ?, status_ms = ?,
                  completed_ms = CASE WHEN ? = 4 THEN ? ELSE completed_ms END, {}
-             WHERE id = ? AND (status_rank < ? OR (status_rank = ? AND status_ms < ?))",
+             WHERE id = ? AND (status_rank < ? OR (status_rank = ? AND status_rank < 4 AND status_ms < ?))",
                 crate::delivery::FORGET_OWN
             ),
             vec![

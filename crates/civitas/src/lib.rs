@@ -530,7 +530,14 @@ async fn app_state(
         config.dev_mail_sink,
         config.notify_smtp_url.is_some() || config.notify_sms.is_some(),
     ) {
-        (false, true) => Some(notify.own_messages().await?),
+        (false, true) => Some(
+            notify
+                .own_messages(
+                    config.notify_smtp_url.is_some(),
+                    config.notify_sms.is_some(),
+                )
+                .await?,
+        ),
         _ => None,
     };
     let (identity, mail_sink) = identity_for(&db, &ledger, &config, own_messages);

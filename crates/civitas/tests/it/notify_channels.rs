@@ -339,7 +339,7 @@ async fn receipts_out_of_order_never_move_a_status_back(engine: Engine) {
         "sending"
     );
 
-    let at = |s: u32| format!("2026-11-23T08:00:{s:02}.000Z");
+    let at = |s: u32| format!("2026-01-02T08:00:{s:02}.000Z");
     let moved = |r: reqwest::Response| async move {
         assert_eq!(r.status(), 200);
         r.json::<Value>().await.unwrap()["moved"].as_bool().unwrap()
@@ -369,7 +369,9 @@ async fn receipts_out_of_order_never_move_a_status_back(engine: Engine) {
         .await
     );
     assert!(!moved(receipt(&app, json!({"id": id, "reference": "prov-2", "status": "temporary-failure", "at": at(15)}), SECRET).await).await);
-    // The same receipt twice changes nothing either.
+    // A final status stays, even against a later failure; and the same receipt twice
+    // changes nothing either.
+    assert!(!moved(receipt(&app, json!({"id": id, "reference": "prov-2", "status": "temporary-failure", "at": at(40)}), SECRET).await).await);
     assert!(
         !moved(
             receipt(
@@ -383,7 +385,7 @@ async fn receipts_out_of_order_never_move_a_status_back(engine: Engine) {
     );
     let read = read_when(&app, &key, &id, FINAL).await;
     assert_eq!(read["status"], "delivered");
-    assert_eq!(read["completed_at"], "2026-11-23T08:00:20.000000Z");
+    assert_eq!(read["completed_at"], "2026-01-02T08:00:20.000000Z");
     let kept: i64 = civitas_store::sqlx::query_scalar(
         "SELECT COUNT(*) FROM notify_status_events WHERE notification_id = $1",
     )
@@ -391,7 +393,7 @@ async fn receipts_out_of_order_never_move_a_status_back(engine: Engine) {
     .fetch_one(app.db.pool())
     .await
     .unwrap();
-    assert_eq!(kept, 4, "every receipt is kept");
+    assert_eq!(kept, 5, "every receipt is kept");
 
     // Receipts that cannot be taken: another secret, another reference, no such message,
     // a status the channel has not.
