@@ -96,7 +96,8 @@ impl Notify {
     }
 
     /// Adds to `w` the callback that reports `status` of notification `id`, when the
-    /// status is final and its service registered a callback.
+    /// status is final and its service registered a callback (one query: the
+    /// notification with its service's callback address).
     pub(crate) async fn status_changed(
         &self,
         w: &mut Script,
@@ -108,8 +109,8 @@ impl Notify {
             return Ok(());
         }
         let Some(row) = sqlx::query(
-            "SELECT service_id, reference, recipient, kind, template_id, template_version, created_ms, sent_ms
-             FROM notify_notifications WHERE id = $1",
+            "SELECT n.service_id, n.reference, n.recipient, n.kind, n.template_id, n.template_version, n.created_ms, n.sent_ms, c.url
+             FROM notify_notifications n JOIN notify_callbacks c ON c.service_id = n.service_id WHERE n.id = $1",
         )
         .bind(id)
         .fetch_optional(self.db.pool())
@@ -128,11 +129,12 @@ impl Notify {
             created_ms: row.try_get("created_ms")?,
             sent_ms: row.try_get("sent_ms")?,
         };
-        self.queue_callback(w, &reported, status, at_ms).await
+        push_callback(w, &reported, status, at_ms, row.try_get("url")?);
+        Ok(())
     }
 
-    /// Adds to `w` the callback that reports `status` of `n`, when its service registered
-    /// a callback and the status is final.
+    /// Adds to `w` the callback that reports `status` of `n` (not yet stored), when its
+    /// service registered a callback and the status is final.
     pub(crate) async fn queue_callback(
         &self,
         w: &mut Script,
@@ -143,43 +145,15 @@ impl Notify {
         if rank(status) < 4 {
             return Ok(());
         }
-        let Some(url) = sqlx::query_scalar::<_, String>(
+        let url = sqlx::query_scalar::<_, String>(
             "SELECT url FROM notify_callbacks WHERE service_id = $1",
         )
         .bind(&n.service_id)
         .fetch_optional(self.db.pool())
-        .await?
-        else {
-            return Ok(());
-        };
-        let body = serde_json::json!({
-            "id": n.id,
-            "reference": n.reference,
-            "to": n.to,
-            // A letter's, as Notify shows it.
-            "status": match (n.kind.as_str(), status) {
-                ("letter", "delivered") => "received",
-                (_, s) => s,
-            },
-            "created_at": notify_time(n.created_ms),
-            "completed_at": notify_time(at_ms),
-            "sent_at": n.sent_ms.and_then(notify_time),
-            "notification_type": n.kind,
-            "template_id": n.template_id,
-            "template_version": n.template_version,
-        });
-        w.push(
-            "INSERT INTO notify_callback_queue (id, service_id, notification_id, url, body, attempts, next_attempt_ms, claimed_ms, created_ms) VALUES (?, ?, ?, ?, ?, 0, ?, NULL, ?)",
-            vec![
-                Sql::Text(uuid::Uuid::new_v4().to_string()),
-                Sql::Text(n.service_id.clone()),
-                Sql::Text(n.id.clone()),
-                Sql::Text(url),
-                Sql::Text(body.to_string()),
-                Sql::I64(now_ms()),
-                Sql::I64(now_ms()),
-            ],
-        );
+        .await?;
+        if let Some(url) = url {
+            push_callback(w, n, status, at_ms, url);
+        }
         Ok(())
     }
 
@@ -296,6 +270,38 @@ impl Notify {
             }
         }
     }
+}
+
+/// The statement that queues the callback reporting `status` of `n` to `url`.
+fn push_callback(w: &mut Script, n: &Reported, status: &str, at_ms: i64, url: String) {
+    let body = serde_json::json!({
+        "id": n.id,
+        "reference": n.reference,
+        "to": n.to,
+        // A letter's, as Notify shows it.
+        "status": match (n.kind.as_str(), status) {
+            ("letter", "delivered") => "received",
+            (_, s) => s,
+        },
+        "created_at": notify_time(n.created_ms),
+        "completed_at": notify_time(at_ms),
+        "sent_at": n.sent_ms.and_then(notify_time),
+        "notification_type": n.kind,
+        "template_id": n.template_id,
+        "template_version": n.template_version,
+    });
+    w.push(
+        "INSERT INTO notify_callback_queue (id, service_id, notification_id, url, body, attempts, next_attempt_ms, claimed_ms, created_ms) VALUES (?, ?, ?, ?, ?, 0, ?, NULL, ?)",
+        vec![
+            Sql::Text(uuid::Uuid::new_v4().to_string()),
+            Sql::Text(n.service_id.clone()),
+            Sql::Text(n.id.clone()),
+            Sql::Text(url),
+            Sql::Text(body.to_string()),
+            Sql::I64(now_ms()),
+            Sql::I64(now_ms()),
+        ],
+    );
 }
 
 async fn post(http: &reqwest::Client, url: &str, token: &str, body: String) -> Result<(), String> {

@@ -17,7 +17,7 @@ use crate::Shared;
 use crate::account::{guard_form, taiwan_time};
 use crate::auth::{SignedIn, Visitor};
 use crate::i18n::Lang;
-use crate::pages::{Chrome, error_page, message_page, render};
+use crate::pages::{Chrome, error_page, not_found_page, render};
 
 pub(crate) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
@@ -147,7 +147,7 @@ async fn change(
         "withdraw" => Change::Withdraw,
         "pause" => Change::Pause,
         "resume" => Change::Resume,
-        _ => return not_found(c),
+        _ => return not_found_page(c),
     };
     match app
         .consents
@@ -157,18 +157,9 @@ async fn change(
         // A change that no longer applies (a second click, another tab) shows the page as
         // it now stands.
         Ok(_) | Err(ConsentError::Conflict(_)) => Redirect::to("/account/consents").into_response(),
-        Err(ConsentError::NotFound(_)) => not_found(c),
+        Err(ConsentError::NotFound(_)) => not_found_page(c),
         Err(e) => error_page(c, &headers, &e),
     }
-}
-
-fn not_found(c: Chrome) -> Response {
-    message_page(
-        c,
-        StatusCode::NOT_FOUND,
-        |t| (t.not_found_title, t.not_found_text),
-        String::new(),
-    )
 }
 
 /// The page's chrome when consent `id` is the signed-in person's; else not found.
@@ -181,7 +172,7 @@ async fn owned(
 ) -> Result<Chrome, Box<Response>> {
     match app.consents.record(id).await {
         Ok((_, owner)) if owner == s.account.subject_ref() => Ok(c),
-        Ok(_) | Err(ConsentError::NotFound(_)) => Err(Box::new(not_found(c))),
+        Ok(_) | Err(ConsentError::NotFound(_)) => Err(Box::new(not_found_page(c))),
         Err(e) => Err(Box::new(error_page(c, headers, &e))),
     }
 }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::Shared;
 use crate::account::{guard_form, taiwan_time};
 use crate::auth::{SignedIn, Visitor};
-use crate::pages::{Chrome, error_page, message_page, render};
+use crate::pages::{Chrome, error_page, not_found_page, render};
 
 pub(crate) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
@@ -107,12 +107,7 @@ async fn one(
                 StatusCode::OK,
             )
         }
-        Ok(None) => message_page(
-            c,
-            StatusCode::NOT_FOUND,
-            |t| (t.not_found_title, t.not_found_text),
-            String::new(),
-        ),
+        Ok(None) => not_found_page(c),
         Err(e) => error_page(c, &headers, &e),
     }
 }
@@ -229,12 +224,7 @@ async fn sender(
         .await
     {
         Ok(()) => Redirect::to("/account/messages/settings?saved").into_response(),
-        Err(civitas_notify::NotifyError::NotFound(_)) => message_page(
-            c,
-            StatusCode::NOT_FOUND,
-            |t| (t.not_found_title, t.not_found_text),
-            String::new(),
-        ),
+        Err(civitas_notify::NotifyError::NotFound(_)) => not_found_page(c),
         Err(e) => error_page(c, &headers, &e),
     }
 }

@@ -344,7 +344,11 @@ async fn not_found(headers: HeaderMap, OriginalUri(uri): OriginalUri) -> Respons
         return Problem::not_found(format!("There is no API resource at {}.", uri.path()))
             .into_response();
     }
-    let c = Chrome::new(&headers, &uri, "");
+    not_found_page(Chrome::new(&headers, &uri, ""))
+}
+
+/// The "page not found" page.
+pub(crate) fn not_found_page(c: Chrome) -> Response {
     message_page(
         c,
         StatusCode::NOT_FOUND,

@@ -322,6 +322,29 @@ pub(crate) fn bearer(key: &str) -> String {
     .unwrap()
 }
 
+/// Notification `id` as its service reads it, once its status is one of `done` (ten
+/// seconds at most).
+pub(crate) async fn read_when(app: &TestApp, key: &str, id: &str, done: &[&str]) -> Value {
+    let mut n = Value::Null;
+    for _ in 0..100 {
+        n = app
+            .client
+            .get(format!("{}/v2/notifications/{id}", app.base))
+            .bearer_auth(bearer(key))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done.contains(&n["status"].as_str().unwrap_or_default()) {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("still not done: {n}");
+}
+
 /// A message's subject, decoded from its MIME header (RFC 2047, base64 or plain).
 fn subject_of(raw: &str) -> String {
     use base64::Engine as _;
@@ -393,32 +416,17 @@ async fn live_email_goes_out_over_smtp(engine: crate::support::Engine) {
         .json()
         .await
         .unwrap();
+    // Once the deliverer has settled it.
     let status = |id: Value| {
-        let app = &app;
-        let key = key.clone();
+        let (app, key) = (&app, key.clone());
         async move {
-            for _ in 0..100 {
-                let n: Value = app
-                    .client
-                    .get(format!(
-                        "{}/v2/notifications/{}",
-                        app.base,
-                        id.as_str().unwrap()
-                    ))
-                    .bearer_auth(bearer(&key))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let s = n["status"].as_str().unwrap().to_string();
-                if s != "created" && s != "sending" {
-                    return n;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            panic!("still not sent");
+            read_when(
+                app,
+                &key,
+                id.as_str().unwrap(),
+                crate::notify_channels::FINAL,
+            )
+            .await
         }
     };
     let delivered = status(sent["id"].clone()).await;

@@ -5,39 +5,16 @@
 
 use serde_json::{Value, json};
 
-use super::notify::{bearer, installed_client, live_service};
+use super::notify::{bearer, installed_client, live_service, read_when};
 use crate::support::{Engine, HttpRecorder, TestApp};
 
-const FINAL: &[&str] = &[
+pub(crate) const FINAL: &[&str] = &[
     "delivered",
     "received",
     "permanent-failure",
     "temporary-failure",
     "technical-failure",
 ];
-
-/// Notification `id` as its service reads it, once its status is one of `done` (ten
-/// seconds at most).
-async fn read_when(app: &TestApp, key: &str, id: &str, done: &[&str]) -> Value {
-    let mut n = Value::Null;
-    for _ in 0..100 {
-        n = app
-            .client
-            .get(format!("{}/v2/notifications/{id}", app.base))
-            .bearer_auth(bearer(key))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if done.contains(&n["status"].as_str().unwrap_or_default()) {
-            return n;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("still not done: {n}");
-}
 
 async fn post_v2(app: &TestApp, key: &str, channel: &str, body: Value) -> reqwest::Response {
     app.client
