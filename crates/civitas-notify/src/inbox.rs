@@ -10,7 +10,7 @@ use civitas_ledger::event::now_ms;
 use civitas_store::sqlx::{self, Row};
 use civitas_store::{Script, Value as Sql};
 
-use crate::{Channel, Notify, NotifyError};
+use crate::{Channel, Language, Notify, NotifyError};
 
 /// The channels a person takes non-essential messages by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,9 @@ pub struct Preferences {
     pub sms: bool,
     /// In the portal's inbox.
     pub inbox: bool,
+    /// The language they read messages in, where the template has it; `None`: the
+    /// sender's choice.
+    pub language: Option<Language>,
 }
 
 impl Default for Preferences {
@@ -29,6 +32,7 @@ impl Default for Preferences {
             email: true,
             sms: true,
             inbox: true,
+            language: None,
         }
     }
 }
@@ -95,17 +99,22 @@ fn message_of(r: &civitas_store::sqlx::any::AnyRow) -> Result<InboxMessage, Noti
 impl Notify {
     /// A person's preferences (all channels until they choose).
     pub async fn preferences(&self, person: &str) -> Result<Preferences, NotifyError> {
-        let row =
-            sqlx::query("SELECT email, sms, inbox FROM notify_preferences WHERE subject_ref = $1")
-                .bind(person)
-                .fetch_optional(self.db.pool())
-                .await?;
+        let row = sqlx::query(
+            "SELECT email, sms, inbox, lang FROM notify_preferences WHERE subject_ref = $1",
+        )
+        .bind(person)
+        .fetch_optional(self.db.pool())
+        .await?;
         Ok(match row {
             None => Preferences::default(),
             Some(r) => Preferences {
                 email: r.try_get::<i64, _>("email")? != 0,
                 sms: r.try_get::<i64, _>("sms")? != 0,
                 inbox: r.try_get::<i64, _>("inbox")? != 0,
+                language: r
+                    .try_get::<Option<String>, _>("lang")?
+                    .as_deref()
+                    .and_then(Language::parse),
             },
         })
     }
@@ -115,14 +124,15 @@ impl Notify {
     pub async fn set_preferences(&self, person: &str, p: Preferences) -> Result<(), NotifyError> {
         let mut w = Script::new();
         w.push(
-            "INSERT INTO notify_preferences (subject_ref, email, sms, inbox, updated_ms) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (subject_ref) DO UPDATE SET email = excluded.email, sms = excluded.sms, inbox = excluded.inbox, updated_ms = excluded.updated_ms",
+            "INSERT INTO notify_preferences (subject_ref, email, sms, inbox, updated_ms, lang) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (subject_ref) DO UPDATE SET email = excluded.email, sms = excluded.sms, inbox = excluded.inbox, updated_ms = excluded.updated_ms, lang = excluded.lang",
             vec![
                 Sql::Text(person.into()),
                 Sql::I64(p.email.into()),
                 Sql::I64(p.sms.into()),
                 Sql::I64(p.inbox.into()),
                 Sql::I64(now_ms()),
+                p.language.map(|l| l.code().to_string()).into(),
             ],
         );
         let tag = self.ledger.subject_secret(person).await?.tag();
@@ -134,7 +144,8 @@ impl Notify {
         .about(tag)
         .with("email", p.email)
         .with("sms", p.sms)
-        .with("inbox", p.inbox);
+        .with("inbox", p.inbox)
+        .with("language", p.language.map_or("sender", Language::code));
         self.ledger.append_with(&event, w).await?;
         Ok(())
     }
@@ -239,11 +250,11 @@ impl Notify {
     pub(crate) async fn route_for(
         &self,
         person: &str,
+        p: &Preferences,
         service_id: &str,
         channel: Channel,
         essential: bool,
     ) -> Result<Route, NotifyError> {
-        let p = self.preferences(person).await?;
         if !essential {
             let stopped = sqlx::query(
                 "SELECT 1 FROM notify_unsubscribes WHERE subject_ref = $1 AND service_id = $2",

@@ -15,12 +15,14 @@
 //! - [`letter`]: a letter's address lines and its PDF.
 //! - [`callbacks`]: each final status posted to the sending service, signed, retried.
 //! - [`inbox`]: the citizen's inbox, channel preferences and unsubscribes.
+//! - [`language`]: templates in Traditional Chinese and English.
 //! - [`own`]: Civitas's own messages (one-time codes, alerts), sent through Notify itself.
 
 pub mod auth;
 pub mod callbacks;
 pub mod delivery;
 pub mod inbox;
+pub mod language;
 pub mod letter;
 mod limits;
 pub mod own;
@@ -29,6 +31,7 @@ mod store;
 pub mod template;
 
 pub use auth::{AuthError, Caller, KeyType};
+pub use language::{Language, Text};
 pub use limits::OverLimit;
 pub use store::{
     Channel, NewNotification, NewTemplate, Notification, NotifyError, Page, Priority, Service,
@@ -184,6 +187,22 @@ pub const COMPONENT: Component = Component {
             created_ms BIGINT NOT NULL,
             PRIMARY KEY (subject_ref, service_id)
         );",
+    }, Migration {
+        version: 9,
+        name: "services of agencies; templates in two languages; the language of each message and each person",
+        sql: "ALTER TABLE notify_services ADD COLUMN agency_code TEXT;
+        CREATE INDEX notify_services_agency ON notify_services (agency_code);
+        ALTER TABLE notify_template_versions ADD COLUMN lang TEXT NOT NULL DEFAULT 'zh-TW';
+        CREATE TABLE notify_template_translations (
+            template_id TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            lang TEXT NOT NULL,
+            subject TEXT,
+            body TEXT NOT NULL,
+            PRIMARY KEY (template_id, version)
+        );
+        ALTER TABLE notify_notifications ADD COLUMN lang TEXT;
+        ALTER TABLE notify_preferences ADD COLUMN lang TEXT;",
     }],
 };
 

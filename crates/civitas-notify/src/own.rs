@@ -34,7 +34,7 @@ impl Notify {
         let service = match self.service(SYSTEM_SERVICE_ID).await? {
             Some(s) => s,
             None => {
-                self.create_service_with_id(SYSTEM_SERVICE_ID, SYSTEM_NAME, ACTOR)
+                self.create_service_with_id(SYSTEM_SERVICE_ID, SYSTEM_NAME, None, ACTOR)
                     .await?;
                 self.make_live(SYSTEM_SERVICE_ID, ACTOR).await?;
                 Service {
@@ -42,6 +42,7 @@ impl Notify {
                     name: SYSTEM_NAME.into(),
                     live: true,
                     active: true,
+                    agency: None,
                 }
             }
         };
@@ -60,6 +61,9 @@ impl Notify {
                 body: "((body))".into(),
                 priority: Priority::Priority,
                 essential: true,
+                // The text is bilingual already.
+                lang: crate::Language::ZhTw,
+                translation: None,
             };
             Ok(self.save_template(&service.id, None, &t, ACTOR).await?.id)
         };
@@ -110,6 +114,7 @@ impl OwnMessages {
             reference: None,
             from_registers: None,
             scheduled_ms: None,
+            language: None,
         };
         Ok(self.notify.accept(&self.caller, &n).await?.0.id)
     }

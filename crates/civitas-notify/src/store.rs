@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::Notify;
 use crate::auth::{Caller, KeyType};
+use crate::language::{Language, Text};
 use crate::template::{self, Missing};
 
 /// Errors of the Notify block.
@@ -57,6 +58,8 @@ pub struct Service {
     pub live: bool,
     /// Whether it may send at all.
     pub active: bool,
+    /// The agency whose staff manage its templates, if any.
+    pub agency: Option<String>,
 }
 
 /// A message's channel.
@@ -118,6 +121,41 @@ pub struct Template {
     pub priority: Priority,
     /// A notice the law requires: it reaches the person whatever their preferences.
     pub essential: bool,
+    /// The language `subject` and `body` are written in.
+    pub lang: Language,
+    /// This version's text in the other language, if it has one.
+    pub translation: Option<Text>,
+}
+
+impl Template {
+    /// The languages it can be sent in, its own first.
+    pub fn languages(&self) -> Vec<Language> {
+        std::iter::once(self.lang)
+            .chain(self.translation.as_ref().map(|t| t.lang))
+            .collect()
+    }
+
+    /// Its subject and text in `lang`, or in its own language when it has no text in
+    /// `lang`; and the language they are in.
+    pub fn text_in(&self, lang: Option<Language>) -> (Language, Option<&str>, &str) {
+        match &self.translation {
+            Some(t) if Some(t.lang) == lang => (t.lang, t.subject.as_deref(), &t.body),
+            _ => (self.lang, self.subject.as_deref(), &self.body),
+        }
+    }
+
+    /// Its subject and text in `lang` (as [`Template::text_in`] chooses), filled in from
+    /// `values`; and the language they are in.
+    pub fn fill(
+        &self,
+        lang: Option<Language>,
+        values: &Map<String, Value>,
+    ) -> Result<(Language, Option<String>, String), Missing> {
+        let (lang, subject, body) = self.text_in(lang);
+        let body = template::render(body, values)?;
+        let subject = subject.map(|s| template::render(s, values)).transpose()?;
+        Ok((lang, subject, body))
+    }
 }
 
 /// How urgent a template's messages are (Notify's `process_type`, with emergencies above).
@@ -181,6 +219,10 @@ pub struct NewTemplate {
     /// A notice the law requires (kept by the template): it reaches the person whatever
     /// their preferences and unsubscribes.
     pub essential: bool,
+    /// The language the subject and text are written in.
+    pub lang: Language,
+    /// The same in the other language, with the same placeholders.
+    pub translation: Option<Text>,
 }
 
 /// A notification to accept.
@@ -202,6 +244,8 @@ pub struct NewNotification {
     pub from_registers: Option<(String, String)>,
     /// When to send it, if not now (ms; at most 24 hours ahead).
     pub scheduled_ms: Option<i64>,
+    /// The language the sender asks for; else the person's choice, else the template's.
+    pub language: Option<Language>,
 }
 
 /// A notification as stored.
@@ -348,10 +392,21 @@ fn service_of(r: &AnyRow) -> Result<Service, NotifyError> {
         name: r.try_get("name")?,
         live: r.try_get::<i64, _>("live")? != 0,
         active: r.try_get::<i64, _>("active")? != 0,
+        agency: r.try_get("agency_code")?,
     })
 }
 
-const TEMPLATE_COLUMNS: &str = "t.id, t.service_id, t.kind, t.priority, t.essential, v.version, v.name, v.subject, v.body, v.created_by, v.created_ms AS version_ms, t.created_ms";
+const SERVICE_COLUMNS: &str = "id, name, live, active, agency_code";
+
+const TEMPLATE_COLUMNS: &str = "t.id, t.service_id, t.kind, t.priority, t.essential, v.version, v.name, v.subject, v.body, v.lang, v.created_by, v.created_ms AS version_ms, t.created_ms, x.lang AS x_lang, x.subject AS x_subject, x.body AS x_body";
+
+/// A template's tables: `t` the template, `v` its versions, `x` their translations.
+const TEMPLATE_TABLES: &str = "notify_templates t JOIN notify_template_versions v ON v.template_id = t.id
+     LEFT JOIN notify_template_translations x ON x.template_id = v.template_id AND x.version = v.version";
+
+fn language_of(tag: &str) -> Result<Language, NotifyError> {
+    Language::parse(tag).ok_or_else(|| NotifyError::Invalid(format!("language {tag}")))
+}
 
 fn template_of(r: &AnyRow) -> Result<Template, NotifyError> {
     let kind: String = r.try_get("kind")?;
@@ -371,6 +426,15 @@ fn template_of(r: &AnyRow) -> Result<Template, NotifyError> {
         updated_ms: (version > 1).then_some(version_ms),
         priority: Priority::of_level(r.try_get("priority")?),
         essential: r.try_get::<i64, _>("essential")? != 0,
+        lang: language_of(&r.try_get::<String, _>("lang")?)?,
+        translation: match r.try_get::<Option<String>, _>("x_lang")? {
+            Some(tag) => Some(Text {
+                lang: language_of(&tag)?,
+                subject: r.try_get("x_subject")?,
+                body: r.try_get("x_body")?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -402,8 +466,34 @@ fn notification_of(r: &AnyRow) -> Result<Notification, NotifyError> {
 impl Notify {
     /// Registers a sending service, in trial until made live (`notify.service_created`).
     pub async fn create_service(&self, name: &str, actor: &str) -> Result<Service, NotifyError> {
-        self.create_service_with_id(&uuid::Uuid::new_v4().to_string(), name, actor)
+        self.create_service_with_id(&uuid::Uuid::new_v4().to_string(), name, None, actor)
             .await
+    }
+
+    /// [`Notify::create_service`] for an agency, whose staff manage its templates in the
+    /// admin pages (`agency` is its code, as the registers write it: `HRO`).
+    pub async fn create_agency_service(
+        &self,
+        name: &str,
+        agency: &str,
+        actor: &str,
+    ) -> Result<Service, NotifyError> {
+        let agency = agency.trim().to_ascii_uppercase();
+        if agency.is_empty()
+            || agency.len() > 32
+            || !agency.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(NotifyError::Invalid(
+                "an agency's code is 1 to 32 letters and digits".into(),
+            ));
+        }
+        self.create_service_with_id(
+            &uuid::Uuid::new_v4().to_string(),
+            name,
+            Some(&agency),
+            actor,
+        )
+        .await
     }
 
     /// [`Notify::create_service`] with the id given.
@@ -411,6 +501,7 @@ impl Notify {
         &self,
         id: &str,
         name: &str,
+        agency: Option<&str>,
         actor: &str,
     ) -> Result<Service, NotifyError> {
         let id = id.to_string();
@@ -422,21 +513,30 @@ impl Notify {
         }
         let mut w = Script::new();
         w.push(
-            "INSERT INTO notify_services (id, name, live, active, created_ms) VALUES (?, ?, 0, 1, ?)",
-            vec![Sql::Text(id.clone()), Sql::Text(name.into()), Sql::I64(now_ms())],
+            "INSERT INTO notify_services (id, name, live, active, created_ms, agency_code) VALUES (?, ?, 0, 1, ?, ?)",
+            vec![
+                Sql::Text(id.clone()),
+                Sql::Text(name.into()),
+                Sql::I64(now_ms()),
+                agency.map(str::to_string).into(),
+            ],
         );
-        let event = Event::new(
+        let mut event = Event::new(
             "notify.service_created",
             actor,
             &format!("notify/service/{id}"),
         )
         .with("name", name.to_string());
+        if let Some(a) = agency {
+            event = event.with("agency", a.to_string());
+        }
         self.ledger.append_with(&event, w).await?;
         Ok(Service {
             id,
             name: name.into(),
             live: false,
             active: true,
+            agency: agency.map(str::to_string),
         })
     }
 
@@ -466,11 +566,24 @@ impl Notify {
 
     /// A service.
     pub async fn service(&self, id: &str) -> Result<Option<Service>, NotifyError> {
-        let row = sqlx::query("SELECT id, name, live, active FROM notify_services WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM notify_services WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?;
         row.as_ref().map(service_of).transpose()
+    }
+
+    /// The services, by name: every one, or those of one agency.
+    pub async fn services(&self, agency: Option<&str>) -> Result<Vec<Service>, NotifyError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM notify_services WHERE $1 IS NULL OR agency_code = $1 ORDER BY name, id"
+        ))
+        .bind(agency)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(service_of).collect()
     }
 
     /// Adds an e-mail address or phone number to a service's guest list: its team key, and
@@ -545,6 +658,9 @@ impl Notify {
             }
             _ => {}
         }
+        if let Some(tr) = &t.translation {
+            crate::language::check_translation(t.channel, t.lang, subject, body, tr)?;
+        }
         let now = now_ms();
         let mut w = Script::new();
         let (id, version) = match template_id {
@@ -585,7 +701,7 @@ impl Notify {
             }
         };
         w.push(
-            "INSERT INTO notify_template_versions (template_id, version, name, subject, body, created_by, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO notify_template_versions (template_id, version, name, subject, body, created_by, created_ms, lang) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             vec![
                 Sql::Text(id.clone()),
                 Sql::I64(version),
@@ -594,8 +710,26 @@ impl Notify {
                 Sql::Text(body.into()),
                 Sql::Text(actor.into()),
                 Sql::I64(now),
+                Sql::Str(t.lang.code()),
             ],
         );
+        if let Some(tr) = &t.translation {
+            w.push(
+                "INSERT INTO notify_template_translations (template_id, version, lang, subject, body) VALUES (?, ?, ?, ?, ?)",
+                vec![
+                    Sql::Text(id.clone()),
+                    Sql::I64(version),
+                    Sql::Str(tr.lang.code()),
+                    tr.subject
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .into(),
+                    Sql::Text(tr.body.trim_end().into()),
+                ],
+            );
+        }
         let event = Event::new(
             "notify.template_saved",
             actor,
@@ -604,7 +738,15 @@ impl Notify {
         .with("service_id", service_id.to_string())
         .with("version", version)
         .with("priority", t.priority.code())
-        .with("essential", t.essential);
+        .with("essential", t.essential)
+        .with(
+            "languages",
+            std::iter::once(t.lang)
+                .chain(t.translation.as_ref().map(|x| x.lang))
+                .map(Language::code)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         self.ledger
             .append_with(&event, w)
             .await
@@ -627,7 +769,7 @@ impl Notify {
         version: Option<i64>,
     ) -> Result<Option<Template>, NotifyError> {
         let row = sqlx::query(&format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM notify_templates t JOIN notify_template_versions v ON v.template_id = t.id
+            "SELECT {TEMPLATE_COLUMNS} FROM {TEMPLATE_TABLES}
              WHERE t.id = $1 AND t.service_id = $2 AND t.archived = 0 AND v.version = COALESCE($3, t.version)"
         ))
         .bind(id)
@@ -638,6 +780,23 @@ impl Notify {
         row.as_ref().map(template_of).transpose()
     }
 
+    /// Every version of a service's template, the latest first.
+    pub async fn template_versions(
+        &self,
+        service_id: &str,
+        id: &str,
+    ) -> Result<Vec<Template>, NotifyError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM {TEMPLATE_TABLES}
+             WHERE t.id = $1 AND t.service_id = $2 AND t.archived = 0 ORDER BY v.version DESC"
+        ))
+        .bind(id)
+        .bind(service_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(template_of).collect()
+    }
+
     /// A service's templates at their latest versions, of one channel or all.
     pub async fn templates(
         &self,
@@ -645,8 +804,8 @@ impl Notify {
         channel: Option<Channel>,
     ) -> Result<Vec<Template>, NotifyError> {
         let rows = sqlx::query(&format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM notify_templates t JOIN notify_template_versions v ON v.template_id = t.id AND v.version = t.version
-             WHERE t.service_id = $1 AND t.archived = 0 AND ($2 IS NULL OR t.kind = $2) ORDER BY v.name, t.id"
+            "SELECT {TEMPLATE_COLUMNS} FROM {TEMPLATE_TABLES}
+             WHERE v.version = t.version AND t.service_id = $1 AND t.archived = 0 AND ($2 IS NULL OR t.kind = $2) ORDER BY v.name, t.id"
         ))
         .bind(service_id)
         .bind(channel.map(Channel::code))
@@ -676,12 +835,26 @@ impl Notify {
                 n.channel.code()
             )));
         }
-        let body = template::render(&template.body, &n.personalisation)?;
-        let subject = template
-            .subject
-            .as_deref()
-            .map(|s| template::render(s, &n.personalisation))
-            .transpose()?;
+        // A person named by national ID: their choices (test keys reach no one, so theirs
+        // are not read).
+        let person = match (&n.from_registers, caller.key_type) {
+            (Some((_, person)), KeyType::Live | KeyType::Team) => {
+                Some((person.as_str(), self.preferences(person).await?))
+            }
+            _ => None,
+        };
+        // The language: the sender's, else the person's, else the template's own.
+        let wanted = match n.language {
+            Some(l) if !template.languages().contains(&l) => {
+                return Err(NotifyError::BadRequest(format!(
+                    "Template has no text in {}",
+                    l.code()
+                )));
+            }
+            Some(l) => Some(l),
+            None => person.as_ref().and_then(|(_, p)| p.language),
+        };
+        let (lang, subject, body) = template.fill(wanted, &n.personalisation)?;
         // A person named by national ID is reached at the address the registers hold.
         let (named, address) = match &n.from_registers {
             Some((address, _)) => (n.recipient.trim().to_ascii_uppercase(), address.as_str()),
@@ -779,13 +952,13 @@ impl Notify {
             return Err(NotifyError::OverLimit(over));
         }
         // A person named by national ID: their preferences and unsubscribes decide where
-        // it goes (test keys reach no one).
-        let route = match (&n.from_registers, caller.key_type) {
-            (Some((_, person)), KeyType::Live | KeyType::Team) => {
-                self.route_for(person, &caller.service.id, n.channel, template.essential)
+        // it goes.
+        let route = match &person {
+            Some((person, p)) => {
+                self.route_for(person, p, &caller.service.id, n.channel, template.essential)
                     .await?
             }
-            _ => crate::inbox::Route::Channel { inbox: false },
+            None => crate::inbox::Route::Channel { inbox: false },
         };
         let in_inbox = route != crate::inbox::Route::Channel { inbox: false };
         let (status, sent, completed) = match (caller.key_type, route) {
@@ -813,7 +986,7 @@ impl Notify {
         };
         let mut w = Script::new();
         w.push(
-            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address, subject_ref, status_rank, status_ms, priority, scheduled_ms, next_attempt_ms, in_inbox) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
+            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address, subject_ref, status_rank, status_ms, priority, scheduled_ms, next_attempt_ms, in_inbox, lang) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
             vec![
                 Sql::Text(stored.id.clone()),
                 Sql::Text(caller.service.id.clone()),
@@ -838,6 +1011,7 @@ impl Notify {
                 n.scheduled_ms.into(),
                 Sql::I64(due),
                 Sql::I64(in_inbox.into()),
+                Sql::Str(lang.code()),
             ],
         );
         if completed.is_some() {
@@ -869,6 +1043,7 @@ impl Notify {
         .with("channel", n.channel.code())
         .with("template_id", template.id.clone())
         .with("template_version", template.version)
+        .with("language", lang.code())
         .with("key_type", caller.key_type.code());
         if completed.is_some() {
             event = event.with("status", status);

@@ -124,7 +124,7 @@ fn parse(inner: &str) -> Placeholder {
 }
 
 /// A name as matched: lower case, without spaces, hyphens and underscores.
-fn key(name: &str) -> String {
+pub(crate) fn key(name: &str) -> String {
     name.chars()
         .filter(|c| !matches!(c, ' ' | '-' | '_'))
         .flat_map(char::to_lowercase)

@@ -47,6 +47,7 @@ pub(crate) fn routes() -> axum::Router<Shared> {
 }
 
 /// One error on a form: the field it belongs to (for the summary's link) and the message.
+#[derive(Debug)]
 pub(crate) struct FieldError {
     pub(crate) field: &'static str,
     pub(crate) message: String,

@@ -35,13 +35,18 @@ pub(crate) fn only_if(allowed: bool, c: Chrome) -> Result<Chrome, Box<Response>>
     if allowed {
         Ok(c)
     } else {
-        Err(Box::new(message_page(
-            c,
-            StatusCode::FORBIDDEN,
-            |t| (t.forbidden_title, t.forbidden_text),
-            String::new(),
-        )))
+        Err(Box::new(forbidden_page(c)))
     }
+}
+
+/// The page that says the visitor may not see or do this (403).
+pub(crate) fn forbidden_page(c: Chrome) -> Response {
+    message_page(
+        c,
+        StatusCode::FORBIDDEN,
+        |t| (t.forbidden_title, t.forbidden_text),
+        String::new(),
+    )
 }
 
 #[derive(Template)]

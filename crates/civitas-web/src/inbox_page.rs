@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use civitas_identity::Loa;
 use civitas_identity::session::SessionInfo;
+use civitas_notify::Language;
 use civitas_notify::inbox::{InboxMessage, Preferences, Sender};
 use serde::Deserialize;
 
@@ -156,6 +157,9 @@ struct SettingsForm {
     email: Option<String>,
     sms: Option<String>,
     inbox: Option<String>,
+    /// `zh-TW`, `en`, or anything else for the sender's choice.
+    #[serde(default)]
+    language: String,
     #[serde(default)]
     stop: String,
 }
@@ -190,6 +194,7 @@ async fn save_settings(
         email: f.email.is_some(),
         sms: f.sms.is_some(),
         inbox: f.inbox.is_some(),
+        language: civitas_notify::Language::parse(&f.language),
     };
     match app
         .notify

@@ -24,6 +24,7 @@ mod ledger;
 pub mod memo;
 mod my_data;
 mod mydata;
+mod notify_admin;
 mod notify_api;
 mod notify_providers;
 mod oidc;
@@ -128,6 +129,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(admin_exchange::routes())
         .merge(admin_consent::routes())
+        .merge(notify_admin::routes())
         .merge(passkey_routes::routes())
         .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use civitas_notify::{
-    Caller, Channel, NewNotification, Notification, NotifyError, Template, template,
+    Caller, Channel, Language, NewNotification, Notification, NotifyError, Template, template,
 };
 use serde_json::{Map, Value, json};
 
@@ -181,6 +181,7 @@ async fn send_email(
             "email_reply_to_id",
             "one_click_unsubscribe_url",
             "scheduled_for",
+            "language",
         ],
     )
     .await
@@ -204,6 +205,7 @@ async fn send_sms(
             "reference",
             "sms_sender_id",
             "scheduled_for",
+            "language",
         ],
     )
     .await
@@ -232,7 +234,7 @@ async fn send_letter(
         &bytes,
         Channel::Letter,
         "personalisation",
-        &["template_id", "personalisation", "reference"],
+        &["template_id", "personalisation", "reference", "language"],
     )
     .await
 }
@@ -264,9 +266,11 @@ async fn send(
             personalisation(&body)?,
             string_field(&body, "reference")?,
             scheduled_for(&body)?,
+            language_field(&body)?,
         ))
     })();
-    let (recipient, template_id, personalisation, reference, scheduled_ms) = match parsed {
+    let (recipient, template_id, personalisation, reference, scheduled_ms, language) = match parsed
+    {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -297,6 +301,7 @@ async fn send(
         reference,
         from_registers,
         scheduled_ms,
+        language,
     };
     let (n, t) = match app.notify.accept(&caller, &new).await {
         Ok(done) => done,
@@ -658,7 +663,21 @@ async fn notifications(
     .into_response()
 }
 
-/// A template as Notify's GET gives it.
+/// The language a sender asks for (Civitas's addition to Notify's requests: `zh-TW` or
+/// `en`), if any.
+fn language_field(body: &Map<String, Value>) -> Result<Option<Language>, Box<Response>> {
+    match string_field(body, "language")? {
+        None => Ok(None),
+        Some(tag) => Language::parse(&tag).map(Some).ok_or_else(|| {
+            Box::new(validation(&format!(
+                "language {tag} is not one of [zh-TW, en]"
+            )))
+        }),
+    }
+}
+
+/// A template as Notify's GET gives it, with its language and translation (Civitas's
+/// additions, which Notify's clients pass through).
 fn template_json(t: &Template) -> Value {
     let personalisation: Map<String, Value> = template::placeholders(&format!(
         "{}\n{}",
@@ -681,6 +700,12 @@ fn template_json(t: &Template) -> Value {
         "personalisation": personalisation,
         "postage": null,
         "letter_contact_block": null,
+        "language": t.lang.code(),
+        "translations": t.translation.iter().map(|x| json!({
+            "language": x.lang.code(),
+            "subject": x.subject,
+            "body": x.body,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -733,14 +758,15 @@ async fn preview(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let body = match object_body(&bytes, &["personalisation"], &[]) {
+    let body = match object_body(&bytes, &["personalisation", "language"], &[]) {
         Ok(b) => b,
         Err(r) => return *r,
     };
-    let values = match personalisation(&body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
+    let (values, language) =
+        match personalisation(&body).and_then(|v| Ok((v, language_field(&body)?))) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        };
     let Ok(id) = uuid::Uuid::try_parse(&id).map(|u| u.to_string()) else {
         return validation("id is not a valid UUID");
     };
@@ -749,16 +775,16 @@ async fn preview(
         Ok(None) => return failed(NotifyError::NotFound(id)),
         Err(e) => return failed(e),
     };
-    let filled = template::render(&t.body, &values).and_then(|body| {
-        let subject = t
-            .subject
-            .as_deref()
-            .map(|s| template::render(s, &values))
-            .transpose()?;
-        Ok((body, subject))
-    });
-    match filled {
-        Ok((body, subject)) => axum::Json(json!({
+    if let Some(l) = language
+        && !t.languages().contains(&l)
+    {
+        return failed(NotifyError::BadRequest(format!(
+            "Template has no text in {}",
+            l.code()
+        )));
+    }
+    match t.fill(language, &values) {
+        Ok((lang, subject, body)) => axum::Json(json!({
             "id": t.id,
             "type": t.channel.code(),
             "version": t.version,
@@ -766,6 +792,7 @@ async fn preview(
             "body": body,
             "subject": subject,
             "postage": null,
+            "language": lang.code(),
         }))
         .into_response(),
         Err(m) => failed(NotifyError::Missing(m)),

@@ -151,6 +151,7 @@ pub async fn prepare(
     let seeded = ensure_seeded(&db, &spec(config)?, quiet).await?;
     demo_exchange(&db, &ledger, &config.exchange_instance).await?;
     demo_purposes(&db, &ledger, &config.base_url()).await?;
+    demo_notify(&db, &ledger).await?;
     if let Seeded::Built(s, secs) = &seeded {
         let featured: Vec<String> = civitas_registry::demo_people(&db)
             .await?
@@ -274,6 +275,58 @@ async fn demo_purposes(db: &Db, ledger: &civitas_ledger::Ledger, issuer: &str) -
             name_zh: name_zh.into(),
         };
         consents.add_purpose(&purpose, crate::SYSTEM).await?;
+    }
+    Ok(())
+}
+
+/// The demo's sending services, once: one per agency (not the platform's operator), live,
+/// managed by the agency's staff on `/admin/notify`, each with an e-mail and a text-message
+/// template about an application, written in Chinese with an English translation.
+async fn demo_notify(db: &Db, ledger: &civitas_ledger::Ledger) -> Result<()> {
+    use civitas_notify::{Channel, Language, NewTemplate, Notify, Priority, Text};
+    let notify = Notify::new(db.clone(), ledger.clone());
+    if notify
+        .services(None)
+        .await?
+        .iter()
+        .any(|s| s.agency.is_some())
+    {
+        return Ok(());
+    }
+    let actor = crate::SYSTEM;
+    let template = |channel: Channel| {
+        let email = channel == Channel::Email;
+        NewTemplate {
+            channel,
+            name: if email {
+                "申請進度（電子郵件） Application update (e-mail)".into()
+            } else {
+                "申請進度（簡訊） Application update (text message)".into()
+            },
+            subject: email.then(|| "您的((service))申請：((status))".into()),
+            body: "((name))您好：\n\n您的((service))申請（案號 ((reference))）目前狀態為：((status))。\n((more??請登入網站查看機關需要的補充資料。))".into(),
+            priority: Priority::Normal,
+            essential: false,
+            lang: Language::ZhTw,
+            translation: Some(Text {
+                lang: Language::En,
+                subject: email.then(|| "Your ((service)) application: ((status))".into()),
+                body: "Dear ((name)),\n\nYour ((service)) application (reference ((reference))) is now: ((status)).\n((more??Sign in to see what more the agency needs from you.))".into(),
+            }),
+        }
+    };
+    for a in civitas_registry::agencies(db).await? {
+        if a.kind == "operator" {
+            continue;
+        }
+        let name = format!("{} {}", a.name_zh, a.name_en);
+        let s = notify.create_agency_service(&name, &a.code, actor).await?;
+        notify.make_live(&s.id, actor).await?;
+        for channel in [Channel::Email, Channel::Sms] {
+            notify
+                .save_template(&s.id, None, &template(channel), actor)
+                .await?;
+        }
     }
     Ok(())
 }

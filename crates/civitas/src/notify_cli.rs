@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use civitas_core::config::Config;
-use civitas_notify::{Channel, KeyType, NewTemplate, Notify};
+use civitas_notify::{Channel, KeyType, Language, NewTemplate, Notify, Text};
 use clap::Subcommand;
 
 use crate::OPERATOR_CLI;
@@ -19,6 +19,10 @@ pub enum NotifyCommand {
     AddService {
         /// Its name, as recipients see it.
         name: String,
+        /// The agency (its code, such as HRO) whose staff manage its templates in the
+        /// admin pages (/admin/notify).
+        #[arg(long)]
+        agency: Option<String>,
     },
     /// Take a service out of trial: its live keys reach anyone.
     MakeLive {
@@ -85,6 +89,16 @@ pub enum NotifyCommand {
         /// unsubscribes (in their inbox, or by the channel it is sent by).
         #[arg(long)]
         essential: bool,
+        /// The language of the subject and text: zh-TW or en.
+        #[arg(long, default_value = "zh-TW")]
+        lang: String,
+        /// A file with the text in the other language (the same placeholders); people who
+        /// chose that language get it.
+        #[arg(long)]
+        translation: Option<PathBuf>,
+        /// The subject or heading in the other language.
+        #[arg(long)]
+        translation_subject: Option<String>,
     },
     /// Sets where a service's delivery-status callbacks go, and the bearer token they carry
     /// (read from standard input, so that it is not seen in the process list).
@@ -108,8 +122,15 @@ pub async fn run(cmd: NotifyCommand, config: &Config) -> Result<()> {
 
 async fn run_with(notify: &Notify, cmd: NotifyCommand) -> Result<()> {
     match cmd {
-        NotifyCommand::AddService { name } => {
-            let s = notify.create_service(&name, OPERATOR_CLI).await?;
+        NotifyCommand::AddService { name, agency } => {
+            let s = match agency {
+                Some(a) => {
+                    notify
+                        .create_agency_service(&name, &a, OPERATOR_CLI)
+                        .await?
+                }
+                None => notify.create_service(&name, OPERATOR_CLI).await?,
+            };
             println!("{}", s.id);
             eprintln!(
                 "Registered the service {:?}, in trial until `civitas notify make-live`.",
@@ -164,12 +185,30 @@ async fn run_with(notify: &Notify, cmd: NotifyCommand) -> Result<()> {
             template,
             priority,
             essential,
+            lang,
+            translation,
+            translation_subject,
         } => {
             if notify.service(&service).await?.is_none() {
                 bail!("there is no service {service}");
             }
-            let text = std::fs::read_to_string(&body)
-                .with_context(|| format!("cannot read {}", body.display()))?;
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))
+            };
+            let text = read(&body)?;
+            let Some(lang) = Language::parse(&lang) else {
+                bail!("--lang {lang}: the language is zh-TW or en");
+            };
+            let translation = match (translation, translation_subject) {
+                (Some(path), subject) => Some(Text {
+                    lang: lang.other(),
+                    subject,
+                    body: read(&path)?,
+                }),
+                (None, Some(_)) => bail!("--translation-subject needs --translation"),
+                (None, None) => None,
+            };
             let t = notify
                 .save_template(
                     &service,
@@ -182,6 +221,8 @@ async fn run_with(notify: &Notify, cmd: NotifyCommand) -> Result<()> {
                         priority: civitas_notify::Priority::parse(&priority)
                             .context("--priority")?,
                         essential,
+                        lang,
+                        translation,
                     },
                     OPERATOR_CLI,
                 )

@@ -46,6 +46,9 @@ enum Rule {
     AnyoneForm(u16),
     /// Operators only: others get 403, signed-out visitors are sent to sign in.
     OperatorOnly,
+    /// Agency staff and operators get this status, residents 403, signed-out visitors are
+    /// sent to sign in.
+    StaffPage(u16),
     /// An operators' JSON API reading: operators get 200, other people 403, and signed-out
     /// visitors 401 (no redirect: it is an API).
     OperatorJson,
@@ -146,6 +149,19 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("GET", "/admin/clients", Rule::OperatorOnly),
     ("POST", "/admin/clients", Rule::OperatorForm),
     ("GET", "/admin/exchange", Rule::OperatorOnly),
+    ("GET", "/admin/notify", Rule::StaffPage(200)),
+    ("GET", "/admin/notify/none", Rule::StaffPage(404)),
+    ("POST", "/admin/notify/none", Rule::SubstantialForm),
+    (
+        "GET",
+        "/admin/notify/none/templates/none",
+        Rule::StaffPage(404),
+    ),
+    (
+        "POST",
+        "/admin/notify/none/templates/none",
+        Rule::SubstantialForm,
+    ),
     ("GET", "/admin/consent", Rule::OperatorOnly),
     ("POST", "/admin/consent", Rule::OperatorForm),
     ("POST", "/admin/exchange", Rule::OperatorForm),
@@ -521,6 +537,11 @@ async fn every_route_answers_every_role_as_its_rule_says() {
                         Role::Operator => page.status == 200,
                         Role::Anonymous => page.status == 401,
                         _ => page.status == 403,
+                    },
+                    Rule::StaffPage(status) => match role {
+                        Role::Anonymous => to_sign_in,
+                        Role::Resident => page.status == 403,
+                        _ => page.status == *status,
                     },
                     Rule::OperatorOnly => match role {
                         Role::Operator => page.status == 200,

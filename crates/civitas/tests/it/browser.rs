@@ -250,6 +250,18 @@ async fn a_person_switches_language_by_clicking_and_it_is_remembered() {
 }
 
 /// Signs in on the sign-in page by typing, as a person would, and waits for `landing`.
+/// Signs out with the header's button, and waits for the home page it leads to.
+async fn sign_out(c: &fantoccini::Client, base: &str) {
+    c.find(Locator::Css("form[action='/signout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let home = url::Url::parse(&format!("{base}/")).unwrap();
+    c.wait().for_url(&home).await.unwrap();
+}
+
 async fn type_sign_in(c: &fantoccini::Client, user: &str, landing: &url::Url) {
     c.find(Locator::Id("identifier"))
         .await
@@ -428,14 +440,7 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
     assert!(landed.query().unwrap().contains("state=s1"), "{landed}");
     c.goto(&format!("{}/account", app.base)).await.unwrap();
     // Signing out from the header ends the session.
-    c.find(Locator::Css("form[action='/signout'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let home = url::Url::parse(&format!("{}/", app.base)).unwrap();
-    c.wait().for_url(&home).await.unwrap();
+    sign_out(c, &app.base).await;
     c.goto(&format!("{}/account", app.base)).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/signin");
     // An operator's pages: the exchange directory (with the demo's members, services and
@@ -469,6 +474,25 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
         }
     }
     let pages = ["/admin/exchange", "/admin/clients", "/admin/consent"];
+    check_pages(&browser, &app.base, &pages, &mut failures).await;
+    // A supervisor's message templates: the list, a service with the form for a new
+    // template, and a template with its texts, a preview and the form for a new version.
+    sign_out(c, &app.base).await;
+    c.goto(&format!("{}/account", app.base)).await.unwrap();
+    type_sign_in(c, "supervisor.1@hro.gov.example", &account).await;
+    let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
+    let service = notify.services(Some("HRO")).await.unwrap().remove(0);
+    let template = notify.templates(&service.id, None).await.unwrap().remove(0);
+    let service_page = format!("/admin/notify/{}", service.id);
+    let template_page = format!(
+        "{service_page}/templates/{}?preview=1&lang=en&p.name=Mei",
+        template.id
+    );
+    let pages = [
+        "/admin/notify",
+        service_page.as_str(),
+        template_page.as_str(),
+    ];
     check_pages(&browser, &app.base, &pages, &mut failures).await;
     browser.close().await;
     app.stop().await;

@@ -22,4 +22,5 @@ mod identity;
 mod ledger;
 mod notify;
 mod notify_channels;
+mod notify_templates;
 mod oidc;

@@ -133,6 +133,8 @@ on_both_engines! {
             body: "Dear ((name)),\n\nyour application ((case)) has moved on.((urgent?? Please reply today.))".into(),
             priority: Default::default(),
             essential: false,
+            lang: civitas_notify::Language::ZhTw,
+            translation: None,
         }, actor).await.unwrap();
         // A second version: the first is still there to read.
         let email = notify.save_template(&service.id, Some(&email.id), &civitas_notify::NewTemplate {
@@ -142,6 +144,8 @@ on_both_engines! {
             body: "((name)) 您好：\n\n您的案件 ((case)) 已有進度。((urgent??請於今日回覆。))".into(),
             priority: Default::default(),
             essential: false,
+            lang: civitas_notify::Language::ZhTw,
+            translation: None,
         }, actor).await.unwrap();
         assert_eq!(email.version, 2);
         let sms = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
@@ -151,6 +155,8 @@ on_both_engines! {
             body: "您的驗證碼是 ((code))".into(),
             priority: Default::default(),
             essential: false,
+            lang: civitas_notify::Language::ZhTw,
+            translation: None,
         }, actor).await.unwrap();
 
         let dir = std::env::temp_dir().join(format!("civitas-notify-{}", uuid::Uuid::new_v4()));
@@ -269,6 +275,40 @@ fn the_command_line_registers_services_keys_guests_and_templates() {
             .args(&d),
     );
     assert!(made.trim().ends_with(" 1"), "{made}");
+    // An agency's service, whose template is in Chinese with an English translation.
+    let agency_service = run_ok(
+        civitas()
+            .args(["notify", "add-service", "戶政司", "--agency", "hro"])
+            .args(&d),
+    )
+    .trim()
+    .to_string();
+    let english = data.join("code-en.txt");
+    std::fs::write(&english, "Your code is ((code))").unwrap();
+    let bilingual = |translation: &std::path::Path| {
+        let mut c = civitas();
+        c.args([
+            "notify",
+            "add-template",
+            &agency_service,
+            "--type",
+            "sms",
+            "--name",
+            "Code",
+            "--lang",
+            "zh-TW",
+            "--body",
+        ])
+        .arg(&body)
+        .arg("--translation")
+        .arg(translation)
+        .args(&d);
+        c
+    };
+    assert!(run_ok(&mut bilingual(&english)).trim().ends_with(" 1"));
+    let wrong = data.join("wrong-en.txt");
+    std::fs::write(&wrong, "Your code is ((pin))").unwrap();
+    assert_one_sentence_failure(&mut bilingual(&wrong), "same placeholders");
     run_ok(civitas().args(["notify", "make-live", &service]).args(&d));
     // Mistakes are one sentence and a non-zero exit.
     assert_one_sentence_failure(
@@ -398,6 +438,8 @@ async fn live_email_goes_out_over_smtp(engine: crate::support::Engine) {
             body: "((name)) 您好：您的 ((year)) 年度退稅已核定。".into(),
             priority: Default::default(),
             essential: false,
+            lang: civitas_notify::Language::ZhTw,
+            translation: None,
         },
     )
     .await;
@@ -521,6 +563,8 @@ async fn email_waits_while_the_mail_server_is_down(engine: crate::support::Engin
             body: "Your work permit is ready.".into(),
             priority: Default::default(),
             essential: false,
+            lang: civitas_notify::Language::ZhTw,
+            translation: None,
         },
     )
     .await;
@@ -664,6 +708,8 @@ async fn limits_are_answered_with_429(engine: crate::support::Engine) {
                 body: "Your visa is ready.".into(),
                 priority: Default::default(),
                 essential: false,
+                lang: civitas_notify::Language::ZhTw,
+                translation: None,
             },
             actor,
         )
@@ -759,6 +805,8 @@ mod node {
                 body: "Dear ((name)), licence ((case)) is renewed.((urgent?? Collect it today.))".into(),
                 priority: Default::default(),
                 essential: false,
+                lang: civitas_notify::Language::ZhTw,
+                translation: None,
             }, actor).await.unwrap();
             let sms = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
                 channel: civitas_notify::Channel::Sms,
@@ -767,6 +815,8 @@ mod node {
                 body: "Code ((code))".into(),
                 priority: Default::default(),
                 essential: false,
+                lang: civitas_notify::Language::ZhTw,
+                translation: None,
             }, actor).await.unwrap();
             let letter = notify.save_template(&service.id, None, &civitas_notify::NewTemplate {
                 channel: civitas_notify::Channel::Letter,
@@ -775,6 +825,8 @@ mod node {
                 body: "((address_line_1)) 先生／女士：您的駕照 ((case)) 已換發。".into(),
                 priority: Default::default(),
                 essential: false,
+                lang: civitas_notify::Language::ZhTw,
+                translation: None,
             }, actor).await.unwrap();
             let dir = std::env::temp_dir().join(format!("civitas-notify-node-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&dir).unwrap();
@@ -830,6 +882,8 @@ async fn a_message_sent_again_is_the_same_message(engine: crate::support::Engine
             body: "Your card ((card)) is on its way.".into(),
             priority: Default::default(),
             essential: false,
+            lang: civitas_notify::Language::ZhTw,
+            translation: None,
         },
     )
     .await;

@@ -34,6 +34,8 @@ fn sms_template() -> civitas_notify::NewTemplate {
         body: "您的驗證碼是 ((code))".into(),
         priority: civitas_notify::Priority::Priority,
         essential: false,
+        lang: civitas_notify::Language::ZhTw,
+        translation: None,
     }
 }
 
@@ -98,6 +100,8 @@ async fn text_messages_and_letters_go_through_the_sandbox(engine: Engine) {
                 body: "((address_line_1)) 君：\n\n您的 ((year)) 年度退稅已核定，將於十日內匯入您的帳戶。".into(),
                 priority: civitas_notify::Priority::Normal,
                 essential: false,
+                lang: civitas_notify::Language::ZhTw,
+                translation: None,
             },
             "operator:test",
         )
@@ -554,6 +558,8 @@ async fn scheduled_messages_wait_and_emergencies_go_first(engine: Engine) {
         body: "((n))".into(),
         priority,
         essential: false,
+        lang: civitas_notify::Language::ZhTw,
+        translation: None,
     };
     let (key, normal) = live_service(
         &app,
@@ -672,6 +678,8 @@ async fn a_resident_reads_their_messages_and_chooses_how_they_are_told(engine: E
         body: "((what))\n\n如有疑問請洽承辦人。".into(),
         priority: Priority::Normal,
         essential,
+        lang: civitas_notify::Language::ZhTw,
+        translation: None,
     };
     let (key, news) = live_service(
         &app,
