@@ -9,6 +9,7 @@
 //! consequential events (sign-ins, step-ups, mandates) to the ledger itself.
 
 mod accounts;
+mod alerts;
 mod courier;
 mod loa;
 pub mod mandate;

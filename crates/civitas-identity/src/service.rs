@@ -102,6 +102,20 @@ impl Identity {
         &self.settings
     }
 
+    /// The courier one-time codes and alerts go by, if any.
+    pub(crate) fn courier(&self) -> Option<Arc<dyn Courier>> {
+        self.courier.clone()
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The name people know this service by ("Civitas").
+    pub(crate) fn issuer_name(&self) -> &str {
+        &self.settings.issuer_name
+    }
+
     async fn record(&self, event: Event, subject_ref: Option<&str>) -> Result<u64, IdentityError> {
         let event = match subject_ref {
             Some(r) => event.about(self.ledger.subject_secret(r).await?.tag()),
@@ -285,6 +299,15 @@ impl Identity {
                 .tag(),
         );
         self.ledger.append_with(&event, insert).await?;
+        if self.courier.is_some() {
+            let (me, account, id, agent) = (
+                self.clone(),
+                account.clone(),
+                session.id.clone(),
+                client.user_agent.clone(),
+            );
+            tokio::spawn(async move { me.alert_new_browser(&account, &id, &agent).await });
+        }
         Ok(SignInOutcome { token, session })
     }
 
@@ -987,6 +1010,7 @@ impl Identity {
         .with("grantee", grantee_tag.to_string());
         self.record(event, Some(&session.account.subject_ref()))
             .await?;
+        self.alert_mandate_later(&g, &session.account.display_name, true);
         Ok(g)
     }
 
@@ -1007,6 +1031,7 @@ impl Identity {
         .with("mandate", g.id.clone());
         self.record(event, Some(&session.account.subject_ref()))
             .await?;
+        self.alert_mandate_later(&g, &session.account.display_name, false);
         Ok(g)
     }
 

@@ -399,10 +399,29 @@ async fn granted_mandates_need_a_second_factor_and_can_be_revoked() {
         ("note", "home visits"),
     ];
     assert_eq!(grantor.post("/account/mandates", &fields).await.status, 303);
+    // The grantee is told, at the contact the register holds for them.
+    let person = civitas_registry::person_by_national_id(&app.db, &grantee_nid)
+        .await
+        .unwrap()
+        .unwrap();
+    let contact = person.email.clone().or(person.phone.clone()).unwrap();
+    let told = mail_to(&app, &contact, "A mandate for you", 1).await;
+    assert!(
+        told[0].body.contains("benefits") && told[0].body.contains("2027-06-30"),
+        "{}",
+        told[0].body
+    );
     let mut grantee = Browser::new(&app);
     grantee
         .sign_in(&grantee_nid, civitas_identity::DEMO_PASSWORD)
         .await;
+    // A sign-in from a browser new to the account is told of; the same browser again is not.
+    mail_to(&app, &contact, "New sign-in", 1).await;
+    Browser::new(&app)
+        .sign_in(&grantee_nid, civitas_identity::DEMO_PASSWORD)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    mail_to(&app, &contact, "New sign-in", 1).await;
     let held = grantee.get("/account/mandates").await;
     assert!(held.body.contains("2027-06-30"), "{}", held.body);
     let given = grantor.get("/account/mandates").await;
@@ -420,6 +439,7 @@ async fn granted_mandates_need_a_second_factor_and_can_be_revoked() {
     );
     let held = grantee.get("/account/mandates").await;
     assert!(!held.body.contains("2027-06-30"));
+    mail_to(&app, &contact, "A mandate was revoked", 1).await;
     let kinds = ledger_kinds(&app).await;
     for kind in [
         "identity.mandate_granted",
@@ -429,6 +449,33 @@ async fn granted_mandates_need_a_second_factor_and_can_be_revoked() {
         assert!(kinds.iter().any(|(k, _)| k == kind), "{kind}");
     }
     app.stop().await;
+}
+
+/// The messages to `to` whose subject has `subject` in it, once there are `n` (waiting up to
+/// five seconds: alerts are sent in the background); exactly `n`.
+async fn mail_to(
+    app: &TestApp,
+    to: &str,
+    subject: &str,
+    n: usize,
+) -> Vec<civitas_identity::SentMessage> {
+    let sink = civitas_identity::MailSink::new(app.db.clone());
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        found = sink
+            .recent(200)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.recipient == to && m.subject.contains(subject))
+            .collect();
+        if found.len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(found.len(), n, "messages to {to} about {subject:?}");
+    found
 }
 
 // ----- passkeys -------------------------------------------------------------------------
