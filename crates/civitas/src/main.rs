@@ -123,6 +123,9 @@ enum BenchCommand {
     /// Consent decisions/s and their latency with a million consent records; MyData releases
     /// against the same registry read without consent checks or logging.
     Consent(civitas::bench_consent::ConsentArgs),
+    /// Notify e-mails accepted/s through the v2 API against a bare endpoint with the same
+    /// authentication and JSON checks; e-mails delivered/s into a local SMTP server.
+    Notify(civitas::bench_notify::NotifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -243,6 +246,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Identity(args)) => civitas::bench_identity::identity(&args),
         Command::Bench(BenchCommand::Exchange(args)) => civitas::bench_exchange::exchange(&args),
         Command::Bench(BenchCommand::Consent(args)) => civitas::bench_consent::consent(&args),
+        Command::Bench(BenchCommand::Notify(args)) => civitas::bench_notify::notify(&args),
         Command::Demo(args) => {
             init_logging(&config);
             runtime()?.block_on(demo(config, &resolved.entries, args.fresh))
