@@ -91,9 +91,20 @@ struct Inner {
     /// about a person needs one. Bounded; emptied when full. (Should secrets ever be erased
     /// to forget a person, the erasure must empty this on every node.)
     subjects: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
+    /// New subjects whose secrets wait to be written, each with whoever waits for it:
+    /// whoever takes `subject_writer` next writes all of them in one commit, so a burst of
+    /// first events about new people costs one sync to disk, not one each.
+    new_subjects: std::sync::Mutex<Vec<(String, NewSubjectReply)>>,
+    subject_writer: Mutex<()>,
     /// Tells the sequencer that entries wait in the queue (see [`Ledger::append_in`]).
     queue_nudge: Arc<tokio::sync::Notify>,
 }
+
+/// Where a new subject's secret is sent once written (errors as text: they go to many).
+type NewSubjectReply = oneshot::Sender<Result<Vec<u8>, String>>;
+
+/// The most new subjects' secrets written in one commit.
+const NEW_SUBJECTS_BATCH: usize = 1_000;
 
 /// The most subjects' secrets kept in memory (about 100 bytes each).
 const SUBJECTS_CACHED: usize = 65_536;
@@ -138,6 +149,8 @@ impl Ledger {
             published,
             publish,
             subjects: std::sync::Mutex::default(),
+            new_subjects: std::sync::Mutex::default(),
+            subject_writer: Mutex::new(()),
             queue_nudge: Arc::default(),
         });
         match inner.db.engine() {
@@ -429,10 +442,10 @@ impl Ledger {
         if let Some(secret) = cached {
             return Ok(SubjectSecret(secret));
         }
-        let bytes = storage::subject_secret(&self.inner.db, subject_ref, || {
-            SubjectSecret::generate().as_bytes().to_vec()
-        })
-        .await?;
+        let bytes = match storage::stored_subject_secret(&self.inner.db, subject_ref).await? {
+            Some(bytes) => bytes,
+            None => self.new_subject_secret(subject_ref).await?,
+        };
         let secret = SubjectSecret::from_bytes(&bytes)?;
         if let Ok(mut m) = self.inner.subjects.lock() {
             if m.len() >= SUBJECTS_CACHED {
@@ -441,6 +454,48 @@ impl Ledger {
             m.insert(subject_ref.to_string(), *secret.as_bytes());
         }
         Ok(secret)
+    }
+
+    /// The secret of a subject not in the database yet: queued with the others waiting,
+    /// written with them by whoever holds the writer's turn first.
+    async fn new_subject_secret(&self, subject_ref: &str) -> Result<Vec<u8>, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        if let Ok(mut waiting) = self.inner.new_subjects.lock() {
+            waiting.push((subject_ref.to_string(), reply));
+        }
+        {
+            let _turn = self.inner.subject_writer.lock().await;
+            let batch: Vec<(String, NewSubjectReply)> = match self.inner.new_subjects.lock() {
+                Ok(mut waiting) => {
+                    let n = waiting.len().min(NEW_SUBJECTS_BATCH);
+                    waiting.drain(..n).collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            if !batch.is_empty() {
+                let refs: Vec<&str> = batch.iter().map(|(r, _)| r.as_str()).collect();
+                let written = storage::create_subject_secrets(&self.inner.db, &refs, || {
+                    SubjectSecret::generate().as_bytes().to_vec()
+                })
+                .await;
+                for (r, reply) in batch {
+                    let _ = reply.send(match &written {
+                        Ok(found) => found
+                            .get(&r)
+                            .cloned()
+                            .ok_or_else(|| "a subject's secret vanished".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    });
+                }
+            }
+        }
+        match answer.await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => Err(LedgerError::Corrupt(e)),
+            Err(_) => Err(LedgerError::Corrupt(
+                "a subject's secret was not written".into(),
+            )),
+        }
     }
 
     /// The newest event of `kind`, with its index.

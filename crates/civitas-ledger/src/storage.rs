@@ -353,33 +353,60 @@ pub(crate) async fn signing_key(
 
 /// The private secret of a subject, created on first use. Reads first: almost every call is
 /// about someone who already has a secret, and a read costs no commit.
-pub(crate) async fn subject_secret(
+pub(crate) async fn stored_subject_secret(
     db: &Db,
     subject_ref: &str,
-    make: impl FnOnce() -> Vec<u8>,
-) -> Result<Vec<u8>, LedgerError> {
-    let read = || async {
-        sqlx::query("SELECT secret FROM ledger_subjects WHERE subject_ref = $1")
-            .bind(subject_ref)
-            .fetch_optional(db.pool())
-            .await
-            .map_err(sql)?
-            .map(|row| row.try_get("secret").map_err(sql))
-            .transpose()
-    };
-    if let Some(secret) = read().await? {
-        return Ok(secret);
-    }
-    // Two nodes may race on the first use: the first insert wins, both read it back.
-    sqlx::query("INSERT INTO ledger_subjects (subject_ref, secret) VALUES ($1, $2) ON CONFLICT (subject_ref) DO NOTHING")
+) -> Result<Option<Vec<u8>>, LedgerError> {
+    sqlx::query("SELECT secret FROM ledger_subjects WHERE subject_ref = $1")
         .bind(subject_ref)
-        .bind(make())
-        .execute(db.pool())
+        .fetch_optional(db.pool())
         .await
-        .map_err(sql)?;
-    read()
-        .await?
-        .ok_or_else(|| LedgerError::Corrupt("a subject's secret vanished".into()))
+        .map_err(sql)?
+        .map(|row| row.try_get("secret").map_err(sql))
+        .transpose()
+}
+
+/// Makes secrets (`make`) for the subjects `refs` that have none, in one commit, and reads
+/// back every one of theirs. Two nodes may race on a first use: the first insert wins, both
+/// read it back.
+pub(crate) async fn create_subject_secrets(
+    db: &Db,
+    refs: &[&str],
+    make: impl Fn() -> Vec<u8>,
+) -> Result<HashMap<String, Vec<u8>>, LedgerError> {
+    let mut w = Script::new();
+    for r in refs {
+        w.push(
+            "INSERT INTO ledger_subjects (subject_ref, secret) VALUES (?, ?) ON CONFLICT (subject_ref) DO NOTHING",
+            vec![Value::Text(r.to_string()), Value::Bytes(make())],
+        );
+    }
+    {
+        let _turn = db.write_turn().await;
+        let mut tx = db.pool().begin().await.map_err(sql)?;
+        w.execute(&mut tx, db.engine()).await?;
+        tx.commit().await.map_err(sql)?;
+    }
+    let placeholders: Vec<String> = (1..=refs.len()).map(|i| format!("${i}")).collect();
+    let text = format!(
+        "SELECT subject_ref, secret FROM ledger_subjects WHERE subject_ref IN ({})",
+        placeholders.join(", ")
+    );
+    let mut q = sqlx::query(&text);
+    for r in refs {
+        q = q.bind(*r);
+    }
+    q.fetch_all(db.pool())
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("subject_ref").map_err(sql)?,
+                row.try_get("secret").map_err(sql)?,
+            ))
+        })
+        .collect()
 }
 
 /// Queues entries for the sequencer within the caller's transaction (the outbox: they are

@@ -203,6 +203,20 @@ pub const COMPONENT: Component = Component {
         );
         ALTER TABLE notify_notifications ADD COLUMN lang TEXT;
         ALTER TABLE notify_preferences ADD COLUMN lang TEXT;",
+    }, Migration {
+        version: 10,
+        name: "each service's messages a day, counted as they are accepted",
+        sql: "CREATE TABLE notify_daily_counts (
+            service_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            day_ms BIGINT NOT NULL,
+            sent BIGINT NOT NULL,
+            PRIMARY KEY (service_id, kind, day_ms)
+        );
+        INSERT INTO notify_daily_counts (service_id, kind, day_ms, sent)
+            SELECT service_id, kind, (created_ms + 28800000) / 86400000 * 86400000 - 28800000, COUNT(*)
+            FROM notify_notifications WHERE key_type <> 'test'
+            GROUP BY service_id, kind, (created_ms + 28800000) / 86400000 * 86400000 - 28800000;",
     }],
 };
 

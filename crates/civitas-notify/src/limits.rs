@@ -41,7 +41,7 @@ pub struct OverLimit {
 }
 
 /// Milliseconds of Taiwan's day (UTC+8) that began before `ms`.
-fn day_start(ms: i64) -> i64 {
+pub(crate) fn day_start(ms: i64) -> i64 {
     const DAY: i64 = 86_400_000;
     const TAIPEI: i64 = 8 * 3_600_000;
     (ms + TAIPEI).div_euclid(DAY) * DAY - TAIPEI
@@ -88,8 +88,8 @@ impl Notify {
             return Ok(None);
         }
         let (limit, sent): (i64, i64) = sqlx::query_as(
-            "SELECT s.daily_limit, (SELECT COUNT(*) FROM notify_notifications n
-                 WHERE n.service_id = s.id AND n.key_type <> 'test' AND n.kind = $2 AND n.created_ms >= $3)
+            "SELECT s.daily_limit, COALESCE((SELECT c.sent FROM notify_daily_counts c
+                 WHERE c.service_id = s.id AND c.kind = $2 AND c.day_ms = $3), 0)
              FROM notify_services s WHERE s.id = $1",
         )
         .bind(&caller.service.id)
@@ -104,6 +104,30 @@ impl Notify {
                 channel.code()
             ),
         }))
+    }
+
+    /// Adds to `w` the count of one more message of `caller` on `channel` today, which
+    /// changes no row once the day's limit is reached (so two sends at once cannot both
+    /// pass it: the accept's writes are refused). Test keys' messages are not counted.
+    pub(crate) fn count_message(
+        w: &mut civitas_store::Script,
+        caller: &Caller,
+        channel: Channel,
+        now: i64,
+    ) {
+        if caller.key_type == KeyType::Test {
+            return;
+        }
+        w.push(
+            "INSERT INTO notify_daily_counts (service_id, kind, day_ms, sent) VALUES (?, ?, ?, 1)
+             ON CONFLICT (service_id, kind, day_ms) DO UPDATE SET sent = notify_daily_counts.sent + 1
+             WHERE notify_daily_counts.sent < (SELECT s.daily_limit FROM notify_services s WHERE s.id = notify_daily_counts.service_id)",
+            vec![
+                civitas_store::Value::Text(caller.service.id.clone()),
+                civitas_store::Value::Str(channel.code()),
+                civitas_store::Value::I64(day_start(now)),
+            ],
+        );
     }
 
     /// Sets a service's daily limit per channel (`notify.daily_limit_set`).

@@ -1014,6 +1014,7 @@ impl Notify {
                 Sql::Str(lang.code()),
             ],
         );
+        Notify::count_message(&mut w, caller, n.channel, now);
         if completed.is_some() {
             let reported = crate::callbacks::Reported {
                 id: stored.id.clone(),
@@ -1053,15 +1054,20 @@ impl Notify {
         }
         match self.ledger.append_with(&event, w).await {
             Ok(_) => {}
-            // The same message, accepted at the same moment by another call: that one.
-            Err(civitas_ledger::LedgerError::WritesRefused(_)) if dedupe.is_some() => {
-                let first = self
-                    .by_dedupe_key(&caller.service.id, dedupe.as_deref().unwrap_or_default())
-                    .await?
-                    .ok_or_else(|| {
-                        NotifyError::BadRequest("the message could not be stored".into())
-                    })?;
-                return self.with_its_template(caller, first).await;
+            Err(civitas_ledger::LedgerError::WritesRefused(_)) => {
+                // The same message, accepted at the same moment by another call: that one.
+                if let Some(key) = &dedupe
+                    && let Some(first) = self.by_dedupe_key(&caller.service.id, key).await?
+                {
+                    return self.with_its_template(caller, first).await;
+                }
+                // Or the day's limit, reached by another call at the same moment.
+                if let Some(over) = self.check_daily_limit(caller, n.channel).await? {
+                    return Err(NotifyError::OverLimit(over));
+                }
+                return Err(NotifyError::BadRequest(
+                    "the message could not be stored".into(),
+                ));
             }
             Err(e) => return Err(e.into()),
         }

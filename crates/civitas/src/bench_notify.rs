@@ -246,6 +246,10 @@ impl Server {
                     name: "Tax refund".into(),
                     subject: Some("Your ((year)) tax refund".into()),
                     body: "Dear ((name)),\n\nYour tax refund for ((year)) of NT$((amount)) has been approved. It will be paid into your account within five working days.\n\nReference: ((case))".into(),
+                    priority: civitas_notify::Priority::Normal,
+                    essential: false,
+                    lang: civitas_notify::Language::En,
+                    translation: None,
                 },
                 actor,
             )
