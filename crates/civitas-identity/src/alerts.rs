@@ -1,6 +1,7 @@
 //! Alerts to people about what happens to their account and their mandates, through the
-//! same courier as one-time codes (Notify, in production): a sign-in from a browser the
-//! account has not used in the last 90 days, and a mandate given to or taken from them.
+//! same courier as one-time codes (Notify, in production): a sign-in from a browser (its
+//! kind and system, whatever its version) the account has not used in the last 90 days, and
+//! a mandate given to or taken from them.
 //!
 //! An alert never holds up or undoes what it is about: it is sent in the background, and a
 //! failure to send is logged (without the address or the text) and dropped.
@@ -80,28 +81,36 @@ impl Identity {
         if self.courier().is_none() {
             return;
         }
-        let known = sqlx::query(
-            "SELECT 1 AS x FROM sessions WHERE account_id = $1 AND user_agent = $2 AND id <> $3 AND created_ms > $4 LIMIT 1",
+        // The same browser on the same system, whatever its version (browsers update
+        // themselves every few weeks).
+        let browser = browser_of(user_agent);
+        let earlier: Result<Vec<(String,)>, _> = sqlx::query_as(
+            "SELECT DISTINCT user_agent FROM sessions WHERE account_id = $1 AND id <> $2 AND created_ms > $3",
         )
         .bind(&account.id)
-        .bind(user_agent)
         .bind(session_id)
         .bind(now_ms() - KNOWN_BROWSER_MS)
-        .fetch_optional(self.db().pool())
+        .fetch_all(self.db().pool())
         .await;
-        match known {
-            Ok(Some(_)) => return,
-            Ok(None) => {}
+        match earlier {
+            Ok(seen) => {
+                let known = seen.iter().any(|(ua,)| {
+                    if browser == "?" {
+                        ua == user_agent
+                    } else {
+                        browser_of(ua) == browser
+                    }
+                });
+                if known {
+                    return;
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot tell whether a browser is new");
                 return;
             }
         }
-        let (when, browser, issuer) = (
-            taiwan_time(now_ms()),
-            browser_of(user_agent),
-            self.issuer_name(),
-        );
+        let (when, issuer) = (taiwan_time(now_ms()), self.issuer_name());
         let body = format!(
             "您的 {issuer} 帳號於 {when}（台灣時間）從新的瀏覽器登入：{browser}。\n如果不是您本人，請立即到帳號的「安全」頁面變更密碼並登出所有裝置。\nYour {issuer} account was signed in to from a new browser at {when} (Taiwan time): {browser}.\nIf this was not you, change your password and sign out everywhere on your account's Security page."
         );

@@ -459,22 +459,37 @@ impl Ledger {
     /// The secret of a subject not in the database yet: queued with the others waiting,
     /// written with them by whoever holds the writer's turn first.
     async fn new_subject_secret(&self, subject_ref: &str) -> Result<Vec<u8>, LedgerError> {
-        let (reply, answer) = oneshot::channel();
-        if let Ok(mut waiting) = self.inner.new_subjects.lock() {
-            waiting.push((subject_ref.to_string(), reply));
-        }
-        {
+        let (reply, mut answer) = oneshot::channel();
+        let waiting = || {
+            self.inner
+                .new_subjects
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        waiting().push((subject_ref.to_string(), reply));
+        let answered = loop {
             let _turn = self.inner.subject_writer.lock().await;
-            let batch: Vec<(String, NewSubjectReply)> = match self.inner.new_subjects.lock() {
-                Ok(mut waiting) => {
-                    let n = waiting.len().min(NEW_SUBJECTS_BATCH);
-                    waiting.drain(..n).collect()
-                }
-                Err(_) => Vec::new(),
+            // Written by an earlier turn?
+            match answer.try_recv() {
+                Ok(a) => break Some(a),
+                Err(oneshot::error::TryRecvError::Closed) => break None,
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch: Vec<(String, NewSubjectReply)> = {
+                let mut w = waiting();
+                let n = w.len().min(NEW_SUBJECTS_BATCH);
+                w.drain(..n).collect()
             };
-            if !batch.is_empty() {
+            if batch.is_empty() {
+                // Taken by a turn whose write is still under way: its task answers.
+                break None;
+            }
+            // Written by a task of its own, so that the batch's other waiters are answered
+            // even if this caller goes away (a client that hangs up drops its handler).
+            let db = self.inner.db.clone();
+            let _ = tokio::spawn(async move {
                 let refs: Vec<&str> = batch.iter().map(|(r, _)| r.as_str()).collect();
-                let written = storage::create_subject_secrets(&self.inner.db, &refs, || {
+                let written = storage::create_subject_secrets(&db, &refs, || {
                     SubjectSecret::generate().as_bytes().to_vec()
                 })
                 .await;
@@ -487,12 +502,17 @@ impl Ledger {
                         Err(e) => Err(e.to_string()),
                     });
                 }
-            }
-        }
-        match answer.await {
+            })
+            .await;
+        };
+        let answered = match answered {
+            Some(a) => Ok(a),
+            None => answer.await,
+        };
+        match answered {
             Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(e)) => Err(LedgerError::Corrupt(e)),
-            Err(_) => Err(LedgerError::Corrupt(
+            Ok(Err(e)) => Err(LedgerError::Unavailable(e)),
+            Err(_) => Err(LedgerError::Unavailable(
                 "a subject's secret was not written".into(),
             )),
         }

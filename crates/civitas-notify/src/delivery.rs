@@ -247,6 +247,17 @@ impl Notify {
         carrier: &Carrier,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<usize, NotifyError> {
+        Ok(self.deliver_some(channel, carrier, stop).await?.0)
+    }
+
+    /// [`Notify::deliver_batch`], and whether a message was put back to be tried later (the
+    /// server's trouble or ours: the deliverer then waits instead of claiming again).
+    async fn deliver_some(
+        &self,
+        channel: Channel,
+        carrier: &Carrier,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(usize, bool), NotifyError> {
         let (claim, claimed) = self.claim(channel).await?;
         for range in waves(&claimed) {
             let wave = &claimed[range.clone()];
@@ -267,18 +278,19 @@ impl Notify {
             )
             .await;
             let later: Vec<(&str, i64)> = later.into_iter().flatten().collect();
-            if let Some(wait) = later.iter().map(|(_, w)| *w).max() {
+            if let Some(wait) = later.iter().map(|(_, w)| *w).min() {
                 // The server's trouble or ours: those are tried again later, and so is the
-                // rest of the batch, which would fare the same.
+                // rest of the batch, which would fare the same, untried (so after the
+                // shortest of their waits).
                 for (id, wait) in &later {
                     self.release(&[id], claim, now_ms() + wait, true).await?;
                 }
                 self.release(&rest[wave.len()..], claim, now_ms() + wait, false)
                     .await?;
-                return Ok(claimed.len());
+                return Ok((claimed.len(), true));
             }
         }
-        Ok(claimed.len())
+        Ok((claimed.len(), false))
     }
 
     /// Sends one claimed message and settles its status; when it is to be tried again
@@ -327,8 +339,8 @@ impl Notify {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         while !*stop.borrow() {
-            match self.deliver_batch(channel, &carrier, &stop).await {
-                Ok(n) if n as i64 == BATCH => continue,
+            match self.deliver_some(channel, &carrier, &stop).await {
+                Ok((n, false)) if n as i64 == BATCH => continue,
                 Ok(_) => {}
                 Err(e) => tracing::error!(channel = channel.code(), error = %e, "delivery failed"),
             }

@@ -41,6 +41,12 @@ pub struct OverLimit {
 }
 
 /// Milliseconds of Taiwan's day (UTC+8) that began before `ms`.
+/// Whether `caller`'s messages count against a daily limit: not a test key's, and not
+/// Civitas's own (sign-in codes and alerts must not be stopped by a busy day).
+fn counted(caller: &Caller) -> bool {
+    caller.key_type != KeyType::Test && caller.service.id != crate::own::SYSTEM_SERVICE_ID
+}
+
 pub(crate) fn day_start(ms: i64) -> i64 {
     const DAY: i64 = 86_400_000;
     const TAIPEI: i64 = 8 * 3_600_000;
@@ -84,7 +90,7 @@ impl Notify {
         caller: &Caller,
         channel: Channel,
     ) -> Result<Option<OverLimit>, NotifyError> {
-        if caller.key_type == KeyType::Test {
+        if !counted(caller) {
             return Ok(None);
         }
         let (limit, sent): (i64, i64) = sqlx::query_as(
@@ -115,17 +121,19 @@ impl Notify {
         channel: Channel,
         now: i64,
     ) {
-        if caller.key_type == KeyType::Test {
+        if !counted(caller) {
             return;
         }
         w.push(
-            "INSERT INTO notify_daily_counts (service_id, kind, day_ms, sent) VALUES (?, ?, ?, 1)
+            "INSERT INTO notify_daily_counts (service_id, kind, day_ms, sent)
+             SELECT ?, ?, ?, 1 FROM notify_services s WHERE s.id = ? AND s.daily_limit > 0
              ON CONFLICT (service_id, kind, day_ms) DO UPDATE SET sent = notify_daily_counts.sent + 1
              WHERE notify_daily_counts.sent < (SELECT s.daily_limit FROM notify_services s WHERE s.id = notify_daily_counts.service_id)",
             vec![
                 civitas_store::Value::Text(caller.service.id.clone()),
                 civitas_store::Value::Str(channel.code()),
                 civitas_store::Value::I64(day_start(now)),
+                civitas_store::Value::Text(caller.service.id.clone()),
             ],
         );
     }

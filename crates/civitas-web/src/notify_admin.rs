@@ -35,6 +35,10 @@ pub(crate) fn routes() -> axum::Router<Shared> {
             "/admin/notify/{service}/templates/{id}",
             get(template_page).post(update),
         )
+        .route(
+            "/admin/notify/{service}/templates/{id}/preview",
+            axum::routing::post(preview),
+        )
 }
 
 /// What someone may do with a service's templates.
@@ -576,14 +580,59 @@ async fn template_page(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    match visible(&app, &s, &service_id).await {
-        Ok(Some(found)) => {
-            let a = asked(query.as_deref());
-            show_template(&app, c, &headers, found, &id, a, Vec::new(), None).await
-        }
+    // A preview's values may be a person's: they come in a form, never in an address,
+    // which browsers and logs keep.
+    let a = Asked {
+        preview: false,
+        values: Vec::new(),
+        ..asked(query.as_deref())
+    };
+    show_visible(&app, c, &headers, &s, (&service_id, &id), a).await
+}
+
+/// The template page, as `asked`, when `s` may see the service; else "not found".
+async fn show_visible(
+    app: &Shared,
+    c: Chrome,
+    headers: &HeaderMap,
+    s: &SessionInfo,
+    (service_id, id): (&str, &str),
+    a: Asked,
+) -> Response {
+    match visible(app, s, service_id).await {
+        Ok(Some(found)) => show_template(app, c, headers, found, id, a, Vec::new(), None).await,
         Ok(None) => not_found_page(c),
-        Err(e) => error_page(c, &headers, &e),
+        Err(e) => error_page(c, headers, &e),
     }
+}
+
+/// The template page with a preview filled with the values posted.
+async fn preview(
+    State(app): State<Shared>,
+    v: Visitor,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Path((service_id, id)): Path<(String, String)>,
+    axum::extract::RawForm(form): axum::extract::RawForm,
+) -> Response {
+    let text = String::from_utf8_lossy(&form);
+    let csrf = url::form_urlencoded::parse(text.as_bytes())
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let s = match guard_form(&v, &headers, &uri, Loa::Low, &csrf) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let c = match staff_only(&s, chrome(&v, &headers, &uri)) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let a = Asked {
+        preview: true,
+        ..asked(Some(&text))
+    };
+    show_visible(&app, c, &headers, &s, (&service_id, &id), a).await
 }
 
 async fn update(

@@ -162,6 +162,11 @@ const MATRIX: &[(&str, &str, Rule)] = &[
         "/admin/notify/none/templates/none",
         Rule::SubstantialForm,
     ),
+    (
+        "POST",
+        "/admin/notify/none/templates/none/preview",
+        Rule::SignedInForm,
+    ),
     ("GET", "/admin/consent", Rule::OperatorOnly),
     ("POST", "/admin/consent", Rule::OperatorForm),
     ("POST", "/admin/exchange", Rule::OperatorForm),

@@ -484,10 +484,7 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
     let service = notify.services(Some("HRO")).await.unwrap().remove(0);
     let template = notify.templates(&service.id, None).await.unwrap().remove(0);
     let service_page = format!("/admin/notify/{}", service.id);
-    let template_page = format!(
-        "{service_page}/templates/{}?preview=1&lang=en&p.name=Mei",
-        template.id
-    );
+    let template_page = format!("{service_page}/templates/{}", template.id);
     let pages = [
         "/admin/notify",
         service_page.as_str(),

@@ -280,8 +280,12 @@ async fn agency_staff_manage_their_templates_in_the_admin_pages() {
 
     // The preview fills in what is typed, in the language chosen, and names what is not.
     let preview = sup
-        .get(&format!("{at}?preview=1&lang=en&p.name=Mei&p.case=A-9"))
+        .post(
+            &format!("{at}/preview"),
+            &[("lang", "en"), ("p.name", "Mei"), ("p.case", "A-9")],
+        )
         .await;
+    assert_eq!(preview.status, 200);
     assert!(
         preview
             .body
@@ -290,9 +294,19 @@ async fn agency_staff_manage_their_templates_in_the_admin_pages() {
         preview.body
     );
     let partial = sup
-        .get(&format!("{at}?preview=1&lang=zh-TW&p.name=Mei"))
+        .post(
+            &format!("{at}/preview"),
+            &[("lang", "zh-TW"), ("p.name", "Mei")],
+        )
         .await;
     assert!(partial.body.contains("((case))") && partial.body.contains("請填入"));
+    // Values never travel in the address: a preview asked for there is not made.
+    let in_address = sup.get(&format!("{at}?preview=1&p.name=Mei")).await;
+    assert!(
+        !in_address.body.contains("預覽結果") && !in_address.body.contains("請填入"),
+        "{}",
+        in_address.body
+    );
 
     // A new version; the old one stays readable.
     let mut fields = new_template("Dear ((name)), your case ((case)) still needs documents.");
@@ -325,6 +339,14 @@ async fn agency_staff_manage_their_templates_in_the_admin_pages() {
     let mut worker = at_substantial(&app, "caseworker.1@hro.gov.example").await;
     let read = worker.get(&at).await;
     assert_eq!(read.status, 200);
+    let theirs = worker
+        .post(
+            &format!("{at}/preview"),
+            &[("p.name", "Mei"), ("p.case", "A-9")],
+        )
+        .await;
+    assert!(theirs.body.contains("您的案件 A-9"), "{}", theirs.body);
+    worker.get(&at).await;
     assert!(!read.body.contains("Save as a new version") && !read.body.contains("儲存為新版本"));
     assert_eq!(worker.post(&at, &fields).await.status, 403);
     assert_eq!(
