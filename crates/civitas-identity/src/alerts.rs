@@ -16,9 +16,9 @@ use crate::service::Identity;
 /// How long a browser stays known to an account after its last sign-in there.
 const KNOWN_BROWSER_MS: i64 = 90 * 24 * 60 * 60 * 1000;
 
-/// A time as people in Taiwan read it: `2026-11-23 14:05`.
-fn taiwan_time(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+/// Unix milliseconds as people in Taiwan read them: `2026-11-23 14:05`.
+pub fn taiwan_time(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .to_offset(time::macros::offset!(+8));
     format!(

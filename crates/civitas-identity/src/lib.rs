@@ -10,6 +10,7 @@
 
 mod accounts;
 mod alerts;
+pub use alerts::taiwan_time;
 mod courier;
 mod loa;
 pub mod mandate;

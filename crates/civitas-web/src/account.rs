@@ -1177,19 +1177,7 @@ struct SessionRow {
 }
 
 /// Unix milliseconds as a Taiwan-time date and minute.
-pub(crate) fn taiwan_time(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .to_offset(time::macros::offset!(+8));
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute()
-    )
-}
+pub(crate) use civitas_identity::taiwan_time;
 
 #[derive(Template)]
 #[template(path = "sessions.html")]
