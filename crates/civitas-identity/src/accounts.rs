@@ -125,6 +125,22 @@ pub(crate) async fn by_id(db: &Db, id: &str) -> Result<Option<Account>, Identity
     row.as_ref().map(account_from).transpose()
 }
 
+/// An agency's staff in a role, enabled.
+pub(crate) async fn staff_of(
+    db: &Db,
+    agency: &str,
+    role: &str,
+) -> Result<Vec<Account>, IdentityError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE kind = 'staff' AND agency_code = $1 AND role = $2 AND disabled_ms IS NULL ORDER BY username"
+    ))
+    .bind(agency)
+    .bind(role)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(account_from).collect()
+}
+
 /// Finds an account and its password hash by what the person types to sign in.
 pub(crate) async fn by_username(
     db: &Db,

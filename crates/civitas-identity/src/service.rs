@@ -8,6 +8,7 @@ use civitas_ledger::{Event, Ledger};
 use civitas_store::Db;
 use civitas_store::sqlx::{self, Row};
 
+use crate::StaffRole;
 use crate::accounts::{self, Account, AccountKind, Registration, normalise_username};
 use crate::courier::Courier;
 use crate::mandate::{self, GrantRequest, Granted, Principal};
@@ -137,6 +138,31 @@ impl Identity {
     /// Finds an account by id.
     pub async fn account(&self, id: &str) -> Result<Option<Account>, IdentityError> {
         accounts::by_id(&self.db, id).await
+    }
+
+    /// An agency's staff in a role.
+    pub async fn staff_of(
+        &self,
+        agency: &str,
+        role: StaffRole,
+    ) -> Result<Vec<Account>, IdentityError> {
+        accounts::staff_of(&self.db, agency, role.code()).await
+    }
+
+    /// Tells a staff member of their work (a case due soon, one past its date) at their work
+    /// address, through the courier; false when there is no courier.
+    pub async fn tell_staff(
+        &self,
+        to: &Account,
+        subject: &str,
+        body: &str,
+    ) -> Result<bool, IdentityError> {
+        let Some(courier) = self.courier() else {
+            return Ok(false);
+        };
+        let address = to.email.clone().unwrap_or_else(|| to.username.clone());
+        courier.send(&address, subject, body).await?;
+        Ok(true)
     }
 
     /// Finds an enabled account by what its holder types to sign in (national ID or

@@ -8,7 +8,10 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{Problem, Shared, consent_api, data_usage, exchange_api, ledger, mydata, ops, prefill};
+use crate::{
+    Problem, Shared, consent_api, data_usage, exchange_api, ledger, mydata, ops, prefill,
+    services_api,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,11 +23,13 @@ use crate::{Problem, Shared, consent_api, data_usage, exchange_api, ledger, myda
         consent_api::agreements, consent_api::propose, consent_api::agreement, consent_api::statistics, consent_api::approve,
         consent_api::reject, consent_api::validity, consent_api::my_consents, consent_api::my_consent,
         consent_api::answer, consent_api::change, consent_api::receipt, mydata::release,
-        prefill::mine, prefill::for_person),
+        prefill::mine, prefill::for_person,
+        services_api::services, services_api::service, services_api::forms, services_api::apply, services_api::applications,
+        services_api::application, services_api::update, services_api::upload, services_api::tasks, services_api::task, services_api::complete),
     components(schemas(AgencyView, StatusView, Problem, ledger::CheckpointList, data_usage::DataUse,
         exchange_api::MemberIn, exchange_api::SubsystemIn, exchange_api::ServiceIn, exchange_api::RightIn, exchange_api::GatewayIn,
         consent_api::PurposeIn, consent_api::RejectIn, consent_api::AnswerIn,
-        prefill::MineIn, prefill::ForPersonIn)),
+        prefill::MineIn, prefill::ForPersonIn, services_api::ApplyIn, services_api::FormData, services_api::UpdateIn, services_api::CompleteIn)),
     tags(
         (name = "agencies", description = "The government agencies on this platform"),
         (name = "platform", description = "This instance"),
@@ -32,6 +37,7 @@ use crate::{Problem, Shared, consent_api, data_usage, exchange_api, ledger, myda
         (name = "me", description = "The signed-in person's own records (session cookie)"),
         (name = "exchange", description = "The exchange's directory, for its operators (an access token, or a session with X-CSRF-Token; changes need level substantial)"),
         (name = "consent", description = "Data agreements and consent: purposes, data items and the records' key for anyone; proposals and validity checks for organisations (their client id and secret, HTTP Basic); decisions for operators"),
+        (name = "services", description = "One-stop services in the shape of GovStack's registration building block: the catalogue for anyone; applications for residents (their session); tasks for agencies' staff (their session, X-CSRF-Token and level substantial to act)"),
         (name = "operations", description = "Health and readiness probes"),
     )
 )]

@@ -14,6 +14,7 @@ mod applications;
 pub mod auth;
 mod consent_api;
 mod consents_page;
+mod console;
 mod data_usage;
 mod exchange;
 mod exchange_api;
@@ -35,6 +36,8 @@ mod pages;
 mod passkey_routes;
 mod prefill;
 mod problem;
+mod services_api;
+mod services_pages;
 
 use std::sync::Arc;
 
@@ -88,6 +91,8 @@ pub struct AppState {
     pub archive: Option<Arc<civitas_exchange::archive::ArchiveKey>>,
     /// What the registers never change while the program runs, remembered between requests.
     pub registers: Arc<memo::RegisterMemo>,
+    /// One-stop services: the catalogue, applications and cases.
+    pub services: civitas_services::Services,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -130,6 +135,8 @@ pub fn app(state: AppState) -> Router {
         .merge(admin_exchange::routes())
         .merge(admin_consent::routes())
         .merge(notify_admin::routes())
+        .merge(services_pages::routes())
+        .merge(console::routes())
         .merge(passkey_routes::routes())
         .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(
@@ -152,6 +159,7 @@ pub fn app(state: AppState) -> Router {
             .merge(exchange::routes())
             .merge(data_usage::api_routes())
             .merge(exchange_api::routes())
+            .merge(services_api::routes())
             .merge(pages)
             .with_state(state),
     )

@@ -199,7 +199,7 @@ fn problem(status: StatusCode, kind: &str, title: &str, detail: &str) -> Respons
 }
 
 /// The signed-in person, for a JSON call that needs the page's anti-forgery token.
-fn signed_in<'a>(
+pub(crate) fn signed_in<'a>(
     v: &'a Visitor,
     headers: &HeaderMap,
 ) -> Result<&'a civitas_identity::session::SessionInfo, Box<Response>> {

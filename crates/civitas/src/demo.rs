@@ -152,12 +152,22 @@ pub async fn prepare(
     demo_exchange(&db, &ledger, &config.exchange_instance).await?;
     demo_purposes(&db, &ledger, &config.base_url()).await?;
     demo_notify(&db, &ledger).await?;
+    civitas_services::Services::open(db.clone(), ledger.clone())
+        .await?
+        .load_demo_catalog(crate::SYSTEM)
+        .await?;
     if let Seeded::Built(s, secs) = &seeded {
-        let featured: Vec<String> = civitas_registry::demo_people(&db)
-            .await?
-            .into_iter()
-            .map(|p| p.national_id)
-            .collect();
+        let people = civitas_registry::demo_people(&db).await?;
+        let mut featured: Vec<String> = people.iter().map(|p| p.national_id.clone()).collect();
+        // A new baby's parents apply for it ("a baby is born"): they sign in too.
+        for p in people.iter().filter(|p| p.role == "baby_born_last_week") {
+            if let Some(baby) = civitas_registry::person_by_national_id(&db, &p.national_id).await?
+            {
+                for parent in civitas_registry::parents_of(&db, baby.id).await? {
+                    featured.push(parent.national_id);
+                }
+            }
+        }
         let (identity, _) = crate::identity_for(&db, &ledger, config, None);
         identity
             .seed_demo_sign_ins(DEMO_PASSWORD, &featured)

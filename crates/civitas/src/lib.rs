@@ -32,6 +32,7 @@ pub const COMPONENTS: &[Component] = &[
     civitas_exchange::COMPONENT,
     civitas_consent::COMPONENT,
     civitas_notify::COMPONENT,
+    civitas_services::COMPONENT,
 ];
 
 /// The ledger's actor for actions the platform takes by itself.
@@ -479,8 +480,13 @@ pub async fn serve(
         })
         .collect();
     deliverers.push(tokio::spawn(
-        state.notify.clone().deliver_callbacks(stopping),
+        state.notify.clone().deliver_callbacks(stopping.clone()),
     ));
+    deliverers.push(tokio::spawn(watch_deadlines(
+        state.services.clone(),
+        state.identity.clone(),
+        stopping,
+    )));
     let before_close = async move {
         let _ = stop.send(true);
         for d in deliverers {
@@ -499,6 +505,80 @@ pub async fn serve(
         p.abort();
     }
     outcome
+}
+
+/// Every minute, reminds the staff member who holds a case due within a day, and tells the
+/// agency's supervisors of a case past its date (each once; the escalation is in the
+/// ledger). Messages name the case's reference and service, never the applicant.
+async fn watch_deadlines(
+    services: civitas_services::Services,
+    identity: civitas_identity::Identity,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use civitas_identity::StaffRole;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+        }
+        let due = match services
+            .check_deadlines(civitas_ledger::event::now_ms())
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the cases' due dates");
+                continue;
+            }
+        };
+        for d in due {
+            let name = services
+                .current()
+                .catalog
+                .service(&d.case.service_id)
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            let to = if d.escalated {
+                identity
+                    .staff_of(&d.case.agency, StaffRole::Supervisor)
+                    .await
+                    .unwrap_or_default()
+            } else {
+                match &d.case.assignee {
+                    Some(a) => identity
+                        .account(a)
+                        .await
+                        .ok()
+                        .flatten()
+                        .into_iter()
+                        .collect(),
+                    None => Vec::new(),
+                }
+            };
+            let (subject, body) = if d.escalated {
+                (
+                    format!("案件逾期 A case is past its date: {}", name.zh),
+                    format!(
+                        "「{}」的一件案件已超過處理期限，請至工作台指派或處理。\nA {} case is past its date: assign or decide it in the console.\n/console/cases/{}",
+                        name.zh, name.en, d.case.id
+                    ),
+                )
+            } else {
+                (
+                    format!("案件明日到期 A case is due tomorrow: {}", name.zh),
+                    format!(
+                        "您負責的「{}」案件將於一天內到期。\nA {} case of yours is due within a day.\n/console/cases/{}",
+                        name.zh, name.en, d.case.id
+                    ),
+                )
+            };
+            for account in to {
+                if let Err(e) = identity.tell_staff(&account, &subject, &body).await {
+                    tracing::warn!(error = %e, case = %d.case.id, "a staff member could not be told of a due date");
+                }
+            }
+        }
+    }
 }
 
 /// What the server's handlers reach, for either role, and the body archive's purger when
@@ -552,6 +632,11 @@ async fn app_state(
         .is_some()
         .then(|| tokio::spawn(purge_archive(db.clone(), ledger.clone())));
     let notify_provider = notify_provider(&config, issuer)?;
+    let services = civitas_services::Services::open(db.clone(), ledger.clone())
+        .await?
+        .with_uploads(civitas_services::uploads::local_store(
+            &config.data_dir.join("uploads"),
+        )?);
     let state = civitas_web::AppState {
         db,
         config: Arc::new(config),
@@ -570,6 +655,7 @@ async fn app_state(
         gateway_polls: civitas_web::exchange_peer::Polls::default(),
         archive,
         registers: Default::default(),
+        services,
     };
     Ok((state, purger))
 }

@@ -65,6 +65,12 @@ enum Rule {
     /// A JSON reading for people in the population register: a resident gets this status,
     /// other signed-in people 403, signed-out visitors 401.
     ResidentJson(u16),
+    /// A page for an agency's staff: staff get this status, operators and residents 403,
+    /// signed-out visitors are sent to sign in.
+    AgencyStaffPage(u16),
+    /// A JSON reading for an agency's staff: staff get this status, everyone else signed
+    /// in 403, signed-out visitors 401.
+    AgencyStaffJson(u16),
     /// A protocol endpoint with its own authentication (bearer tokens, client credentials):
     /// every visitor without those gets this status.
     Protocol(u16),
@@ -266,6 +272,116 @@ const MATRIX: &[(&str, &str, Rule)] = &[
     ("POST", "/v2/template/none/preview", Rule::Protocol(401)),
     ("GET", "/v2/templates", Rule::Protocol(401)),
     ("POST", "/api/v1/prefill", Rule::SignedInJson),
+    ("GET", "/services", Rule::Public(200)),
+    ("GET", "/services/none", Rule::Public(404)),
+    (
+        "POST",
+        "/services/licence-renewal/apply",
+        Rule::SubstantialForm,
+    ),
+    ("GET", "/applications", Rule::ResidentPage),
+    (
+        "GET",
+        "/applications/none",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
+    (
+        "GET",
+        "/applications/none/steps/none",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
+    (
+        "POST",
+        "/applications/none/steps/none",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
+    (
+        "GET",
+        "/applications/none/check",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
+    ("POST", "/applications/none/check", Rule::SignedInForm),
+    ("POST", "/applications/none/withdraw", Rule::SignedInForm),
+    (
+        "GET",
+        "/applications/none/corrections/none",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
+    (
+        "POST",
+        "/applications/none/corrections/none",
+        Rule::SignedInForm,
+    ),
+    (
+        "GET",
+        "/applications/none/files/none",
+        Rule::ByRole {
+            signed_out: 303,
+            signed_in: 404,
+        },
+    ),
+    ("GET", "/console", Rule::AgencyStaffPage(200)),
+    ("POST", "/console/bulk", Rule::SubstantialForm),
+    ("GET", "/console/cases/none", Rule::AgencyStaffPage(404)),
+    ("POST", "/console/cases/none", Rule::SubstantialForm),
+    (
+        "POST",
+        "/console/cases/none/registers",
+        Rule::SubstantialForm,
+    ),
+    (
+        "GET",
+        "/console/cases/none/files/none",
+        Rule::AgencyStaffPage(404),
+    ),
+    ("GET", "/api/v1/services", Rule::Public(200)),
+    ("GET", "/api/v1/services/none", Rule::Public(404)),
+    ("GET", "/api/v1/services/none/forms", Rule::Public(404)),
+    ("GET", "/api/v1/services/none/eForms", Rule::Public(404)),
+    (
+        "POST",
+        "/api/v1/services/none/applications",
+        Rule::SignedInJson,
+    ),
+    (
+        "GET",
+        "/api/v1/applications",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 200,
+        },
+    ),
+    (
+        "GET",
+        "/api/v1/applications/none",
+        Rule::ByRole {
+            signed_out: 401,
+            signed_in: 404,
+        },
+    ),
+    (
+        "POST",
+        "/api/v1/applications/none/documents",
+        Rule::SignedInJson,
+    ),
+    ("GET", "/api/v1/tasks", Rule::AgencyStaffJson(200)),
+    ("GET", "/api/v1/tasks/none", Rule::AgencyStaffJson(404)),
+    ("POST", "/api/v1/tasks/none/complete", Rule::SignedInJson),
     ("GET", "/account/consents", Rule::SignedIn),
     (
         "GET",
@@ -546,6 +662,16 @@ async fn every_route_answers_every_role_as_its_rule_says() {
                     Rule::StaffPage(status) => match role {
                         Role::Anonymous => to_sign_in,
                         Role::Resident => page.status == 403,
+                        _ => page.status == *status,
+                    },
+                    Rule::AgencyStaffPage(status) => match role {
+                        Role::Anonymous => to_sign_in,
+                        Role::Resident | Role::Operator => page.status == 403,
+                        _ => page.status == *status,
+                    },
+                    Rule::AgencyStaffJson(status) => match role {
+                        Role::Anonymous => page.status == 401,
+                        Role::Resident | Role::Operator => page.status == 403,
                         _ => page.status == *status,
                     },
                     Rule::OperatorOnly => match role {

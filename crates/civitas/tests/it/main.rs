@@ -24,3 +24,4 @@ mod notify;
 mod notify_channels;
 mod notify_templates;
 mod oidc;
+mod services;

@@ -348,6 +348,75 @@ impl Browser {
         self.finish(res).await
     }
 
+    /// Posts a multipart form (text fields, and files as name, file name, type and bytes)
+    /// with the current anti-forgery token added.
+    pub async fn post_multipart(
+        &mut self,
+        path: &str,
+        fields: &[(String, String)],
+        files: &[(String, String, String, Vec<u8>)],
+    ) -> Page {
+        let boundary = "civitas-test-boundary-7MA4YWxkTrZu0gW";
+        let mut body: Vec<u8> = Vec::new();
+        let mut all = fields.to_vec();
+        if !fields.iter().any(|(k, _)| k == "csrf") {
+            all.push(("csrf".into(), self.csrf.clone()));
+        }
+        for (k, v) in &all {
+            body.extend(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        for (k, name, kind, bytes) in files {
+            body.extend(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"; filename=\"{name}\"\r\nContent-Type: {kind}\r\n\r\n").as_bytes(),
+            );
+            body.extend(bytes);
+            body.extend(b"\r\n");
+        }
+        body.extend(format!("--{boundary}--\r\n").as_bytes());
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        self.finish(res).await
+    }
+
+    /// PUTs or POSTs raw bytes with a content type and the anti-forgery token in
+    /// `X-CSRF-Token`; returns the status and the JSON answer.
+    pub async fn send_json(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        let res = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("x-csrf-token", self.csrf.clone())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let page = self.finish(res).await;
+        let json = serde_json::from_str(&page.body).unwrap_or(serde_json::Value::Null);
+        (page.status, json)
+    }
+
     /// POSTs a JSON body with the anti-forgery token in `X-CSRF-Token` (`None`: the token of
     /// the last page read); returns the status and the JSON answer (`Null` when empty).
     pub async fn post_json(
