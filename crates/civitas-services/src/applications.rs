@@ -257,8 +257,21 @@ impl Services {
         who: &Applicant,
         prefilled: &Prefilled,
     ) -> Result<Application, ServicesError> {
+        self.start_with(offering, who, prefilled, &Map::new()).await
+    }
+
+    /// Starts an application filled from the registers' values, then with the answers
+    /// `given` (a program applying over the API gives them at once), in one write.
+    pub async fn start_with(
+        &self,
+        offering: &str,
+        who: &Applicant,
+        prefilled: &Prefilled,
+        given: &Map<String, Value>,
+    ) -> Result<Application, ServicesError> {
         let form = self.form(offering)?;
-        let (answers, sources, options) = apply_prefill(&form, prefilled);
+        let (mut answers, sources, options) = apply_prefill(&form, prefilled);
+        merge(&form, &mut answers, given);
         let now = civitas_ledger::event::now_ms();
         let a = Application {
             id: uuid::Uuid::new_v4().to_string(),
@@ -370,6 +383,41 @@ impl Services {
             .execute(self.db.pool())
             .await?;
         Ok((a, errors))
+    }
+
+    /// Saves answers to any of the form's questions at once (a null removes one), whatever
+    /// is wrong with them, and says what is wrong in the steps they touch.
+    pub async fn save_answers(
+        &self,
+        id: &str,
+        account_id: &str,
+        given: &Map<String, Value>,
+        today: &str,
+    ) -> Result<(Application, Vec<FieldError>), ServicesError> {
+        let mut a = self.application_of(id, account_id).await?;
+        self.editable(&a).await?;
+        let form = self.form(&a.offering)?;
+        merge(&form, &mut a.answers, given);
+        let mut errors = Vec::new();
+        for step in form.asked_steps(&a.answers) {
+            if step.questions.iter().any(|q| given.contains_key(&q.id)) {
+                errors.extend(form::check_step(step, &a.answers, today).1);
+                errors.extend(self.choice_errors(&a, step.questions.iter(), &a.answers));
+            }
+        }
+        self.store_answers(&mut a).await?;
+        Ok((a, errors))
+    }
+
+    pub(crate) async fn store_answers(&self, a: &mut Application) -> Result<(), ServicesError> {
+        a.updated_ms = civitas_ledger::event::now_ms();
+        sqlx::query("UPDATE services_applications SET answers = $1, updated_ms = $2 WHERE id = $3")
+            .bind(Value::Object(a.answers.clone()).to_string())
+            .bind(a.updated_ms)
+            .bind(&a.id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
     }
 
     /// Whether the applicant may change the answers now.
@@ -502,6 +550,22 @@ impl Services {
                 zh: offering.to_string(),
                 en: offering.to_string(),
             })
+    }
+}
+
+/// Puts the answers `given` to the form's questions into `answers` (a null removes one);
+/// anything else given is not the form's and is left out.
+pub(crate) fn merge(form: &Form, answers: &mut Map<String, Value>, given: &Map<String, Value>) {
+    for q in form.questions() {
+        match given.get(&q.id) {
+            Some(Value::Null) => {
+                answers.remove(&q.id);
+            }
+            Some(v) => {
+                answers.insert(q.id.clone(), v.clone());
+            }
+            None => {}
+        }
     }
 }
 

@@ -464,14 +464,32 @@ impl Services {
         account_id: &str,
         today: &str,
     ) -> Result<Result<(Application, Changed), Vec<crate::FieldError>>, ServicesError> {
+        self.submit_with(id, account_id, &Map::new(), today).await
+    }
+
+    /// Submits a draft with these last answers (saved, and kept when something is wrong).
+    pub async fn submit_with(
+        &self,
+        id: &str,
+        account_id: &str,
+        given: &Map<String, Value>,
+        today: &str,
+    ) -> Result<Result<(Application, Changed), Vec<crate::FieldError>>, ServicesError> {
         let mut a = self.application_of(id, account_id).await?;
         if a.state != ApplicationState::Draft {
             return Err(ServicesError::Conflict(
                 "This application has been sent already.".into(),
             ));
         }
+        if !given.is_empty() {
+            let form = self.form(&a.offering)?;
+            crate::applications::merge(&form, &mut a.answers, given);
+        }
         let (kept, errors) = self.check(&a, today)?;
         if !errors.is_empty() {
+            if !given.is_empty() {
+                self.store_answers(&mut a).await?;
+            }
             return Ok(Err(errors));
         }
         let l = self.current();
@@ -996,8 +1014,16 @@ impl Services {
         Ok(out)
     }
 
-    /// Counts of an agency's cases by state (the console's summary).
+    /// Counts of an agency's cases by state (the console's summary), as of at most
+    /// [`COUNTS_MAX_AGE_MS`] ago: counting a large agency's cases reads every one of them,
+    /// and the queue page is read far more often than the counts change meaningfully.
     pub async fn counts(&self, agency: &str) -> Result<Vec<(CaseState, i64)>, ServicesError> {
+        let now = civitas_ledger::event::now_ms();
+        if let Some((at, counts)) = self.counted.lock().expect("not poisoned").get(agency)
+            && now - at < COUNTS_MAX_AGE_MS
+        {
+            return Ok(counts.clone());
+        }
         let rows = sqlx::query(
             "SELECT state, COUNT(*) AS n FROM services_cases WHERE agency = $1 GROUP BY state",
         )
@@ -1012,9 +1038,16 @@ impl Services {
             }
         }
         out.sort_by_key(|(s, _)| CaseState::ALL.iter().position(|x| x == s));
+        self.counted
+            .lock()
+            .expect("not poisoned")
+            .insert(agency.to_string(), (now, out.clone()));
         Ok(out)
     }
 }
+
+/// How old the console's counts may be.
+pub const COUNTS_MAX_AGE_MS: i64 = 5_000;
 
 async fn insert_case(tx: &mut sqlx::AnyConnection, c: &Case) -> Result<(), ServicesError> {
     sqlx::query(&format!(

@@ -115,7 +115,8 @@ pub const COMPONENT: Component = Component {
             reason TEXT,
             version BIGINT NOT NULL
         );
-        CREATE INDEX services_cases_queue ON services_cases (agency, state, due_ms);
+        CREATE INDEX services_cases_queue ON services_cases (agency, due_ms, id);
+        CREATE INDEX services_cases_states ON services_cases (agency, state);
         CREATE INDEX services_cases_application ON services_cases (application_id);
         CREATE INDEX services_cases_due ON services_cases (due_ms);
         CREATE TABLE services_case_events (
@@ -158,6 +159,8 @@ pub struct Services {
     ledger: Ledger,
     loaded: Arc<RwLock<Arc<Loaded>>>,
     uploads: Option<Arc<dyn object_store::ObjectStore>>,
+    /// Each agency's counts of cases by state, and when they were counted (ms).
+    counted: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, Vec<(CaseState, i64)>)>>>,
 }
 
 impl Services {
@@ -172,6 +175,7 @@ impl Services {
                 index: search::Index::default(),
             }))),
             uploads: None,
+            counted: Default::default(),
         };
         s.refresh().await?;
         Ok(s)

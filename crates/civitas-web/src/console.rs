@@ -161,7 +161,10 @@ async fn queue(
         .map(|x| (x.id.clone(), pick(&c, &x.name)))
         .collect();
     let page = QueuePage {
-        agency,
+        agency: crate::services_pages::agency_name(
+            &crate::services_pages::agency_names(&app, &c).await,
+            &agency,
+        ),
         rows,
         counts: counts
             .into_iter()
@@ -260,6 +263,8 @@ struct CasePage {
     actions: Vec<(&'static str, String, bool)>,
     can_assign: bool,
     error: String,
+    /// The field the error is about (`reason`, `assignee`), or none.
+    error_field: &'static str,
     registers: Vec<(String, String, String)>,
     registers_error: String,
 }
@@ -296,7 +301,7 @@ async fn case_view(
     headers: &HeaderMap,
     actor: &Actor,
     id: &str,
-    error: String,
+    error: (&'static str, String),
     registers: (Vec<(String, String, String)>, String),
 ) -> Response {
     let Actor::Staff { agency, .. } = actor else {
@@ -410,7 +415,8 @@ async fn case_view(
             .collect(),
         actions: actions_for(&c, case.state),
         can_assign: matches!(actor, Actor::Staff { role, .. } if *role != civitas_services::StaffRole::Caseworker),
-        error,
+        error_field: error.0,
+        error: error.1,
         registers: registers.0,
         registers_error: registers.1,
         case,
@@ -440,7 +446,7 @@ async fn case_page(
         &headers,
         &actor,
         &id,
-        String::new(),
+        ("", String::new()),
         (vec![], String::new()),
     )
     .await
@@ -494,8 +500,16 @@ async fn act(
                         "No colleague at your agency has that sign-in name",
                     )
                     .to_string();
-                return case_view(&app, c, &headers, &actor, &id, msg, (vec![], String::new()))
-                    .await;
+                return case_view(
+                    &app,
+                    c,
+                    &headers,
+                    &actor,
+                    &id,
+                    ("assignee", msg),
+                    (vec![], String::new()),
+                )
+                .await;
             }
         }
     } else {
@@ -515,10 +529,28 @@ async fn act(
                     "Give the reason (at most 2,000 characters): the applicant reads it.",
                 )
                 .to_string();
-            case_view(&app, c, &headers, &actor, &id, msg, (vec![], String::new())).await
+            case_view(
+                &app,
+                c,
+                &headers,
+                &actor,
+                &id,
+                ("reason", msg),
+                (vec![], String::new()),
+            )
+            .await
         }
         Err(ServicesError::Conflict(m) | ServicesError::Forbidden(m)) => {
-            case_view(&app, c, &headers, &actor, &id, m, (vec![], String::new())).await
+            case_view(
+                &app,
+                c,
+                &headers,
+                &actor,
+                &id,
+                ("", m),
+                (vec![], String::new()),
+            )
+            .await
         }
         Err(e) => error_page(c, &headers, &e),
     }
@@ -572,8 +604,12 @@ async fn registers(
             .collect();
         (
             items,
-            format!("Deciding case {} ({})", a.reference, svc.name.en),
-            svc.legal_basis.zh.clone(),
+            crate::services_api::header_text(&format!(
+                "Deciding case {} ({})",
+                a.reference, svc.name.en
+            )),
+            // Headers carry visible ASCII: the English text.
+            crate::services_api::header_text(&svc.legal_basis.en),
         )
     };
     let client = format!("{}/GOV/{agency}/services", app.exchange.instance());
@@ -622,7 +658,7 @@ async fn registers(
         Err(crate::prefill::NotFilled::Refused(_, d)) => (vec![], d),
         Err(crate::prefill::NotFilled::UnknownItem(i)) => (vec![], i),
     };
-    case_view(&app, c, &headers, &actor, &id, String::new(), shown).await
+    case_view(&app, c, &headers, &actor, &id, ("", String::new()), shown).await
 }
 
 async fn file(

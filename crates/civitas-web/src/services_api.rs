@@ -125,7 +125,10 @@ pub(crate) async fn prefill_for(
         return Ok(Map::new());
     }
     let name = app.services.offering_name(offering);
-    let purpose = format!("Filling in a form at the person's request: {}", name.en);
+    let purpose = header_text(&format!(
+        "Filling in a form at the person's request: {}",
+        name.en
+    ));
     let why = Reason {
         purpose: &purpose,
         legal_basis: "Personal Data Protection Act art. 3 (the person's own request)",
@@ -146,11 +149,19 @@ pub(crate) async fn prefill_for(
     Ok(data)
 }
 
+/// Text for an exchange header (visible ASCII and spaces only).
+pub(crate) fn header_text(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .collect()
+}
+
 /// Starts an application for a signed-in resident, filled from the registers.
 pub(crate) async fn start_for(
     app: &Shared,
     s: &SessionInfo,
     offering: &str,
+    given: &Map<String, Value>,
 ) -> Result<Application, ServicesError> {
     let prefilled = prefill_for(app, &s.account.username, offering)
         .await
@@ -166,14 +177,22 @@ pub(crate) async fn start_for(
         national_id: s.account.username.clone(),
         name: s.account.display_name.clone(),
     };
-    app.services.start(offering, &who, &prefilled).await
+    app.services
+        .start_with(offering, &who, &prefilled, given)
+        .await
 }
 
 /// Tells the applicant of each changed case, by e-mail from the agency's Notify service to
 /// the address the register holds (their choices of channel and language apply). Sent in
 /// the background: a message that cannot go never undoes the change.
 pub(crate) fn tell_applicant(app: &Shared, a: &Application, changed: &[Case]) {
-    let (app, a, changed) = (app.clone(), a.clone(), changed.to_vec());
+    // A step still waiting for an earlier one is news only when it opens.
+    let changed: Vec<Case> = changed
+        .iter()
+        .filter(|c| c.state != CaseState::Waiting)
+        .cloned()
+        .collect();
+    let (app, a) = (app.clone(), a.clone());
     tokio::spawn(async move {
         for c in &changed {
             if let Err(e) = tell_one(&app, &a, c).await {
@@ -561,15 +580,16 @@ pub(crate) async fn apply(
     if !level_is(s, loa) {
         return loa_problem(loa);
     }
-    let a = match start_for(&app, s, &id).await {
+    let given = body.form_data.map(|f| f.data).unwrap_or_default();
+    // The draft is written once, with the registers' values and the answers given.
+    let a = match start_for(&app, s, &id, &given).await {
         Ok(a) => a,
         Err(e) => return problem(&e),
     };
-    let given = body.form_data.map(|f| f.data).unwrap_or_default();
-    save_and_submit(&app, s, a, given, !body.draft).await
+    save_and_submit(&app, s, a, Map::new(), !body.draft).await
 }
 
-/// Saves answers on every step of an application, and submits it when asked.
+/// Saves answers to an application, and submits it when asked.
 async fn save_and_submit(
     app: &Shared,
     s: &SessionInfo,
@@ -577,45 +597,37 @@ async fn save_and_submit(
     given: Map<String, Value>,
     submit: bool,
 ) -> Response {
-    let form = match app.services.form(&a.offering) {
-        Ok(f) => f,
-        Err(e) => return problem(&e),
-    };
     let today = today();
-    for step in &form.steps {
-        if !step.questions.iter().any(|q| given.contains_key(&q.id)) {
-            continue;
-        }
-        let mut answers = a.answers.clone();
-        for q in &step.questions {
-            if let Some(v) = given.get(&q.id) {
-                answers.insert(q.id.clone(), v.clone());
+    let draft = a.state == civitas_services::ApplicationState::Draft;
+    // Answers and submission in one write, for a draft; else the answers, then the cases
+    // that asked for more go back.
+    if !submit || !draft {
+        if !given.is_empty() {
+            match app
+                .services
+                .save_answers(&a.id, &s.account.id, &given, &today)
+                .await
+            {
+                Ok((saved, _)) => a = saved,
+                Err(e) => return problem(&e),
             }
         }
-        match app
-            .services
-            .save_step(&a.id, &s.account.id, &step.id, answers, &today)
+        if !submit {
+            return match application_json(app, &a).await {
+                Ok(v) => Json(v).into_response(),
+                Err(e) => problem(&e),
+            };
+        }
+    }
+    let submitted = if draft {
+        app.services
+            .submit_with(&a.id, &s.account.id, &given, &today)
             .await
-        {
-            Ok((saved, _)) => a = saved,
-            Err(e) => return problem(&e),
-        }
-    }
-    if !submit {
-        return match application_json(app, &a).await {
-            Ok(v) => Json(v).into_response(),
-            Err(e) => problem(&e),
-        };
-    }
-    let submitted = match a.state {
-        civitas_services::ApplicationState::Draft => {
-            app.services.submit(&a.id, &s.account.id, &today).await
-        }
-        _ => app
-            .services
+    } else {
+        app.services
             .resubmit(&a.id, &s.account.id, &today)
             .await
-            .map(|r| r.map(|changed| (a.clone(), changed))),
+            .map(|r| r.map(|changed| (a.clone(), changed)))
     };
     match submitted {
         Ok(Ok((a, cases))) => {
@@ -632,6 +644,22 @@ async fn save_and_submit(
         Ok(Err(errors)) => field_problem(&errors),
         Err(e) => problem(&e),
     }
+}
+
+/// The caller (a JSON call with the anti-forgery token) and their application `id`.
+async fn own_application<'a>(
+    app: &Shared,
+    v: &'a Visitor,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(&'a SessionInfo, Application), Box<Response>> {
+    let s = signed_in(v, headers)?;
+    let a = app
+        .services
+        .application_of(id, &s.account.id)
+        .await
+        .map_err(|e| Box::new(problem(&e)))?;
+    Ok((s, a))
 }
 
 /// Saves answers on one of the signed-in resident's applications (a draft, or one an
@@ -651,13 +679,9 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Response {
-    let s = match signed_in(&v, &headers) {
-        Ok(s) => s,
+    let (s, a) = match own_application(&app, &v, &headers, &id).await {
+        Ok(x) => x,
         Err(r) => return *r,
-    };
-    let a = match app.services.application_of(&id, &s.account.id).await {
-        Ok(a) => a,
-        Err(e) => return problem(&e),
     };
     let body: UpdateIn = match json_body(&bytes) {
         Ok(b) => b,
@@ -697,13 +721,9 @@ pub(crate) async fn upload(
     Query(q): Query<DocumentQuery>,
     bytes: axum::body::Bytes,
 ) -> Response {
-    let s = match signed_in(&v, &headers) {
-        Ok(s) => s,
+    let (_, a) = match own_application(&app, &v, &headers, &id).await {
+        Ok(x) => x,
         Err(r) => return *r,
-    };
-    let a = match app.services.application_of(&id, &s.account.id).await {
-        Ok(a) => a,
-        Err(e) => return problem(&e),
     };
     let kind = headers
         .get(axum::http::header::CONTENT_TYPE)

@@ -59,7 +59,7 @@ fn zh(c: &Chrome) -> bool {
 }
 
 /// An agency's name in the page's language.
-async fn agency_names(app: &Shared, c: &Chrome) -> Vec<(String, String)> {
+pub(crate) async fn agency_names(app: &Shared, c: &Chrome) -> Vec<(String, String)> {
     civitas_registry::agencies(&app.db)
         .await
         .unwrap_or_default()
@@ -73,7 +73,7 @@ async fn agency_names(app: &Shared, c: &Chrome) -> Vec<(String, String)> {
         .collect()
 }
 
-fn agency_name(names: &[(String, String)], code: &str) -> String {
+pub(crate) fn agency_name(names: &[(String, String)], code: &str) -> String {
     names
         .iter()
         .find(|(c, _)| c == code)
@@ -329,7 +329,7 @@ async fn apply(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    match start_for(&app, &s, &id).await {
+    match start_for(&app, &s, &id, &Map::new()).await {
         Ok(a) => Redirect::to(&first_step(&app, &a)).into_response(),
         Err(e) => page_error(c, &headers, &e),
     }
@@ -582,6 +582,9 @@ impl FieldView {
         let mut ids = Vec::new();
         if !self.hint.is_empty() || !self.condition.is_empty() {
             ids.push(format!("{}-hint", self.html_id));
+        }
+        if !self.source.is_empty() {
+            ids.push(format!("{}-source", self.html_id));
         }
         if self.has_error() {
             ids.push(format!("{}-error", self.html_id));
@@ -957,6 +960,8 @@ struct CheckPage {
     steps: Vec<(String, String, Vec<AnswerRow>)>,
     declaration: String,
     errors: Vec<(String, String, String)>,
+    /// The declaration was not ticked.
+    declare_missing: bool,
 }
 
 fn answer_text(c: &Chrome, a: &Application, q: &Question) -> String {
@@ -1071,6 +1076,7 @@ async fn check_page(
         steps,
         declaration,
         errors: all_errors,
+        declare_missing,
         a,
         c,
     };

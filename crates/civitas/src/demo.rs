@@ -254,6 +254,11 @@ async fn demo_exchange(db: &Db, ledger: &civitas_ledger::Ledger, instance: &str)
         ("NIA", "businesses", "/businesses"),
         ("DLA", "tax", "/persons"),
         ("THB", "population", "/persons"),
+        // The one-stop services' case handling reads what each agency's forms are bound to.
+        ("HRO", "population", "/persons"),
+        ("TXA", "land", "/persons"),
+        ("DLA", "land", "/persons"),
+        ("THB", "vehicles", "/persons"),
     ] {
         let c = member(client)?.subsystem("services")?;
         d.grant(&service(registry)?, &c, "GET", path, actor).await?;

@@ -7,6 +7,7 @@ pub mod bench_consent;
 pub mod bench_exchange;
 pub mod bench_identity;
 pub mod bench_notify;
+pub mod bench_services;
 pub mod demo;
 pub mod exchange_cli;
 pub mod ledger_cli;

@@ -126,6 +126,9 @@ enum BenchCommand {
     /// Notify e-mails accepted/s through the v2 API against a bare endpoint with the same
     /// authentication and JSON checks; e-mails delivered/s into a local SMTP server.
     Notify(civitas::bench_notify::NotifyArgs),
+    /// "A baby is born" applications/s through the API against the same submission written
+    /// straight to the database; the caseworker's queue page with 100,000 open cases.
+    Services(civitas::bench_services::ServicesArgs),
 }
 
 fn main() -> ExitCode {
@@ -247,6 +250,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Exchange(args)) => civitas::bench_exchange::exchange(&args),
         Command::Bench(BenchCommand::Consent(args)) => civitas::bench_consent::consent(&args),
         Command::Bench(BenchCommand::Notify(args)) => civitas::bench_notify::notify(&args),
+        Command::Bench(BenchCommand::Services(args)) => civitas::bench_services::services(&args),
         Command::Demo(args) => {
             init_logging(&config);
             runtime()?.block_on(demo(config, &resolved.entries, args.fresh))

@@ -4,6 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -14,6 +15,31 @@ struct Browser {
     client: Client,
     driver: Child,
     axe: String,
+    /// The driver's port, for [`Browser::another`].
+    port: u16,
+}
+
+/// What a browser session asks chromedriver for: headless Chromium with a fresh profile.
+fn chrome_caps() -> serde_json::Map<String, Value> {
+    let profile = scratch("chrome");
+    let chromium =
+        std::env::var("CIVITAS_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display()),
+                "--window-size=1280,900",
+            ]
+        }
+    });
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    caps
 }
 
 impl Browser {
@@ -43,24 +69,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let profile = scratch("chrome");
-        let chromium =
-            std::env::var("CIVITAS_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-        let caps = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display()),
-                    "--window-size=1280,900",
-                ]
-            }
-        });
-        let Value::Object(caps) = caps else {
-            unreachable!()
-        };
+        let caps = chrome_caps();
         let started = Instant::now();
         let client = loop {
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -81,7 +90,18 @@ impl Browser {
             client,
             driver,
             axe,
+            port,
         })
+    }
+
+    /// Another browser session on the same driver, with a profile of its own: another
+    /// person at their own computer. Close it with [`Client::close`].
+    async fn another(&self) -> Client {
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(chrome_caps())
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("another browser session")
     }
 
     /// Runs axe-core on the current page and returns its violations (rule id and nodes).
@@ -491,6 +511,592 @@ async fn a_resident_signs_in_and_the_account_pages_pass_axe() {
         template_page.as_str(),
     ];
     check_pages(&browser, &app.base, &pages, &mut failures).await;
+    browser.close().await;
+    app.stop().await;
+    assert!(
+        failures.is_empty(),
+        "accessibility or layout failures:\n{}",
+        failures.join("\n")
+    );
+}
+
+// ----- One-stop services, clicked and typed through ---------------------------------------
+
+/// A small PDF, as the file a person attaches.
+const PDF: &[u8] = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n";
+
+/// Clicks `el` and waits for the page it leads to: a new document, even at the same address
+/// (as when a form comes back with its errors).
+async fn click_and_load(c: &Client, el: Element) {
+    c.execute("window.civitasStale = true; return true;", vec![])
+        .await
+        .unwrap();
+    el.click().await.unwrap();
+    let started = Instant::now();
+    loop {
+        let loaded = c
+            .execute(
+                "return window.civitasStale !== true && document.readyState === 'complete';",
+                vec![],
+            )
+            .await;
+        if matches!(loaded, Ok(Value::Bool(true))) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no page came after the click on {:?}",
+            c.current_url().await.map(|u| u.to_string())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Presses the element `css` finds and waits for the page it leads to.
+async fn press(c: &Client, css: &str) {
+    let el = match c.find(Locator::Css(css)).await {
+        Ok(el) => el,
+        Err(e) => panic!(
+            "no {css} on {}: {e}\n{}",
+            c.current_url().await.unwrap(),
+            c.source().await.unwrap_or_default()
+        ),
+    };
+    click_and_load(c, el).await;
+}
+
+async fn path_of(c: &Client) -> String {
+    c.current_url().await.unwrap().path().to_string()
+}
+
+/// The text of the page's error summary, if it shows one.
+async fn error_summary(c: &Client) -> Option<String> {
+    match c.find(Locator::Css(".error-summary")).await {
+        Ok(e) => Some(e.text().await.unwrap()),
+        Err(_) => None,
+    }
+}
+
+/// Signs in by typing and sets up an authenticator app on the security page, as a person
+/// would; returns the app's secret, for the codes the step-up asks for later.
+async fn sign_in_with_authenticator(c: &Client, base: &str, user: &str) -> String {
+    c.goto(&format!("{base}/signin?next=/account/security"))
+        .await
+        .unwrap();
+    let security = url::Url::parse(&format!("{base}/account/security")).unwrap();
+    type_sign_in(c, user, &security).await;
+    press(c, "form[action='/account/totp'] button").await;
+    let secret = c
+        .find(Locator::Id("totp-secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action='/account/totp/confirm'] #code"))
+        .await
+        .unwrap()
+        .send_keys(&crate::identity::totp_now(&secret))
+        .await
+        .unwrap();
+    press(
+        c,
+        "form[action='/account/totp/confirm'] button[type=submit]",
+    )
+    .await;
+    assert!(
+        c.find(Locator::Id("recovery-codes")).await.is_ok(),
+        "the authenticator app was not set up for {user}: {:?}",
+        error_summary(c).await
+    );
+    secret
+}
+
+/// On the step-up page a protected action led to: types the authenticator's next code, and
+/// is sent back to where the action was.
+async fn step_up_here(c: &Client, secret: &str) {
+    let here = c.current_url().await.unwrap();
+    assert_eq!(here.path(), "/signin/step-up", "{here}");
+    assert!(
+        here.query()
+            .unwrap_or_default()
+            .contains("need=substantial"),
+        "{here}"
+    );
+    c.find(Locator::Id("code"))
+        .await
+        .unwrap()
+        .send_keys(&crate::identity::totp_ahead(secret, 1))
+        .await
+        .unwrap();
+    press(c, "form[action='/signin/step-up'] button[type=submit]").await;
+    assert_ne!(
+        path_of(c).await,
+        "/signin/step-up",
+        "the code was refused: {:?}",
+        error_summary(c).await
+    );
+}
+
+/// Opens the catalogue, follows the link to `offering` and presses "Start now", which asks
+/// a person signed in with a password alone to step up to level substantial first; returns
+/// the first step's address.
+async fn start_application(c: &Client, base: &str, secret: &str, offering: &str) -> String {
+    c.goto(&format!("{base}/services")).await.unwrap();
+    press(c, &format!("a[href='/services/{offering}']")).await;
+    assert_eq!(path_of(c).await, format!("/services/{offering}"));
+    let start = format!("form[action='/services/{offering}/apply'] button[type=submit]");
+    press(c, &start).await;
+    step_up_here(c, secret).await;
+    assert_eq!(path_of(c).await, format!("/services/{offering}"));
+    press(c, &start).await;
+    let first = path_of(c).await;
+    assert!(
+        first.starts_with("/applications/") && first.contains("/steps/"),
+        "{first}"
+    );
+    first
+}
+
+/// Types a date into a date field. How its parts are typed depends on the browser's locale,
+/// so each order is tried until the field holds the date.
+async fn type_date(el: &Element, iso: &str) {
+    let (y, m, d) = (&iso[0..4], &iso[5..7], &iso[8..10]);
+    for keys in [
+        format!("{m}{d}{y}"),
+        format!("{d}{m}{y}"),
+        format!("{y}{m}{d}"),
+    ] {
+        el.clear().await.unwrap();
+        el.send_keys(&keys).await.unwrap();
+        if el.prop("value").await.unwrap().as_deref() == Some(iso) {
+            return;
+        }
+    }
+    panic!("cannot type {iso} into a date field");
+}
+
+/// Answers every question of each step page, as a careful applicant would, until the check
+/// page: keeps what the registers filled in, types `answers` (by question) or a plain
+/// answer of the field's kind, chooses `answers`' option or a list's first, and attaches
+/// `upload` to every file field. Returns the addresses of the steps walked.
+async fn fill_steps(c: &Client, upload: &std::path::Path, answers: &[(&str, &str)]) -> Vec<String> {
+    let mut walked = Vec::new();
+    for _ in 0..10 {
+        let here = c.current_url().await.unwrap();
+        if here.path().ends_with("/check") {
+            return walked;
+        }
+        assert!(here.path().contains("/steps/"), "{here}");
+        walked.push(here.path().to_string());
+        let form = "form[enctype='multipart/form-data']";
+        let fields = c
+            .find_all(Locator::Css(&format!(
+                "{form} input:not([type=hidden]), {form} select, {form} textarea"
+            )))
+            .await
+            .unwrap();
+        for f in fields {
+            let name = f.attr("name").await.unwrap().unwrap_or_default();
+            let tag = f.tag_name().await.unwrap();
+            let kind = f.attr("type").await.unwrap().unwrap_or_default();
+            let numeric = f.attr("inputmode").await.unwrap().as_deref() == Some("numeric");
+            let value = f.prop("value").await.unwrap().unwrap_or_default();
+            let given = answers.iter().find(|(q, _)| *q == name).map(|(_, a)| *a);
+            match (tag.as_str(), kind.as_str()) {
+                ("select", _) => match given {
+                    Some(v) => f.select_by_value(v).await.unwrap(),
+                    None if value.is_empty() => f
+                        .select_by_index(1)
+                        .await
+                        .unwrap_or_else(|e| panic!("no choice offered for {name}: {e}")),
+                    None => {}
+                },
+                (_, "file") => f.send_keys(upload.to_str().unwrap()).await.unwrap(),
+                (_, "date") if value.is_empty() => {
+                    type_date(&f, given.unwrap_or("1988-04-12")).await
+                }
+                _ if value.is_empty() => {
+                    let plain = if numeric { "1" } else { "Test answer" };
+                    f.send_keys(given.unwrap_or(plain)).await.unwrap()
+                }
+                _ => {}
+            }
+        }
+        press(c, "button[name=go][value=next]").await;
+        let next = c.current_url().await.unwrap();
+        assert_ne!(
+            next,
+            here,
+            "the step was not accepted: {:?}",
+            error_summary(c).await
+        );
+    }
+    panic!("the form did not end");
+}
+
+/// On the check page: ticks the declaration and sends. Returns the application's id, from
+/// the page it leads to.
+async fn declare_and_send(c: &Client) -> String {
+    assert!(path_of(c).await.ends_with("/check"));
+    c.find(Locator::Css("input[name=declare]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    press(c, "form[action$='/check'] button[type=submit]").await;
+    let at = c.current_url().await.unwrap();
+    assert_eq!(
+        at.query(),
+        Some("sent"),
+        "{at}: {:?}",
+        error_summary(c).await
+    );
+    at.path().trim_start_matches("/applications/").to_string()
+}
+
+/// On an application's page: its reference, the first thing its summary lists.
+async fn reference_shown(c: &Client) -> String {
+    c.find(Locator::Css("dl.summary dd"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The states of an application's steps, as its page shows them to the applicant.
+async fn step_states(c: &Client, base: &str, id: &str) -> Vec<String> {
+    c.goto(&format!("{base}/applications/{id}")).await.unwrap();
+    let mut states = Vec::new();
+    for cell in c.find_all(Locator::Css("td[data-state]")).await.unwrap() {
+        states.push(cell.attr("data-state").await.unwrap().unwrap());
+    }
+    states
+}
+
+/// The state of the case whose page the console shows.
+async fn case_state(c: &Client) -> String {
+    c.find(Locator::Id("case-state"))
+        .await
+        .unwrap()
+        .attr("data-state")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A caseworker opens the console, finds the application's case by its reference and opens
+/// it. Returns the case page's address.
+async fn open_case(c: &Client, base: &str, reference: &str) -> String {
+    c.goto(&format!("{base}/console")).await.unwrap();
+    let link = match c.find(Locator::LinkText(reference)).await {
+        Ok(l) => l,
+        Err(_) => panic!(
+            "{reference} is not in the queue:\n{}",
+            c.find(Locator::Css("main"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        ),
+    };
+    click_and_load(c, link).await;
+    let case = path_of(c).await;
+    assert!(case.starts_with("/console/cases/"), "{case}");
+    case
+}
+
+/// On a case's page: types `reason` and presses `action`; when the console asks for level
+/// substantial first, steps up and does it again. Ends on the case's page; says whether it
+/// had to step up.
+async fn act_on_case(c: &Client, secret: &str, action: &str, reason: &str) -> bool {
+    let case = path_of(c).await;
+    let mut stepped_up = false;
+    for _ in 0..2 {
+        if !reason.is_empty() {
+            c.find(Locator::Id("reason"))
+                .await
+                .unwrap()
+                .send_keys(reason)
+                .await
+                .unwrap();
+        }
+        press(c, &format!("button[name=action][value={action}]")).await;
+        if path_of(c).await != "/signin/step-up" {
+            break;
+        }
+        step_up_here(c, secret).await;
+        stepped_up = true;
+        assert_eq!(path_of(c).await, case);
+    }
+    assert_eq!(path_of(c).await, case);
+    stepped_up
+}
+
+/// The demo person's national ID for a role of the demo country's stories.
+async fn demo_person(app: &TestApp, role: &str) -> String {
+    civitas_registry::demo_people(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.role == role)
+        .unwrap_or_else(|| panic!("no demo person {role}"))
+        .national_id
+}
+
+fn upload_file() -> std::path::PathBuf {
+    let path = scratch("upload").join("proof.pdf");
+    std::fs::write(&path, PDF).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn life_events_walked_in_a_real_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Engine::Sqlite).await.unwrap();
+    let base = app.base.as_str();
+    let upload = upload_file();
+    let c = &browser.client;
+
+    // The Employment Gold Card: a foreign professional applies once, for three agencies.
+    let pro = demo_person(&app, "foreign_professional").await;
+    let secret = sign_in_with_authenticator(c, base, &pro).await;
+    start_application(c, base, &secret, "gold-card").await;
+    let answers = [
+        ("applicant.name", "SMITH, Jane"),
+        ("applicant.passport_no", "X12345678"),
+        ("applicant.nationality", "United Kingdom"),
+        ("applicant.birth_date", "1988-04-12"),
+        ("work.field", "digital"),
+        ("work.employer", "Example Technology Ltd."),
+        ("visa.overseas_address", "10 Example Road, London"),
+        ("residence.address_tw", "臺北市信義區市府路1號"),
+        ("residence.phone", "0912345678"),
+        ("residence.reentry", "yes"),
+    ];
+    let steps = fill_steps(c, &upload, &answers).await;
+    let step_names: Vec<&str> = steps
+        .iter()
+        .map(|s| s.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        step_names,
+        [
+            "wda-work-permit.applicant",
+            "wda-work-permit.work",
+            "boca-resident-visa.visa",
+            "nia-resident-certificate.residence"
+        ],
+        "the questions the three services share are asked once"
+    );
+    // The check page shows the answers given, the files by their names.
+    let check = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for shown in [
+        "SMITH, Jane",
+        "X12345678",
+        "1988-04-12",
+        "proof.pdf",
+        "臺北市信義區市府路1號",
+    ] {
+        assert!(
+            check.contains(shown),
+            "{shown} not on the check page:\n{check}"
+        );
+    }
+    let id = declare_and_send(c).await;
+    let reference = reference_shown(c).await;
+    assert_eq!(
+        step_states(c, base, &id).await,
+        ["submitted", "submitted", "waiting"]
+    );
+
+    // The immigration agency's step waits for the other two: not in its queue yet.
+    let nia = browser.another().await;
+    let nia_secret = sign_in_with_authenticator(&nia, base, "caseworker.1@nia.gov.example").await;
+    nia.goto(&format!("{base}/console")).await.unwrap();
+    assert!(!nia.source().await.unwrap().contains(&reference));
+    // The labour agency and the consular affairs bureau approve, each in its own console.
+    for staff in [
+        "caseworker.1@wda.gov.example",
+        "caseworker.1@boca.gov.example",
+    ] {
+        let s = browser.another().await;
+        let secret = sign_in_with_authenticator(&s, base, staff).await;
+        open_case(&s, base, &reference).await;
+        assert_eq!(case_state(&s).await, "submitted");
+        assert!(
+            act_on_case(&s, &secret, "approve", "").await,
+            "acting needs level substantial"
+        );
+        assert_eq!(
+            case_state(&s).await,
+            "approved",
+            "{staff}: {:?}",
+            error_summary(&s).await
+        );
+        s.close().await.unwrap();
+    }
+    // Now the immigration agency finds it, and approves.
+    open_case(&nia, base, &reference).await;
+    assert!(act_on_case(&nia, &nia_secret, "approve", "").await);
+    assert_eq!(case_state(&nia).await, "approved");
+    nia.close().await.unwrap();
+    assert_eq!(
+        step_states(c, base, &id).await,
+        ["approved", "approved", "approved"]
+    );
+
+    // Renewing a driving licence: the licence is a choice from the vehicle register.
+    sign_out(c, base).await;
+    let driver = demo_person(&app, "licence_expiring_next_month").await;
+    let secret = sign_in_with_authenticator(c, base, &driver).await;
+    start_application(c, base, &secret, "licence-renewal").await;
+    let choices = c
+        .find_all(Locator::Css("#licence-which option"))
+        .await
+        .unwrap();
+    assert!(choices.len() >= 2, "no licence offered from the register");
+    let licence = choices[1].attr("value").await.unwrap().unwrap();
+    assert!(!licence.is_empty());
+    fill_steps(c, &upload, &[("licence.delivery", "post")]).await;
+    let check = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        check.contains(&licence),
+        "{licence} not on the check page:\n{check}"
+    );
+    let id = declare_and_send(c).await;
+    let reference = reference_shown(c).await;
+
+    // The motor vehicles office asks for more, with its reason.
+    let thb = browser.another().await;
+    let thb_secret = sign_in_with_authenticator(&thb, base, "caseworker.1@thb.gov.example").await;
+    let case = open_case(&thb, base, &reference).await;
+    let asked = "請上傳最近兩年內拍攝的白底照片";
+    assert!(act_on_case(&thb, &thb_secret, "request_information", asked).await);
+    assert_eq!(
+        case_state(&thb).await,
+        "more_information_needed",
+        "{:?}",
+        error_summary(&thb).await
+    );
+
+    // The driver reads the request, goes to the check page and sends again.
+    assert_eq!(step_states(c, base, &id).await, ["more_information_needed"]);
+    let mine = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(mine.contains(asked), "{mine}");
+    press(c, &format!("a[href='/applications/{id}/check']")).await;
+    assert_eq!(path_of(c).await, format!("/applications/{id}/check"));
+    assert_eq!(declare_and_send(c).await, id);
+    assert_eq!(step_states(c, base, &id).await, ["submitted"]);
+
+    // And the office approves.
+    thb.goto(&format!("{base}{case}")).await.unwrap();
+    assert_eq!(case_state(&thb).await, "submitted");
+    assert!(
+        !act_on_case(&thb, &thb_secret, "approve", "").await,
+        "once at level substantial, no more step-up"
+    );
+    assert_eq!(case_state(&thb).await, "approved");
+    thb.close().await.unwrap();
+    assert_eq!(step_states(c, base, &id).await, ["approved"]);
+    browser.close().await;
+    app.stop().await;
+}
+
+/// Runs axe-core on the page shown, as it is (a page with errors cannot be reached by
+/// address), collecting what it finds under `what`.
+async fn axe_here(browser: &Browser, what: &str, failures: &mut Vec<String>) {
+    for v in browser.axe_violations().await {
+        failures.push(format!("{what}: {v}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_and_console_pages_pass_axe_in_both_languages_at_desktop_and_phone_widths() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Engine::Sqlite).await.unwrap();
+    let base = app.base.as_str();
+    let upload = upload_file();
+    let c = &browser.client;
+    let mut failures = Vec::new();
+
+    // A driver's application, left at its step and at its check page, each also with the
+    // errors it comes back with.
+    let driver = demo_person(&app, "licence_expiring_next_month").await;
+    let secret = sign_in_with_authenticator(c, base, &driver).await;
+    let step = start_application(c, base, &secret, "licence-renewal").await;
+    press(c, "button[name=go][value=next]").await;
+    assert!(
+        error_summary(c).await.is_some(),
+        "nothing chosen, nothing attached"
+    );
+    axe_here(&browser, "a step with errors", &mut failures).await;
+    fill_steps(c, &upload, &[]).await;
+    let check = path_of(c).await;
+    press(c, "form[action$='/check'] button[type=submit]").await;
+    assert!(error_summary(c).await.is_some(), "no declaration ticked");
+    axe_here(&browser, "the check page with errors", &mut failures).await;
+    let pages = [
+        "/services",
+        "/services/baby-born",
+        "/services/thb-licence-renewal",
+        step.as_str(),
+        check.as_str(),
+    ];
+    check_pages(&browser, base, &pages, &mut failures).await;
+    // Sent: the list of applications and the application's timeline.
+    c.set_window_size(1280, 900).await.unwrap();
+    c.goto(&format!("{base}{check}")).await.unwrap();
+    let id = declare_and_send(c).await;
+    let reference = reference_shown(c).await;
+    let application = format!("/applications/{id}");
+    check_pages(
+        &browser,
+        base,
+        &["/applications", application.as_str()],
+        &mut failures,
+    )
+    .await;
+
+    // The motor vehicles office's console: the queue, and the case, also with the error a
+    // refusal without its reason comes back with.
+    c.set_window_size(1280, 900).await.unwrap();
+    c.goto(&format!("{base}/account")).await.unwrap();
+    sign_out(c, base).await;
+    let secret = sign_in_with_authenticator(c, base, "caseworker.1@thb.gov.example").await;
+    let case = open_case(c, base, &reference).await;
+    act_on_case(c, &secret, "reject", "").await;
+    assert!(
+        error_summary(c).await.is_some(),
+        "a refusal needs its reason"
+    );
+    axe_here(&browser, "a case with errors", &mut failures).await;
+    check_pages(&browser, base, &["/console", case.as_str()], &mut failures).await;
     browser.close().await;
     app.stop().await;
     assert!(

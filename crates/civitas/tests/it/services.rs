@@ -262,6 +262,17 @@ async fn a_parent_applies_once_and_three_agencies_decide(engine: Engine) {
         ))
         .await;
     assert_eq!((file.status, file.body.as_bytes()), (200, PDF));
+    // Staff read the registers only through the exchange, as their agency, logged.
+    hro_staff.get(&format!("/console/cases/{hro_case}")).await;
+    let read = hro_staff
+        .post(&format!("/console/cases/{hro_case}/registers"), &[])
+        .await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert!(
+        read.body.contains(&parent.national_id[..1]) && read.body.contains("family_name"),
+        "{}",
+        read.body
+    );
     // A refusal needs its reason; the approval opens the two steps waiting for it.
     assert_eq!(act(&mut hro_staff, hro_case, "reject", "").await, 422);
     assert_eq!(act(&mut hro_staff, hro_case, "approve", "").await, 303);
