@@ -393,28 +393,35 @@ impl Services {
 
     /// The cases of an application, in the offering's order.
     pub async fn cases_of(&self, application_id: &str) -> Result<Vec<Case>, ServicesError> {
+        let columns = COLUMNS
+            .split(", ")
+            .map(|c| format!("c.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM services_cases WHERE application_id = $1"
+            "SELECT {columns}, a.offering FROM services_cases c JOIN services_applications a ON a.id = c.application_id WHERE c.application_id = $1"
         ))
         .bind(application_id)
         .fetch_all(self.db.pool())
         .await?;
         let mut cases: Vec<Case> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-        let order: Vec<String> = match self.application(application_id).await? {
-            Some(a) => {
-                let l = self.current();
-                l.catalog
-                    .offering(&a.offering)
-                    .map(|o| {
+        let offering: Option<String> = match rows.first() {
+            Some(r) => Some(r.try_get("offering")?),
+            None => None,
+        };
+        let order: Vec<String> = {
+            let l = self.current();
+            offering
+                .and_then(|o| {
+                    l.catalog.offering(&o).map(|o| {
                         l.catalog
                             .steps_of(o)
                             .iter()
                             .map(|(s, _)| s.id.clone())
                             .collect()
                     })
-                    .unwrap_or_default()
-            }
-            None => vec![],
+                })
+                .unwrap_or_default()
         };
         cases.sort_by_key(|c| {
             order

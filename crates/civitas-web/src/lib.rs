@@ -36,7 +36,7 @@ mod pages;
 mod passkey_routes;
 mod prefill;
 mod problem;
-mod services_api;
+pub mod services_api;
 mod services_pages;
 
 use std::sync::Arc;
@@ -93,6 +93,8 @@ pub struct AppState {
     pub registers: Arc<memo::RegisterMemo>,
     /// One-stop services: the catalogue, applications and cases.
     pub services: civitas_services::Services,
+    /// The agencies' Notify services and templates for applicants' messages, remembered.
+    pub service_senders: Arc<services_api::Senders>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -202,29 +202,58 @@ pub(crate) fn tell_applicant(app: &Shared, a: &Application, changed: &[Case]) {
     });
 }
 
+/// Each agency's live sending service and its "application update" e-mail template,
+/// remembered for a minute (they change rarely; a message each change of every case would
+/// otherwise look them up every time).
+type Sender = (civitas_notify::Service, String);
+/// See [`sender_of`]: by agency, when looked up and what was found.
+pub type Senders =
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Option<Sender>)>>;
+
+async fn sender_of(
+    app: &Shared,
+    agency: &str,
+) -> Result<Option<Sender>, civitas_notify::NotifyError> {
+    if let Some((at, s)) = app
+        .service_senders
+        .lock()
+        .expect("not poisoned")
+        .get(agency)
+        && at.elapsed() < std::time::Duration::from_secs(60)
+    {
+        return Ok(s.clone());
+    }
+    let mut found = None;
+    if let Some(service) = app
+        .notify
+        .services(Some(agency))
+        .await?
+        .into_iter()
+        .find(|s| s.live)
+        && let Some(t) = app
+            .notify
+            .templates(&service.id, Some(civitas_notify::Channel::Email))
+            .await?
+            .into_iter()
+            .find(|t| t.body.contains("((reference))"))
+    {
+        found = Some((service, t.id));
+    }
+    app.service_senders.lock().expect("not poisoned").insert(
+        agency.to_string(),
+        (std::time::Instant::now(), found.clone()),
+    );
+    Ok(found)
+}
+
 async fn tell_one(
     app: &Shared,
     a: &Application,
     c: &Case,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     use civitas_notify::{Channel, KeyType, NewNotification, auth::Caller};
-    let Some(service) = app
-        .notify
-        .services(Some(&c.agency))
-        .await?
-        .into_iter()
-        .find(|s| s.live)
-    else {
+    let Some((service, template_id)) = sender_of(app, &c.agency).await? else {
         return Ok(()); // the agency sends no messages
-    };
-    let Some(template) = app
-        .notify
-        .templates(&service.id, Some(Channel::Email))
-        .await?
-        .into_iter()
-        .find(|t| t.body.contains("((reference))"))
-    else {
-        return Ok(());
     };
     let Some(person) = civitas_registry::person_by_national_id(&app.db, &a.national_id).await?
     else {
@@ -256,7 +285,7 @@ async fn tell_one(
     let n = NewNotification {
         channel: Channel::Email,
         recipient: a.national_id.clone(),
-        template_id: template.id.clone(),
+        template_id,
         personalisation: values,
         reference: Some(format!("{}/{}/{}", a.reference, c.service_id, c.version)),
         from_registers: Some((email, format!("person:{}", person.id))),
@@ -477,8 +506,15 @@ fn case_json(app: &Shared, c: &Case) -> Value {
 }
 
 async fn application_json(app: &Shared, a: &Application) -> Result<Value, ServicesError> {
-    let cases = app.services.cases_of(&a.id).await?;
-    let timeline = app.services.timeline(&a.id).await?;
+    // A draft has no cases yet.
+    let (cases, timeline) = if a.state == civitas_services::ApplicationState::Draft {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            app.services.cases_of(&a.id).await?,
+            app.services.timeline(&a.id).await?,
+        )
+    };
     Ok(json!({
         "fileId": a.id,
         "reference": a.reference,
@@ -632,12 +668,10 @@ async fn save_and_submit(
     match submitted {
         Ok(Ok((a, cases))) => {
             tell_applicant(app, &a, &cases);
-            match app.services.application(&a.id).await {
-                Ok(Some(a)) => match application_json(app, &a).await {
-                    Ok(v) => Json(v).into_response(),
-                    Err(e) => problem(&e),
-                },
-                Ok(None) => Problem::not_found("no such application").into_response(),
+            let mut a = a;
+            a.state = civitas_services::ApplicationState::Submitted;
+            match application_json(app, &a).await {
+                Ok(v) => Json(v).into_response(),
                 Err(e) => problem(&e),
             }
         }

@@ -806,15 +806,18 @@ async fn step(
     }
 }
 
-/// Reads a step's form: text fields by name, groups' `q[i].f` into lists, files into the
-/// object store (an empty file field keeps the file already given).
+/// A file sent with a step: its field, the name it had, its type and its bytes.
+type SentFile = (String, String, String, Vec<u8>);
+
+/// Reads a step's form: text fields by name, groups' `q[i].f` into lists, and the files
+/// sent (stored only once the form is known to be genuine, and only for the step's file
+/// questions).
 async fn read_step(
-    app: &Shared,
-    a: &Application,
     mut mp: Multipart,
-) -> Result<(String, String, Map<String, Value>), ServicesError> {
+) -> Result<(String, String, Map<String, Value>, Vec<SentFile>), ServicesError> {
     let (mut csrf, mut go) = (String::new(), String::new());
     let mut out = Map::new();
+    let mut files = Vec::new();
     let mut groups: std::collections::BTreeMap<
         String,
         std::collections::BTreeMap<usize, Map<String, Value>>,
@@ -827,18 +830,11 @@ async fn read_step(
         let file_name = field.file_name().map(str::to_string);
         let kind = field.content_type().unwrap_or_default().to_string();
         let bytes = field.bytes().await.map_err(bad)?;
-        let value = match file_name {
-            Some(f) if bytes.is_empty() && f.is_empty() => match a.answers.get(&name) {
-                Some(v) => v.clone(),
-                None => continue,
-            },
-            Some(f) => {
-                app.services
-                    .put_upload(&a.id, &f, &kind, bytes.to_vec())
-                    .await?
-            }
-            None => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
-        };
+        if let Some(f) = file_name {
+            files.push((name, f, kind, bytes.to_vec()));
+            continue;
+        }
+        let value = Value::String(String::from_utf8_lossy(&bytes).into_owned());
         match name.as_str() {
             "csrf" => csrf = value.as_str().unwrap_or_default().to_string(),
             "go" => go = value.as_str().unwrap_or_default().to_string(),
@@ -871,7 +867,61 @@ async fn read_step(
             .collect();
         out.insert(g, Value::Array(list));
     }
-    Ok((csrf, go, out))
+    Ok((csrf, go, out, files))
+}
+
+/// Stores the files sent for the step's file questions (an empty file field keeps the file
+/// already given); a file that cannot be taken is an error on its question.
+async fn store_files(
+    app: &Shared,
+    a: &Application,
+    step_id: &str,
+    files: Vec<SentFile>,
+    given: &mut Map<String, Value>,
+) -> Result<Vec<FieldError>, ServicesError> {
+    let form = app.services.form(&a.offering)?;
+    let Some(step) = form.step(step_id) else {
+        return Ok(vec![]);
+    };
+    let mut errors = Vec::new();
+    for q in step.questions.iter().filter(|q| q.kind == Kind::File) {
+        let sent = files
+            .iter()
+            .find(|(name, f, _, bytes)| *name == q.id && !(f.is_empty() && bytes.is_empty()));
+        let value = match sent {
+            None => a.answers.get(&q.id).cloned(),
+            Some((_, f, kind, bytes)) => {
+                match app.services.put_upload(&a.id, f, kind, bytes.clone()).await {
+                    Ok(v) => Some(v),
+                    Err(ServicesError::Invalid(m)) => {
+                        errors.push(FieldError {
+                            question: q.id.clone(),
+                            message: civitas_services::Text {
+                                zh: upload_error_zh(&m).to_string(),
+                                en: m,
+                            },
+                        });
+                        a.answers.get(&q.id).cloned()
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        if let Some(v) = value {
+            given.insert(q.id.clone(), v);
+        }
+    }
+    Ok(errors)
+}
+
+fn upload_error_zh(en: &str) -> &'static str {
+    if en.contains("10 MB") {
+        "檔案不可超過 10 MB"
+    } else if en.contains("empty") {
+        "檔案是空的"
+    } else {
+        "檔案須為 PDF、JPEG、PNG 或 HEIC"
+    }
 }
 
 async fn save_step(
@@ -896,7 +946,7 @@ async fn save_step(
     let Ok(mp) = mp else {
         return crate::account::forbidden_form(&headers);
     };
-    let (csrf, go, given) = match read_step(&app, &a, mp).await {
+    let (csrf, go, mut given, files) = match read_step(mp).await {
         Ok(x) => x,
         Err(ServicesError::Invalid(m)) => {
             let e = FieldError {
@@ -913,7 +963,11 @@ async fn save_step(
     if let Err(r) = guard_form(&v, &headers, &uri, Loa::Low, &csrf) {
         return *r;
     }
-    let (a, errors) = match app
+    let file_errors = match store_files(&app, &a, &step_id, files, &mut given).await {
+        Ok(e) => e,
+        Err(e) => return page_error(c, &headers, &e),
+    };
+    let (a, mut errors) = match app
         .services
         .save_step(&id, &s.account.id, &step_id, given, &today())
         .await
@@ -921,6 +975,9 @@ async fn save_step(
         Ok(x) => x,
         Err(e) => return page_error(c, &headers, &e),
     };
+    // A file refused stands in for the "upload a file" error on its question.
+    errors.retain(|e| !file_errors.iter().any(|f| f.question == e.question));
+    errors.extend(file_errors);
     if go == "later" {
         return Redirect::to("/applications").into_response();
     }

@@ -657,6 +657,7 @@ async fn app_state(
         archive,
         registers: Default::default(),
         services,
+        service_senders: Default::default(),
     };
     Ok((state, purger))
 }

@@ -208,7 +208,49 @@ async fn a_parent_applies_once_and_three_agencies_decide(engine: Engine) {
         step.body
             .contains(&format!("/applications/{id}/corrections/parent.name"))
     );
-    // A wrong answer is kept and shown with its error.
+    // A file that is not a document is refused on its question; what was typed is kept.
+    let child = format!("/applications/{id}/steps/hro-birth-registration.child");
+    b.get(&child).await;
+    let bad = b
+        .post_multipart(
+            &child,
+            &[
+                ("go".into(), "next".into()),
+                ("child.name".into(), "王小寶".into()),
+            ],
+            &[(
+                "child.birth_certificate".into(),
+                "x.exe".into(),
+                "application/x-msdownload".into(),
+                b"MZ".to_vec(),
+            )],
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(
+        bad.body.contains("檔案須為 PDF") && bad.body.contains("value=\"王小寶\""),
+        "{}",
+        bad.body
+    );
+    // Without the page's token nothing is taken, files included.
+    let forged = b
+        .post_multipart(
+            &child,
+            &[
+                ("csrf".into(), "forged".into()),
+                ("child.name".into(), "偽造".into()),
+            ],
+            &[(
+                "child.birth_certificate".into(),
+                "c.pdf".into(),
+                "application/pdf".into(),
+                PDF.to_vec(),
+            )],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert!(!b.get(&child).await.body.contains("偽造"));
+
     let form: Value =
         serde_json::from_str(&b.get("/api/v1/services/baby-born/forms").await.body).unwrap();
     let form = form[0].clone();
