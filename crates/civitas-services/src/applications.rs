@@ -3,6 +3,8 @@
 //! first from the registers with where each value came from, and submitted once, when
 //! every asked step checks out. Submitting opens the cases ([`crate::cases`]).
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -360,13 +362,16 @@ impl Services {
         today: &str,
     ) -> Result<(Application, Vec<FieldError>), ServicesError> {
         let mut a = self.application_of(id, account_id).await?;
-        self.editable(&a).await?;
+        let allowed = self.editable(&a).await?;
         let form = self.form(&a.offering)?;
         let step = form
             .step(step_id)
             .ok_or_else(|| ServicesError::NotFound(format!("no step {step_id}")))?;
         let mut merged = a.answers.clone();
         for q in &step.questions {
+            if allowed.as_ref().is_some_and(|only| !only.contains(&q.id)) {
+                continue;
+            }
             match given.get(&q.id) {
                 Some(v) => merged.insert(q.id.clone(), v.clone()),
                 None => merged.remove(&q.id),
@@ -375,13 +380,7 @@ impl Services {
         let (_, mut errors) = form::check_step(step, &merged, today);
         errors.extend(self.choice_errors(&a, step.questions.iter(), &merged));
         a.answers = merged;
-        a.updated_ms = civitas_ledger::event::now_ms();
-        sqlx::query("UPDATE services_applications SET answers = $1, updated_ms = $2 WHERE id = $3")
-            .bind(Value::Object(a.answers.clone()).to_string())
-            .bind(a.updated_ms)
-            .bind(&a.id)
-            .execute(self.db.pool())
-            .await?;
+        self.store_answers(&mut a).await?;
         Ok((a, errors))
     }
 
@@ -395,8 +394,14 @@ impl Services {
         today: &str,
     ) -> Result<(Application, Vec<FieldError>), ServicesError> {
         let mut a = self.application_of(id, account_id).await?;
-        self.editable(&a).await?;
+        let allowed = self.editable(&a).await?;
         let form = self.form(&a.offering)?;
+        let given: Map<String, Value> = given
+            .iter()
+            .filter(|(k, _)| allowed.as_ref().is_none_or(|only| only.contains(*k)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let given = &given;
         merge(&form, &mut a.answers, given);
         let mut errors = Vec::new();
         for step in form.asked_steps(&a.answers) {
@@ -409,26 +414,81 @@ impl Services {
         Ok((a, errors))
     }
 
+    /// Writes the answers, if nobody changed the application since it was read (two tabs,
+    /// a submission at the same moment): else a conflict, and the person looks again.
     pub(crate) async fn store_answers(&self, a: &mut Application) -> Result<(), ServicesError> {
-        a.updated_ms = civitas_ledger::event::now_ms();
-        sqlx::query("UPDATE services_applications SET answers = $1, updated_ms = $2 WHERE id = $3")
-            .bind(Value::Object(a.answers.clone()).to_string())
-            .bind(a.updated_ms)
-            .bind(&a.id)
-            .execute(self.db.pool())
-            .await?;
+        let read = a.updated_ms;
+        a.updated_ms = civitas_ledger::event::now_ms().max(read + 1);
+        let n = sqlx::query(
+            "UPDATE services_applications SET answers = $1, updated_ms = $2 WHERE id = $3 AND updated_ms = $4 AND state = $5",
+        )
+        .bind(Value::Object(a.answers.clone()).to_string())
+        .bind(a.updated_ms)
+        .bind(&a.id)
+        .bind(read)
+        .bind(a.state.as_str())
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(crate::cases::changed_meanwhile());
+        }
         Ok(())
     }
 
     /// Whether the applicant may change the answers now.
-    pub(crate) async fn editable(&self, a: &Application) -> Result<(), ServicesError> {
+    pub(crate) async fn editable(
+        &self,
+        a: &Application,
+    ) -> Result<Option<BTreeSet<String>>, ServicesError> {
         match a.state {
-            ApplicationState::Draft => Ok(()),
-            ApplicationState::Submitted if self.needs_more(&a.id).await? => Ok(()),
-            _ => Err(ServicesError::Conflict(
-                "This application has been sent and cannot be changed now.".into(),
-            )),
+            ApplicationState::Draft => Ok(None),
+            ApplicationState::Submitted => match self.editable_questions(a).await? {
+                Some(q) => Ok(Some(q)),
+                None => Err(sent()),
+            },
+            _ => Err(sent()),
         }
+    }
+
+    /// For a sent application an agency asked more of: the questions the applicant may
+    /// change, those of the services that asked, less any that another agency is looking
+    /// at or has decided on (what they saw stays what they saw). `None` when no agency
+    /// asked.
+    pub async fn editable_questions(
+        &self,
+        a: &Application,
+    ) -> Result<Option<BTreeSet<String>>, ServicesError> {
+        let cases = self.cases_of(&a.id).await?;
+        if !cases
+            .iter()
+            .any(|c| c.state == crate::CaseState::MoreInformationNeeded)
+        {
+            return Ok(None);
+        }
+        let l = self.current();
+        let questions = |service: &str| -> Vec<String> {
+            l.catalog
+                .service(service)
+                .map(|s| {
+                    s.steps
+                        .iter()
+                        .flat_map(|st| &st.questions)
+                        .map(|q| q.id.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut open: BTreeSet<String> = BTreeSet::new();
+        let mut held: BTreeSet<String> = BTreeSet::new();
+        for c in &cases {
+            match c.state {
+                crate::CaseState::MoreInformationNeeded => open.extend(questions(&c.service_id)),
+                crate::CaseState::Waiting => {}
+                _ => held.extend(questions(&c.service_id)),
+            }
+        }
+        Ok(Some(open.difference(&held).cloned().collect()))
     }
 
     /// Answers to choices from the registers that are not among the register's options.
@@ -463,6 +523,25 @@ impl Services {
     ) -> Result<(Map<String, Value>, Vec<FieldError>), ServicesError> {
         let form = self.form(&a.offering)?;
         let (kept, mut errors) = form.check_all(&a.answers, today);
+        // A file is one stored for this application, of a type taken.
+        for q in form.questions().filter(|q| q.kind == form::Kind::File) {
+            if let Some(v) = kept.get(&q.id) {
+                let key = v.get("key").and_then(Value::as_str).unwrap_or_default();
+                let kind = v.get("type").and_then(Value::as_str).unwrap_or_default();
+                if !key.starts_with(&format!("{}/", a.id))
+                    || key.contains("..")
+                    || !crate::uploads::TYPES.contains(&kind)
+                {
+                    errors.push(FieldError {
+                        question: q.id.clone(),
+                        message: Text {
+                            zh: "請上傳檔案".into(),
+                            en: "Upload a file".into(),
+                        },
+                    });
+                }
+            }
+        }
         let asked: Vec<_> = form
             .asked_steps(&a.answers)
             .into_iter()
@@ -567,6 +646,10 @@ pub(crate) fn merge(form: &Form, answers: &mut Map<String, Value>, given: &Map<S
             None => {}
         }
     }
+}
+
+fn sent() -> ServicesError {
+    ServicesError::Conflict("This application has been sent and cannot be changed now.".into())
 }
 
 /// The answers' digest, for the ledger (the answers stay in the database).

@@ -214,6 +214,20 @@ impl Action {
     }
 }
 
+impl Case {
+    /// What became of it: approved (`Some(true)`), not approved (`Some(false)`: rejected,
+    /// withdrawn, or closed without approval), or not decided yet (`None`). Closing a
+    /// decided case keeps its decision.
+    pub fn outcome(&self) -> Option<bool> {
+        match self.state {
+            CaseState::Approved => Some(true),
+            CaseState::Rejected | CaseState::Withdrawn => Some(false),
+            CaseState::Closed => Some(self.decision.as_deref() == Some("approved")),
+            _ => None,
+        }
+    }
+}
+
 /// A case.
 #[derive(Debug, Clone, Serialize)]
 pub struct Case {
@@ -245,11 +259,13 @@ pub struct Case {
     pub updated_ms: i64,
     /// The decision's reason, or what more is needed.
     pub reason: Option<String>,
+    /// The decision (`approved`, `rejected`), kept when the case is closed afterwards.
+    pub decision: Option<String>,
     /// Its version (one per change).
     pub version: i64,
 }
 
-const COLUMNS: &str = "id, application_id, service_id, agency, state, depends_on, assignee, assignee_name, opened_ms, due_ms, reminded_ms, escalated_ms, updated_ms, reason, version";
+const COLUMNS: &str = "id, application_id, service_id, agency, state, depends_on, assignee, assignee_name, opened_ms, due_ms, reminded_ms, escalated_ms, updated_ms, reason, decision, version";
 
 fn from_row(r: &AnyRow) -> Result<Case, ServicesError> {
     let state: String = r.try_get("state")?;
@@ -270,6 +286,7 @@ fn from_row(r: &AnyRow) -> Result<Case, ServicesError> {
         escalated_ms: r.try_get("escalated_ms")?,
         updated_ms: r.try_get("updated_ms")?,
         reason: r.try_get("reason")?,
+        decision: r.try_get("decision")?,
         version: r.try_get("version")?,
     })
 }
@@ -432,15 +449,6 @@ impl Services {
         Ok(cases)
     }
 
-    /// Whether an agency has asked the applicant for more.
-    pub(crate) async fn needs_more(&self, application_id: &str) -> Result<bool, ServicesError> {
-        Ok(self
-            .cases_of(application_id)
-            .await?
-            .iter()
-            .any(|c| c.state == CaseState::MoreInformationNeeded))
-    }
-
     /// The answers of an application that a case's service asks for (an agency sees only
     /// those).
     pub fn answers_for(&self, case: &Case, a: &Application) -> Map<String, Value> {
@@ -536,6 +544,7 @@ impl Services {
                 escalated_ms: None,
                 updated_ms: now,
                 reason: None,
+                decision: None,
                 version: 1,
             });
         }
@@ -654,8 +663,14 @@ impl Services {
         if note.is_some() {
             case.reason = note.clone();
         }
+        match to {
+            CaseState::Approved => case.decision = Some("approved".into()),
+            CaseState::Rejected => case.decision = Some("rejected".into()),
+            _ => {}
+        }
         let tag = self.ledger.subject_secret(&app.subject_ref).await?.tag();
         let mut tx = self.db.pool().begin().await?;
+        lock_application(&mut tx, &app.id).await?;
         let mut events =
             vec![save_case(&mut tx, &mut case, from, now, actor, note.as_deref(), tag).await?];
         let mut changed = vec![case.clone()];
@@ -678,10 +693,7 @@ impl Services {
         tag: SubjectTag,
         events: &mut Vec<Event>,
     ) -> Result<Changed, ServicesError> {
-        if !matches!(
-            decided.state,
-            CaseState::Approved | CaseState::Rejected | CaseState::Withdrawn
-        ) {
+        if decided.outcome().is_none() {
             return Ok(vec![]);
         }
         let rows = sqlx::query(&format!(
@@ -701,18 +713,13 @@ impl Services {
                 if all[i].state != CaseState::Waiting {
                     continue;
                 }
-                let deps: Vec<CaseState> = all[i]
+                let deps: Vec<Option<bool>> = all[i]
                     .depends_on
                     .iter()
-                    .filter_map(|d| all.iter().find(|c| c.id == *d).map(|c| c.state))
+                    .filter_map(|d| all.iter().find(|c| c.id == *d).map(Case::outcome))
                     .collect();
-                let blocked = deps.iter().any(|s| {
-                    matches!(
-                        s,
-                        CaseState::Rejected | CaseState::Withdrawn | CaseState::Closed
-                    )
-                });
-                let ready = deps.iter().all(|s| *s == CaseState::Approved);
+                let blocked = deps.contains(&Some(false));
+                let ready = deps.iter().all(|o| *o == Some(true));
                 if !blocked && !ready {
                     continue;
                 }
@@ -772,13 +779,20 @@ impl Services {
             account_id: account_id.to_string(),
         };
         let mut tx = self.db.pool().begin().await?;
-        sqlx::query(
-            "UPDATE services_applications SET state = 'withdrawn', updated_ms = $1 WHERE id = $2",
+        // Only from the state it was read in: a submission at the same moment wins, and
+        // the person is asked to look again.
+        let n = sqlx::query(
+            "UPDATE services_applications SET state = 'withdrawn', updated_ms = $1 WHERE id = $2 AND state = $3",
         )
         .bind(now)
         .bind(id)
+        .bind(a.state.as_str())
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(changed_meanwhile());
+        }
         let mut events = vec![
             Event::new(
                 "services.application_withdrawn",
@@ -830,12 +844,19 @@ impl Services {
             account_id: account_id.to_string(),
         };
         let mut tx = self.db.pool().begin().await?;
-        sqlx::query("UPDATE services_applications SET answers = $1, updated_ms = $2 WHERE id = $3")
-            .bind(Value::Object(kept.clone()).to_string())
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let n = sqlx::query(
+            "UPDATE services_applications SET answers = $1, updated_ms = $2 WHERE id = $3 AND updated_ms = $4",
+        )
+        .bind(Value::Object(kept.clone()).to_string())
+        .bind(now)
+        .bind(id)
+        .bind(a.updated_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(changed_meanwhile());
+        }
         let mut events = Vec::new();
         let mut changed = Vec::new();
         for mut c in waiting {
@@ -900,7 +921,7 @@ impl Services {
     ) -> Result<Vec<QueueRow>, ServicesError> {
         let mut sql = String::from(
             "SELECT c.id, c.application_id, c.service_id, c.agency, c.state, c.depends_on, c.assignee, c.assignee_name, \
-             c.opened_ms, c.due_ms, c.reminded_ms, c.escalated_ms, c.updated_ms, c.reason, c.version, a.reference, a.applicant_name \
+             c.opened_ms, c.due_ms, c.reminded_ms, c.escalated_ms, c.updated_ms, c.reason, c.decision, c.version, a.reference, a.applicant_name \
              FROM services_cases c JOIN services_applications a ON a.id = c.application_id WHERE c.agency = $1",
         );
         let mut binds: Vec<String> = vec![agency.to_string()];
@@ -979,7 +1000,7 @@ impl Services {
                 };
                 let mut tx = self.db.pool().begin().await?;
                 let n = sqlx::query(&format!(
-                    "UPDATE services_cases SET {column} = $1 WHERE id = $2 AND {column} IS NULL AND version = $3"
+                    "UPDATE services_cases SET {column} = $1, version = version + 1 WHERE id = $2 AND {column} IS NULL AND version = $3"
                 ))
                 .bind(now)
                 .bind(&c.id)
@@ -992,6 +1013,7 @@ impl Services {
                 }
                 if escalated {
                     c.escalated_ms = Some(now);
+                    c.version += 1;
                     let subject = match self.application(&c.application_id).await? {
                         Some(a) => Some(self.ledger.subject_secret(&a.subject_ref).await?.tag()),
                         None => None,
@@ -1010,6 +1032,7 @@ impl Services {
                     self.ledger.append_in(&mut tx, &[e]).await?;
                 } else {
                     c.reminded_ms = Some(now);
+                    c.version += 1;
                 }
                 tx.commit().await?;
                 out.push(Deadline { case: c, escalated });
@@ -1056,9 +1079,25 @@ impl Services {
 /// How old the console's counts may be.
 pub const COUNTS_MAX_AGE_MS: i64 = 5_000;
 
+/// The answer when an application or case changed between reading and writing it.
+pub(crate) fn changed_meanwhile() -> ServicesError {
+    ServicesError::Conflict("This application changed at the same moment; look at it again.".into())
+}
+
+/// Takes the application's row lock for the rest of the transaction, so that changes to
+/// its cases happen one after another (two approvals at once each see the other's, and
+/// the step waiting for both opens).
+async fn lock_application(tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), ServicesError> {
+    sqlx::query("UPDATE services_applications SET state = state WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 async fn insert_case(tx: &mut sqlx::AnyConnection, c: &Case) -> Result<(), ServicesError> {
     sqlx::query(&format!(
-        "INSERT INTO services_cases ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        "INSERT INTO services_cases ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     ))
     .bind(&c.id)
     .bind(&c.application_id)
@@ -1074,6 +1113,7 @@ async fn insert_case(tx: &mut sqlx::AnyConnection, c: &Case) -> Result<(), Servi
     .bind(c.escalated_ms)
     .bind(c.updated_ms)
     .bind(&c.reason)
+    .bind(&c.decision)
     .bind(c.version)
     .execute(&mut *tx)
     .await?;
@@ -1096,7 +1136,7 @@ async fn save_case(
     c.updated_ms = now;
     let n = sqlx::query(
         "UPDATE services_cases SET state = $1, assignee = $2, assignee_name = $3, opened_ms = $4, due_ms = $5, reminded_ms = $6, \
-         escalated_ms = $7, updated_ms = $8, reason = $9, version = $10 WHERE id = $11 AND version = $12",
+         escalated_ms = $7, updated_ms = $8, reason = $9, decision = $10, version = $11 WHERE id = $12 AND version = $13",
     )
     .bind(c.state.as_str())
     .bind(&c.assignee)
@@ -1107,6 +1147,7 @@ async fn save_case(
     .bind(c.escalated_ms)
     .bind(now)
     .bind(&c.reason)
+    .bind(&c.decision)
     .bind(c.version)
     .bind(&c.id)
     .bind(old)

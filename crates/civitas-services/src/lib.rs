@@ -113,6 +113,7 @@ pub const COMPONENT: Component = Component {
             escalated_ms BIGINT,
             updated_ms BIGINT NOT NULL,
             reason TEXT,
+            decision TEXT,
             version BIGINT NOT NULL
         );
         CREATE INDEX services_cases_queue ON services_cases (agency, due_ms, id);

@@ -139,6 +139,19 @@ after = ["sell-tax"]
 [[life_event.step]]
 service = "sell-register"
 after = ["sell-pay"]
+
+[[life_event]]
+id = "both"
+name = { zh = "兩者", en = "Both first" }
+summary = { zh = "先兩步，再一步。", en = "Two steps, then one." }
+declaration = { zh = "我聲明以上屬實。", en = "I declare this is true." }
+[[life_event.step]]
+service = "sell-tax"
+[[life_event.step]]
+service = "sell-pay"
+[[life_event.step]]
+service = "sell-register"
+after = ["sell-tax", "sell-pay"]
 "#;
 
 async fn engines(name: &str) -> Vec<(Services, Ledger)> {
@@ -531,6 +544,126 @@ async fn more_information_reopens_the_form_and_withdrawal_ends_the_rest() {
                 }
             )
             .await,
+            Err(ServicesError::Conflict(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_step_waiting_for_two_opens_when_both_are_approved_even_if_one_was_closed() {
+    for (s, _) in engines("both").await {
+        let mut a = s.start("both", &applicant(), &prefilled()).await.unwrap();
+        let given = answers(
+            json!({"seller.name": "王小明", "property.building": "B-1", "sale.price": "1", "sale.date": "2026-11-01", "buyer.id": "A123456789", "sale.agent": "no", "pay.method": "bank"}),
+        );
+        a = s
+            .save_answers(&a.id, "acc-1", &given, TODAY)
+            .await
+            .unwrap()
+            .0;
+        let (_, opened) = s.submit(&a.id, "acc-1", TODAY).await.unwrap().unwrap();
+        let states: Vec<CaseState> = opened.iter().map(|c| c.state).collect();
+        assert_eq!(
+            states,
+            [
+                CaseState::Submitted,
+                CaseState::Submitted,
+                CaseState::Waiting
+            ]
+        );
+        let txa = staff("TXA", StaffRole::Caseworker, "t1");
+        s.act(
+            &opened[0].id,
+            &txa,
+            Action::Approve {
+                reason: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+        // Closing the approved case keeps its decision.
+        s.act(&opened[0].id, &txa, Action::Close).await.unwrap();
+        assert_eq!(
+            s.case(&opened[2].id).await.unwrap().unwrap().state,
+            CaseState::Waiting
+        );
+        let changed = s
+            .act(
+                &opened[1].id,
+                &txa,
+                Action::Approve {
+                    reason: String::new(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed[1].state, CaseState::Submitted, "{changed:?}");
+        let closed = s.case(&opened[0].id).await.unwrap().unwrap();
+        assert_eq!(
+            (closed.state, closed.outcome()),
+            (CaseState::Closed, Some(true))
+        );
+        // A withdrawal after that ends only what is undecided.
+        let w = s.withdraw(&a.id, "acc-1").await.unwrap();
+        assert_eq!(w.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn when_an_agency_asks_for_more_only_its_questions_change() {
+    for (s, _) in engines("scope").await {
+        let a = s.start("both", &applicant(), &prefilled()).await.unwrap();
+        let given = answers(
+            json!({"seller.name": "王小明", "property.building": "B-1", "sale.price": "1", "sale.date": "2026-11-01", "buyer.id": "A123456789", "sale.agent": "no", "pay.method": "bank", "transfer.owners": []}),
+        );
+        s.save_answers(&a.id, "acc-1", &given, TODAY).await.unwrap();
+        let (_, opened) = s.submit(&a.id, "acc-1", TODAY).await.unwrap().unwrap();
+        let txa = staff("TXA", StaffRole::Caseworker, "t1");
+        // The payment step is in review; the declaration asks for more.
+        s.act(&opened[1].id, &txa, Action::StartReview)
+            .await
+            .unwrap();
+        s.act(
+            &opened[0].id,
+            &txa,
+            Action::RequestInformation {
+                note: "price?".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let a = s.application(&a.id).await.unwrap().unwrap();
+        let only = s.editable_questions(&a).await.unwrap().unwrap();
+        assert!(
+            only.contains("sale.price") && !only.contains("pay.method"),
+            "{only:?}"
+        );
+        // property.building is the payment's too, which is in review: it stays.
+        assert!(!only.contains("property.building"));
+        let (a, _) = s
+            .save_answers(
+                &a.id,
+                "acc-1",
+                &answers(
+                    json!({"sale.price": "2", "pay.method": "card", "property.building": "B-9"}),
+                ),
+                TODAY,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                a.answers["sale.price"].as_str(),
+                a.answers["pay.method"].as_str()
+            ),
+            (Some("2"), Some("bank"))
+        );
+        assert_eq!(a.answers["property.building"], "B-1");
+        // A stale write (read before this change) is refused, not silently applied.
+        let mut stale = a.clone();
+        stale.updated_ms -= 1;
+        assert!(matches!(
+            s.store_answers(&mut stale).await,
             Err(ServicesError::Conflict(_))
         ));
     }

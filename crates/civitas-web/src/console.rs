@@ -104,6 +104,10 @@ async fn queue(
     SignedIn(v, s, headers, uri): SignedIn,
     Query(q): Query<QueueQuery>,
 ) -> Response {
+    // What staff read here is people's data: at level substantial.
+    if let Err(r) = crate::auth::require(&v, &uri, Loa::Substantial) {
+        return r.into_response();
+    }
     let (c, _, agency) = match staff(&s, chrome(&v, &headers, &uri)) {
         Ok(x) => x,
         Err(r) => return *r,
@@ -265,6 +269,8 @@ struct CasePage {
     error: String,
     /// The field the error is about (`reason`, `assignee`), or none.
     error_field: &'static str,
+    /// The reason as typed, when the page is shown again.
+    reason_text: String,
     registers: Vec<(String, String, String)>,
     registers_error: String,
 }
@@ -295,14 +301,24 @@ fn actions_for(c: &Chrome, st: CaseState) -> Vec<(&'static str, String, bool)> {
         .collect()
 }
 
+/// What a case page shows besides the case: an error (and the field it is about), the
+/// reason as typed, and the registers as read.
+#[derive(Default)]
+struct Extra {
+    error_field: &'static str,
+    error: String,
+    reason: String,
+    registers: Vec<(String, String, String)>,
+    registers_error: String,
+}
+
 async fn case_view(
     app: &Shared,
     c: Chrome,
     headers: &HeaderMap,
     actor: &Actor,
     id: &str,
-    error: (&'static str, String),
-    registers: (Vec<(String, String, String)>, String),
+    extra: Extra,
 ) -> Response {
     let Actor::Staff { agency, .. } = actor else {
         return not_found_page(c);
@@ -415,10 +431,11 @@ async fn case_view(
             .collect(),
         actions: actions_for(&c, case.state),
         can_assign: matches!(actor, Actor::Staff { role, .. } if *role != civitas_services::StaffRole::Caseworker),
-        error_field: error.0,
-        error: error.1,
-        registers: registers.0,
-        registers_error: registers.1,
+        error_field: extra.error_field,
+        error: extra.error,
+        reason_text: extra.reason,
+        registers: extra.registers,
+        registers_error: extra.registers_error,
         case,
         a,
         c,
@@ -436,20 +453,15 @@ async fn case_page(
     SignedIn(v, s, headers, uri): SignedIn,
     Path(id): Path<String>,
 ) -> Response {
+    // What staff read here is people's data: at level substantial.
+    if let Err(r) = crate::auth::require(&v, &uri, Loa::Substantial) {
+        return r.into_response();
+    }
     let (c, actor, _) = match staff(&s, chrome(&v, &headers, &uri)) {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    case_view(
-        &app,
-        c,
-        &headers,
-        &actor,
-        &id,
-        ("", String::new()),
-        (vec![], String::new()),
-    )
-    .await
+    case_view(&app, c, &headers, &actor, &id, Extra::default()).await
 }
 
 #[derive(Deserialize)]
@@ -506,8 +518,12 @@ async fn act(
                     &headers,
                     &actor,
                     &id,
-                    ("assignee", msg),
-                    (vec![], String::new()),
+                    Extra {
+                        error_field: "assignee",
+                        error: msg,
+                        reason: f.reason.clone(),
+                        ..Default::default()
+                    },
                 )
                 .await;
             }
@@ -535,8 +551,12 @@ async fn act(
                 &headers,
                 &actor,
                 &id,
-                ("reason", msg),
-                (vec![], String::new()),
+                Extra {
+                    error_field: "reason",
+                    error: msg,
+                    reason: f.reason.clone(),
+                    ..Default::default()
+                },
             )
             .await
         }
@@ -547,8 +567,11 @@ async fn act(
                 &headers,
                 &actor,
                 &id,
-                ("", m),
-                (vec![], String::new()),
+                Extra {
+                    error: m,
+                    reason: f.reason.clone(),
+                    ..Default::default()
+                },
             )
             .await
         }
@@ -658,7 +681,19 @@ async fn registers(
         Err(crate::prefill::NotFilled::Refused(_, d)) => (vec![], d),
         Err(crate::prefill::NotFilled::UnknownItem(i)) => (vec![], i),
     };
-    case_view(&app, c, &headers, &actor, &id, ("", String::new()), shown).await
+    case_view(
+        &app,
+        c,
+        &headers,
+        &actor,
+        &id,
+        Extra {
+            registers: shown.0,
+            registers_error: shown.1,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 async fn file(
@@ -666,6 +701,10 @@ async fn file(
     SignedIn(v, s, headers, uri): SignedIn,
     Path((id, question)): Path<(String, String)>,
 ) -> Response {
+    // What staff read here is people's data: at level substantial.
+    if let Err(r) = crate::auth::require(&v, &uri, Loa::Substantial) {
+        return r.into_response();
+    }
     let (c, _, agency) = match staff(&s, chrome(&v, &headers, &uri)) {
         Ok(x) => x,
         Err(r) => return *r,

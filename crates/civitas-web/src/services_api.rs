@@ -88,7 +88,7 @@ pub(crate) fn problem(e: &ServicesError) -> Response {
         .into_response()
 }
 
-fn field_problem(errors: &[FieldError]) -> Response {
+fn field_problem(errors: &[FieldError], a: &Application) -> Response {
     let mut r = Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid-answers",
@@ -106,6 +106,9 @@ fn field_problem(errors: &[FieldError]) -> Response {
         "status": 422,
         "detail": format!("{} answers need changing: see errors.", errors.len()),
         "errors": errors,
+        // The draft is kept with what was given: correct it with PUT /api/v1/applications/{fileId}.
+        "fileId": a.id,
+        "reference": a.reference,
     });
     *r.body_mut() = axum::body::Body::from(body.to_string());
     r
@@ -464,13 +467,9 @@ fn status_json(a: &Application, cases: &[Case]) -> Value {
         .any(|c| c.state == CaseState::MoreInformationNeeded)
     {
         ("SENDBACK", "More information needed")
-    } else if cases.iter().any(|c| c.state == CaseState::Rejected) {
-        ("REJECTED", "Rejected")
-    } else if !cases.is_empty()
-        && cases
-            .iter()
-            .all(|c| matches!(c.state, CaseState::Approved | CaseState::Closed))
-    {
+    } else if cases.iter().any(|c| c.outcome() == Some(false)) {
+        ("REJECTED", "Not approved")
+    } else if !cases.is_empty() && cases.iter().all(|c| c.outcome() == Some(true)) {
         ("APPROVED", "Approved")
     } else {
         ("PENDING", "Pending")
@@ -481,10 +480,10 @@ fn status_json(a: &Application, cases: &[Case]) -> Value {
 fn case_json(app: &Shared, c: &Case) -> Value {
     let l = app.services.current();
     let s = l.catalog.service(&c.service_id);
-    let code = match c.state {
-        CaseState::Approved => "APPROVED",
-        CaseState::Rejected | CaseState::Withdrawn => "REJECTED",
-        CaseState::MoreInformationNeeded => "SENDBACK",
+    let code = match (c.state, c.outcome()) {
+        (CaseState::MoreInformationNeeded, _) => "SENDBACK",
+        (_, Some(true)) => "APPROVED",
+        (_, Some(false)) => "REJECTED",
         _ => "PENDING",
     };
     json!({
@@ -502,6 +501,7 @@ fn case_json(app: &Shared, c: &Case) -> Value {
         "escalated": c.escalated_ms.is_some(),
         "dependsOn": c.depends_on,
         "reason": c.reason,
+        "decision": c.decision,
     })
 }
 
@@ -655,6 +655,7 @@ async fn save_and_submit(
             };
         }
     }
+    let a_for_errors = a.clone();
     let submitted = if draft {
         app.services
             .submit_with(&a.id, &s.account.id, &given, &today)
@@ -675,7 +676,7 @@ async fn save_and_submit(
                 Err(e) => problem(&e),
             }
         }
-        Ok(Err(errors)) => field_problem(&errors),
+        Ok(Err(errors)) => field_problem(&errors, &a_for_errors),
         Err(e) => problem(&e),
     }
 }
@@ -721,6 +722,18 @@ pub(crate) async fn update(
         Ok(b) => b,
         Err(r) => return *r,
     };
+    // Sending (again) needs the level the offering needs, as on the pages.
+    if body.submit {
+        let loa = {
+            let l = app.services.current();
+            l.catalog
+                .offering(&a.offering)
+                .map_or("low", |o| l.catalog.loa_of(o))
+        };
+        if !level_is(s, loa) {
+            return loa_problem(loa);
+        }
+    }
     save_and_submit(
         &app,
         s,
@@ -846,10 +859,14 @@ pub(crate) struct TasksQuery {
     max_result: Option<u32>,
 }
 
+/// An agency's staff member at level substantial (what they read is people's data).
 fn staff(v: &Visitor) -> Result<(&SessionInfo, Actor, String), Box<Response>> {
     let Some(s) = &v.session else {
         return Err(Box::new(unauthorized()));
     };
+    if staff_actor(s).is_some() && !level_is(s, "substantial") {
+        return Err(Box::new(loa_problem("substantial")));
+    }
     match staff_actor(s) {
         Some(actor @ Actor::Staff { .. }) => {
             let agency = s.account.agency_code.clone().unwrap_or_default();

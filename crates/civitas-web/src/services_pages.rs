@@ -567,6 +567,8 @@ pub(crate) struct FieldView {
     correction_href: String,
     /// When the question is needed, for one that depends on another of the same page.
     condition: String,
+    /// Whether it cannot be changed now (another agency has the answer).
+    disabled: bool,
     file_name: String,
     error: String,
     rows: Vec<Vec<FieldView>>,
@@ -677,6 +679,7 @@ fn field_view(
         source,
         correction_href,
         condition: String::new(),
+        disabled: false,
         error,
         rows,
     }
@@ -713,7 +716,7 @@ async fn editable(app: &Shared, s: &SessionInfo, id: &str) -> Result<Application
     Ok(a)
 }
 
-fn step_page(
+async fn step_page(
     app: &Shared,
     c: Chrome,
     a: Application,
@@ -723,6 +726,11 @@ fn step_page(
     let form = match app.services.form(&a.offering) {
         Ok(f) => f,
         Err(_) => return not_found_page(c),
+    };
+    // When an agency asked for more, only its questions can change.
+    let allowed = match a.state {
+        ApplicationState::Draft => None,
+        _ => app.services.editable_questions(&a).await.ok().flatten(),
     };
     let asked = form.asked_steps(&a.answers);
     let Some(pos) = asked.iter().position(|s| s.id == step_id) else {
@@ -767,6 +775,12 @@ fn step_page(
             Some(f)
         })
         .collect();
+    let mut fields = fields;
+    if let Some(only) = &allowed {
+        for f in fields.iter_mut().filter(|f| !only.contains(&f.name)) {
+            f.disabled = true;
+        }
+    }
     let back = match pos {
         0 => format!("/applications/{}", a.id),
         n => format!("/applications/{}/steps/{}", a.id, asked[n - 1].id),
@@ -801,7 +815,7 @@ async fn step(
 ) -> Response {
     let c = Chrome::for_visitor(&v, &headers, &uri, "services");
     match editable(&app, &s, &id).await {
-        Ok(a) => step_page(&app, c, a, &step_id, &[]),
+        Ok(a) => step_page(&app, c, a, &step_id, &[]).await,
         Err(e) => page_error(c, &headers, &e),
     }
 }
@@ -956,7 +970,7 @@ async fn save_step(
                     en: m,
                 },
             };
-            return step_page(&app, c, a, &step_id, &[e]);
+            return step_page(&app, c, a, &step_id, &[e]).await;
         }
         Err(e) => return page_error(c, &headers, &e),
     };
@@ -982,7 +996,7 @@ async fn save_step(
         return Redirect::to("/applications").into_response();
     }
     if !errors.is_empty() {
-        return step_page(&app, c, a, &step_id, &errors);
+        return step_page(&app, c, a, &step_id, &errors).await;
     }
     let next = match app.services.form(&a.offering) {
         Ok(f) => {

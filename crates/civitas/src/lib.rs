@@ -539,22 +539,17 @@ async fn watch_deadlines(
                 .service(&d.case.service_id)
                 .map(|s| s.name.clone())
                 .unwrap_or_default();
-            let to = if d.escalated {
-                identity
+            // A case nobody has taken is the supervisors' to hand out.
+            let assignee = match (&d.case.assignee, d.escalated) {
+                (Some(a), false) => identity.account(a).await.ok().flatten(),
+                _ => None,
+            };
+            let to = match assignee {
+                Some(a) => vec![a],
+                None => identity
                     .staff_of(&d.case.agency, StaffRole::Supervisor)
                     .await
-                    .unwrap_or_default()
-            } else {
-                match &d.case.assignee {
-                    Some(a) => identity
-                        .account(a)
-                        .await
-                        .ok()
-                        .flatten()
-                        .into_iter()
-                        .collect(),
-                    None => Vec::new(),
-                }
+                    .unwrap_or_default(),
             };
             let (subject, body) = if d.escalated {
                 (
