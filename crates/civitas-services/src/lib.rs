@@ -153,6 +153,9 @@ pub struct Loaded {
     pub index: search::Index,
 }
 
+/// Each agency's counts of cases by state, and when they were counted (ms).
+type Counted = std::collections::HashMap<String, (i64, Vec<(CaseState, i64)>)>;
+
 /// The services block.
 #[derive(Clone)]
 pub struct Services {
@@ -161,7 +164,7 @@ pub struct Services {
     loaded: Arc<RwLock<Arc<Loaded>>>,
     uploads: Option<Arc<dyn object_store::ObjectStore>>,
     /// Each agency's counts of cases by state, and when they were counted (ms).
-    counted: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, Vec<(CaseState, i64)>)>>>,
+    counted: Arc<std::sync::Mutex<Counted>>,
 }
 
 impl Services {
