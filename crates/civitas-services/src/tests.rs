@@ -503,6 +503,68 @@ async fn a_chain_opens_step_by_step_and_a_refusal_closes_the_rest() {
 }
 
 #[tokio::test]
+async fn a_refused_first_step_closes_every_step_after_it() {
+    for (s, ledger) in engines("first").await {
+        let a = filled(&s).await;
+        let (a, opened) = s.submit(&a.id, "acc-1", TODAY).await.unwrap().unwrap();
+        let txa = staff("TXA", StaffRole::Caseworker, "t1");
+        let changed = s
+            .act(
+                &opened[0].id,
+                &txa,
+                Action::Reject {
+                    reason: "Not the owner".into(),
+                },
+            )
+            .await
+            .unwrap();
+        // The payment waited for the declaration, the registration for the payment: both
+        // are closed at once, in the same transaction.
+        let states: Vec<CaseState> = changed.iter().map(|c| c.state).collect();
+        assert_eq!(
+            states,
+            [CaseState::Rejected, CaseState::Closed, CaseState::Closed]
+        );
+        assert!(
+            changed[1..]
+                .iter()
+                .all(|c| c.outcome() == Some(false) && c.due_ms.is_none())
+        );
+        // Nobody can act on a closed step; the applicant has nothing left to withdraw.
+        let dla = staff("DLA", StaffRole::Supervisor, "d1");
+        assert!(matches!(
+            s.act(
+                &opened[2].id,
+                &dla,
+                Action::Approve {
+                    reason: String::new()
+                }
+            )
+            .await,
+            Err(ServicesError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.withdraw(&a.id, "acc-1").await,
+            Err(ServicesError::Conflict(_))
+        ));
+        // Each closing is in the ledger under the applicant's tag.
+        let tag = ledger.subject_secret("person:1").await.unwrap().tag();
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let closed = ledger
+            .subject_events(tag)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, e)| {
+                e.kind == "services.case_changed"
+                    && e.public.get("to").and_then(|v| v.as_str()) == Some("closed")
+            })
+            .count();
+        assert_eq!(closed, 2);
+    }
+}
+
+#[tokio::test]
 async fn more_information_reopens_the_form_and_withdrawal_ends_the_rest() {
     for (s, _) in engines("more").await {
         let a = filled(&s).await;
