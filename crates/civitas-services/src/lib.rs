@@ -223,18 +223,21 @@ impl Services {
         let catalog = Catalog::parse(text)?;
         let now = civitas_ledger::event::now_ms();
         let mut tx = self.db.pool().begin().await?;
-        let version: i64 =
-            sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM services_catalogs")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("v")?;
-        sqlx::query("INSERT INTO services_catalogs (version, body, loaded_ms, loaded_by) VALUES ($1, $2, $3, $4)")
-            .bind(version)
-            .bind(text)
-            .bind(now)
-            .bind(actor)
-            .execute(&mut *tx)
-            .await?;
+        // The write comes first: on SQLite a transaction that reads and then writes fails
+        // at once ("database is locked") when another connection wrote in between.
+        sqlx::query(
+            "INSERT INTO services_catalogs (version, body, loaded_ms, loaded_by) \
+             SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3 FROM services_catalogs",
+        )
+        .bind(text)
+        .bind(now)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await?;
+        let version: i64 = sqlx::query("SELECT MAX(version) AS v FROM services_catalogs")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("v")?;
         let event = civitas_ledger::Event::new(
             "services.catalog_loaded",
             actor,

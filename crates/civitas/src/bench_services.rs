@@ -114,19 +114,9 @@ async fn run(args: &ServicesArgs, scratch: &std::path::Path) -> Result<()> {
         let _ = stop_rx.await;
     }));
 
-    let baby = civitas_registry::demo_people(&db)
+    let parent = crate::demo::applying_parent(&db)
         .await?
-        .into_iter()
-        .find(|p| p.role == "baby_born_last_week")
-        .context("the demo has a baby")?;
-    let baby = civitas_registry::person_by_national_id(&db, &baby.national_id)
-        .await?
-        .context("the baby is registered")?;
-    let parent = civitas_registry::parents_of(&db, baby.id)
-        .await?
-        .into_iter()
-        .next()
-        .context("the baby has a parent")?;
+        .context("the demo's newborn has a parent with a sign-in")?;
     let applicant = Arc::new(session_of(&identity, &parent.national_id).await?);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients.max(8))

@@ -159,14 +159,9 @@ pub async fn prepare(
     if let Seeded::Built(s, secs) = &seeded {
         let people = civitas_registry::demo_people(&db).await?;
         let mut featured: Vec<String> = people.iter().map(|p| p.national_id.clone()).collect();
-        // A new baby's parents apply for it ("a baby is born"): they sign in too.
-        for p in people.iter().filter(|p| p.role == "baby_born_last_week") {
-            if let Some(baby) = civitas_registry::person_by_national_id(&db, &p.national_id).await?
-            {
-                for parent in civitas_registry::parents_of(&db, baby.id).await? {
-                    featured.push(parent.national_id);
-                }
-            }
+        // A new baby's parent applies for it ("a baby is born"), so signs in too.
+        if let Some(parent) = applying_parent(&db).await? {
+            featured.push(parent.national_id);
         }
         let (identity, _) = crate::identity_for(&db, &ledger, config, None);
         identity
@@ -264,6 +259,28 @@ async fn demo_exchange(db: &Db, ledger: &civitas_ledger::Ledger, instance: &str)
         d.grant(&service(registry)?, &c, "GET", path, actor).await?;
     }
     Ok(())
+}
+
+/// The parent of the demo's newborn who applies for "a baby is born" with a demo sign-in:
+/// not the one who registers on `/register` in the registration story (the first parent
+/// with an e-mail address in the register), so the other, when the baby has two.
+pub async fn applying_parent(db: &Db) -> Result<Option<civitas_registry::Person>> {
+    let Some(baby) = civitas_registry::demo_people(db)
+        .await?
+        .into_iter()
+        .find(|p| p.role == "baby_born_last_week")
+    else {
+        return Ok(None);
+    };
+    let Some(baby) = civitas_registry::person_by_national_id(db, &baby.national_id).await? else {
+        return Ok(None);
+    };
+    let parents = civitas_registry::parents_of(db, baby.id).await?;
+    let registering = parents.iter().find(|p| p.email.is_some()).map(|p| p.id);
+    Ok(parents
+        .into_iter()
+        .rev()
+        .find(|p| Some(p.id) != registering))
 }
 
 /// The demo's registered purposes, once, so organisations can propose data agreements at

@@ -171,20 +171,10 @@ async fn a_parent_applies_once_and_three_agencies_decide(engine: Engine) {
     let Some(app) = TestApp::spawn(engine).await else {
         return;
     };
-    let baby = civitas_registry::demo_people(&app.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.role == "baby_born_last_week")
-        .unwrap();
-    let baby = civitas_registry::person_by_national_id(&app.db, &baby.national_id)
+    let parent = civitas::demo::applying_parent(&app.db)
         .await
         .unwrap()
         .unwrap();
-    let parent = civitas_registry::parents_of(&app.db, baby.id)
-        .await
-        .unwrap()
-        .remove(0);
     let mut b = at_substantial(&app, &parent.national_id).await;
 
     // The catalogue: by life event, and searched in Chinese by words.
