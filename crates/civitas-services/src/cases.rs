@@ -490,7 +490,20 @@ impl Services {
         given: &Map<String, Value>,
         today: &str,
     ) -> Result<Result<(Application, Changed), Vec<crate::FieldError>>, ServicesError> {
-        let mut a = self.application_of(id, account_id).await?;
+        let a = self.application_of(id, account_id).await?;
+        self.submit_loaded(a, given, today).await
+    }
+
+    /// [`Services::submit_with`] for an application the caller has just read as its
+    /// applicant's (`application_of`): the submission is a compare-and-set on the state and
+    /// time it was read in, so nothing written since is overwritten.
+    pub async fn submit_loaded(
+        &self,
+        mut a: Application,
+        given: &Map<String, Value>,
+        today: &str,
+    ) -> Result<Result<(Application, Changed), Vec<crate::FieldError>>, ServicesError> {
+        let account_id = a.account_id.clone();
         if a.state != ApplicationState::Draft {
             return Err(ServicesError::Conflict(
                 "This application has been sent already.".into(),
@@ -551,20 +564,22 @@ impl Services {
         a.answers = kept;
         a.state = ApplicationState::Submitted;
         a.submitted_ms = Some(now);
+        let read = a.updated_ms;
+        a.updated_ms = now.max(read + 1);
         let mut tx = self.db.pool().begin().await?;
         let changed = sqlx::query(
-            "UPDATE services_applications SET state = 'submitted', answers = $1, submitted_ms = $2, updated_ms = $2 WHERE id = $3 AND state = 'draft'",
+            "UPDATE services_applications SET state = 'submitted', answers = $1, submitted_ms = $2, updated_ms = $3 WHERE id = $4 AND state = 'draft' AND updated_ms = $5",
         )
         .bind(Value::Object(a.answers.clone()).to_string())
         .bind(now)
+        .bind(a.updated_ms)
         .bind(&a.id)
+        .bind(read)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if changed != 1 {
-            return Err(ServicesError::Conflict(
-                "This application has been sent already.".into(),
-            ));
+            return Err(changed_meanwhile());
         }
         let actor = Actor::Applicant {
             account_id: account_id.to_string(),
@@ -581,10 +596,7 @@ impl Services {
             .with("cases", cases.len() as i64)
             .with("answers_sha256", answers_digest(&a.answers)),
         ];
-        for c in &cases {
-            insert_case(&mut tx, c).await?;
-            events.push(history(&mut tx, c, "none", &actor, None, tag).await?);
-        }
+        events.extend(open_cases(&mut tx, self.db.engine(), &cases, &actor, tag).await?);
         self.ledger.append_in(&mut tx, &events).await?;
         tx.commit().await?;
         self.ledger.queued();
@@ -1095,29 +1107,85 @@ async fn lock_application(tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), 
     Ok(())
 }
 
-async fn insert_case(tx: &mut sqlx::AnyConnection, c: &Case) -> Result<(), ServicesError> {
-    sqlx::query(&format!(
-        "INSERT INTO services_cases ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-    ))
-    .bind(&c.id)
-    .bind(&c.application_id)
-    .bind(&c.service_id)
-    .bind(&c.agency)
-    .bind(c.state.as_str())
-    .bind(serde_json::to_string(&c.depends_on)?)
-    .bind(&c.assignee)
-    .bind(&c.assignee_name)
-    .bind(c.opened_ms)
-    .bind(c.due_ms)
-    .bind(c.reminded_ms)
-    .bind(c.escalated_ms)
-    .bind(c.updated_ms)
-    .bind(&c.reason)
-    .bind(&c.decision)
-    .bind(c.version)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+/// Writes new cases and their first history rows (two multi-row statements), and returns
+/// their ledger events.
+async fn open_cases(
+    tx: &mut sqlx::AnyConnection,
+    engine: civitas_store::Engine,
+    cases: &[Case],
+    actor: &Actor,
+    tag: SubjectTag,
+) -> Result<Vec<Event>, ServicesError> {
+    use civitas_store::{BulkInsert, Value as V};
+    let mut rows = BulkInsert::new(
+        "services_cases",
+        &[
+            "id",
+            "application_id",
+            "service_id",
+            "agency",
+            "state",
+            "depends_on",
+            "assignee",
+            "assignee_name",
+            "opened_ms",
+            "due_ms",
+            "reminded_ms",
+            "escalated_ms",
+            "updated_ms",
+            "reason",
+            "decision",
+            "version",
+        ],
+    );
+    let mut history = BulkInsert::new(
+        "services_case_events",
+        &[
+            "case_id",
+            "version",
+            "at_ms",
+            "actor",
+            "actor_name",
+            "from_state",
+            "to_state",
+            "note",
+        ],
+    );
+    let mut events = Vec::new();
+    for c in cases {
+        rows.row([
+            V::Text(c.id.clone()),
+            V::Text(c.application_id.clone()),
+            V::Text(c.service_id.clone()),
+            V::Text(c.agency.clone()),
+            V::Str(c.state.as_str()),
+            V::Text(serde_json::to_string(&c.depends_on)?),
+            c.assignee.clone().into(),
+            c.assignee_name.clone().into(),
+            c.opened_ms.into(),
+            c.due_ms.into(),
+            c.reminded_ms.into(),
+            c.escalated_ms.into(),
+            V::I64(c.updated_ms),
+            c.reason.clone().into(),
+            c.decision.clone().into(),
+            V::I64(c.version),
+        ]);
+        history.row([
+            V::Text(c.id.clone()),
+            V::I64(c.version),
+            V::I64(c.updated_ms),
+            V::Text(actor.ledger_name()),
+            V::Text(actor.display()),
+            V::Str("none"),
+            V::Str(c.state.as_str()),
+            V::NullText,
+        ]);
+        events.push(change_event(c, "none", actor, None, tag));
+    }
+    rows.flush(tx, engine).await?;
+    history.flush(tx, engine).await?;
+    Ok(events)
 }
 
 /// Writes a changed case (a compare-and-set on its version: two people acting at once, one
@@ -1183,6 +1251,11 @@ async fn history(
     .bind(note)
     .execute(&mut *tx)
     .await?;
+    Ok(change_event(c, from, actor, note, tag))
+}
+
+/// The ledger event of a case's change: ids, codes and the reason's hash, never its text.
+fn change_event(c: &Case, from: &str, actor: &Actor, note: Option<&str>, tag: SubjectTag) -> Event {
     let mut e = Event::new(
         "services.case_changed",
         &actor.ledger_name(),
@@ -1201,5 +1274,5 @@ async fn history(
     if let Some(n) = note {
         e = e.private_payload(n.as_bytes());
     }
-    Ok(e)
+    e
 }

@@ -515,21 +515,31 @@ async fn application_json(app: &Shared, a: &Application) -> Result<Value, Servic
             app.services.timeline(&a.id).await?,
         )
     };
-    Ok(json!({
+    Ok(application_value(app, a, &cases, &timeline))
+}
+
+/// An application in GovStack's shape, with Civitas's tasks and timeline.
+fn application_value(
+    app: &Shared,
+    a: &Application,
+    cases: &[Case],
+    timeline: &[civitas_services::TimelineEntry],
+) -> Value {
+    json!({
         "fileId": a.id,
         "reference": a.reference,
         "serviceId": a.offering,
         "serviceName": app.services.offering_name(&a.offering).en,
         "applicantId": a.national_id,
         "state": a.state,
-        "status": status_json(a, &cases),
+        "status": status_json(a, cases),
         "registered": a.submitted_ms,
         "created": a.created_ms,
         "ended": cases.iter().all(|c| c.state.is_final()) && !cases.is_empty(),
         "applicationData": {"data": a.answers, "sources": a.sources},
         "tasks": cases.iter().map(|c| case_json(app, c)).collect::<Vec<_>>(),
         "timeline": timeline.iter().map(|t| json!({"at": t.at_ms, "taskId": t.case_id, "serviceId": t.service_id, "agency": t.agency, "from": t.from, "to": t.to, "note": t.note})).collect::<Vec<_>>(),
-    }))
+    })
 }
 
 fn resident(s: &SessionInfo) -> Result<(), Box<Response>> {
@@ -655,28 +665,40 @@ async fn save_and_submit(
             };
         }
     }
-    let a_for_errors = a.clone();
-    let submitted = if draft {
-        app.services
-            .submit_with(&a.id, &s.account.id, &given, &today)
-            .await
-    } else {
-        app.services
-            .resubmit(&a.id, &s.account.id, &today)
-            .await
-            .map(|r| r.map(|changed| (a.clone(), changed)))
-    };
-    match submitted {
-        Ok(Ok((a, cases))) => {
-            tell_applicant(app, &a, &cases);
-            let mut a = a;
-            a.state = civitas_services::ApplicationState::Submitted;
+    if draft {
+        // The application as read, submitted as a compare-and-set on it; the answer is made
+        // from what was written, without reading it back.
+        return match app.services.submit_loaded(a.clone(), &given, &today).await {
+            Ok(Ok((a, cases))) => {
+                tell_applicant(app, &a, &cases);
+                let timeline: Vec<civitas_services::TimelineEntry> = cases
+                    .iter()
+                    .map(|c| civitas_services::TimelineEntry {
+                        at_ms: c.updated_ms,
+                        case_id: c.id.clone(),
+                        service_id: c.service_id.clone(),
+                        agency: c.agency.clone(),
+                        from: "none".into(),
+                        to: c.state,
+                        note: None,
+                        actor_name: "applicant".into(),
+                    })
+                    .collect();
+                Json(application_value(app, &a, &cases, &timeline)).into_response()
+            }
+            Ok(Err(errors)) => field_problem(&errors, &a),
+            Err(e) => problem(&e),
+        };
+    }
+    match app.services.resubmit(&a.id, &s.account.id, &today).await {
+        Ok(Ok(changed)) => {
+            tell_applicant(app, &a, &changed);
             match application_json(app, &a).await {
                 Ok(v) => Json(v).into_response(),
                 Err(e) => problem(&e),
             }
         }
-        Ok(Err(errors)) => field_problem(&errors, &a_for_errors),
+        Ok(Err(errors)) => field_problem(&errors, &a),
         Err(e) => problem(&e),
     }
 }
