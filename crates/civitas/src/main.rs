@@ -300,6 +300,8 @@ fn describe(seeded: &Seeded) -> String {
 }
 
 async fn demo(mut config: Config, entries: &[Entry], fresh: bool) -> Result<()> {
+    // SIGTERM and Ctrl-C are heard from the start (see `shutdown_signal`).
+    let stop = civitas::shutdown_signal();
     // The demo keeps its messages (registration codes) in the development mail sink unless
     // the configuration says otherwise.
     if entries.iter().any(|(k, _, s)| {
@@ -316,7 +318,7 @@ async fn demo(mut config: Config, entries: &[Entry], fresh: bool) -> Result<()> 
         civitas::demo::DEMO_PASSWORD
     );
     announce(&config, &running.db);
-    civitas::serve(listener, running, config, civitas::shutdown_signal()).await
+    civitas::serve(listener, running, config, stop).await
 }
 
 async fn seed(config: Config, entries: &[Entry], fresh: bool) -> Result<()> {
@@ -331,6 +333,8 @@ async fn seed(config: Config, entries: &[Entry], fresh: bool) -> Result<()> {
 }
 
 async fn serve(mut config: Config, entries: &[Entry]) -> Result<()> {
+    // SIGTERM and Ctrl-C are heard from the start (see `shutdown_signal`).
+    let stop = civitas::shutdown_signal();
     let listener = bind(&mut config).await?;
     if let Some(settings) = config.exchange_gateway.as_mut() {
         let peers = civitas::bind(settings.listen).await?;
@@ -342,18 +346,11 @@ async fn serve(mut config: Config, entries: &[Entry]) -> Result<()> {
         let running = civitas::start(&config, entries).await?;
         println!("{said}");
         announce(&config, &running.db);
-        return civitas::serve_gateway(
-            listener,
-            peers,
-            running,
-            config,
-            civitas::shutdown_signal(),
-        )
-        .await;
+        return civitas::serve_gateway(listener, peers, running, config, stop).await;
     }
     let running = civitas::start(&config, entries).await?;
     announce(&config, &running.db);
-    civitas::serve(listener, running, config, civitas::shutdown_signal()).await
+    civitas::serve(listener, running, config, stop).await
 }
 
 /// Binds the listening socket. Given port 0, the process takes the port the system chose as
