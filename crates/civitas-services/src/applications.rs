@@ -134,6 +134,12 @@ impl Application {
             .and_then(|v| serde_json::from_value(v.clone()).ok())
     }
 
+    /// Where an answer came from, while it is still what the register gave.
+    pub fn register_source(&self, question: &str) -> Option<Source> {
+        self.source_of(question)
+            .filter(|s| s.value == self.answer_text(question))
+    }
+
     /// An answer as text.
     pub fn answer_text(&self, question: &str) -> String {
         match self.answers.get(question) {

@@ -265,6 +265,13 @@ impl Services {
         Ok(())
     }
 
+    /// The level of assurance an offering of the catalogue in force needs (`low`,
+    /// `substantial`, `high`: its strictest service's); `None` for no such offering.
+    pub fn level_of(&self, offering: &str) -> Option<&'static str> {
+        let l = self.current();
+        l.catalog.offering(offering).map(|o| l.catalog.loa_of(o))
+    }
+
     /// The database.
     pub fn db(&self) -> &Db {
         &self.db

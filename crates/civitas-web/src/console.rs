@@ -17,7 +17,6 @@ use civitas_identity::Loa;
 use civitas_identity::session::SessionInfo;
 use civitas_services::{Action, Actor, Application, Case, CaseState, QueueFilter, ServicesError};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::Shared;
 use crate::account::{guard_form, taiwan_time};
@@ -48,6 +47,18 @@ fn staff(s: &SessionInfo, c: Chrome) -> Result<(Chrome, Actor, String), Box<Resp
         }
         None => Err(Box::new(crate::admin::forbidden_page(c))),
     }
+}
+
+/// [`staff`] for a page that reads cases: what staff read there is people's data, so at
+/// level substantial (a lower session is sent to step up first).
+fn staff_reading(
+    v: &Visitor,
+    s: &SessionInfo,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<(Chrome, Actor, String), Box<Response>> {
+    crate::auth::require(v, uri, Loa::Substantial).map_err(|r| Box::new(r.into_response()))?;
+    staff(s, chrome(v, headers, uri))
 }
 
 fn pick(c: &Chrome, t: &civitas_services::Text) -> String {
@@ -104,11 +115,7 @@ async fn queue(
     SignedIn(v, s, headers, uri): SignedIn,
     Query(q): Query<QueueQuery>,
 ) -> Response {
-    // What staff read here is people's data: at level substantial.
-    if let Err(r) = crate::auth::require(&v, &uri, Loa::Substantial) {
-        return r.into_response();
-    }
-    let (c, _, agency) = match staff(&s, chrome(&v, &headers, &uri)) {
+    let (c, _, agency) = match staff_reading(&v, &s, &headers, &uri) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -356,44 +363,16 @@ async fn case_view(
                 .flat_map(|st| &st.questions)
                 .filter(|q| seen.contains_key(&q.id))
                 .map(|q| {
-                    let v = &seen[&q.id];
-                    let file = q.kind == civitas_services::Kind::File;
-                    let answer = match v {
-                        Value::String(s) => a
-                            .options_of(q)
-                            .into_iter()
-                            .find(|o| &o.value == s)
-                            .map_or(s.clone(), |o| pick(&c, &o.label)),
-                        Value::Array(items) => items
-                            .iter()
-                            .map(|it| {
-                                it.as_object()
-                                    .map(|m| {
-                                        m.values()
-                                            .filter_map(Value::as_str)
-                                            .collect::<Vec<_>>()
-                                            .join(" ")
-                                    })
-                                    .unwrap_or_default()
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                        _ => v
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
-                    };
+                    let answer = crate::services_pages::answer_text(&c, &a, q);
                     AnswerView {
                         question: q.id.clone(),
                         label: pick(&c, &q.label),
                         source: a
-                            .source_of(&q.id)
-                            .filter(|s| s.value == v.as_str().unwrap_or_default())
+                            .register_source(&q.id)
                             .map(|s| s.source_name)
                             .unwrap_or_default(),
                         answer,
-                        file,
+                        file: q.kind == civitas_services::Kind::File,
                     }
                 })
                 .collect()
@@ -453,11 +432,7 @@ async fn case_page(
     SignedIn(v, s, headers, uri): SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    // What staff read here is people's data: at level substantial.
-    if let Err(r) = crate::auth::require(&v, &uri, Loa::Substantial) {
-        return r.into_response();
-    }
-    let (c, actor, _) = match staff(&s, chrome(&v, &headers, &uri)) {
+    let (c, actor, _) = match staff_reading(&v, &s, &headers, &uri) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -701,11 +676,7 @@ async fn file(
     SignedIn(v, s, headers, uri): SignedIn,
     Path((id, question)): Path<(String, String)>,
 ) -> Response {
-    // What staff read here is people's data: at level substantial.
-    if let Err(r) = crate::auth::require(&v, &uri, Loa::Substantial) {
-        return r.into_response();
-    }
-    let (c, _, agency) = match staff(&s, chrome(&v, &headers, &uri)) {
+    let (c, _, agency) = match staff_reading(&v, &s, &headers, &uri) {
         Ok(x) => x,
         Err(r) => return *r,
     };

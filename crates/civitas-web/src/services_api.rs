@@ -567,12 +567,12 @@ fn loa_problem(need: &str) -> Response {
 
 /// Whether a session is at a level at least `need` (`low`, `substantial`, `high`).
 pub(crate) fn level_is(s: &SessionInfo, need: &str) -> bool {
-    let need = match need {
-        "high" => civitas_identity::Loa::High,
-        "substantial" => civitas_identity::Loa::Substantial,
-        _ => civitas_identity::Loa::Low,
-    };
-    s.loa >= need
+    s.loa >= level(need)
+}
+
+/// A level of assurance by its code (the catalogue's are checked when it loads).
+pub(crate) fn level(code: &str) -> civitas_identity::Loa {
+    civitas_identity::Loa::from_code(code).unwrap_or(civitas_identity::Loa::Low)
 }
 
 /// Applies for a service or life event in one call: the form filled from the registers,
@@ -613,15 +613,8 @@ pub(crate) async fn apply(
             .detail("People apply for themselves: applicantId must be your own national ID.")
             .into_response();
     }
-    let loa = {
-        let l = app.services.current();
-        match l.catalog.offering(&id) {
-            Some(o) => l.catalog.loa_of(o),
-            None => {
-                return Problem::not_found(format!("No service or life event {id}"))
-                    .into_response();
-            }
-        }
+    let Some(loa) = app.services.level_of(&id) else {
+        return Problem::not_found(format!("No service or life event {id}")).into_response();
     };
     if !level_is(s, loa) {
         return loa_problem(loa);
@@ -746,12 +739,7 @@ pub(crate) async fn update(
     };
     // Sending (again) needs the level the offering needs, as on the pages.
     if body.submit {
-        let loa = {
-            let l = app.services.current();
-            l.catalog
-                .offering(&a.offering)
-                .map_or("low", |o| l.catalog.loa_of(o))
-        };
+        let loa = app.services.level_of(&a.offering).unwrap_or("low");
         if !level_is(s, loa) {
             return loa_problem(loa);
         }

@@ -23,7 +23,7 @@ use crate::Shared;
 use crate::account::{guard_form, taiwan_time};
 use crate::auth::{SignedIn, Visitor, require};
 use crate::pages::{Chrome, error_page, not_found_page, render};
-use crate::services_api::{start_for, tell_applicant, today};
+use crate::services_api::{level, start_for, tell_applicant, today};
 
 pub(crate) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
@@ -286,14 +286,6 @@ async fn offering(
     render(&page, StatusCode::OK)
 }
 
-fn loa_of(code: &str) -> Loa {
-    match code {
-        "high" => Loa::High,
-        "substantial" => Loa::Substantial,
-        _ => Loa::Low,
-    }
-}
-
 #[derive(Deserialize)]
 struct CsrfForm {
     #[serde(default)]
@@ -311,12 +303,8 @@ async fn apply(
     axum::Form(f): axum::Form<CsrfForm>,
 ) -> Response {
     let c = Chrome::for_visitor(&v, &headers, &uri, "services");
-    let need = {
-        let l = app.services.current();
-        match l.catalog.offering(&id) {
-            Some(o) => loa_of(l.catalog.loa_of(o)),
-            None => return not_found_page(c),
-        }
+    let Some(need) = app.services.level_of(&id).map(level) else {
+        return not_found_page(c);
     };
     let back: Uri = format!("/services/{id}")
         .parse()
@@ -631,8 +619,8 @@ fn field_view(
         .find(|e| e.question == name)
         .map(|e| pick(c, &e.message))
         .unwrap_or_default();
-    let (source, correction_href) = match a.source_of(name) {
-        Some(src) if src.value == text => (
+    let (source, correction_href) = match a.register_source(name) {
+        Some(src) => (
             src.source_name.clone(),
             format!("/applications/{}/corrections/{}", a.id, name),
         ),
@@ -1035,7 +1023,7 @@ struct CheckPage {
     declare_missing: bool,
 }
 
-fn answer_text(c: &Chrome, a: &Application, q: &Question) -> String {
+pub(crate) fn answer_text(c: &Chrome, a: &Application, q: &Question) -> String {
     match a.answers.get(&q.id) {
         Some(Value::Array(items)) => items
             .iter()
@@ -1105,8 +1093,7 @@ async fn check_page(
                         label: pick(&c, &q.label),
                         answer: answer_text(&c, &a, q),
                         source: a
-                            .source_of(&q.id)
-                            .filter(|s| s.value == a.answer_text(&q.id))
+                            .register_source(&q.id)
                             .map(|s| s.source_name)
                             .unwrap_or_default(),
                         error,
@@ -1183,12 +1170,7 @@ async fn submit(
 ) -> Response {
     let c = Chrome::for_visitor(&v, &headers, &uri, "services");
     let need = match app.services.application(&id).await {
-        Ok(Some(a)) => {
-            let l = app.services.current();
-            l.catalog
-                .offering(&a.offering)
-                .map_or(Loa::Low, |o| loa_of(l.catalog.loa_of(o)))
-        }
+        Ok(Some(a)) => level(app.services.level_of(&a.offering).unwrap_or("low")),
         _ => Loa::Low,
     };
     let s = match guard_form(&v, &headers, &uri, need, &f.csrf) {
@@ -1226,6 +1208,27 @@ async fn submit(
     }
 }
 
+/// The page's chrome, the session of a genuine form, and the person's own application `id`
+/// (anyone else's is not found).
+async fn own_by_form(
+    app: &Shared,
+    v: &Visitor,
+    headers: &HeaderMap,
+    uri: &Uri,
+    csrf: &str,
+    id: &str,
+) -> Result<(Chrome, SessionInfo, Application), Box<Response>> {
+    let s = guard_form(v, headers, uri, Loa::Low, csrf)?;
+    match app.services.application_of(id, &s.account.id).await {
+        Ok(a) => Ok((Chrome::for_visitor(v, headers, uri, "services"), s, a)),
+        Err(e) => Err(Box::new(page_error(
+            Chrome::for_visitor(v, headers, uri, "services"),
+            headers,
+            &e,
+        ))),
+    }
+}
+
 async fn withdraw(
     State(app): State<Shared>,
     v: Visitor,
@@ -1234,14 +1237,9 @@ async fn withdraw(
     Path(id): Path<String>,
     axum::Form(f): axum::Form<CsrfForm>,
 ) -> Response {
-    let c = Chrome::for_visitor(&v, &headers, &uri, "services");
-    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
-        Ok(s) => s,
+    let (c, s, a) = match own_by_form(&app, &v, &headers, &uri, &f.csrf, &id).await {
+        Ok(x) => x,
         Err(r) => return *r,
-    };
-    let a = match app.services.application_of(&id, &s.account.id).await {
-        Ok(a) => a,
-        Err(e) => return page_error(c, &headers, &e),
     };
     match app.services.withdraw(&id, &s.account.id).await {
         Ok(changed) => {
@@ -1346,14 +1344,9 @@ async fn correct(
     Path((id, question)): Path<(String, String)>,
     axum::Form(f): axum::Form<CorrectForm>,
 ) -> Response {
-    let c = Chrome::for_visitor(&v, &headers, &uri, "services");
-    let s = match guard_form(&v, &headers, &uri, Loa::Low, &f.csrf) {
-        Ok(s) => s,
+    let (c, s, a) = match own_by_form(&app, &v, &headers, &uri, &f.csrf, &id).await {
+        Ok(x) => x,
         Err(r) => return *r,
-    };
-    let a = match app.services.application_of(&id, &s.account.id).await {
-        Ok(a) => a,
-        Err(e) => return page_error(c, &headers, &e),
     };
     match app
         .services
