@@ -83,6 +83,39 @@ pub struct Config {
     /// The secret Notify shares with its providers, signing what goes either way; `None`
     /// (only with the sandbox): a random one for this process.
     pub notify_provider_secret: Option<String>,
+    /// Where uploaded files are kept: `None` is the local folder `<data_dir>/uploads`.
+    pub uploads_s3: Option<S3Bucket>,
+}
+
+/// An S3-compatible bucket (AWS S3, MinIO, Ceph, Garage, ...) that keeps uploaded files.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Bucket {
+    /// The bucket's name (`uploads.s3_bucket`).
+    pub bucket: String,
+    /// The store's URL (`uploads.s3_endpoint`); `None` is AWS S3 in `region`.
+    pub endpoint: Option<String>,
+    /// The region the requests are signed for (`uploads.s3_region`).
+    pub region: String,
+    /// The access key (`uploads.s3_access_key_id`); `None`: the usual `AWS_*` environment
+    /// variables or the machine's role.
+    pub access_key_id: Option<String>,
+    /// Its secret (`uploads.s3_secret_access_key`).
+    pub secret_access_key: Option<String>,
+}
+
+impl fmt::Debug for S3Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Bucket")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "****"),
+            )
+            .finish()
+    }
 }
 
 /// Where Notify hands a channel's messages.
@@ -234,6 +267,11 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("notify.sms_url", Kind::Str, ""),
     ("notify.letter_url", Kind::Str, ""),
     ("notify.provider_secret", Kind::Str, ""),
+    ("uploads.s3_bucket", Kind::Str, ""),
+    ("uploads.s3_endpoint", Kind::Str, ""),
+    ("uploads.s3_region", Kind::Str, "us-east-1"),
+    ("uploads.s3_access_key_id", Kind::Str, ""),
+    ("uploads.s3_secret_access_key", Kind::Str, ""),
 ];
 
 /// Environment variables with this prefix are configuration, except these names.
@@ -657,6 +695,7 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
             }
             s => s.map(str::to_string),
         },
+        uploads_s3: s3_bucket(&text, &get)?,
     };
     let to_provider = [&config.notify_sms, &config.notify_letters]
         .into_iter()
@@ -672,7 +711,11 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
         .iter()
         .map(|(k, _, _)| {
             let (v, s) = &raw[k];
-            let shown = if *k == "notify.provider_secret" && !v.is_empty() {
+            let shown = if matches!(
+                *k,
+                "notify.provider_secret" | "uploads.s3_secret_access_key"
+            ) && !v.is_empty()
+            {
                 "****".to_string()
             } else if *k == "database" || *k == "notify.smtp_url" {
                 mask_password(v)
@@ -683,6 +726,84 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
         })
         .collect();
     Ok(Resolved { config, entries })
+}
+
+/// The uploads bucket, when `uploads.s3_bucket` names one. People's documents cross the
+/// network to it: over https, or plain http only to this machine.
+fn s3_bucket<'a>(
+    text: &impl Fn(&'static str) -> Option<&'a str>,
+    get: &impl Fn(&'static str) -> &'a (String, Source),
+) -> Result<Option<S3Bucket>, ConfigError> {
+    let Some(bucket) = text("uploads.s3_bucket") else {
+        for key in [
+            "uploads.s3_endpoint",
+            "uploads.s3_access_key_id",
+            "uploads.s3_secret_access_key",
+        ] {
+            if text(key).is_some() {
+                return Err(invalid(
+                    key,
+                    &get(key).1,
+                    "it is used only with uploads.s3_bucket, which is not set",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    // S3's rules for bucket names: 3 to 63 lower-case letters, digits, dots and hyphens.
+    if !(3..=63).contains(&bucket.len())
+        || !bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        return Err(invalid(
+            "uploads.s3_bucket",
+            &get("uploads.s3_bucket").1,
+            format!(
+                "`{bucket}` is not a bucket name (3 to 63 lower-case letters, digits, dots and hyphens)"
+            ),
+        ));
+    }
+    let endpoint = match text("uploads.s3_endpoint") {
+        None => None,
+        Some(u) => match url::Url::parse(u) {
+            Ok(p)
+                if (p.scheme() == "https" && p.host_str().is_some())
+                    || (p.scheme() == "http"
+                        && matches!(p.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))) =>
+            {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            _ => {
+                return Err(invalid(
+                    "uploads.s3_endpoint",
+                    &get("uploads.s3_endpoint").1,
+                    format!("`{u}` is not an https:// URL (http:// only on this machine)"),
+                ));
+            }
+        },
+    };
+    let access_key_id = text("uploads.s3_access_key_id").map(str::to_string);
+    let secret_access_key = text("uploads.s3_secret_access_key").map(str::to_string);
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        let missing = if access_key_id.is_some() {
+            "uploads.s3_secret_access_key"
+        } else {
+            "uploads.s3_access_key_id"
+        };
+        return Err(invalid(
+            missing,
+            &get(missing).1,
+            "an access key and its secret go together: set both or neither",
+        ));
+    }
+    Ok(Some(S3Bucket {
+        bucket: bucket.to_string(),
+        endpoint,
+        region: text("uploads.s3_region").unwrap_or("us-east-1").to_string(),
+        access_key_id,
+        secret_access_key,
+    }))
 }
 
 /// Splits a comma-separated list, dropping empty items.
@@ -940,6 +1061,73 @@ mod tests {
             r.config.database.as_deref(),
             Some("postgres://app:hunter2@db/civitas")
         );
+    }
+
+    #[test]
+    fn an_uploads_bucket_is_checked_and_its_secret_masked() {
+        let env = |pairs: &[(&str, &str)]| Layers {
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let r = env(&[
+            ("CIVITAS_UPLOADS__S3_BUCKET", "civitas-uploads"),
+            ("CIVITAS_UPLOADS__S3_ENDPOINT", "https://s3.gov.example/"),
+            ("CIVITAS_UPLOADS__S3_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("CIVITAS_UPLOADS__S3_SECRET_ACCESS_KEY", "hunter2hunter2"),
+        ])
+        .resolve()
+        .unwrap();
+        let b = r.config.uploads_s3.as_ref().unwrap();
+        assert_eq!(b.endpoint.as_deref(), Some("https://s3.gov.example"));
+        assert_eq!(b.region, "us-east-1");
+        assert_eq!(b.secret_access_key.as_deref(), Some("hunter2hunter2"));
+        let shown = |k: &str| r.entries.iter().find(|e| e.0 == k).unwrap().1.clone();
+        assert_eq!(shown("uploads.s3_secret_access_key"), "****");
+        assert!(!format!("{b:?}").contains("hunter2"));
+        assert!(
+            Layers::default()
+                .resolve()
+                .unwrap()
+                .config
+                .uploads_s3
+                .is_none()
+        );
+        let refused = |pairs: &[(&str, &str)], key: &str| {
+            let e = env(pairs).resolve().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        };
+        refused(
+            &[("CIVITAS_UPLOADS__S3_BUCKET", "Bad_Bucket")],
+            "uploads.s3_bucket",
+        );
+        refused(
+            &[
+                ("CIVITAS_UPLOADS__S3_BUCKET", "b-1"),
+                ("CIVITAS_UPLOADS__S3_ENDPOINT", "http://s3.gov.example"),
+            ],
+            "uploads.s3_endpoint",
+        );
+        refused(
+            &[
+                ("CIVITAS_UPLOADS__S3_BUCKET", "b-1"),
+                ("CIVITAS_UPLOADS__S3_ACCESS_KEY_ID", "AKIA"),
+            ],
+            "uploads.s3_secret_access_key",
+        );
+        refused(
+            &[("CIVITAS_UPLOADS__S3_ENDPOINT", "https://s3.gov.example")],
+            "uploads.s3_endpoint",
+        );
+        let local = env(&[
+            ("CIVITAS_UPLOADS__S3_BUCKET", "b-1"),
+            ("CIVITAS_UPLOADS__S3_ENDPOINT", "http://127.0.0.1:9000"),
+        ])
+        .resolve()
+        .unwrap();
+        assert!(local.config.uploads_s3.unwrap().access_key_id.is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Files people upload with their forms, kept in an object store (`object_store`): a local
-//! folder by default (`<data>/uploads`). Each file is stored under its application and a
+//! folder by default (`<data>/uploads`), or any S3-compatible bucket (`uploads.s3_bucket`),
+//! spoken to over the HTTP client the rest of Civitas uses (reqwest with rustls). Each file is stored under its application and a
 //! random name, never the name the person gave (which is kept beside, for showing), with its
 //! size, type and SHA-256; the answer to a file question is that record.
 
@@ -24,6 +25,116 @@ pub fn local_store(dir: &std::path::Path) -> Result<Arc<dyn ObjectStore>, Servic
     let s = object_store::local::LocalFileSystem::new_with_prefix(dir)
         .map_err(|e| ServicesError::Invalid(format!("cannot open {}: {e}", dir.display())))?;
     Ok(Arc::new(s))
+}
+
+/// Opens an S3-compatible bucket and checks that it answers (lists it): a wrong name, key
+/// or address stops the server at start, saying which, rather than at someone's upload.
+pub async fn s3_store(
+    b: &civitas_core::config::S3Bucket,
+) -> Result<Arc<dyn ObjectStore>, ServicesError> {
+    use object_store::aws::AmazonS3Builder;
+    // The usual AWS_* variables and the machine's role, unless a key is configured.
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&b.bucket)
+        .with_region(&b.region)
+        .with_http_connector(Connector)
+        .with_retry(object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(20),
+            ..Default::default()
+        });
+    if let Some(endpoint) = &b.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let (Some(id), Some(secret)) = (&b.access_key_id, &b.secret_access_key) {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret);
+    }
+    let where_ = format!(
+        "the uploads bucket `{}` at {}{}",
+        b.bucket,
+        b.endpoint.as_deref().unwrap_or("AWS S3"),
+        if b.access_key_id.is_none() {
+            " (with no uploads.s3_access_key_id, the key is sought in AWS_* variables and the machine's role)"
+        } else {
+            ""
+        }
+    );
+    let store = builder
+        .build()
+        .map_err(|e| ServicesError::Files(format!("cannot open {where_}: {e}")))?;
+    store
+        .list_with_delimiter(Some(&Path::from("civitas")))
+        .await
+        .map_err(|e| ServicesError::Files(format!("{where_} does not answer: {e}")))?;
+    Ok(Arc::new(store))
+}
+
+/// `object_store`'s HTTP client for S3: reqwest, as everywhere else in Civitas.
+#[derive(Debug)]
+struct Connector;
+
+impl object_store::client::HttpConnector for Connector {
+    fn connect(
+        &self,
+        _: &object_store::ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })?;
+        Ok(object_store::client::HttpClient::new(Client(client)))
+    }
+}
+
+#[derive(Debug)]
+struct Client(reqwest::Client);
+
+#[async_trait::async_trait]
+impl object_store::client::HttpService for Client {
+    async fn call(
+        &self,
+        req: object_store::client::HttpRequest,
+    ) -> Result<object_store::client::HttpResponse, object_store::client::HttpError> {
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let url = reqwest::Url::parse(&parts.uri.to_string()).map_err(|e| {
+            object_store::client::HttpError::new(object_store::client::HttpErrorKind::Request, e)
+        })?;
+        let mut out = reqwest::Request::new(parts.method, url);
+        *out.headers_mut() = parts.headers;
+        *out.body_mut() = Some(reqwest::Body::wrap(body));
+        let got = self.0.execute(out).await.map_err(http_error)?;
+        let (parts, body) = http::Response::<reqwest::Body>::from(got).into_parts();
+        Ok(object_store::client::HttpResponse::from_parts(
+            parts,
+            object_store::client::HttpResponseBody::new(body.map_err(http_error)),
+        ))
+    }
+}
+
+/// Which of `object_store`'s kinds a failed call is: connecting and timing out are retried.
+fn http_error(e: reqwest::Error) -> object_store::client::HttpError {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let kind = if e.is_timeout() {
+        HttpErrorKind::Timeout
+    } else if e.is_connect() {
+        HttpErrorKind::Connect
+    } else if e.is_decode() {
+        HttpErrorKind::Decode
+    } else if e.is_request() || e.is_body() {
+        HttpErrorKind::Request
+    } else {
+        HttpErrorKind::Unknown
+    };
+    HttpError::new(kind, e.without_url())
 }
 
 fn store_error(e: object_store::Error) -> ServicesError {

@@ -628,11 +628,13 @@ async fn app_state(
         .is_some()
         .then(|| tokio::spawn(purge_archive(db.clone(), ledger.clone())));
     let notify_provider = notify_provider(&config, issuer)?;
+    let uploads = match &config.uploads_s3 {
+        Some(bucket) => civitas_services::uploads::s3_store(bucket).await?,
+        None => civitas_services::uploads::local_store(&config.data_dir.join("uploads"))?,
+    };
     let services = civitas_services::Services::open(db.clone(), ledger.clone())
         .await?
-        .with_uploads(civitas_services::uploads::local_store(
-            &config.data_dir.join("uploads"),
-        )?);
+        .with_uploads(uploads);
     let state = civitas_web::AppState {
         db,
         config: Arc::new(config),

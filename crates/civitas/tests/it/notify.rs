@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 
 use crate::on_both_engines;
-use crate::support::TestApp;
+use crate::support::{TestApp, installed};
 
 /// A live service (made by an operator) with one key of `kind` and the template `t`: the
 /// key as its holder uses it, and the template.
@@ -37,19 +37,6 @@ pub(crate) async fn live_service(
 
 /// Where a Notify client is installed (the folder named by `var`), or `None` to skip unless
 /// every test must run.
-pub(crate) fn installed_client(var: &str, which: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(dir) => Some(dir),
-        Err(_) if std::env::var("CIVITAS_TEST_REQUIRE_ALL").is_ok() => {
-            panic!("{var} must be set when CIVITAS_TEST_REQUIRE_ALL=1")
-        }
-        Err(_) => {
-            eprintln!("skipped: set {var} to run Notify's {which} client");
-            None
-        }
-    }
-}
-
 const SCRIPT: &str = r#"
 import json, sys, time
 import jwt
@@ -110,7 +97,7 @@ print(json.dumps(out))
 
 on_both_engines! {
     async fn notifys_python_client_sends_and_reads_back_through_the_v2_api(app) {
-        let Some(python) = installed_client("CIVITAS_TEST_NOTIFY_PYTHON", "Python") else { return };
+        let Some(python) = installed("CIVITAS_TEST_NOTIFY_PYTHON", "Notify's Python client") else { return };
         let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
         let actor = "operator:test";
         let service = notify.create_service("Household registration office", actor).await.unwrap();
@@ -792,7 +779,7 @@ mod node {
 
     on_both_engines! {
         async fn notifys_node_client_works_unchanged(app) {
-            let Some(modules) = installed_client("CIVITAS_TEST_NOTIFY_NODE", "Node") else { return };
+            let Some(modules) = installed("CIVITAS_TEST_NOTIFY_NODE", "Notify's Node client") else { return };
             let notify = civitas_notify::Notify::new(app.db.clone(), app.ledger.clone());
             let actor = "operator:test";
             let service = notify.create_service("Driving licences", actor).await.unwrap();

@@ -5,7 +5,8 @@
 
 use serde_json::{Value, json};
 
-use super::notify::{bearer, installed_client, live_service, read_when};
+use super::notify::{bearer, live_service, read_when};
+use crate::support::installed;
 use crate::support::{Engine, HttpRecorder, TestApp};
 
 pub(crate) const FINAL: &[&str] = &[
@@ -70,7 +71,7 @@ print(json.dumps(out))
 /// client reads both back, and the letter's PDF.
 async fn text_messages_and_letters_go_through_the_sandbox(engine: Engine) {
     use civitas_core::config::ProviderEndpoint;
-    let Some(python) = installed_client("CIVITAS_TEST_NOTIFY_PYTHON", "Python") else {
+    let Some(python) = installed("CIVITAS_TEST_NOTIFY_PYTHON", "Notify's Python client") else {
         return;
     };
     let Some(app) = TestApp::spawn_with(engine, |c| {

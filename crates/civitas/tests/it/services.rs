@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::authz::at_substantial;
-use crate::support::{Browser, Engine, TestApp, hidden_value};
+use crate::support::{Browser, Engine, S3Server, TestApp, hidden_value};
 
 /// A small PDF, as an upload.
 const PDF: &[u8] = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n";
@@ -394,22 +394,48 @@ async fn a_parent_applies_once_and_three_agencies_decide(engine: Engine) {
     app.stop().await;
 }
 
+async fn demo_person(app: &TestApp, role: &str) -> civitas_registry::DemoPerson {
+    civitas_registry::demo_people(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.role == role)
+        .unwrap()
+}
+
+/// Starts a draft of a service over the API, filled from the registers; its file id.
+async fn draft(b: &mut Browser, service: &str) -> String {
+    let (status, draft) = b
+        .post_json(
+            &format!("/api/v1/services/{service}/applications"),
+            &json!({"draft": true}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{draft}");
+    draft["fileId"].as_str().unwrap().to_string()
+}
+
+/// Uploads a PDF contract over the API; the answer that names it.
+async fn upload_contract(b: &mut Browser, file_id: &str) -> Value {
+    let (status, doc) = b
+        .send_json(
+            reqwest::Method::POST,
+            &format!("/api/v1/applications/{file_id}/documents?name=contract.pdf"),
+            "application/pdf",
+            PDF.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200, "{doc}");
+    doc
+}
+
 async fn a_refused_step_closes_the_steps_after_it(engine: Engine) {
     let Some(app) = TestApp::spawn(engine).await else {
         return;
     };
-    let seller = civitas_registry::demo_people(&app.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.role == "property_seller")
-        .unwrap();
-    let buyer = civitas_registry::demo_people(&app.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| p.role == "property_buyer")
-        .unwrap();
+    let seller = demo_person(&app, "property_seller").await;
+    let buyer = demo_person(&app, "property_buyer").await;
     let mut b = at_substantial(&app, &seller.national_id).await;
     // The catalogue over the API: searched by a word people use.
     let found: Value =
@@ -423,15 +449,7 @@ async fn a_refused_step_closes_the_steps_after_it(engine: Engine) {
         "{found}"
     );
     // A draft, filled from the registers: the seller's buildings are the choices.
-    let (status, draft) = b
-        .post_json(
-            "/api/v1/services/selling-property/applications",
-            &json!({"draft": true}),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{draft}");
-    let file_id = draft["fileId"].as_str().unwrap().to_string();
+    let file_id = draft(&mut b, "selling-property").await;
     let a = {
         let services = civitas_services::Services::open(app.db.clone(), app.ledger.clone())
             .await
@@ -442,15 +460,7 @@ async fn a_refused_step_closes_the_steps_after_it(engine: Engine) {
         .as_str()
         .expect("a building from the land register")
         .to_string();
-    let (status, doc) = b
-        .send_json(
-            reqwest::Method::POST,
-            &format!("/api/v1/applications/{file_id}/documents?name=contract.pdf"),
-            "application/pdf",
-            PDF.to_vec(),
-        )
-        .await;
-    assert_eq!(status, 200, "{doc}");
+    let doc = upload_contract(&mut b, &file_id).await;
     let (status, bad) = b
         .send_json(
             reqwest::Method::POST,
@@ -606,7 +616,83 @@ async fn a_refused_step_closes_the_steps_after_it(engine: Engine) {
     app.stop().await;
 }
 
+/// With `uploads.s3_bucket` set, files go to the bucket, with S3's signed requests, and
+/// nothing to the local folder; a wrong secret stops the server at start, saying why.
+async fn uploads_go_to_an_s3_bucket(engine: Engine) {
+    let Some(s3) = S3Server::start("civitas-uploads").await else {
+        return;
+    };
+    let refused = civitas_services::uploads::s3_store(&s3.settings("not-the-secret"))
+        .await
+        .expect_err("a wrong secret is refused")
+        .to_string();
+    assert!(
+        refused.contains("`civitas-uploads`") && refused.contains("does not answer"),
+        "{refused}"
+    );
+    let settings = s3.settings(&s3.key.1);
+    let Some(app) = TestApp::spawn_with(engine, move |c| c.uploads_s3 = Some(settings)).await
+    else {
+        return;
+    };
+    let seller = demo_person(&app, "property_seller").await;
+    let mut b = at_substantial(&app, &seller.national_id).await;
+    let file_id = draft(&mut b, "selling-property").await;
+    let doc = upload_contract(&mut b, &file_id).await;
+    let key = doc["key"].as_str().unwrap();
+    // Another S3 client (boto3, with the same key) finds the file in the bucket.
+    let listed = std::process::Command::new("python3")
+        .env("PYTHONPATH", &s3.pythonpath)
+        .args([
+            "-c",
+            "import boto3, hashlib, sys\n\
+             url, bucket, key, secret = sys.argv[1:5]\n\
+             s3 = boto3.client('s3', endpoint_url=url, region_name='us-east-1', aws_access_key_id=key, aws_secret_access_key=secret)\n\
+             for o in s3.list_objects_v2(Bucket=bucket).get('Contents', []):\n\
+             \x20   body = s3.get_object(Bucket=bucket, Key=o['Key'])['Body'].read()\n\
+             \x20   print(o['Key'], hashlib.sha256(body).hexdigest())\n",
+            &s3.url,
+            &s3.bucket,
+            &s3.key.0,
+            &s3.key.1,
+        ])
+        .output()
+        .expect("run boto3");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        format!("{key} {}", doc["sha256"].as_str().unwrap())
+    );
+    let local = app.config.data_dir.join("uploads");
+    assert!(
+        std::fs::read_dir(&local).map_or(true, |mut d| d.next().is_none()),
+        "nothing in {}",
+        local.display()
+    );
+    // Answered and read back through Civitas, from the bucket.
+    let (status, saved) = b
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/applications/{file_id}"),
+            "application/json",
+            serde_json::to_vec(&json!({"formData": {"data": {"sale.contract": doc}}})).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    let got = b
+        .get(&format!("/applications/{file_id}/files/sale.contract"))
+        .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body.as_bytes(), PDF);
+    app.stop().await;
+}
+
 crate::each_engine!(
     a_parent_applies_once_and_three_agencies_decide,
-    a_refused_step_closes_the_steps_after_it
+    a_refused_step_closes_the_steps_after_it,
+    uploads_go_to_an_s3_bucket
 );

@@ -20,6 +20,150 @@ pub fn require_all() -> bool {
     std::env::var("CIVITAS_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
 }
 
+/// The folder a test's outside tool is installed in (named by `var`), or `None` (with a
+/// note) when it is not set and the run does not require everything.
+pub fn installed(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(dir) => Some(dir),
+        Err(_) => {
+            assert!(
+                !require_all(),
+                "{var} must be set when CIVITAS_TEST_REQUIRE_ALL=1"
+            );
+            eprintln!("skipped: set {var} to run {what}");
+            None
+        }
+    }
+}
+
+/// A real S3-compatible server for a test: moto's (from PyPI, in the folder
+/// `CIVITAS_TEST_S3` names), which checks each request's AWS signature against the access
+/// keys it has issued. Stopped when dropped.
+pub struct S3Server {
+    child: std::process::Child,
+    /// Its address, `http://127.0.0.1:port`.
+    pub url: String,
+    /// The bucket, made empty.
+    pub bucket: String,
+    /// An access key allowed everything in S3, and its secret.
+    pub key: (String, String),
+    /// Where moto is installed, for a test's own Python client (boto3).
+    pub pythonpath: String,
+}
+
+impl S3Server {
+    /// Starts the server with one bucket and one user, or `None` when moto is not installed.
+    pub async fn start(bucket: &str) -> Option<S3Server> {
+        let pythonpath = installed("CIVITAS_TEST_S3", "the S3 upload test (moto's S3 server)")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("PYTHONPATH", &pythonpath)
+            // The setting-up below goes without signatures; every request after it is
+            // checked against the keys moto issued.
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto's server");
+        let url = format!("http://127.0.0.1:{port}");
+        let mut server = S3Server {
+            child,
+            url,
+            bucket: bucket.to_string(),
+            key: Default::default(),
+            pythonpath,
+        };
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "moto did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // moto tells the services apart by the scope named in the Authorization header.
+        let unsigned = |service: &str| {
+            format!(
+                "AWS4-HMAC-SHA256 Credential=AKIASETUP/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+            )
+        };
+        let made = http
+            .put(format!("{}/{bucket}", server.url))
+            .header("authorization", unsigned("s3"))
+            .send()
+            .await
+            .unwrap();
+        assert!(made.status().is_success(), "bucket: {}", made.status());
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+        let mut key_xml = String::new();
+        for form in [
+            vec![("Action", "CreateUser")],
+            vec![("Action", "CreateAccessKey")],
+            vec![
+                ("Action", "PutUserPolicy"),
+                ("PolicyName", "s3"),
+                ("PolicyDocument", policy),
+            ],
+        ] {
+            let mut form = form;
+            form.extend([("UserName", "civitas"), ("Version", "2010-05-08")]);
+            let r = http
+                .post(format!("{}/", server.url))
+                .header("authorization", unsigned("iam"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body = r.text().await.unwrap();
+            assert!(status.is_success(), "{body}");
+            if body.contains("<SecretAccessKey>") {
+                key_xml = body;
+            }
+        }
+        let between = |open: &str, close: &str| {
+            let from = key_xml.find(open).unwrap() + open.len();
+            key_xml[from..from + key_xml[from..].find(close).unwrap()].to_string()
+        };
+        server.key = (
+            between("<AccessKeyId>", "</AccessKeyId>"),
+            between("<SecretAccessKey>", "</SecretAccessKey>"),
+        );
+        Some(server)
+    }
+
+    /// The bucket's settings for Civitas, with this secret.
+    pub fn settings(&self, secret: &str) -> civitas_core::config::S3Bucket {
+        civitas_core::config::S3Bucket {
+            bucket: self.bucket.clone(),
+            endpoint: Some(self.url.clone()),
+            region: "us-east-1".into(),
+            access_key_id: Some(self.key.0.clone()),
+            secret_access_key: Some(secret.to_string()),
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A fresh scratch folder for one test.
 pub fn scratch(tag: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
