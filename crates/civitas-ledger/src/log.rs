@@ -65,8 +65,9 @@ pub struct SignedCheckpoint {
 }
 
 struct Append {
-    entry: NewEntry,
-    /// Writes that commit with the entry (see [`Ledger::append_with`]).
+    /// One entry, or several that go in together, in order (see [`Ledger::append_all_with`]).
+    entries: Vec<NewEntry>,
+    /// Writes that commit with the entries (see [`Ledger::append_with`]).
     writes: Option<Script>,
     reply: oneshot::Sender<Result<u64, LedgerError>>,
 }
@@ -207,24 +208,58 @@ impl Ledger {
         self.submit(event, Some(writes)).await
     }
 
+    /// Appends several events, in order, together with the writes they record, in one
+    /// transaction, as [`Ledger::append_with`] does for one (each statement must change
+    /// exactly one row; if one does not, say a compare-and-set that lost, nothing is written
+    /// and the answer is [`LedgerError::WritesRefused`]). Returns once all are durable. On a
+    /// node that does not sequence, they go through the queue as [`Ledger::append_in`]'s do.
+    pub async fn append_all_with(
+        &self,
+        events: &[Event],
+        writes: Script,
+    ) -> Result<(), LedgerError> {
+        if !self.is_sequencer() {
+            let db = &self.inner.db;
+            let mut tx = db.begin_write().await.map_err(crate::storage::sql)?;
+            let changed = writes.execute(&mut tx, db.engine()).await?;
+            if changed != writes.len() as u64 {
+                tx.rollback().await.map_err(crate::storage::sql)?;
+                return Err(LedgerError::WritesRefused(format!(
+                    "the writes that go with the entries changed {changed} rows, not {}",
+                    writes.len()
+                )));
+            }
+            self.append_in(&mut tx, events).await?;
+            tx.commit().await.map_err(crate::storage::sql)?;
+            self.queued();
+            return Ok(());
+        }
+        let entries = events
+            .iter()
+            .map(new_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.send(entries, Some(writes)).await.map(|_| ())
+    }
+
     async fn submit(&self, event: &Event, writes: Option<Script>) -> Result<u64, LedgerError> {
-        let data = event.encode()?;
-        let entry = NewEntry {
-            idx: 0,
-            data,
-            kind: event.kind.clone(),
-            subject_tag: event.subject.map(|t| t.to_string()),
-            time_ms: event.time_ms,
-            queue_ref: None,
-        };
+        let entry = new_entry(event)?;
         if !self.is_sequencer() {
             return self.append_through_queue(entry, writes).await;
         }
+        self.send(vec![entry], writes).await
+    }
+
+    /// Hands entries to the sequencer; the index of the first once they are durable.
+    async fn send(
+        &self,
+        entries: Vec<NewEntry>,
+        writes: Option<Script>,
+    ) -> Result<u64, LedgerError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .appends
             .send(Append {
-                entry,
+                entries,
                 writes,
                 reply,
             })
@@ -664,7 +699,6 @@ async fn lead(
         signed,
         lock,
         nudge: inner.queue_nudge.clone(),
-        writer: None,
     };
     let published = inner.latest.read().await.as_ref().map(|c| c.size);
     if published.is_none_or(|p| p < sequencer.frontier.size()) {
@@ -729,8 +763,6 @@ struct Sequencer {
     lock: Option<LockConn>,
     /// Rung when entries were queued on this node.
     nudge: Arc<tokio::sync::Notify>,
-    /// The connection its batches are written on, kept between them.
-    writer: storage::Writer,
 }
 
 impl Sequencer {
@@ -782,10 +814,6 @@ impl Sequencer {
                 (d, p) => d.or_else(|| p.map(|p| Instant::now() + p)),
             };
             let mut nudged = false;
-            if rx.is_empty() {
-                // Idle: the connection goes back to the pool (which can then close).
-                self.writer = None;
-            }
             let first = tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(m) => Some(m),
@@ -947,7 +975,7 @@ impl Sequencer {
         let mut hashes = Vec::with_capacity((batch.len() + queued.len()) * 2);
         let mut entries: Vec<NewEntry> = batch
             .iter()
-            .map(|a| a.entry.clone())
+            .flat_map(|a| a.entries.iter().cloned())
             .chain(queued.iter().cloned())
             .collect();
         for (i, e) in entries.iter_mut().enumerate() {
@@ -961,7 +989,6 @@ impl Sequencer {
         let writes: Vec<&Script> = batch.iter().filter_map(|a| a.writes.as_ref()).collect();
         storage::write_batch(
             &inner.db,
-            &mut self.writer,
             start,
             entries,
             hashes,
@@ -981,11 +1008,26 @@ impl Sequencer {
     }
 }
 
-/// Tells each append its index: `start` for the first, and on in order.
+/// Tells each append the index of its first entry: `start` for the first, and on in order.
 fn answer(batch: Vec<Append>, start: u64) {
-    for (i, a) in batch.into_iter().enumerate() {
-        let _ = a.reply.send(Ok(start + i as u64));
+    let mut next = start;
+    for a in batch {
+        let n = a.entries.len() as u64;
+        let _ = a.reply.send(Ok(next));
+        next += n;
     }
+}
+
+/// An event as the sequencer takes it.
+fn new_entry(event: &Event) -> Result<NewEntry, LedgerError> {
+    Ok(NewEntry {
+        idx: 0,
+        data: event.encode()?,
+        kind: event.kind.clone(),
+        subject_tag: event.subject.map(|t| t.to_string()),
+        time_ms: event.time_ms,
+        queue_ref: None,
+    })
 }
 
 /// Tells each append that it was not written, and why.
@@ -1162,17 +1204,7 @@ pub async fn bulk_load_for_benchmark(db: &Db, n: u64) -> Result<(), LedgerError>
                 queue_ref: None,
             });
         }
-        storage::write_batch(
-            db,
-            &mut None,
-            start,
-            entries,
-            hashes,
-            next.size(),
-            next.root(),
-            &[],
-        )
-        .await?;
+        storage::write_batch(db, start, entries, hashes, next.size(), next.root(), &[]).await?;
         frontier = next;
         done += count;
     }

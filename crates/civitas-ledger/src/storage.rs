@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use civitas_store::sqlx::{self, Any, Row, Transaction};
+use civitas_store::sqlx::{self, Row};
 use civitas_store::{BulkInsert, Component, Db, Migration, Script, Value};
 
 use crate::LedgerError;
@@ -49,7 +49,7 @@ fn to_hash(bytes: &[u8]) -> Result<Hash, LedgerError> {
     Ok(Hash(a))
 }
 
-fn sql(e: sqlx::Error) -> LedgerError {
+pub(crate) fn sql(e: sqlx::Error) -> LedgerError {
     LedgerError::Store(e.into())
 }
 
@@ -111,17 +111,11 @@ pub(crate) struct NewEntry {
     pub queue_ref: Option<i64>,
 }
 
-/// The connection a sequencer writes its batches on, kept between batches (on SQLite, with
-/// a pool large enough to spare it): a connection's page cache and prepared statements stay
-/// warm only while no other connection writes.
-pub(crate) type Writer = Option<sqlx::pool::PoolConnection<Any>>;
-
 /// Writes a batch of entries, their stored hashes and the new tree head in one transaction.
 /// Fails (writing nothing) if another sequencer moved the tree since `expected_size`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn write_batch(
     db: &Db,
-    writer: &mut Writer,
     expected_size: u64,
     entries: Vec<NewEntry>,
     hashes: Vec<(u64, Hash)>,
@@ -185,25 +179,12 @@ pub(crate) async fn write_batch(
         script.extend_from(w);
         companions += w.len();
     }
-    let _turn = db.write_turn().await;
-    let one_trip = companions == 0 && dequeued.is_empty() && script.fits_one_trip(db.engine());
-    if !one_trip {
-        // This batch takes a transaction of its own: the kept connection goes back.
-        *writer = None;
-    }
-    if one_trip {
-        // The usual batch on SQLite: one round trip. Should another writer have moved the
-        // tree on, the entry at `expected_size` exists and inserting ours fails, so nothing
-        // commits (the tree never moves back). The count is checked after the commit.
-        let mut conn = match writer.take() {
-            Some(c) => c,
-            None => db.pool().acquire().await.map_err(sql)?,
-        };
-        let changed = script.commit_in_one_trip(&mut conn).await?;
-        // Kept only when the pool can spare it: the sequencer also reads and signs.
-        if db.pool().options().get_max_connections() >= 4 {
-            *writer = Some(conn);
-        }
+    if companions == 0 && dequeued.is_empty() && script.fits_one_trip(db.engine()) {
+        // The usual batch on SQLite: one round trip, on the writers' connection. Should
+        // another writer have moved the tree on, the entry at `expected_size` exists and
+        // inserting ours fails, so nothing commits (the tree never moves back). The count is
+        // checked after the commit.
+        let changed = db.commit_in_one_trip(&script).await?;
         if changed != (1 + written) as u64 {
             return Err(LedgerError::Corrupt(format!(
                 "a batch at tree size {expected_size} changed {changed} rows, not {}",
@@ -212,14 +193,13 @@ pub(crate) async fn write_batch(
         }
         return Ok(());
     }
-    let mut tx: Transaction<'_, Any> = db.pool().begin().await.map_err(sql)?;
+    let mut tx = db.begin_write().await.map_err(sql)?;
     let changed = script.execute(&mut tx, db.engine()).await?;
     // The tree head changes one row unless another sequencer moved the tree (then, too, its
     // entries would collide with ours); each queued entry is dequeued exactly once; each
     // companion statement changes one row.
     if changed != (1 + written + dequeued.len() + companions) as u64 {
         tx.rollback().await.map_err(sql)?;
-        drop(_turn);
         if companions > 0 && tree_state(db).await?.0 == expected_size {
             return Err(LedgerError::WritesRefused(format!(
                 "the writes that go with the batch's entries changed {} rows, not {companions}",
@@ -286,13 +266,13 @@ pub(crate) async fn save_checkpoint(
     note: &str,
     published: bool,
 ) -> Result<(), LedgerError> {
-    let _turn = db.write_turn().await;
+    let mut conn = db.write_conn().await.map_err(sql)?;
     sqlx::query("INSERT INTO ledger_checkpoints (size, note, signed_ms, published) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO UPDATE SET note = excluded.note, published = excluded.published")
         .bind(size as i64)
         .bind(note)
         .bind(crate::event::now_ms())
         .bind(published)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await
         .map_err(sql)?;
     Ok(())
@@ -387,8 +367,7 @@ pub(crate) async fn create_subject_secrets(
         );
     }
     {
-        let _turn = db.write_turn().await;
-        let mut tx = db.pool().begin().await.map_err(sql)?;
+        let mut tx = db.begin_write().await.map_err(sql)?;
         w.execute(&mut tx, db.engine()).await?;
         tx.commit().await.map_err(sql)?;
     }
@@ -459,7 +438,7 @@ pub(crate) async fn enqueue(
 ) -> Result<i64, LedgerError> {
     use rand_core::RngCore;
     let queue_ref = (rand_core::OsRng.next_u64() >> 1) as i64;
-    let mut tx: Transaction<'_, Any> = db.pool().begin().await.map_err(sql)?;
+    let mut tx = db.begin_write().await.map_err(sql)?;
     if let Some(w) = writes {
         let changed = w.execute(&mut tx, db.engine()).await?;
         if changed != w.len() as u64 {

@@ -680,3 +680,60 @@ async fn companion_writes_commit_with_their_event_and_a_bad_one_fails_alone() {
         .verify(&key)
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_events_go_in_with_their_writes_in_order_or_not_at_all() {
+    use civitas_store::{Script, Value};
+    let (db, ledger) = open("all-with").await;
+    civitas_store::sqlx::raw_sql("CREATE TABLE items (id TEXT PRIMARY KEY, state TEXT)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let mut w = Script::new();
+    w.push(
+        "INSERT INTO items (id, state) VALUES (?, ?)",
+        vec![Value::Str("a"), Value::Str("draft")],
+    );
+    w.push(
+        "INSERT INTO items (id, state) VALUES (?, ?)",
+        vec![Value::Str("b"), Value::Str("draft")],
+    );
+    ledger
+        .append_all_with(&[event(1), event(2), event(3)], w)
+        .await
+        .unwrap();
+    let logged: Vec<Vec<u8>> =
+        civitas_store::sqlx::query_scalar("SELECT data FROM ledger_entries ORDER BY idx")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let order: Vec<u64> = logged
+        .iter()
+        .map(|d| Event::decode(d).unwrap().public["i"].as_u64().unwrap())
+        .collect();
+    assert!(order.ends_with(&[1, 2, 3]), "{order:?}");
+    // A compare-and-set that loses: none of the events, none of the writes.
+    let mut lost = Script::new();
+    lost.push(
+        "INSERT INTO items (id, state) VALUES (?, ?)",
+        vec![Value::Str("c"), Value::Str("draft")],
+    );
+    lost.push(
+        "UPDATE items SET state = 'sent' WHERE id = ? AND state = ?",
+        vec![Value::Str("a"), Value::Str("sent")],
+    );
+    let refused = ledger
+        .append_all_with(&[event(4), event(5)], lost)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, crate::LedgerError::WritesRefused(_)), "{refused}");
+    let rows: i64 = civitas_store::sqlx::query_scalar("SELECT COUNT(*) FROM items")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
+    assert_eq!(ledger.durable_size() as usize, logged.len());
+    // The log goes on, dense.
+    let next = ledger.append(&event(6)).await.unwrap();
+    assert_eq!(next as usize, logged.len());
+}

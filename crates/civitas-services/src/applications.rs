@@ -298,24 +298,40 @@ impl Services {
             updated_ms: now,
             submitted_ms: None,
         };
-        sqlx::query(&format!("INSERT INTO services_applications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"))
-            .bind(&a.id)
-            .bind(&a.reference)
-            .bind(&a.offering)
-            .bind(a.catalog_version)
-            .bind(&a.account_id)
-            .bind(&a.subject_ref)
-            .bind(&a.national_id)
-            .bind(&a.applicant_name)
-            .bind(a.state.as_str())
-            .bind(Value::Object(a.answers.clone()).to_string())
-            .bind(Value::Object(a.sources.clone()).to_string())
-            .bind(Value::Object(a.options.clone()).to_string())
-            .bind(a.created_ms)
-            .bind(a.updated_ms)
-            .bind(a.submitted_ms)
-            .execute(self.db.pool())
-            .await?;
+        // Written with its ledger event, in the ledger's next batch (a group commit with
+        // whatever else is being logged at that moment).
+        let tag = self.ledger.subject_secret(&a.subject_ref).await?.tag();
+        let event = Event::new(
+            "services.application_started",
+            &format!("account:{}", a.account_id),
+            &format!("application/{}", a.id),
+        )
+        .about(tag)
+        .with("offering", a.offering.clone())
+        .with("catalog_version", a.catalog_version);
+        use civitas_store::Value as V;
+        let mut w = civitas_store::Script::new();
+        w.push(
+            &format!("INSERT INTO services_applications ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            vec![
+                V::Text(a.id.clone()),
+                V::Text(a.reference.clone()),
+                V::Text(a.offering.clone()),
+                V::I64(a.catalog_version),
+                V::Text(a.account_id.clone()),
+                V::Text(a.subject_ref.clone()),
+                V::Text(a.national_id.clone()),
+                V::Text(a.applicant_name.clone()),
+                V::Str(a.state.as_str()),
+                V::Text(Value::Object(a.answers.clone()).to_string()),
+                V::Text(Value::Object(a.sources.clone()).to_string()),
+                V::Text(Value::Object(a.options.clone()).to_string()),
+                V::I64(a.created_ms),
+                V::I64(a.updated_ms),
+                a.submitted_ms.into(),
+            ],
+        );
+        self.ledger.append_all_with(&[event], w).await?;
         Ok(a)
     }
 
@@ -425,6 +441,7 @@ impl Services {
     pub(crate) async fn store_answers(&self, a: &mut Application) -> Result<(), ServicesError> {
         let read = a.updated_ms;
         a.updated_ms = civitas_ledger::event::now_ms().max(read + 1);
+        let mut conn = self.db.write_conn().await?;
         let n = sqlx::query(
             "UPDATE services_applications SET answers = $1, updated_ms = $2 WHERE id = $3 AND updated_ms = $4 AND state = $5",
         )
@@ -433,7 +450,7 @@ impl Services {
         .bind(&a.id)
         .bind(read)
         .bind(a.state.as_str())
-        .execute(self.db.pool())
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         if n != 1 {
@@ -579,7 +596,7 @@ impl Services {
         }
         let cid = uuid::Uuid::new_v4().to_string();
         let tag = self.ledger.subject_secret(&a.subject_ref).await?.tag();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query("INSERT INTO services_corrections (id, application_id, item, source, note, created_ms) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&cid)
             .bind(&a.id)

@@ -566,21 +566,20 @@ impl Services {
         a.submitted_ms = Some(now);
         let read = a.updated_ms;
         a.updated_ms = now.max(read + 1);
-        let mut tx = self.db.pool().begin().await?;
-        let changed = sqlx::query(
-            "UPDATE services_applications SET state = 'submitted', answers = $1, submitted_ms = $2, updated_ms = $3 WHERE id = $4 AND state = 'draft' AND updated_ms = $5",
-        )
-        .bind(Value::Object(a.answers.clone()).to_string())
-        .bind(now)
-        .bind(a.updated_ms)
-        .bind(&a.id)
-        .bind(read)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed != 1 {
-            return Err(changed_meanwhile());
-        }
+        // The application moves on only if nobody changed it since it was read (a
+        // compare-and-set); it, its cases and their events commit together, in the ledger's
+        // next batch with whatever else is being logged at that moment.
+        let mut w = civitas_store::Script::new();
+        w.push(
+            "UPDATE services_applications SET state = 'submitted', answers = ?, submitted_ms = ?, updated_ms = ? WHERE id = ? AND state = 'draft' AND updated_ms = ?",
+            vec![
+                civitas_store::Value::Text(Value::Object(a.answers.clone()).to_string()),
+                civitas_store::Value::I64(now),
+                civitas_store::Value::I64(a.updated_ms),
+                civitas_store::Value::Text(a.id.clone()),
+                civitas_store::Value::I64(read),
+            ],
+        );
         let actor = Actor::Applicant {
             account_id: account_id.to_string(),
         };
@@ -596,10 +595,12 @@ impl Services {
             .with("cases", cases.len() as i64)
             .with("answers_sha256", answers_digest(&a.answers)),
         ];
-        events.extend(open_cases(&mut tx, self.db.engine(), &cases, &actor, tag).await?);
-        self.ledger.append_in(&mut tx, &events).await?;
-        tx.commit().await?;
-        self.ledger.queued();
+        events.extend(open_cases(&mut w, &cases, &actor, tag)?);
+        match self.ledger.append_all_with(&events, w).await {
+            Ok(()) => {}
+            Err(civitas_ledger::LedgerError::WritesRefused(_)) => return Err(changed_meanwhile()),
+            Err(e) => return Err(e.into()),
+        }
         Ok(Ok((a, cases)))
     }
 
@@ -681,7 +682,7 @@ impl Services {
             _ => {}
         }
         let tag = self.ledger.subject_secret(&app.subject_ref).await?.tag();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         lock_application(&mut tx, &app.id).await?;
         let mut events =
             vec![save_case(&mut tx, &mut case, from, now, actor, note.as_deref(), tag).await?];
@@ -790,7 +791,7 @@ impl Services {
         let actor = Actor::Applicant {
             account_id: account_id.to_string(),
         };
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         // Only from the state it was read in: a submission at the same moment wins, and
         // the person is asked to look again.
         let n = sqlx::query(
@@ -855,7 +856,7 @@ impl Services {
         let actor = Actor::Applicant {
             account_id: account_id.to_string(),
         };
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let n = sqlx::query(
             "UPDATE services_applications SET answers = $1, updated_ms = $2 WHERE id = $3 AND updated_ms = $4",
         )
@@ -1010,7 +1011,15 @@ impl Services {
                 } else {
                     "reminded_ms"
                 };
-                let mut tx = self.db.pool().begin().await?;
+                // The applicant's tag before the turn to write: finding it may write.
+                let subject = match escalated {
+                    true => match self.application(&c.application_id).await? {
+                        Some(a) => Some(self.ledger.subject_secret(&a.subject_ref).await?.tag()),
+                        None => None,
+                    },
+                    false => None,
+                };
+                let mut tx = self.db.begin_write().await?;
                 let n = sqlx::query(&format!(
                     "UPDATE services_cases SET {column} = $1, version = version + 1 WHERE id = $2 AND {column} IS NULL AND version = $3"
                 ))
@@ -1026,10 +1035,6 @@ impl Services {
                 if escalated {
                     c.escalated_ms = Some(now);
                     c.version += 1;
-                    let subject = match self.application(&c.application_id).await? {
-                        Some(a) => Some(self.ledger.subject_secret(&a.subject_ref).await?.tag()),
-                        None => None,
-                    };
                     let mut e = Event::new(
                         "services.case_escalated",
                         "system",
@@ -1107,84 +1112,53 @@ async fn lock_application(tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), 
     Ok(())
 }
 
-/// Writes new cases and their first history rows (two multi-row statements), and returns
-/// their ledger events.
-async fn open_cases(
-    tx: &mut sqlx::AnyConnection,
-    engine: civitas_store::Engine,
+/// Adds to `w` the statements that open `cases` (each case and its first history row, one
+/// row a statement, as the ledger's companion writes must be), and returns their events.
+fn open_cases(
+    w: &mut civitas_store::Script,
     cases: &[Case],
     actor: &Actor,
     tag: SubjectTag,
 ) -> Result<Vec<Event>, ServicesError> {
-    use civitas_store::{BulkInsert, Value as V};
-    let mut rows = BulkInsert::new(
-        "services_cases",
-        &[
-            "id",
-            "application_id",
-            "service_id",
-            "agency",
-            "state",
-            "depends_on",
-            "assignee",
-            "assignee_name",
-            "opened_ms",
-            "due_ms",
-            "reminded_ms",
-            "escalated_ms",
-            "updated_ms",
-            "reason",
-            "decision",
-            "version",
-        ],
-    );
-    let mut history = BulkInsert::new(
-        "services_case_events",
-        &[
-            "case_id",
-            "version",
-            "at_ms",
-            "actor",
-            "actor_name",
-            "from_state",
-            "to_state",
-            "note",
-        ],
-    );
+    use civitas_store::Value as V;
     let mut events = Vec::new();
     for c in cases {
-        rows.row([
-            V::Text(c.id.clone()),
-            V::Text(c.application_id.clone()),
-            V::Text(c.service_id.clone()),
-            V::Text(c.agency.clone()),
-            V::Str(c.state.as_str()),
-            V::Text(serde_json::to_string(&c.depends_on)?),
-            c.assignee.clone().into(),
-            c.assignee_name.clone().into(),
-            c.opened_ms.into(),
-            c.due_ms.into(),
-            c.reminded_ms.into(),
-            c.escalated_ms.into(),
-            V::I64(c.updated_ms),
-            c.reason.clone().into(),
-            c.decision.clone().into(),
-            V::I64(c.version),
-        ]);
-        history.row([
-            V::Text(c.id.clone()),
-            V::I64(c.version),
-            V::I64(c.updated_ms),
-            V::Text(actor.ledger_name()),
-            V::Text(actor.display()),
-            V::Str("none"),
-            V::Str(c.state.as_str()),
-            V::NullText,
-        ]);
+        w.push(
+            "INSERT INTO services_cases (id, application_id, service_id, agency, state, depends_on, assignee, assignee_name, opened_ms, due_ms, reminded_ms, escalated_ms, updated_ms, reason, decision, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                V::Text(c.id.clone()),
+                V::Text(c.application_id.clone()),
+                V::Text(c.service_id.clone()),
+                V::Text(c.agency.clone()),
+                V::Str(c.state.as_str()),
+                V::Text(serde_json::to_string(&c.depends_on)?),
+                c.assignee.clone().into(),
+                c.assignee_name.clone().into(),
+                c.opened_ms.into(),
+                c.due_ms.into(),
+                c.reminded_ms.into(),
+                c.escalated_ms.into(),
+                V::I64(c.updated_ms),
+                c.reason.clone().into(),
+                c.decision.clone().into(),
+                V::I64(c.version),
+            ],
+        );
+        w.push(
+            "INSERT INTO services_case_events (case_id, version, at_ms, actor, actor_name, from_state, to_state, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                V::Text(c.id.clone()),
+                V::I64(c.version),
+                V::I64(c.updated_ms),
+                V::Text(actor.ledger_name()),
+                V::Text(actor.display()),
+                V::Str("none"),
+                V::Str(c.state.as_str()),
+                V::NullText,
+            ],
+        );
         events.push(change_event(c, "none", actor, None, tag));
     }
-    rows.flush(tx, engine).await?;
-    history.flush(tx, engine).await?;
     Ok(events)
 }
 

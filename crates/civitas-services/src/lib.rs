@@ -222,7 +222,7 @@ impl Services {
     pub async fn load_catalog(&self, text: &str, actor: &str) -> Result<i64, ServicesError> {
         let catalog = Catalog::parse(text)?;
         let now = civitas_ledger::event::now_ms();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         // The write comes first: on SQLite a transaction that reads and then writes fails
         // at once ("database is locked") when another connection wrote in between.
         sqlx::query(

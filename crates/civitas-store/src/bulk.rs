@@ -336,6 +336,20 @@ impl Script {
         &self,
         conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
     ) -> Result<u64, StoreError> {
+        self.one_trip(conn).await.map_err(|(e, rolled_back)| {
+            if !rolled_back {
+                conn.close_on_drop();
+            }
+            e
+        })
+    }
+
+    /// [`Script::commit_in_one_trip`] on any connection: on failure, the error and whether
+    /// the transaction was rolled back (if not, the connection must not be used again).
+    pub(crate) async fn one_trip(
+        &self,
+        conn: &mut AnyConnection,
+    ) -> Result<u64, (StoreError, bool)> {
         let mut sql = String::from("BEGIN IMMEDIATE;\n");
         for (statement, _) in &self.statements {
             sql.push_str(statement);
@@ -343,10 +357,11 @@ impl Script {
         }
         sql.push_str("COMMIT");
         let values = self.statements.iter().flat_map(|(_, v)| v);
+        let args = arguments(values).map_err(|e| (e, true))?;
         // Each statement's own count: SQLite reports BEGIN and COMMIT with the count of the
         // last change made before them, so they are left out.
         let done: Result<Vec<u64>, sqlx::Error> = conn
-            .fetch_many(sqlx::query_with(&sql, arguments(values)?))
+            .fetch_many(sqlx::query_with(&sql, args))
             .try_filter_map(|step| async move { Ok(step.left().map(|d| d.rows_affected())) })
             .try_collect()
             .await;
@@ -354,17 +369,18 @@ impl Script {
             Ok(counts) if counts.len() == self.statements.len() + 2 => {
                 Ok(counts[1..counts.len() - 1].iter().sum())
             }
-            Ok(counts) => Err(sqlx::Error::Protocol(format!(
-                "a script of {} statements reported {} results",
-                self.statements.len() + 2,
-                counts.len()
-            ))
-            .into()),
+            Ok(counts) => Err((
+                sqlx::Error::Protocol(format!(
+                    "a script of {} statements reported {} results",
+                    self.statements.len() + 2,
+                    counts.len()
+                ))
+                .into(),
+                true,
+            )),
             Err(e) => {
-                if conn.execute("ROLLBACK").await.is_err() {
-                    conn.close_on_drop();
-                }
-                Err(e.into())
+                let rolled_back = conn.execute("ROLLBACK").await.is_ok();
+                Err((e.into(), rolled_back))
             }
         }
     }

@@ -89,14 +89,145 @@ pub enum StoreError {
 pub struct Db {
     pool: AnyPool,
     engine: Engine,
-    writers: Arc<tokio::sync::Mutex<()>>,
+    writers: Arc<tokio::sync::Mutex<Slot>>,
     kept: Arc<Kept>,
+}
+
+/// What the turn to write holds on SQLite: the connection writers write with, kept out of
+/// the pool once taken, so that a writer never waits for the pool while others wait for it;
+/// and whether a transaction on it was left unfinished (rolled back before the next).
+#[derive(Debug, Default)]
+pub struct Slot {
+    conn: Option<PoolConnection<Any>>,
+    unfinished: bool,
+}
+
+/// The turn to write ([`Db::write_turn`]), held until dropped.
+#[derive(Debug)]
+pub struct Turn(tokio::sync::OwnedMutexGuard<Slot>);
+
+impl Turn {
+    /// The writers' connection, taken from the pool the first time, with any transaction
+    /// left unfinished on it rolled back.
+    async fn conn(&mut self, pool: &AnyPool) -> Result<&mut AnyConnection, sqlx::Error> {
+        let slot = &mut *self.0;
+        if slot.conn.is_none() {
+            slot.conn = Some(pool.acquire().await?);
+            slot.unfinished = false;
+        }
+        if slot.unfinished {
+            // Dropped without a commit: undo it. Should that fail, the connection goes.
+            let undone = match slot.conn.as_mut() {
+                Some(c) => c.execute("ROLLBACK").await.is_ok(),
+                None => false,
+            };
+            if !undone {
+                if let Some(mut c) = slot.conn.take() {
+                    c.close_on_drop();
+                }
+                return Err(sqlx::Error::PoolClosed);
+            }
+            slot.unfinished = false;
+        }
+        match slot.conn.as_mut() {
+            Some(c) => Ok(&mut **c),
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
 }
 
 /// SQLite connections [`Db::lend`] gave back, kept for the next loan, and whether the
 /// database is closing (then none is kept); and how many may be kept.
 #[derive(Debug, Default)]
 struct Kept(std::sync::Mutex<(bool, Vec<PoolConnection<Any>>)>, usize);
+
+/// A transaction begun by [`Db::begin_write`], holding the turn to write until it ends.
+pub struct WriteTx(Inner);
+
+enum Inner {
+    Turn(Turn),
+    Pool(sqlx::Transaction<'static, Any>),
+}
+
+impl WriteTx {
+    /// Commits, then gives the turn to the next writer.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self.0 {
+            Inner::Turn(mut turn) => {
+                let Some(conn) = turn.0.conn.as_mut() else {
+                    return Err(sqlx::Error::PoolClosed);
+                };
+                conn.execute("COMMIT").await?;
+                turn.0.unfinished = false;
+                Ok(())
+            }
+            Inner::Pool(tx) => tx.commit().await,
+        }
+    }
+}
+
+impl WriteTx {
+    /// Rolls back, then gives the turn to the next writer.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self.0 {
+            Inner::Turn(mut turn) => {
+                let Some(conn) = turn.0.conn.as_mut() else {
+                    return Err(sqlx::Error::PoolClosed);
+                };
+                conn.execute("ROLLBACK").await?;
+                turn.0.unfinished = false;
+                Ok(())
+            }
+            Inner::Pool(tx) => tx.rollback().await,
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match &self.0 {
+            Inner::Turn(t) => t.0.conn.as_deref().expect("the writers' connection"),
+            Inner::Pool(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.0 {
+            Inner::Turn(t) => t.0.conn.as_deref_mut().expect("the writers' connection"),
+            Inner::Pool(tx) => tx,
+        }
+    }
+}
+
+/// A connection lent by [`Db::write_conn`], holding the turn to write until dropped.
+pub struct WriteConn(ConnInner);
+
+enum ConnInner {
+    Turn(Turn),
+    Pool(PoolConnection<Any>),
+}
+
+impl std::ops::Deref for WriteConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match &self.0 {
+            ConnInner::Turn(t) => t.0.conn.as_deref().expect("the writers' connection"),
+            ConnInner::Pool(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.0 {
+            ConnInner::Turn(t) => t.0.conn.as_deref_mut().expect("the writers' connection"),
+            ConnInner::Pool(c) => c,
+        }
+    }
+}
 
 /// A connection lent by [`Db::lend`]; use it as `&mut *lent`.
 pub struct Lent {
@@ -145,9 +276,9 @@ impl Db {
     /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://...`).
     ///
     /// SQLite runs in WAL mode with `synchronous=FULL`, so every acknowledged commit is on
-    /// disk and survives a crash, and reads through a memory map: each connection's page
-    /// cache is emptied whenever another connection commits, and reading the pages back from
-    /// the map saves a system call per page (a sixth of a sign-in's work besides hashing).
+    /// disk and survives a crash. It reads without a memory map: SQLite drops a connection's
+    /// map whenever another connection has committed, and faulting the pages back in cost
+    /// more under a stream of commits than the map saved (see ARCHITECTURE.md).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         let engine = if url.starts_with("sqlite:") {
@@ -171,7 +302,7 @@ impl Db {
             pool = pool.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA mmap_size=268435456;",
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA mmap_size=0;",
                     )
                     .await?;
                     Ok(())
@@ -224,10 +355,65 @@ impl Db {
     /// a writer that finds the database locked waits in SQLite's busy handler, which sleeps
     /// in steps of milliseconds; taking turns here wakes the next writer the moment the
     /// previous one commits. On PostgreSQL, which has row locks, there is no turn to take.
-    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    pub async fn write_turn(&self) -> Option<Turn> {
         match self.engine {
-            Engine::Sqlite => Some(self.writers.clone().lock_owned().await),
+            Engine::Sqlite => Some(Turn(self.writers.clone().lock_owned().await)),
             Engine::Postgres => None,
+        }
+    }
+
+    /// A write transaction that holds the turn to write ([`Db::write_turn`]) until it
+    /// commits or is dropped (then it is rolled back), on the writers' own connection on
+    /// SQLite: writers that all take turns hand the database on to each other at once,
+    /// instead of meeting a locked database and sleeping in SQLite's busy handler
+    /// (milliseconds at a time), and none waits for the pool while holding the turn.
+    /// Statements run on it as on a transaction (`.execute(&mut *tx)`).
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        match self.write_turn().await {
+            Some(mut turn) => {
+                // IMMEDIATE: the write lock now, so that a read first cannot make the
+                // transaction's first write fail (another process may write too).
+                turn.conn(&self.pool)
+                    .await?
+                    .execute("BEGIN IMMEDIATE")
+                    .await?;
+                turn.0.unfinished = true;
+                Ok(WriteTx(Inner::Turn(turn)))
+            }
+            None => Ok(WriteTx(Inner::Pool(self.pool.begin().await?))),
+        }
+    }
+
+    /// A connection for writing statements of their own (each its own transaction), holding
+    /// the turn to write until dropped: the writers' connection on SQLite, as
+    /// [`Db::begin_write`] gives.
+    pub async fn write_conn(&self) -> Result<WriteConn, sqlx::Error> {
+        match self.write_turn().await {
+            Some(mut turn) => {
+                turn.conn(&self.pool).await?;
+                Ok(WriteConn(ConnInner::Turn(turn)))
+            }
+            None => Ok(WriteConn(ConnInner::Pool(self.pool.acquire().await?))),
+        }
+    }
+
+    /// Runs `script` as one transaction in one round trip to SQLite's connection thread
+    /// ([`Script::commit_in_one_trip`]), on the writers' connection with the turn to write.
+    /// SQLite only, for a script that [fits](Script::fits_one_trip). Returns the rows changed.
+    pub async fn commit_in_one_trip(&self, script: &Script) -> Result<u64, StoreError> {
+        let Some(mut turn) = self.write_turn().await else {
+            return Err(StoreError::Sql(sqlx::Error::Configuration(
+                "one-trip scripts are for SQLite".into(),
+            )));
+        };
+        let conn = turn.conn(&self.pool).await?;
+        match script.one_trip(conn).await {
+            Ok(n) => Ok(n),
+            Err((e, rolled_back)) => {
+                // Left in a transaction: undone (or the connection dropped) at the next turn.
+                turn.0.unfinished = !rolled_back;
+                Err(e)
+            }
         }
     }
 
@@ -262,6 +448,8 @@ impl Db {
             Err(_) => Vec::new(),
         };
         drop(kept);
+        // The writers' connection goes back too (after the turn in progress, if any).
+        self.writers.lock().await.conn = None;
         self.pool.close().await;
     }
 

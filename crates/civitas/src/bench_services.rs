@@ -130,10 +130,11 @@ async fn run(args: &ServicesArgs, scratch: &std::path::Path) -> Result<()> {
     let answers = Arc::new(answers_for(&form[0], &parent.national_id));
 
     // One application first: the path works before it is timed.
-    apply(&client, &base, &applicant, &answers).await?;
+    apply(&client, &base, &applicant, &answers, &Calls::default()).await?;
 
     let baseline = baseline(&db, args, &answers, &parent.national_id).await?;
-    let applications = applications(&client, &base, &applicant, &answers, args).await?;
+    let calls = Arc::new(Calls::default());
+    let applications = applications(&client, &base, &applicant, &answers, args, &calls).await?;
     let queued: (i64,) = civitas_store::sqlx::query_as(
         "SELECT COUNT(*) FROM notify_notifications WHERE reference LIKE 'A-%'",
     )
@@ -182,6 +183,24 @@ async fn run(args: &ServicesArgs, scratch: &std::path::Path) -> Result<()> {
         ms(&queue.0, 0.5),
         ms(&queue.0, 0.99),
     );
+    println!();
+    println!("Where an application's time goes (each call's latency under the same load):");
+    let mut calls = std::mem::take(&mut *calls.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    for (name, lat) in [
+        "POST /api/v1/services/baby-born/applications (the draft, filled from the registers)",
+        "POST /api/v1/applications/{id}/documents (the certificate)",
+        "PUT /api/v1/applications/{id} (checked and submitted)",
+    ]
+    .into_iter()
+    .zip(calls.iter_mut())
+    {
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "- {name}: p50 {:.2} ms, p99 {:.2} ms",
+            ms(lat, 0.5),
+            ms(lat, 0.99)
+        );
+    }
     println!();
     println!(
         "{} messages to the parent queued in Notify for {} applications",
@@ -252,12 +271,22 @@ fn answers_for(form: &Value, national_id: &str) -> Map<String, Value> {
 
 /// One complete application over the API: draft (filled from the registers), the
 /// certificate, the answers submitted.
+/// Each call's latencies (s): the draft, the upload, the submission.
+type Calls = std::sync::Mutex<[Vec<f64>; 3]>;
+
 async fn apply(
     client: &reqwest::Client,
     base: &str,
     s: &Session,
     answers: &Map<String, Value>,
+    calls: &Calls,
 ) -> Result<()> {
+    let mut took = [0.0; 3];
+    let mut t = Instant::now();
+    let mut lap = |i: usize| {
+        took[i] = t.elapsed().as_secs_f64();
+        t = Instant::now();
+    };
     let call = |method: reqwest::Method, path: String| {
         client
             .request(method, format!("{base}{path}"))
@@ -275,6 +304,7 @@ async fn apply(
         bail!("a draft failed: {} {}", draft.status(), draft.text().await?);
     }
     let draft: Value = draft.json().await?;
+    lap(0);
     let id = draft["fileId"]
         .as_str()
         .context("a draft has an id")?
@@ -291,6 +321,7 @@ async fn apply(
         bail!("an upload failed: {} {}", doc.status(), doc.text().await?);
     }
     let doc: Value = doc.json().await?;
+    lap(1);
     let sent = call(reqwest::Method::PUT, format!("/api/v1/applications/{id}"))
         .json(&json!({"formData": {"data": {"child.birth_certificate": doc}}, "submit": true}))
         .send()
@@ -301,6 +332,12 @@ async fn apply(
             sent.status(),
             sent.text().await?
         );
+    }
+    lap(2);
+    if let Ok(mut c) = calls.lock() {
+        for (all, one) in c.iter_mut().zip(took) {
+            all.push(one);
+        }
     }
     Ok(())
 }
@@ -347,11 +384,24 @@ async fn applications(
     s: &Arc<Session>,
     answers: &Arc<Map<String, Value>>,
     args: &ServicesArgs,
+    calls: &Arc<Calls>,
 ) -> Result<Measured> {
-    let (client, base, s, answers) = (client.clone(), base.to_string(), s.clone(), answers.clone());
+    let (client, base, s, answers, calls) = (
+        client.clone(),
+        base.to_string(),
+        s.clone(),
+        answers.clone(),
+        calls.clone(),
+    );
     load(args.clients, args.secs, move |_| {
-        let (client, base, s, answers) = (client.clone(), base.clone(), s.clone(), answers.clone());
-        async move { apply(&client, &base, &s, &answers).await }
+        let (client, base, s, answers, calls) = (
+            client.clone(),
+            base.clone(),
+            s.clone(),
+            answers.clone(),
+            calls.clone(),
+        );
+        async move { apply(&client, &base, &s, &answers, &calls).await }
     })
     .await
 }

@@ -159,8 +159,7 @@ async fn rotate(
 }
 
 async fn write(db: &Db, ledger: &Ledger, batch: &[Job]) -> Result<Vec<Written>, OidcError> {
-    let _turn = db.write_turn().await;
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     // Refresh grants: move each grant on from the generation its token carries, if the
     // grant is alive and still there. The same token twice in a batch is tried once.
     let mut wanted: Vec<(&str, i64)> = Vec::new();
