@@ -726,7 +726,10 @@ async fn several_events_go_in_with_their_writes_in_order_or_not_at_all() {
         .append_all_with(&[event(4), event(5)], lost)
         .await
         .unwrap_err();
-    assert!(matches!(refused, crate::LedgerError::WritesRefused(_)), "{refused}");
+    assert!(
+        matches!(refused, crate::LedgerError::WritesRefused(_)),
+        "{refused}"
+    );
     let rows: i64 = civitas_store::sqlx::query_scalar("SELECT COUNT(*) FROM items")
         .fetch_one(db.pool())
         .await

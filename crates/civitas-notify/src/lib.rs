@@ -217,6 +217,10 @@ pub const COMPONENT: Component = Component {
             SELECT service_id, kind, (created_ms + 28800000) / 86400000 * 86400000 - 28800000, COUNT(*)
             FROM notify_notifications WHERE key_type <> 'test'
             GROUP BY service_id, kind, (created_ms + 28800000) / 86400000 * 86400000 - 28800000;",
+    }, Migration {
+        version: 11,
+        name: "a message sent again is found by its reference, not by a walk through the day's messages",
+        sql: "CREATE INDEX notify_notifications_reference ON notify_notifications (service_id, key_type, reference, created_ms) WHERE reference IS NOT NULL;",
     }],
 };
 

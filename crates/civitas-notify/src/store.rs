@@ -317,6 +317,17 @@ fn dedupe_key(
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The first message of a service with a reference, recipient and template since a time:
+/// found through the reference's index (a walk through the service's messages of the day
+/// would cost more with every message).
+fn same_message_sql() -> String {
+    format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM notify_notifications
+         WHERE service_id = $1 AND key_type = $2 AND reference = $3 AND recipient = $4 AND template_id = $5 AND created_ms >= $6
+         ORDER BY created_ms LIMIT 1"
+    )
+}
+
 /// Recipients of test keys that end otherwise than delivered (Notify's simulator); the
 /// sandbox provider fails them too.
 pub fn simulated_end(recipient: &str) -> &'static str {
@@ -1087,19 +1098,15 @@ impl Notify {
         template_id: &str,
         now: i64,
     ) -> Result<Option<Notification>, NotifyError> {
-        let row = sqlx::query(&format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM notify_notifications
-             WHERE service_id = $1 AND key_type = $2 AND reference = $3 AND recipient = $4 AND template_id = $5 AND created_ms >= $6
-             ORDER BY created_ms LIMIT 1"
-        ))
-        .bind(&caller.service.id)
-        .bind(caller.key_type.code())
-        .bind(reference)
-        .bind(recipient)
-        .bind(template_id)
-        .bind(now - IDEMPOTENCY_MS)
-        .fetch_optional(self.db.pool())
-        .await?;
+        let row = sqlx::query(&same_message_sql())
+            .bind(&caller.service.id)
+            .bind(caller.key_type.code())
+            .bind(reference)
+            .bind(recipient)
+            .bind(template_id)
+            .bind(now - IDEMPOTENCY_MS)
+            .fetch_optional(self.db.pool())
+            .await?;
         row.as_ref().map(notification_of).transpose()
     }
 
@@ -1228,6 +1235,31 @@ impl Notify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_message_sent_again_is_found_by_its_reference() {
+        let (db, _ledger) =
+            civitas_ledger::testing::ledgers_on_both_engines("notify-plan", &[crate::COMPONENT])
+                .await
+                .remove(0);
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", same_message_sql()))
+                .bind("s")
+                .bind("live")
+                .bind("r")
+                .bind("a@b.tw")
+                .bind("t")
+                .bind(0_i64)
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        let plan: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX notify_notifications_reference")),
+            "{plan:?}"
+        );
+    }
 
     #[test]
     fn recipients_are_checked_and_written_one_way() {

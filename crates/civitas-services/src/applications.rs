@@ -551,9 +551,7 @@ impl Services {
             if let Some(v) = kept.get(&q.id) {
                 let key = v.get("key").and_then(Value::as_str).unwrap_or_default();
                 let kind = v.get("type").and_then(Value::as_str).unwrap_or_default();
-                if !key.starts_with(&format!("{}/", a.id))
-                    || key.contains("..")
-                    || !crate::uploads::TYPES.contains(&kind)
+                if !crate::uploads::is_key_of(&a.id, key) || !crate::uploads::TYPES.contains(&kind)
                 {
                     errors.push(FieldError {
                         question: q.id.clone(),

@@ -1,7 +1,7 @@
 //! Files people upload with their forms, kept in an object store (`object_store`): a local
 //! folder by default (`<data>/uploads`), or any S3-compatible bucket (`uploads.s3_bucket`),
-//! spoken to over the HTTP client the rest of Civitas uses (reqwest with rustls). Each file is stored under its application and a
-//! random name, never the name the person gave (which is kept beside, for showing), with its
+//! spoken to over the HTTP client the rest of Civitas uses (reqwest with rustls). Each file
+//! is stored under its application and a random name (see [`key_prefix`]), never the name the person gave (which is kept beside, for showing), with its
 //! size, type and SHA-256; the answer to a file question is that record.
 
 use std::sync::Arc;
@@ -137,6 +137,22 @@ fn http_error(e: reqwest::Error) -> object_store::client::HttpError {
     HttpError::new(kind, e.without_url())
 }
 
+/// Where an application's files go: `{ab}/{application}.{file}`, in one of 256 folders
+/// named by the application id's first two characters. A folder per application would make
+/// a local store create a directory for nearly every upload, which costs a file system more
+/// than the file itself; in a bucket the key still starts with a prefix of its own.
+fn key_prefix(application_id: &str) -> String {
+    let fan = application_id.get(..2).unwrap_or(application_id);
+    format!("{fan}/{application_id}.")
+}
+
+/// Whether `key` names a file of this application (keys made before the fan-out folders
+/// were `{application}/{file}`).
+pub(crate) fn is_key_of(application_id: &str, key: &str) -> bool {
+    (key.starts_with(&key_prefix(application_id)) || key.starts_with(&format!("{application_id}/")))
+        && !key.contains("..")
+}
+
 fn store_error(e: object_store::Error) -> ServicesError {
     ServicesError::Files(e.to_string())
 }
@@ -164,7 +180,7 @@ impl Services {
             ));
         }
         let store = self.uploads()?;
-        let key = format!("{application_id}/{}", uuid::Uuid::new_v4());
+        let key = format!("{}{}", key_prefix(application_id), uuid::Uuid::new_v4());
         let digest = civitas_ledger::event::hex(&crate::sha256(&bytes));
         let size = bytes.len();
         store
@@ -185,7 +201,7 @@ impl Services {
         application_id: &str,
         key: &str,
     ) -> Result<Vec<u8>, ServicesError> {
-        if !key.starts_with(&format!("{application_id}/")) || key.contains("..") {
+        if !is_key_of(application_id, key) {
             return Err(ServicesError::NotFound("no such file".into()));
         }
         let store = self.uploads()?;

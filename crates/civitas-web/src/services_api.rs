@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::auth::Visitor;
+use crate::exchange::CallLog;
 use crate::exchange_api::json_body;
 use crate::mydata::Reason;
 use crate::prefill::signed_in;
@@ -121,11 +122,11 @@ pub(crate) async fn prefill_for(
     app: &Shared,
     national_id: &str,
     offering: &str,
-) -> Result<Map<String, Value>, String> {
+) -> Result<(Map<String, Value>, Vec<CallLog>), String> {
     let form = app.services.form(offering).map_err(|e| e.to_string())?;
     let items = form.prefill_items();
     if items.is_empty() {
-        return Ok(Map::new());
+        return Ok((Map::new(), Vec::new()));
     }
     let name = app.services.offering_name(offering);
     let purpose = header_text(&format!(
@@ -138,18 +139,20 @@ pub(crate) async fn prefill_for(
         consent: None,
     };
     let portal = crate::mydata::portal(app.exchange.instance());
-    let (data, logs) = crate::prefill::fill(app, &portal, national_id, &items, &why)
+    crate::prefill::fill(app, &portal, national_id, &items, &why)
         .await
         .map_err(|e| match e {
             crate::prefill::NotFilled::UnknownItem(i) => format!("unknown item {i}"),
             crate::prefill::NotFilled::Refused(s, d) => format!("{s}: {d}"),
-        })?;
+        })
+}
+
+/// Waits for every read's log; the first failure if one failed.
+async fn all_logged(logs: Vec<CallLog>) -> Result<(), String> {
     for log in logs {
-        crate::exchange::logged(log)
-            .await
-            .map_err(|e| e.to_string())?;
+        crate::exchange::logged(log).await?;
     }
-    Ok(data)
+    Ok(())
 }
 
 /// Text for an exchange header (visible ASCII and spaces only).
@@ -166,23 +169,36 @@ pub(crate) async fn start_for(
     offering: &str,
     given: &Map<String, Value>,
 ) -> Result<Application, ServicesError> {
-    let prefilled = prefill_for(app, &s.account.username, offering)
+    let not_read = |e: String| {
+        tracing::error!(error = %e, "a form could not be filled from the registers");
+        ServicesError::Invalid(
+            "The registers could not be read to fill the form; try again shortly.".into(),
+        )
+    };
+    let (prefilled, logs) = prefill_for(app, &s.account.username, offering)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "a form could not be filled from the registers");
-            ServicesError::Invalid(
-                "The registers could not be read to fill the form; try again shortly.".into(),
-            )
-        })?;
+        .map_err(not_read)?;
     let who = civitas_services::Applicant {
         account_id: s.account.id.clone(),
         subject_ref: s.account.subject_ref(),
         national_id: s.account.username.clone(),
         name: s.account.display_name.clone(),
     };
-    app.services
-        .start_with(offering, &who, &prefilled, given)
-        .await
+    // The draft is written while the reads are logged, so that both usually go in the
+    // ledger's same batch; nothing of it is answered before the reads are logged, and a
+    // draft whose reads could not be logged is withdrawn at once.
+    let (started, logged) = tokio::join!(
+        app.services.start_with(offering, &who, &prefilled, given),
+        all_logged(logs)
+    );
+    let a = started?;
+    if let Err(e) = logged {
+        if let Err(w) = app.services.withdraw(&a.id, &who.account_id).await {
+            tracing::error!(error = %w, application = %a.id, "a draft whose reads were not logged could not be withdrawn");
+        }
+        return Err(not_read(e));
+    }
+    Ok(a)
 }
 
 /// Tells the applicant of each changed case, by e-mail from the agency's Notify service to

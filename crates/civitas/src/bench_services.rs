@@ -134,7 +134,10 @@ async fn run(args: &ServicesArgs, scratch: &std::path::Path) -> Result<()> {
 
     let baseline = baseline(&db, args, &answers, &parent.national_id).await?;
     let calls = Arc::new(Calls::default());
+    let cpu_before = crate::bench::process_cpu_secs();
     let applications = applications(&client, &base, &applicant, &answers, args, &calls).await?;
+    let cpu_per_application =
+        (crate::bench::process_cpu_secs() - cpu_before) / applications.0.len().max(1) as f64;
     let queued: (i64,) = civitas_store::sqlx::query_as(
         "SELECT COUNT(*) FROM notify_notifications WHERE reference LIKE 'A-%'",
     )
@@ -201,6 +204,11 @@ async fn run(args: &ServicesArgs, scratch: &std::path::Path) -> Result<()> {
             ms(lat, 0.99)
         );
     }
+    println!(
+        "CPU time per application, its client's included: {:.3} ms ({:.2} cores busy)",
+        cpu_per_application * 1e3,
+        cpu_per_application * rate
+    );
     println!();
     println!(
         "{} messages to the parent queued in Notify for {} applications",

@@ -242,6 +242,10 @@ fn run(cli: Cli) -> Result<()> {
     };
     let resolved = load_config(&cli.global, demo_args, role)?;
     let config = resolved.config.clone();
+    if matches!(cli.command, Command::Bench(_)) {
+        // Warnings and errors of the servers a benchmark runs, or what --log-level asks.
+        init_logging(&quiet(config.clone(), &resolved.entries));
+    }
     match cli.command {
         Command::Config(ConfigCommand::Check) => config_check(&resolved),
         Command::Bench(BenchCommand::Startup(args)) => civitas::bench::startup(&args),
