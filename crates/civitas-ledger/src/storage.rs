@@ -366,7 +366,9 @@ pub(crate) async fn create_subject_secrets(
             vec![Value::Text(r.to_string()), Value::Bytes(make())],
         );
     }
-    {
+    if w.fits_one_trip(db.engine()) {
+        db.commit_in_one_trip(&w).await?;
+    } else {
         let mut tx = db.begin_write().await.map_err(sql)?;
         w.execute(&mut tx, db.engine()).await?;
         tx.commit().await.map_err(sql)?;

@@ -16,6 +16,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::cache::ServiceKeys;
 use crate::{Notify, NotifyError, Service};
 
 /// What a key may do.
@@ -106,6 +107,50 @@ fn decode(token: &str) -> Option<Token<'_>> {
     })
 }
 
+/// The caller, if the token is signed with one of the service's keys; an error for a
+/// service that is archived or a token that is signed but not acceptable.
+fn verified(known: &ServiceKeys, t: &Token<'_>) -> Result<Option<Caller>, AuthError> {
+    if known.keys.is_empty() {
+        return Ok(None);
+    }
+    if !known.service.active {
+        return Err(refused(403, "Invalid token: service is archived"));
+    }
+    for key in &known.keys {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.secret.as_bytes()) else {
+            continue;
+        };
+        mac.update(t.signed.as_bytes());
+        let expected = mac.finalize().into_bytes();
+        if !bool::from(expected.as_slice().ct_eq(&t.signature)) {
+            continue;
+        }
+        // Without `iat` the token verifies against no key, as at Notify.
+        let Some(iat) = t.claims.get("iat").and_then(Value::as_i64) else {
+            continue;
+        };
+        if t.header.get("alg").and_then(Value::as_str) != Some("HS256") {
+            return Err(refused(403, "Invalid token: algorithm used is not HS256"));
+        }
+        let now = now_ms() / 1000;
+        if (i128::from(now) - i128::from(iat)).abs() > i128::from(CLOCK_WINDOW) {
+            return Err(refused(
+                403,
+                "Error: Your system clock must be accurate to within 30 seconds",
+            ));
+        }
+        if key.revoked {
+            return Err(refused(403, "Invalid token: API key revoked"));
+        }
+        return Ok(Some(Caller {
+            service: known.service.clone(),
+            key_id: key.id.clone(),
+            key_type: key.key_type,
+        }));
+    }
+    Ok(None)
+}
+
 impl Notify {
     /// Authenticates a call by its `Authorization` header.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
@@ -141,49 +186,38 @@ impl Notify {
             tracing::error!(error = %e, "a Notify call could not be authenticated");
             refused(500, "Internal server error")
         };
-        let Some(service) = self.service(iss).await.map_err(failed)? else {
-            return Err(refused(403, "Invalid token: service not found"));
-        };
-        let keys = self.keys_with_secrets(&service.id).await.map_err(failed)?;
-        if keys.is_empty() {
-            return Err(refused(403, "Invalid token: service has no API keys"));
-        }
-        if !service.active {
-            return Err(refused(403, "Invalid token: service is archived"));
-        }
-        for key in keys {
-            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.secret.as_bytes()) else {
-                continue;
+        // The service and its keys as remembered; read again when a call matches none of
+        // them (a key made since), and then the answer is final.
+        let mut remembered = self.caches.callers.get(iss);
+        loop {
+            let read_now = remembered.is_none();
+            let known = match remembered.take() {
+                Some(k) => k,
+                None => {
+                    let Some(service) = self.service(iss).await.map_err(failed)? else {
+                        return Err(refused(403, "Invalid token: service not found"));
+                    };
+                    let keys = self.keys_with_secrets(&service.id).await.map_err(failed)?;
+                    let k = std::sync::Arc::new(ServiceKeys { service, keys });
+                    self.caches.callers.put(iss.to_string(), k.clone());
+                    k
+                }
             };
-            mac.update(t.signed.as_bytes());
-            let expected = mac.finalize().into_bytes();
-            if !bool::from(expected.as_slice().ct_eq(&t.signature)) {
-                continue;
+            match verified(&known, &t)? {
+                Some(caller) => return Ok(caller),
+                None if read_now => {
+                    return Err(refused(
+                        403,
+                        if known.keys.is_empty() {
+                            "Invalid token: service has no API keys"
+                        } else {
+                            "Invalid token: API key not found"
+                        },
+                    ));
+                }
+                None => {}
             }
-            // Without `iat` the token verifies against no key, as at Notify.
-            let Some(iat) = t.claims.get("iat").and_then(Value::as_i64) else {
-                continue;
-            };
-            if t.header.get("alg").and_then(Value::as_str) != Some("HS256") {
-                return Err(refused(403, "Invalid token: algorithm used is not HS256"));
-            }
-            let now = now_ms() / 1000;
-            if (i128::from(now) - i128::from(iat)).abs() > i128::from(CLOCK_WINDOW) {
-                return Err(refused(
-                    403,
-                    "Error: Your system clock must be accurate to within 30 seconds",
-                ));
-            }
-            if key.revoked {
-                return Err(refused(403, "Invalid token: API key revoked"));
-            }
-            return Ok(Caller {
-                service,
-                key_id: key.id,
-                key_type: key.key_type,
-            });
         }
-        Err(refused(403, "Invalid token: API key not found"))
     }
 
     /// A new key for `service_id`, logged (`notify.key_created`) with `actor`. Returns its
@@ -227,6 +261,7 @@ impl Notify {
         .with("key_id", id.clone())
         .with("key_type", key_type.code());
         self.ledger.append_with(&event, w).await?;
+        self.caches.forget_service(service_id);
         Ok((id, format!("{name}-{service_id}-{secret}")))
     }
 
@@ -253,7 +288,9 @@ impl Notify {
             &format!("notify/service/{service_id}"),
         )
         .with("key_id", key_id.to_string());
-        match self.ledger.append_with(&event, w).await {
+        let done = self.ledger.append_with(&event, w).await;
+        self.caches.forget_service(service_id);
+        match done {
             Ok(_) => Ok(true),
             Err(civitas_ledger::LedgerError::WritesRefused(_)) => Ok(false),
             Err(e) => Err(e.into()),
@@ -282,9 +319,74 @@ impl Notify {
     }
 }
 
-struct StoredKey {
+/// A key with its secret, as authentication checks calls against it.
+pub(crate) struct StoredKey {
     id: String,
     key_type: KeyType,
     secret: String,
     revoked: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token as Notify's clients make one, from a key as handed out.
+    fn bearer(key: &str) -> String {
+        let (service, secret) = (&key[key.len() - 73..key.len() - 37], &key[key.len() - 36..]);
+        let head = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"HS256"}"#);
+        let claims = URL_SAFE_NO_PAD
+            .encode(serde_json::json!({"iss": service, "iat": now_ms() / 1000}).to_string());
+        let signed = format!("{head}.{claims}");
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(signed.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("Bearer {signed}.{sig}")
+    }
+
+    #[tokio::test]
+    async fn keys_are_remembered_yet_a_change_through_any_handle_counts_at_once() {
+        for (db, ledger) in
+            civitas_ledger::testing::ledgers_on_both_engines("notify-keys", &[crate::COMPONENT])
+                .await
+        {
+            let actor = "operator:test";
+            let (a, b) = (
+                Notify::new(db.clone(), ledger.clone()),
+                Notify::new(db.clone(), ledger.clone()),
+            );
+            let s = a.create_service("Remembered", actor).await.unwrap();
+            let (id, key) = a
+                .create_key(&s.id, "k", KeyType::Live, actor)
+                .await
+                .unwrap();
+            let token = bearer(&key);
+            assert_eq!(a.authenticate(Some(&token)).await.unwrap().key_id, id);
+            // Revoked through another handle on the same database: refused at once.
+            assert!(b.revoke_key(&s.id, &id, actor).await.unwrap());
+            assert_eq!(
+                a.authenticate(Some(&token)).await.unwrap_err().message,
+                "Invalid token: API key revoked"
+            );
+            // A key written by another process (here, straight into the table): the
+            // remembered keys match none of its calls, so they are read again.
+            let secret = uuid::Uuid::new_v4().to_string();
+            sqlx::query("INSERT INTO notify_api_keys (id, service_id, name, key_type, secret, created_ms) VALUES ('other', $1, 'o', 'live', $2, 0)")
+                .bind(&s.id)
+                .bind(&secret)
+                .execute(db.pool())
+                .await
+                .unwrap();
+            let other = bearer(&format!("o-{}-{secret}", s.id));
+            assert_eq!(a.authenticate(Some(&other)).await.unwrap().key_id, "other");
+            // Made live by another process: seen within a second.
+            sqlx::query("UPDATE notify_services SET live = 1 WHERE id = $1")
+                .bind(&s.id)
+                .execute(db.pool())
+                .await
+                .unwrap();
+            tokio::time::sleep(crate::cache::FRESH_FOR).await;
+            assert!(a.authenticate(Some(&other)).await.unwrap().service.live);
+        }
+    }
 }

@@ -178,7 +178,7 @@ impl Notify {
         .bind(now)
         .bind(now + CLAIM_MS)
         .bind(BATCH)
-        .fetch_all(self.db.pool())
+        .fetch_all(&mut *self.db.write_conn().await?)
         .await?;
         let claim = now;
         let mut sends = tokio::task::JoinSet::new();
@@ -217,7 +217,7 @@ impl Notify {
                     )
                     .bind(&id)
                     .bind(claim)
-                    .execute(self.db.pool())
+                    .execute(&mut *self.db.write_conn().await?)
                     .await?;
                 }
                 Err(e) if now - created_ms > GIVE_UP_MS => {
@@ -227,7 +227,7 @@ impl Notify {
                     )
                     .bind(&id)
                     .bind(claim)
-                    .execute(self.db.pool())
+                    .execute(&mut *self.db.write_conn().await?)
                     .await?;
                 }
                 Err(e) => {
@@ -237,7 +237,7 @@ impl Notify {
                         .bind(now + wait)
                         .bind(&id)
                         .bind(claim)
-                        .execute(self.db.pool())
+                        .execute(&mut *self.db.write_conn().await?)
                         .await?;
                 }
             }

@@ -128,7 +128,7 @@ impl Notify {
         .bind(now - CLAIM_MS)
         .bind(BATCH)
         .bind(channel.code())
-        .fetch_all(self.db.pool())
+        .fetch_all(&mut *self.db.write_conn().await?)
         .await?;
         let mut claimed = rows
             .iter()
@@ -235,7 +235,7 @@ impl Notify {
         for id in ids {
             q = q.bind(*id);
         }
-        q.execute(self.db.pool()).await?;
+        q.execute(&mut *self.db.write_conn().await?).await?;
         Ok(())
     }
 

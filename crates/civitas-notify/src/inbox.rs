@@ -232,7 +232,7 @@ impl Notify {
             .bind(now_ms())
             .bind(id)
             .bind(person)
-            .execute(self.db.pool())
+            .execute(&mut *self.db.write_conn().await?)
             .await?;
         let row = sqlx::query(&format!(
             "SELECT {INBOX_COLUMNS} FROM notify_notifications n JOIN notify_services s ON s.id = n.service_id

@@ -19,6 +19,7 @@
 //! - [`own`]: Civitas's own messages (one-time codes, alerts), sent through Notify itself.
 
 pub mod auth;
+mod cache;
 pub mod callbacks;
 pub mod delivery;
 pub mod inbox;
@@ -234,6 +235,8 @@ pub struct Notify {
     wake: std::sync::Arc<[tokio::sync::Notify; 3]>,
     /// Calls per minute each service may make with each key type, in this process.
     rate: std::sync::Arc<limits::RateLimit>,
+    /// Services, keys, templates and the day's counts as last read (see `cache.rs`).
+    caches: std::sync::Arc<cache::Caches>,
 }
 
 impl Notify {
@@ -245,6 +248,7 @@ impl Notify {
     /// The block, allowing each service `per_minute` calls a minute with each key type.
     pub fn with_rate_limit(db: Db, ledger: Ledger, per_minute: u32) -> Notify {
         Notify {
+            caches: db.shared(),
             db,
             ledger,
             wake: Default::default(),

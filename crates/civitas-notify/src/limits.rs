@@ -93,6 +93,17 @@ impl Notify {
         if !counted(caller) {
             return Ok(None);
         }
+        // The count as read less than a second ago, with what this process accepted since,
+        // while it is below the limit: the write that counts each message refuses the one
+        // past the limit anyway, so this read only spares the sender a refused write.
+        let day = day_start(now_ms());
+        let key = (caller.service.id.clone(), channel.code());
+        if let Some(c) = self.caches.days.get(&key)
+            && c.day_ms == day
+            && c.sent < c.limit
+        {
+            return Ok(None);
+        }
         let (limit, sent): (i64, i64) = sqlx::query_as(
             "SELECT s.daily_limit, COALESCE((SELECT c.sent FROM notify_daily_counts c
                  WHERE c.service_id = s.id AND c.kind = $2 AND c.day_ms = $3), 0)
@@ -100,9 +111,17 @@ impl Notify {
         )
         .bind(&caller.service.id)
         .bind(channel.code())
-        .bind(day_start(now_ms()))
+        .bind(day)
         .fetch_one(self.db.pool())
         .await?;
+        self.caches.days.put(
+            key,
+            crate::cache::DayCount {
+                day_ms: day,
+                limit,
+                sent,
+            },
+        );
         Ok((sent >= limit).then(|| OverLimit {
             error: "TooManyRequestsError",
             message: format!(
@@ -110,6 +129,14 @@ impl Notify {
                 channel.code()
             ),
         }))
+    }
+
+    /// Counts a message just accepted in the day's count this process remembers.
+    pub(crate) fn counted_message(&self, caller: &Caller, channel: Channel, now: i64) {
+        if counted(caller) {
+            self.caches
+                .count(&caller.service.id, channel.code(), day_start(now));
+        }
     }
 
     /// Adds to `w` the count of one more message of `caller` on `channel` today, which
@@ -162,7 +189,9 @@ impl Notify {
             &format!("notify/service/{service_id}"),
         )
         .with("daily_limit", limit);
-        match self.ledger.append_with(&event, w).await {
+        let done = self.ledger.append_with(&event, w).await;
+        self.caches.forget_service(service_id);
+        match done {
             Ok(_) => Ok(()),
             Err(civitas_ledger::LedgerError::WritesRefused(_)) => {
                 Err(NotifyError::NotFound(format!("no service {service_id}")))

@@ -278,7 +278,7 @@ impl Notify {
             .bind(&r.status)
             .bind(at_ms)
             .bind(now_ms())
-            .execute(self.db.pool())
+            .execute(&mut *self.db.write_conn().await?)
             .await?;
         let recipient: String = row.try_get("recipient")?;
         let person: Option<String> = row.try_get("subject_ref")?;

@@ -572,6 +572,7 @@ impl Notify {
                 }
                 e => e.into(),
             })?;
+        self.caches.forget_service(service_id);
         Ok(())
     }
 
@@ -767,6 +768,9 @@ impl Notify {
                 }
                 e => e.into(),
             })?;
+        self.caches
+            .templates
+            .forget(&(service_id.to_string(), id.clone()));
         self.template(service_id, &id, Some(version))
             .await?
             .ok_or_else(|| NotifyError::NotFound(format!("no template {id}")))
@@ -789,6 +793,25 @@ impl Notify {
         .fetch_optional(self.db.pool())
         .await?;
         row.as_ref().map(template_of).transpose()
+    }
+
+    /// A service's template at its latest version, as read less than a second ago (see
+    /// `cache.rs`) or now.
+    async fn latest_template(
+        &self,
+        service_id: &str,
+        id: &str,
+    ) -> Result<Option<std::sync::Arc<Template>>, NotifyError> {
+        let key = (service_id.to_string(), id.to_string());
+        if let Some(t) = self.caches.templates.get(&key) {
+            return Ok(Some(t));
+        }
+        let Some(t) = self.template(service_id, id, None).await? else {
+            return Ok(None);
+        };
+        let t = std::sync::Arc::new(t);
+        self.caches.templates.put(key, t.clone());
+        Ok(Some(t))
     }
 
     /// Every version of a service's template, the latest first.
@@ -834,9 +857,9 @@ impl Notify {
         &self,
         caller: &Caller,
         n: &NewNotification,
-    ) -> Result<(Notification, Template), NotifyError> {
+    ) -> Result<(Notification, std::sync::Arc<Template>), NotifyError> {
         let template = self
-            .template(&caller.service.id, &n.template_id, None)
+            .latest_template(&caller.service.id, &n.template_id)
             .await?
             .ok_or_else(|| NotifyError::BadRequest("Template not found".into()))?;
         if template.channel != n.channel {
@@ -1072,7 +1095,11 @@ impl Notify {
                 {
                     return self.with_its_template(caller, first).await;
                 }
-                // Or the day's limit, reached by another call at the same moment.
+                // Or the day's limit, reached by another call at the same moment (or by
+                // another node since the count was read).
+                self.caches
+                    .days
+                    .forget(&(caller.service.id.clone(), n.channel.code()));
                 if let Some(over) = self.check_daily_limit(caller, n.channel).await? {
                     return Err(NotifyError::OverLimit(over));
                 }
@@ -1082,6 +1109,7 @@ impl Notify {
             }
             Err(e) => return Err(e.into()),
         }
+        self.counted_message(caller, n.channel, now);
         if completed.is_none() && n.scheduled_ms.is_none() {
             self.wake[crate::delivery::wake_index(n.channel)].notify_one();
         }
@@ -1130,12 +1158,12 @@ impl Notify {
         &self,
         caller: &Caller,
         n: Notification,
-    ) -> Result<(Notification, Template), NotifyError> {
+    ) -> Result<(Notification, std::sync::Arc<Template>), NotifyError> {
         let template = self
             .template(&caller.service.id, &n.template_id, Some(n.template_version))
             .await?
             .ok_or_else(|| NotifyError::BadRequest("Template not found".into()))?;
-        Ok((n, template))
+        Ok((n, std::sync::Arc::new(template)))
     }
 
     /// One of the service's notifications.

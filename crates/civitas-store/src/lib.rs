@@ -91,6 +91,17 @@ pub struct Db {
     engine: Engine,
     writers: Arc<tokio::sync::Mutex<Slot>>,
     kept: Arc<Kept>,
+    shared: Arc<Shared>,
+}
+
+/// What the blocks keep in memory beside one database (see [`Db::shared`]).
+#[derive(Default)]
+struct Shared(std::sync::Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
 }
 
 /// What the turn to write holds on SQLite: the connection writers write with, kept out of
@@ -324,7 +335,28 @@ impl Db {
                 Default::default(),
                 KEPT.min(max_connections as usize / 4),
             )),
+            shared: Arc::default(),
         })
+    }
+
+    /// The one `T` of this database in this process, made on first use: what a block keeps
+    /// in memory about the database (a cache, say) is then the same for every handle on
+    /// it, however many of the block's handles the process makes. Another process has its
+    /// own.
+    pub fn shared<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut all = self
+            .shared
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for one in all.iter() {
+            if let Ok(t) = one.clone().downcast::<T>() {
+                return t;
+            }
+        }
+        let t = Arc::new(T::default());
+        all.push(t.clone());
+        t
     }
 
     /// A connection for the reads of a hot path. The pool tests each connection given back
