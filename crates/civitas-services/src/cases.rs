@@ -827,6 +827,36 @@ impl Services {
         Ok(changed)
     }
 
+    /// Withdraws a draft that must not stand, by the platform and not its applicant
+    /// (`services.application_discarded`, with the reason): one filled from register reads
+    /// whose logs could not be written, say. A draft no longer a draft is left alone.
+    pub async fn discard_draft(&self, id: &str, reason: &str) -> Result<(), ServicesError> {
+        let a = self
+            .application(id)
+            .await?
+            .ok_or_else(|| ServicesError::NotFound(format!("no application {id}")))?;
+        let tag = self.ledger.subject_secret(&a.subject_ref).await?.tag();
+        let mut w = civitas_store::Script::new();
+        w.push(
+            "UPDATE services_applications SET state = 'withdrawn', updated_ms = ? WHERE id = ? AND state = 'draft'",
+            vec![
+                civitas_store::Value::I64(civitas_ledger::event::now_ms()),
+                civitas_store::Value::Text(id.to_string()),
+            ],
+        );
+        let event = Event::new(
+            "services.application_discarded",
+            &Actor::System.ledger_name(),
+            &format!("application/{id}"),
+        )
+        .about(tag)
+        .with("reason", reason.to_string());
+        match self.ledger.append_with(&event, w).await {
+            Ok(_) | Err(civitas_ledger::LedgerError::WritesRefused(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The applicant sends the more an agency asked for: the answers are checked again and
     /// each case that asked goes back to the agency, with its service level from now.
     pub async fn resubmit(

@@ -614,6 +614,37 @@ async fn a_refused_first_step_closes_every_step_after_it() {
 }
 
 #[tokio::test]
+async fn a_draft_the_platform_cannot_stand_behind_is_discarded_by_it_not_by_the_applicant() {
+    for (s, ledger) in engines("discard").await {
+        let draft = s
+            .start("selling", &applicant(), &prefilled())
+            .await
+            .unwrap();
+        s.discard_draft(&draft.id, "its register reads could not be logged")
+            .await
+            .unwrap();
+        let now = s.application(&draft.id).await.unwrap().unwrap();
+        assert_eq!(now.state, crate::ApplicationState::Withdrawn);
+        // A sent application is left alone.
+        let sent = filled(&s).await;
+        s.submit(&sent.id, "acc-1", TODAY).await.unwrap().unwrap();
+        s.discard_draft(&sent.id, "no").await.unwrap();
+        let sent = s.application(&sent.id).await.unwrap().unwrap();
+        assert_eq!(sent.state, crate::ApplicationState::Submitted);
+        let tag = ledger.subject_secret("person:1").await.unwrap().tag();
+        let discarded: Vec<_> = ledger
+            .subject_events(tag)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, e)| e.kind == "services.application_discarded")
+            .collect();
+        assert_eq!(discarded.len(), 1);
+        assert_eq!(discarded[0].1.actor, "system");
+    }
+}
+
+#[tokio::test]
 async fn more_information_reopens_the_form_and_withdrawal_ends_the_rest() {
     for (s, _) in engines("more").await {
         let a = filled(&s).await;

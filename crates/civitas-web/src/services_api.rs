@@ -186,14 +186,18 @@ pub(crate) async fn start_for(
     };
     // The draft is written while the reads are logged, so that both usually go in the
     // ledger's same batch; nothing of it is answered before the reads are logged, and a
-    // draft whose reads could not be logged is withdrawn at once.
+    // draft whose reads could not be logged is withdrawn at once, by the platform.
     let (started, logged) = tokio::join!(
         app.services.start_with(offering, &who, &prefilled, given),
         all_logged(logs)
     );
     let a = started?;
     if let Err(e) = logged {
-        if let Err(w) = app.services.withdraw(&a.id, &who.account_id).await {
+        if let Err(w) = app
+            .services
+            .discard_draft(&a.id, "its register reads could not be logged")
+            .await
+        {
             tracing::error!(error = %w, application = %a.id, "a draft whose reads were not logged could not be withdrawn");
         }
         return Err(not_read(e));
