@@ -601,6 +601,7 @@ impl Services {
             Err(civitas_ledger::LedgerError::WritesRefused(_)) => return Err(changed_meanwhile()),
             Err(e) => return Err(e.into()),
         }
+        self.drop_replaced_uploads_later(&a);
         Ok(Ok((a, cases)))
     }
 
@@ -923,6 +924,7 @@ impl Services {
         self.ledger.append_in(&mut tx, &events).await?;
         tx.commit().await?;
         self.ledger.queued();
+        self.drop_replaced_uploads_later(&a);
         Ok(Ok(changed))
     }
 
