@@ -601,7 +601,6 @@ impl Services {
             Err(civitas_ledger::LedgerError::WritesRefused(_)) => return Err(changed_meanwhile()),
             Err(e) => return Err(e.into()),
         }
-        self.drop_replaced_uploads_later(&a);
         Ok(Ok((a, cases)))
     }
 
@@ -924,7 +923,6 @@ impl Services {
         self.ledger.append_in(&mut tx, &events).await?;
         tx.commit().await?;
         self.ledger.queued();
-        self.drop_replaced_uploads_later(&a);
         Ok(Ok(changed))
     }
 

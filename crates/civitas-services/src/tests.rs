@@ -339,30 +339,6 @@ async fn uploads_are_kept_per_application_and_read_back_only_by_it() {
         s.put_upload(other, "a.pdf", "application/pdf", b"%PDF-1.7".to_vec())
             .await
             .unwrap();
-        // Once sent, the files its answers do not name (replaced ones) are deleted and no
-        // longer counted; the one named stays.
-        let mut a = s
-            .start("selling", &applicant(), &prefilled())
-            .await
-            .unwrap();
-        let kept = s
-            .put_upload(&a.id, "a.pdf", "application/pdf", b"%PDF-1.7".to_vec())
-            .await
-            .unwrap();
-        let replaced = s
-            .put_upload(&a.id, "b.pdf", "application/pdf", b"%PDF-1.7".to_vec())
-            .await
-            .unwrap();
-        a.answers
-            .insert("group".into(), json!([{"doc": kept.clone()}]));
-        assert_eq!(s.drop_replaced_uploads(&a).await.unwrap(), 1);
-        let key = |d: &Value| d["key"].as_str().unwrap().to_string();
-        assert!(s.get_upload(&a.id, &key(&kept)).await.is_ok());
-        assert!(matches!(
-            s.get_upload(&a.id, &key(&replaced)).await,
-            Err(ServicesError::NotFound(_))
-        ));
-        assert_eq!(s.drop_replaced_uploads(&a).await.unwrap(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -153,20 +153,6 @@ fn key_prefix(application_id: &str) -> String {
     format!("{fan}/{application_id}.")
 }
 
-/// Every file key an answer names (a file question's answer, also inside repeating groups).
-fn keys_in(v: &Value, out: &mut std::collections::BTreeSet<String>) {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::String(k)) = m.get("key") {
-                out.insert(k.clone());
-            }
-            m.values().for_each(|x| keys_in(x, out));
-        }
-        Value::Array(items) => items.iter().for_each(|x| keys_in(x, out)),
-        _ => {}
-    }
-}
-
 /// Whether `key` names a file of this application (keys made before the fan-out folders
 /// were `{application}/{file}`).
 pub(crate) fn is_key_of(application_id: &str, key: &str) -> bool {
@@ -254,56 +240,6 @@ impl Services {
             e => store_error(e),
         })?;
         Ok(got.bytes().await.map_err(store_error)?.to_vec())
-    }
-
-    /// Deletes the files stored for an application that none of its answers names (files
-    /// replaced before it was sent), from the store and from its count. A file that cannot
-    /// be deleted now is left for the next time. Returns how many went.
-    pub async fn drop_replaced_uploads(
-        &self,
-        a: &crate::Application,
-    ) -> Result<usize, ServicesError> {
-        let Some(store) = self.uploads.clone() else {
-            return Ok(0);
-        };
-        let stored: Vec<(String,)> =
-            sqlx::query_as("SELECT key FROM services_uploads WHERE application_id = $1")
-                .bind(&a.id)
-                .fetch_all(self.db.pool())
-                .await?;
-        let mut named = std::collections::BTreeSet::new();
-        for v in a.answers.values() {
-            keys_in(v, &mut named);
-        }
-        let mut dropped = 0;
-        for (key,) in stored.into_iter().filter(|(k,)| !named.contains(k)) {
-            match store.delete(&Path::from(key.as_str())).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, application = %a.id, "a replaced upload could not be deleted");
-                    continue;
-                }
-            }
-            sqlx::query("DELETE FROM services_uploads WHERE key = $1")
-                .bind(&key)
-                .execute(&mut *self.db.write_conn().await?)
-                .await?;
-            dropped += 1;
-        }
-        Ok(dropped)
-    }
-
-    /// [`Services::drop_replaced_uploads`] in the background, once an application is sent.
-    pub(crate) fn drop_replaced_uploads_later(&self, a: &crate::Application) {
-        if self.uploads.is_none() {
-            return;
-        }
-        let (s, a) = (self.clone(), a.clone());
-        tokio::spawn(async move {
-            if let Err(e) = s.drop_replaced_uploads(&a).await {
-                tracing::warn!(error = %e, application = %a.id, "replaced uploads not deleted");
-            }
-        });
     }
 
     fn uploads(&self) -> Result<Arc<dyn ObjectStore>, ServicesError> {
