@@ -140,16 +140,6 @@ pub const COMPONENT: Component = Component {
             created_ms BIGINT NOT NULL
         );
         CREATE INDEX services_corrections_application ON services_corrections (application_id);",
-    }, Migration {
-        version: 2,
-        name: "the files stored for each application, so that their number and size are bounded",
-        sql: "CREATE TABLE services_uploads (
-            key TEXT PRIMARY KEY,
-            application_id TEXT NOT NULL,
-            size BIGINT NOT NULL,
-            created_ms BIGINT NOT NULL
-        );
-        CREATE INDEX services_uploads_application ON services_uploads (application_id);",
     }],
 };
 

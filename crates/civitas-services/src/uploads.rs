@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use civitas_store::sqlx;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
@@ -15,12 +14,6 @@ use crate::{Services, ServicesError};
 
 /// The largest file accepted.
 pub const MAX_BYTES: usize = 10 * 1024 * 1024;
-
-/// The most files stored for one application, replaced ones included.
-pub const MAX_FILES: i64 = 50;
-
-/// The most bytes stored for one application, replaced files included.
-pub const MAX_TOTAL_BYTES: i64 = 200 * 1024 * 1024;
 
 /// The types accepted: documents and photos.
 pub const TYPES: [&str; 4] = ["application/pdf", "image/jpeg", "image/png", "image/heic"];
@@ -187,20 +180,6 @@ impl Services {
             ));
         }
         let store = self.uploads()?;
-        // What this application has stored already, replaced files included: a person (or
-        // a program with their session) cannot fill the store through one application.
-        let (files, total): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM services_uploads WHERE application_id = $1",
-        )
-        .bind(application_id)
-        .fetch_one(self.db.pool())
-        .await?;
-        if files >= MAX_FILES || total + bytes.len() as i64 > MAX_TOTAL_BYTES {
-            return Err(ServicesError::Invalid(format!(
-                "This application already has {files} files ({} MB); no more can be added.",
-                total / (1024 * 1024)
-            )));
-        }
         let key = format!("{}{}", key_prefix(application_id), uuid::Uuid::new_v4());
         let digest = civitas_ledger::event::hex(&crate::sha256(&bytes));
         let size = bytes.len();
@@ -208,15 +187,6 @@ impl Services {
             .put(&Path::from(key.as_str()), PutPayload::from(bytes))
             .await
             .map_err(store_error)?;
-        sqlx::query(
-            "INSERT INTO services_uploads (key, application_id, size, created_ms) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&key)
-        .bind(application_id)
-        .bind(size as i64)
-        .bind(civitas_ledger::event::now_ms())
-        .execute(&mut *self.db.write_conn().await?)
-        .await?;
         let name: String = name
             .chars()
             .filter(|c| !c.is_control() && *c != '/' && *c != '\\')

@@ -917,9 +917,7 @@ async fn store_files(
 }
 
 fn upload_error_zh(en: &str) -> &'static str {
-    if en.contains("no more can be added") {
-        "這份申請的檔案已達上限，無法再上傳"
-    } else if en.contains("10 MB") {
+    if en.contains("10 MB") {
         "檔案不可超過 10 MB"
     } else if en.contains("empty") {
         "檔案是空的"
