@@ -221,14 +221,7 @@ impl Ledger {
         if !self.is_sequencer() {
             let db = &self.inner.db;
             let mut tx = db.begin_write().await.map_err(crate::storage::sql)?;
-            let changed = writes.execute(&mut tx, db.engine()).await?;
-            if changed != writes.len() as u64 {
-                tx.rollback().await.map_err(crate::storage::sql)?;
-                return Err(LedgerError::WritesRefused(format!(
-                    "the writes that go with the entries changed {changed} rows, not {}",
-                    writes.len()
-                )));
-            }
+            tx = storage::companion_writes(db, tx, &writes).await?;
             self.append_in(&mut tx, events).await?;
             tx.commit().await.map_err(crate::storage::sql)?;
             self.queued();
@@ -281,16 +274,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let entries = events
             .iter()
-            .map(|event| {
-                Ok(NewEntry {
-                    idx: 0,
-                    data: event.encode()?,
-                    kind: event.kind.clone(),
-                    subject_tag: event.subject.map(|t| t.to_string()),
-                    time_ms: event.time_ms,
-                    queue_ref: None,
-                })
-            })
+            .map(new_entry)
             .collect::<Result<Vec<_>, LedgerError>>()?;
         storage::enqueue_in(conn, self.inner.db.engine(), &entries).await
     }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use civitas_store::sqlx::{self, Row};
-use civitas_store::{BulkInsert, Component, Db, Migration, Script, Value};
+use civitas_store::{BulkInsert, Component, Db, Migration, Script, Value, WriteTx};
 
 use crate::LedgerError;
 use crate::tree::Hash;
@@ -432,6 +432,24 @@ pub(crate) async fn enqueue_in(
     Ok(())
 }
 
+/// Runs in `tx` the writes that go with entries, each of which must change exactly one
+/// row; otherwise the transaction is rolled back and the writes refused.
+pub(crate) async fn companion_writes(
+    db: &Db,
+    mut tx: WriteTx,
+    w: &Script,
+) -> Result<WriteTx, LedgerError> {
+    let changed = w.execute(&mut tx, db.engine()).await?;
+    if changed != w.len() as u64 {
+        tx.rollback().await.map_err(sql)?;
+        return Err(LedgerError::WritesRefused(format!(
+            "the writes that go with the entries changed {changed} rows, not {}",
+            w.len()
+        )));
+    }
+    Ok(tx)
+}
+
 /// Queues an entry for the sequencer (on a node that does not sequence); returns its reference.
 pub(crate) async fn enqueue(
     db: &Db,
@@ -442,13 +460,7 @@ pub(crate) async fn enqueue(
     let queue_ref = (rand_core::OsRng.next_u64() >> 1) as i64;
     let mut tx = db.begin_write().await.map_err(sql)?;
     if let Some(w) = writes {
-        let changed = w.execute(&mut tx, db.engine()).await?;
-        if changed != w.len() as u64 {
-            return Err(LedgerError::WritesRefused(format!(
-                "the writes that go with the entry changed {changed} rows, not {}",
-                w.len()
-            )));
-        }
+        tx = companion_writes(db, tx, w).await?;
     }
     sqlx::query("INSERT INTO ledger_queue (queue_ref, data, kind, subject_tag, time_ms, queued_ms) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(queue_ref)

@@ -145,6 +145,25 @@ impl Turn {
             None => Err(sqlx::Error::PoolClosed),
         }
     }
+
+    /// Ends the transaction on the writers' connection with `COMMIT` or `ROLLBACK`.
+    async fn end(mut self, how: &str) -> Result<(), sqlx::Error> {
+        let Some(conn) = self.0.conn.as_mut() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        conn.execute(how).await?;
+        self.0.unfinished = false;
+        Ok(())
+    }
+
+    /// The writers' connection, once [`Turn::conn`] has taken it.
+    fn held(&self) -> &AnyConnection {
+        self.0.conn.as_deref().expect("the writers' connection")
+    }
+
+    fn held_mut(&mut self) -> &mut AnyConnection {
+        self.0.conn.as_deref_mut().expect("the writers' connection")
+    }
 }
 
 /// SQLite connections [`Db::lend`] gave back, kept for the next loan, and whether the
@@ -164,31 +183,15 @@ impl WriteTx {
     /// Commits, then gives the turn to the next writer.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self.0 {
-            Inner::Turn(mut turn) => {
-                let Some(conn) = turn.0.conn.as_mut() else {
-                    return Err(sqlx::Error::PoolClosed);
-                };
-                conn.execute("COMMIT").await?;
-                turn.0.unfinished = false;
-                Ok(())
-            }
+            Inner::Turn(turn) => turn.end("COMMIT").await,
             Inner::Pool(tx) => tx.commit().await,
         }
     }
-}
 
-impl WriteTx {
     /// Rolls back, then gives the turn to the next writer.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self.0 {
-            Inner::Turn(mut turn) => {
-                let Some(conn) = turn.0.conn.as_mut() else {
-                    return Err(sqlx::Error::PoolClosed);
-                };
-                conn.execute("ROLLBACK").await?;
-                turn.0.unfinished = false;
-                Ok(())
-            }
+            Inner::Turn(turn) => turn.end("ROLLBACK").await,
             Inner::Pool(tx) => tx.rollback().await,
         }
     }
@@ -198,7 +201,7 @@ impl std::ops::Deref for WriteTx {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
         match &self.0 {
-            Inner::Turn(t) => t.0.conn.as_deref().expect("the writers' connection"),
+            Inner::Turn(t) => t.held(),
             Inner::Pool(tx) => tx,
         }
     }
@@ -207,7 +210,7 @@ impl std::ops::Deref for WriteTx {
 impl std::ops::DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match &mut self.0 {
-            Inner::Turn(t) => t.0.conn.as_deref_mut().expect("the writers' connection"),
+            Inner::Turn(t) => t.held_mut(),
             Inner::Pool(tx) => tx,
         }
     }
@@ -225,7 +228,7 @@ impl std::ops::Deref for WriteConn {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
         match &self.0 {
-            ConnInner::Turn(t) => t.0.conn.as_deref().expect("the writers' connection"),
+            ConnInner::Turn(t) => t.held(),
             ConnInner::Pool(c) => c,
         }
     }
@@ -234,7 +237,7 @@ impl std::ops::Deref for WriteConn {
 impl std::ops::DerefMut for WriteConn {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match &mut self.0 {
-            ConnInner::Turn(t) => t.0.conn.as_deref_mut().expect("the writers' connection"),
+            ConnInner::Turn(t) => t.held_mut(),
             ConnInner::Pool(c) => c,
         }
     }

@@ -365,6 +365,14 @@ pub(crate) async fn logged(log: CallLog) -> Result<(), String> {
     }
 }
 
+/// Waits for every call's log, in turn; the first failure if one failed.
+pub(crate) async fn all_logged(logs: Vec<CallLog>) -> Result<(), String> {
+    for log in logs {
+        logged(log).await?;
+    }
+    Ok(())
+}
+
 /// What the log keeps of a call.
 pub(crate) struct Logged {
     client: ClientId,

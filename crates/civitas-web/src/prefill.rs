@@ -177,17 +177,15 @@ async fn answered(filled: Result<(Map<String, Value>, Vec<CallLog>), NotFilled>)
         Ok(f) => f,
         Err(e) => return e.problem(),
     };
-    for log in logs {
-        if let Err(e) = crate::exchange::logged(log).await {
-            tracing::error!(error = %e, "a prefill read could not be logged");
-            return Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "logging-failed",
-                "The reads could not be logged",
-            )
-            .detail("Nothing is shown: a register read could not be logged.".to_string())
-            .into_response();
-        }
+    if let Err(e) = crate::exchange::all_logged(logs).await {
+        tracing::error!(error = %e, "a prefill read could not be logged");
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "logging-failed",
+            "The reads could not be logged",
+        )
+        .detail("Nothing is shown: a register read could not be logged.".to_string())
+        .into_response();
     }
     Json(json!({ "items": data })).into_response()
 }

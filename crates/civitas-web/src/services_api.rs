@@ -147,14 +147,6 @@ pub(crate) async fn prefill_for(
         })
 }
 
-/// Waits for every read's log; the first failure if one failed.
-async fn all_logged(logs: Vec<CallLog>) -> Result<(), String> {
-    for log in logs {
-        crate::exchange::logged(log).await?;
-    }
-    Ok(())
-}
-
 /// Text for an exchange header (visible ASCII and spaces only).
 pub(crate) fn header_text(s: &str) -> String {
     s.chars()
@@ -189,7 +181,7 @@ pub(crate) async fn start_for(
     // draft whose reads could not be logged is withdrawn at once, by the platform.
     let (started, logged) = tokio::join!(
         app.services.start_with(offering, &who, &prefilled, given),
-        all_logged(logs)
+        crate::exchange::all_logged(logs)
     );
     let a = started?;
     if let Err(e) = logged {
