@@ -927,43 +927,47 @@ pub(crate) async fn deliver(
         url.push('?');
         url.push_str(q);
     }
-    let mut out = HeaderMap::new();
-    for (n, v) in &p.forward {
-        out.append(n, v.clone());
+    let mut req = axum::http::Request::builder()
+        .method(p.method.clone())
+        .uri(&url);
+    if let Some(out) = req.headers_mut() {
+        for (n, v) in &p.forward {
+            out.append(n, v.clone());
+        }
+        if let Some(len) = length {
+            out.insert(header::CONTENT_LENGTH, len);
+        }
     }
-    if let Some(len) = length {
-        out.insert(header::CONTENT_LENGTH, len);
-    }
-    let outgoing = app.gateway.request(p.method.clone(), &url).headers(out);
-    let outgoing = if has_body {
-        let stream = body.map(move |chunk| {
+    let body = if has_body {
+        Body::from_stream(body.map(move |chunk| {
             if let (Ok(c), Some(Ok(mut h))) = (&chunk, feed.as_ref().map(|f| f.lock())) {
                 h.body(c);
             }
             chunk
-        });
-        outgoing.body(reqwest::Body::wrap_stream(stream))
+        }))
     } else {
-        outgoing
+        Body::empty()
     };
-    let answer = outgoing.send().await.map_err(|e| {
+    let unreachable = |e: String| {
         Fault::server_proxy(
             "NetworkError",
-            format!(
-                "the provider's information system did not answer: {}",
-                e.without_url()
-            ),
+            format!("the provider's information system did not answer: {e}"),
         )
-    })?;
-    let mut res = Response::builder().status(answer.status().as_u16());
-    for (n, v) in answer.headers() {
+    };
+    let req = req.body(body).map_err(|e| unreachable(e.to_string()))?;
+    let answer = app
+        .information_systems
+        .send(req)
+        .await
+        .map_err(unreachable)?;
+    let (parts, body) = answer.into_parts();
+    let mut res = Response::builder().status(parts.status);
+    for (n, v) in &parts.headers {
         if passes_on_response(n.as_str()) {
             res = res.header(n, v);
         }
     }
-    let res = res
-        .body(Body::from_stream(answer.bytes_stream()))
-        .map_err(internal)?;
+    let res = res.body(body).map_err(internal)?;
     Ok((res, Vec::new()))
 }
 

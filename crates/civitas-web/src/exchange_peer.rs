@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use civitas_core::xroad::MemberId;
 use civitas_exchange::directory::GatewayEntry;
@@ -37,6 +37,7 @@ use crate::exchange::{
     BodyStream, Peer, Prepared, Side, configuration_in_force, deliver, fault, finish, finishing,
     internal, last, prepare, unavailable,
 };
+use crate::hop::Hop;
 
 /// The most of a body held back until its signature verifies.
 pub const BUFFER: usize = 1 << 20;
@@ -46,8 +47,8 @@ struct PeerClient {
     certificate: Vec<u8>,
     /// The gateway's address as the configuration gives it.
     address: String,
-    client: reqwest::Client,
-    url: reqwest::Url,
+    client: Hop,
+    url: Uri,
 }
 
 /// This node as a gateway of one member.
@@ -80,7 +81,7 @@ impl GatewayRole {
     /// An HTTP client that reaches `peer` only: mutual TLS 1.3 with this gateway's
     /// certificate, accepting only the certificate the configuration gives for `peer`. A
     /// new certificate makes a new client, so connections to a replaced key are dropped.
-    fn client_for(&self, peer: &GatewayEntry) -> Result<(reqwest::Client, reqwest::Url), Fault> {
+    fn client_for(&self, peer: &GatewayEntry) -> Result<(Hop, Uri), Fault> {
         let cert = &peer.certificate;
         let mut clients = self.clients.lock().map_err(internal)?;
         let key = &peer.gateway.member;
@@ -90,16 +91,11 @@ impl GatewayRole {
         {
             return Ok((p.client.clone(), p.url.clone()));
         }
-        let url = reqwest::Url::parse(&format!("{}{}", peer.gateway.address, message::PATH))
+        let url: Uri = format!("{}{}", peer.gateway.address, message::PATH)
+            .parse()
             .map_err(internal)?;
         let tls = civitas_exchange::tls::client_config(&self.keys, cert).map_err(internal)?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .read_timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(internal)?;
+        let client = Hop::to_gateway(tls);
         clients.insert(
             key.clone(),
             PeerClient {
@@ -388,30 +384,26 @@ pub(crate) async fn forward(
                 h.finish()
             };
             let end = role.signer.sign_request(&request_hash).await;
-            reqwest::Body::from(whole_message(&head_bytes, &body, &end))
+            Body::from(whole_message(&head_bytes, &body, &end))
         }
-        Read::Partly(read, rest) => reqwest::Body::wrap_stream(request_frames(
+        Read::Partly(read, rest) => Body::from_stream(request_frames(
             head_bytes,
             stream::iter(read.into_iter().map(Ok)).chain(rest).boxed(),
             hash.clone(),
             role.signer.clone(),
         )),
     };
-    let answer = client
-        .post(url)
+    let unreachable = |e: String| {
+        Fault::client_proxy(
+            "NetworkError",
+            format!("the gateway of {member} cannot be reached: {e}"),
+        )
+    };
+    let request = axum::http::Request::post(url)
         .header(header::CONTENT_TYPE, message::CONTENT_TYPE)
         .body(outgoing)
-        .send()
-        .await
-        .map_err(|e| {
-            Fault::client_proxy(
-                "NetworkError",
-                format!(
-                    "the gateway of {member} cannot be reached: {}",
-                    error_chain(&e.without_url())
-                ),
-            )
-        })?;
+        .map_err(|e| unreachable(e.to_string()))?;
+    let answer = client.send(request).await.map_err(unreachable)?;
     let invalid = |m: &str| Fault::client_proxy("InvalidResponse", m.to_string());
     if answer.status() != StatusCode::OK
         || answer
@@ -425,7 +417,8 @@ pub(crate) async fn forward(
     }
     let mut reader = FrameReader::new(
         answer
-            .bytes_stream()
+            .into_body()
+            .into_data_stream()
             .map(|r| r.map_err(std::io::Error::other))
             .boxed(),
     );
@@ -586,18 +579,6 @@ enum Answer {
 fn read_end(payload: &[u8]) -> Result<End, Fault> {
     serde_json::from_slice(payload)
         .map_err(|_| Fault::client_proxy("InvalidResponse", "the answer's end is unreadable"))
-}
-
-/// An error with its causes (a TLS failure hides under "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// `POST /exchange/v1/message` on the gateways' TLS listener: a call from another gateway.

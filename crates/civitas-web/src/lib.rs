@@ -19,6 +19,7 @@ mod data_usage;
 mod exchange;
 mod exchange_api;
 pub mod exchange_peer;
+pub mod hop;
 mod i18n;
 mod inbox_page;
 mod ledger;
@@ -81,8 +82,10 @@ pub struct AppState {
     /// Notify's providers of text messages and letters, when configured: its secret signs
     /// what the sandbox sends and checks the receipts that come back.
     pub notify_provider: Option<civitas_notify::provider::Provider>,
-    /// The HTTP client the gateway calls providers' information systems with.
+    /// The HTTP client Notify calls its providers with.
     pub gateway: reqwest::Client,
+    /// The client the gateway calls providers' information systems with.
+    pub information_systems: hop::Hop,
     /// This node as the exchange gateway of one member (`role = "gateway"`).
     pub gateway_role: Option<Arc<exchange_peer::GatewayRole>>,
     /// The gateways' configuration polls, as the directory saw them.

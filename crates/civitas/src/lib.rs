@@ -649,6 +649,7 @@ async fn app_state(
         notify,
         notify_provider,
         gateway: provider_client()?,
+        information_systems: civitas_web::hop::Hop::to_information_systems(),
         gateway_role,
         gateway_polls: civitas_web::exchange_peer::Polls::default(),
         archive,
@@ -718,9 +719,8 @@ async fn purge_archive(db: Db, ledger: Ledger) {
     }
 }
 
-/// The HTTP client a gateway calls providers' information systems with: it passes
-/// redirects back as they are, and never gives up on a slow body; a stalled connection ends
-/// when a read waits too long.
+/// The HTTP client Notify calls its providers with: it passes redirects back as they are,
+/// and never gives up on a slow body; a stalled connection ends when a read waits too long.
 fn provider_client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

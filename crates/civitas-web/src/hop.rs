@@ -1,0 +1,251 @@
+//! The gateway's HTTP client for its two hops: to the information systems of the member it
+//! serves (as the provider's gateway), and to other gateways over mutual TLS (as the
+//! client's gateway).
+//!
+//! It is hyper's pooled client and nothing more. reqwest, used before, parses every URL
+//! again, wraps every call in redirect and retry policies and a timer, and boxes its body
+//! twice; on the provider's hop alone that cost about a tenth of the calls the two gateways
+//! pass on these two cores (docs/BENCHMARKS.md). What reqwest gave that a gateway needs is
+//! kept: a connect timeout, and a bound on how long any read waits, for the answer's head
+//! or for any piece of its body, so a stalled peer cannot hold a call for ever.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// How long connecting may take.
+const CONNECT: Duration = Duration::from_secs(5);
+
+/// How long a read may wait: for the answer's head, or for any piece of its body.
+pub const READ: Duration = Duration::from_secs(60);
+
+/// A pooled HTTP/1.1 client for one kind of hop.
+#[derive(Clone)]
+pub struct Hop {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    read: Duration,
+}
+
+impl std::fmt::Debug for Hop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hop").field("read", &self.read).finish()
+    }
+}
+
+impl Hop {
+    /// Reaches information systems over plain HTTP, or over HTTPS with the web's public
+    /// roots (those reqwest trusted before).
+    pub fn to_information_systems() -> Hop {
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(Into::into(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| unreachable_config());
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector());
+        Hop::over(https, READ)
+    }
+
+    /// Reaches other gateways with `tls` only (mutual TLS pinned to the peer's certificate,
+    /// see `civitas_exchange::tls::client_config`); plain HTTP is refused.
+    pub fn to_gateway(mut tls: rustls::ClientConfig) -> Hop {
+        // hyper-rustls names the protocol itself (none for HTTP/1.1 alone, which the
+        // gateways' listener accepts), and refuses a configuration that names one.
+        tls.alpn_protocols.clear();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(connector());
+        Hop::over(https, READ)
+    }
+
+    fn over(https: HttpsConnector<HttpConnector>, read: Duration) -> Hop {
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+        Hop { client, read }
+    }
+
+    /// Sends `req` and gives the answer once its head is in; its body is read as it comes.
+    /// An error says why in words (the causes included), naming no URL.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, String> {
+        let answer = tokio::time::timeout(self.read, self.client.request(req))
+            .await
+            .map_err(|_| format!("no answer within {} s", self.read.as_secs()))?
+            .map_err(|e| chain(&e))?;
+        let read = self.read;
+        Ok(answer.map(|body| Body::new(ReadTimeout::new(body, read))))
+    }
+}
+
+/// TCP with Nagle's algorithm off (messages are written whole) and a connect timeout;
+/// https URLs are the TLS layer's to check.
+fn connector() -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT));
+    http
+}
+
+/// rustls's ring provider supports its safe default versions, so building the config does
+/// not fail; were it ever to, the client trusts nothing rather than stopping the node.
+fn unreachable_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
+/// An error with its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A body whose every read may wait at most `wait`; past it, the body ends with an error.
+struct ReadTimeout {
+    inner: hyper::body::Incoming,
+    wait: Duration,
+    /// The deadline of the read in progress, if one is waiting.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+}
+
+impl ReadTimeout {
+    fn new(inner: hyper::body::Incoming, wait: Duration) -> ReadTimeout {
+        ReadTimeout {
+            inner,
+            wait,
+            timer: Box::pin(tokio::time::sleep(wait)),
+            armed: false,
+        }
+    }
+}
+
+impl http_body::Body for ReadTimeout {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if !this.armed {
+                    this.timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.wait);
+                    this.armed = true;
+                }
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                        "no data for {} s; the answer was broken off",
+                        this.wait.as_secs()
+                    )
+                    .into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hop that waits 200 ms for any read, and a call to `addr` for it to send.
+    fn impatient_call(addr: std::net::SocketAddr) -> (Hop, Request<Body>) {
+        let mut hop = Hop::to_information_systems();
+        hop.read = Duration::from_millis(200);
+        let req = Request::get(format!("http://{addr}/x"))
+            .body(Body::empty())
+            .unwrap();
+        (hop, req)
+    }
+
+    /// A peer that sends its head and then nothing: the body's read ends with an error
+    /// after the wait, instead of holding the call.
+    #[tokio::test]
+    async fn a_stalled_body_is_broken_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let (hop, req) = impatient_call(addr);
+        let res = hop.send(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let err = axum::body::to_bytes(res.into_body(), 1024)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no data for"), "{err}");
+    }
+
+    /// A peer that never answers: the call gives up after the wait, saying so.
+    #[tokio::test]
+    async fn a_peer_that_never_answers_is_given_up_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (_s, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let (hop, req) = impatient_call(addr);
+        let err = hop.send(req).await.unwrap_err();
+        assert!(err.contains("no answer within"), "{err}");
+    }
+
+    /// A gateway is reached over TLS only.
+    #[tokio::test]
+    async fn a_gateway_is_not_reached_in_clear() {
+        let mut tls = unreachable_config();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let hop = Hop::to_gateway(tls);
+        let req = Request::post("http://127.0.0.1:9/exchange/v1/message")
+            .body(Body::empty())
+            .unwrap();
+        let err = hop.send(req).await.unwrap_err();
+        assert!(err.contains("unsupported scheme http"), "{err}");
+    }
+}
