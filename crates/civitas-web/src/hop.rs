@@ -52,12 +52,7 @@ impl Hop {
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
         .unwrap_or_else(|_| unreachable_config());
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector());
-        Hop::over(https, READ)
+        Hop::over(tls, false)
     }
 
     /// Reaches other gateways with `tls` only (mutual TLS pinned to the peer's certificate,
@@ -66,17 +61,20 @@ impl Hop {
         // hyper-rustls names the protocol itself (none for HTTP/1.1 alone, which the
         // gateways' listener accepts), and refuses a configuration that names one.
         tls.alpn_protocols.clear();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(connector());
-        Hop::over(https, READ)
+        Hop::over(tls, true)
     }
 
-    fn over(https: HttpsConnector<HttpConnector>, read: Duration) -> Hop {
+    /// A client with `tls` for https, and plain HTTP too unless `https_only`.
+    fn over(tls: rustls::ClientConfig, https_only: bool) -> Hop {
+        let schemes = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let schemes = if https_only {
+            schemes.https_only()
+        } else {
+            schemes.https_or_http()
+        };
+        let https = schemes.enable_http1().wrap_connector(connector());
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
-        Hop { client, read }
+        Hop { client, read: READ }
     }
 
     /// Sends `req` and gives the answer once its head is in; its body is read as it comes.
