@@ -18,7 +18,7 @@ use crate::hashfile::HashFile;
 use crate::note::{LogKey, generate_signer_key};
 use crate::proof::ProofBundle;
 use crate::storage::{self, NewEntry};
-use crate::subject::{SubjectSecret, SubjectTag};
+use crate::subject::{Known, SubjectSecret, SubjectTag};
 use crate::tree::{Frontier, Hash, Prefetched, Recording, record_hash, stored_hash_index};
 use crate::witness::{WitnessPolicy, add_checkpoint_body};
 
@@ -88,14 +88,13 @@ struct Inner {
     latest: RwLock<Option<Arc<SignedCheckpoint>>>,
     published: watch::Receiver<u64>,
     publish: watch::Sender<u64>,
-    /// Subjects' secrets already read: they never change once made, and nearly every event
-    /// about a person needs one. Bounded; emptied when full. (Should secrets ever be erased
-    /// to forget a person, the erasure must empty this on every node.)
-    subjects: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
-    /// New subjects whose secrets wait to be written, each with whoever waits for it:
-    /// whoever takes `subject_writer` next writes all of them in one commit, so a burst of
-    /// first events about new people costs one sync to disk, not one each.
-    new_subjects: std::sync::Mutex<Vec<(String, NewSubjectReply)>>,
+    /// Subjects' secrets known in this process, and new ones waiting to be written.
+    known: Arc<Known>,
+    /// New subjects whose secrets wait to be written, each with the secret to write (on
+    /// SQLite, its pending one; on PostgreSQL, a new one that may lose to another node's)
+    /// and whoever waits for it: whoever takes `subject_writer` next writes all of them in
+    /// one commit, so a burst of first uses costs one sync to disk, not one each.
+    new_subjects: std::sync::Mutex<Vec<(String, [u8; 32], NewSubjectReply)>>,
     subject_writer: Mutex<()>,
     /// Tells the sequencer that entries wait in the queue (see [`Ledger::append_in`]).
     queue_nudge: Arc<tokio::sync::Notify>,
@@ -106,9 +105,6 @@ type NewSubjectReply = oneshot::Sender<Result<Vec<u8>, String>>;
 
 /// The most new subjects' secrets written in one commit.
 const NEW_SUBJECTS_BATCH: usize = 1_000;
-
-/// The most subjects' secrets kept in memory (about 100 bytes each).
-const SUBJECTS_CACHED: usize = 65_536;
 
 /// A handle to the log; cheap to clone.
 #[derive(Clone)]
@@ -137,6 +133,7 @@ impl Ledger {
             }
             None => None,
         };
+        let known = db.shared::<Known>();
         let inner = Arc::new(Inner {
             db,
             key,
@@ -149,7 +146,7 @@ impl Ledger {
             latest: RwLock::new(latest),
             published,
             publish,
-            subjects: std::sync::Mutex::default(),
+            known,
             new_subjects: std::sync::Mutex::default(),
             subject_writer: Mutex::new(()),
             queue_nudge: Arc::default(),
@@ -449,35 +446,79 @@ impl Ledger {
         Ok(out)
     }
 
-    /// The private secret of a subject (a person), created on first use. `subject_ref` is
-    /// the caller's own stable reference for the person; it never reaches the log.
+    /// The private secret of a subject (a person), created on first use and stored when
+    /// this returns. `subject_ref` is the caller's own stable reference for the person; it
+    /// never reaches the log.
     pub async fn subject_secret(&self, subject_ref: &str) -> Result<SubjectSecret, LedgerError> {
-        let cached = self
-            .inner
-            .subjects
-            .lock()
-            .ok()
-            .and_then(|m| m.get(subject_ref).copied());
-        if let Some(secret) = cached {
-            return Ok(SubjectSecret(secret));
-        }
-        let bytes = match storage::stored_subject_secret(&self.inner.db, subject_ref).await? {
-            Some(bytes) => bytes,
-            None => self.new_subject_secret(subject_ref).await?,
+        let known = &self.inner.known;
+        let value = match known.get(subject_ref) {
+            Some((s, false)) => return Ok(SubjectSecret(s)),
+            // Made for an event that is not written yet: written now, the same one.
+            Some((s, true)) => s,
+            None => match self.stored_or_new(subject_ref).await? {
+                (s, false) => return Ok(SubjectSecret(s)),
+                (s, true) => s,
+            },
         };
+        let bytes = self.new_subject_secret(subject_ref, value).await?;
         let secret = SubjectSecret::from_bytes(&bytes)?;
-        if let Ok(mut m) = self.inner.subjects.lock() {
-            if m.len() >= SUBJECTS_CACHED {
-                m.clear();
-            }
-            m.insert(subject_ref.to_string(), *secret.as_bytes());
-        }
+        known.stored(&[(subject_ref.to_string(), secret.0)]);
         Ok(secret)
     }
 
-    /// The secret of a subject not in the database yet: queued with the others waiting,
-    /// written with them by whoever holds the writer's turn first.
-    async fn new_subject_secret(&self, subject_ref: &str) -> Result<Vec<u8>, LedgerError> {
+    /// The secret of a subject for an event about to be appended through this ledger
+    /// ([`Ledger::append`], [`Ledger::append_with`], [`Ledger::append_all_with`]; not
+    /// [`Ledger::append_in`]). On SQLite a new subject's secret is made in memory and the
+    /// sequencer writes it in its next batch, which is at the latest the batch that holds
+    /// the event: the first event about a person costs one commit, not two. Until the
+    /// event is durable, its tag may appear only in the event and in the writes that
+    /// commit with it ([`Ledger::append_with`]). On PostgreSQL, where another
+    /// node may make a secret for the same person at the same moment, it is
+    /// [`Ledger::subject_secret`].
+    pub async fn subject_secret_for_event(
+        &self,
+        subject_ref: &str,
+    ) -> Result<SubjectSecret, LedgerError> {
+        if self.inner.db.engine() != Engine::Sqlite {
+            return self.subject_secret(subject_ref).await;
+        }
+        if let Some((s, _)) = self.inner.known.get(subject_ref) {
+            return Ok(SubjectSecret(s));
+        }
+        Ok(SubjectSecret(self.stored_or_new(subject_ref).await?.0))
+    }
+
+    /// The stored secret of a subject not known in memory, or (`true`) one to write: on
+    /// SQLite the pending one, made now if need be; on PostgreSQL a new one.
+    async fn stored_or_new(&self, subject_ref: &str) -> Result<([u8; 32], bool), LedgerError> {
+        let known = &self.inner.known;
+        loop {
+            let mark = known.mark();
+            if let Some(bytes) = storage::stored_subject_secret(&self.inner.db, subject_ref).await?
+            {
+                let s = SubjectSecret::from_bytes(&bytes)?.0;
+                known.stored(&[(subject_ref.to_string(), s)]);
+                return Ok((s, false));
+            }
+            if self.inner.db.engine() != Engine::Sqlite {
+                return Ok((SubjectSecret::generate().0, true));
+            }
+            // Emptied since the read, so a secret stored meanwhile may be forgotten: read
+            // again rather than make a second one.
+            if let Some(s) = known.make(subject_ref, mark) {
+                return Ok((s, true));
+            }
+        }
+    }
+
+    /// Writes a subject's secret (`value`, unless one is stored by then): queued with the
+    /// others waiting, written with them by whoever holds the writer's turn first. The
+    /// stored secret.
+    async fn new_subject_secret(
+        &self,
+        subject_ref: &str,
+        value: [u8; 32],
+    ) -> Result<Vec<u8>, LedgerError> {
         let (reply, mut answer) = oneshot::channel();
         let waiting = || {
             self.inner
@@ -485,7 +526,7 @@ impl Ledger {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
-        waiting().push((subject_ref.to_string(), reply));
+        waiting().push((subject_ref.to_string(), value, reply));
         let answered = loop {
             let _turn = self.inner.subject_writer.lock().await;
             // Written by an earlier turn?
@@ -494,7 +535,7 @@ impl Ledger {
                 Err(oneshot::error::TryRecvError::Closed) => break None,
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            let batch: Vec<(String, NewSubjectReply)> = {
+            let batch: Vec<(String, [u8; 32], NewSubjectReply)> = {
                 let mut w = waiting();
                 let n = w.len().min(NEW_SUBJECTS_BATCH);
                 w.drain(..n).collect()
@@ -507,12 +548,10 @@ impl Ledger {
             // even if this caller goes away (a client that hangs up drops its handler).
             let db = self.inner.db.clone();
             let _ = tokio::spawn(async move {
-                let refs: Vec<&str> = batch.iter().map(|(r, _)| r.as_str()).collect();
-                let written = storage::create_subject_secrets(&db, &refs, || {
-                    SubjectSecret::generate().as_bytes().to_vec()
-                })
-                .await;
-                for (r, reply) in batch {
+                let secrets: Vec<(&str, [u8; 32])> =
+                    batch.iter().map(|(r, s, _)| (r.as_str(), *s)).collect();
+                let written = storage::create_subject_secrets(&db, &secrets).await;
+                for (r, _, reply) in batch {
                     let _ = reply.send(match &written {
                         Ok(found) => found
                             .get(&r)
@@ -971,6 +1010,13 @@ impl Sequencer {
             None => Vec::new(),
         };
         let writes: Vec<&Script> = batch.iter().filter_map(|a| a.writes.as_ref()).collect();
+        // New subjects' secrets made for events (`Ledger::subject_secret_for_event`): every
+        // one waiting now, so those of this batch's events too.
+        let secrets = if inner.known.any_pending() {
+            inner.known.pending()
+        } else {
+            Vec::new()
+        };
         storage::write_batch(
             &inner.db,
             start,
@@ -979,8 +1025,12 @@ impl Sequencer {
             next.size(),
             next.root(),
             &writes,
+            &secrets,
         )
         .await?;
+        if !secrets.is_empty() {
+            inner.known.stored(&secrets);
+        }
         if let Some(hf) = &inner.hashes
             && let Err(e) = hf.append(stored_hash_index(0, start), &for_file).await
         {
@@ -1188,7 +1238,17 @@ pub async fn bulk_load_for_benchmark(db: &Db, n: u64) -> Result<(), LedgerError>
                 queue_ref: None,
             });
         }
-        storage::write_batch(db, start, entries, hashes, next.size(), next.root(), &[]).await?;
+        storage::write_batch(
+            db,
+            start,
+            entries,
+            hashes,
+            next.size(),
+            next.root(),
+            &[],
+            &[],
+        )
+        .await?;
         frontier = next;
         done += count;
     }

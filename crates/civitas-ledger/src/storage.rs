@@ -122,10 +122,12 @@ pub(crate) async fn write_batch(
     new_size: u64,
     new_root: Hash,
     writes: &[&Script],
+    secrets: &[(String, [u8; 32])],
 ) -> Result<(), LedgerError> {
-    // The tree head, the entries, the dequeued rows, the hashes and the writes that go with
-    // the entries (see `Ledger::append_with`) go in one script: on SQLite, one round trip to
-    // the connection's thread instead of one per kind, and one commit.
+    // The tree head, the entries, the dequeued rows, the hashes, new subjects' secrets and
+    // the writes that go with the entries (see `Ledger::append_with`) commit together: on
+    // SQLite, without companion writes, as one script in one round trip to the
+    // connection's thread; with them, like writes go together (`Script::execute_all`).
     let mut script = Script::new();
     let head = vec![
         Value::I64(new_size as i64),
@@ -148,8 +150,21 @@ pub(crate) async fn write_batch(
         "ledger_entries",
         &["idx", "data", "kind", "subject_tag", "time_ms", "queue_ref"],
     );
+    // New subjects' secrets, before the entries that carry their tags. Each changes one
+    // row: inserted, or already stored with the same value (written by
+    // `create_subject_secrets` meanwhile); another value would fail the batch's count.
+    for chunk in secrets.chunks(500) {
+        let rows = vec!["(?, ?)"; chunk.len()].join(", ");
+        script.push(
+            &format!("INSERT INTO ledger_subjects (subject_ref, secret) VALUES {rows} ON CONFLICT (subject_ref) DO UPDATE SET secret = excluded.secret WHERE ledger_subjects.secret = excluded.secret"),
+            chunk
+                .iter()
+                .flat_map(|(r, secret)| [Value::Text(r.clone()), Value::Bytes(secret.to_vec())])
+                .collect(),
+        );
+    }
     let mut dequeued = Vec::new();
-    let written = entries.len() + hashes.len();
+    let written = secrets.len() + entries.len() + hashes.len();
     for e in entries {
         dequeued.extend(e.queue_ref);
         rows.row([
@@ -174,11 +189,7 @@ pub(crate) async fn write_batch(
         hash_rows.row([Value::I64(idx as i64), Value::Bytes(h.0.to_vec())]);
     }
     script.insert(&mut hash_rows);
-    let mut companions = 0;
-    for w in writes {
-        script.extend_from(w);
-        companions += w.len();
-    }
+    let companions: usize = writes.iter().map(|w| w.len()).sum();
     if companions == 0 && dequeued.is_empty() && script.fits_one_trip(db.engine()) {
         // The usual batch on SQLite: one round trip, on the writers' connection. Should
         // another writer have moved the tree on, the entry at `expected_size` exists and
@@ -194,7 +205,10 @@ pub(crate) async fn write_batch(
         return Ok(());
     }
     let mut tx = db.begin_write().await.map_err(sql)?;
+    // The ledger's own statements, then the companion writes: like ones (one per message,
+    // say) go together, a round trip for many.
     let changed = script.execute(&mut tx, db.engine()).await?;
+    let changed = changed + Script::execute_all(writes, &mut tx, db.engine()).await?;
     // The tree head changes one row unless another sequencer moved the tree (then, too, its
     // entries would collide with ours); each queued entry is dequeued exactly once; each
     // companion statement changes one row.
@@ -339,31 +353,30 @@ pub(crate) async fn stored_subject_secret(
 ) -> Result<Option<Vec<u8>>, LedgerError> {
     sqlx::query("SELECT secret FROM ledger_subjects WHERE subject_ref = $1")
         .bind(subject_ref)
-        .fetch_optional(db.pool())
+        .fetch_optional(&mut *db.lend().await?)
         .await
         .map_err(sql)?
         .map(|row| row.try_get("secret").map_err(sql))
         .transpose()
 }
 
-/// Makes secrets (`make`) for the subjects `refs` that have none, in one commit, and reads
-/// back every one of theirs. Two nodes may race on a first use: the first insert wins, both
+/// Stores the given secrets of the subjects that have none, in one commit, and reads back
+/// every one of theirs. Two nodes may race on a first use: the first insert wins, both
 /// read it back.
 pub(crate) async fn create_subject_secrets(
     db: &Db,
-    refs: &[&str],
-    make: impl Fn() -> Vec<u8>,
+    secrets: &[(&str, [u8; 32])],
 ) -> Result<HashMap<String, Vec<u8>>, LedgerError> {
     // In one order, so that two nodes' batches never wait on each other's rows.
-    let mut sorted: Vec<&str> = refs.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let refs = &sorted[..];
+    let mut sorted: Vec<(&str, [u8; 32])> = secrets.to_vec();
+    sorted.sort_unstable_by_key(|(r, _)| *r);
+    sorted.dedup_by_key(|(r, _)| *r);
+    let refs: Vec<&str> = sorted.iter().map(|(r, _)| *r).collect();
     let mut w = Script::new();
-    for r in refs {
+    for (r, secret) in &sorted {
         w.push(
             "INSERT INTO ledger_subjects (subject_ref, secret) VALUES (?, ?) ON CONFLICT (subject_ref) DO NOTHING",
-            vec![Value::Text(r.to_string()), Value::Bytes(make())],
+            vec![Value::Text(r.to_string()), Value::Bytes(secret.to_vec())],
         );
     }
     if w.fits_one_trip(db.engine()) {
@@ -379,7 +392,7 @@ pub(crate) async fn create_subject_secrets(
         placeholders.join(", ")
     );
     let mut q = sqlx::query(&text);
-    for r in refs {
+    for r in &refs {
         q = q.bind(*r);
     }
     q.fetch_all(db.pool())

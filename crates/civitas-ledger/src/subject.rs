@@ -5,6 +5,7 @@
 //! a tag cannot be linked to a person, not even by guessing national identification numbers,
 //! which a keyed hash of the number itself would allow to anyone holding the key.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use hmac::{Hmac, Mac};
@@ -98,6 +99,98 @@ impl<'de> Deserialize<'de> for SubjectTag {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         SubjectTag::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The most subjects' secrets kept in memory (about 100 bytes each).
+const KNOWN_MOST: usize = 65_536;
+
+/// What this process knows of the subjects' secrets of one database (one per database and
+/// process, through `Db::shared`, however many ledger handles share it).
+#[derive(Default)]
+pub(crate) struct Known(std::sync::Mutex<KnownSecrets>);
+
+#[derive(Default)]
+struct KnownSecrets {
+    /// Secrets known to be stored: they never change once made, and nearly every event
+    /// about a person needs one. Bounded; emptied when full. (Should secrets ever be
+    /// erased to forget a person, the erasure must empty this on every node.)
+    stored: HashMap<String, [u8; 32]>,
+    /// New subjects' secrets made here and not yet known to be stored (SQLite only: one
+    /// process owns the database, so nobody else makes one). Each batch of the sequencer
+    /// writes the ones waiting when it starts.
+    pending: HashMap<String, [u8; 32]>,
+    /// How many times `stored` was emptied.
+    clears: u64,
+}
+
+impl Known {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KnownSecrets> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The secret of `subject_ref` if known, and whether it is still pending.
+    pub(crate) fn get(&self, subject_ref: &str) -> Option<([u8; 32], bool)> {
+        let k = self.lock();
+        k.stored
+            .get(subject_ref)
+            .map(|s| (*s, false))
+            .or_else(|| k.pending.get(subject_ref).map(|s| (*s, true)))
+    }
+
+    /// A mark to pass to [`Known::make`], taken before reading the database.
+    pub(crate) fn mark(&self) -> u64 {
+        self.lock().clears
+    }
+
+    /// The secret of a subject the database did not hold when read after `mark`: the one
+    /// known by now, or a new pending one. `None` when what is known was emptied since, so
+    /// a secret stored meanwhile may be forgotten: read the database again.
+    pub(crate) fn make(&self, subject_ref: &str, mark: u64) -> Option<[u8; 32]> {
+        let mut k = self.lock();
+        if let Some(s) = k
+            .stored
+            .get(subject_ref)
+            .or_else(|| k.pending.get(subject_ref))
+        {
+            return Some(*s);
+        }
+        if k.clears != mark {
+            return None;
+        }
+        let s = SubjectSecret::generate().0;
+        k.pending.insert(subject_ref.to_string(), s);
+        Some(s)
+    }
+
+    /// Every pending secret.
+    pub(crate) fn pending(&self) -> Vec<(String, [u8; 32])> {
+        let k = self.lock();
+        k.pending.iter().map(|(r, s)| (r.clone(), *s)).collect()
+    }
+
+    /// Whether any secret is pending.
+    pub(crate) fn any_pending(&self) -> bool {
+        !self.lock().pending.is_empty()
+    }
+
+    /// Records secrets as stored (read, or written), no longer pending.
+    pub(crate) fn stored(&self, secrets: &[(String, [u8; 32])]) {
+        let mut k = self.lock();
+        for (r, s) in secrets {
+            if let Some(p) = k.pending.remove(r)
+                && p != *s
+            {
+                tracing::error!("a pending subject secret differs from the stored one");
+            }
+            if k.stored.len() >= KNOWN_MOST {
+                k.stored.clear();
+                k.clears += 1;
+            }
+            k.stored.insert(r.clone(), *s);
+        }
     }
 }
 

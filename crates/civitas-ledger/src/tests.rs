@@ -205,6 +205,119 @@ async fn a_person_finds_their_own_events_and_only_theirs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_persons_secret_is_written_with_the_first_events_about_them() {
+    use civitas_store::{Script, Value};
+    let (db, ledger) = open("subjects-for-events").await;
+    let stored = |r: String| {
+        let db = db.clone();
+        async move {
+            civitas_store::sqlx::query_scalar::<_, Vec<u8>>(
+                "SELECT secret FROM ledger_subjects WHERE subject_ref = $1",
+            )
+            .bind(r)
+            .fetch_optional(db.pool())
+            .await
+            .unwrap()
+        }
+    };
+    // Someone with a secret already keeps it.
+    let old = ledger.subject_secret("person:old").await.unwrap();
+    // Several events at once about each of a few new people, some of them refused (an
+    // update that finds no row), so that batches mix them.
+    let mut tasks = Vec::new();
+    for i in 0..48usize {
+        let l = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let who = if i == 47 {
+                "person:old".to_string()
+            } else {
+                format!("person:{}", i % 6)
+            };
+            let secret = l.subject_secret_for_event(&who).await.unwrap();
+            let e = event(i).about(secret.tag());
+            let done = if i % 8 == 3 {
+                let mut w = Script::new();
+                w.push(
+                    "UPDATE ledger_tree SET size = size WHERE id = ?",
+                    vec![Value::I64(7)],
+                );
+                l.append_with(&e, w).await
+            } else {
+                l.append(&e).await
+            };
+            (who, secret, i, done.is_ok())
+        }));
+    }
+    let mut secrets: HashMap<String, crate::SubjectSecret> = HashMap::new();
+    let mut logged: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        let (who, secret, i, ok) = t.await.unwrap();
+        assert_eq!(ok, i % 8 != 3, "event {i}");
+        let first = secrets.entry(who.clone()).or_insert_with(|| secret.clone());
+        assert_eq!(
+            *first, secret,
+            "one secret per person, however many ask at once"
+        );
+        *logged.entry(who).or_default() += usize::from(ok);
+    }
+    assert_eq!(
+        secrets["person:old"], old,
+        "a stored secret is never replaced"
+    );
+    for (who, secret) in &secrets {
+        // Stored by the time the events are durable, and the person finds every one.
+        assert_eq!(
+            stored(who.clone()).await.as_deref(),
+            Some(&secret.as_bytes()[..]),
+            "{who}"
+        );
+        assert_eq!(ledger.subject_secret(who).await.unwrap(), *secret);
+        let found = ledger.subject_events(secret.tag()).await.unwrap();
+        assert_eq!(found.len(), logged[who], "{who}");
+    }
+    // A secret made for an event that was then refused is the one given later, and stored
+    // once asked for as a stored one.
+    let lost = ledger
+        .subject_secret_for_event("person:refused")
+        .await
+        .unwrap();
+    let mut w = Script::new();
+    w.push(
+        "UPDATE ledger_tree SET size = size WHERE id = ?",
+        vec![Value::I64(7)],
+    );
+    assert!(
+        ledger
+            .append_with(&event(100).about(lost.tag()), w)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        ledger
+            .subject_secret_for_event("person:refused")
+            .await
+            .unwrap(),
+        lost
+    );
+    assert_eq!(ledger.subject_secret("person:refused").await.unwrap(), lost);
+    assert_eq!(
+        stored("person:refused".into()).await.as_deref(),
+        Some(&lost.as_bytes()[..])
+    );
+    // And another one, made but not yet used: the next batch writes it anyway.
+    let waiting = ledger
+        .subject_secret_for_event("person:waiting")
+        .await
+        .unwrap();
+    assert_eq!(stored("person:waiting".into()).await, None);
+    ledger.append(&event(200)).await.unwrap();
+    assert_eq!(
+        stored("person:waiting".into()).await.as_deref(),
+        Some(&waiting.as_bytes()[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_log_continues_where_it_stopped() {
     let (db, ledger) = open("reopen").await;
     let mut roots = HashMap::new();

@@ -195,7 +195,7 @@ impl Notify {
             Some(person) => person.clone(),
             None => format!("notify-recipient:{}", m.recipient),
         };
-        let tag = self.ledger.subject_secret(&subject).await?.tag();
+        let tag = self.ledger.subject_secret_for_event(&subject).await?.tag();
         let event = Event::new(
             "notify.status",
             "system",

@@ -135,7 +135,7 @@ impl Notify {
                 p.language.map(|l| l.code().to_string()).into(),
             ],
         );
-        let tag = self.ledger.subject_secret(person).await?.tag();
+        let tag = self.ledger.subject_secret_for_event(person).await?.tag();
         let event = Event::new(
             "notify.preferences_changed",
             "citizen",
@@ -173,7 +173,7 @@ impl Notify {
                 vec![Sql::Text(person.into()), Sql::Text(service_id.into())],
             );
         }
-        let tag = self.ledger.subject_secret(person).await?.tag();
+        let tag = self.ledger.subject_secret_for_event(person).await?.tag();
         let kind = if stop {
             "notify.unsubscribed"
         } else {

@@ -304,7 +304,7 @@ impl Notify {
         );
         self.status_changed(&mut w, &r.id, &r.status, at_ms).await?;
         let subject = person.unwrap_or_else(|| format!("notify-recipient:{recipient}"));
-        let tag = self.ledger.subject_secret(&subject).await?.tag();
+        let tag = self.ledger.subject_secret_for_event(&subject).await?.tag();
         let event = Event::new(
             "notify.status",
             "notify-provider",

@@ -1067,7 +1067,7 @@ impl Notify {
             Some((_, person)) => person.clone(),
             None => format!("notify-recipient:{recipient}"),
         };
-        let tag = self.ledger.subject_secret(&subject).await?.tag();
+        let tag = self.ledger.subject_secret_for_event(&subject).await?.tag();
         let mut event = Event::new(
             "notify.accepted",
             &format!("notify-key:{}", caller.key_id),

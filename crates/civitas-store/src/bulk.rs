@@ -318,6 +318,75 @@ impl Script {
 /// The most parameters one SQLite statement text takes (SQLite's default limit is 32,766).
 const SQLITE_MAX_VALUES: usize = 30_000;
 
+/// The most like scripts [`Script::execute_all`] joins into one text.
+const MOST_JOINED: usize = 64;
+
+impl Script {
+    /// Whether `other` has the same statements (texts), so the two differ only in values.
+    fn alike(&self, other: &Script) -> bool {
+        self.statements.len() == other.statements.len()
+            && self
+                .statements
+                .iter()
+                .zip(&other.statements)
+                .all(|((a, _), (b, _))| a == b)
+    }
+
+    /// Runs the scripts in order, as [`Script::execute`] runs one, stopping at the first
+    /// statement that fails; returns how many rows they changed in all. On SQLite, a run of
+    /// like scripts (the same statements, other values: a message and its counter each, say)
+    /// goes as one text in chunks of a power of two of them: a round trip per chunk instead
+    /// of one per statement, and only a few distinct texts, each prepared once on a
+    /// connection and kept in its statement cache.
+    pub async fn execute_all(
+        scripts: &[&Script],
+        conn: &mut AnyConnection,
+        engine: Engine,
+    ) -> Result<u64, StoreError> {
+        let mut changed = 0;
+        if engine != Engine::Sqlite {
+            for s in scripts {
+                changed += s.execute(conn, engine).await?;
+            }
+            return Ok(changed);
+        }
+        let scripts: Vec<&Script> = scripts.iter().copied().filter(|s| !s.is_empty()).collect();
+        let mut i = 0;
+        while i < scripts.len() {
+            let first = scripts[i];
+            let run = scripts[i..].iter().take_while(|s| s.alike(first)).count();
+            let values: usize = first.statements.iter().map(|(_, v)| v.len()).sum();
+            let most = (SQLITE_MAX_VALUES / values.max(1)).clamp(1, MOST_JOINED);
+            let mut left = run;
+            while left > 0 {
+                let n = left.min(most);
+                // A power of two, so that few distinct texts are prepared.
+                let take = 1 << (usize::BITS - 1 - n.leading_zeros());
+                let chunk = &scripts[i..i + take];
+                let mut sql = String::new();
+                for s in chunk {
+                    for (statement, _) in &s.statements {
+                        if !sql.is_empty() {
+                            sql.push_str(";\n");
+                        }
+                        sql.push_str(statement);
+                    }
+                }
+                let values = chunk
+                    .iter()
+                    .flat_map(|s| s.statements.iter().flat_map(|(_, v)| v));
+                changed += conn
+                    .execute(sqlx::query_with(&sql, arguments(values)?))
+                    .await?
+                    .rows_affected();
+                i += take;
+                left -= take;
+            }
+        }
+        Ok(changed)
+    }
+}
+
 impl Script {
     /// Whether [`Script::commit_in_one_trip`] can run it: on SQLite, within one text's
     /// parameter limit.
@@ -564,6 +633,63 @@ mod tests {
         }
         huge.insert(&mut rows);
         assert!(!huge.fits_one_trip(db.engine()));
+    }
+
+    #[tokio::test]
+    async fn scripts_run_in_order_with_like_ones_together() {
+        let db = scratch("all", "CREATE TABLE t (a BIGINT PRIMARY KEY, b TEXT)").await;
+        let mut conn = db.pool().acquire().await.unwrap();
+        // A message and its counter each, as companion writes come: 75 alike (chunks of
+        // 64, 8, 2 and 1), with others between that depend on the ones before them.
+        let like = |i: i64| {
+            let mut s = Script::new();
+            s.push(
+                "INSERT INTO t (a, b) VALUES (?, ?)",
+                vec![Value::I64(i), Value::Str("new")],
+            );
+            s.push("UPDATE t SET b = b || '+' WHERE a = ?", vec![Value::I64(i)]);
+            s
+        };
+        let mut scripts: Vec<Script> = (0..75).map(like).collect();
+        let mut renamed = Script::new();
+        renamed.push(
+            "UPDATE t SET b = 'renamed' WHERE a < ?",
+            vec![Value::I64(3)],
+        );
+        scripts.insert(40, renamed);
+        scripts.insert(0, Script::new());
+        scripts.extend((75..80).map(like));
+        let refs: Vec<&Script> = scripts.iter().collect();
+        assert_eq!(
+            Script::execute_all(&refs, &mut conn, db.engine())
+                .await
+                .unwrap(),
+            80 * 2 + 3
+        );
+        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT a, b FROM t ORDER BY a")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 80);
+        for (a, b) in rows {
+            assert_eq!(b, if a < 3 { "renamed" } else { "new+" }, "row {a}");
+        }
+        // One that fails (a key taken) stops the run there, in the middle of its chunk:
+        // nothing after it runs. (A caller's transaction then rolls back what ran before.)
+        let mut failing: Vec<Script> = (100..104).map(like).collect();
+        failing.push(like(5));
+        failing.extend((200..203).map(like));
+        let refs: Vec<&Script> = failing.iter().collect();
+        assert!(
+            Script::execute_all(&refs, &mut conn, db.engine())
+                .await
+                .is_err()
+        );
+        let (after,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t WHERE a >= 200")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(after, 0);
     }
 
     #[tokio::test]

@@ -1005,11 +1005,12 @@ async fn built_in_answer(
     Ok((res, named))
 }
 
-/// The ledger tag of a subject (`person:…`, `xroad-user:…`, `deferral:…`).
+/// The ledger tag of a subject (`person:…`, `xroad-user:…`, `deferral:…`), for the call's
+/// log entries and the writes that commit with them.
 async fn subject_tag(app: &Shared, subject: &str) -> Result<civitas_ledger::SubjectTag, Fault> {
     Ok(app
         .ledger
-        .subject_secret(subject)
+        .subject_secret_for_event(subject)
         .await
         .map_err(internal)?
         .tag())
