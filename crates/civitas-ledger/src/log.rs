@@ -851,6 +851,16 @@ impl Sequencer {
             let Some(inner) = self.inner.upgrade() else {
                 break;
             };
+            if inner.db.pool().is_closed() {
+                // The database was closed under a live handle (at the end of a command):
+                // nothing more can be written, and a checkpoint due would be retried at once,
+                // over and over.
+                refuse(
+                    first.into_iter().collect(),
+                    &LedgerError::Unavailable("the database is closed".into()),
+                );
+                break;
+            }
             if first.is_some() {
                 // Let the tasks that are ready run first: on a busy node some of them append
                 // too, and join this batch (one commit for all). On an idle one this returns
