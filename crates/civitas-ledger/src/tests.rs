@@ -318,6 +318,25 @@ async fn a_new_persons_secret_is_written_with_the_first_events_about_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_for_an_event_is_stored_with_it_on_both_engines() {
+    for (db, ledger) in crate::testing::ledgers_on_both_engines("secret-for-event", &[]).await {
+        let secret = ledger.subject_secret_for_event("person:new").await.unwrap();
+        let idx = ledger.append(&event(1).about(secret.tag())).await.unwrap();
+        let stored: Vec<u8> = civitas_store::sqlx::query_scalar(
+            "SELECT secret FROM ledger_subjects WHERE subject_ref = $1",
+        )
+        .bind("person:new")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(stored, secret.as_bytes().to_vec(), "{:?}", db.engine());
+        assert_eq!(ledger.subject_secret("person:new").await.unwrap(), secret);
+        let found = ledger.subject_events(secret.tag()).await.unwrap();
+        assert_eq!(found.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![idx]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_log_continues_where_it_stopped() {
     let (db, ledger) = open("reopen").await;
     let mut roots = HashMap::new();
