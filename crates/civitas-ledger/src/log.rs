@@ -1022,11 +1022,7 @@ impl Sequencer {
         let writes: Vec<&Script> = batch.iter().filter_map(|a| a.writes.as_ref()).collect();
         // New subjects' secrets made for events (`Ledger::subject_secret_for_event`): every
         // one waiting now, so those of this batch's events too.
-        let secrets = if inner.known.any_pending() {
-            inner.known.pending()
-        } else {
-            Vec::new()
-        };
+        let secrets = inner.known.pending();
         storage::write_batch(
             &inner.db,
             start,
@@ -1038,9 +1034,7 @@ impl Sequencer {
             &secrets,
         )
         .await?;
-        if !secrets.is_empty() {
-            inner.known.stored(&secrets);
-        }
+        inner.known.stored(&secrets);
         if let Some(hf) = &inner.hashes
             && let Err(e) = hf.append(stored_hash_index(0, start), &for_file).await
         {

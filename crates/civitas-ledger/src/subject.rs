@@ -165,15 +165,10 @@ impl Known {
         Some(s)
     }
 
-    /// Every pending secret.
+    /// Every pending secret (none allocates nothing).
     pub(crate) fn pending(&self) -> Vec<(String, [u8; 32])> {
         let k = self.lock();
         k.pending.iter().map(|(r, s)| (r.clone(), *s)).collect()
-    }
-
-    /// Whether any secret is pending.
-    pub(crate) fn any_pending(&self) -> bool {
-        !self.lock().pending.is_empty()
     }
 
     /// Records secrets as stored (read, or written), no longer pending.

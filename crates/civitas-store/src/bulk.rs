@@ -149,11 +149,7 @@ impl BulkInsert {
         let mut rows_left = values.len() / width;
         let mut at = 0;
         while rows_left > 0 {
-            let rows = if rows_left >= per_statement {
-                per_statement
-            } else {
-                1 << (usize::BITS - 1 - rows_left.leading_zeros())
-            };
+            let rows = chunk(rows_left, per_statement);
             let args = arguments(&values[at * width..(at + rows) * width])?;
             let sql = self.sql_for(rows, engine);
             // Through `Executor` rather than `Query::execute`: its boxed future keeps callers'
@@ -208,6 +204,36 @@ fn arguments<'a>(
     Ok(args)
 }
 
+/// How many of `left` like things go in the next statement: `most`, or fewer than that
+/// as a power of two, so that few distinct statement texts are ever prepared.
+fn chunk(left: usize, most: usize) -> usize {
+    if left >= most {
+        most
+    } else {
+        1 << (usize::BITS - 1 - left.leading_zeros())
+    }
+}
+
+/// Runs the statements of `scripts`, in order, as one text (SQLite): one round trip.
+async fn joined(scripts: &[&Script], conn: &mut AnyConnection) -> Result<u64, StoreError> {
+    let mut sql = String::new();
+    for s in scripts {
+        for (statement, _) in &s.statements {
+            if !sql.is_empty() {
+                sql.push_str(";\n");
+            }
+            sql.push_str(statement);
+        }
+    }
+    let values = scripts
+        .iter()
+        .flat_map(|s| s.statements.iter().flat_map(|(_, v)| v));
+    Ok(conn
+        .execute(sqlx::query_with(&sql, arguments(values)?))
+        .await?
+        .rows_affected())
+}
+
 /// The most values a [`Script`] sends to SQLite in one round trip.
 const ONE_TRIP_VALUES: usize = 64;
 
@@ -260,13 +286,8 @@ impl Script {
         let mut values = std::mem::take(&mut rows.values);
         rows.written += (values.len() / width) as u64;
         while !values.is_empty() {
-            // Powers of two, as `flush` does, so that few distinct statements are prepared.
             let rows_left = values.len() / width;
-            let take = if rows_left >= per_statement {
-                per_statement
-            } else {
-                1 << (usize::BITS - 1 - rows_left.leading_zeros())
-            };
+            let take = chunk(rows_left, per_statement);
             let rest = values.split_off(take * width);
             let sql = insert_sql(rows.table, rows.columns, take, Engine::Sqlite);
             self.statements.push((sql, values));
@@ -286,17 +307,7 @@ impl Script {
         }
         let values: usize = self.statements.iter().map(|(_, v)| v.len()).sum();
         if engine == Engine::Sqlite && values <= ONE_TRIP_VALUES {
-            let sql = self
-                .statements
-                .iter()
-                .map(|(sql, _)| sql.as_str())
-                .collect::<Vec<_>>()
-                .join(";\n");
-            let values = self.statements.iter().flat_map(|(_, v)| v);
-            let done = conn
-                .execute(sqlx::query_with(&sql, arguments(values)?))
-                .await?;
-            return Ok(done.rows_affected());
+            return joined(&[self], conn).await;
         }
         // A large batch is worth its round trips, and joined, its text would differ from one
         // batch to the next and be prepared afresh each time: one statement at a time.
@@ -335,7 +346,7 @@ impl Script {
     /// Runs the scripts in order, as [`Script::execute`] runs one, stopping at the first
     /// statement that fails; returns how many rows they changed in all. On SQLite, a run of
     /// like scripts (the same statements, other values: a message and its counter each, say)
-    /// goes as one text in chunks of a power of two of them: a round trip per chunk instead
+    /// goes as one text per chunk (up to 64 of them, fewer as a power of two): a round trip per chunk instead
     /// of one per statement, and only a few distinct texts, each prepared once on a
     /// connection and kept in its statement cache.
     pub async fn execute_all(
@@ -359,26 +370,8 @@ impl Script {
             let most = (SQLITE_MAX_VALUES / values.max(1)).clamp(1, MOST_JOINED);
             let mut left = run;
             while left > 0 {
-                let n = left.min(most);
-                // A power of two, so that few distinct texts are prepared.
-                let take = 1 << (usize::BITS - 1 - n.leading_zeros());
-                let chunk = &scripts[i..i + take];
-                let mut sql = String::new();
-                for s in chunk {
-                    for (statement, _) in &s.statements {
-                        if !sql.is_empty() {
-                            sql.push_str(";\n");
-                        }
-                        sql.push_str(statement);
-                    }
-                }
-                let values = chunk
-                    .iter()
-                    .flat_map(|s| s.statements.iter().flat_map(|(_, v)| v));
-                changed += conn
-                    .execute(sqlx::query_with(&sql, arguments(values)?))
-                    .await?
-                    .rows_affected();
+                let take = chunk(left, most);
+                changed += joined(&scripts[i..i + take], conn).await?;
                 i += take;
                 left -= take;
             }
