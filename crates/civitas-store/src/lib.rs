@@ -292,7 +292,8 @@ impl Db {
     /// SQLite runs in WAL mode with `synchronous=FULL`, so every acknowledged commit is on
     /// disk and survives a crash. It reads without a memory map: SQLite drops a connection's
     /// map whenever another connection has committed, and faulting the pages back in cost
-    /// more under a stream of commits than the map saved (see ARCHITECTURE.md).
+    /// more under a stream of commits than the map saved, and keeps temporary storage (a
+    /// multi-row insert's statement journal) in memory (see ARCHITECTURE.md).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         let engine = if url.starts_with("sqlite:") {
@@ -316,7 +317,7 @@ impl Db {
             pool = pool.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA mmap_size=0;",
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA mmap_size=0; PRAGMA temp_store=MEMORY;",
                     )
                     .await?;
                     Ok(())
@@ -513,5 +514,37 @@ mod tests {
             "CREATE TABLE t (k BYTEA NOT NULL)"
         );
         assert_eq!(dialect(Engine::Sqlite, sql), sql);
+    }
+
+    #[tokio::test]
+    async fn every_sqlite_connection_is_durable_unmapped_and_keeps_temporary_storage_in_memory() {
+        let dir = std::env::temp_dir().join(format!("civitas-pragmas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_file(dir.join("p.db"));
+        let url = format!("sqlite://{}?mode=rwc", dir.join("p.db").display());
+        let db = Db::connect(&url, 2).await.unwrap();
+        // Both connections of the pool, held at once.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(db.pool().acquire().await.unwrap());
+        }
+        for conn in &mut held {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            let mut read = vec![mode];
+            for pragma in ["synchronous", "mmap_size", "temp_store", "foreign_keys"] {
+                let v: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
+                    .fetch_one(&mut **conn)
+                    .await
+                    .unwrap();
+                read.push(v.to_string());
+            }
+            assert_eq!(read, ["wal", "2", "0", "2", "1"]);
+        }
+        drop(held);
+        db.pool().close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
