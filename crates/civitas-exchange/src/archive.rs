@@ -187,9 +187,7 @@ mod tests {
 
     #[test]
     fn records_decrypt_only_unchanged_under_their_key_and_id() {
-        let dir = std::env::temp_dir().join(format!("civitas-archive-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = civitas_store::scratch::folder("archive");
         let key = ArchiveKey::load_or_create(&dir).unwrap();
         let record = Record {
             request_id: "r-1".into(),
@@ -213,9 +211,7 @@ mod tests {
         let mut changed = sealed.clone();
         *changed.last_mut().unwrap() ^= 1;
         assert!(again.open("r-1", &changed).is_err());
-        let other = std::env::temp_dir().join(format!("civitas-archive-o-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&other);
-        std::fs::create_dir_all(&other).unwrap();
+        let other = civitas_store::scratch::folder("archive-other");
         assert!(
             ArchiveKey::load_or_create(&other)
                 .unwrap()

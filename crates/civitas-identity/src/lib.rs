@@ -428,10 +428,8 @@ mod tests {
 
     #[tokio::test]
     async fn every_agency_gets_each_role_and_operators_get_operator_accounts() {
-        let dir = std::env::temp_dir().join(format!("civitas-identity-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = civitas_store::scratch::folder("identity-staff");
         let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
-        let _ = std::fs::remove_file(dir.join("t.db"));
         let db = Db::connect(&url, 2).await.unwrap();
         civitas_store::migrate(&db, &[COMPONENT]).await.unwrap();
         let made = seed_demo_staff(&db, &[("HRO".into(), false), ("MODA".into(), true)])

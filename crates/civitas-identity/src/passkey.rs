@@ -639,12 +639,7 @@ mod tests {
     impl Fixture {
         /// A fresh SQLite database in a temporary folder.
         async fn new(name: &str) -> Fixture {
-            let dir = std::env::temp_dir().join(format!(
-                "civitas-identity-passkey-{}-{name}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = civitas_store::scratch::folder(&format!("passkey-{name}"));
             let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
             Fixture::on(&url, Some(dir)).await
         }
@@ -1250,17 +1245,11 @@ mod tests {
             eprintln!("skipped: set CIVITAS_TEST_POSTGRES_URL to run this test on PostgreSQL");
             return None;
         };
-        let db = Db::connect(&admin, 1).await.unwrap();
-        let dbname = format!("civitas_identity_{}_{name}", std::process::id());
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {dbname}"),
-            format!("CREATE DATABASE {dbname}"),
-        ] {
-            sqlx::raw_sql(&sql).execute(db.pool()).await.unwrap();
-        }
-        db.close().await;
-        let (base, _) = admin.rsplit_once('/').unwrap();
-        Some(format!("{base}/{dbname}"))
+        Some(
+            civitas_store::scratch::postgres_database(&admin, &format!("passkey_{name}"))
+                .await
+                .unwrap(),
+        )
     }
 
     #[tokio::test]

@@ -11,29 +11,14 @@ use crate::{Ledger, LedgerConfig};
 /// A database per engine with `components` migrated (the ledger's first) and a ledger on it
 /// that signs checkpoints every 20 ms. `tag` names the scratch folder and database.
 pub async fn ledgers_on_both_engines(tag: &str, components: &[Component]) -> Vec<(Db, Ledger)> {
-    let dir = std::env::temp_dir().join(format!("civitas-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch folder");
+    let dir = civitas_store::scratch::folder(tag);
     let mut urls = vec![format!("sqlite://{}?mode=rwc", dir.join("x.db").display())];
     if let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") {
-        let db = Db::connect(&admin, 1).await.expect("the PostgreSQL server");
-        let name: String = tag
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let dbname = format!("civitas_{name}_{}", std::process::id());
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {dbname}"),
-            format!("CREATE DATABASE {dbname}"),
-        ] {
-            civitas_store::sqlx::raw_sql(&sql)
-                .execute(db.pool())
+        urls.push(
+            civitas_store::scratch::postgres_database(&admin, tag)
                 .await
-                .expect("a scratch database");
-        }
-        db.close().await;
-        let server = admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s);
-        urls.push(format!("{server}/{dbname}"));
+                .expect("a scratch database on the PostgreSQL server"),
+        );
     } else {
         assert!(
             std::env::var("CIVITAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),

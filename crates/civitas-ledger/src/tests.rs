@@ -9,9 +9,7 @@ use crate::tree::{Frontier, record_hash, verify_consistency};
 use crate::{Event, Ledger, LedgerConfig, ProofBundle, SubjectTag};
 
 async fn open(name: &str) -> (Db, Ledger) {
-    let dir = std::env::temp_dir().join(format!("civitas-ledger-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = civitas_store::scratch::folder(&format!("ledger-{name}"));
     let db = Db::connect(
         &format!("sqlite://{}?mode=rwc", dir.join("l.db").display()),
         4,
@@ -29,9 +27,7 @@ async fn open(name: &str) -> (Db, Ledger) {
 }
 
 fn hash_file(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir()
-        .join(format!("civitas-ledger-{}-{name}", std::process::id()))
-        .join("hashes.bin")
+    civitas_store::scratch::path(&format!("ledger-{name}")).join("hashes.bin")
 }
 
 fn event(i: usize) -> Event {
@@ -419,9 +415,7 @@ impl crate::WitnessTransport for Direct {
 }
 
 async fn scratch_db(name: &str) -> Db {
-    let dir = std::env::temp_dir().join(format!("civitas-ledger-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = civitas_store::scratch::folder(&format!("ledger-{name}"));
     let db = Db::connect(
         &format!("sqlite://{}?mode=rwc", dir.join("l.db").display()),
         4,
@@ -565,19 +559,11 @@ async fn postgres(name: &str) -> Option<String> {
         eprintln!("skipped: set CIVITAS_TEST_POSTGRES_URL to run this test on PostgreSQL");
         return None;
     };
-    let db = Db::connect(&admin, 1).await.unwrap();
-    let dbname = format!("civitas_ledger_{}_{name}", std::process::id());
-    civitas_store::sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {dbname}"))
-        .execute(db.pool())
-        .await
-        .unwrap();
-    civitas_store::sqlx::raw_sql(&format!("CREATE DATABASE {dbname}"))
-        .execute(db.pool())
-        .await
-        .unwrap();
-    db.close().await;
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    Some(format!("{base}/{dbname}"))
+    Some(
+        civitas_store::scratch::postgres_database(&admin, &format!("ledger_{name}"))
+            .await
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,10 +18,7 @@ struct TempDb {
 
 impl TempDb {
     async fn new(name: &str) -> TempDb {
-        let dir =
-            std::env::temp_dir().join(format!("civitas-registry-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = civitas_store::scratch::folder(&format!("registry-{name}"));
         let url = format!("sqlite://{}?mode=rwc", dir.join("civitas.db").display());
         let db = Db::connect(&url, 4).await.unwrap();
         civitas_store::migrate(&db, &[COMPONENT]).await.unwrap();

@@ -296,7 +296,7 @@ fn catalogues_are_checked_whole() {
 
 #[tokio::test]
 async fn uploads_are_kept_per_application_and_read_back_only_by_it() {
-    let dir = std::env::temp_dir().join(format!("civitas-uploads-{}", uuid::Uuid::new_v4()));
+    let dir = civitas_store::scratch::folder("uploads");
     let s = engines("uploads").await.remove(0).0;
     let s = s.with_uploads(crate::uploads::local_store(&dir).unwrap());
     let (mine, other) = (

@@ -508,9 +508,7 @@ mod tests {
 
     /// A fresh SQLite database named `name` in the temporary folder, with table `t`.
     async fn scratch(name: &str, create_t: &str) -> crate::Db {
-        let dir = std::env::temp_dir().join(format!("civitas-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let _ = std::fs::remove_file(dir.join("t.db"));
+        let dir = crate::scratch::folder(name);
         let db = crate::Db::connect(
             &format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
             1,

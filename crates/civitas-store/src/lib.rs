@@ -7,6 +7,7 @@
 
 mod bulk;
 mod migrate;
+pub mod scratch;
 
 pub use bulk::{BulkInsert, Script, Value};
 pub use migrate::{
@@ -518,9 +519,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_sqlite_connection_is_durable_unmapped_and_keeps_temporary_storage_in_memory() {
-        let dir = std::env::temp_dir().join(format!("civitas-pragmas-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let _ = std::fs::remove_file(dir.join("p.db"));
+        let dir = scratch::folder("pragmas");
         let url = format!("sqlite://{}?mode=rwc", dir.join("p.db").display());
         let db = Db::connect(&url, 2).await.unwrap();
         // Both connections of the pool, held at once.

@@ -21,9 +21,7 @@ struct Fixture {
 }
 
 async fn setup(name: &str, tune: impl FnOnce(&mut Settings)) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("civitas-oidc-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = civitas_store::scratch::folder(&format!("oidc-{name}"));
     let db = Db::connect(
         &format!("sqlite://{}?mode=rwc", dir.join("o.db").display()),
         4,

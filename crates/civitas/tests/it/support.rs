@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use civitas_core::config::{Config, Layers};
-use civitas_store::sqlx;
 
 /// The database engine a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,10 +166,7 @@ impl Drop for S3Server {
 /// A fresh scratch folder for one test.
 pub fn scratch(tag: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("civitas-it-{}-{tag}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    civitas_store::scratch::folder(&format!("it-{tag}-{n}"))
 }
 
 /// A fresh, empty PostgreSQL database, or `None` (with a note) when no server is configured.
@@ -184,22 +180,11 @@ pub async fn postgres_database() -> Option<String> {
         return None;
     };
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let name = format!("civitas_it_{}_{n}", std::process::id());
-    let db = civitas_store::Db::connect(&admin, 1)
-        .await
-        .expect("connect to the test PostgreSQL server");
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(db.pool())
-        .await
-        .unwrap();
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-        .execute(db.pool())
-        .await
-        .unwrap();
-    db.close().await;
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&format!("/{name}"));
-    Some(url.to_string())
+    Some(
+        civitas_store::scratch::postgres_database(&admin, &format!("it_{n}"))
+            .await
+            .expect("a scratch database on the test PostgreSQL server"),
+    )
 }
 
 /// The configuration a test server uses: a scratch data folder, a small demo country with a
