@@ -330,3 +330,52 @@ async fn gateways_have_keys_of_their_own_and_the_configuration_carries_them_sign
         ));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_the_directory_recorded_leave_the_outbox_and_the_rest_wait() {
+    use crate::tracker::{Report, outbox_record, pending, sent};
+    for (db, _ledger) in
+        civitas_ledger::testing::ledgers_on_both_engines("exchange-outbox", &[crate::COMPONENT])
+            .await
+    {
+        let report = |i: i64| Report {
+            id: format!("r-{i}"),
+            time_ms: 1_000 + i,
+            client: "TW/GOV/MODA/portal".into(),
+            service: "TW/GOV/HRO/population/persons".into(),
+            x_road_id: format!("x-{i}"),
+            method: "GET".into(),
+            status: 200,
+            user: "A123456789".into(),
+            purpose: "benefit".into(),
+            legal_basis: "law".into(),
+            consent_reference: None,
+            represented_party: None,
+            deferred_until_ms: None,
+            deferral_reason: None,
+        };
+        let mut conn = db.pool().acquire().await.unwrap();
+        for i in 0..600 {
+            outbox_record(&report(i))
+                .unwrap()
+                .execute(&mut conn, db.engine())
+                .await
+                .unwrap();
+        }
+        drop(conn);
+        assert_eq!(pending(&db, 1000).await.unwrap().len(), 600);
+        // Recorded: every other one, more than one statement's worth, and one never queued.
+        let mut done: Vec<String> = (0..600).step_by(2).map(|i| format!("r-{i}")).collect();
+        done.push("r-unknown".into());
+        sent(&db, &done).await.unwrap();
+        sent(&db, &[]).await.unwrap();
+        let left = pending(&db, 1000).await.unwrap();
+        assert_eq!(left.len(), 300);
+        assert!(
+            left.iter()
+                .all(|r| r.id[2..].parse::<i64>().unwrap() % 2 == 1)
+        );
+        // Oldest first, whole.
+        assert_eq!(left[0], report(1));
+    }
+}

@@ -77,14 +77,28 @@ pub async fn pending(db: &Db, limit: i64) -> Result<Vec<Report>, ExchangeError> 
         .collect()
 }
 
-/// Removes reports the directory has recorded.
+/// Removes reports the directory has recorded: in one transaction, taken in the writers'
+/// turn (see `Db::begin_write`). One commit a report, each outside the turn, had the
+/// ledger's sequencer and this wait on each other in SQLite's busy handler, which sleeps in
+/// steps of milliseconds, for every report of a busy gateway.
 pub async fn sent(db: &Db, ids: &[String]) -> Result<(), ExchangeError> {
-    for id in ids {
-        sqlx::query("DELETE FROM exchange_tracker_outbox WHERE id = $1")
-            .bind(id)
-            .execute(db.pool())
-            .await?;
+    if ids.is_empty() {
+        return Ok(());
     }
+    let mut tx = db.begin_write().await?;
+    for chunk in ids.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "DELETE FROM exchange_tracker_outbox WHERE id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
