@@ -87,10 +87,9 @@ pub async fn sent(db: &Db, ids: &[String]) -> Result<(), ExchangeError> {
     }
     let mut tx = db.begin_write().await?;
     for chunk in ids.chunks(500) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "DELETE FROM exchange_tracker_outbox WHERE id IN ({})",
-            marks.join(", ")
+            civitas_store::marks(1, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for id in chunk {

@@ -76,10 +76,9 @@ pub(crate) async fn read_hashes(
 ) -> Result<HashMap<u64, Hash>, LedgerError> {
     let mut out = HashMap::with_capacity(indexes.len());
     for chunk in indexes.chunks(500) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let q = format!(
             "SELECT idx, hash FROM ledger_hashes WHERE idx IN ({})",
-            placeholders.join(",")
+            civitas_store::marks(1, chunk.len())
         );
         let mut query = sqlx::query(&q);
         for i in chunk {
@@ -386,10 +385,9 @@ pub(crate) async fn create_subject_secrets(
         w.execute(&mut tx, db.engine()).await?;
         tx.commit().await.map_err(sql)?;
     }
-    let placeholders: Vec<String> = (1..=refs.len()).map(|i| format!("${i}")).collect();
     let text = format!(
         "SELECT subject_ref, secret FROM ledger_subjects WHERE subject_ref IN ({})",
-        placeholders.join(", ")
+        civitas_store::marks(1, refs.len())
     );
     let mut q = sqlx::query(&text);
     for r in &refs {

@@ -222,11 +222,10 @@ impl Notify {
         if ids.is_empty() {
             return Ok(());
         }
-        let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 4)).collect();
         let sql = format!(
             "UPDATE notify_notifications SET status = 'created', sent_ms = NULL, next_attempt_ms = $1, attempts = attempts + $2
              WHERE status = 'sending' AND sent_ms = $3 AND id IN ({})",
-            marks.join(", ")
+            civitas_store::marks(4, ids.len())
         );
         let mut q = sqlx::query(&sql)
             .bind(due_ms)

@@ -15,6 +15,15 @@ pub use migrate::{
 };
 pub use sqlx;
 
+/// `count` numbered parameters from `$first`, as a list for `IN (…)`: `marks(1, 3)` is
+/// `$1, $2, $3`.
+pub fn marks(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -506,6 +515,13 @@ pub(crate) fn dialect(engine: Engine, sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marks_number_from_the_first() {
+        assert_eq!(marks(1, 3), "$1, $2, $3");
+        assert_eq!(marks(4, 1), "$4");
+        assert_eq!(marks(1, 0), "");
+    }
 
     #[test]
     fn blob_becomes_bytea_on_postgres_only() {

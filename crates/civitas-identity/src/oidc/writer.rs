@@ -98,11 +98,7 @@ async fn in_list(
     column: &str,
 ) -> Result<HashSet<String>, OidcError> {
     let width = values.len().next_power_of_two();
-    let list = (1..=width)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = sql.replace("{list}", &list);
+    let sql = sql.replace("{list}", &civitas_store::marks(1, width));
     let mut q = sqlx::query(&sql);
     for i in 0..width {
         q = q.bind(values.get(i).copied().unwrap_or(""));
