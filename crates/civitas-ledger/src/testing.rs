@@ -13,18 +13,7 @@ use crate::{Ledger, LedgerConfig};
 pub async fn ledgers_on_both_engines(tag: &str, components: &[Component]) -> Vec<(Db, Ledger)> {
     let dir = civitas_store::scratch::folder(tag);
     let mut urls = vec![format!("sqlite://{}?mode=rwc", dir.join("x.db").display())];
-    if let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") {
-        urls.push(
-            civitas_store::scratch::postgres_database(&admin, tag)
-                .await
-                .expect("a scratch database on the PostgreSQL server"),
-        );
-    } else {
-        assert!(
-            std::env::var("CIVITAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-            "CIVITAS_TEST_POSTGRES_URL is required"
-        );
-    }
+    urls.extend(civitas_store::scratch::test_postgres(tag).await);
     let mut all = vec![crate::COMPONENT];
     all.extend_from_slice(components);
     let mut out = Vec::new();

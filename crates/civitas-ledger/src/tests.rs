@@ -551,19 +551,7 @@ async fn checkpoints_are_published_with_a_quorum_of_cosignatures_and_forks_are_c
 
 /// A fresh PostgreSQL database, when `CIVITAS_TEST_POSTGRES_URL` names a server.
 async fn postgres(name: &str) -> Option<String> {
-    let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var("CIVITAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-            "CIVITAS_TEST_POSTGRES_URL is required"
-        );
-        eprintln!("skipped: set CIVITAS_TEST_POSTGRES_URL to run this test on PostgreSQL");
-        return None;
-    };
-    Some(
-        civitas_store::scratch::postgres_database(&admin, &format!("ledger_{name}"))
-            .await
-            .unwrap(),
-    )
+    civitas_store::scratch::test_postgres(&format!("ledger_{name}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

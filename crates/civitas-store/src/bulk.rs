@@ -346,9 +346,9 @@ impl Script {
     /// Runs the scripts in order, as [`Script::execute`] runs one, stopping at the first
     /// statement that fails; returns how many rows they changed in all. On SQLite, a run of
     /// like scripts (the same statements, other values: a message and its counter each, say)
-    /// goes as one text per chunk (up to 64 of them, fewer as a power of two): a round trip per chunk instead
-    /// of one per statement, and only a few distinct texts, each prepared once on a
-    /// connection and kept in its statement cache.
+    /// goes as one text per chunk (up to 64 of them, fewer as a power of two): a round trip
+    /// per chunk instead of one per statement, and only a few distinct texts, each prepared
+    /// once on a connection and kept in its statement cache.
     pub async fn execute_all(
         scripts: &[&Script],
         conn: &mut AnyConnection,

@@ -57,6 +57,26 @@ pub async fn postgres_database(admin: &str, tag: &str) -> Result<String, StoreEr
     Ok(with_database(admin, &name))
 }
 
+/// For a test: a new, empty database `tag` on the PostgreSQL server that
+/// `CIVITAS_TEST_POSTGRES_URL` names, as [`postgres_database`] makes it; `None`, with a
+/// note, when it names none, unless `CIVITAS_TEST_REQUIRE_ALL=1` (as `scripts/test` sets
+/// it), which fails the test instead.
+pub async fn test_postgres(tag: &str) -> Option<String> {
+    let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("CIVITAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+            "CIVITAS_TEST_POSTGRES_URL is not set but CIVITAS_TEST_REQUIRE_ALL=1"
+        );
+        eprintln!("skipped: set CIVITAS_TEST_POSTGRES_URL to run this test on PostgreSQL");
+        return None;
+    };
+    Some(
+        postgres_database(&admin, tag)
+            .await
+            .expect("a scratch database on the test PostgreSQL server"),
+    )
+}
+
 /// Drops the scratch databases of processes that have ended.
 async fn sweep_databases(db: &Db) {
     let names: Vec<String> = sqlx::query_scalar(

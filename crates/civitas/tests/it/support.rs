@@ -171,20 +171,8 @@ pub fn scratch(tag: &str) -> PathBuf {
 
 /// A fresh, empty PostgreSQL database, or `None` (with a note) when no server is configured.
 pub async fn postgres_database() -> Option<String> {
-    let Ok(admin) = std::env::var("CIVITAS_TEST_POSTGRES_URL") else {
-        assert!(
-            !require_all(),
-            "CIVITAS_TEST_POSTGRES_URL is not set but CIVITAS_TEST_REQUIRE_ALL=1"
-        );
-        eprintln!("skipped: set CIVITAS_TEST_POSTGRES_URL to run this test on PostgreSQL");
-        return None;
-    };
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    Some(
-        civitas_store::scratch::postgres_database(&admin, &format!("it_{n}"))
-            .await
-            .expect("a scratch database on the test PostgreSQL server"),
-    )
+    civitas_store::scratch::test_postgres(&format!("it_{n}")).await
 }
 
 /// The configuration a test server uses: a scratch data folder, a small demo country with a
