@@ -402,6 +402,7 @@ impl Provider {
             .bind(client_id)
             .execute(self.db.pool())
             .await?;
+        self.grants_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -421,6 +422,7 @@ impl Provider {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.grants_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -554,6 +556,7 @@ impl Provider {
         .with("grants_revoked", revoked as i64);
         self.ledger.append_in(&mut tx, &[event]).await?;
         tx.commit().await?;
+        self.grants_changed();
         self.ledger.queued();
         Ok(true)
     }

@@ -251,12 +251,14 @@ pub struct Provider {
     token_key: Arc<OnceLock<[u8; 32]>>,
     signers: Arc<std::sync::RwLock<keys::Signers>>,
     writer: Arc<writer::Queue>,
+    access_memo: Arc<tokens::AccessMemo>,
 }
 
 impl Provider {
     /// A provider over the identity block's tables, logging to `ledger`.
     pub fn new(db: Db, ledger: Ledger, settings: Settings) -> Provider {
         Provider {
+            access_memo: db.shared(),
             db,
             ledger,
             settings: Arc::new(settings),
@@ -292,6 +294,7 @@ impl Provider {
             .bind(day_ago)
             .execute(pool)
             .await?;
+        self.grants_changed();
         civitas_store::sqlx::query("DELETE FROM oidc_assertions WHERE expires_at < $1")
             .bind(now)
             .execute(pool)

@@ -1368,3 +1368,118 @@ async fn authorization_details_are_checked_always_asked_and_carried_by_the_grant
     assert!(tokens.authorization_details.is_empty());
     let _ = (&f.db, &f.ledger);
 }
+
+#[tokio::test]
+async fn a_data_release_remembers_its_grant_until_the_grant_or_its_client_changes() {
+    let f = setup("data-access", |_| {}).await;
+    sqlx::query("INSERT INTO accounts (id, kind, username, display_name, created_on) VALUES ('acct-1', 'citizen', 'acct-1', 'acct-1', 'test')")
+        .execute(f.db.pool())
+        .await
+        .unwrap();
+    let reg = register(&f.p, |_| {}).await;
+    let live = |token: String| {
+        let p = f.p.clone();
+        async move { p.data_access(&token).await.unwrap().is_some() }
+    };
+    let revoke = |token: &str| RevocationRequest {
+        client_id: None,
+        token: Some(token.to_string()),
+        credentials: basic(&reg),
+    };
+
+    // Read, then remembered: a change made behind the provider's back (another program on
+    // the same file) shows only once the second is over.
+    let t = first_tokens(&f.p, &reg).await;
+    let (grant, client, account) = f.p.data_access(&t.access_token).await.unwrap().unwrap();
+    assert_eq!(
+        (grant.client_id.as_str(), account.id.as_str()),
+        (reg.client.client_id.as_str(), "acct-1")
+    );
+    assert_eq!(client.client_id, reg.client.client_id);
+    assert_eq!(
+        grant,
+        f.p.access_grant(&t.access_token).await.unwrap().unwrap()
+    );
+    sqlx::query("UPDATE oidc_grants SET revoked_at = 1")
+        .execute(f.db.pool())
+        .await
+        .unwrap();
+    assert!(live(t.access_token.clone()).await);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(!live(t.access_token.clone()).await);
+
+    // Every change this provider makes ends a remembered grant at once: the revocation
+    // endpoint, a refresh token used twice, logout, the client disabled, the person's
+    // consent withdrawn, the client removed.
+    let t = first_tokens(&f.p, &reg).await;
+    assert!(live(t.access_token.clone()).await);
+    f.p.revoke_token(&revoke(&t.access_token)).await.unwrap();
+    assert!(!live(t.access_token.clone()).await);
+
+    let t = first_tokens(&f.p, &reg).await;
+    assert!(live(t.access_token.clone()).await);
+    let refresh = t.refresh_token.clone().unwrap();
+    f.p.token(&refresh_request(&refresh, basic(&reg)))
+        .await
+        .unwrap();
+    assert!(
+        f.p.token(&refresh_request(&refresh, basic(&reg)))
+            .await
+            .is_err()
+    );
+    assert!(!live(t.access_token.clone()).await);
+
+    let t = first_tokens(&f.p, &reg).await;
+    assert!(live(t.access_token.clone()).await);
+    assert_eq!(f.p.revoke_session("sess-1").await.unwrap(), 1);
+    assert!(!live(t.access_token.clone()).await);
+
+    let t = first_tokens(&f.p, &reg).await;
+    assert!(live(t.access_token.clone()).await);
+    assert!(
+        f.p.set_client_enabled(&reg.client.client_id, false)
+            .await
+            .unwrap()
+    );
+    assert!(!live(t.access_token.clone()).await);
+    assert!(
+        f.p.set_client_enabled(&reg.client.client_id, true)
+            .await
+            .unwrap()
+    );
+    assert!(live(t.access_token.clone()).await);
+
+    let scopes = vec!["openid".to_string()];
+    f.p.record_consent("acct-1", &reg.client.client_id, &scopes)
+        .await
+        .unwrap();
+    assert!(
+        f.p.withdraw_consent("acct-1", "account:acct-1", &reg.client.client_id)
+            .await
+            .unwrap()
+    );
+    assert!(!live(t.access_token.clone()).await);
+
+    let t = first_tokens(&f.p, &reg).await;
+    assert!(live(t.access_token.clone()).await);
+    assert!(f.p.remove_client(&reg.client.client_id).await.unwrap());
+    assert!(!live(t.access_token.clone()).await);
+}
+
+#[test]
+fn a_read_that_raced_a_change_is_not_remembered() {
+    let memo = tokens::AccessMemo::default();
+    let Err(generation) = memo.get("g") else {
+        panic!("nothing is remembered yet")
+    };
+    // The grant changes while the read is under way: what the read found is stale.
+    memo.forget_all();
+    memo.put(generation, "g", None);
+    assert!(memo.get("g").is_err());
+    let Err(next) = memo.get("g") else {
+        unreachable!()
+    };
+    assert_eq!(next, generation + 1);
+    memo.put(next, "g", None);
+    assert!(matches!(memo.get("g"), Ok(None)));
+}

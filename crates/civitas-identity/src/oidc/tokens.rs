@@ -3,6 +3,7 @@
 //! rotation and reuse detection, ID tokens; and access-token lookup for userinfo.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use civitas_ledger::{Event, SubjectTag};
 use civitas_store::sqlx::{self, Row};
@@ -113,6 +114,88 @@ pub struct AccessGrant {
     pub scopes: Vec<String>,
     /// The authorisation details its grant carries (RFC 9396).
     pub authorization_details: Vec<serde_json::Value>,
+}
+
+/// A live grant as [`Provider::data_access`] reads it, before the token's own claims.
+pub(crate) struct DataAccess {
+    client: Client,
+    account: crate::Account,
+    sub: String,
+    session_id: String,
+    authorization_details: Vec<Value>,
+}
+
+impl DataAccess {
+    fn for_token(&self, claims: &AccessClaims) -> (AccessGrant, Client, crate::Account) {
+        let grant = AccessGrant {
+            client_id: self.client.client_id.clone(),
+            account_id: self.account.id.clone(),
+            sub: self.sub.clone(),
+            session_id: self.session_id.clone(),
+            scopes: split_list(&claims.scope),
+            authorization_details: self.authorization_details.clone(),
+        };
+        (grant, self.client.clone(), self.account.clone())
+    }
+}
+
+/// What [`Provider::data_access`] found of each grant (`None`: not live), for a second: a
+/// data release reads its token's grant, client and account on every call, and an
+/// organisation's application calls with the same token again and again. Whoever revokes a
+/// grant or changes a client in this process calls [`Provider::grants_changed`] once the
+/// change has committed, which forgets everything and moves the generation on, so a query
+/// that raced the change (it began before and ends after) cannot put back what it read.
+/// One per database ([`civitas_store::Db::shared`]), whatever number of providers use it.
+#[derive(Default)]
+pub(crate) struct AccessMemo(std::sync::Mutex<MemoState>);
+
+#[derive(Default)]
+struct MemoState {
+    generation: u64,
+    grants: std::collections::HashMap<String, (std::time::Instant, Option<Arc<DataAccess>>)>,
+}
+
+/// How long [`AccessMemo`] keeps what it found.
+const ACCESS_MEMO_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most grants [`AccessMemo`] keeps; past it, it starts again empty.
+const ACCESS_MEMO_MAX: usize = 10_000;
+
+impl AccessMemo {
+    fn state(&self) -> std::sync::MutexGuard<'_, MemoState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What is remembered of grant `grant_id`, or the generation to remember a read under.
+    pub(crate) fn get(&self, grant_id: &str) -> Result<Option<Arc<DataAccess>>, u64> {
+        let state = self.state();
+        match state.grants.get(grant_id) {
+            Some((at, found)) if at.elapsed() < ACCESS_MEMO_TTL => Ok(found.clone()),
+            _ => Err(state.generation),
+        }
+    }
+
+    /// Remembers what a query begun at `generation` found, unless something changed since.
+    pub(crate) fn put(&self, generation: u64, grant_id: &str, found: Option<Arc<DataAccess>>) {
+        let mut state = self.state();
+        if state.generation != generation {
+            return;
+        }
+        if state.grants.len() >= ACCESS_MEMO_MAX {
+            state.grants.clear();
+        }
+        state
+            .grants
+            .insert(grant_id.to_string(), (std::time::Instant::now(), found));
+    }
+
+    pub(crate) fn forget_all(&self) {
+        let mut state = self.state();
+        state.generation += 1;
+        state.grants.clear();
+    }
 }
 
 /// What a verified `id_token_hint` says.
@@ -440,6 +523,7 @@ impl Provider {
         .bind(grant_id)
         .execute(self.db.pool())
         .await?;
+        self.grants_changed();
         Ok(())
     }
 
@@ -498,6 +582,7 @@ impl Provider {
             self.ledger.append_in(&mut tx, &[event]).await?;
         }
         tx.commit().await?;
+        self.grants_changed();
         self.ledger.queued();
         Ok(())
     }
@@ -854,15 +939,46 @@ impl Provider {
 
     /// What an access token grants, with its client and the account it is about, read in
     /// one query (a data release needs all three on every call); `None` as for
-    /// [`Provider::access_grant`], or when the account is disabled.
+    /// [`Provider::access_grant`], or when the account is disabled. On SQLite what the query
+    /// found is kept in memory for a second ([`AccessMemo`]).
     pub async fn data_access(
         &self,
         access_token: &str,
     ) -> Result<Option<(AccessGrant, Client, crate::Account)>, OidcError> {
-        static QUERY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let Some(claims) = self.live_access(access_token).await? else {
             return Ok(None);
         };
+        let generation = match self.access_memo() {
+            Some(memo) => match memo.get(&claims.grant_id) {
+                Ok(found) => return Ok(found.map(|f| f.for_token(&claims))),
+                Err(generation) => Some(generation),
+            },
+            None => None,
+        };
+        let found = self.read_data_access(&claims.grant_id).await?.map(Arc::new);
+        if let (Some(memo), Some(generation)) = (self.access_memo(), generation) {
+            memo.put(generation, &claims.grant_id, found.clone());
+        }
+        Ok(found.map(|f| f.for_token(&claims)))
+    }
+
+    /// The memory of [`Provider::data_access`], on SQLite only: there this process makes
+    /// every change of grants and clients, and forgets what it remembers as it makes one.
+    /// Several nodes on PostgreSQL change them behind each other's back.
+    fn access_memo(&self) -> Option<&AccessMemo> {
+        (self.db.engine() == civitas_store::Engine::Sqlite).then_some(&*self.access_memo)
+    }
+
+    /// Forgets what [`Provider::data_access`] remembers, after a change of grants or
+    /// clients has committed.
+    pub(crate) fn grants_changed(&self) {
+        self.access_memo.forget_all();
+    }
+
+    /// [`Provider::data_access`]'s query: grant `grant_id`, unless revoked, with its enabled
+    /// client and its account, unless disabled.
+    async fn read_data_access(&self, grant_id: &str) -> Result<Option<DataAccess>, OidcError> {
+        static QUERY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let query = QUERY.get_or_init(|| {
             let account = crate::accounts::ACCOUNT_COLUMNS
                 .split(", ")
@@ -878,7 +994,7 @@ impl Provider {
             )
         });
         let row = sqlx::query(query)
-            .bind(&claims.grant_id)
+            .bind(grant_id)
             .fetch_optional(&mut *self.db.lend().await?)
             .await?;
         let Some(row) = row else { return Ok(None) };
@@ -893,15 +1009,13 @@ impl Provider {
             // An account of a kind this program does not know is not one a token speaks for.
             Err(_) => return Ok(None),
         };
-        let grant = AccessGrant {
-            client_id: client.client_id.clone(),
+        Ok(Some(DataAccess {
             sub: self.subject(&client.sector, &account.id).await?,
-            account_id: account.id.clone(),
             session_id: row.try_get("session_id")?,
-            scopes: split_list(&claims.scope),
             authorization_details: details_of(row.try_get("authorization_details")?),
-        };
-        Ok(Some((grant, client, account)))
+            client,
+            account,
+        }))
     }
 
     /// Revokes every token issued within a Civitas session (at logout). Returns how many
@@ -914,6 +1028,7 @@ impl Provider {
         .bind(session_id)
         .execute(self.db.pool())
         .await?;
+        self.grants_changed();
         Ok(done.rows_affected())
     }
 
