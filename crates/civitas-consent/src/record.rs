@@ -748,28 +748,6 @@ impl Consents {
         }
         Ok((validity, agreement))
     }
-
-    /// Records that the organisation `client_id` received the items of `agreement` about
-    /// the person `subject_ref` under consent `id` (`consent.released`, under the person's
-    /// tag), after [`Consents::start_release`] allowed it.
-    pub async fn released(
-        &self,
-        id: &str,
-        client_id: &str,
-        subject_ref: &str,
-        agreement: &Agreement,
-    ) -> Result<u64, ConsentError> {
-        let tag = self.ledger.subject_secret(subject_ref).await?.tag();
-        let event = Event::new(
-            "consent.released",
-            &format!("client:{client_id}"),
-            &format!("consent/{id}"),
-        )
-        .about(tag)
-        .with("agreement_id", agreement.id.clone())
-        .with("items", agreement.items.clone());
-        Ok(self.ledger.append(&event).await?)
-    }
 }
 
 fn in_force(s: ConsentState) -> bool {

@@ -615,6 +615,7 @@ async fn registers(
         purpose: &purpose,
         legal_basis: &basis,
         consent: None,
+        release: None,
     };
     let result = crate::prefill::fill(&app, &client, &a.national_id, &items, &why).await;
     let shown = match result {

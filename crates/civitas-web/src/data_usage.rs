@@ -69,6 +69,13 @@ pub(crate) struct DataUse {
     deferred_until: Option<String>,
     /// Why it was deferred.
     deferral_reason: Option<String>,
+    /// When the read was made to release the data to an organisation's application under
+    /// the person's consent: the application's `client_id`.
+    released_to: Option<String>,
+    /// That application's name.
+    released_to_name: Option<String>,
+    /// The data items the read served in that release.
+    released_items: Vec<String>,
     /// Where to fetch the entry's inclusion proof.
     proof: String,
 }
@@ -120,6 +127,8 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
         events.extend(app.ledger.subject_events(tag).await?);
     }
     events.sort_by_key(|(i, _)| *i);
+    // The applications the person's data was released to, by client id.
+    let mut applications: HashMap<String, Option<String>> = HashMap::new();
     let mut out = Vec::new();
     for (index, e) in events {
         if e.kind != "exchange.call" {
@@ -167,6 +176,29 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
                     .ok()
             })
             .unwrap_or_default();
+        let released_to = text(&e, "released_to");
+        let released_to_name = match &released_to {
+            Some(id) => match applications.get(id) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = app.oidc.client(id).await?.map(|c| c.name);
+                    applications.insert(id.clone(), name.clone());
+                    name
+                }
+            },
+            None => None,
+        };
+        let released_items = e
+            .public
+            .get("items")
+            .and_then(|v| v.as_array())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
         out.push(DataUse {
             index,
             time,
@@ -187,6 +219,9 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
             status: e.public.get("status").and_then(|v| v.as_u64()).unwrap_or(0),
             deferral_reason: details.deferral_reason,
             deferred_until,
+            released_to,
+            released_to_name,
+            released_items,
             proof: format!("/account/data-usage/{index}/proof"),
         });
     }

@@ -373,6 +373,23 @@ pub(crate) async fn all_logged(logs: Vec<CallLog>) -> Result<(), String> {
     Ok(())
 }
 
+/// What a read made for a release under consent (see `mydata.rs`) records in its own entry:
+/// the application the data goes to, the consent and agreement it goes under, and the items
+/// this read serves. The release needs no entry of its own: the read's entry, durable before
+/// anything of the answer leaves, tells the person (in "Who used my data") and an auditor who
+/// received what. Only this node's own information systems attach one, to a call they make
+/// in process (an extension of the request, which no HTTP client can set).
+#[derive(Clone, Debug)]
+pub(crate) struct ForRelease {
+    pub(crate) client_id: String,
+    pub(crate) consent_id: String,
+    pub(crate) agreement_id: String,
+    pub(crate) items: Vec<String>,
+}
+
+/// The public fields of a call's entry that tell of its release ([`ForRelease`]).
+pub(crate) const RELEASE_FIELDS: [&str; 4] = ["released_to", "release_of", "agreement_id", "items"];
+
 /// What the log keeps of a call.
 pub(crate) struct Logged {
     client: ClientId,
@@ -388,6 +405,8 @@ pub(crate) struct Logged {
     peer: Option<Peer>,
     /// The request's body and target, for the archive.
     archive: Option<(Capture, String)>,
+    /// The release the call reads for, when it does.
+    release: Option<ForRelease>,
 }
 
 /// X-Road's own headers at most once each: a second `X-Road-Client` or `X-Road-UserId`
@@ -440,6 +459,8 @@ pub(crate) struct Prepared {
     pub(crate) service: Option<Arc<civitas_exchange::Service>>,
     /// The request body as the archive keeps it, when the archive is on.
     pub(crate) capture: Option<Capture>,
+    /// The release the call reads for, when one of this node's systems makes it for one.
+    pub(crate) release: Option<ForRelease>,
 }
 
 /// A body as the archive keeps it, filled as it streams.
@@ -527,6 +548,7 @@ impl Prepared {
             others,
             peer,
             archive: self.capture.clone().map(|c| (c, self.target.clone())),
+            release: self.release.take(),
         }
     }
 }
@@ -688,6 +710,7 @@ pub(crate) async fn prepare(
         reason: None,
         service: None,
         capture: app.archive.as_ref().map(|_| Capture::default()),
+        release: None,
     };
     let (service_id, rest, client) = (&prepared.service_id, &prepared.rest, &prepared.client);
     if METASERVICES.contains(&service_id.code.as_str()) && rest.is_empty() {
@@ -788,6 +811,7 @@ async fn call_logging(
         None,
     )
     .await?;
+    p.release = parts.extensions.get::<ForRelease>().cloned();
     if !directory.calls_from(&p.client, peer.ip()) {
         return Err(Fault::client_proxy(
             "AccessDenied",
@@ -1110,6 +1134,14 @@ pub(crate) fn finishing(
                 event = event.with("peer_request_id", id.clone());
             }
         }
+        if let Some(r) = &call.release {
+            let [to, of, agreement, items] = RELEASE_FIELDS;
+            event = event
+                .with(to, r.client_id.clone())
+                .with(of, format!("consent/{}", r.consent_id))
+                .with(agreement, r.agreement_id.clone())
+                .with(items, r.items.clone());
+        }
         if let Some(p) = &call.represented {
             event = event.with(
                 "represented_party",
@@ -1154,38 +1186,54 @@ pub(crate) fn finishing(
         if let Some(r) = &report {
             writes.extend_from(&civitas_exchange::tracker::outbox_record(r).map_err(internal)?);
         }
-        if let Some(r) = call.reason {
-            // The caller's own words stay out of the public log: a private row, which the entry
-            // commits to by its hash, commits with it (see `CallDetails`).
-            // Under whose mandate: its basis in public; the holder, by their tag, only privately
-            // (their tag in public would link two people's entries). The person's own page finds
-            // the holder's name among the people who may act for them.
-            let mut mandate_holder = None;
-            if let Some((basis, holder)) = r.mandate {
-                let tag = subject_tag(&app, &holder).await?;
-                event = event.with("mandate", basis);
-                mandate_holder = Some(tag.to_string());
+        match call.reason {
+            // A release's read says only what the platform put there itself: the agreement's
+            // registered purpose, `consent`, and the consent's id. No caller's words, so they
+            // go in public beside the release, and no private row is written with the entry
+            // (the tracker reads entries without one from their public fields).
+            Some(r) if call.release.is_some() && r.mandate.is_none() && r.deferral.is_none() => {
+                event = event
+                    .with("purpose", r.purpose)
+                    .with("legal_basis", r.legal_basis);
+                if let Some(c) = r.consent {
+                    event = event.with("consent_reference", c);
+                }
+                event = event.about(subject_tag(&app, &r.subject).await?);
             }
-            let details = civitas_exchange::tracker::CallDetails {
-                purpose: r.purpose,
-                legal_basis: r.legal_basis,
-                consent_reference: r.consent,
-                deferral_reason: r.deferral.as_ref().map(|d| d.reason.clone()),
-                mandate_holder,
-            };
-            let (payload, record) = details.record(&call.request_id).map_err(internal)?;
-            event = event.private_payload(&payload);
-            writes.extend_from(&record);
-            let mut subject = r.subject.clone();
-            if let Some(d) = r.deferral {
-                event = event.with("deferred_until", d.until);
-                // Logged under a subject of its own until its time (see `deferral_record`).
-                subject = format!("deferral:{}", uuid::Uuid::new_v4());
-                writes.extend_from(&civitas_exchange::deferral_record(
-                    &subject, &r.subject, d.until_ms,
-                ));
+            Some(r) => {
+                // The caller's own words stay out of the public log: a private row, which the
+                // entry commits to by its hash, commits with it (see `CallDetails`). Under
+                // whose mandate: its basis in public; the holder, by their tag, only privately
+                // (their tag in public would link two people's entries). The person's own page
+                // finds the holder's name among the people who may act for them.
+                let mut mandate_holder = None;
+                if let Some((basis, holder)) = r.mandate {
+                    let tag = subject_tag(&app, &holder).await?;
+                    event = event.with("mandate", basis);
+                    mandate_holder = Some(tag.to_string());
+                }
+                let details = civitas_exchange::tracker::CallDetails {
+                    purpose: r.purpose,
+                    legal_basis: r.legal_basis,
+                    consent_reference: r.consent,
+                    deferral_reason: r.deferral.as_ref().map(|d| d.reason.clone()),
+                    mandate_holder,
+                };
+                let (payload, record) = details.record(&call.request_id).map_err(internal)?;
+                event = event.private_payload(&payload);
+                writes.extend_from(&record);
+                let mut subject = r.subject.clone();
+                if let Some(d) = r.deferral {
+                    event = event.with("deferred_until", d.until);
+                    // Logged under a subject of its own until its time (see `deferral_record`).
+                    subject = format!("deferral:{}", uuid::Uuid::new_v4());
+                    writes.extend_from(&civitas_exchange::deferral_record(
+                        &subject, &r.subject, d.until_ms,
+                    ));
+                }
+                event = event.about(subject_tag(&app, &subject).await?);
             }
-            event = event.about(subject_tag(&app, &subject).await?);
+            None => {}
         }
         // A call that cannot be logged is not answered; nor one that cannot be logged for
         // everyone its answer is about.
@@ -1196,12 +1244,12 @@ pub(crate) fn finishing(
         let mut others = Vec::new();
         for other in &call.others {
             let tag = subject_tag(&app, other).await?;
-            others.push(
-                event
-                    .clone()
-                    .with("in_answer_of", "another person")
-                    .about(tag),
-            );
+            let mut theirs = event.clone();
+            // What goes to a release is the person's own items, not the others' data.
+            for key in RELEASE_FIELDS {
+                theirs.public.remove(key);
+            }
+            others.push(theirs.with("in_answer_of", "another person").about(tag));
         }
         // The private details, a deferral's record and the tracker report commit with it.
         if writes.is_empty() {

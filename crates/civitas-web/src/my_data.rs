@@ -29,6 +29,7 @@ const OWN_REQUEST: Reason<'static> = Reason {
     purpose: "My data: the person's own request to see what the registers hold",
     legal_basis: "Personal Data Protection Act art. 3 (the person's own request)",
     consent: None,
+    release: None,
 };
 
 /// One read of one register, and what it gave.

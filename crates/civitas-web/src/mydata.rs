@@ -4,8 +4,10 @@
 //! consent, RFC 9396). At every release the consent is checked (withdrawn, paused, expired,
 //! used or no longer agreed: nothing is released); each item is read from its registry
 //! through the exchange, as the portal's information system with the consent as legal basis,
-//! so each read is logged and appears in the person's "Who used my data"; the release is
-//! logged (`consent.released`); and the answer is a JWS signed with the provider's key the
+//! so each read is logged and appears in the person's "Who used my data"; each read's entry
+//! names the application the release goes to, the consent, the agreement and the items it
+//! serves (one ledger entry per register read, none more for the release); and the answer is
+//! a JWS signed with the provider's key the
 //! client verifies its ID tokens with, each item with its source and dates, encrypted to the
 //! client's encryption key when it registered one (a JWE around the JWS).
 
@@ -100,10 +102,17 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
                 .unwrap_or("the consent is not valid"),
         );
     }
+    let release = crate::exchange::ForRelease {
+        client_id: client.client_id.clone(),
+        consent_id: consent_id.clone(),
+        agreement_id: agreement.id.clone(),
+        items: Vec::new(),
+    };
     let why = Reason {
         purpose: &agreement.purpose,
         legal_basis: "consent",
         consent: Some(&consent_id),
+        release: Some(&release),
     };
     let portal = portal(app.exchange.instance());
     let (data, logs) = match crate::prefill::fill(
@@ -137,8 +146,7 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         Ok(j) => j,
         Err(e) => return Problem::internal(&e).into_response(),
     };
-    // Not released unless every read it made is logged, and then the release itself (so the
-    // ledger never tells of a release that was not made).
+    // Not released unless every read it made is logged, each with the release it serves.
     let reads_logged =
         futures_util::future::join_all(logs.into_iter().map(crate::exchange::logged)).await;
     if let Some(Err(e)) = reads_logged.into_iter().find(Result::is_err) {
@@ -149,13 +157,6 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
             "The release could not be logged",
             "Nothing was released: a register read could not be logged.",
         );
-    }
-    if let Err(e) = app
-        .consents
-        .released(&consent_id, &client.client_id, &subject_ref, &agreement)
-        .await
-    {
-        return Problem::internal(&e).into_response();
     }
     (
         [
@@ -168,11 +169,13 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
 }
 
 /// Why a register is read for a person through the portal: the purpose and legal basis the
-/// exchange logs, and the consent when that is the basis.
+/// exchange logs, the consent when that is the basis, and the release the reads serve when
+/// they are made for one (each read's entry names it, with the items it serves).
 pub(crate) struct Reason<'a> {
     pub(crate) purpose: &'a str,
     pub(crate) legal_basis: &'a str,
     pub(crate) consent: Option<&'a str>,
+    pub(crate) release: Option<&'a crate::exchange::ForRelease>,
 }
 
 /// One registry read about the person `national_id` through the exchange, as the portal's
@@ -187,7 +190,7 @@ pub(crate) async fn read(
     why: &Reason<'_>,
 ) -> Result<Value, String> {
     let portal = portal(app.exchange.instance());
-    let (value, log) = read_as(app, &portal, service_id, path, national_id, why)
+    let (value, log) = read_as(app, &portal, service_id, path, national_id, why, None)
         .await
         .map_err(|(_, detail)| detail)?;
     if let Some(log) = log {
@@ -198,7 +201,8 @@ pub(crate) async fn read(
 
 /// [`read`] as the information system `client`, with the call's log still being written:
 /// nothing of the answer may leave the platform before [`crate::exchange::logged`] says
-/// the log is written. A refusal is the answer's status and text.
+/// the log is written. A read for a release names it (`release`) in its entry. A refusal is
+/// the answer's status and text.
 pub(crate) async fn read_as(
     app: &Shared,
     client: &str,
@@ -206,6 +210,7 @@ pub(crate) async fn read_as(
     path: &str,
     national_id: &str,
     why: &Reason<'_>,
+    release: Option<crate::exchange::ForRelease>,
 ) -> Result<(Value, Option<crate::exchange::CallLog>), (StatusCode, String)> {
     let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
     let mut req = Request::builder()
@@ -218,7 +223,10 @@ pub(crate) async fn read_as(
     if let Some(c) = why.consent {
         req = req.header("x-road-pdu-consent-reference", c);
     }
-    let req = req.body(Body::empty()).map_err(|e| failed(e.to_string()))?;
+    let mut req = req.body(Body::empty()).map_err(|e| failed(e.to_string()))?;
+    if let Some(r) = release {
+        req.extensions_mut().insert(r);
+    }
     let (res, log) = crate::exchange::call_from_here(app, req).await;
     // The exchange's own refusals carry X-Road's fault type: an access right missing is the
     // caller's lack of permission whatever the HTTP status.

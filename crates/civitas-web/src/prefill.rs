@@ -128,22 +128,54 @@ pub(crate) async fn fill(
         .as_of(&app.db)
         .await
         .map_err(|e| NotFilled::Refused(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut answers: Vec<(String, Value)> = Vec::new();
-    let mut logs = Vec::new();
-    let mut data = Map::new();
+    // Each register record is read once, for every item it serves.
+    struct Read<'a> {
+        item: &'a String,
+        at: &'static civitas_registry::attributes::Attribute,
+        service: &'static civitas_registry::services::RegistryService,
+        service_id: String,
+        path: String,
+    }
+    let mut reads = Vec::with_capacity(items.len());
     for item in items {
         let (at, service) = source(item)?;
-        let service_id = service.service_id(instance);
-        let path = at.path.replace("{id}", national_id);
-        let key = format!("{service_id}{path}");
-        let answer = match answers.iter().find(|(k, _)| *k == key) {
+        reads.push(Read {
+            item,
+            at,
+            service,
+            service_id: service.service_id(instance),
+            path: at.path.replace("{id}", national_id),
+        });
+    }
+    let same_record = |a: &Read, b: &Read| a.service_id == b.service_id && a.path == b.path;
+    let mut answers: Vec<(&Read, Value)> = Vec::new();
+    let mut logs = Vec::new();
+    let mut data = Map::new();
+    for read in &reads {
+        let Read {
+            item,
+            at,
+            service,
+            service_id,
+            path,
+        } = read;
+        let answer = match answers.iter().find(|(r, _)| same_record(r, read)) {
             Some((_, v)) => v.clone(),
             None => {
-                let (v, log) = read_as(app, client, &service_id, &path, national_id, why)
+                // A release's read names the items it serves in its entry.
+                let release = why.release.map(|r| crate::exchange::ForRelease {
+                    items: reads
+                        .iter()
+                        .filter(|other| same_record(other, read))
+                        .map(|other| other.item.clone())
+                        .collect(),
+                    ..r.clone()
+                });
+                let (v, log) = read_as(app, client, service_id, path, national_id, why, release)
                     .await
                     .map_err(|(status, detail)| NotFilled::Refused(status, detail))?;
                 logs.extend(log);
-                answers.push((key, v.clone()));
+                answers.push((read, v.clone()));
                 v
             }
         };
@@ -158,7 +190,7 @@ pub(crate) async fn fill(
             )
         };
         data.insert(
-            item.clone(),
+            (*item).clone(),
             json!({
                 "value": value,
                 "source": service_id,
@@ -273,6 +305,7 @@ pub(crate) async fn mine(
         purpose: &purpose,
         legal_basis: "Personal Data Protection Act art. 3 (the person's own request)",
         consent: None,
+        release: None,
     };
     let portal = crate::mydata::portal(app.exchange.instance());
     answered(fill(&app, &portal, &s.account.username, &body.items, &why).await).await
@@ -392,6 +425,7 @@ pub(crate) async fn for_person(
         purpose,
         legal_basis: basis,
         consent: None,
+        release: None,
     };
     answered(fill(&app, &client, &national_id, &body.items, &why).await).await
 }

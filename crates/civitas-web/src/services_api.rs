@@ -137,6 +137,7 @@ pub(crate) async fn prefill_for(
         purpose: &purpose,
         legal_basis: "Personal Data Protection Act art. 3 (the person's own request)",
         consent: None,
+        release: None,
     };
     let portal = crate::mydata::portal(app.exchange.instance());
     crate::prefill::fill(app, &portal, national_id, &items, &why)

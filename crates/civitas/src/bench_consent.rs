@@ -6,9 +6,10 @@
 //!   many tasks at once, on random records among those loaded.
 //! - Releases: `GET /api/v1/mydata/release` on the running server, with access tokens
 //!   granted for a data agreement to the demo's featured people: the consent check, the
-//!   registry read through the exchange (checked and logged), the release's ledger event
-//!   and the JWS signature. The baseline is the same population-register read, served over
-//!   HTTP by this benchmark straight from the registry, with nothing checked or logged.
+//!   registry read through the exchange (checked, and logged in one ledger entry that also
+//!   names the release) and the JWS signature. The baseline is the same population-register
+//!   read, served over HTTP by this benchmark straight from the registry, with nothing
+//!   checked or logged.
 //!   The two alternate in rounds of about two seconds, so a change in the machine's speed
 //!   weighs on both.
 

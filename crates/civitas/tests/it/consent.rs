@@ -550,6 +550,15 @@ on_both_engines! {
             .filter(|u| u["consent_reference"] == consent_id.as_str()).collect();
         assert!(!under_consent.is_empty(), "{uses}");
         assert!(under_consent.iter().all(|u| u["legal_basis"] == "consent" && u["purpose"] == "loan-application"));
+        // Each read names the application the release went to and the items it served: one
+        // read of the population register for both items, and no entry besides.
+        for u in &under_consent {
+            assert_eq!(u["released_to"], bank.0.as_str(), "{u}");
+            assert_eq!(u["released_to_name"], "First Bank loans", "{u}");
+            assert_eq!(u["released_items"], json!(["population.name", "population.birth_date"]), "{u}");
+        }
+        let page = person.get("/account/data-usage").await;
+        assert!(page.body.contains("依您的同意提供給：First Bank loans"), "{}", page.body);
         // Each use's proof checks out on the page too.
         let index = under_consent[0]["index"].as_u64().unwrap();
         let checked = person.get(&format!("/account/data-usage/{index}/verify")).await;
@@ -571,14 +580,31 @@ on_both_engines! {
 
         // A one-time consent gives one release.
         let token = consent_and_token(&app, &mut person, &rp, &once, "性別").await;
-        assert_eq!(release(&app, &token, &bank.0).await.0, 200);
+        let before = app.ledger.durable_size();
+        let (status, claims) = release(&app, &token, &bank.0).await;
+        assert_eq!(status, 200, "{claims}");
         let (status, body) = release(&app, &token, &bank.0).await;
         assert_eq!(status, 403, "{body}");
 
-        // Every release is in the ledger, under the person's tag.
-        let released = app.ledger.latest_of_kind("consent.released").await.unwrap().unwrap().1;
-        assert_eq!(released.actor, format!("client:{}", bank.0));
-        assert_eq!(released.public["items"], json!(["population.sex"]));
+        // Every release is in the ledger, under the person's tag: the entry of its register
+        // read names the application, the consent, the agreement and the items.
+        let (index, read) = app.ledger.latest_of_kind("exchange.call").await.unwrap().unwrap();
+        assert!(index >= before);
+        assert_eq!(read.public["released_to"], bank.0.as_str());
+        assert_eq!(read.public["release_of"], format!("consent/{}", claims["consent_id"].as_str().unwrap()));
+        assert_eq!(read.public["agreement_id"], once.as_str());
+        assert_eq!(read.public["items"], json!(["population.sex"]));
+        // What the platform itself said of the read (the agreement's purpose, the consent) is
+        // public beside it: no private row to write.
+        assert_eq!(read.public["legal_basis"], "consent");
+        assert_eq!(read.public["consent_reference"], claims["consent_id"]);
+        assert!(read.payload_sha256.is_none());
+        assert!(!serde_json::to_string(&read).unwrap().contains(&me.national_id));
+        let uses: Value = serde_json::from_str(&person.get("/api/v1/me/data-usage").await.body).unwrap();
+        let shown = uses.as_array().unwrap().iter().find(|u| u["index"] == index).expect("the release's read in the tracker");
+        assert_eq!(shown["released_items"], json!(["population.sex"]), "{shown}");
+        // No entry of another kind for the release.
+        assert!(app.ledger.latest_of_kind("consent.released").await.unwrap().is_none());
         app.stop().await;
     }
 
