@@ -7,9 +7,9 @@
 //! so each read is logged and appears in the person's "Who used my data"; each read's entry
 //! names the application the release goes to, the consent, the agreement and the items it
 //! serves (one ledger entry per register read, none more for the release); and the answer is
-//! a JWS signed with the provider's key the
-//! client verifies its ID tokens with, each item with its source and dates, encrypted to the
-//! client's encryption key when it registered one (a JWE around the JWS).
+//! a JWS signed with the provider's key the client verifies its ID tokens with, each item
+//! with its source and dates, encrypted to the client's encryption key when it registered one
+//! (a JWE around the JWS).
 
 use axum::body::Body;
 use axum::extract::State;
