@@ -3,6 +3,7 @@
 //! response to its request is computed, and the errors a gateway raises itself.
 
 use base64::Engine as _;
+use civitas_ledger::event::hex;
 use sha2::{Digest, Sha512};
 
 /// The protocol version in request paths: `/r1/…`.
@@ -133,10 +134,6 @@ impl RequestHash {
         };
         base64::engine::general_purpose::STANDARD.encode(digest)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An error the exchange raises itself (not one the provider's service returned): its type

@@ -60,12 +60,7 @@ pub fn csrf_for(secret: &str, purpose: &str) -> String {
         return String::new();
     };
     mac.update(purpose.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .take(20)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    civitas_ledger::event::hex(&mac.finalize().into_bytes()[..20])
 }
 
 /// Session timing rules.

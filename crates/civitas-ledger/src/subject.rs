@@ -91,7 +91,7 @@ impl fmt::Debug for SubjectTag {
 
 impl Serialize for SubjectTag {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        s.serialize_str(&crate::event::hex(&self.0))
     }
 }
 

@@ -846,3 +846,12 @@ async fn several_events_go_in_with_their_writes_in_order_or_not_at_all() {
     let next = ledger.append(&event(6)).await.unwrap();
     assert_eq!(next as usize, logged.len());
 }
+
+#[test]
+fn hex_is_two_lower_case_digits_a_byte() {
+    assert_eq!(crate::event::hex(&[]), "");
+    assert_eq!(crate::event::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    let every: Vec<u8> = (0..=255).collect();
+    let expected: String = every.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(crate::event::hex(&every), expected);
+}

@@ -162,8 +162,7 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key");
     mac.update(body);
     let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", civitas_ledger::event::hex(&digest))
 }
 
 /// Whether `signature` is `sha256=<hex>` of `body` under `secret`, compared in constant

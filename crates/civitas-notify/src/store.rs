@@ -314,7 +314,7 @@ fn dedupe_key(
         )
         .as_bytes(),
     );
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    civitas_ledger::event::hex(&digest)
 }
 
 /// The first message of a service with a reference, recipient and template since a time:

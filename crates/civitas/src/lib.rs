@@ -153,10 +153,7 @@ pub async fn record_config(
     for (k, v, _) in entries {
         text.push_str(&format!("{k}={v}\n"));
     }
-    let digest: String = sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = civitas_ledger::event::hex(&sha2::Sha256::digest(text.as_bytes()));
     let last = ledger.latest_of_kind("platform.config_applied").await?;
     if last.is_some_and(|(_, e)| {
         e.public.get("config_sha256").and_then(|v| v.as_str()) == Some(digest.as_str())
