@@ -106,7 +106,8 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         client_id: client.client_id.clone(),
         consent_id: consent_id.clone(),
         agreement_id: agreement.id.clone(),
-        items: Vec::new(),
+        // Each read's entry names those of them it serves (`prefill::fill`).
+        items: agreement.items.clone(),
     };
     let why = Reason {
         purpose: &agreement.purpose,

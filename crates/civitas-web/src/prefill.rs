@@ -162,14 +162,16 @@ pub(crate) async fn fill(
         let answer = match answers.iter().find(|(r, _)| same_record(r, read)) {
             Some((_, v)) => v.clone(),
             None => {
-                // A release's read names the items it serves in its entry.
+                // A release's read names, of the release's items, those it serves.
                 let release = why.release.map(|r| crate::exchange::ForRelease {
+                    client_id: r.client_id.clone(),
+                    consent_id: r.consent_id.clone(),
+                    agreement_id: r.agreement_id.clone(),
                     items: reads
                         .iter()
                         .filter(|other| same_record(other, read))
                         .map(|other| other.item.clone())
                         .collect(),
-                    ..r.clone()
                 });
                 let (v, log) = read_as(app, client, service_id, path, national_id, why, release)
                     .await

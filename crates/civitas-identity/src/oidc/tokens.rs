@@ -948,15 +948,14 @@ impl Provider {
         let Some(claims) = self.live_access(access_token).await? else {
             return Ok(None);
         };
-        let generation = match self.access_memo() {
-            Some(memo) => match memo.get(&claims.grant_id) {
-                Ok(found) => return Ok(found.map(|f| f.for_token(&claims))),
-                Err(generation) => Some(generation),
-            },
+        let memo = self.access_memo();
+        let generation = match memo.map(|m| m.get(&claims.grant_id)) {
+            Some(Ok(found)) => return Ok(found.map(|f| f.for_token(&claims))),
+            Some(Err(generation)) => Some(generation),
             None => None,
         };
         let found = self.read_data_access(&claims.grant_id).await?.map(Arc::new);
-        if let (Some(memo), Some(generation)) = (self.access_memo(), generation) {
+        if let (Some(memo), Some(generation)) = (memo, generation) {
             memo.put(generation, &claims.grant_id, found.clone());
         }
         Ok(found.map(|f| f.for_token(&claims)))
