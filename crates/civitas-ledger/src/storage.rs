@@ -183,11 +183,7 @@ pub(crate) async fn write_batch(
             chunk.iter().map(|r| Value::I64(*r)).collect(),
         );
     }
-    let mut hash_rows = BulkInsert::new("ledger_hashes", &["idx", "hash"]);
-    for (idx, h) in hashes {
-        hash_rows.row([Value::I64(idx as i64), Value::Bytes(h.0.to_vec())]);
-    }
-    script.insert(&mut hash_rows);
+    push_hashes(&mut script, db.engine(), hashes);
     let companions: usize = writes.iter().map(|w| w.len()).sum();
     if companions == 0 && dequeued.is_empty() && script.fits_one_trip(db.engine()) {
         // The usual batch on SQLite: one round trip, on the writers' connection. Should
@@ -226,6 +222,44 @@ pub(crate) async fn write_batch(
     tx.commit().await.map_err(sql)?;
     Ok(())
 }
+
+/// Inserts the stored hashes of a batch (as many as the new tree nodes, one to two an
+/// entry), on SQLite in one statement whose text is the same for any number of them: they
+/// are numbered consecutively (tlog's stored hash index), so a first index, a count and
+/// their bytes one after another say it all. A batch's script text then depends on its
+/// number of entries alone and stays in the writers' connection's statement cache (100
+/// texts), where multi-row inserts of both, sized each their own way, made hundreds of
+/// texts, each prepared afresh.
+pub(crate) fn push_hashes(
+    script: &mut Script,
+    engine: civitas_store::Engine,
+    hashes: Vec<(u64, Hash)>,
+) {
+    let consecutive = hashes.windows(2).all(|w| w[1].0 == w[0].0 + 1);
+    if engine == civitas_store::Engine::Sqlite && consecutive && !hashes.is_empty() {
+        let mut bytes = Vec::with_capacity(hashes.len() * 32);
+        for (_, h) in &hashes {
+            bytes.extend_from_slice(&h.0);
+        }
+        script.push(
+            SQLITE_HASHES,
+            vec![
+                Value::I64(hashes.len() as i64),
+                Value::I64(hashes[0].0 as i64),
+                Value::Bytes(bytes),
+            ],
+        );
+        return;
+    }
+    let mut rows = BulkInsert::new("ledger_hashes", &["idx", "hash"]);
+    for (idx, h) in hashes {
+        rows.row([Value::I64(idx as i64), Value::Bytes(h.0.to_vec())]);
+    }
+    script.insert(&mut rows);
+}
+
+/// Consecutive stored hashes on SQLite: a count, the first index and the hashes' bytes.
+const SQLITE_HASHES: &str = "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?) INSERT INTO ledger_hashes (idx, hash) SELECT ? + i, substr(?, i * 32 + 1, 32) FROM k";
 
 /// Entries `[start, end)` as stored bytes, in order.
 pub(crate) async fn entries(

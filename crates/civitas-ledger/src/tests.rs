@@ -855,3 +855,38 @@ fn hex_is_two_lower_case_digits_a_byte() {
     let expected: String = every.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(crate::event::hex(&every), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_hashes_of_any_count_go_in_as_one_statement_and_read_back() {
+    let db = scratch_db("hash-rows").await;
+    let hash = |i: u64| record_hash(format!("leaf {i}").as_bytes());
+    let mut start = 0u64;
+    for count in [1u64, 2, 3, 7, 64, 130] {
+        let hashes: Vec<_> = (start..start + count).map(|i| (i, hash(i))).collect();
+        let mut script = civitas_store::Script::new();
+        crate::storage::push_hashes(&mut script, db.engine(), hashes.clone());
+        // Multi-row inserts would take one statement per set bit of the count.
+        assert_eq!(script.len(), 1, "{count} hashes in one statement");
+        assert_eq!(db.commit_in_one_trip(&script).await.unwrap(), count);
+        let indexes: Vec<u64> = hashes.iter().map(|(i, _)| *i).collect();
+        let stored = crate::storage::read_hashes(&db, &indexes).await.unwrap();
+        for (i, h) in &hashes {
+            assert_eq!(stored[i], *h, "hash {i} of {count}");
+        }
+        start += count;
+    }
+    // Hashes that are not consecutive (never the case in a batch) go in row by row.
+    let gaps = vec![
+        (start + 1, hash(1)),
+        (start + 3, hash(3)),
+        (start + 4, hash(4)),
+    ];
+    let mut script = civitas_store::Script::new();
+    crate::storage::push_hashes(&mut script, db.engine(), gaps.clone());
+    assert_eq!(db.commit_in_one_trip(&script).await.unwrap(), 3);
+    let stored = crate::storage::read_hashes(&db, &[start + 1, start + 3, start + 4])
+        .await
+        .unwrap();
+    assert_eq!(stored[&(start + 3)], hash(3));
+    assert!(crate::storage::read_hashes(&db, &[start]).await.is_err());
+}

@@ -350,7 +350,9 @@ pub(crate) type CallLog = tokio::task::JoinHandle<Result<(), Fault>>;
 /// for), so the caller can wait for it beside its own; it must, before anything of the
 /// answer leaves.
 pub(crate) async fn call_from_here(app: &Shared, req: Request) -> (Response, Option<CallLog>) {
-    match call_logging(app, SocketAddr::from(([127, 0, 0, 1], 0)), req).await {
+    // The answer's value is handed over as it is unless the archive must keep its text.
+    let hand_over = app.archive.is_none();
+    match call_logging(app, SocketAddr::from(([127, 0, 0, 1], 0)), req, hand_over).await {
         Ok((res, log)) => (res, log),
         Err(f) => (fault(f), None),
     }
@@ -785,7 +787,7 @@ pub(crate) async fn prepare(
 }
 
 async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, Fault> {
-    let (res, log) = call_logging(app, peer, req).await?;
+    let (res, log) = call_logging(app, peer, req, false).await?;
     if let Some(log) = log {
         log.await.map_err(internal)??;
     }
@@ -793,11 +795,13 @@ async fn call(app: &Shared, peer: SocketAddr, req: Request) -> Result<Response, 
 }
 
 /// A call, with the log of a call answered on this node still being written (see
-/// [`call_from_here`]); a call answered elsewhere is logged before this returns.
+/// [`call_from_here`]); a call answered elsewhere is logged before this returns. With
+/// `hand_over`, a base registry's answer carries its value ([`AnswerValue`]).
 async fn call_logging(
     app: &Shared,
     peer: SocketAddr,
     req: Request,
+    hand_over: bool,
 ) -> Result<(Response, Option<CallLog>), Fault> {
     configuration_in_force(app, Side::Client)?;
     let directory = app.exchange.snapshot().await.map_err(unavailable)?;
@@ -872,7 +876,16 @@ async fn call_logging(
         &mut p.hash,
         RequestHash::new("", "", []),
     )));
-    let (res, others) = deliver(app, &p, has_body, length, stream, Some(hash.clone())).await?;
+    let (res, others) = deliver(
+        app,
+        &p,
+        has_body,
+        length,
+        stream,
+        Some(hash.clone()),
+        hand_over,
+    )
+    .await?;
     let (request_hash, body_bytes) = {
         let h = hash.lock().map_err(internal)?;
         (h.finish(), h.body_bytes())
@@ -900,7 +913,8 @@ pub(crate) fn unavailable(e: civitas_exchange::ExchangeError) -> Fault {
 /// Takes a checked call to its provider on this gateway: a base registry served here, or
 /// the provider's information system, with the body streaming through (and hashed into
 /// `feed` on the way, when given). Returns the answer and, for a base registry, the other
-/// people the answer names.
+/// people the answer names; with `hand_over`, a base registry's records come with their
+/// value ([`AnswerValue`]) and their text is written only if read.
 pub(crate) async fn deliver(
     app: &Shared,
     p: &Prepared,
@@ -908,6 +922,7 @@ pub(crate) async fn deliver(
     length: Option<HeaderValue>,
     body: BodyStream,
     feed: Option<Arc<Mutex<RequestHash>>>,
+    hand_over: bool,
 ) -> Result<(Response, Vec<String>), Fault> {
     let service = p.service.as_ref().ok_or_else(|| internal("no service"))?;
     let path = if p.rest.is_empty() {
@@ -929,7 +944,7 @@ pub(crate) async fn deliver(
                 ),
             ));
         }
-        let (res, named) = built_in_answer(app, code, &p.method, path).await?;
+        let (res, named) = built_in_answer(app, code, &p.method, path, hand_over).await?;
         // Everyone else the answer is about finds the call in their own view too.
         let mut others = Vec::new();
         if let Some(r) = &p.reason {
@@ -995,13 +1010,21 @@ pub(crate) async fn deliver(
     Ok((res, Vec::new()))
 }
 
+/// A base registry's records answering a call made in process, as a value: the caller takes
+/// them from the answer's extensions instead of parsing their text, which the answer's body
+/// still gives (written when read).
+#[derive(Clone)]
+pub(crate) struct AnswerValue(pub(crate) Arc<Value>);
+
 /// A base registry's answer, as its own information system would give it: JSON records, or
-/// a JSON error with 400, 404 or 405 (the provider's errors, so no `X-Road-Error`).
+/// a JSON error with 400, 404 or 405 (the provider's errors, so no `X-Road-Error`). With
+/// `hand_over`, records found come with their value ([`AnswerValue`]).
 async fn built_in_answer(
     app: &Shared,
     code: &str,
     method: &axum::http::Method,
     path: &str,
+    hand_over: bool,
 ) -> Result<(Response, Vec<String>), Fault> {
     use civitas_registry::services::{Answer, answer};
     let (status, body) = if method != axum::http::Method::GET {
@@ -1023,9 +1046,18 @@ async fn built_in_answer(
     };
     let res = Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .map_err(internal)?;
+        .header(header::CONTENT_TYPE, "application/json");
+    if hand_over && status == StatusCode::OK {
+        let value = Arc::new(body);
+        let text = value.clone();
+        let body = futures_util::stream::once(async move {
+            Ok::<_, std::convert::Infallible>(text.to_string())
+        });
+        let mut res = res.body(Body::from_stream(body)).map_err(internal)?;
+        res.extensions_mut().insert(AnswerValue(value));
+        return Ok((res, named));
+    }
+    let res = res.body(Body::from(body.to_string())).map_err(internal)?;
     Ok((res, named))
 }
 

@@ -725,7 +725,7 @@ async fn receive_call(
     // The length the provider is told is the length verified; a body still streaming goes
     // chunked (the sender's declared length is not signed, so it decides nothing).
     let length = complete.then(|| HeaderValue::from(size));
-    let (res, others) = deliver(app, &p, head.has_body, length, body, None).await?;
+    let (res, others) = deliver(app, &p, head.has_body, length, body, None, false).await?;
     let (request_hash, body_bytes) = {
         let h = hash.lock().map_err(internal)?;
         (h.finish(), h.body_bytes())

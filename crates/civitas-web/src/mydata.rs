@@ -11,6 +11,8 @@
 //! with its source and dates, encrypted to the client's encryption key when it registered one
 //! (a JWE around the JWS).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode, header};
@@ -239,7 +241,17 @@ pub(crate) async fn read_as(
         Some(t) if t.ends_with(".AccessDenied") => StatusCode::FORBIDDEN,
         _ => res.status(),
     };
-    let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
+    let (mut parts, body) = res.into_parts();
+    if status.is_success()
+        && let Some(crate::exchange::AnswerValue(value)) =
+            parts.extensions.remove::<crate::exchange::AnswerValue>()
+    {
+        // The register's records themselves: their text, never read, is never written.
+        drop(body);
+        let value = Arc::try_unwrap(value).unwrap_or_else(|shared| Value::clone(&shared));
+        return Ok((value, log));
+    }
+    let bytes = axum::body::to_bytes(body, 4 << 20)
         .await
         .map_err(|e| failed(e.to_string()))?;
     if status == StatusCode::NOT_FOUND {
