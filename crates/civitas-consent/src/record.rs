@@ -711,7 +711,7 @@ impl Consents {
         id: &str,
         client_id: &str,
         subject_ref: &str,
-    ) -> Result<(Validity, Agreement), ConsentError> {
+    ) -> Result<(Validity, std::sync::Arc<Agreement>), ConsentError> {
         let not_theirs = || ConsentError::NotFound(format!("no consent {id}"));
         // A periodic consent is decided as any decision is (from memory on SQLite).
         let (known, owner) = self.for_decision(id).await?;
@@ -720,7 +720,7 @@ impl Consents {
         }
         let agreement = self.agreement_of(&known, Some(client_id)).await?;
         if agreement.access != Access::OneTime {
-            return Ok((validity(&known, &agreement), Agreement::clone(&*agreement)));
+            return Ok((validity(&known, &agreement), agreement));
         }
         // A one-time consent is used up: one read decides, and the use is a compare-and-set
         // on the version read here, so a withdrawal or another release after this read makes
@@ -729,7 +729,7 @@ impl Consents {
         if owner != subject_ref {
             return Err(not_theirs());
         }
-        let agreement = Agreement::clone(&*self.agreement_of(&record, Some(client_id)).await?);
+        let agreement = self.agreement_of(&record, Some(client_id)).await?;
         let mut validity = validity(&record, &agreement);
         if validity.valid {
             let actor = format!("client:{client_id}");

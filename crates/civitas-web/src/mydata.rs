@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use civitas_consent::ConsentError;
 
@@ -132,19 +132,19 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         Err(e) => return e.problem_for_organisation(),
     };
     let now = civitas_ledger::event::now_ms() / 1000;
-    let claims = json!({
-        "iss": app.oidc.issuer(),
-        "aud": client.client_id,
-        "sub": grant.sub,
-        "iat": now,
-        "exp": now + 600,
-        "jti": uuid::Uuid::new_v4().to_string(),
-        "consent_id": consent_id,
-        "agreement_id": agreement.id,
-        "purpose": agreement.purpose,
-        "retention_days": agreement.retention_days,
-        "data": data,
-    });
+    let claims = ReleaseClaims {
+        iss: app.oidc.issuer(),
+        aud: &client.client_id,
+        sub: &grant.sub,
+        iat: now,
+        exp: now + 600,
+        jti: uuid::Uuid::new_v4().to_string(),
+        consent_id: &consent_id,
+        agreement_id: &agreement.id,
+        purpose: &agreement.purpose,
+        retention_days: agreement.retention_days,
+        data: &data,
+    };
     let jws = match app.oidc.seal_for(&client, RELEASE_TYP, &claims).await {
         Ok(j) => j,
         Err(e) => return Problem::internal(&e).into_response(),
@@ -169,6 +169,23 @@ pub(crate) async fn release(State(app): State<Shared>, headers: HeaderMap) -> Re
         jws,
     )
         .into_response()
+}
+
+/// What a release's JWS says: who signed it for whom about whom, when, under which consent
+/// and agreement, and the data (each item with its value, source and dates).
+#[derive(serde::Serialize)]
+struct ReleaseClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    iat: i64,
+    exp: i64,
+    jti: String,
+    consent_id: &'a str,
+    agreement_id: &'a str,
+    purpose: &'a str,
+    retention_days: i64,
+    data: &'a serde_json::Map<String, Value>,
 }
 
 /// Why a register is read for a person through the portal: the purpose and legal basis the

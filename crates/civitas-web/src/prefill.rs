@@ -159,8 +159,8 @@ pub(crate) async fn fill(
             service_id,
             path,
         } = read;
-        let answer = match answers.iter().find(|(r, _)| same_record(r, read)) {
-            Some((_, v)) => v.clone(),
+        let answered = match answers.iter().position(|(r, _)| same_record(r, read)) {
+            Some(i) => i,
             None => {
                 // A release's read names, of the release's items, those it serves.
                 let release = why.release.map(|r| crate::exchange::ForRelease {
@@ -177,12 +177,13 @@ pub(crate) async fn fill(
                     .await
                     .map_err(|(status, detail)| NotFilled::Refused(status, detail))?;
                 logs.extend(log);
-                answers.push((read, v.clone()));
-                v
+                answers.push((read, v));
+                answers.len() - 1
             }
         };
+        let answer = &answers[answered].1;
         let value = if at.fields.is_empty() || answer.is_null() {
-            answer
+            answer.clone()
         } else {
             Value::Object(
                 at.fields

@@ -376,22 +376,22 @@ impl Provider {
     /// Signs `claims` as a compact JWS of type `typ` for `client`, with the algorithm it
     /// registered for its ID tokens, so it verifies them with the keys it already fetches
     /// (`/oidc/jwks`).
-    pub async fn sign_for(
+    pub async fn sign_for<T: Serialize>(
         &self,
         client: &super::Client,
         typ: &str,
-        claims: &Value,
+        claims: &T,
     ) -> Result<String, OidcError> {
         self.sign_typed(client.id_token_alg, typ, claims).await
     }
 
     /// [`Provider::sign_for`], then, when the client registered an encryption key,
     /// encrypted to it (a nested JWT: a JWE whose content is the JWS).
-    pub async fn seal_for(
+    pub async fn seal_for<T: Serialize>(
         &self,
         client: &super::Client,
         typ: &str,
-        claims: &Value,
+        claims: &T,
     ) -> Result<String, OidcError> {
         let jws = self.sign_for(client, typ, claims).await?;
         match client.encryption_key()? {
