@@ -300,8 +300,47 @@ async fn consent_is_signed_logged_and_checked_at_every_use_with_a_receipt_that_p
             (expired.valid, expired.state),
             (false, ConsentState::Expired)
         );
-        // By state now: person 1's periodic consent withdrawn; to the one-time agreement,
-        // person 1's expired and person 3's refusal.
+        // A release asks the same question: an expired consent, one-time or periodic,
+        // releases nothing.
+        let (release, _) = c
+            .start_release(&once.record_id, "bank-app", "person:1")
+            .await
+            .unwrap();
+        assert!(!release.valid, "{release:?}");
+        let lapsing = c
+            .answer(&periodic, "person:6", true, "citizen")
+            .await
+            .unwrap();
+        let (release, _) = c
+            .start_release(&lapsing.record_id, "bank-app", "person:6")
+            .await
+            .unwrap();
+        assert!(release.valid, "in force before its end: {release:?}");
+        civitas_store::sqlx::query("UPDATE consent_records SET expires_ms = 1 WHERE id = $1")
+            .bind(&lapsing.record_id)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        crate::decisions::memory().forget(crate::decisions::key(&lapsing.record_id).unwrap());
+        let (release, _) = c
+            .start_release(&lapsing.record_id, "bank-app", "person:6")
+            .await
+            .unwrap();
+        assert_eq!(
+            (release.valid, release.state),
+            (false, ConsentState::Expired)
+        );
+        // Each state's receipt names its W3C DPV term (pausing has none: Civitas's own).
+        for (receipt, term) in [
+            (&paused, "civitas:ConsentPaused"),
+            (&withdrawn, "dpv:ConsentWithdrawn"),
+            (&refusal, "dpv:ConsentRefused"),
+        ] {
+            let claims = verify_receipt(receipt, &consent_key, ledger.verifier_key()).unwrap();
+            assert_eq!(claims["dpv_state"], term);
+        }
+        // By state now: to the periodic agreement, person 1's consent withdrawn and person
+        // 6's expired; to the one-time agreement, person 1's expired and person 3's refusal.
         assert_eq!(
             c.statistics(&one_time).await.unwrap(),
             crate::Statistics {
@@ -314,6 +353,7 @@ async fn consent_is_signed_logged_and_checked_at_every_use_with_a_receipt_that_p
             c.statistics(&periodic).await.unwrap(),
             crate::Statistics {
                 withdrawn: 1,
+                expired: 1,
                 ..Default::default()
             }
         );

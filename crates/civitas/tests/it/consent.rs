@@ -513,6 +513,19 @@ on_both_engines! {
         // Refusing is recorded, and gives the client access_denied.
         let (path, _, _) = data_request(&rp, &periodic);
         let page = person.get(&path).await;
+        // The person sees, before deciding, who gets what from which register, for what, and
+        // for how long it is kept.
+        let population = civitas_registry::services::service("population").unwrap();
+        for shown in [
+            "First Bank loans".to_string(),
+            "貸款申請".to_string(),
+            "30 天".to_string(),
+            "姓名".to_string(),
+            "出生日期".to_string(),
+            format!("{} ({})", population.title, population.agency),
+        ] {
+            assert!(page.body.contains(&shown), "the consent page shows {shown}: {}", page.body);
+        }
         let back = crate::oidc::answer_consent(&mut person, &page, "deny").await;
         assert_eq!(crate::oidc::param(back.location.as_deref().unwrap(), "error").as_deref(), Some("access_denied"));
         let mine: Value = serde_json::from_str(&person.get("/api/v1/me/consents").await.body).unwrap();
@@ -531,8 +544,11 @@ on_both_engines! {
             me.name_zh
         );
         assert!(data["population.name"]["value"].get("national_id").is_none(), "{claims}");
-        assert!(data["population.birth_date"]["source"].as_str().unwrap().ends_with("/GOV/HRO/registry/population"));
-        assert!(data["population.birth_date"]["last_updated"].is_string());
+        for (item, v) in data {
+            assert!(v["source"].as_str().unwrap().ends_with("/GOV/HRO/registry/population"), "{item}: {v}");
+            assert_eq!(v["source_name"], population.title, "{item}: {v}");
+            assert!(v["last_updated"].is_string() && v["retrieved_at"].is_i64(), "{item}: {v}");
+        }
         let consent_id = claims["consent_id"].as_str().unwrap().to_string();
 
         // A changed release does not verify.
@@ -559,24 +575,52 @@ on_both_engines! {
         }
         let page = person.get("/account/data-usage").await;
         assert!(page.body.contains("依您的同意提供給：First Bank loans"), "{}", page.body);
-        // Each use's proof checks out on the page too.
+        // Each use's proof checks out on the page too, and with `civitas ledger verify`.
         let index = under_consent[0]["index"].as_u64().unwrap();
+        assert!(page.body.contains(&format!("href=\"/account/data-usage/{index}/verify\"")), "{}", page.body);
         let checked = person.get(&format!("/account/data-usage/{index}/verify")).await;
         assert!(checked.status == 200 && checked.body.contains("驗證通過"), "{}", checked.body);
+        let proof = person.get(&format!("/account/data-usage/{index}/proof")).await;
+        assert_eq!(proof.status, 200);
+        let dir = crate::support::scratch("release-proof");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file, key) = (dir.join("proof.txt"), dir.join("ledger.key"));
+        std::fs::write(&file, &proof.body).unwrap();
+        std::fs::write(&key, app.get("/ledger/key").await.text().await.unwrap()).unwrap();
+        let (ok, out, err) = crate::cli::run(
+            crate::cli::civitas().args(["ledger", "verify"]).arg(&file).arg("--key").arg(&key),
+        );
+        assert!(ok, "{out}{err}");
+        assert!(out.contains(&format!("verified: entry {index} is in the log")) && out.contains("event: exchange.call"), "{out}");
 
-        // Paused: nothing; resumed: again; withdrawn: the very next release is refused.
-        person.get("/account").await;
+        // Paused: nothing; resumed: again; withdrawn (on the "My consents" page, with its
+        // verify link): the very next release is refused.
+        let page = person.get("/account/consents").await;
+        assert!(page.body.contains(&format!("href=\"/account/consents/{consent_id}/verify\"")), "{}", page.body);
         for (change, expect) in [("pause", 403), ("resume", 200), ("withdraw", 403)] {
-            let (status, body) = person
-                .post_json(&format!("/api/v1/me/consents/{consent_id}/{change}"), &json!({}), None)
-                .await;
-            assert_eq!(status, 200, "{change}: {body}");
+            if change == "withdraw" {
+                person.get("/account/consents").await;
+                let done = person
+                    .post(&format!("/account/consents/{consent_id}/change"), &[("change", "withdraw")])
+                    .await;
+                assert_eq!((done.status, done.location.as_deref()), (303, Some("/account/consents")), "{}", done.body);
+            } else {
+                person.get("/account").await;
+                let (status, body) = person
+                    .post_json(&format!("/api/v1/me/consents/{consent_id}/{change}"), &json!({}), None)
+                    .await;
+                assert_eq!(status, 200, "{change}: {body}");
+            }
             let (status, body) = release(&app, &token, &bank.0).await;
             assert_eq!(status, expect, "after {change}: {body}");
             if expect == 403 {
                 assert_eq!(body["type"], "/problems/consent-not-valid", "{body}");
             }
         }
+
+        // The withdrawn consent stays on the page, among the past ones.
+        let page = person.get("/account/consents").await;
+        assert!(page.body.contains(&format!("id=\"consent-{consent_id}\"")) && page.body.contains("已撤回"), "{}", page.body);
 
         // A one-time consent gives one release.
         let token = consent_and_token(&app, &mut person, &rp, &once, "性別").await;
