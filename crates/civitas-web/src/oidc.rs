@@ -191,8 +191,11 @@ struct AgreementView {
     duration_days: i64,
 }
 
-/// The data agreement an authorisation request asks consent to: approved, and the
-/// requesting client's own; anything else is refused to the client.
+/// The data agreement an authorisation request asks consent to: approved, resting on
+/// consent, and the requesting client's own; anything else is refused to the client. The
+/// request names it by `agreement_id`, or describes it in RFC 9396's own terms: the kinds of
+/// data (`datatypes`, the agreement's items) and its `purpose`, which must fit exactly one
+/// such agreement.
 async fn requested_agreement(
     app: &Shared,
     req: &AuthorizationRequest,
@@ -212,19 +215,52 @@ async fn requested_agreement(
             ));
         }
     };
-    let id = detail["agreement_id"].as_str().unwrap_or_default();
-    match app.consents.agreement(id).await {
-        Ok(Some(a))
-            if a.state == civitas_consent::AgreementState::Approved
-                && a.client_id == req.client.client_id
-                && a.legal_basis == "consent" =>
-        {
-            Ok(Some(a))
+    let usable = |a: &civitas_consent::Agreement| {
+        a.state == civitas_consent::AgreementState::Approved
+            && a.client_id == req.client.client_id
+            && a.legal_basis == "consent"
+    };
+    let refused = |why: &str| Err(req.refuse(ErrorCode::InvalidAuthorizationDetails, why));
+    let found = match detail.get("agreement_id") {
+        Some(id) => app
+            .consents
+            .agreement(id.as_str().unwrap_or_default())
+            .await
+            .map(|a| a.into_iter().filter(|a| usable(a)).collect::<Vec<_>>()),
+        None => {
+            let datatypes: Option<std::collections::BTreeSet<&str>> = detail["datatypes"]
+                .as_array()
+                .filter(|d| !d.is_empty())
+                .and_then(|d| d.iter().map(Value::as_str).collect());
+            let (Some(datatypes), Some(purpose)) = (datatypes, detail["purpose"].as_str()) else {
+                return refused(
+                    "name the data agreement (agreement_id), or describe it: its datatypes (the data items) and purpose",
+                );
+            };
+            app.consents
+                .agreements(Some(&req.client.client_id))
+                .await
+                .map(|list| {
+                    list.into_iter()
+                        .filter(|a| {
+                            usable(a)
+                                && a.purpose == purpose
+                                && a.items
+                                    .iter()
+                                    .map(String::as_str)
+                                    .collect::<std::collections::BTreeSet<_>>()
+                                    == datatypes
+                        })
+                        .collect()
+                })
         }
-        Ok(_) => Err(req.refuse(
-            ErrorCode::InvalidAuthorizationDetails,
-            "agreement_id names no approved data agreement of this client that rests on consent",
-        )),
+    };
+    match found {
+        Ok(mut list) if list.len() == 1 => Ok(list.pop()),
+        Ok(list) if list.len() > 1 => refused(
+            "several approved data agreements of this client fit this description: name one by agreement_id",
+        ),
+        Ok(_) => refused("no approved data agreement of this client that rests on consent fits"),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a data agreement");
             Err(req.refuse(

@@ -188,10 +188,24 @@ fn data_request(
     openidconnect::PkceCodeVerifier,
     openidconnect::Nonce,
 ) {
+    data_request_for(
+        rp,
+        json!([{ "type": "civitas_data_agreement", "agreement_id": agreement }]),
+    )
+}
+
+/// [`data_request`] with any `authorization_details`.
+fn data_request_for(
+    rp: &crate::oidc::Rp,
+    details: Value,
+) -> (
+    String,
+    openidconnect::PkceCodeVerifier,
+    openidconnect::Nonce,
+) {
     use openidconnect::core::CoreAuthenticationFlow;
     use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let details = json!([{ "type": "civitas_data_agreement", "agreement_id": agreement }]);
     let (url, _, nonce) = rp
         .authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
@@ -510,9 +524,32 @@ on_both_engines! {
             assert_eq!(crate::oidc::param(&to, "error").as_deref(), Some("invalid_authorization_details"), "{to}");
         }
 
+        // An agreement described in RFC 9396's own terms (the kinds of data and the
+        // purpose) is the one of the client's approved agreements that fits; a description
+        // that fits none, or that leaves out the purpose, is refused.
+        let described = |items: &[&str], purpose: Option<&str>| {
+            let mut d = json!({ "type": "civitas_data_agreement", "datatypes": items });
+            if let Some(p) = purpose {
+                d["purpose"] = json!(p);
+            }
+            data_request_for(&rp, json!([d])).0
+        };
+        for wrong in [
+            described(&["tax.income"], Some("loan-application")),
+            described(&["population.name"], Some("loan-application")),
+            described(&["population.birth_date", "population.name"], Some("pension-advice")),
+            described(&["population.birth_date", "population.name"], None),
+        ] {
+            let page = person.get(&wrong).await;
+            assert_eq!(page.status, 303, "{}", page.body);
+            let to = page.location.unwrap();
+            assert_eq!(crate::oidc::param(&to, "error").as_deref(), Some("invalid_authorization_details"), "{to}");
+        }
+
         // Refusing is recorded, and gives the client access_denied.
-        let (path, _, _) = data_request(&rp, &periodic);
+        let path = described(&["population.birth_date", "population.name"], Some("loan-application"));
         let page = person.get(&path).await;
+        assert_eq!(page.status, 200, "the described agreement is put to the person: {}", page.body);
         // The person sees, before deciding, who gets what from which register, for what, and
         // for how long it is kept.
         let population = civitas_registry::services::service("population").unwrap();
@@ -530,6 +567,15 @@ on_both_engines! {
         assert_eq!(crate::oidc::param(back.location.as_deref().unwrap(), "error").as_deref(), Some("access_denied"));
         let mine: Value = serde_json::from_str(&person.get("/api/v1/me/consents").await.body).unwrap();
         assert_eq!(mine[0]["record"]["state"], "refused");
+        assert_eq!(mine[0]["record"]["agreement_id"], periodic.as_str(), "{mine}");
+        // Two approved agreements that fit one description: the client must name one.
+        let twin = agreed(&app, &mut operator, &bank, &["population.name", "population.birth_date"], "periodic").await;
+        let page = person.get(&path).await;
+        let to = page.location.expect("refused to the client");
+        assert_eq!(crate::oidc::param(&to, "error").as_deref(), Some("invalid_authorization_details"), "{to}");
+        assert!(crate::oidc::param(&to, "error_description").unwrap().contains("agreement_id"), "{to}");
+        let (path, _, _) = data_request(&rp, &twin);
+        assert_eq!(person.get(&path).await.status, 200);
 
         // Consent given on the provider's page; the data arrives signed, each item with its
         // source, and nothing outside the agreement.
