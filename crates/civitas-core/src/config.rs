@@ -31,6 +31,9 @@ pub struct Config {
     pub max_connections: u32,
     /// Seconds the server waits for in-flight requests after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Threads that run requests (the async runtime's workers); 0: one per CPU core. Fewer
+    /// where several servers share a machine's cores.
+    pub workers: usize,
     /// Seed of the demo country's generator.
     pub demo_seed: u64,
     /// Number of people in the demo country's population register.
@@ -239,6 +242,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ("auto_migrate", Kind::Bool, "true"),
     ("max_connections", Kind::Int, "8"),
     ("shutdown_grace_secs", Kind::Int, "20"),
+    ("workers", Kind::Int, "0"),
     ("demo.seed", Kind::Int, "20261122"),
     ("demo.citizens", Kind::Int, "10000"),
     ("demo.as_of", Kind::Str, ""),
@@ -642,6 +646,7 @@ fn build(raw: &Raw) -> Result<Resolved, ConfigError> {
         auto_migrate: boolean("auto_migrate")?,
         max_connections: int("max_connections", 1, 1000)? as u32,
         shutdown_grace_secs: int("shutdown_grace_secs", 0, 3600)?,
+        workers: int("workers", 0, 256)? as usize,
         demo_seed: int("demo.seed", 0, u64::MAX)?,
         demo_citizens: int("demo.citizens", 100, 10_000_000)?,
         demo_as_of,
@@ -961,6 +966,21 @@ mod tests {
         );
         assert_eq!(src("demo.seed"), Source::File("c.toml".into()));
         assert_eq!(src("log_format"), Source::Default);
+    }
+
+    #[test]
+    fn workers_are_one_per_core_unless_set_within_bounds() {
+        let with = |v: &str| {
+            Layers {
+                env: env(&[("CIVITAS_WORKERS", v)]),
+                ..Default::default()
+            }
+            .resolve()
+        };
+        assert_eq!(Layers::default().resolve().unwrap().config.workers, 0);
+        assert_eq!(with("1").unwrap().config.workers, 1);
+        let e = with("1000").unwrap_err();
+        assert!(e.to_string().contains("workers"), "{e}");
     }
 
     #[test]

@@ -210,6 +210,9 @@ async fn prometheus(State(app): State<Shared>) -> Response {
     metrics::gauge!("civitas_db_pool_connections", "state" => "in_use").set(in_use);
     metrics::gauge!("civitas_db_pool_connections", "state" => "idle").set(idle as f64);
     metrics::gauge!("civitas_db_pool_max_connections").set(f64::from(app.config.max_connections));
+    // The threads that run requests (`workers`: one per core unless set).
+    metrics::gauge!("civitas_runtime_workers")
+        .set(tokio::runtime::Handle::current().metrics().num_workers() as f64);
     exchange_readiness(&app);
     // On the directory: how long since each gateway last fetched the configuration.
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;

@@ -43,6 +43,11 @@ pub struct ExchangeArgs {
     /// Size in MiB of the body streamed through the gateway (0 skips it).
     #[arg(long, default_value_t = 1024)]
     body_mib: u64,
+    /// Threads that run each gateway's requests (its `workers` setting). 0, the default
+    /// as in production: one per core, although here the two gateways, the directory and
+    /// this benchmark share the machine's cores.
+    #[arg(long, default_value_t = 0)]
+    gateway_workers: usize,
     /// Scratch folder (removed afterwards). Default: a new folder under the system temp dir.
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -185,6 +190,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
     println!("civitas bench exchange — {}", machine());
+    println!(
+        "each gateway runs with workers = {} (0: one per core)",
+        args.gateway_workers
+    );
     let provider = provider().await?;
     let (dir, ga, gb) = (
         scratch.join("directory"),
@@ -250,6 +259,7 @@ async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
         key_files.push(file);
     }
     let directory = Node::start(exe, &dir, "127.0.0.1:0", &[], &[])?;
+    let workers = args.gateway_workers.to_string();
     let gateway = |data: &Path, member: &str| {
         Node::start(
             exe,
@@ -262,6 +272,7 @@ async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
                 ("CIVITAS_EXCHANGE__ANCHOR_KEY", &key),
                 ("CIVITAS_EXCHANGE__GATEWAY_LISTEN", "127.0.0.1:0"),
                 ("CIVITAS_EXCHANGE__POLL_SECS", "1"),
+                ("CIVITAS_WORKERS", &workers),
             ],
         )
     };

@@ -224,8 +224,13 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The async runtime, with `workers` threads (`0`: one per CPU core).
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -257,35 +262,35 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Services(args)) => civitas::bench_services::services(&args),
         Command::Demo(args) => {
             init_logging(&config);
-            runtime()?.block_on(demo(config, &resolved.entries, args.fresh))
+            runtime(config.workers)?.block_on(demo(config, &resolved.entries, args.fresh))
         }
         Command::Seed(args) => {
             init_logging(&config);
-            runtime()?.block_on(seed(config, &resolved.entries, args.fresh))
+            runtime(config.workers)?.block_on(seed(config, &resolved.entries, args.fresh))
         }
         Command::Serve(_) => {
             init_logging(&config);
-            runtime()?.block_on(serve(config, &resolved.entries))
+            runtime(config.workers)?.block_on(serve(config, &resolved.entries))
         }
         Command::Migrate => {
             init_logging(&config);
-            runtime()?.block_on(migrate(config))
+            runtime(config.workers)?.block_on(migrate(config))
         }
         Command::Ledger(cmd) => {
             init_logging(&config);
-            runtime()?.block_on(civitas::ledger_cli::run(cmd, &config))
+            runtime(config.workers)?.block_on(civitas::ledger_cli::run(cmd, &config))
         }
         Command::Oidc(cmd) => {
             init_logging(&quiet(config.clone(), &resolved.entries));
-            runtime()?.block_on(civitas::oidc_cli::run(cmd, &config))
+            runtime(config.workers)?.block_on(civitas::oidc_cli::run(cmd, &config))
         }
         Command::Exchange(cmd) => {
             init_logging(&quiet(config.clone(), &resolved.entries));
-            runtime()?.block_on(civitas::exchange_cli::run(cmd, &config))
+            runtime(config.workers)?.block_on(civitas::exchange_cli::run(cmd, &config))
         }
         Command::Notify(cmd) => {
             init_logging(&quiet(config.clone(), &resolved.entries));
-            runtime()?.block_on(civitas::notify_cli::run(cmd, &config))
+            runtime(config.workers)?.block_on(civitas::notify_cli::run(cmd, &config))
         }
     }
 }

@@ -399,3 +399,29 @@ fn a_second_process_on_the_same_data_folder_is_refused() {
     let (ok, out, err) = run(civitas().arg("migrate").arg("--data").arg(&dir));
     assert!(ok, "{out}{err}");
 }
+
+// The child is waited for at the end; only a failing assertion leaves it unwaited.
+#[allow(clippy::zombie_processes)]
+#[tokio::test]
+async fn the_server_runs_requests_on_as_many_threads_as_workers_says() {
+    for workers in [1, 3] {
+        let dir = scratch(&format!("workers-{workers}"));
+        let mut cmd = civitas();
+        cmd.args(["serve", "--data"])
+            .arg(&dir)
+            .env("CIVITAS_WORKERS", workers.to_string());
+        let (mut child, url) = spawn_announced(&mut cmd);
+        let metrics = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(&format!("civitas_runtime_workers {workers}\n")),
+            "{metrics}"
+        );
+        sigterm(&child);
+        assert!(wait_exit(&mut child).success());
+    }
+}
