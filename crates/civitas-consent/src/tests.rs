@@ -164,6 +164,17 @@ async fn agreements_name_registered_purposes_real_items_and_an_end_and_wait_for_
     }
 }
 
+/// Ends consent `id`'s duration in the past, behind the block's back: what it remembers of
+/// the record goes too.
+async fn lapse(db: &Db, id: &str) {
+    civitas_store::sqlx::query("UPDATE consent_records SET expires_ms = 1 WHERE id = $1")
+        .bind(id)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    crate::decisions::memory().forget(crate::decisions::key(id).unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_is_signed_logged_and_checked_at_every_use_with_a_receipt_that_proves_it() {
     for (c, db, ledger) in engines("records").await {
@@ -288,13 +299,7 @@ async fn consent_is_signed_logged_and_checked_at_every_use_with_a_receipt_that_p
         assert!(!c.check(&refusal.record_id, None).await.unwrap().valid);
 
         // Expired: past its duration it is refused, and shown as expired.
-        civitas_store::sqlx::query("UPDATE consent_records SET expires_ms = 1 WHERE id = $1")
-            .bind(&once.record_id)
-            .execute(db.pool())
-            .await
-            .unwrap();
-        // Behind the block's back: what it remembers of the record goes too.
-        crate::decisions::memory().forget(crate::decisions::key(&once.record_id).unwrap());
+        lapse(&db, &once.record_id).await;
         let expired = c.check(&once.record_id, None).await.unwrap();
         assert_eq!(
             (expired.valid, expired.state),
@@ -316,12 +321,7 @@ async fn consent_is_signed_logged_and_checked_at_every_use_with_a_receipt_that_p
             .await
             .unwrap();
         assert!(release.valid, "in force before its end: {release:?}");
-        civitas_store::sqlx::query("UPDATE consent_records SET expires_ms = 1 WHERE id = $1")
-            .bind(&lapsing.record_id)
-            .execute(db.pool())
-            .await
-            .unwrap();
-        crate::decisions::memory().forget(crate::decisions::key(&lapsing.record_id).unwrap());
+        lapse(&db, &lapsing.record_id).await;
         let (release, _) = c
             .start_release(&lapsing.record_id, "bank-app", "person:6")
             .await

@@ -191,13 +191,7 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
         let released_items = e
             .public
             .get("items")
-            .and_then(|v| v.as_array())
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i.as_str().map(str::to_string))
-                    .collect()
-            })
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
         out.push(DataUse {
             index,

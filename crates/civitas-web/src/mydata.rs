@@ -191,6 +191,7 @@ struct ReleaseClaims<'a> {
 /// Why a register is read for a person through the portal: the purpose and legal basis the
 /// exchange logs, the consent when that is the basis, and the release the reads serve when
 /// they are made for one (each read's entry names it, with the items it serves).
+#[derive(Clone, Copy)]
 pub(crate) struct Reason<'a> {
     pub(crate) purpose: &'a str,
     pub(crate) legal_basis: &'a str,
@@ -210,7 +211,7 @@ pub(crate) async fn read(
     why: &Reason<'_>,
 ) -> Result<Value, String> {
     let portal = portal(app.exchange.instance());
-    let (value, log) = read_as(app, &portal, service_id, path, national_id, why, None)
+    let (value, log) = read_as(app, &portal, service_id, path, national_id, why)
         .await
         .map_err(|(_, detail)| detail)?;
     if let Some(log) = log {
@@ -221,8 +222,8 @@ pub(crate) async fn read(
 
 /// [`read`] as the information system `client`, with the call's log still being written:
 /// nothing of the answer may leave the platform before [`crate::exchange::logged`] says
-/// the log is written. A read for a release names it (`release`) in its entry. A refusal is
-/// the answer's status and text.
+/// the log is written. A read for a release (`why.release`) names it in its entry. A refusal
+/// is the answer's status and text.
 pub(crate) async fn read_as(
     app: &Shared,
     client: &str,
@@ -230,7 +231,6 @@ pub(crate) async fn read_as(
     path: &str,
     national_id: &str,
     why: &Reason<'_>,
-    release: Option<crate::exchange::ForRelease>,
 ) -> Result<(Value, Option<crate::exchange::CallLog>), (StatusCode, String)> {
     let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
     let mut req = Request::builder()
@@ -244,8 +244,8 @@ pub(crate) async fn read_as(
         req = req.header("x-road-pdu-consent-reference", c);
     }
     let mut req = req.body(Body::empty()).map_err(|e| failed(e.to_string()))?;
-    if let Some(r) = release {
-        req.extensions_mut().insert(r);
+    if let Some(r) = why.release {
+        req.extensions_mut().insert(r.clone());
     }
     let (res, log) = crate::exchange::call_from_here(app, req).await;
     // The exchange's own refusals carry X-Road's fault type: an access right missing is the

@@ -163,7 +163,7 @@ pub(crate) async fn fill(
             Some(i) => i,
             None => {
                 // A release's read names, of the release's items, those it serves.
-                let release = why.release.map(|r| crate::exchange::ForRelease {
+                let serves = why.release.map(|r| crate::exchange::ForRelease {
                     client_id: r.client_id.clone(),
                     consent_id: r.consent_id.clone(),
                     agreement_id: r.agreement_id.clone(),
@@ -173,7 +173,11 @@ pub(crate) async fn fill(
                         .map(|other| other.item.clone())
                         .collect(),
                 });
-                let (v, log) = read_as(app, client, service_id, path, national_id, why, release)
+                let why = Reason {
+                    release: serves.as_ref(),
+                    ..*why
+                };
+                let (v, log) = read_as(app, client, service_id, path, national_id, &why)
                     .await
                     .map_err(|(status, detail)| NotFilled::Refused(status, detail))?;
                 logs.extend(log);

@@ -251,6 +251,9 @@ fn run(cli: Cli) -> Result<()> {
         // Warnings and errors of the servers a benchmark runs, or what --log-level asks.
         init_logging(&quiet(config.clone(), &resolved.entries));
     }
+    // Made only by the commands that need one (a benchmark makes its own).
+    let workers = config.workers;
+    let rt = || runtime(workers);
     match cli.command {
         Command::Config(ConfigCommand::Check) => config_check(&resolved),
         Command::Bench(BenchCommand::Startup(args)) => civitas::bench::startup(&args),
@@ -262,35 +265,35 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Services(args)) => civitas::bench_services::services(&args),
         Command::Demo(args) => {
             init_logging(&config);
-            runtime(config.workers)?.block_on(demo(config, &resolved.entries, args.fresh))
+            rt()?.block_on(demo(config, &resolved.entries, args.fresh))
         }
         Command::Seed(args) => {
             init_logging(&config);
-            runtime(config.workers)?.block_on(seed(config, &resolved.entries, args.fresh))
+            rt()?.block_on(seed(config, &resolved.entries, args.fresh))
         }
         Command::Serve(_) => {
             init_logging(&config);
-            runtime(config.workers)?.block_on(serve(config, &resolved.entries))
+            rt()?.block_on(serve(config, &resolved.entries))
         }
         Command::Migrate => {
             init_logging(&config);
-            runtime(config.workers)?.block_on(migrate(config))
+            rt()?.block_on(migrate(config))
         }
         Command::Ledger(cmd) => {
             init_logging(&config);
-            runtime(config.workers)?.block_on(civitas::ledger_cli::run(cmd, &config))
+            rt()?.block_on(civitas::ledger_cli::run(cmd, &config))
         }
         Command::Oidc(cmd) => {
             init_logging(&quiet(config.clone(), &resolved.entries));
-            runtime(config.workers)?.block_on(civitas::oidc_cli::run(cmd, &config))
+            rt()?.block_on(civitas::oidc_cli::run(cmd, &config))
         }
         Command::Exchange(cmd) => {
             init_logging(&quiet(config.clone(), &resolved.entries));
-            runtime(config.workers)?.block_on(civitas::exchange_cli::run(cmd, &config))
+            rt()?.block_on(civitas::exchange_cli::run(cmd, &config))
         }
         Command::Notify(cmd) => {
             init_logging(&quiet(config.clone(), &resolved.entries));
-            runtime(config.workers)?.block_on(civitas::notify_cli::run(cmd, &config))
+            rt()?.block_on(civitas::notify_cli::run(cmd, &config))
         }
     }
 }
