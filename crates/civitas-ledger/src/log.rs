@@ -67,8 +67,9 @@ pub struct SignedCheckpoint {
 struct Append {
     /// One entry, or several that go in together, in order (see [`Ledger::append_all_with`]).
     entries: Vec<NewEntry>,
-    /// Writes that commit with the entries (see [`Ledger::append_with`]).
-    writes: Option<Script>,
+    /// Writes that commit with the entries (see [`Ledger::append_with`]), shared with the
+    /// SQLite writer thread that runs them.
+    writes: Option<Arc<Script>>,
     reply: oneshot::Sender<Result<u64, LedgerError>>,
 }
 
@@ -250,7 +251,7 @@ impl Ledger {
             .appends
             .send(Append {
                 entries,
-                writes,
+                writes: writes.map(Arc::new),
                 reply,
             })
             .await
@@ -1019,7 +1020,7 @@ impl Sequencer {
             Some(_) => hashes.iter().map(|(_, h)| *h).collect(),
             None => Vec::new(),
         };
-        let writes: Vec<&Script> = batch.iter().filter_map(|a| a.writes.as_ref()).collect();
+        let writes: Vec<Arc<Script>> = batch.iter().filter_map(|a| a.writes.clone()).collect();
         // New subjects' secrets made for events (`Ledger::subject_secret_for_event`): every
         // one waiting now, so those of this batch's events too.
         let secrets = inner.known.pending();
@@ -1030,7 +1031,7 @@ impl Sequencer {
             hashes,
             next.size(),
             next.root(),
-            &writes,
+            writes,
             &secrets,
         )
         .await?;
@@ -1249,7 +1250,7 @@ pub async fn bulk_load_for_benchmark(db: &Db, n: u64) -> Result<(), LedgerError>
             hashes,
             next.size(),
             next.root(),
-            &[],
+            Vec::new(),
             &[],
         )
         .await?;

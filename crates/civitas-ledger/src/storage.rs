@@ -1,9 +1,10 @@
 //! The ledger's tables and every query on them, for SQLite and PostgreSQL alike.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use civitas_store::sqlx::{self, Row};
-use civitas_store::{BulkInsert, Component, Db, Migration, Script, Value, WriteTx};
+use civitas_store::{BulkInsert, Component, Db, End, Migration, Script, Value, WriteTx};
 
 use crate::LedgerError;
 use crate::tree::Hash;
@@ -120,13 +121,11 @@ pub(crate) async fn write_batch(
     hashes: Vec<(u64, Hash)>,
     new_size: u64,
     new_root: Hash,
-    writes: &[&Script],
+    writes: Vec<Arc<Script>>,
     secrets: &[(String, [u8; 32])],
 ) -> Result<(), LedgerError> {
     // The tree head, the entries, the dequeued rows, the hashes, new subjects' secrets and
-    // the writes that go with the entries (see `Ledger::append_with`) commit together: on
-    // SQLite, without companion writes, as one script in one round trip to the
-    // connection's thread; with them, like writes go together (`Script::execute_all`).
+    // the writes that go with the entries (see `Ledger::append_with`) commit together.
     let mut script = Script::new();
     let head = vec![
         Value::I64(new_size as i64),
@@ -184,43 +183,54 @@ pub(crate) async fn write_batch(
         );
     }
     push_hashes(&mut script, db.engine(), hashes);
-    let companions: usize = writes.iter().map(|w| w.len()).sum();
-    if companions == 0 && dequeued.is_empty() && script.fits_one_trip(db.engine()) {
-        // The usual batch on SQLite: one round trip, on the writers' connection. Should
-        // another writer have moved the tree on, the entry at `expected_size` exists and
-        // inserting ours fails, so nothing commits (the tree never moves back). The count is
-        // checked after the commit.
-        let changed = db.commit_in_one_trip(&script).await?;
-        if changed != (1 + written) as u64 {
-            return Err(LedgerError::Corrupt(format!(
-                "a batch at tree size {expected_size} changed {changed} rows, not {}",
-                1 + written
-            )));
-        }
-        return Ok(());
-    }
-    let mut tx = db.begin_write().await.map_err(sql)?;
-    // The ledger's own statements, then the companion writes: like ones (one per message,
-    // say) go together, a round trip for many.
-    let changed = script.execute(&mut tx, db.engine()).await?;
-    let changed = changed + Script::execute_all(writes, &mut tx, db.engine()).await?;
     // The tree head changes one row unless another sequencer moved the tree (then, too, its
     // entries would collide with ours); each queued entry is dequeued exactly once; each
     // companion statement changes one row.
-    if changed != (1 + written + dequeued.len() + companions) as u64 {
-        tx.rollback().await.map_err(sql)?;
-        if companions > 0 && tree_state(db).await?.0 == expected_size {
-            return Err(LedgerError::WritesRefused(format!(
-                "the writes that go with the batch's entries changed {} rows, not {companions}",
-                changed as i64 - (1 + written + dequeued.len()) as i64
-            )));
+    let own = (1 + written + dequeued.len()) as u64;
+    let companions = writes.iter().map(|w| w.len() as u64).sum::<u64>();
+    let changed = if db.engine() == civitas_store::Engine::Sqlite {
+        // The whole transaction, its counts checked before the commit, in one hand-off to
+        // the writer thread (one wake-up each way, where statement by statement through
+        // the pool a batch took five to seven round trips).
+        let ended = db
+            .write_on_thread(move |conn| {
+                let mut changed = script.run_on(conn)?;
+                for w in &writes {
+                    changed += w.run_on(conn)?;
+                }
+                Ok(if changed == own + companions {
+                    End::Commit(changed)
+                } else {
+                    End::Rollback(changed)
+                })
+            })
+            .await?;
+        match ended {
+            End::Commit(_) => return Ok(()),
+            End::Rollback(changed) => changed,
         }
-        return Err(LedgerError::Corrupt(format!(
-            "the tree is no longer at size {expected_size}: another sequencer wrote to it"
+    } else {
+        let mut tx = db.begin_write().await.map_err(sql)?;
+        let mut changed = script.execute(&mut tx, db.engine()).await?;
+        for w in &writes {
+            changed += w.execute(&mut tx, db.engine()).await?;
+        }
+        if changed == own + companions {
+            tx.commit().await.map_err(sql)?;
+            return Ok(());
+        }
+        tx.rollback().await.map_err(sql)?;
+        changed
+    };
+    if companions > 0 && tree_state(db).await?.0 == expected_size {
+        return Err(LedgerError::WritesRefused(format!(
+            "the writes that go with the batch's entries changed {} rows, not {companions}",
+            changed as i64 - own as i64
         )));
     }
-    tx.commit().await.map_err(sql)?;
-    Ok(())
+    Err(LedgerError::Corrupt(format!(
+        "the tree is no longer at size {expected_size}: another sequencer wrote to it"
+    )))
 }
 
 /// Inserts the stored hashes of a batch (as many as the new tree nodes, one to two an
@@ -412,13 +422,7 @@ pub(crate) async fn create_subject_secrets(
             vec![Value::Text(r.to_string()), Value::Bytes(secret.to_vec())],
         );
     }
-    if w.fits_one_trip(db.engine()) {
-        db.commit_in_one_trip(&w).await?;
-    } else {
-        let mut tx = db.begin_write().await.map_err(sql)?;
-        w.execute(&mut tx, db.engine()).await?;
-        tx.commit().await.map_err(sql)?;
-    }
+    db.commit_script(w).await?;
     let text = format!(
         "SELECT subject_ref, secret FROM ledger_subjects WHERE subject_ref IN ({})",
         civitas_store::marks(1, refs.len())

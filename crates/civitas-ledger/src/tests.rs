@@ -867,7 +867,7 @@ async fn stored_hashes_of_any_count_go_in_as_one_statement_and_read_back() {
         crate::storage::push_hashes(&mut script, db.engine(), hashes.clone());
         // Multi-row inserts would take one statement per set bit of the count.
         assert_eq!(script.len(), 1, "{count} hashes in one statement");
-        assert_eq!(db.commit_in_one_trip(&script).await.unwrap(), count);
+        assert_eq!(db.commit_script(script).await.unwrap(), count);
         let indexes: Vec<u64> = hashes.iter().map(|(i, _)| *i).collect();
         let stored = crate::storage::read_hashes(&db, &indexes).await.unwrap();
         for (i, h) in &hashes {
@@ -883,7 +883,7 @@ async fn stored_hashes_of_any_count_go_in_as_one_statement_and_read_back() {
     ];
     let mut script = civitas_store::Script::new();
     crate::storage::push_hashes(&mut script, db.engine(), gaps.clone());
-    assert_eq!(db.commit_in_one_trip(&script).await.unwrap(), 3);
+    assert_eq!(db.commit_script(script).await.unwrap(), 3);
     let stored = crate::storage::read_hashes(&db, &[start + 1, start + 3, start + 4])
         .await
         .unwrap();

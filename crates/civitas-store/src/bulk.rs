@@ -5,7 +5,6 @@
 //! anonymous `?` parameters, which bind in constant time; on PostgreSQL `$n`. NULLs carry
 //! their column's type, which PostgreSQL requires.
 
-use futures_util::TryStreamExt;
 use sqlx::any::AnyArguments;
 use sqlx::{AnyConnection, Arguments, Executor};
 
@@ -264,6 +263,16 @@ impl Script {
         self.statements.push((sql.to_string(), values));
     }
 
+    /// Runs the statements in order on the writer thread's connection (see
+    /// [`crate::Db::write_on_thread`]); returns the rows they changed.
+    pub fn run_on(&self, conn: &mut crate::WriterConn) -> Result<u64, StoreError> {
+        let mut changed = 0;
+        for (sql, values) in &self.statements {
+            changed += conn.execute(sql, values)?;
+        }
+        Ok(changed)
+    }
+
     /// How many statements it holds.
     pub fn len(&self) -> usize {
         self.statements.len()
@@ -323,128 +332,6 @@ impl Script {
                 .rows_affected();
         }
         Ok(changed)
-    }
-}
-
-/// The most parameters one SQLite statement text takes (SQLite's default limit is 32,766).
-const SQLITE_MAX_VALUES: usize = 30_000;
-
-/// The most like scripts [`Script::execute_all`] joins into one text.
-const MOST_JOINED: usize = 64;
-
-impl Script {
-    /// Whether `other` has the same statements (texts), so the two differ only in values.
-    fn alike(&self, other: &Script) -> bool {
-        self.statements.len() == other.statements.len()
-            && self
-                .statements
-                .iter()
-                .zip(&other.statements)
-                .all(|((a, _), (b, _))| a == b)
-    }
-
-    /// Runs the scripts in order, as [`Script::execute`] runs one, stopping at the first
-    /// statement that fails; returns how many rows they changed in all. On SQLite, a run of
-    /// like scripts (the same statements, other values: a message and its counter each, say)
-    /// goes as one text per chunk (up to 64 of them, fewer as a power of two): a round trip
-    /// per chunk instead of one per statement, and only a few distinct texts, each prepared
-    /// once on a connection and kept in its statement cache.
-    pub async fn execute_all(
-        scripts: &[&Script],
-        conn: &mut AnyConnection,
-        engine: Engine,
-    ) -> Result<u64, StoreError> {
-        let mut changed = 0;
-        if engine != Engine::Sqlite {
-            for s in scripts {
-                changed += s.execute(conn, engine).await?;
-            }
-            return Ok(changed);
-        }
-        let scripts: Vec<&Script> = scripts.iter().copied().filter(|s| !s.is_empty()).collect();
-        let mut i = 0;
-        while i < scripts.len() {
-            let first = scripts[i];
-            let run = scripts[i..].iter().take_while(|s| s.alike(first)).count();
-            let values: usize = first.statements.iter().map(|(_, v)| v.len()).sum();
-            let most = (SQLITE_MAX_VALUES / values.max(1)).clamp(1, MOST_JOINED);
-            let mut left = run;
-            while left > 0 {
-                let take = chunk(left, most);
-                changed += joined(&scripts[i..i + take], conn).await?;
-                i += take;
-                left -= take;
-            }
-        }
-        Ok(changed)
-    }
-}
-
-impl Script {
-    /// Whether [`Script::commit_in_one_trip`] can run it: on SQLite, within one text's
-    /// parameter limit.
-    pub fn fits_one_trip(&self, engine: Engine) -> bool {
-        engine == Engine::Sqlite
-            && self.statements.iter().map(|(_, v)| v.len()).sum::<usize>() <= SQLITE_MAX_VALUES
-    }
-
-    /// Runs the script as a transaction of its own in one round trip to SQLite's connection
-    /// thread: `BEGIN IMMEDIATE`, the statements, `COMMIT`, as one text. A transaction
-    /// begun and committed apart costs two more round trips, and on a busy machine each
-    /// waits for both threads to be scheduled again. If a statement fails, nothing is
-    /// committed: the transaction is rolled back, or, if that fails too, the connection is
-    /// closed instead of going back to the pool. Returns the rows changed.
-    pub async fn commit_in_one_trip(
-        &self,
-        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
-    ) -> Result<u64, StoreError> {
-        self.one_trip(conn).await.map_err(|(e, rolled_back)| {
-            if !rolled_back {
-                conn.close_on_drop();
-            }
-            e
-        })
-    }
-
-    /// [`Script::commit_in_one_trip`] on any connection: on failure, the error and whether
-    /// the transaction was rolled back (if not, the connection must not be used again).
-    pub(crate) async fn one_trip(
-        &self,
-        conn: &mut AnyConnection,
-    ) -> Result<u64, (StoreError, bool)> {
-        let mut sql = String::from("BEGIN IMMEDIATE;\n");
-        for (statement, _) in &self.statements {
-            sql.push_str(statement);
-            sql.push_str(";\n");
-        }
-        sql.push_str("COMMIT");
-        let values = self.statements.iter().flat_map(|(_, v)| v);
-        let args = arguments(values).map_err(|e| (e, true))?;
-        // Each statement's own count: SQLite reports BEGIN and COMMIT with the count of the
-        // last change made before them, so they are left out.
-        let done: Result<Vec<u64>, sqlx::Error> = conn
-            .fetch_many(sqlx::query_with(&sql, args))
-            .try_filter_map(|step| async move { Ok(step.left().map(|d| d.rows_affected())) })
-            .try_collect()
-            .await;
-        match done {
-            Ok(counts) if counts.len() == self.statements.len() + 2 => {
-                Ok(counts[1..counts.len() - 1].iter().sum())
-            }
-            Ok(counts) => Err((
-                sqlx::Error::Protocol(format!(
-                    "a script of {} statements reported {} results",
-                    self.statements.len() + 2,
-                    counts.len()
-                ))
-                .into(),
-                true,
-            )),
-            Err(e) => {
-                let rolled_back = conn.execute("ROLLBACK").await.is_ok();
-                Err((e.into(), rolled_back))
-            }
-        }
     }
 }
 
@@ -575,9 +462,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_script_commits_in_one_trip_wholly_or_not_at_all() {
+    async fn a_script_commits_on_the_writer_thread_wholly_or_not_at_all() {
         let db = scratch("one-trip", "CREATE TABLE t (a BIGINT PRIMARY KEY, b TEXT)").await;
-        let mut conn = db.pool().acquire().await.unwrap();
         let mut script = Script::new();
         let mut rows = BulkInsert::new("t", &["a", "b"]);
         for i in 0..700i64 {
@@ -588,12 +474,10 @@ mod tests {
             "UPDATE t SET b = ? WHERE a < ?",
             vec![Value::Str("low"), Value::I64(3)],
         );
-        assert!(script.fits_one_trip(db.engine()));
-        // Its own changes only: not the count SQLite repeats for BEGIN and COMMIT.
-        assert_eq!(script.commit_in_one_trip(&mut conn).await.unwrap(), 703);
+        assert_eq!(db.commit_script(script).await.unwrap(), 703);
 
         // A failing statement in the middle: nothing of the script stays, not even what ran
-        // before it, and the connection is usable again (no transaction left open).
+        // before it, and the writer goes on (no transaction left open).
         let mut failing = Script::new();
         failing.push(
             "INSERT INTO t (a, b) VALUES (?, ?)",
@@ -604,83 +488,167 @@ mod tests {
             vec![Value::I64(5), Value::Str("again")],
         );
         failing.push("UPDATE t SET b = 'after'", vec![]);
-        assert!(failing.commit_in_one_trip(&mut conn).await.is_err());
-        let (n, after, new): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), SUM(CASE WHEN b = 'after' THEN 1 ELSE 0 END), SUM(CASE WHEN a = 1000 THEN 1 ELSE 0 END) FROM t",
+        let e = db.commit_script(failing).await.unwrap_err().to_string();
+        assert!(e.contains("UNIQUE constraint failed: t.a"), "{e}");
+        let (n, after, new, low): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), SUM(CASE WHEN b = 'after' THEN 1 ELSE 0 END), SUM(CASE WHEN a = 1000 THEN 1 ELSE 0 END), SUM(CASE WHEN b = 'low' THEN 1 ELSE 0 END) FROM t",
         )
-        .fetch_one(&mut *conn)
+        .fetch_one(db.pool())
         .await
         .unwrap();
-        assert_eq!((n, after, new), (700, 0, 0));
+        assert_eq!((n, after, new, low), (700, 0, 0, 3));
         let mut next = Script::new();
         next.push("DELETE FROM t WHERE a = ?", vec![Value::I64(0)]);
-        assert_eq!(next.commit_in_one_trip(&mut conn).await.unwrap(), 1);
-
-        // Too many values for one text: not run this way.
-        let mut huge = Script::new();
-        let mut rows = BulkInsert::new("t", &["a", "b"]);
-        for i in 0..20_000i64 {
-            rows.row([Value::I64(10_000 + i), Value::Str("y")]);
-        }
-        huge.insert(&mut rows);
-        assert!(!huge.fits_one_trip(db.engine()));
+        assert_eq!(db.commit_script(next).await.unwrap(), 1);
+        // A statement that only reads changes nothing; two statements in one text, or a
+        // count of values that is not the parameters', are refused.
+        let mut read = Script::new();
+        read.push("SELECT COUNT(*) FROM t WHERE a > ?", vec![Value::I64(1)]);
+        assert_eq!(db.commit_script(read).await.unwrap(), 0);
+        let mut two = Script::new();
+        two.push(
+            "DELETE FROM t WHERE a = 1; DELETE FROM t WHERE a = 2",
+            vec![],
+        );
+        let e = db.commit_script(two).await.unwrap_err().to_string();
+        assert!(e.contains("one statement a text"), "{e}");
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 699);
+        db.close().await;
     }
 
+    /// A row of every kind of value the writer thread binds.
+    type Row9 = (
+        i64,
+        f64,
+        String,
+        String,
+        i64,
+        Vec<u8>,
+        Option<String>,
+        Option<i64>,
+        Option<Vec<u8>>,
+    );
+
     #[tokio::test]
-    async fn scripts_run_in_order_with_like_ones_together() {
-        let db = scratch("all", "CREATE TABLE t (a BIGINT PRIMARY KEY, b TEXT)").await;
-        let mut conn = db.pool().acquire().await.unwrap();
-        // A message and its counter each, as companion writes come: 75 alike (chunks of
-        // 64, 8, 2 and 1), with others between that depend on the ones before them.
-        let like = |i: i64| {
-            let mut s = Script::new();
-            s.push(
-                "INSERT INTO t (a, b) VALUES (?, ?)",
-                vec![Value::I64(i), Value::Str("new")],
-            );
-            s.push("UPDATE t SET b = b || '+' WHERE a = ?", vec![Value::I64(i)]);
-            s
-        };
-        let mut scripts: Vec<Script> = (0..75).map(like).collect();
-        let mut renamed = Script::new();
-        renamed.push(
-            "UPDATE t SET b = 'renamed' WHERE a < ?",
-            vec![Value::I64(3)],
+    async fn the_writer_thread_binds_every_kind_of_value_and_checks_foreign_keys() {
+        let db = scratch(
+            "values",
+            "CREATE TABLE p (id BIGINT PRIMARY KEY); CREATE TABLE v (i BIGINT, f DOUBLE PRECISION, s TEXT, t TEXT, b BOOLEAN, x BLOB, nt TEXT, ni BIGINT, nb BLOB, p BIGINT REFERENCES p (id))",
+        )
+        .await;
+        let mut script = Script::new();
+        script.push(
+            "INSERT INTO v (i, f, s, t, b, x, nt, ni, nb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                Value::I64(-7),
+                Value::F64(2.5),
+                Value::Str("fixed"),
+                Value::Text("台北 text".into()),
+                Value::Bool(true),
+                Value::Bytes(vec![0, 1, 255]),
+                Value::NullText,
+                Value::NullInt,
+                Value::NullBytes,
+            ],
         );
-        scripts.insert(40, renamed);
-        scripts.insert(0, Script::new());
-        scripts.extend((75..80).map(like));
-        let refs: Vec<&Script> = scripts.iter().collect();
+        script.push(
+            "INSERT INTO v (x) VALUES (?)",
+            vec![Value::Bytes(Vec::new())],
+        );
+        assert_eq!(db.commit_script(script).await.unwrap(), 2);
+        // (A boolean is stored as SQLite stores one, the integer 1.)
+        let row: Row9 =
+            sqlx::query_as("SELECT i, f, s, t, b + 0, x, nt, ni, nb FROM v WHERE i IS NOT NULL")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
         assert_eq!(
-            Script::execute_all(&refs, &mut conn, db.engine())
-                .await
-                .unwrap(),
-            80 * 2 + 3
+            row,
+            (
+                -7,
+                2.5,
+                "fixed".into(),
+                "台北 text".into(),
+                1,
+                vec![0, 1, 255],
+                None,
+                None,
+                None
+            )
         );
-        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT a, b FROM t ORDER BY a")
-            .fetch_all(&mut *conn)
+        let (empty,): (Vec<u8>,) = sqlx::query_as("SELECT x FROM v WHERE i IS NULL")
+            .fetch_one(db.pool())
             .await
             .unwrap();
-        assert_eq!(rows.len(), 80);
-        for (a, b) in rows {
-            assert_eq!(b, if a < 3 { "renamed" } else { "new+" }, "row {a}");
+        assert!(empty.is_empty(), "an empty blob, not NULL");
+        // The pool's settings hold on the writer's connection: a foreign key is checked.
+        let mut orphan = Script::new();
+        orphan.push("INSERT INTO v (p) VALUES (?)", vec![Value::I64(9)]);
+        let e = db.commit_script(orphan).await.unwrap_err().to_string();
+        assert!(e.contains("FOREIGN KEY constraint failed"), "{e}");
+        db.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_each_get_their_own_transaction_and_close_ends_the_thread() {
+        let dir = crate::scratch::folder("writers");
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let db = crate::Db::connect(&url, 2).await.unwrap();
+        sqlx::query("CREATE TABLE t (a BIGINT PRIMARY KEY)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let mut writers = Vec::new();
+        for i in 0..200i64 {
+            let db = db.clone();
+            writers.push(tokio::spawn(async move {
+                db.write_on_thread(move |c| {
+                    let n = c.execute("INSERT INTO t (a) VALUES (?)", &[Value::I64(i)])?;
+                    // Every tenth ends in a rollback, as a job whose count is wrong does.
+                    Ok(if i % 10 == 9 {
+                        crate::End::Rollback(n)
+                    } else {
+                        crate::End::Commit(n)
+                    })
+                })
+                .await
+                .unwrap()
+            }));
         }
-        // One that fails (a key taken) stops the run there, in the middle of its chunk:
-        // nothing after it runs. (A caller's transaction then rolls back what ran before.)
-        let mut failing: Vec<Script> = (100..104).map(like).collect();
-        failing.push(like(5));
-        failing.extend((200..203).map(like));
-        let refs: Vec<&Script> = failing.iter().collect();
-        assert!(
-            Script::execute_all(&refs, &mut conn, db.engine())
-                .await
-                .is_err()
-        );
-        let (after,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t WHERE a >= 200")
-            .fetch_one(&mut *conn)
+        let mut committed = 0;
+        for w in writers {
+            match w.await.unwrap() {
+                crate::End::Commit(1) => committed += 1,
+                crate::End::Rollback(1) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(committed, 180);
+        // A writer meanwhile on the pool's writers' connection, with the turn, is not kept
+        // waiting by the thread (nor the thread by it).
+        let mut tx = db.begin_write().await.unwrap();
+        sqlx::query("INSERT INTO t (a) VALUES (1000)")
+            .execute(&mut *tx)
             .await
             .unwrap();
-        assert_eq!(after, 0);
+        tx.commit().await.unwrap();
+        let mut after = Script::new();
+        after.push("INSERT INTO t (a) VALUES (?)", vec![Value::I64(1001)]);
+        assert_eq!(db.commit_script(after).await.unwrap(), 1);
+        db.close().await;
+        // After the close nothing more is written; what was committed is all there.
+        assert!(db.commit_script(Script::new()).await.is_err());
+        let again = crate::Db::connect(&url, 2).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+            .fetch_one(again.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 182);
+        again.close().await;
     }
 
     #[tokio::test]

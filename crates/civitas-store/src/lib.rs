@@ -8,12 +8,14 @@
 mod bulk;
 mod migrate;
 pub mod scratch;
+mod writer;
 
 pub use bulk::{BulkInsert, Script, Value};
 pub use migrate::{
     Component, Migration, SchemaState, SchemaStatus, migrate, refuse_newer, schema_status,
 };
 pub use sqlx;
+pub use writer::{Conn as WriterConn, End};
 
 /// `count` numbered parameters from `$first`, as a list for `IN (…)`: `marks(1, 3)` is
 /// `$1, $2, $3`.
@@ -92,7 +94,19 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    /// An error from SQLite on the writer thread ([`Db::write_on_thread`]).
+    #[error("database error: {message} (SQLite code {code})")]
+    Sqlite {
+        /// SQLite's result code.
+        code: i32,
+        /// SQLite's message.
+        message: String,
+    },
 }
+
+/// Every SQLite connection's settings: WAL with `synchronous=FULL` (an acknowledged commit
+/// is on disk), no memory map, temporary storage in memory (see [`Db::connect`]).
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA mmap_size=0; PRAGMA temp_store=MEMORY;";
 
 /// A pool of connections to the Civitas database.
 #[derive(Clone, Debug)]
@@ -102,6 +116,8 @@ pub struct Db {
     writers: Arc<tokio::sync::Mutex<Slot>>,
     kept: Arc<Kept>,
     shared: Arc<Shared>,
+    /// SQLite in a file: its writer thread ([`Db::write_on_thread`]).
+    writer: Option<Arc<writer::WriteThread>>,
 }
 
 /// What the blocks keep in memory beside one database (see [`Db::shared`]).
@@ -326,14 +342,25 @@ impl Db {
             pool = pool.test_before_acquire(false);
             pool = pool.after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA mmap_size=0; PRAGMA temp_store=MEMORY;",
-                    )
-                    .await?;
+                    conn.execute(SQLITE_PRAGMAS).await?;
                     Ok(())
                 })
             });
         }
+        // A database in memory is the connection's own: no other connection can write it.
+        let writer = match engine {
+            Engine::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
+                let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                    .map_err(|source| StoreError::Connect {
+                        engine: engine.name(),
+                        source,
+                    })?
+                    .get_filename()
+                    .to_path_buf();
+                Some(Arc::new(writer::WriteThread::new(file)))
+            }
+            _ => None,
+        };
         let pool = pool
             .connect_with(opts)
             .await
@@ -350,6 +377,7 @@ impl Db {
                 KEPT.min(max_connections as usize / 4),
             )),
             shared: Arc::default(),
+            writer,
         })
     }
 
@@ -443,24 +471,46 @@ impl Db {
         }
     }
 
-    /// Runs `script` as one transaction in one round trip to SQLite's connection thread
-    /// ([`Script::commit_in_one_trip`]), on the writers' connection with the turn to write.
-    /// SQLite only, for a script that [fits](Script::fits_one_trip). Returns the rows changed.
-    pub async fn commit_in_one_trip(&self, script: &Script) -> Result<u64, StoreError> {
-        let Some(mut turn) = self.write_turn().await else {
+    /// On SQLite in a file: runs `job` as one transaction (`BEGIN IMMEDIATE`, then `COMMIT` or
+    /// `ROLLBACK` as it says; an error rolls back) on the database's writer thread, holding
+    /// the turn to write. The whole transaction is one hand-off to that thread and one
+    /// wake-up back, where through the pool each statement is a round trip of its own
+    /// (see `writer.rs`). Returns once it has ended, a commit on disk. Not for PostgreSQL
+    /// or a database in memory.
+    pub async fn write_on_thread<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut WriterConn) -> Result<End<T>, StoreError> + Send + 'static,
+    ) -> Result<End<T>, StoreError> {
+        let (Some(writer), Some(mut turn)) = (&self.writer, self.write_turn().await) else {
             return Err(StoreError::Sql(sqlx::Error::Configuration(
-                "one-trip scripts are for SQLite".into(),
+                "the writer thread is for SQLite databases in a file".into(),
             )));
         };
-        let conn = turn.conn(&self.pool).await?;
-        match script.one_trip(conn).await {
-            Ok(n) => Ok(n),
-            Err((e, rolled_back)) => {
-                // Left in a transaction: undone (or the connection dropped) at the next turn.
-                turn.0.unfinished = !rolled_back;
-                Err(e)
-            }
+        if turn.0.unfinished {
+            // A transaction left open on the writers' connection holds the write lock: undone
+            // first.
+            turn.conn(&self.pool).await?;
         }
+        let ended = writer.write(job).await;
+        drop(turn);
+        ended
+    }
+
+    /// Runs `script` as one transaction and returns the rows it changed, once committed:
+    /// on SQLite on the writer thread ([`Db::write_on_thread`]), on PostgreSQL on a
+    /// pooled connection. A statement that fails undoes the whole script.
+    pub async fn commit_script(&self, script: Script) -> Result<u64, StoreError> {
+        if self.writer.is_some() {
+            let ended = self
+                .write_on_thread(move |c| Ok(End::Commit(script.run_on(c)?)))
+                .await?;
+            let (End::Commit(n) | End::Rollback(n)) = ended;
+            return Ok(n);
+        }
+        let mut tx = self.begin_write().await?;
+        let n = script.execute(&mut tx, self.engine).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// The underlying pool, for queries.
@@ -494,8 +544,12 @@ impl Db {
             Err(_) => Vec::new(),
         };
         drop(kept);
-        // The writers' connection goes back too (after the turn in progress, if any).
+        // The writers' connection goes back too (after the turn in progress, if any), and
+        // the writer thread's connection closes.
         self.writers.lock().await.conn = None;
+        if let Some(w) = &self.writer {
+            w.close().await;
+        }
         self.pool.close().await;
     }
 

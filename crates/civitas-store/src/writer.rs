@@ -1,0 +1,402 @@
+//! SQLite's writer thread: a connection of its own on a thread of its own, on which a
+//! whole write transaction runs in one hand-off from async code ([`crate::Db::write_on_thread`]).
+//!
+//! Through the pool, each statement is a round trip to its connection's thread and back to
+//! a Tokio worker: on a busy server, half a millisecond each, most of it waiting to be
+//! scheduled. A ledger batch with its companion writes took five to seven of them (`BEGIN`,
+//! the ledger's statements, each run of like companions, `COMMIT`). Here the transaction
+//! is a closure run where the connection is: `BEGIN IMMEDIATE`, the statements, the checks
+//! of their counts and `COMMIT` or `ROLLBACK`, with one wake-up of the thread and one of
+//! the waiting task. Statements are prepared once and kept, by text.
+//!
+//! The connection is opened with the pool's pragmas ([`crate::SQLITE_PRAGMAS`]), so a
+//! commit here is as durable as one there. It writes only while holding the turn to write
+//! ([`crate::Db::write_turn`]), so it never meets the writers' connection in SQLite's busy
+//! handler.
+//!
+//! The only `unsafe` code of the store is here: calls into SQLite's C API, on pointers this
+//! module owns and uses on the one thread.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::sync::mpsc;
+
+use libsqlite3_sys as ffi;
+
+use crate::{StoreError, Value};
+
+/// How a transaction run by [`crate::Db::write_on_thread`] ends.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End<T> {
+    /// Committed.
+    Commit(T),
+    /// Rolled back (the job found something wrong, such as a count that is not the one
+    /// expected).
+    Rollback(T),
+}
+
+/// At most this many prepared statements are kept; past it, all are dropped and prepared
+/// again as used (a batch's texts are a few dozen).
+const KEPT_STATEMENTS: usize = 256;
+
+type Job = Box<dyn FnOnce(&mut Option<Conn>) + Send>;
+
+/// The writer thread of one SQLite database file, started on first use.
+#[derive(Debug)]
+pub(crate) struct WriteThread {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl WriteThread {
+    pub(crate) fn new(path: PathBuf) -> WriteThread {
+        WriteThread {
+            path,
+            jobs: Mutex::new(None),
+            closed: Default::default(),
+        }
+    }
+
+    /// Runs `job` as one transaction on the thread, opening the connection if it is not
+    /// open; gives how it ended, once it has (a commit is then on disk).
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Conn) -> Result<End<T>, StoreError> + Send + 'static,
+    ) -> Result<End<T>, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let path = self.path.clone();
+        let job: Job = Box::new(move |conn: &mut Option<Conn>| {
+            if conn.is_none() {
+                match Conn::open(&path) {
+                    Ok(c) => *conn = Some(c),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { return };
+            let out = c.transaction(job);
+            if !c.usable() {
+                // Left inside a transaction it could not end: opened afresh next time.
+                *conn = None;
+            }
+            let _ = tx.send(out);
+        });
+        self.send(job)?;
+        rx.await.unwrap_or_else(|_| Err(closed()))
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(closed());
+        }
+        let mut jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if jobs.is_none() {
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || {
+                    let mut conn = None;
+                    while let Ok(job) = rx.recv() {
+                        job(&mut conn);
+                    }
+                })
+                .map_err(|e| StoreError::Sqlite {
+                    code: 0,
+                    message: format!("cannot start the writer thread: {e}"),
+                })?;
+            *jobs = Some(tx);
+        }
+        match jobs.as_ref().map(|j| j.send(job)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(closed()),
+        }
+    }
+
+    /// Closes the connection (after the jobs sent before) and ends the thread.
+    pub(crate) async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(jobs) = jobs else { return };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut Option<Conn>| {
+            *conn = None;
+            let _ = tx.send(());
+        });
+        if jobs.send(job).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Sql(sqlx::Error::PoolClosed)
+}
+
+/// The writer thread's connection.
+pub struct Conn {
+    db: NonNull<ffi::sqlite3>,
+    statements: HashMap<String, NonNull<ffi::sqlite3_stmt>>,
+}
+
+// SAFETY: a `Conn` is made, used and dropped on the writer thread; it only passes between
+// threads inside the thread's own closure. SQLite connections may move between threads
+// (the library is built thread-safe), as long as one thread uses them at a time.
+unsafe impl Send for Conn {}
+
+impl Conn {
+    fn open(path: &Path) -> Result<Conn, StoreError> {
+        let name =
+            CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| StoreError::Sqlite {
+                code: ffi::SQLITE_MISUSE,
+                message: "the database path holds a NUL byte".into(),
+            })?;
+        let mut db = std::ptr::null_mut();
+        // SAFETY: `name` is a NUL-terminated string that outlives the call; `db` is written
+        // by SQLite.
+        let rc = unsafe {
+            ffi::sqlite3_open_v2(
+                name.as_ptr(),
+                &mut db,
+                ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_NOMUTEX,
+                std::ptr::null(),
+            )
+        };
+        let Some(db) = NonNull::new(db) else {
+            return Err(StoreError::Sqlite {
+                code: rc,
+                message: "SQLite could not allocate a connection".into(),
+            });
+        };
+        let mut conn = Conn {
+            db,
+            statements: HashMap::new(),
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(conn.error(rc));
+        }
+        conn.exec(crate::SQLITE_PRAGMAS)?;
+        Ok(conn)
+    }
+
+    /// Runs statements without parameters (`BEGIN`, `COMMIT`, pragmas).
+    fn exec(&mut self, sql: &str) -> Result<(), StoreError> {
+        let text = CString::new(sql).map_err(|_| StoreError::Sqlite {
+            code: ffi::SQLITE_MISUSE,
+            message: "a statement holds a NUL byte".into(),
+        })?;
+        // SAFETY: the connection is open; `text` is NUL-terminated and outlives the call; no
+        // callback, and no error message asked for (it is read with `sqlite3_errmsg`).
+        let rc = unsafe {
+            ffi::sqlite3_exec(
+                self.db.as_ptr(),
+                text.as_ptr(),
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        match rc {
+            ffi::SQLITE_OK => Ok(()),
+            rc => Err(self.error(rc)),
+        }
+    }
+
+    /// Runs one statement written with `?` for each of `values`, to its end; returns the
+    /// rows it changed (none for a statement that only reads).
+    pub fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
+        let stmt = self.prepared(sql)?.as_ptr();
+        let outcome = self.bind_and_step(stmt, values);
+        // SAFETY: `stmt` is a live statement of this connection. Reset returns the step's
+        // error again, already taken above; bindings are cleared so no pointer into
+        // `values` outlives this call.
+        unsafe {
+            ffi::sqlite3_reset(stmt);
+            ffi::sqlite3_clear_bindings(stmt);
+        }
+        outcome
+    }
+
+    fn bind_and_step(
+        &mut self,
+        stmt: *mut ffi::sqlite3_stmt,
+        values: &[Value],
+    ) -> Result<u64, StoreError> {
+        // SAFETY (this block): `stmt` is a live statement of this connection; text and blob
+        // pointers are bound as static, which holds until the bindings are cleared in
+        // `execute`, before `values` can go.
+        unsafe {
+            let wanted = ffi::sqlite3_bind_parameter_count(stmt);
+            if wanted as usize != values.len() {
+                return Err(StoreError::Sqlite {
+                    code: ffi::SQLITE_RANGE,
+                    message: format!("{} values for {wanted} parameters", values.len()),
+                });
+            }
+            for (i, v) in values.iter().enumerate() {
+                let at = i as c_int + 1;
+                let rc = match v {
+                    Value::NullText | Value::NullInt | Value::NullBytes => {
+                        ffi::sqlite3_bind_null(stmt, at)
+                    }
+                    Value::I64(n) => ffi::sqlite3_bind_int64(stmt, at, *n),
+                    Value::Bool(b) => ffi::sqlite3_bind_int64(stmt, at, i64::from(*b)),
+                    Value::F64(f) => ffi::sqlite3_bind_double(stmt, at, *f),
+                    Value::Str(s) => bind_text(stmt, at, s),
+                    Value::Text(s) => bind_text(stmt, at, s),
+                    Value::Bytes(b) => ffi::sqlite3_bind_blob64(
+                        stmt,
+                        at,
+                        b.as_ptr().cast(),
+                        b.len() as u64,
+                        ffi::SQLITE_STATIC(),
+                    ),
+                };
+                if rc != ffi::SQLITE_OK {
+                    return Err(self.error(rc));
+                }
+            }
+            loop {
+                match ffi::sqlite3_step(stmt) {
+                    ffi::SQLITE_ROW => continue,
+                    ffi::SQLITE_DONE => break,
+                    rc => return Err(self.error(rc)),
+                }
+            }
+            if ffi::sqlite3_stmt_readonly(stmt) != 0 {
+                Ok(0)
+            } else {
+                Ok(ffi::sqlite3_changes64(self.db.as_ptr()) as u64)
+            }
+        }
+    }
+
+    /// The statement for `sql`, prepared the first time it is used.
+    fn prepared(&mut self, sql: &str) -> Result<NonNull<ffi::sqlite3_stmt>, StoreError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(*s);
+        }
+        if self.statements.len() >= KEPT_STATEMENTS {
+            self.finalize_all();
+        }
+        let mut stmt = std::ptr::null_mut();
+        let mut tail: *const c_char = std::ptr::null();
+        // SAFETY: the connection is open; `sql` is read for exactly its length; `stmt` and
+        // `tail` are written by SQLite, `tail` pointing into `sql`.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v3(
+                self.db.as_ptr(),
+                sql.as_ptr().cast(),
+                sql.len() as c_int,
+                ffi::SQLITE_PREPARE_PERSISTENT,
+                &mut stmt,
+                &mut tail,
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(self.error(rc));
+        }
+        let Some(stmt) = NonNull::new(stmt) else {
+            return Err(StoreError::Sqlite {
+                code: ffi::SQLITE_MISUSE,
+                message: "an empty statement".into(),
+            });
+        };
+        // SAFETY: `tail` points into `sql`, at or before its end.
+        let rest = unsafe { tail.offset_from(sql.as_ptr().cast()) } as usize;
+        if !sql[rest..].trim().trim_start_matches(';').trim().is_empty() {
+            // SAFETY: `stmt` was just prepared and is not kept.
+            unsafe { ffi::sqlite3_finalize(stmt.as_ptr()) };
+            return Err(StoreError::Sqlite {
+                code: ffi::SQLITE_MISUSE,
+                message: format!("one statement a text, not: {sql}"),
+            });
+        }
+        self.statements.insert(sql.to_string(), stmt);
+        Ok(stmt)
+    }
+
+    fn finalize_all(&mut self) {
+        for (_, s) in self.statements.drain() {
+            // SAFETY: each kept statement is live and finalized once, here.
+            unsafe { ffi::sqlite3_finalize(s.as_ptr()) };
+        }
+    }
+
+    /// Runs `job` as one transaction: `BEGIN IMMEDIATE`, then `COMMIT` or `ROLLBACK` as it
+    /// says; an error rolls back.
+    pub(crate) fn transaction<T>(
+        &mut self,
+        job: impl FnOnce(&mut Conn) -> Result<End<T>, StoreError>,
+    ) -> Result<End<T>, StoreError> {
+        self.exec("BEGIN IMMEDIATE")?;
+        let ended = match job(self) {
+            Ok(End::Commit(t)) => self.exec("COMMIT").map(|()| End::Commit(t)),
+            Ok(End::Rollback(t)) => self.exec("ROLLBACK").map(|()| End::Rollback(t)),
+            Err(e) => Err(e),
+        };
+        if ended.is_err() && !self.in_autocommit() {
+            // A failed statement or commit leaves the transaction open (or SQLite ended it
+            // already, then this is not needed): undone.
+            let _ = self.exec("ROLLBACK");
+        }
+        ended
+    }
+
+    fn in_autocommit(&self) -> bool {
+        // SAFETY: the connection is open.
+        unsafe { ffi::sqlite3_get_autocommit(self.db.as_ptr()) != 0 }
+    }
+
+    /// Whether the connection is outside any transaction, ready for the next job.
+    fn usable(&self) -> bool {
+        self.in_autocommit()
+    }
+
+    fn error(&self, rc: c_int) -> StoreError {
+        // SAFETY: the connection is open (possibly failed to open, which SQLite still
+        // describes); the message is copied before any other call.
+        let message = unsafe {
+            CStr::from_ptr(ffi::sqlite3_errmsg(self.db.as_ptr()))
+                .to_string_lossy()
+                .into_owned()
+        };
+        StoreError::Sqlite { code: rc, message }
+    }
+}
+
+/// # Safety
+/// `stmt` is a live statement; `s` outlives its binding (see [`Conn::execute`]).
+unsafe fn bind_text(stmt: *mut ffi::sqlite3_stmt, at: c_int, s: &str) -> c_int {
+    // SAFETY: as the caller promises; the length is given, so no NUL is needed.
+    unsafe {
+        ffi::sqlite3_bind_text64(
+            stmt,
+            at,
+            s.as_ptr().cast(),
+            s.len() as u64,
+            ffi::SQLITE_STATIC(),
+            ffi::SQLITE_UTF8 as u8,
+        )
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.finalize_all();
+        // SAFETY: every statement is finalized; the connection is closed once, here.
+        unsafe { ffi::sqlite3_close(self.db.as_ptr()) };
+    }
+}
