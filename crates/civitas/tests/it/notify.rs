@@ -906,14 +906,11 @@ async fn a_message_sent_again_is_the_same_message(engine: crate::support::Engine
         "two sends of one message, even at once, are one"
     );
     assert_eq!(send("0912345678", "card-1").await, first);
+    let to_another = send("0987654321", "card-1").await;
+    assert_ne!(to_another, first, "another recipient is another message");
+    let referenced_otherwise = send("0912345678", "card-2").await;
     assert_ne!(
-        send("0987654321", "card-1").await,
-        first,
-        "another recipient is another message"
-    );
-    assert_ne!(
-        send("0912345678", "card-2").await,
-        first,
+        referenced_otherwise, first,
         "another reference is another message"
     );
     // Another text under the same reference is another message.
@@ -932,6 +929,22 @@ async fn a_message_sent_again_is_the_same_message(engine: crate::support::Engine
         .await
         .unwrap();
     assert_ne!(other["id"].as_str().unwrap(), first);
+    // Message IDs are UUIDs of version 7: in the order the messages were made (each goes
+    // at the end of the table's key index, not at a random place in it).
+    let made = [
+        first.clone(),
+        to_another,
+        referenced_otherwise,
+        other["id"].as_str().unwrap().to_string(),
+    ];
+    for id in &made {
+        assert_eq!(
+            uuid::Uuid::parse_str(id).unwrap().get_version_num(),
+            7,
+            "{id}"
+        );
+    }
+    assert!(made.windows(2).all(|w| w[0] < w[1]), "{made:?}");
     let listed: Value = app
         .client
         .get(format!("{}/v2/notifications?reference=card-1", app.base))
