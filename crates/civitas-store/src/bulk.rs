@@ -520,6 +520,28 @@ mod tests {
         db.close().await;
     }
 
+    #[tokio::test]
+    async fn a_database_opened_read_only_is_not_written_by_the_writer_thread() {
+        let dir = crate::scratch::folder("read-only");
+        let file = dir.join("t.db");
+        let db = crate::Db::connect(&format!("sqlite://{}?mode=rwc", file.display()), 1)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (a BIGINT)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        db.close().await;
+        let ro = crate::Db::connect(&format!("sqlite://{}?mode=ro", file.display()), 1)
+            .await
+            .unwrap();
+        let mut script = Script::new();
+        script.push("INSERT INTO t (a) VALUES (?)", vec![Value::I64(1)]);
+        let e = ro.commit_script(script).await.unwrap_err().to_string();
+        assert!(e.contains("readonly"), "{e}");
+        ro.close().await;
+    }
+
     /// A row of every kind of value the writer thread binds.
     type Row9 = (
         i64,

@@ -357,7 +357,12 @@ impl Db {
                     })?
                     .get_filename()
                     .to_path_buf();
-                Some(Arc::new(writer::WriteThread::new(file)))
+                // Opened when first used: the same file even should the working folder change.
+                let file = std::path::absolute(&file).unwrap_or(file);
+                Some(Arc::new(writer::WriteThread::new(
+                    file,
+                    url.contains("mode=ro"),
+                )))
             }
             _ => None,
         };

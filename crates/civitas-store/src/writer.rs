@@ -48,14 +48,17 @@ type Job = Box<dyn FnOnce(&mut Option<Conn>) + Send>;
 #[derive(Debug)]
 pub(crate) struct WriteThread {
     path: PathBuf,
+    /// The database was opened read-only (`mode=ro`): so is this connection.
+    read_only: bool,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     closed: std::sync::atomic::AtomicBool,
 }
 
 impl WriteThread {
-    pub(crate) fn new(path: PathBuf) -> WriteThread {
+    pub(crate) fn new(path: PathBuf, read_only: bool) -> WriteThread {
         WriteThread {
             path,
+            read_only,
             jobs: Mutex::new(None),
             closed: Default::default(),
         }
@@ -68,10 +71,10 @@ impl WriteThread {
         job: impl FnOnce(&mut Conn) -> Result<End<T>, StoreError> + Send + 'static,
     ) -> Result<End<T>, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let path = self.path.clone();
+        let (path, read_only) = (self.path.clone(), self.read_only);
         let job: Job = Box::new(move |conn: &mut Option<Conn>| {
             if conn.is_none() {
-                match Conn::open(&path) {
+                match Conn::open(&path, read_only) {
                     Ok(c) => *conn = Some(c),
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -157,7 +160,7 @@ pub struct Conn {
 unsafe impl Send for Conn {}
 
 impl Conn {
-    fn open(path: &Path) -> Result<Conn, StoreError> {
+    fn open(path: &Path, read_only: bool) -> Result<Conn, StoreError> {
         let name =
             CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| StoreError::Sqlite {
                 code: ffi::SQLITE_MISUSE,
@@ -170,7 +173,11 @@ impl Conn {
             ffi::sqlite3_open_v2(
                 name.as_ptr(),
                 &mut db,
-                ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_NOMUTEX,
+                if read_only {
+                    ffi::SQLITE_OPEN_READONLY
+                } else {
+                    ffi::SQLITE_OPEN_READWRITE
+                } | ffi::SQLITE_OPEN_NOMUTEX,
                 std::ptr::null(),
             )
         };
