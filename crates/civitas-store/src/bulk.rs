@@ -395,15 +395,25 @@ mod tests {
 
     /// A fresh SQLite database named `name` in the temporary folder, with table `t`.
     async fn scratch(name: &str, create_t: &str) -> crate::Db {
+        scratch_file(name, create_t, 1).await.0
+    }
+
+    /// A new database file with table `t`, a pool of `connections`, and the file's URL
+    /// (`mode=rwc`).
+    async fn scratch_file(name: &str, create_t: &str, connections: u32) -> (crate::Db, String) {
         let dir = crate::scratch::folder(name);
-        let db = crate::Db::connect(
-            &format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
-            1,
-        )
-        .await
-        .unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let db = crate::Db::connect(&url, connections).await.unwrap();
         sqlx::query(create_t).execute(db.pool()).await.unwrap();
-        db
+        (db, url)
+    }
+
+    /// The rows in table `t`.
+    async fn rows_in_t(db: &crate::Db) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
     }
 
     #[test]
@@ -512,27 +522,15 @@ mod tests {
         );
         let e = db.commit_script(two).await.unwrap_err().to_string();
         assert!(e.contains("one statement a text"), "{e}");
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-        assert_eq!(n, 699);
+        assert_eq!(rows_in_t(&db).await, 699);
         db.close().await;
     }
 
     #[tokio::test]
     async fn a_database_opened_read_only_is_not_written_by_the_writer_thread() {
-        let dir = crate::scratch::folder("read-only");
-        let file = dir.join("t.db");
-        let db = crate::Db::connect(&format!("sqlite://{}?mode=rwc", file.display()), 1)
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE t (a BIGINT)")
-            .execute(db.pool())
-            .await
-            .unwrap();
+        let (db, url) = scratch_file("read-only", "CREATE TABLE t (a BIGINT)", 1).await;
         db.close().await;
-        let ro = crate::Db::connect(&format!("sqlite://{}?mode=ro", file.display()), 1)
+        let ro = crate::Db::connect(&url.replace("mode=rwc", "mode=ro"), 1)
             .await
             .unwrap();
         let mut script = Script::new();
@@ -617,13 +615,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_each_get_their_own_transaction_and_close_ends_the_thread() {
-        let dir = crate::scratch::folder("writers");
-        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
-        let db = crate::Db::connect(&url, 2).await.unwrap();
-        sqlx::query("CREATE TABLE t (a BIGINT PRIMARY KEY)")
-            .execute(db.pool())
-            .await
-            .unwrap();
+        let (db, url) = scratch_file("writers", "CREATE TABLE t (a BIGINT PRIMARY KEY)", 2).await;
         let mut writers = Vec::new();
         for i in 0..200i64 {
             let db = db.clone();
@@ -665,11 +657,7 @@ mod tests {
         // After the close nothing more is written; what was committed is all there.
         assert!(db.commit_script(Script::new()).await.is_err());
         let again = crate::Db::connect(&url, 2).await.unwrap();
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
-            .fetch_one(again.pool())
-            .await
-            .unwrap();
-        assert_eq!(n, 182);
+        assert_eq!(rows_in_t(&again).await, 182);
         again.close().await;
     }
 

@@ -50,8 +50,17 @@ pub(crate) struct WriteThread {
     path: PathBuf,
     /// The database was opened read-only (`mode=ro`): so is this connection.
     read_only: bool,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    closed: std::sync::atomic::AtomicBool,
+    jobs: Mutex<Jobs>,
+}
+
+/// Where the thread's jobs go.
+#[derive(Debug)]
+enum Jobs {
+    /// Not started yet.
+    NotYet,
+    Running(mpsc::Sender<Job>),
+    /// Closed: no more jobs.
+    Closed,
 }
 
 impl WriteThread {
@@ -59,8 +68,7 @@ impl WriteThread {
         WriteThread {
             path,
             read_only,
-            jobs: Mutex::new(None),
-            closed: Default::default(),
+            jobs: Mutex::new(Jobs::NotYet),
         }
     }
 
@@ -84,7 +92,7 @@ impl WriteThread {
             }
             let Some(c) = conn.as_mut() else { return };
             let out = c.transaction(job);
-            if !c.usable() {
+            if !c.in_autocommit() {
                 // Left inside a transaction it could not end: opened afresh next time.
                 *conn = None;
             }
@@ -95,14 +103,11 @@ impl WriteThread {
     }
 
     fn send(&self, job: Job) -> Result<(), StoreError> {
-        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(closed());
-        }
         let mut jobs = self
             .jobs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if jobs.is_none() {
+        if matches!(*jobs, Jobs::NotYet) {
             let (tx, rx) = mpsc::channel::<Job>();
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
@@ -116,23 +121,24 @@ impl WriteThread {
                     code: 0,
                     message: format!("cannot start the writer thread: {e}"),
                 })?;
-            *jobs = Some(tx);
+            *jobs = Jobs::Running(tx);
         }
-        match jobs.as_ref().map(|j| j.send(job)) {
-            Some(Ok(())) => Ok(()),
+        match &*jobs {
+            Jobs::Running(tx) => tx.send(job).map_err(|_| closed()),
             _ => Err(closed()),
         }
     }
 
     /// Closes the connection (after the jobs sent before) and ends the thread.
     pub(crate) async fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
-        let jobs = self
-            .jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let Some(jobs) = jobs else { return };
+        let jobs = std::mem::replace(
+            &mut *self
+                .jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            Jobs::Closed,
+        );
+        let Jobs::Running(jobs) = jobs else { return };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |conn: &mut Option<Conn>| {
             *conn = None;
@@ -362,14 +368,10 @@ impl Conn {
         ended
     }
 
+    /// Whether the connection is outside any transaction, ready for the next job.
     fn in_autocommit(&self) -> bool {
         // SAFETY: the connection is open.
         unsafe { ffi::sqlite3_get_autocommit(self.db.as_ptr()) != 0 }
-    }
-
-    /// Whether the connection is outside any transaction, ready for the next job.
-    fn usable(&self) -> bool {
-        self.in_autocommit()
     }
 
     fn error(&self, rc: c_int) -> StoreError {

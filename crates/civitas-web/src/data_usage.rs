@@ -191,7 +191,7 @@ async fn uses(app: &Shared, s: &SessionInfo) -> Result<Vec<DataUse>, Box<dyn std
         let released_items = e
             .public
             .get("items")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .and_then(|v| serde::Deserialize::deserialize(v).ok())
             .unwrap_or_default();
         out.push(DataUse {
             index,
