@@ -679,4 +679,51 @@ mod tests {
                 .unwrap();
         assert_eq!((n, nulls), (1234, 1234 - 412));
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_copies_a_long_write_ahead_log_into_the_database() {
+        let (db, url) = scratch_file(
+            "checkpointer",
+            "CREATE TABLE t (a BIGINT PRIMARY KEY, b BLOB NOT NULL)",
+            2,
+        )
+        .await;
+        let file = std::path::PathBuf::from(
+            url.trim_start_matches("sqlite://")
+                .trim_end_matches("?mode=rwc"),
+        );
+        let before = std::fs::metadata(&file).unwrap().len();
+        // About 1,600 pages of 4 KiB in 40 commits: past the 1,000 that wake the checkpointer.
+        for c in 0..40i64 {
+            db.write_on_thread(move |conn| {
+                for r in 0..10 {
+                    conn.execute(
+                        "INSERT INTO t (a, b) VALUES (?, ?)",
+                        &[
+                            Value::I64(c * 10 + r),
+                            Value::Bytes(vec![c as u8; 16 * 1024]),
+                        ],
+                    )?;
+                }
+                Ok(crate::End::Commit(()))
+            })
+            .await
+            .unwrap();
+        }
+        // Nothing else writes or checkpoints here (the pool's connections only read).
+        let mut size = before;
+        for _ in 0..200 {
+            size = std::fs::metadata(&file).unwrap().len();
+            if size > 4 * 1024 * 1024 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            size > 4 * 1024 * 1024,
+            "the database file has {size} bytes (from {before}): the log was not copied into it"
+        );
+        assert_eq!(rows_in_t(&db).await, 400);
+        db.close().await;
+    }
 }
