@@ -40,6 +40,33 @@ pub const COMPONENT: Component = Component {
         CREATE TABLE ledger_subjects (subject_ref TEXT PRIMARY KEY, secret BLOB NOT NULL);
         CREATE TABLE ledger_keys (name TEXT PRIMARY KEY, secret TEXT NOT NULL, created_ms BIGINT NOT NULL);
         CREATE TABLE ledger_witnessed (origin TEXT PRIMARY KEY, size BIGINT NOT NULL, root BLOB NOT NULL, updated_ms BIGINT NOT NULL);",
+    }, Migration {
+        version: 2,
+        name: "entries and hashes stored by their index (SQLite)",
+        // Every batch writes these two. With `BIGINT PRIMARY KEY`, SQLite stored each row by
+        // a rowid of its own and kept the index in a second B-tree, so a commit changed, and
+        // wrote to the log and synced, two pages more. Rebuilt with the index as the rowid
+        // (`INTEGER PRIMARY KEY`, which `dialect` makes of `BIGINT PRIMARY KEY` on SQLite).
+        sql: "-- on SQLite only
+        CREATE TABLE ledger_entries_by_idx (
+            idx BIGINT PRIMARY KEY,
+            data BLOB NOT NULL,
+            kind TEXT NOT NULL,
+            subject_tag TEXT,
+            time_ms BIGINT NOT NULL,
+            queue_ref BIGINT
+        );
+        INSERT INTO ledger_entries_by_idx (idx, data, kind, subject_tag, time_ms, queue_ref)
+            SELECT idx, data, kind, subject_tag, time_ms, queue_ref FROM ledger_entries ORDER BY idx;
+        DROP TABLE ledger_entries;
+        ALTER TABLE ledger_entries_by_idx RENAME TO ledger_entries;
+        CREATE INDEX ledger_entries_subject ON ledger_entries (subject_tag) WHERE subject_tag IS NOT NULL;
+        CREATE INDEX ledger_entries_kind ON ledger_entries (kind, idx);
+        CREATE INDEX ledger_entries_queue_ref ON ledger_entries (queue_ref) WHERE queue_ref IS NOT NULL;
+        CREATE TABLE ledger_hashes_by_idx (idx BIGINT PRIMARY KEY, hash BLOB NOT NULL);
+        INSERT INTO ledger_hashes_by_idx (idx, hash) SELECT idx, hash FROM ledger_hashes ORDER BY idx;
+        DROP TABLE ledger_hashes;
+        ALTER TABLE ledger_hashes_by_idx RENAME TO ledger_hashes;",
     }],
 };
 

@@ -890,3 +890,86 @@ async fn stored_hashes_of_any_count_go_in_as_one_statement_and_read_back() {
     assert_eq!(stored[&(start + 3)], hash(3));
     assert!(crate::storage::read_hashes(&db, &[start]).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_stored_with_bigint_keys_is_rebuilt_whole_on_sqlite_and_goes_on() {
+    use civitas_store::sqlx::{query, query_scalar, raw_sql};
+    let dir = civitas_store::scratch::folder("ledger-rowid");
+    let db = Db::connect(
+        &format!("sqlite://{}?mode=rwc", dir.join("l.db").display()),
+        4,
+    )
+    .await
+    .unwrap();
+    // The first migration as SQLite ran it before `dialect` made such keys the rowid: a
+    // table stored by rowid beside an index of its key.
+    civitas_store::schema_status(&db, &[]).await.unwrap();
+    raw_sql(crate::COMPONENT.migrations[0].sql)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    query("INSERT INTO civitas_schema (component, version, name, applied_unix) VALUES ('ledger', 1, 'log', 0)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            query_scalar::<_, i64>(sql)
+                .fetch_one(db.pool())
+                .await
+                .unwrap()
+        }
+    };
+    let key_indexes = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('ledger_entries', 'ledger_hashes') AND name LIKE 'sqlite_autoindex%'";
+    assert_eq!(
+        count(key_indexes).await,
+        2,
+        "each key in an index of its own"
+    );
+    let config = || {
+        let mut c = LedgerConfig::new("test.civitas/ledger");
+        c.checkpoint_interval = Duration::from_millis(20);
+        c.hash_file = Some(dir.join("hashes.bin"));
+        c
+    };
+    let ledger = Ledger::open(db.clone(), config()).await.unwrap();
+    for i in 0..12 {
+        ledger.append(&event(i)).await.unwrap();
+    }
+    ledger.wait_for_checkpoint(11).await.unwrap();
+    let key = ledger.verifier_key().to_string();
+    drop(ledger);
+
+    let applied = civitas_store::migrate(&db, &[crate::COMPONENT])
+        .await
+        .unwrap();
+    assert_eq!(
+        applied
+            .iter()
+            .map(|(c, v, _)| (c.as_str(), *v))
+            .collect::<Vec<_>>(),
+        [("ledger", 2)]
+    );
+    assert_eq!(count(key_indexes).await, 0, "the key is the rowid");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'ledger_entries_%'").await,
+        3,
+        "the entries' own indexes are made again"
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM ledger_entries").await, 12);
+
+    // The same log, which goes on from where it was.
+    let again = Ledger::open(db.clone(), config()).await.unwrap();
+    for i in 12..20 {
+        assert_eq!(again.append(&event(i)).await.unwrap(), i as u64);
+    }
+    again.wait_for_checkpoint(19).await.unwrap();
+    for i in [0, 5, 11, 12, 19] {
+        again.proof_bundle(i).await.unwrap().verify(&key).unwrap();
+    }
+    assert_eq!(
+        count("SELECT COUNT(*) FROM ledger_hashes WHERE idx < 0").await,
+        0
+    );
+}

@@ -12,7 +12,8 @@ mod writer;
 
 pub use bulk::{BulkInsert, Script, Value};
 pub use migrate::{
-    Component, Migration, SchemaState, SchemaStatus, migrate, refuse_newer, schema_status,
+    Component, Migration, ON_SQLITE_ONLY, SchemaState, SchemaStatus, migrate, refuse_newer,
+    schema_status,
 };
 pub use sqlx;
 pub use writer::{Conn as WriterConn, End};
@@ -558,7 +559,8 @@ impl Db {
         self.pool.close().await;
     }
 
-    /// Rewrites portable SQL for this engine (`BLOB` becomes `BYTEA` on PostgreSQL).
+    /// Rewrites portable SQL for this engine: `BLOB` becomes `BYTEA` on PostgreSQL, and a
+    /// `BIGINT PRIMARY KEY` column is SQLite's `INTEGER PRIMARY KEY` (the rowid itself).
     pub fn dialect(&self, sql: &str) -> String {
         dialect(self.engine, sql)
     }
@@ -566,7 +568,9 @@ impl Db {
 
 pub(crate) fn dialect(engine: Engine, sql: &str) -> String {
     match engine {
-        Engine::Sqlite => sql.to_string(),
+        // A single-column integer key is the table's rowid on SQLite: rows are stored by
+        // it, with no second B-tree for the key (which `BIGINT PRIMARY KEY` would keep).
+        Engine::Sqlite => sql.replace(" BIGINT PRIMARY KEY", " INTEGER PRIMARY KEY"),
         Engine::Postgres => sql.replace(" BLOB", " BYTEA"),
     }
 }
@@ -590,6 +594,16 @@ mod tests {
             "CREATE TABLE t (k BYTEA NOT NULL)"
         );
         assert_eq!(dialect(Engine::Sqlite, sql), sql);
+    }
+
+    #[test]
+    fn a_bigint_key_is_the_rowid_on_sqlite_only() {
+        let sql = "CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT NOT NULL)";
+        assert_eq!(
+            dialect(Engine::Sqlite, sql),
+            "CREATE TABLE t (k INTEGER PRIMARY KEY, v BIGINT NOT NULL)"
+        );
+        assert_eq!(dialect(Engine::Postgres, sql), sql);
     }
 
     #[tokio::test]

@@ -15,9 +15,14 @@ pub struct Migration {
     pub version: i64,
     /// Short name shown in `civitas migrate` output.
     pub name: &'static str,
-    /// Portable SQL; may hold several statements.
+    /// Portable SQL; may hold several statements. SQL that opens with [`ON_SQLITE_ONLY`]
+    /// runs on SQLite only: PostgreSQL records the migration as applied and runs nothing.
     pub sql: &'static str,
 }
+
+/// The first line of a migration that only SQLite needs, such as a table rebuilt for a
+/// storage layout only SQLite has (see [`Migration::sql`]).
+pub const ON_SQLITE_ONLY: &str = "-- on SQLite only\n";
 
 /// A block's schema: its name and its migrations in order.
 #[derive(Debug, Clone, Copy)]
@@ -144,10 +149,12 @@ pub async fn migrate(
                 source,
             };
             let mut tx = db.pool().begin().await?;
-            sqlx::raw_sql(&dialect(db.engine(), m.sql))
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
+            if db.engine() == crate::Engine::Sqlite || !m.sql.starts_with(ON_SQLITE_ONLY) {
+                sqlx::raw_sql(&dialect(db.engine(), m.sql))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+            }
             sqlx::query("INSERT INTO civitas_schema (component, version, name, applied_unix) VALUES ($1, $2, $3, $4)")
                 .bind(c.name)
                 .bind(m.version)
