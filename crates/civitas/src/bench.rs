@@ -218,6 +218,41 @@ pub(crate) fn resident_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// What another process has used so far: CPU seconds (user and system) and bytes it sent
+/// to storage (`write_bytes` of `/proc/…/io`); zeros where that is not readable.
+pub(crate) fn process_usage(pid: u32) -> Usage {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    Usage {
+        cpu_secs: cpu_secs_of_stat(
+            &std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+        ),
+        written: io
+            .lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+/// A process's CPU time and storage writes so far ([`process_usage`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Usage {
+    pub cpu_secs: f64,
+    pub written: u64,
+}
+
+impl Usage {
+    /// What was used between `before` and this, per each of `calls`: microseconds of CPU
+    /// and KiB written.
+    pub(crate) fn per_call_since(&self, before: &Usage, calls: usize) -> (f64, f64) {
+        let calls = calls.max(1) as f64;
+        (
+            (self.cpu_secs - before.cpu_secs) * 1e6 / calls,
+            self.written.saturating_sub(before.written) as f64 / 1024.0 / calls,
+        )
+    }
+}
+
 fn folder_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
@@ -649,4 +684,39 @@ where
     la.sort_by(f64::total_cmp);
     lb.sort_by(f64::total_cmp);
     Ok(((la, spent[0]), (lb, spent[1])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_usage_is_read_and_divided_per_call() {
+        let pid = std::process::id();
+        let before = process_usage(pid);
+        // Some CPU time and a written, synced file: both show.
+        let dir = civitas_store::scratch::folder("bench-usage");
+        let mut spin = 0u64;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(300) {
+            spin = spin.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(spin);
+        let file = dir.join("f");
+        std::fs::write(&file, vec![1u8; 1 << 20]).unwrap();
+        std::fs::File::open(&file).unwrap().sync_all().unwrap();
+        let after = process_usage(pid);
+        assert!(
+            after.cpu_secs > before.cpu_secs,
+            "{before:?} then {after:?}"
+        );
+        let (cpu_us, kib) = after.per_call_since(&before, 10);
+        assert!(cpu_us >= 1e4, "{cpu_us} µs a call");
+        assert!(kib >= 100.0, "{kib} KiB a call");
+        let same = Usage {
+            cpu_secs: 2.0,
+            written: 4096,
+        };
+        assert_eq!(same.per_call_since(&Usage::default(), 4), (500_000.0, 1.0));
+    }
 }

@@ -43,10 +43,12 @@ pub struct ExchangeArgs {
     /// Size in MiB of the body streamed through the gateway (0 skips it).
     #[arg(long, default_value_t = 1024)]
     body_mib: u64,
-    /// Threads that run each gateway's requests (its `workers` setting). 0, the default
-    /// as in production: one per core, although here the two gateways, the directory and
-    /// this benchmark share the machine's cores.
-    #[arg(long, default_value_t = 0)]
+    /// Threads that run each gateway's requests (its `workers` setting; 0 is one per
+    /// core). Here two gateways, the directory and this benchmark share the machine's cores,
+    /// so each gateway runs with one, as an operator sets a process that shares a machine:
+    /// with one per core each, eight threads take turns on two cores, and a call whose task
+    /// waits on a thread the system has paused waits a time slice (milliseconds) for it.
+    #[arg(long, default_value_t = 1)]
     gateway_workers: usize,
     /// Scratch folder (removed afterwards). Default: a new folder under the system temp dir.
     #[arg(long)]
@@ -191,7 +193,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
     println!("civitas bench exchange — {}", machine());
     println!(
-        "each gateway runs with workers = {} (0: one per core)",
+        "each gateway runs with workers = {} (0: one per core; `--gateway-workers`)",
         args.gateway_workers
     );
     let provider = provider().await?;
@@ -349,6 +351,13 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("direct and through the gateway:");
+    let usage = || -> Vec<crate::bench::Usage> {
+        gateways
+            .iter()
+            .map(|(_, pid)| crate::bench::process_usage(*pid))
+            .collect()
+    };
+    let before_load = usage();
     let mut rss_under_load = vec![0u64; gateways.len()];
     let (direct_url, through_url) = (direct.to_string(), through.clone());
     let ((d, direct_secs), (g, gateway_secs)) = crate::bench::alternate(
@@ -373,6 +382,7 @@ async fn measure(
         },
     )
     .await?;
+    let after_load = usage();
     let spent = [direct_secs, gateway_secs];
     let (rate_d, rate_g) = (d.len() as f64 / spent[0], g.len() as f64 / spent[1]);
     let ms = |v: &[f64], p: f64| percentile(v, p) * 1e3;
@@ -387,13 +397,15 @@ async fn measure(
             client.get(format!("{direct_url}/items/{n}"))
         })
         .await?;
+        let before = usage();
         let g = fixed_rate(args.rate, secs, |n| {
             client
                 .get(format!("{through}/items/{n}"))
                 .header("X-Road-Client", "TW/BENCH/CLIENT/app")
         })
         .await?;
-        Some((d, g))
+        let used = usage();
+        Some((d, g, before, used))
     } else {
         None
     };
@@ -428,7 +440,45 @@ async fn measure(
         ms(&g, 0.5) - ms(&d, 0.5),
         ms(&g, 0.99) - ms(&d, 0.99)
     );
-    if let Some((fd, fg)) = &fixed {
+    // What each call costs the gateways, which the host's speed of the moment moves less
+    // than the rates: CPU time and bytes sent to storage (the ledger's commits and their
+    // checkpoints), per call through them.
+    let per_call = |before: &[crate::bench::Usage], after: &[crate::bench::Usage], calls: usize| {
+        let each: Vec<(f64, f64)> = before
+            .iter()
+            .zip(after)
+            .map(|(b, a)| a.per_call_since(b, calls))
+            .collect();
+        (
+            each.iter()
+                .map(|(cpu, _)| format!("{cpu:.0} µs"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            each.iter()
+                .map(|(_, kib)| format!("{kib:.1} KiB"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+        )
+    };
+    let (cpu, written) = per_call(&before_load, &after_load, g.len());
+    println!(
+        "| each gateway's CPU time per call, {} clients (client's / provider's) | {cpu} | | | | | — |",
+        args.clients
+    );
+    println!(
+        "| each gateway's storage writes per call, {} clients (client's / provider's) | {written} | | | | | — |",
+        args.clients
+    );
+    if let Some((fd, fg, before, after)) = &fixed {
+        let (cpu, written) = per_call(before, after, fg.len());
+        println!(
+            "| each gateway's CPU time per call at {}/s (client's / provider's) | {cpu} | | | | | — |",
+            args.rate
+        );
+        println!(
+            "| each gateway's storage writes per call at {}/s (client's / provider's) | {written} | | | | | — |",
+            args.rate
+        );
         let rate = args.rate;
         println!(
             "| GET, direct to the provider, {rate}/s offered | {:.0}/s answered | {:.2} ms | {:.2} ms | — | — | the baseline |",
