@@ -14,22 +14,15 @@
 //! ([`crate::Db::write_turn`]), so it never meets the writers' connection in SQLite's busy
 //! handler.
 //!
-//! Committing does not copy the write-ahead log into the database: SQLite does that (a
-//! checkpoint) in the commit that takes the log past a thousand pages, so one commit in
-//! several waited for the copy and its sync. Here a thread of its own, on a connection of
-//! its own, checkpoints when the log is that long ([`Checkpointer`]); in WAL mode a
-//! checkpoint runs beside the writer without blocking it. Only when the log is far longer
-//! (the checkpointer is not keeping up) does the writer checkpoint itself.
-//!
 //! The only `unsafe` code of the store is here: calls into SQLite's C API, on pointers this
 //! module owns and uses on the one thread.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::Mutex;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
 
 use libsqlite3_sys as ffi;
 
@@ -48,14 +41,6 @@ pub enum End<T> {
 /// At most this many prepared statements are kept; past it, all are dropped and prepared
 /// again as used (a batch's texts are a few dozen).
 const KEPT_STATEMENTS: usize = 256;
-
-/// Pages of write-ahead log past which the checkpointer copies them into the database
-/// (SQLite's own threshold for the checkpoint it would otherwise run in a commit).
-const CHECKPOINT_PAGES: c_int = 1000;
-
-/// Pages of write-ahead log past which the writer checkpoints itself, as SQLite would: the
-/// checkpointer is not keeping up, or could not open its connection.
-const CHECKPOINT_PAGES_INLINE: c_int = 16 * CHECKPOINT_PAGES;
 
 type Job = Box<dyn FnOnce(&mut Option<Conn>) + Send>;
 
@@ -173,8 +158,6 @@ fn closed() -> StoreError {
 pub struct Conn {
     db: NonNull<ffi::sqlite3>,
     statements: HashMap<String, NonNull<ffi::sqlite3_stmt>>,
-    /// The writer's checkpointer (none for a read-only connection, or the checkpointer's own).
-    checkpointer: Option<Checkpointer>,
 }
 
 // SAFETY: a `Conn` is made, used and dropped on the writer thread; it only passes between
@@ -183,27 +166,7 @@ pub struct Conn {
 unsafe impl Send for Conn {}
 
 impl Conn {
-    /// Opens the writer's connection, with its checkpointer unless it is read-only.
     fn open(path: &Path, read_only: bool) -> Result<Conn, StoreError> {
-        let mut conn = Conn::open_plain(path, read_only)?;
-        if !read_only {
-            let checkpointer = Checkpointer::start(path);
-            // SAFETY: the connection is open; the hook's argument is the checkpointer's
-            // signal, which the connection keeps alive until it is closed (`Drop`), and
-            // the hook only reads it through `&`.
-            unsafe {
-                ffi::sqlite3_wal_hook(
-                    conn.db.as_ptr(),
-                    Some(wal_written),
-                    Arc::as_ptr(&checkpointer.signal).cast_mut().cast(),
-                );
-            }
-            conn.checkpointer = Some(checkpointer);
-        }
-        Ok(conn)
-    }
-
-    fn open_plain(path: &Path, read_only: bool) -> Result<Conn, StoreError> {
         let name =
             CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| StoreError::Sqlite {
                 code: ffi::SQLITE_MISUSE,
@@ -233,7 +196,6 @@ impl Conn {
         let mut conn = Conn {
             db,
             statements: HashMap::new(),
-            checkpointer: None,
         };
         if rc != ffi::SQLITE_OK {
             return Err(conn.error(rc));
@@ -443,150 +405,7 @@ unsafe fn bind_text(stmt: *mut ffi::sqlite3_stmt, at: c_int, s: &str) -> c_int {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.finalize_all();
-        // SAFETY: every statement is finalized; the connection is closed once, here, before
-        // the checkpointer's signal (the WAL hook's argument) can go.
+        // SAFETY: every statement is finalized; the connection is closed once, here.
         unsafe { ffi::sqlite3_close(self.db.as_ptr()) };
-        if let Some(c) = self.checkpointer.take() {
-            c.stop();
-        }
     }
-}
-
-/// The thread that checkpoints the writer's database when its write-ahead log is long.
-struct Checkpointer {
-    signal: Arc<Signal>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// What the writer's WAL hook tells the checkpointer.
-#[derive(Default)]
-struct Signal {
-    state: Mutex<Due>,
-    changed: Condvar,
-}
-
-#[derive(Default, PartialEq, Eq)]
-enum Due {
-    #[default]
-    Nothing,
-    Checkpoint,
-    Stop,
-}
-
-impl Signal {
-    fn set(&self, due: Due) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *state != Due::Stop {
-            *state = due;
-        }
-        self.changed.notify_one();
-    }
-
-    /// Waits for a checkpoint to be due (true) or for the end (false).
-    fn wait(&self) -> bool {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        loop {
-            match *state {
-                Due::Nothing => {
-                    state = self
-                        .changed
-                        .wait(state)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                }
-                Due::Checkpoint => {
-                    *state = Due::Nothing;
-                    return true;
-                }
-                Due::Stop => return false,
-            }
-        }
-    }
-}
-
-impl Checkpointer {
-    fn start(path: &Path) -> Checkpointer {
-        let signal = Arc::new(Signal::default());
-        let (path, theirs) = (path.to_path_buf(), signal.clone());
-        let thread = std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || {
-                let conn = match Conn::open_plain(&path, false) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the checkpointer cannot open the database; the writer checkpoints itself");
-                        return;
-                    }
-                };
-                while theirs.wait() {
-                    conn.checkpoint();
-                }
-            })
-            .map_err(|e| tracing::warn!(error = %e, "cannot start the checkpointer; the writer checkpoints itself"))
-            .ok();
-        Checkpointer { signal, thread }
-    }
-
-    fn stop(mut self) {
-        self.signal.set(Due::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Conn {
-    /// Copies what it can of the write-ahead log into the database without waiting for
-    /// readers or the writer (a passive checkpoint); a checkpoint already running is left
-    /// to finish.
-    fn checkpoint(&self) {
-        // SAFETY: the connection is open; a null name means every attached database.
-        let rc = unsafe {
-            ffi::sqlite3_wal_checkpoint_v2(
-                self.db.as_ptr(),
-                std::ptr::null(),
-                ffi::SQLITE_CHECKPOINT_PASSIVE,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-        };
-        if rc != ffi::SQLITE_OK && rc != ffi::SQLITE_BUSY {
-            tracing::warn!(error = %self.error(rc), "a checkpoint of the write-ahead log failed");
-        }
-    }
-}
-
-/// SQLite's WAL hook on the writer's connection, called after each commit with the pages
-/// now in the log: past [`CHECKPOINT_PAGES`] the checkpointer is woken; past
-/// [`CHECKPOINT_PAGES_INLINE`] the writer checkpoints there and then.
-unsafe extern "C" fn wal_written(
-    signal: *mut c_void,
-    db: *mut ffi::sqlite3,
-    name: *const c_char,
-    pages: c_int,
-) -> c_int {
-    if pages >= CHECKPOINT_PAGES_INLINE {
-        // SAFETY: SQLite gives its open connection and the database's name; a checkpoint
-        // may run inside the hook (SQLite's own default hook does the same).
-        unsafe {
-            ffi::sqlite3_wal_checkpoint_v2(
-                db,
-                name,
-                ffi::SQLITE_CHECKPOINT_PASSIVE,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
-        }
-    } else if pages >= CHECKPOINT_PAGES {
-        // SAFETY: the argument is the `Signal` that the connection keeps alive while it is
-        // open (see `Conn::open`).
-        let signal = unsafe { &*signal.cast_const().cast::<Signal>() };
-        signal.set(Due::Checkpoint);
-    }
-    ffi::SQLITE_OK
 }
