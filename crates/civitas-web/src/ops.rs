@@ -31,13 +31,32 @@ pub(crate) fn install_metrics() {
                 LATENCY_BUCKETS,
             )
             .unwrap_or_else(|_| PrometheusBuilder::new());
-        match builder.install_recorder() {
+        let handle = match builder.install_recorder() {
             Ok(handle) => handle,
             // Another recorder is installed (only in embedding tests): render an empty registry.
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        };
+        // The recorder keeps every timing it is given until its upkeep folds them into the
+        // histograms: without it, on a node nobody scrapes, eight bytes a request more
+        // (a gateway at 5,000 calls a second would grow by 144 MB an hour).
+        let upkept = handle.clone();
+        let started = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkept.run_upkeep();
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the metrics' upkeep");
         }
+        handle
     });
 }
+
+/// How often the recorder's timings are folded into its histograms.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Counts and times every request by route template and status.
 pub(crate) async fn record_metrics(req: Request, next: Next) -> Response {
@@ -232,4 +251,22 @@ async fn prometheus(State(app): State<Shared>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_metrics_recorder_has_its_upkeep_running() {
+        super::install_metrics();
+        super::install_metrics();
+        let upkeep = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim() == "metrics-upkeep")
+            .count();
+        assert_eq!(
+            upkeep, 1,
+            "one upkeep thread, however often it is installed"
+        );
+    }
 }
