@@ -421,6 +421,19 @@ pub(crate) async fn stored_subject_secret(
     db: &Db,
     subject_ref: &str,
 ) -> Result<Option<Vec<u8>>, LedgerError> {
+    // Asked before each event about someone not in memory (Notify: every message to a new
+    // address): on SQLite a point read on the calling thread, not a round trip through the
+    // pool.
+    if db.reads_here() {
+        match db.read_here(
+            "SELECT secret FROM ledger_subjects WHERE subject_ref = ?",
+            &[Value::Text(subject_ref.to_string())],
+            |row| row.bytes(0),
+        ) {
+            Ok(found) => return Ok(found.flatten()),
+            Err(e) => tracing::debug!(error = %e, "a subject's secret read through the pool"),
+        }
+    }
     sqlx::query("SELECT secret FROM ledger_subjects WHERE subject_ref = $1")
         .bind(subject_ref)
         .fetch_optional(&mut *db.lend().await?)

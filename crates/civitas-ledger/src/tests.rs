@@ -329,6 +329,27 @@ async fn a_secret_for_an_event_is_stored_with_it_on_both_engines() {
         assert_eq!(ledger.subject_secret("person:new").await.unwrap(), secret);
         let found = ledger.subject_events(secret.tag()).await.unwrap();
         assert_eq!(found.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![idx]);
+        // A secret stored before this ledger's memory knew it (by an earlier run, or another
+        // node) is read, not made again, and the event about them commits.
+        civitas_store::sqlx::query(
+            "INSERT INTO ledger_subjects (subject_ref, secret) VALUES ($1, $2)",
+        )
+        .bind("person:earlier")
+        .bind(vec![9u8; 32])
+        .execute(db.pool())
+        .await
+        .unwrap();
+        let earlier = ledger
+            .subject_secret_for_event("person:earlier")
+            .await
+            .unwrap();
+        assert_eq!(
+            earlier.as_bytes().to_vec(),
+            vec![9u8; 32],
+            "{:?}",
+            db.engine()
+        );
+        ledger.append(&event(2).about(earlier.tag())).await.unwrap();
     }
 }
 

@@ -679,4 +679,62 @@ mod tests {
                 .unwrap();
         assert_eq!((n, nulls), (1234, 1234 - 412));
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_here_sees_every_commit_and_never_writes() {
+        let (db, _) = scratch_file(
+            "read-here",
+            "CREATE TABLE t (a BIGINT PRIMARY KEY, b BLOB, c BIGINT)",
+            2,
+        )
+        .await;
+        assert!(db.reads_here());
+        let read = |db: &crate::Db, a: i64| {
+            db.read_here("SELECT b, c FROM t WHERE a = ?", &[Value::I64(a)], |row| {
+                (row.bytes(0), row.i64(1))
+            })
+            .unwrap()
+        };
+        assert_eq!(read(&db, 1), None, "no row");
+        db.write_on_thread(|conn| {
+            conn.execute(
+                "INSERT INTO t (a, b, c) VALUES (?, ?, ?)",
+                &[Value::I64(1), Value::Bytes(vec![7; 40]), Value::I64(-3)],
+            )?;
+            conn.execute(
+                "INSERT INTO t (a, b, c) VALUES (?, ?, ?)",
+                &[Value::I64(2), Value::NullBytes, Value::NullInt],
+            )?;
+            Ok(crate::End::Commit(()))
+        })
+        .await
+        .unwrap();
+        assert_eq!(read(&db, 1), Some((Some(vec![7; 40]), Some(-3))));
+        assert_eq!(read(&db, 2), Some((None, None)), "NULLs");
+        // A later commit, through the pool this time, is seen by the same thread's reader:
+        // it keeps no snapshot between reads.
+        sqlx::query("UPDATE t SET b = x'', c = 5 WHERE a = 1")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(read(&db, 1), Some((Some(Vec::new()), Some(5))));
+        // From other threads too, each with its own connection.
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let db = db.clone();
+            tasks.push(tokio::task::spawn_blocking(move || read(&db, 1 + i % 2)));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().is_some());
+        }
+        // It refuses to write.
+        let wrote = db.read_here("DELETE FROM t WHERE a = ?", &[Value::I64(1)], |_| ());
+        assert!(wrote.is_err(), "{wrote:?}");
+        assert_eq!(rows_in_t(&db).await, 2);
+        db.close().await;
+        // A database in memory is read through the pool.
+        let memory = crate::Db::connect("sqlite::memory:", 1).await.unwrap();
+        assert!(!memory.reads_here());
+        assert!(memory.read_here("SELECT 1", &[], |_| ()).is_err());
+    }
 }

@@ -16,7 +16,7 @@ pub use migrate::{
     schema_status,
 };
 pub use sqlx;
-pub use writer::{Conn as WriterConn, End};
+pub use writer::{Conn as WriterConn, End, Row as ReadRow};
 
 /// `count` numbered parameters from `$first`, as a list for `IN (…)`: `marks(1, 3)` is
 /// `$1, $2, $3`.
@@ -500,6 +500,32 @@ impl Db {
         let ended = writer.write(job).await;
         drop(turn);
         ended
+    }
+
+    /// Whether [`Db::read_here`] can read this database (SQLite in a file).
+    pub fn reads_here(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Reads the first row of `sql` (one statement that only reads, written with `?` for
+    /// each of `values`) on a SQLite connection of the calling thread's own, and gives
+    /// `read` of it: no round trip to a pooled connection's thread and back. For point
+    /// reads by key on hot paths, which SQLite answers from its cache in microseconds while
+    /// the thread waits; anything longer goes through the pool. Fails on PostgreSQL and on
+    /// a database in memory ([`Db::reads_here`]), and when a lock is held past a few
+    /// milliseconds: the caller then reads through the pool.
+    pub fn read_here<T>(
+        &self,
+        sql: &str,
+        values: &[Value],
+        read: impl FnOnce(&ReadRow<'_>) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        match &self.writer {
+            Some(w) => w.read_here(sql, values, read),
+            None => Err(StoreError::Sql(sqlx::Error::Configuration(
+                "reading on the calling thread is for SQLite databases in a file".into(),
+            ))),
+        }
     }
 
     /// Runs `script` as one transaction and returns the rows it changed, once committed:

@@ -44,9 +44,23 @@ const KEPT_STATEMENTS: usize = 256;
 
 type Job = Box<dyn FnOnce(&mut Option<Conn>) + Send>;
 
+/// How long a thread's own reader waits for a lock (only a checkpoint that restarts the log,
+/// or a recovery, takes one that readers wait for).
+const READER_BUSY_MS: u32 = 20;
+
+/// At most this many databases' readers are kept open per thread.
+const KEPT_READERS: usize = 4;
+
+thread_local! {
+    /// The calling thread's own read connections, by database ([`WriteThread::read_here`]).
+    static READERS: std::cell::RefCell<Vec<(u64, Conn)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The writer thread of one SQLite database file, started on first use.
 #[derive(Debug)]
 pub(crate) struct WriteThread {
+    /// Names this database among those the threads' own readers have open ([`READERS`]).
+    id: u64,
     path: PathBuf,
     /// The database was opened read-only (`mode=ro`): so is this connection.
     read_only: bool,
@@ -65,7 +79,9 @@ enum Jobs {
 
 impl WriteThread {
     pub(crate) fn new(path: PathBuf, read_only: bool) -> WriteThread {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         WriteThread {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             path,
             read_only,
             jobs: Mutex::new(Jobs::NotYet),
@@ -127,6 +143,39 @@ impl WriteThread {
             Jobs::Running(tx) => tx.send(job).map_err(|_| closed()),
             _ => Err(closed()),
         }
+    }
+
+    /// Runs `sql`, a statement that only reads, on a connection of the calling thread's
+    /// own, and gives `read` of its first row: no hand-off to another thread and back.
+    /// For point reads by key on hot paths, which SQLite answers from its cache in
+    /// microseconds; the thread waits for them. The connection is opened on first use, with
+    /// the pool's pragmas, refuses to write (`query_only`), and gives up on a lock after
+    /// [`READER_BUSY_MS`] (the caller can then read through the pool).
+    pub(crate) fn read_here<T>(
+        &self,
+        sql: &str,
+        values: &[Value],
+        read: impl FnOnce(&Row<'_>) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        READERS.with(|readers| {
+            let mut readers = readers.borrow_mut();
+            let at = match readers.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => at,
+                None => {
+                    let mut conn = Conn::open(&self.path, self.read_only)?;
+                    conn.exec(&format!(
+                        "PRAGMA query_only=1; PRAGMA busy_timeout={READER_BUSY_MS};"
+                    ))?;
+                    // A thread that has read many databases (tests) keeps the newest few.
+                    if readers.len() >= KEPT_READERS {
+                        readers.remove(0);
+                    }
+                    readers.push((self.id, conn));
+                    readers.len() - 1
+                }
+            };
+            readers[at].1.read_first(sql, values, read)
+        })
     }
 
     /// Closes the connection (after the jobs sent before) and ends the thread.
@@ -231,7 +280,9 @@ impl Conn {
     /// rows it changed (none for a statement that only reads).
     pub fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
         let stmt = self.prepared(sql)?.as_ptr();
-        let outcome = self.bind_and_step(stmt, values);
+        let outcome = self
+            .bind(stmt, values)
+            .and_then(|()| self.step_to_end(stmt));
         // SAFETY: `stmt` is a live statement of this connection. Reset returns the step's
         // error again, already taken above; bindings are cleared so no pointer into
         // `values` outlives this call.
@@ -242,14 +293,39 @@ impl Conn {
         outcome
     }
 
-    fn bind_and_step(
+    /// Runs `sql`, written with `?` for each of `values`, and gives `read` of its first
+    /// row, if it has one.
+    pub(crate) fn read_first<T>(
         &mut self,
-        stmt: *mut ffi::sqlite3_stmt,
+        sql: &str,
         values: &[Value],
-    ) -> Result<u64, StoreError> {
+        read: impl FnOnce(&Row<'_>) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let stmt = self.prepared(sql)?.as_ptr();
+        let outcome = self.bind(stmt, values).and_then(|()| {
+            // SAFETY: `stmt` is a live statement of this connection, its values bound.
+            match unsafe { ffi::sqlite3_step(stmt) } {
+                ffi::SQLITE_ROW => Ok(Some(read(&Row {
+                    stmt,
+                    _conn: std::marker::PhantomData,
+                }))),
+                ffi::SQLITE_DONE => Ok(None),
+                rc => Err(self.error(rc)),
+            }
+        });
+        // SAFETY: as in `execute`; the row was read (copied) above, before the reset.
+        unsafe {
+            ffi::sqlite3_reset(stmt);
+            ffi::sqlite3_clear_bindings(stmt);
+        }
+        outcome
+    }
+
+    /// Binds `values` to `stmt`'s parameters, which must be as many.
+    fn bind(&mut self, stmt: *mut ffi::sqlite3_stmt, values: &[Value]) -> Result<(), StoreError> {
         // SAFETY (this block): `stmt` is a live statement of this connection; text and blob
-        // pointers are bound as static, which holds until the bindings are cleared in
-        // `execute`, before `values` can go.
+        // pointers are bound as static, which holds until the bindings are cleared by the
+        // caller (`execute`, `read_first`), before `values` can go.
         unsafe {
             let wanted = ffi::sqlite3_bind_parameter_count(stmt);
             if wanted as usize != values.len() {
@@ -281,6 +357,14 @@ impl Conn {
                     return Err(self.error(rc));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Steps `stmt` to its end; the rows it changed (none for a statement that only reads).
+    fn step_to_end(&mut self, stmt: *mut ffi::sqlite3_stmt) -> Result<u64, StoreError> {
+        // SAFETY: `stmt` is a live statement of this connection, its values bound.
+        unsafe {
             loop {
                 match ffi::sqlite3_step(stmt) {
                     ffi::SQLITE_ROW => continue,
@@ -383,6 +467,44 @@ impl Conn {
                 .into_owned()
         };
         StoreError::Sqlite { code: rc, message }
+    }
+}
+
+/// The current row of a statement run by [`Conn::read_first`]: its columns, by position from 0,
+/// copied out.
+pub struct Row<'a> {
+    stmt: *mut ffi::sqlite3_stmt,
+    _conn: std::marker::PhantomData<&'a mut Conn>,
+}
+
+impl Row<'_> {
+    /// Column `i` as bytes (a blob, or a text's bytes); `None` when it is NULL.
+    pub fn bytes(&self, i: usize) -> Option<Vec<u8>> {
+        let at = i as c_int;
+        // SAFETY: the statement is on this row (the borrow of `Row` lasts no longer); the
+        // pointer SQLite gives is valid for the length it gives, until the next step or
+        // reset, and is copied at once.
+        unsafe {
+            if ffi::sqlite3_column_type(self.stmt, at) == ffi::SQLITE_NULL {
+                return None;
+            }
+            let p = ffi::sqlite3_column_blob(self.stmt, at);
+            let n = ffi::sqlite3_column_bytes(self.stmt, at);
+            if p.is_null() || n <= 0 {
+                return Some(Vec::new());
+            }
+            Some(std::slice::from_raw_parts(p.cast::<u8>(), n as usize).to_vec())
+        }
+    }
+
+    /// Column `i` as an integer; `None` when it is NULL.
+    pub fn i64(&self, i: usize) -> Option<i64> {
+        let at = i as c_int;
+        // SAFETY: as in `bytes`.
+        unsafe {
+            (ffi::sqlite3_column_type(self.stmt, at) != ffi::SQLITE_NULL)
+                .then(|| ffi::sqlite3_column_int64(self.stmt, at))
+        }
     }
 }
 
