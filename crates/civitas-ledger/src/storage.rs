@@ -215,39 +215,14 @@ pub(crate) async fn write_batch(
     // companion statement changes one row.
     let own = (1 + written + dequeued.len()) as u64;
     let companions = writes.iter().map(|w| w.len() as u64).sum::<u64>();
-    let changed = if db.engine() == civitas_store::Engine::Sqlite {
-        // The whole transaction, its counts checked before the commit, in one hand-off to
-        // the writer thread (one wake-up each way, where statement by statement through
-        // the pool a batch took five to seven round trips).
-        let ended = db
-            .write_on_thread(move |conn| {
-                let mut changed = script.run_on(conn)?;
-                for w in &writes {
-                    changed += w.run_on(conn)?;
-                }
-                Ok(if changed == own + companions {
-                    End::Commit(changed)
-                } else {
-                    End::Rollback(changed)
-                })
-            })
-            .await?;
-        match ended {
-            End::Commit(_) => return Ok(()),
-            End::Rollback(changed) => changed,
-        }
-    } else {
-        let mut tx = db.begin_write().await.map_err(sql)?;
-        let mut changed = script.execute(&mut tx, db.engine()).await?;
-        for w in &writes {
-            changed += w.execute(&mut tx, db.engine()).await?;
-        }
-        if changed == own + companions {
-            tx.commit().await.map_err(sql)?;
-            return Ok(());
-        }
-        tx.rollback().await.map_err(sql)?;
-        changed
+    // The whole transaction, its counts checked before the commit: on SQLite in one
+    // hand-off to the writer thread (one wake-up each way, where statement by statement
+    // through the pool a batch took five to seven round trips).
+    let mut scripts = vec![Arc::new(script)];
+    scripts.extend(writes);
+    let changed = match db.commit_scripts(scripts, Some(own + companions)).await? {
+        End::Commit(_) => return Ok(()),
+        End::Rollback(changed) => changed,
     };
     if companions > 0 && tree_state(db).await?.0 == expected_size {
         return Err(LedgerError::WritesRefused(format!(

@@ -532,17 +532,48 @@ impl Db {
     /// on SQLite on the writer thread ([`Db::write_on_thread`]), on PostgreSQL on a
     /// pooled connection. A statement that fails undoes the whole script.
     pub async fn commit_script(&self, script: Script) -> Result<u64, StoreError> {
+        let (End::Commit(n) | End::Rollback(n)) =
+            self.commit_scripts(vec![Arc::new(script)], None).await?;
+        Ok(n)
+    }
+
+    /// Runs `scripts` in order as one transaction, as [`Db::commit_script`] does, and
+    /// commits it only if they changed `expected` rows in all (any number when `None`);
+    /// otherwise rolls it back. Gives the rows they changed, and which it was.
+    pub async fn commit_scripts(
+        &self,
+        scripts: Vec<Arc<Script>>,
+        expected: Option<u64>,
+    ) -> Result<End<u64>, StoreError> {
+        let end = move |changed: u64| {
+            if expected.is_none_or(|e| e == changed) {
+                End::Commit(changed)
+            } else {
+                End::Rollback(changed)
+            }
+        };
         if self.writer.is_some() {
-            let ended = self
-                .write_on_thread(move |c| Ok(End::Commit(script.run_on(c)?)))
-                .await?;
-            let (End::Commit(n) | End::Rollback(n)) = ended;
-            return Ok(n);
+            return self
+                .write_on_thread(move |c| {
+                    let mut changed = 0;
+                    for s in &scripts {
+                        changed += s.run_on(c)?;
+                    }
+                    Ok(end(changed))
+                })
+                .await;
         }
         let mut tx = self.begin_write().await?;
-        let n = script.execute(&mut tx, self.engine).await?;
-        tx.commit().await?;
-        Ok(n)
+        let mut changed = 0;
+        for s in &scripts {
+            changed += s.execute(&mut tx, self.engine).await?;
+        }
+        let ended = end(changed);
+        match ended {
+            End::Commit(_) => tx.commit().await?,
+            End::Rollback(_) => tx.rollback().await?,
+        }
+        Ok(ended)
     }
 
     /// The underlying pool, for queries.

@@ -440,45 +440,14 @@ async fn measure(
         ms(&g, 0.5) - ms(&d, 0.5),
         ms(&g, 0.99) - ms(&d, 0.99)
     );
-    // What each call costs the gateways, which the host's speed of the moment moves less
-    // than the rates: CPU time and bytes sent to storage (the ledger's commits and their
-    // checkpoints), per call through them.
-    let per_call = |before: &[crate::bench::Usage], after: &[crate::bench::Usage], calls: usize| {
-        let each: Vec<(f64, f64)> = before
-            .iter()
-            .zip(after)
-            .map(|(b, a)| a.per_call_since(b, calls))
-            .collect();
-        (
-            each.iter()
-                .map(|(cpu, _)| format!("{cpu:.0} µs"))
-                .collect::<Vec<_>>()
-                .join(" / "),
-            each.iter()
-                .map(|(_, kib)| format!("{kib:.1} KiB"))
-                .collect::<Vec<_>>()
-                .join(" / "),
-        )
-    };
-    let (cpu, written) = per_call(&before_load, &after_load, g.len());
-    println!(
-        "| each gateway's CPU time per call, {} clients (client's / provider's) | {cpu} | | | | | — |",
-        args.clients
-    );
-    println!(
-        "| each gateway's storage writes per call, {} clients (client's / provider's) | {written} | | | | | — |",
-        args.clients
+    print_costs(
+        &format!(", {} clients", args.clients),
+        &before_load,
+        &after_load,
+        g.len(),
     );
     if let Some((fd, fg, before, after)) = &fixed {
-        let (cpu, written) = per_call(before, after, fg.len());
-        println!(
-            "| each gateway's CPU time per call at {}/s (client's / provider's) | {cpu} | | | | | — |",
-            args.rate
-        );
-        println!(
-            "| each gateway's storage writes per call at {}/s (client's / provider's) | {written} | | | | | — |",
-            args.rate
-        );
+        print_costs(&format!(" at {}/s", args.rate), before, after, fg.len());
         let rate = args.rate;
         println!(
             "| GET, direct to the provider, {rate}/s offered | {:.0}/s answered | {:.2} ms | {:.2} ms | — | — | the baseline |",
@@ -520,6 +489,31 @@ async fn measure(
         }
     }
     Ok(())
+}
+
+/// Prints what each call cost the gateways (`when`: the load, as the rows name it), which the host's speed of the
+/// moment moves less than the rates: CPU time and bytes sent to storage (the ledger's
+/// commits and their checkpoints), per call through them.
+fn print_costs(
+    when: &str,
+    before: &[crate::bench::Usage],
+    after: &[crate::bench::Usage],
+    calls: usize,
+) {
+    let each: Vec<(f64, f64)> = before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| a.per_call_since(b, calls))
+        .collect();
+    let row = |what: &str, figure: &dyn Fn(&(f64, f64)) -> String| {
+        let figures: Vec<String> = each.iter().map(figure).collect();
+        println!(
+            "| each gateway's {what} per call{when} (client's / provider's) | {} | | | | | — |",
+            figures.join(" / ")
+        );
+    };
+    row("CPU time", &|(cpu, _)| format!("{cpu:.0} µs"));
+    row("storage writes", &|(_, kib)| format!("{kib:.1} KiB"));
 }
 
 /// Calls `request(n)` `rate` times a second for `secs` seconds, each on its own schedule
