@@ -36,6 +36,10 @@ pub struct Event {
     /// A small public payload (no personal data).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub public: Map<String, Value>,
+    /// Whether the entry is left out of the list by tag ([`Event::about_unlisted`]); not
+    /// part of the encoding, so a decoded event reads `false`.
+    #[serde(skip)]
+    pub unlisted: bool,
 }
 
 fn check_name(
@@ -64,12 +68,27 @@ impl Event {
             time_ms: now_ms(),
             payload_sha256: None,
             public: Map::new(),
+            unlisted: false,
         }
     }
 
-    /// Sets the person the event is about.
+    /// Sets the person the event is about; the log lists the entry under their tag
+    /// (`Ledger::subject_events`).
     pub fn about(mut self, subject: SubjectTag) -> Event {
         self.subject = Some(subject);
+        self.unlisted = false;
+        self
+    }
+
+    /// Sets whom the event is about, as [`Event::about`] does, but leaves the entry out of
+    /// the list by tag: for subjects nobody looks up there, such as the address a Notify
+    /// message went to (the person's own tracker lists what concerns the person). The entry
+    /// still carries the tag, which erasing the subject's secret unlinks as for any other.
+    /// Every entry listed costs an insert at a random place of the list's index, a page of
+    /// the database written at each commit.
+    pub fn about_unlisted(mut self, subject: SubjectTag) -> Event {
+        self.subject = Some(subject);
+        self.unlisted = true;
         self
     }
 

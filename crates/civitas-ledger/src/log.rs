@@ -1063,7 +1063,10 @@ fn new_entry(event: &Event) -> Result<NewEntry, LedgerError> {
         idx: 0,
         data: event.encode()?,
         kind: event.kind.clone(),
-        subject_tag: event.subject.map(|t| t.to_string()),
+        subject_tag: event
+            .subject
+            .filter(|_| !event.unlisted)
+            .map(|t| t.to_string()),
         time_ms: event.time_ms,
         queue_ref: None,
     })

@@ -201,6 +201,50 @@ async fn a_person_finds_their_own_events_and_only_theirs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlisted_entry_carries_its_tag_but_is_not_listed_under_it() {
+    let (db, ledger) = open("unlisted").await;
+    let address = ledger
+        .subject_secret("notify-recipient:a@example.org")
+        .await
+        .unwrap();
+    let listed = ledger.append(&event(1).about(address.tag())).await.unwrap();
+    let unlisted = ledger
+        .append(&event(2).about_unlisted(address.tag()))
+        .await
+        .unwrap();
+    // A later `about` lists it again.
+    let relisted = ledger
+        .append(&event(3).about_unlisted(address.tag()).about(address.tag()))
+        .await
+        .unwrap();
+    let found = ledger.subject_events(address.tag()).await.unwrap();
+    assert_eq!(
+        found.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![listed, relisted]
+    );
+    // The entry is the event as encoded, tag included, and proven like any other.
+    let e = Event::decode(&ledger.entry(unlisted).await.unwrap()).unwrap();
+    assert_eq!(e.subject, Some(address.tag()));
+    let key = ledger.verifier_key().to_string();
+    ledger
+        .proof_bundle(unlisted)
+        .await
+        .unwrap()
+        .verify(&key)
+        .unwrap();
+    // Stored without the tag column that the index by tag covers.
+    let tags: Vec<Option<String>> = civitas_store::sqlx::query_scalar(
+        "SELECT subject_tag FROM ledger_entries WHERE idx IN ($1, $2) ORDER BY idx",
+    )
+    .bind(listed as i64)
+    .bind(unlisted as i64)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(tags, vec![Some(address.tag().to_string()), None]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_persons_secret_is_written_with_the_first_events_about_them() {
     use civitas_store::{Script, Value};
     let (db, ledger) = open("subjects-for-events").await;

@@ -191,18 +191,15 @@ impl Notify {
             }
         }
         // Under the tag the message was accepted under.
-        let subject = match &m.subject_ref {
-            Some(person) => person.clone(),
-            None => format!("notify-recipient:{}", m.recipient),
-        };
-        let tag = self.ledger.subject_secret_for_event(&subject).await?.tag();
         let event = Event::new(
             "notify.status",
             "system",
             &format!("notify/notification/{}", m.id),
-        )
-        .about(tag)
-        .with("status", status.to_string());
+        );
+        let event = self
+            .about_recipient(event, m.subject_ref.as_deref(), &m.recipient)
+            .await?
+            .with("status", status.to_string());
         match self.ledger.append_with(&event, w).await {
             // No longer this claim's: another deliverer settles it.
             Ok(_) | Err(civitas_ledger::LedgerError::WritesRefused(_)) => Ok(()),

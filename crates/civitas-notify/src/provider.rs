@@ -302,16 +302,16 @@ impl Notify {
             ],
         );
         self.status_changed(&mut w, &r.id, &r.status, at_ms).await?;
-        let subject = person.unwrap_or_else(|| format!("notify-recipient:{recipient}"));
-        let tag = self.ledger.subject_secret_for_event(&subject).await?.tag();
         let event = Event::new(
             "notify.status",
             "notify-provider",
             &format!("notify/notification/{}", r.id),
-        )
-        .about(tag)
-        .with("status", r.status.clone())
-        .with("at_ms", at_ms);
+        );
+        let event = self
+            .about_recipient(event, person.as_deref(), &recipient)
+            .await?
+            .with("status", r.status.clone())
+            .with("at_ms", at_ms);
         match self.ledger.append_with(&event, w).await {
             Ok(_) => Ok(true),
             // Not further along than what is known: kept as an event only.

@@ -295,6 +295,28 @@ pub const PAGE_SIZE: i64 = 250;
 /// same message.
 const IDEMPOTENCY_MS: i64 = 24 * 60 * 60 * 1000;
 
+impl Notify {
+    /// `event` about a message's recipient: under the person's tag when the sender named a
+    /// person by national ID, listed among the person's entries; else under the address's
+    /// tag, unlisted ([`Event::about_unlisted`]). Nobody looks an address up in the log, and
+    /// listing every message's address would cost an insert at a random place of the log's
+    /// index by tag, a page written, for each message.
+    pub(crate) async fn about_recipient(
+        &self,
+        event: Event,
+        person: Option<&str>,
+        address: &str,
+    ) -> Result<Event, NotifyError> {
+        Ok(match person {
+            Some(person) => event.about(self.ledger.subject_secret_for_event(person).await?.tag()),
+            None => {
+                let subject = format!("notify-recipient:{address}");
+                event.about_unlisted(self.ledger.subject_secret_for_event(&subject).await?.tag())
+            }
+        })
+    }
+}
+
 /// What makes two sends one message on one day (the database keeps one row per key, so two
 /// sends at the same moment cannot both be accepted).
 fn dedupe_key(
@@ -1067,23 +1089,21 @@ impl Notify {
             };
             self.queue_callback(&mut w, &reported, status, now).await?;
         }
-        let subject = match &n.from_registers {
-            Some((_, person)) => person.clone(),
-            None => format!("notify-recipient:{recipient}"),
-        };
-        let tag = self.ledger.subject_secret_for_event(&subject).await?.tag();
-        let mut event = Event::new(
+        let event = Event::new(
             "notify.accepted",
             &format!("notify-key:{}", caller.key_id),
             &format!("notify/notification/{}", stored.id),
-        )
-        .about(tag)
-        .with("service_id", caller.service.id.clone())
-        .with("channel", n.channel.code())
-        .with("template_id", template.id.clone())
-        .with("template_version", template.version)
-        .with("language", lang.code())
-        .with("key_type", caller.key_type.code());
+        );
+        let person = n.from_registers.as_ref().map(|(_, p)| p.as_str());
+        let mut event = self
+            .about_recipient(event, person, &recipient)
+            .await?
+            .with("service_id", caller.service.id.clone())
+            .with("channel", n.channel.code())
+            .with("template_id", template.id.clone())
+            .with("template_version", template.version)
+            .with("language", lang.code())
+            .with("key_type", caller.key_type.code());
         if completed.is_some() {
             event = event.with("status", status);
         }

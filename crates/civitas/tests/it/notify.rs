@@ -212,6 +212,10 @@ on_both_engines! {
         let public = serde_json::to_string(&accepted.public).unwrap();
         assert!(accepted.subject.is_some());
         assert!(public.contains(&email.id) && !public.contains("guest@moda.gov.example") && !public.contains("案件"), "{public}");
+        // The address's tag, unlisted: nobody looks an address up in the log.
+        let address = app.ledger.subject_secret("notify-recipient:guest@moda.gov.example").await.unwrap().tag();
+        assert_eq!(accepted.subject, Some(address));
+        assert!(app.ledger.subject_events(address).await.unwrap().is_empty());
         app.stop().await;
     }
 }

@@ -732,10 +732,26 @@ async fn a_resident_reads_their_messages_and_chooses_how_they_are_told(engine: E
         .json()
         .await
         .unwrap();
+    let first_id = first["id"].as_str().unwrap().to_string();
     assert_eq!(
         status_of(first).await,
         "created",
         "by e-mail, and in the inbox too"
+    );
+    // Logged under the person's tag, and listed among the person's entries.
+    let (person_ref,): (String,) =
+        civitas_store::sqlx::query_as("SELECT subject_ref FROM notify_notifications WHERE id = $1")
+            .bind(&first_id)
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+    let tag = app.ledger.subject_secret(&person_ref).await.unwrap().tag();
+    let theirs = app.ledger.subject_events(tag).await.unwrap();
+    assert!(
+        theirs
+            .iter()
+            .any(|(_, e)| e.kind == "notify.accepted" && e.object.ends_with(&first_id)),
+        "{theirs:?}"
     );
 
     let mut person = crate::support::Browser::new(&app);
