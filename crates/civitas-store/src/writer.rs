@@ -14,8 +14,12 @@
 //! ([`crate::Db::write_turn`]), so it never meets the writers' connection in SQLite's busy
 //! handler.
 //!
+//! On Linux the thread asks for a short time slice ([`short_slice`]): the commits of the
+//! whole node wait on it, and with the default slice a wake-up on a busy machine waited
+//! for the running thread's slice to end.
+//!
 //! The only `unsafe` code of the store is here: calls into SQLite's C API, on pointers this
-//! module owns and uses on the one thread.
+//! module owns and uses on the one thread, and the one system call of [`short_slice`].
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int};
@@ -54,6 +58,77 @@ const KEPT_READERS: usize = 4;
 thread_local! {
     /// The calling thread's own read connections, by database ([`WriteThread::read_here`]).
     static READERS: std::cell::RefCell<Vec<(u64, Conn)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The time slice the writer thread asks for: shorter than Linux's default (0.75 ms times
+/// 1 + log2 of the cores), so that when it wakes (a transaction handed to it, a sync done)
+/// it runs at once instead of waiting out the running thread's slice.
+const WRITER_SLICE_NS: u64 = 300_000;
+
+/// Asks the scheduler for [`WRITER_SLICE_NS`] as the calling thread's slice, keeping its
+/// policy and nice value. Since Linux 6.12 the fair scheduler (EEVDF) lets a thread that
+/// wakes with a shorter slice than the running one's take the core; measured with `civitas
+/// bench notify`, a transaction handed to the thread waited 0.55-0.8 ms on average to
+/// start while Tokio's workers kept both cores busy, and 0.02-0.07 ms with this slice.
+/// Older kernels ignore the slice; elsewhere nothing is asked. Needs no privilege.
+fn short_slice() {
+    #[cfg(target_os = "linux")]
+    {
+        let Some(mut attr) = sched::get() else { return };
+        // Only the fair policies (SCHED_OTHER, SCHED_BATCH) have a slice to set.
+        if attr.policy != 0 && attr.policy != 3 {
+            return;
+        }
+        attr.flags = 0;
+        attr.runtime = WRITER_SLICE_NS;
+        if let Err(e) = sched::set(&attr) {
+            tracing::debug!(error = %e, "the writer thread keeps the default time slice");
+        }
+    }
+}
+
+/// The calling thread's scheduling attributes (`sched_getattr(2)`, `sched_setattr(2)`).
+#[cfg(target_os = "linux")]
+mod sched {
+    /// `struct sched_attr`.
+    #[repr(C)]
+    #[derive(Debug, Default)]
+    pub(super) struct Attr {
+        pub size: u32,
+        pub policy: u32,
+        pub flags: u64,
+        pub nice: i32,
+        pub priority: u32,
+        pub runtime: u64,
+        pub deadline: u64,
+        pub period: u64,
+        pub util_min: u32,
+        pub util_max: u32,
+    }
+
+    const SIZE: u32 = std::mem::size_of::<Attr>() as u32;
+
+    pub(super) fn get() -> Option<Attr> {
+        let mut attr = Attr::default();
+        // SAFETY: a pointer to an `Attr` of the size given, alive across the call; pid 0 is
+        // the calling thread.
+        let rc = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &raw mut attr, SIZE, 0) };
+        (rc == 0).then_some(attr)
+    }
+
+    pub(super) fn set(attr: &Attr) -> std::io::Result<()> {
+        let attr = Attr {
+            size: SIZE,
+            ..*attr
+        };
+        // SAFETY: as in `get`; the kernel only reads the struct.
+        let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
 }
 
 /// The writer thread of one SQLite database file, started on first use.
@@ -128,6 +203,7 @@ impl WriteThread {
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
                 .spawn(move || {
+                    short_slice();
                     let mut conn = None;
                     while let Ok(job) = rx.recv() {
                         job(&mut conn);
@@ -529,5 +605,30 @@ impl Drop for Conn {
         self.finalize_all();
         // SAFETY: every statement is finalized; the connection is closed once, here.
         unsafe { ffi::sqlite3_close(self.db.as_ptr()) };
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::{WRITER_SLICE_NS, sched, short_slice};
+
+    #[test]
+    fn the_writer_asks_for_a_short_slice_and_keeps_its_nice_value() {
+        std::thread::spawn(|| {
+            // A nice value of the operator's (`nice -n 5 civitas serve`) stays.
+            let mut attr = sched::get().unwrap();
+            attr.nice = 5;
+            sched::set(&attr).unwrap();
+            let before = sched::get().unwrap();
+            short_slice();
+            let after = sched::get().unwrap();
+            assert_eq!((after.policy, after.nice), (before.policy, 5));
+            // Linux before 6.12 has no slice of a thread's own and reports none.
+            if before.runtime != 0 || after.runtime != 0 {
+                assert_eq!(after.runtime, WRITER_SLICE_NS, "{after:?}");
+            }
+        })
+        .join()
+        .unwrap();
     }
 }
