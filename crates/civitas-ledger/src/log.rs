@@ -862,15 +862,19 @@ impl Sequencer {
                 );
                 break;
             }
-            let mut batch: Vec<Append> = first.into_iter().collect();
-            take_waiting(&mut rx, &mut batch, inner.config.max_batch);
-            if batch.len() == 1 {
-                // Alone: let the tasks that are ready run first, since some of them may
-                // append too and join this batch (one commit for all); on an idle node this
-                // returns at once. Not when others wait already: behind a busy node's queue
-                // of ready tasks the yield would take a good part of a commit's time.
+            if first.is_some() {
+                // Let the tasks that are ready run first: on a busy node some of them append
+                // too, and join this batch (one commit for all). On an idle one this returns
+                // at once. Measured: yielding only when an append came alone took consent's
+                // releases from 0.41-0.43 of their baseline to 0.36, and gained Notify nothing.
                 tokio::task::yield_now().await;
-                take_waiting(&mut rx, &mut batch, inner.config.max_batch);
+            }
+            let mut batch: Vec<Append> = first.into_iter().collect();
+            while batch.len() < inner.config.max_batch {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
             }
             // Other nodes' queued entries are read on the poll tick, not on every batch.
             let poll_due = nudged || poll.is_some_and(|p| last_poll.elapsed() >= p);
@@ -1041,16 +1045,6 @@ impl Sequencer {
         self.frontier = next;
         inner.durable.store(self.frontier.size(), Ordering::SeqCst);
         Ok(start)
-    }
-}
-
-/// Moves the appends waiting in `rx` into `batch`, up to `max` in all.
-fn take_waiting(rx: &mut mpsc::Receiver<Append>, batch: &mut Vec<Append>, max: usize) {
-    while batch.len() < max {
-        match rx.try_recv() {
-            Ok(m) => batch.push(m),
-            Err(_) => break,
-        }
     }
 }
 
