@@ -222,6 +222,15 @@ pub const COMPONENT: Component = Component {
         version: 11,
         name: "a message sent again is found by its reference, not by a walk through the day's messages",
         sql: "CREATE INDEX notify_notifications_reference ON notify_notifications (service_id, key_type, reference, created_ms) WHERE reference IS NOT NULL;",
+    }, Migration {
+        version: 12,
+        name: "messages without a reference or a person are not in the indexes by them",
+        // Most messages have neither, and each index entry of theirs went to the end of its
+        // index: a leaf and its siblings rewritten, logged and synced on every commit.
+        sql: "DROP INDEX notify_notifications_dedupe;
+        CREATE UNIQUE INDEX notify_notifications_dedupe ON notify_notifications (service_id, dedupe_key) WHERE dedupe_key IS NOT NULL;
+        DROP INDEX notify_notifications_person;
+        CREATE INDEX notify_notifications_person ON notify_notifications (subject_ref, created_ms) WHERE subject_ref IS NOT NULL;",
     }],
 };
 

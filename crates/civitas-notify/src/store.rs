@@ -1046,7 +1046,7 @@ impl Notify {
         };
         let mut w = Script::new();
         w.push(
-            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address, subject_ref, status_rank, status_ms, priority, scheduled_ms, next_attempt_ms, in_inbox, lang) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) DO NOTHING",
+            "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, reference, subject, body, status, created_ms, sent_ms, completed_ms, dedupe_key, address, subject_ref, status_rank, status_ms, priority, scheduled_ms, next_attempt_ms, in_inbox, lang) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
             vec![
                 Sql::Text(stored.id.clone()),
                 Sql::Text(caller.service.id.clone()),
@@ -1311,6 +1311,87 @@ mod tests {
                 .any(|p| p.contains("USING INDEX notify_notifications_reference")),
             "{plan:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn only_messages_with_a_reference_or_a_person_are_in_the_indexes_by_them() {
+        for (db, _ledger) in
+            civitas_ledger::testing::ledgers_on_both_engines("notify-partial", &[crate::COMPONENT])
+                .await
+        {
+            let insert = "INSERT INTO notify_notifications (id, service_id, key_type, kind, template_id, template_version, recipient, body, status, created_ms, dedupe_key, subject_ref) VALUES ($1, 's', 'live', 'email', 't', 1, 'a@b.tw', 'hi', 'created', $2, $3, $4)";
+            for (id, key, person) in [
+                ("plain", None, None),
+                ("referenced", Some("k"), None),
+                ("to-a-person", None, Some("person:1")),
+            ] {
+                sqlx::query(insert)
+                    .bind(id)
+                    .bind(1_i64)
+                    .bind(key)
+                    .bind(person)
+                    .execute(db.pool())
+                    .await
+                    .unwrap();
+            }
+            let sqlite = db.engine() == civitas_store::Engine::Sqlite;
+            if sqlite {
+                for index in ["notify_notifications_dedupe", "notify_notifications_person"] {
+                    // Entries in the index's leaves (it fits in one page here: its root).
+                    let n: i64 = sqlx::query_scalar(
+                        "SELECT SUM(ncell) FROM dbstat WHERE name = $1 AND pagetype = 'leaf'",
+                    )
+                    .bind(index)
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap();
+                    assert_eq!(n, 1, "{index}");
+                }
+            }
+            // The indexes are partial, and the lookups by them still use them.
+            let partial: i64 = sqlx::query_scalar(if sqlite {
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('notify_notifications_dedupe', 'notify_notifications_person') AND sql LIKE '%WHERE%IS NOT NULL%'"
+            } else {
+                "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN ('notify_notifications_dedupe', 'notify_notifications_person') AND indexdef LIKE '%WHERE%IS NOT NULL%'"
+            })
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            assert_eq!(partial, 2);
+            if sqlite {
+                for (sql, index) in [
+                    (
+                        "SELECT id FROM notify_notifications WHERE service_id = $1 AND dedupe_key = $2",
+                        "notify_notifications_dedupe",
+                    ),
+                    (
+                        "SELECT id FROM notify_notifications WHERE subject_ref = $1 AND in_inbox = $2 ORDER BY created_ms DESC",
+                        "notify_notifications_person",
+                    ),
+                ] {
+                    let plan: Vec<(i64, i64, i64, String)> =
+                        sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                            .bind("s")
+                            .bind("k")
+                            .fetch_all(db.pool())
+                            .await
+                            .unwrap();
+                    assert!(plan.iter().any(|p| p.3.contains(index)), "{sql}: {plan:?}");
+                }
+            }
+            // A message sent again under its reference is still refused by the index.
+            let again = sqlx::query(&format!(
+                "{insert} ON CONFLICT (service_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
+            ))
+            .bind("again")
+            .bind(2_i64)
+            .bind("k")
+            .bind(None::<String>)
+            .execute(db.pool())
+            .await
+            .unwrap();
+            assert_eq!(again.rows_affected(), 0);
+        }
     }
 
     #[test]
