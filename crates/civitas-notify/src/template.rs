@@ -24,10 +24,13 @@ pub struct Placeholder {
 
 /// The placeholders of `text`, in order, each name once (the first spelling kept).
 pub fn placeholders(text: &str) -> Vec<Placeholder> {
+    let mut keys: Vec<String> = Vec::new();
     let mut found: Vec<Placeholder> = Vec::new();
     for (_, inner) in spans(text) {
         let p = parse(inner);
-        if !found.iter().any(|f| key(&f.name) == key(&p.name)) {
+        let k = key(&p.name);
+        if !keys.contains(&k) {
+            keys.push(k);
             found.push(p);
         }
     }
@@ -39,7 +42,7 @@ pub fn missing(text: &str, values: &Map<String, Value>) -> Vec<String> {
     let given = keys(values);
     placeholders(text)
         .into_iter()
-        .filter(|p| !given.iter().any(|(k, _)| *k == key(&p.name)))
+        .filter(|p| value_of(&given, &p.name).is_none())
         .map(|p| p.name)
         .collect()
 }
@@ -58,30 +61,36 @@ impl std::error::Error for Missing {}
 
 /// `text` with every placeholder filled from `values`.
 pub fn render(text: &str, values: &Map<String, Value>) -> Result<String, Missing> {
-    let missing = missing(text, values);
-    if !missing.is_empty() {
-        return Err(Missing(missing));
-    }
     let given = keys(values);
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len() + 64);
+    // Each missing placeholder once, as first spelled, in the order they come.
+    let mut missing: Vec<(String, String)> = Vec::new();
     let mut rest = 0;
     for (start, inner) in spans(text) {
         out.push_str(&text[rest..start]);
-        let p = parse(inner);
-        let value = given
-            .iter()
-            .find(|(k, _)| *k == key(&p.name))
-            .map(|(_, v)| *v)
-            .unwrap_or(&Value::Null);
-        match &p.optional {
+        rest = start + inner.len() + 4;
+        let (name, shown) = match inner.split_once("??") {
+            Some((name, shown)) => (name.trim(), Some(shown)),
+            None => (inner.trim(), None),
+        };
+        let Some(value) = value_of(&given, name) else {
+            let k = key(name);
+            if !missing.iter().any(|(m, _)| *m == k) {
+                missing.push((k, name.to_string()));
+            }
+            continue;
+        };
+        match shown {
             Some(shown) => {
                 if says_yes(value) {
                     out.push_str(shown);
                 }
             }
-            None => out.push_str(&as_text(value)),
+            None => push_text(&mut out, value),
         }
-        rest = start + inner.len() + 4;
+    }
+    if !missing.is_empty() {
+        return Err(Missing(missing.into_iter().map(|(_, name)| name).collect()));
     }
     out.push_str(&text[rest..]);
     Ok(out)
@@ -139,6 +148,24 @@ fn keys(values: &Map<String, Value>) -> Vec<(String, &Value)> {
         .collect()
 }
 
+/// The value given for the placeholder `name` (keys made by [`keys`]).
+fn value_of<'v>(given: &[(String, &'v Value)], name: &str) -> Option<&'v Value> {
+    given
+        .iter()
+        .find(|(k, _)| same_key(k, name))
+        .map(|(_, v)| *v)
+}
+
+/// Whether `name`, as matched ([`key`]), is `k`, without making its key.
+fn same_key(k: &str, name: &str) -> bool {
+    let mut expected = k.chars();
+    name.chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '_'))
+        .flat_map(char::to_lowercase)
+        .all(|c| expected.next() == Some(c))
+        && expected.next().is_none()
+}
+
 fn says_yes(v: &Value) -> bool {
     match v {
         Value::Bool(b) => *b,
@@ -151,15 +178,26 @@ fn says_yes(v: &Value) -> bool {
     }
 }
 
-fn as_text(v: &Value) -> String {
+/// A value as it is shown in the text: a list as a bulleted list.
+fn push_text(out: &mut String, v: &Value) {
+    use std::fmt::Write as _;
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => out.push_str(s),
         Value::Array(items) => {
-            let lines: Vec<String> = items.iter().map(|i| format!("* {}", as_text(i))).collect();
-            format!("\n\n{}\n", lines.join("\n"))
+            out.push_str("\n\n");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push('\n');
+                }
+                out.push_str("* ");
+                push_text(out, item);
+            }
+            out.push('\n');
         }
-        Value::Null => String::new(),
-        other => other.to_string(),
+        Value::Null => {}
+        other => {
+            let _ = write!(out, "{other}");
+        }
     }
 }
 
@@ -259,6 +297,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.0, ["name", "vip"]);
         assert_eq!(err.to_string(), "Missing personalisation: name, vip");
+        // Once each, as first spelled, however spelled after.
+        let err = render(
+            "((First name)) ((when)) ((first_name)) ((When))",
+            &values(json!({"place": "Taipei"})),
+        )
+        .unwrap_err();
+        assert_eq!(err.0, ["First name", "when"]);
     }
 
     #[test]
