@@ -37,16 +37,6 @@ pub fn placeholders(text: &str) -> Vec<Placeholder> {
     found
 }
 
-/// The names of `text`'s placeholders that `values` leaves without a value.
-pub fn missing(text: &str, values: &Map<String, Value>) -> Vec<String> {
-    let given = keys(values);
-    placeholders(text)
-        .into_iter()
-        .filter(|p| value_of(&given, &p.name).is_none())
-        .map(|p| p.name)
-        .collect()
-}
-
 /// A template's text could not be filled: these placeholders have no value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Missing(pub Vec<String>);
@@ -69,10 +59,7 @@ pub fn render(text: &str, values: &Map<String, Value>) -> Result<String, Missing
     for (start, inner) in spans(text) {
         out.push_str(&text[rest..start]);
         rest = start + inner.len() + 4;
-        let (name, shown) = match inner.split_once("??") {
-            Some((name, shown)) => (name.trim(), Some(shown)),
-            None => (inner.trim(), None),
-        };
+        let (name, shown) = split(inner);
         let Some(value) = value_of(&given, name) else {
             let k = key(name);
             if !missing.iter().any(|(m, _)| *m == k) {
@@ -120,15 +107,19 @@ fn spans(text: &str) -> Vec<(usize, &str)> {
 }
 
 fn parse(inner: &str) -> Placeholder {
+    let (name, shown) = split(inner);
+    Placeholder {
+        name: name.to_string(),
+        optional: shown.map(str::to_string),
+    }
+}
+
+/// What is between a placeholder's brackets: its name, and for `name??text` the text shown
+/// when the value says yes.
+fn split(inner: &str) -> (&str, Option<&str>) {
     match inner.split_once("??") {
-        Some((name, shown)) => Placeholder {
-            name: name.trim().to_string(),
-            optional: Some(shown.to_string()),
-        },
-        None => Placeholder {
-            name: inner.trim().to_string(),
-            optional: None,
-        },
+        Some((name, shown)) => (name.trim(), Some(shown)),
+        None => (inner.trim(), None),
     }
 }
 
