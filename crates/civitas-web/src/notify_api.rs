@@ -312,7 +312,8 @@ async fn send(
         Channel::Email => json!({
             "subject": n.subject,
             "body": n.body,
-            "from_email": format!("notify@{}", host_of(&base)),
+            // Notify's answer names the address the e-mail is sent from.
+            "from_email": app.config.notify_from,
             "one_click_unsubscribe_url": Value::Null,
         }),
         Channel::Sms => json!({ "body": n.body, "from_number": "Civitas" }),
@@ -392,25 +393,6 @@ async fn contact_in_registers(
     };
     let (contact, person_id) = contact.ok_or_else(|| none(what))?;
     Ok(Some((contact, format!("person:{person_id}"))))
-}
-
-fn host_of(base: &str) -> String {
-    // Parsed once for each base URL (a URL's parse is a hundredth of an accept's time).
-    static LAST: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
-    let mut last = LAST
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((b, host)) = last.as_ref()
-        && b == base
-    {
-        return host.clone();
-    }
-    let host = url::Url::parse(base)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_else(|| "localhost".into());
-    *last = Some((base.to_string(), host.clone()));
-    host
 }
 
 /// A notification as Notify's GET gives it: every field, `null` when it does not apply.

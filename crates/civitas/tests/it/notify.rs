@@ -166,6 +166,7 @@ on_both_engines! {
         assert_eq!(sent["reference"], "case-A-1024");
         assert_eq!(sent["template"]["version"], 2);
         assert_eq!(sent["content"]["subject"], "案件進度 A-1024");
+        assert_eq!(sent["content"]["from_email"], app.config.notify_from.as_str());
         assert_eq!(sent["content"]["body"], "林美玲 您好：\n\n您的案件 A-1024 已有進度。請於今日回覆。");
         assert!(sent["uri"].as_str().unwrap().ends_with(&format!("/v2/notifications/{}", sent["id"].as_str().unwrap())));
         // Read back: a test key delivers nothing and ends as Notify's simulator does.
