@@ -164,7 +164,7 @@ pub fn server_config(
             own_key(keys),
         )
         .map_err(tls)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
@@ -188,6 +188,6 @@ pub fn client_config(
             own_key(keys),
         )
         .map_err(tls)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

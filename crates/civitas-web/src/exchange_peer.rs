@@ -11,7 +11,8 @@
 //!
 //! A message whose body is known to fit in [`BUFFER`] (almost every call) is read whole,
 //! signed, and sent as one piece with its length: one write and one TLS record instead of a
-//! chunk per frame.
+//! chunk per frame. Gateways speak HTTP/2 to each other when both offer it (ALPN), so the
+//! messages of calls under way together share those writes and records too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -979,10 +980,20 @@ pub async fn serve_peers(
                 .unwrap_or_default();
             let service = router.layer(Extension(PeerCertificate(Arc::new(cert))));
             let service = hyper_util::service::TowerToHyperService::new(service);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await
-            {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let served = if h2 {
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .initial_stream_window_size(crate::hop::WINDOW)
+                    .initial_connection_window_size(crate::hop::CONNECTION_WINDOW)
+                    .serve_connection(io, service)
+                    .await
+            } else {
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "a gateway connection ended with an error");
             }
         });
@@ -996,4 +1007,48 @@ pub fn admits(directory: civitas_exchange::Directory) -> civitas_exchange::tls::
             .installed()
             .is_some_and(|s| s.gateway_with_certificate(der).is_some())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gateways speak HTTP/2 to each other (one connection carries every call at once), and
+    /// a peer that offers HTTP/1.1 only is answered in HTTP/1.1.
+    #[tokio::test]
+    async fn gateways_speak_http2_to_each_other_and_http11_to_a_peer_that_asks_for_it() {
+        let keys = GatewayKeys::generate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route(
+            message::PATH,
+            axum::routing::post(|req: axum::extract::Request| async move {
+                format!("{:?}", req.version())
+            }),
+        );
+        let tls = civitas_exchange::tls::server_config(&keys, Arc::new(|_: &[u8]| true)).unwrap();
+        tokio::spawn(serve_peers(
+            listener,
+            router,
+            Arc::new(tls),
+            std::future::pending(),
+        ));
+        let url = format!("https://{addr}{}", message::PATH);
+        let client = civitas_exchange::tls::client_config(&keys, &keys.tls_certificate).unwrap();
+
+        let hop = Hop::to_gateway(client.clone());
+        let req = axum::http::Request::post(&url).body(Body::empty()).unwrap();
+        let res = hop.send(req).await.unwrap();
+        let text = axum::body::to_bytes(res.into_body(), 64).await.unwrap();
+        assert_eq!(&text[..], b"HTTP/2.0");
+
+        let mut only_11 = client;
+        only_11.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let old = reqwest::Client::builder()
+            .use_preconfigured_tls(only_11)
+            .build()
+            .unwrap();
+        let text = old.post(&url).send().await.unwrap().text().await.unwrap();
+        assert_eq!(text, "HTTP/1.1");
+    }
 }

@@ -24,10 +24,17 @@ use hyper_util::client::legacy::connect::HttpConnector;
 /// How long connecting may take.
 const CONNECT: Duration = Duration::from_secs(5);
 
+/// How much of one call's body a gateway may send to another before the receiver reads it
+/// (HTTP/2's flow-control window of a stream): the size of the gateways' own buffer.
+pub const WINDOW: u32 = crate::exchange_peer::BUFFER as u32;
+
+/// The same for all the calls on one connection between two gateways together.
+pub const CONNECTION_WINDOW: u32 = 4 * WINDOW;
+
 /// How long a read may wait: for the answer's head, or for any piece of its body.
 pub const READ: Duration = Duration::from_secs(60);
 
-/// A pooled HTTP/1.1 client for one kind of hop.
+/// A pooled HTTP client for one kind of hop.
 #[derive(Clone)]
 pub struct Hop {
     client: Client<HttpsConnector<HttpConnector>, Body>,
@@ -52,27 +59,36 @@ impl Hop {
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
         .unwrap_or_else(|_| unreachable_config());
-        Hop::over(tls, false)
+        Hop::over(tls)
     }
 
     /// Reaches other gateways with `tls` only (mutual TLS pinned to the peer's certificate,
-    /// see `civitas_exchange::tls::client_config`); plain HTTP is refused.
+    /// see `civitas_exchange::tls::client_config`); plain HTTP is refused. HTTP/2 when the
+    /// peer offers it: every call to that gateway then shares one connection, and the
+    /// frames of calls under way together go out in one write and one TLS record, where
+    /// HTTP/1.1 writes, encrypts and wakes the peer once per message.
     pub fn to_gateway(mut tls: rustls::ClientConfig) -> Hop {
-        // hyper-rustls names the protocol itself (none for HTTP/1.1 alone, which the
-        // gateways' listener accepts), and refuses a configuration that names one.
+        // hyper-rustls names the protocols itself, and refuses a configuration that does.
         tls.alpn_protocols.clear();
-        Hop::over(tls, true)
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_all_versions()
+            .wrap_connector(connector());
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_initial_stream_window_size(WINDOW)
+            .http2_initial_connection_window_size(CONNECTION_WINDOW)
+            .build(https);
+        Hop { client, read: READ }
     }
 
-    /// A client with `tls` for https, and plain HTTP too unless `https_only`.
-    fn over(tls: rustls::ClientConfig, https_only: bool) -> Hop {
-        let schemes = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
-        let schemes = if https_only {
-            schemes.https_only()
-        } else {
-            schemes.https_or_http()
-        };
-        let https = schemes.enable_http1().wrap_connector(connector());
+    /// A client with `tls` for https, and plain HTTP too.
+    fn over(tls: rustls::ClientConfig) -> Hop {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector());
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
         Hop { client, read: READ }
     }

@@ -625,9 +625,11 @@ fn rogue_gateway(keys: &GatewayKeys, address: &str) -> std::thread::JoinHandle<(
     use std::io::{Read, Write};
     let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let config = std::sync::Arc::new(
-        civitas_exchange::tls::server_config(keys, std::sync::Arc::new(|_: &[u8]| true)).unwrap(),
-    );
+    // It speaks HTTP/1.1 only, and says so: the calling gateway falls back to it.
+    let mut config =
+        civitas_exchange::tls::server_config(keys, std::sync::Arc::new(|_: &[u8]| true)).unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = std::sync::Arc::new(config);
     let signing = keys.signing.clone();
     std::thread::spawn(move || {
         for tcp in listener.incoming() {
