@@ -1020,12 +1020,9 @@ mod tests {
         let keys = GatewayKeys::generate().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = axum::Router::new().route(
-            message::PATH,
-            axum::routing::post(|req: axum::extract::Request| async move {
-                format!("{:?}", req.version())
-            }),
-        );
+        // It answers any call with the HTTP version the call came in.
+        let router = axum::Router::new()
+            .fallback(|req: axum::extract::Request| async move { format!("{:?}", req.version()) });
         let tls = civitas_exchange::tls::server_config(&keys, Arc::new(|_: &[u8]| true)).unwrap();
         tokio::spawn(serve_peers(
             listener,

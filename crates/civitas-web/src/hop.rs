@@ -59,7 +59,13 @@ impl Hop {
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
         .unwrap_or_else(|_| unreachable_config());
-        Hop::over(tls)
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector());
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+        Hop { client, read: READ }
     }
 
     /// Reaches other gateways with `tls` only (mutual TLS pinned to the peer's certificate,
@@ -79,17 +85,6 @@ impl Hop {
             .http2_initial_stream_window_size(WINDOW)
             .http2_initial_connection_window_size(CONNECTION_WINDOW)
             .build(https);
-        Hop { client, read: READ }
-    }
-
-    /// A client with `tls` for https, and plain HTTP too.
-    fn over(tls: rustls::ClientConfig) -> Hop {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector());
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
         Hop { client, read: READ }
     }
 
