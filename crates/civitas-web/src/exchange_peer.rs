@@ -142,6 +142,14 @@ impl FrameReader {
             }
         }
     }
+
+    /// Whether the message ends here, as it must after its end frame. Reading to the very
+    /// end matters beyond the check: an HTTP/2 stream given up before its end is reset, and
+    /// past 1,024 such resets HTTP/2 takes the peer for an attacker and drops the
+    /// connection, with every call on it.
+    async fn at_end(&mut self) -> bool {
+        matches!(self.next().await, Ok(None))
+    }
 }
 
 fn strings(headers: &[(HeaderName, HeaderValue)]) -> Result<Vec<(String, String)>, Fault> {
@@ -315,7 +323,7 @@ where
                 };
                 if !ok {
                     "the message's signature does not verify; the body was broken off".to_string()
-                } else if matches!(st.reader.next().await, Ok(None)) {
+                } else if st.reader.at_end().await {
                     return None;
                 } else {
                     "frames after the end of the message".to_string()
@@ -452,7 +460,13 @@ pub(crate) async fn forward(
                     break Answer::Streaming;
                 }
             }
-            Ok(Some((END, b))) => break Answer::Ended(read_end(&b)?),
+            Ok(Some((END, b))) => {
+                let end = read_end(&b)?;
+                if !reader.at_end().await {
+                    return Err(invalid("frames after the end of the answer"));
+                }
+                break Answer::Ended(end);
+            }
             _ => return Err(invalid("the provider's gateway broke off its answer")),
         }
     };
@@ -528,8 +542,14 @@ pub(crate) async fn forward(
     let (res, log) = crate::exchange::finishing(app, res, call, request_hash, body_bytes)?;
     let ending = async {
         // However slowly its bytes come, the signature is due within the read timeout.
-        match tokio::time::timeout(END_DUE, reader.next()).await {
-            Ok(Ok(Some((END, b)))) => read_end(&b),
+        let end = tokio::time::timeout(END_DUE, async {
+            match reader.next().await {
+                Ok(Some((END, b))) if reader.at_end().await => Some(b),
+                _ => None,
+            }
+        });
+        match end.await {
+            Ok(Some(b)) => read_end(&b),
             _ => Err(invalid(
                 "the provider's gateway broke off its answer before signing it",
             )),
@@ -690,7 +710,7 @@ async fn receive_call(
                         ),
                     ));
                 }
-                if !matches!(reader.next().await, Ok(None)) {
+                if !reader.at_end().await {
                     return Err(invalid("frames after the end of the message".into()));
                 }
                 break true;
@@ -986,6 +1006,7 @@ pub async fn serve_peers(
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .initial_stream_window_size(crate::hop::WINDOW)
                     .initial_connection_window_size(crate::hop::CONNECTION_WINDOW)
+                    .max_local_error_reset_streams(None)
                     .serve_connection(io, service)
                     .await
             } else {

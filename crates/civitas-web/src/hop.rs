@@ -31,6 +31,13 @@ pub const WINDOW: u32 = crate::exchange_peer::BUFFER as u32;
 /// The same for all the calls on one connection between two gateways together.
 pub const CONNECTION_WINDOW: u32 = 4 * WINDOW;
 
+// HTTP/2 libraries count the calls they give up before their end (a client that hangs up,
+// an answer refused half-way) over a connection's whole life, and past 1,024 drop the
+// connection with every call on it, taking the peer for an attacker. Between gateways the
+// peer is authenticated by the signed configuration, and a connection lives for days, so
+// both sides set no such limit (`http2_max_local_error_reset_streams(None)` here,
+// `max_local_error_reset_streams(None)` on the gateways' listener).
+
 /// How long a read may wait: for the answer's head, or for any piece of its body.
 pub const READ: Duration = Duration::from_secs(60);
 
@@ -84,6 +91,7 @@ impl Hop {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_initial_stream_window_size(WINDOW)
             .http2_initial_connection_window_size(CONNECTION_WINDOW)
+            .http2_max_local_error_reset_streams(None)
             .build(https);
         Hop { client, read: READ }
     }
