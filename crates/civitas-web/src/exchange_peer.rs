@@ -144,9 +144,9 @@ impl FrameReader {
     }
 
     /// Whether the message ends here, as it must after its end frame. Reading to the very
-    /// end matters beyond the check: an HTTP/2 stream given up before its end is reset, and
-    /// past 1,024 such resets HTTP/2 takes the peer for an attacker and drops the
-    /// connection, with every call on it.
+    /// end matters beyond the check: an HTTP/2 stream given up before its end is reset, what
+    /// the peer still sends on it is refused with resets of h2's own, and h2 counts those
+    /// over the connection's life (see the note on it in `hop`).
     async fn at_end(&mut self) -> bool {
         matches!(self.next().await, Ok(None))
     }

@@ -31,9 +31,10 @@ pub const WINDOW: u32 = crate::exchange_peer::BUFFER as u32;
 /// The same for all the calls on one connection between two gateways together.
 pub const CONNECTION_WINDOW: u32 = 4 * WINDOW;
 
-// HTTP/2 libraries count the calls they give up before their end (a client that hangs up,
-// an answer refused half-way) over a connection's whole life, and past 1,024 drop the
-// connection with every call on it, taking the peer for an attacker. Between gateways the
+// h2 counts the resets it makes itself, among them for frames that arrive on a stream
+// already given up (a client that hung up, an answer refused half-way), over a connection's
+// whole life, and past 1,024 drops the connection with every call on it, taking the peer
+// for an attacker. Between gateways the
 // peer is authenticated by the signed configuration, and a connection lives for days, so
 // both sides set no such limit (`http2_max_local_error_reset_streams(None)` here,
 // `max_local_error_reset_streams(None)` on the gateways' listener).
