@@ -1034,16 +1034,12 @@ pub fn admits(directory: civitas_exchange::Directory) -> civitas_exchange::tls::
 mod tests {
     use super::*;
 
-    /// Gateways speak HTTP/2 to each other (one connection carries every call at once), and
-    /// a peer that offers HTTP/1.1 only is answered in HTTP/1.1.
-    #[tokio::test]
-    async fn gateways_speak_http2_to_each_other_and_http11_to_a_peer_that_asks_for_it() {
+    /// The gateways' listener serving `router` on a loopback port, with a gateway's keys;
+    /// its address and the TLS configuration of a caller with the same keys.
+    async fn listening(router: axum::Router) -> (std::net::SocketAddr, rustls::ClientConfig) {
         let keys = GatewayKeys::generate().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        // It answers any call with the HTTP version the call came in.
-        let router = axum::Router::new()
-            .fallback(|req: axum::extract::Request| async move { format!("{:?}", req.version()) });
         let tls = civitas_exchange::tls::server_config(&keys, Arc::new(|_: &[u8]| true)).unwrap();
         tokio::spawn(serve_peers(
             listener,
@@ -1051,8 +1047,19 @@ mod tests {
             Arc::new(tls),
             std::future::pending(),
         ));
-        let url = format!("https://{addr}{}", message::PATH);
         let client = civitas_exchange::tls::client_config(&keys, &keys.tls_certificate).unwrap();
+        (addr, client)
+    }
+
+    /// Gateways speak HTTP/2 to each other (one connection carries every call at once), and
+    /// a peer that offers HTTP/1.1 only is answered in HTTP/1.1.
+    #[tokio::test]
+    async fn gateways_speak_http2_to_each_other_and_http11_to_a_peer_that_asks_for_it() {
+        // It answers any call with the HTTP version the call came in.
+        let router = axum::Router::new()
+            .fallback(|req: axum::extract::Request| async move { format!("{:?}", req.version()) });
+        let (addr, client) = listening(router).await;
+        let url = format!("https://{addr}{}", message::PATH);
 
         let hop = Hop::to_gateway(client.clone());
         let req = axum::http::Request::post(&url).body(Body::empty()).unwrap();
@@ -1068,5 +1075,78 @@ mod tests {
             .unwrap();
         let text = old.post(&url).send().await.unwrap().text().await.unwrap();
         assert_eq!(text, "HTTP/1.1");
+    }
+
+    /// The listener's side of `hop::tests::a_peer_sending_on_streams_given_up_does_not_break_the_connection`:
+    /// a calling gateway keeps sending a request's body after the listener answered and gave
+    /// the rest of the body up, as a busy caller does when its last frames cross the
+    /// listener's reset. The caller is HTTP/2 written frame by frame: each call is a head
+    /// and a first piece of body; the rest goes once the listener's reset of the call is
+    /// older than the second h2 remembers it. h2 refuses each such frame with a reset of its
+    /// own and, by default, drops the connection after 1,024; between gateways it must not.
+    #[tokio::test]
+    async fn a_caller_sending_on_streams_given_up_does_not_break_the_connection() {
+        use crate::hop::tests::frame;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // It answers at once, reading nothing of the body.
+        let router = axum::Router::new().fallback(|| async { "answered" });
+        let (addr, client) = listening(router).await;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let name = rustls::pki_types::ServerName::from(addr.ip());
+        let mut s = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(frame(4, 0, 0, &[]));
+        s.write_all(&out).await.unwrap();
+        let mut given_up = std::collections::VecDeque::new();
+        let mut late = 0;
+        let mut stream = 1u32;
+        // Calls until 1,100 late frames have been sent (h2's limit is 1,024), and one more.
+        loop {
+            assert!(stream < 200_000, "too few late frames were sent");
+            let enough = late >= 1_100;
+            // GET / over https (HPACK's static entries 2, 7 and 4), body to follow.
+            let mut out = frame(1, 4, stream, &[0x82, 0x87, 0x84]);
+            out.extend(frame(0, 0, stream, b"first"));
+            while let Some((old, _)) =
+                given_up
+                    .front()
+                    .filter(|(_, at): &&(u32, std::time::Instant)| {
+                        at.elapsed() > std::time::Duration::from_millis(1_200)
+                    })
+            {
+                out.extend(frame(0, 1, *old, b"late"));
+                given_up.pop_front();
+                late += 1;
+            }
+            s.write_all(&out).await.unwrap();
+            // Reads until the listener has answered this call and given up its body.
+            let (mut answered, mut reset) = (false, false);
+            while !(answered && reset) {
+                let mut head = [0u8; 9];
+                s.read_exact(&mut head).await.unwrap();
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let id = u32::from_be_bytes(head[5..9].try_into().unwrap()) & !(1 << 31);
+                let mut payload = vec![0u8; len];
+                s.read_exact(&mut payload).await.unwrap();
+                match (head[3], head[4]) {
+                    (4, 0) => s.write_all(&frame(4, 1, 0, &[])).await.unwrap(),
+                    (7, _) => panic!(
+                        "call {stream}: the listener dropped the connection: {}",
+                        String::from_utf8_lossy(payload.get(8..).unwrap_or_default())
+                    ),
+                    (1, _) if id == stream => answered = true,
+                    (3, _) if id == stream => reset = true,
+                    _ => {}
+                }
+            }
+            given_up.push_back((stream, std::time::Instant::now()));
+            stream += 2;
+            if enough {
+                break;
+            }
+        }
     }
 }

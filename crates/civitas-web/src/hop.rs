@@ -34,10 +34,11 @@ pub const CONNECTION_WINDOW: u32 = 4 * WINDOW;
 // h2 counts the resets it makes itself, among them for frames that arrive on a stream
 // already given up (a client that hung up, an answer refused half-way), over a connection's
 // whole life, and past 1,024 drops the connection with every call on it, taking the peer
-// for an attacker. Between gateways the
-// peer is authenticated by the signed configuration, and a connection lives for days, so
-// both sides set no such limit (`http2_max_local_error_reset_streams(None)` here,
-// `max_local_error_reset_streams(None)` on the gateways' listener).
+// for an attacker. Between gateways the peer is authenticated by the signed configuration,
+// and a connection lives for days, so both sides set no such limit
+// (`http2_max_local_error_reset_streams(None)` here, `max_local_error_reset_streams(None)`
+// on the gateways' listener; the tests `a_peer_sending_on_streams_given_up_…` here and
+// `a_caller_sending_on_streams_given_up_…` in `exchange_peer` fail without them).
 
 /// How long a read may wait: for the answer's head, or for any piece of its body.
 pub const READ: Duration = Duration::from_secs(60);
@@ -202,7 +203,7 @@ impl http_body::Body for ReadTimeout {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A hop that waits 200 ms for any read, and a call to `addr` for it to send.
@@ -252,6 +253,118 @@ mod tests {
         let (hop, req) = impatient_call(addr);
         let err = hop.send(req).await.unwrap_err();
         assert!(err.contains("no answer within"), "{err}");
+    }
+
+    /// An HTTP/2 frame: its type, flags, stream and payload.
+    pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
+    /// A peer gateway that keeps sending on streams the caller gave up, as a busy peer
+    /// does when its last frames cross the caller's reset: h2 refuses each such frame
+    /// with a reset of its own and, by default, drops the connection with every call on it
+    /// after 1,024 of them. Between gateways it must not. The peer is HTTP/2 written
+    /// frame by frame, so that it can send what a library would not: for each call, its
+    /// head and a first piece; the rest once the caller's reset of it is older than the
+    /// second for which h2 remembers a stream it reset (after that, or past 50 such
+    /// streams at once, h2 has forgotten it and refuses the frame with a reset of its own).
+    #[tokio::test]
+    async fn a_peer_sending_on_streams_given_up_does_not_break_the_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let keys = civitas_exchange::keys::GatewayKeys::generate().unwrap();
+        let server =
+            civitas_exchange::tls::server_config(&keys, std::sync::Arc::new(|_: &[u8]| true))
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = accepted.clone();
+        let late = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sent = late.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tcp.set_nodelay(true).unwrap();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let late_sent = sent.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let mut s = acceptor.accept(tcp).await.unwrap();
+                    let mut preface = [0u8; 24];
+                    s.read_exact(&mut preface).await.unwrap();
+                    s.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+                    let mut open = std::collections::HashSet::new();
+                    let mut given_up = std::collections::VecDeque::new();
+                    loop {
+                        let mut head = [0u8; 9];
+                        if s.read_exact(&mut head).await.is_err() {
+                            return;
+                        }
+                        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                        let stream =
+                            u32::from_be_bytes(head[5..9].try_into().unwrap()) & !(1 << 31);
+                        let mut payload = vec![0u8; len];
+                        s.read_exact(&mut payload).await.unwrap();
+                        let mut out = Vec::new();
+                        match (head[3], head[4]) {
+                            // SETTINGS, not an acknowledgement: acknowledge it.
+                            (4, 0) => out.extend(frame(4, 1, 0, &[])),
+                            // A call: its head (":status: 200", HPACK's static entry 8)
+                            // and the first piece of its body.
+                            (1, _) => {
+                                out.extend(frame(1, 4, stream, &[0x88]));
+                                out.extend(frame(0, 0, stream, b"first"));
+                                open.insert(stream);
+                            }
+                            // RST_STREAM: the caller gave a call up.
+                            (3, _) if open.remove(&stream) => {
+                                given_up.push_back((stream, std::time::Instant::now()));
+                            }
+                            _ => {}
+                        }
+                        while let Some((stream, _)) = given_up
+                            .front()
+                            .filter(|(_, at)| at.elapsed() > Duration::from_millis(1_200))
+                        {
+                            out.extend(frame(0, 1, *stream, b"late"));
+                            given_up.pop_front();
+                            late_sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        if !out.is_empty() && s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let tls = civitas_exchange::tls::client_config(&keys, &keys.tls_certificate).unwrap();
+        let hop = Hop::to_gateway(tls);
+        // Calls until 1,100 late frames have been sent (h2's limit is 1,024), and one more.
+        let mut enough = false;
+        for n in 0.. {
+            assert!(n < 100_000, "the peer sent too few late frames");
+            let req = Request::get(format!("https://{addr}/{n}"))
+                .body(Body::empty())
+                .unwrap();
+            let res = hop
+                .send(req)
+                .await
+                .unwrap_or_else(|e| panic!("call {n}: {e}"));
+            let mut body = res.into_body().into_data_stream();
+            let first = futures_util::StreamExt::next(&mut body).await;
+            assert_eq!(first.unwrap().unwrap(), "first", "call {n}");
+            // Given up here: the stream is reset.
+            if enough {
+                break;
+            }
+            enough = late.load(std::sync::atomic::Ordering::SeqCst) >= 1_100;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     /// A gateway is reached over TLS only.
