@@ -1001,8 +1001,8 @@ pub async fn serve_peers(
             let service = router.layer(Extension(PeerCertificate(Arc::new(cert))));
             let service = hyper_util::service::TowerToHyperService::new(service);
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = hyper_util::rt::TokioIo::new(tls);
             let served = if h2 {
+                let io = hyper_util::rt::TokioIo::new(crate::coalesce::Coalescing::new(tls));
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .initial_stream_window_size(crate::hop::WINDOW)
                     .initial_connection_window_size(crate::hop::CONNECTION_WINDOW)
@@ -1011,7 +1011,7 @@ pub async fn serve_peers(
                     .await
             } else {
                 hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                     .await
             };
             if let Err(e) = served {

@@ -18,8 +18,20 @@ use axum::body::{Body, Bytes};
 use axum::http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use hyper_rustls::HttpsConnector;
+use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tower::ServiceExt;
+
+use crate::coalesce::ClientConn;
+
+/// What a hop connects with: hyper-rustls's connector, its HTTP/2 connections' writes
+/// coalesced (`coalesce`).
+type Connector = tower::util::MapResponse<HttpsConnector<HttpConnector>, Coalesce>;
+type Coalesce = fn(
+    MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>,
+) -> ClientConn<MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>>;
 
 /// How long connecting may take.
 const CONNECT: Duration = Duration::from_secs(5);
@@ -46,7 +58,7 @@ pub const READ: Duration = Duration::from_secs(60);
 /// A pooled HTTP client for one kind of hop.
 #[derive(Clone)]
 pub struct Hop {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<Connector, Body>,
     read: Duration,
 }
 
@@ -72,7 +84,8 @@ impl Hop {
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(connector());
+            .wrap_connector(connector())
+            .map_response(ClientConn::new as Coalesce);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
         Hop { client, read: READ }
     }
@@ -89,7 +102,8 @@ impl Hop {
             .with_tls_config(tls)
             .https_only()
             .enable_all_versions()
-            .wrap_connector(connector());
+            .wrap_connector(connector())
+            .map_response(ClientConn::new as Coalesce);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_initial_stream_window_size(WINDOW)
             .http2_initial_connection_window_size(CONNECTION_WINDOW)

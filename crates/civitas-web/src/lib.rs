@@ -12,6 +12,7 @@ mod admin_exchange;
 mod api;
 mod applications;
 pub mod auth;
+mod coalesce;
 mod consent_api;
 mod consents_page;
 mod console;
