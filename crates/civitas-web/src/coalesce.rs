@@ -75,15 +75,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let me = self.get_mut();
-        if me.kept.len() + buf.len() > KEEP {
-            std::task::ready!(me.poll_send_kept(cx))?;
-        }
-        if buf.len() >= KEEP {
-            return Pin::new(&mut me.inner).poll_write(cx, buf);
-        }
-        me.kept.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(

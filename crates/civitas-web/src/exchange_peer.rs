@@ -1086,8 +1086,8 @@ mod tests {
     /// own and, by default, drops the connection after 1,024; between gateways it must not.
     #[tokio::test]
     async fn a_caller_sending_on_streams_given_up_does_not_break_the_connection() {
-        use crate::hop::tests::frame;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use crate::hop::tests::{frame, read_frame};
+        use tokio::io::AsyncWriteExt;
         // It answers at once, reading nothing of the body.
         let router = axum::Router::new().fallback(|| async { "answered" });
         let (addr, client) = listening(router).await;
@@ -1125,13 +1125,8 @@ mod tests {
             // Reads until the listener has answered this call and given up its body.
             let (mut answered, mut reset) = (false, false);
             while !(answered && reset) {
-                let mut head = [0u8; 9];
-                s.read_exact(&mut head).await.unwrap();
-                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                let id = u32::from_be_bytes(head[5..9].try_into().unwrap()) & !(1 << 31);
-                let mut payload = vec![0u8; len];
-                s.read_exact(&mut payload).await.unwrap();
-                match (head[3], head[4]) {
+                let (kind, flags, id, payload) = read_frame(&mut s).await.unwrap();
+                match (kind, flags) {
                     (4, 0) => s.write_all(&frame(4, 1, 0, &[])).await.unwrap(),
                     (7, _) => panic!(
                         "call {stream}: the listener dropped the connection: {}",

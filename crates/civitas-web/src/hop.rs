@@ -269,6 +269,20 @@ pub(crate) mod tests {
         assert!(err.contains("no answer within"), "{err}");
     }
 
+    /// The next HTTP/2 frame from `s`: its type, flags, stream and payload.
+    pub(crate) async fn read_frame(
+        s: &mut (impl tokio::io::AsyncRead + Unpin),
+    ) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await?;
+        Ok((head[3], head[4], stream, payload))
+    }
+
     /// An HTTP/2 frame: its type, flags, stream and payload.
     pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
@@ -315,17 +329,11 @@ pub(crate) mod tests {
                     let mut open = std::collections::HashSet::new();
                     let mut given_up = std::collections::VecDeque::new();
                     loop {
-                        let mut head = [0u8; 9];
-                        if s.read_exact(&mut head).await.is_err() {
+                        let Ok((kind, flags, stream, _)) = read_frame(&mut s).await else {
                             return;
-                        }
-                        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                        let stream =
-                            u32::from_be_bytes(head[5..9].try_into().unwrap()) & !(1 << 31);
-                        let mut payload = vec![0u8; len];
-                        s.read_exact(&mut payload).await.unwrap();
+                        };
                         let mut out = Vec::new();
-                        match (head[3], head[4]) {
+                        match (kind, flags) {
                             // SETTINGS, not an acknowledgement: acknowledge it.
                             (4, 0) => out.extend(frame(4, 1, 0, &[])),
                             // A call: its head (":status: 200", HPACK's static entry 8)
