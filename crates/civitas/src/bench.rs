@@ -61,6 +61,45 @@ pub(crate) fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Re
         .block_on(f)
 }
 
+/// Linux's scheduling policy for a benchmark's threads or child processes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// `SCHED_OTHER`, every thread's default.
+    Normal,
+    /// `SCHED_BATCH`: a thread the system wakes does not take the core from the thread
+    /// running there; it waits its turn, or an idle core takes it.
+    Batch,
+}
+
+impl Policy {
+    /// Asks for this policy for the calling thread (and what it starts later). Needs no
+    /// privilege; elsewhere than Linux nothing is asked.
+    pub(crate) fn apply_here(self) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            let policy = match self {
+                Policy::Normal => libc::SCHED_OTHER,
+                Policy::Batch => libc::SCHED_BATCH,
+            };
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: a plain system call on the calling thread (pid 0), with a parameter
+            // that lives across it; it is also safe between fork and exec.
+            if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// How the benchmark's header names it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Policy::Normal => "SCHED_OTHER",
+            Policy::Batch => "SCHED_BATCH",
+        }
+    }
+}
+
 fn run(exe: &Path, scratch: &Path, args: &StartupArgs) -> Result<()> {
     println!("civitas bench startup — {}", machine());
     let small = scratch.join("small");
@@ -718,5 +757,34 @@ mod tests {
             written: 4096,
         };
         assert_eq!(same.per_call_since(&Usage::default(), 4), (500_000.0, 1.0));
+    }
+
+    /// A thread asks for SCHED_BATCH and back without privilege; a process it starts
+    /// afterwards has the policy too, as the benchmark's own threads do.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_and_what_it_starts_take_the_policy_asked_for() {
+        std::thread::spawn(|| {
+            let policy = || unsafe { libc::sched_getscheduler(0) };
+            Policy::Batch.apply_here().unwrap();
+            assert_eq!(policy(), libc::SCHED_BATCH);
+            // The child's own /proc/self/stat: its 41st field is the policy (3, batch).
+            let child = std::process::Command::new("cat")
+                .arg("/proc/self/stat")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&child.stdout);
+            let fields: Vec<&str> = text
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .collect();
+            assert_eq!(fields[41 - 3], "3", "{text}");
+            Policy::Normal.apply_here().unwrap();
+            assert_eq!(policy(), libc::SCHED_OTHER);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -17,6 +17,14 @@
 //! (a small JSON service) and the clients run in this process. Every process shares the
 //! machine's cores. Each call is checked and logged to the ledger by both gateways, as in
 //! production.
+//!
+//! The clients and the provider stand in for other agencies' systems, which in production
+//! run on machines of their own. Here they share two cores with the gateways, and each
+//! answer a gateway writes wakes them: under Linux's default policy the woken thread takes
+//! the core from the gateway that woke it, both then take turns on that core while the
+//! other one idles, and the run measures that dance more than the gateways. So this
+//! process runs as `SCHED_BATCH` (`--load-sched`): woken, it waits its turn or goes to an
+//! idle core. The gateways keep the default policy (`--gateway-sched`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{machine, percentile};
+use crate::bench::{Policy, machine, percentile};
 
 /// Options of `civitas bench exchange`.
 #[derive(clap::Args, Debug)]
@@ -50,6 +58,13 @@ pub struct ExchangeArgs {
     /// waits on a thread the system has paused waits a time slice (milliseconds) for it.
     #[arg(long, default_value_t = 1)]
     gateway_workers: usize,
+    /// Scheduling policy of this process: the clients and the provider, which in
+    /// production run on machines of their own (see the module's documentation).
+    #[arg(long, value_enum, default_value_t = Policy::Batch)]
+    load_sched: Policy,
+    /// Scheduling policy of the gateways' processes.
+    #[arg(long, value_enum, default_value_t = Policy::Normal)]
+    gateway_sched: Policy,
     /// Scratch folder (removed afterwards). Default: a new folder under the system temp dir.
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -58,6 +73,14 @@ pub struct ExchangeArgs {
 /// Runs the benchmark and prints its figures.
 pub fn exchange(args: &ExchangeArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the civitas executable")?;
+    // Set before the runtime starts, so its threads have it too; every node is started with
+    // a policy of its own.
+    args.load_sched.apply_here().with_context(|| {
+        format!(
+            "cannot run the clients as {} (`--load-sched normal` runs them without)",
+            args.load_sched.name()
+        )
+    })?;
     crate::bench::in_scratch(&args.scratch, "exchange", |scratch| {
         crate::bench::block_on(run(&exe, scratch, args))
     })
@@ -127,9 +150,15 @@ impl Node {
         listen: &str,
         args: &[&str],
         env: &[(&str, &str)],
+        policy: Policy,
     ) -> Result<Node> {
         use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(exe);
+        // SAFETY: between fork and exec the child only makes one system call.
+        unsafe {
+            cmd.pre_exec(move || policy.apply_here());
+        }
         cmd.args(["serve", "--listen", listen])
             .args(args)
             .arg("--data")
@@ -193,8 +222,10 @@ fn rss_kib(pid: u32) -> u64 {
 async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
     println!("civitas bench exchange — {}", machine());
     println!(
-        "each gateway runs with workers = {} (0: one per core; `--gateway-workers`)",
-        args.gateway_workers
+        "each gateway runs with workers = {} (0: one per core; `--gateway-workers`) as {} (`--gateway-sched`); the clients and the provider as {} (`--load-sched`)",
+        args.gateway_workers,
+        args.gateway_sched.name(),
+        args.load_sched.name()
     );
     let provider = provider().await?;
     let (dir, ga, gb) = (
@@ -260,7 +291,7 @@ async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
         std::fs::write(&file, civitas(exe, g, &["exchange", "gateway", "keys"])?)?;
         key_files.push(file);
     }
-    let directory = Node::start(exe, &dir, "127.0.0.1:0", &[], &[])?;
+    let directory = Node::start(exe, &dir, "127.0.0.1:0", &[], &[], Policy::Normal)?;
     let workers = args.gateway_workers.to_string();
     let gateway = |data: &Path, member: &str| {
         Node::start(
@@ -276,6 +307,7 @@ async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
                 ("CIVITAS_EXCHANGE__POLL_SECS", "1"),
                 ("CIVITAS_WORKERS", &workers),
             ],
+            args.gateway_sched,
         )
     };
     let a = gateway(&ga, "TW/BENCH/CLIENT")?;
@@ -308,7 +340,7 @@ async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
             ],
         )?;
     }
-    let directory = Node::start(exe, &dir, &listen, &[], &[])?;
+    let directory = Node::start(exe, &dir, &listen, &[], &[], Policy::Normal)?;
     let gateways = [
         ("client's gateway", a.child.id()),
         ("provider's gateway", b.child.id()),
