@@ -21,10 +21,10 @@
 //! The clients and the provider stand in for other agencies' systems, which in production
 //! run on machines of their own. Here they share two cores with the gateways, and each
 //! answer a gateway writes wakes them: under Linux's default policy the woken thread takes
-//! the core from the gateway that woke it, both then take turns on that core while the
-//! other one idles, and the run measures that dance more than the gateways. So this
-//! process runs as `SCHED_BATCH` (`--load-sched`): woken, it waits its turn or goes to an
-//! idle core. The gateways keep the default policy (`--gateway-sched`).
+//! the core from the gateway that woke it, and the two take turns on it, a switch for
+//! every answer, which the run would then count as the gateways' cost. So this process runs
+//! as `SCHED_BATCH` (`--load-sched`): woken, it waits its turn or goes to an idle core. The
+//! gateways keep the default policy (`--gateway-sched`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
