@@ -75,6 +75,27 @@ impl Policy {
     /// Asks for this policy for the calling thread (and what it starts later). Needs no
     /// privilege; elsewhere than Linux nothing is asked.
     pub(crate) fn apply_here(self) -> std::io::Result<()> {
+        self.apply_to(0)
+    }
+
+    /// Asks for this policy for every thread of this process, such as a runtime's workers.
+    pub(crate) fn apply_to_process(self) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        for entry in std::fs::read_dir("/proc/self/task")? {
+            let Ok(tid) = entry?.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            match self.apply_to(tid) {
+                // A thread that ended meanwhile.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for this policy for thread `tid` of this process (0: the calling one).
+    fn apply_to(self, tid: i32) -> std::io::Result<()> {
         #[cfg(target_os = "linux")]
         {
             let policy = match self {
@@ -82,12 +103,14 @@ impl Policy {
                 Policy::Batch => libc::SCHED_BATCH,
             };
             let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: a plain system call on the calling thread (pid 0), with a parameter
-            // that lives across it; it is also safe between fork and exec.
-            if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+            // SAFETY: a plain system call with a parameter that lives across it; it is also
+            // safe between fork and exec.
+            if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = tid;
         Ok(())
     }
 
@@ -786,5 +809,36 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// Every thread of the process takes it, a runtime's idle workers included.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn every_thread_of_the_process_takes_the_policy_asked_for() {
+        let (tell, told) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            tell.send(unsafe { libc::gettid() }).unwrap();
+            let _ = stopped.recv();
+        });
+        let tid = told.recv().unwrap();
+        let policy_of = |tid: i32| {
+            let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+            let fields: Vec<String> = text
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            fields[41 - 3].clone()
+        };
+        Policy::Batch.apply_to_process().unwrap();
+        let batch = policy_of(tid);
+        Policy::Normal.apply_to_process().unwrap();
+        assert_eq!(batch, "3");
+        assert_eq!(policy_of(tid), "0");
+        stop.send(()).unwrap();
+        other.join().unwrap();
     }
 }

@@ -22,9 +22,11 @@
 //! run on machines of their own. Here they share two cores with the gateways, and each
 //! answer a gateway writes wakes them: under Linux's default policy the woken thread takes
 //! the core from the gateway that woke it, and the two take turns on it, a switch for
-//! every answer, which the run would then count as the gateways' cost. So this process runs
-//! as `SCHED_BATCH` (`--load-sched`): woken, it waits its turn or goes to an idle core. The
-//! gateways keep the default policy (`--gateway-sched`).
+//! every answer, which the run would then count as the gateways' cost. So during the rounds
+//! at 64 clients this process runs as `SCHED_BATCH` (`--load-sched`): woken, it waits its
+//! turn or goes to an idle core. The latency at a fixed rate is measured with the default
+//! policy, as a client on a machine of its own reads its answer at once. The gateways keep
+//! the default policy (`--gateway-sched`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -58,8 +60,9 @@ pub struct ExchangeArgs {
     /// waits on a thread the system has paused waits a time slice (milliseconds) for it.
     #[arg(long, default_value_t = 1)]
     gateway_workers: usize,
-    /// Scheduling policy of this process: the clients and the provider, which in
-    /// production run on machines of their own (see the module's documentation).
+    /// Scheduling policy of this process (the clients and the provider, which in
+    /// production run on machines of their own) during the rounds at 64 clients; see the
+    /// module's documentation.
     #[arg(long, value_enum, default_value_t = Policy::Batch)]
     load_sched: Policy,
     /// Scheduling policy of the gateways' processes.
@@ -73,14 +76,6 @@ pub struct ExchangeArgs {
 /// Runs the benchmark and prints its figures.
 pub fn exchange(args: &ExchangeArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the civitas executable")?;
-    // Set before the runtime starts, so its threads have it too; every node is started with
-    // a policy of its own.
-    args.load_sched.apply_here().with_context(|| {
-        format!(
-            "cannot run the clients as {} (`--load-sched normal` runs them without)",
-            args.load_sched.name()
-        )
-    })?;
     crate::bench::in_scratch(&args.scratch, "exchange", |scratch| {
         crate::bench::block_on(run(&exe, scratch, args))
     })
@@ -222,7 +217,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
     println!("civitas bench exchange — {}", machine());
     println!(
-        "each gateway runs with workers = {} (0: one per core; `--gateway-workers`) as {} (`--gateway-sched`); the clients and the provider as {} (`--load-sched`)",
+        "each gateway runs with workers = {} (0: one per core; `--gateway-workers`) as {} (`--gateway-sched`); the clients and the provider as {} at 64 clients (`--load-sched`), as SCHED_OTHER at a fixed rate",
         args.gateway_workers,
         args.gateway_sched.name(),
         args.load_sched.name()
@@ -391,8 +386,14 @@ async fn measure(
     };
     let before_load = usage();
     let mut rss_under_load = vec![0u64; gateways.len()];
+    args.load_sched.apply_to_process().with_context(|| {
+        format!(
+            "cannot run the clients as {} (`--load-sched normal` runs them without)",
+            args.load_sched.name()
+        )
+    })?;
     let (direct_url, through_url) = (direct.to_string(), through.clone());
-    let ((d, direct_secs), (g, gateway_secs)) = crate::bench::alternate(
+    let saturated = crate::bench::alternate(
         args.clients,
         args.secs,
         {
@@ -413,8 +414,12 @@ async fn measure(
             }
         },
     )
-    .await?;
+    .await;
     let after_load = usage();
+    Policy::Normal
+        .apply_to_process()
+        .context("cannot put the clients back to SCHED_OTHER")?;
+    let ((d, direct_secs), (g, gateway_secs)) = saturated?;
     let spent = [direct_secs, gateway_secs];
     let (rate_d, rate_g) = (d.len() as f64 / spent[0], g.len() as f64 / spent[1]);
     let ms = |v: &[f64], p: f64| percentile(v, p) * 1e3;
