@@ -782,8 +782,18 @@ mod tests {
         assert_eq!(same.per_call_since(&Usage::default(), 4), (500_000.0, 1.0));
     }
 
+    /// The scheduling policy in a `/proc/…/stat` (its 41st field): 0 normal, 3 batch.
+    fn policy_in_stat(text: &str) -> String {
+        let (_, after_name) = text.rsplit_once(')').unwrap();
+        after_name
+            .split_whitespace()
+            .nth(41 - 3)
+            .unwrap()
+            .to_string()
+    }
+
     /// A thread asks for SCHED_BATCH and back without privilege; a process it starts
-    /// afterwards has the policy too, as the benchmark's own threads do.
+    /// meanwhile inherits it, which is why every node is started with a policy of its own.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_thread_and_what_it_starts_take_the_policy_asked_for() {
@@ -791,19 +801,11 @@ mod tests {
             let policy = || unsafe { libc::sched_getscheduler(0) };
             Policy::Batch.apply_here().unwrap();
             assert_eq!(policy(), libc::SCHED_BATCH);
-            // The child's own /proc/self/stat: its 41st field is the policy (3, batch).
             let child = std::process::Command::new("cat")
                 .arg("/proc/self/stat")
                 .output()
                 .unwrap();
-            let text = String::from_utf8_lossy(&child.stdout);
-            let fields: Vec<&str> = text
-                .rsplit_once(')')
-                .unwrap()
-                .1
-                .split_whitespace()
-                .collect();
-            assert_eq!(fields[41 - 3], "3", "{text}");
+            assert_eq!(policy_in_stat(&String::from_utf8_lossy(&child.stdout)), "3");
             Policy::Normal.apply_here().unwrap();
             assert_eq!(policy(), libc::SCHED_OTHER);
         })
@@ -823,15 +825,7 @@ mod tests {
         });
         let tid = told.recv().unwrap();
         let policy_of = |tid: i32| {
-            let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-            let fields: Vec<String> = text
-                .rsplit_once(')')
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            fields[41 - 3].clone()
+            policy_in_stat(&std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap())
         };
         Policy::Batch.apply_to_process().unwrap();
         let batch = policy_of(tid);

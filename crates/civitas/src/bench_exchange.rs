@@ -22,11 +22,11 @@
 //! run on machines of their own. Here they share two cores with the gateways, and each
 //! answer a gateway writes wakes them: under Linux's default policy the woken thread takes
 //! the core from the gateway that woke it, and the two take turns on it, a switch for
-//! every answer, which the run would then count as the gateways' cost. So during the rounds
-//! at 64 clients this process runs as `SCHED_BATCH` (`--load-sched`): woken, it waits its
-//! turn or goes to an idle core. The latency at a fixed rate is measured with the default
-//! policy, as a client on a machine of its own reads its answer at once. The gateways keep
-//! the default policy (`--gateway-sched`).
+//! every answer, which the run would then count as the gateways' cost. So while the clients
+//! call as fast as answers come, this process runs as `SCHED_BATCH` (`--load-sched`):
+//! woken, it waits its turn or goes to an idle core. The latency at a fixed rate is
+//! measured with the default policy, as a client on a machine of its own reads its answer
+//! at once. The gateways keep the default policy (`--gateway-sched`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,8 +61,8 @@ pub struct ExchangeArgs {
     #[arg(long, default_value_t = 1)]
     gateway_workers: usize,
     /// Scheduling policy of this process (the clients and the provider, which in
-    /// production run on machines of their own) during the rounds at 64 clients; see the
-    /// module's documentation.
+    /// production run on machines of their own) while the clients call as fast as answers
+    /// come; see the module's documentation.
     #[arg(long, value_enum, default_value_t = Policy::Batch)]
     load_sched: Policy,
     /// Scheduling policy of the gateways' processes.
@@ -217,10 +217,11 @@ fn rss_kib(pid: u32) -> u64 {
 async fn run(exe: &Path, scratch: &Path, args: &ExchangeArgs) -> Result<()> {
     println!("civitas bench exchange — {}", machine());
     println!(
-        "each gateway runs with workers = {} (0: one per core; `--gateway-workers`) as {} (`--gateway-sched`); the clients and the provider as {} at 64 clients (`--load-sched`), as SCHED_OTHER at a fixed rate",
+        "each gateway runs with workers = {} (0: one per core; `--gateway-workers`) as {} (`--gateway-sched`); the clients and the provider as {} at {} clients (`--load-sched`), as SCHED_OTHER at a fixed rate",
         args.gateway_workers,
         args.gateway_sched.name(),
-        args.load_sched.name()
+        args.load_sched.name(),
+        args.clients
     );
     let provider = provider().await?;
     let (dir, ga, gb) = (
