@@ -32,7 +32,8 @@ pub struct Config {
     /// Seconds the server waits for in-flight requests after SIGTERM.
     pub shutdown_grace_secs: u64,
     /// Threads that run requests (the async runtime's workers); 0: one per CPU core. Fewer
-    /// where several servers share a machine's cores.
+    /// where several servers share a machine's cores; with 1, the server's main thread runs
+    /// them all (Tokio's current-thread scheduler).
     pub workers: usize,
     /// Seed of the demo country's generator.
     pub demo_seed: u64,

@@ -55,9 +55,10 @@ pub struct ExchangeArgs {
     body_mib: u64,
     /// Threads that run each gateway's requests (its `workers` setting; 0 is one per
     /// core). Here two gateways, the directory and this benchmark share the machine's cores,
-    /// so each gateway runs with one, as an operator sets a process that shares a machine:
-    /// with one per core each, eight threads take turns on two cores, and a call whose task
-    /// waits on a thread the system has paused waits a time slice (milliseconds) for it.
+    /// so each gateway runs with one (its main thread runs every request), as an operator
+    /// sets a process that shares a machine: with one per core each, eight threads take
+    /// turns on two cores, and a call whose task waits on a thread the system has paused
+    /// waits a time slice (milliseconds) for it.
     #[arg(long, default_value_t = 1)]
     gateway_workers: usize,
     /// Scheduling policy of this process (the clients and the provider, which in

@@ -171,6 +171,24 @@ pub async fn record_config(
     Ok(Some(record(ledger, event).await?))
 }
 
+/// The async runtime that runs a server's requests on `workers` threads (`0`: one per CPU
+/// core). With one, they run on the thread that starts the server, under Tokio's
+/// current-thread scheduler: against a multi-thread scheduler with one worker, each
+/// gateway of `civitas bench exchange` spent less CPU a call (docs/BENCHMARKS.md).
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if workers > 0 {
+                b.worker_threads(workers);
+            }
+            b
+        }
+    };
+    builder.enable_all().build()
+}
+
 /// Makes sure the data folder exists and can be written to.
 pub fn prepare_data_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
@@ -1012,5 +1030,34 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn one_worker_runs_every_task_on_the_thread_that_started_the_runtime() {
+        let rt = super::runtime(1).unwrap();
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let here = std::thread::current().id();
+        let ran_on =
+            rt.block_on(async { tokio::spawn(async { std::thread::current().id() }).await });
+        assert_eq!(ran_on.unwrap(), here);
+        assert_eq!(rt.metrics().num_workers(), 1);
+    }
+
+    #[test]
+    fn more_workers_or_none_set_make_a_pool_of_that_many_or_one_per_core() {
+        let rt = super::runtime(3).unwrap();
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(rt.metrics().num_workers(), 3);
+        let here = std::thread::current().id();
+        let ran_on =
+            rt.block_on(async { tokio::spawn(async { std::thread::current().id() }).await });
+        assert_ne!(ran_on.unwrap(), here);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(super::runtime(0).unwrap().metrics().num_workers(), cores);
     }
 }

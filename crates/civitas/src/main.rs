@@ -224,18 +224,6 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// The async runtime, with `workers` threads (`0`: one per CPU core).
-fn runtime(workers: usize) -> Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        builder.worker_threads(workers);
-    }
-    builder
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 fn run(cli: Cli) -> Result<()> {
     let demo_args = match &cli.command {
         Command::Demo(a) | Command::Seed(a) => Some(a),
@@ -253,7 +241,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     // Made only by the commands that need one (a benchmark makes its own).
     let workers = config.workers;
-    let rt = || runtime(workers);
+    let rt = || civitas::runtime(workers).context("cannot start the async runtime");
     match cli.command {
         Command::Config(ConfigCommand::Check) => config_check(&resolved),
         Command::Bench(BenchCommand::Startup(args)) => civitas::bench::startup(&args),

@@ -91,7 +91,8 @@ fn directory(data: &Path, listen: &str) -> Node {
     start(c)
 }
 
-fn gateway(data: &Path, member: &str, directory: &str, anchor_key: &str) -> Node {
+/// A gateway with `workers` threads for requests (`0`: one per core).
+fn gateway(data: &Path, member: &str, directory: &str, anchor_key: &str, workers: u32) -> Node {
     let mut c = civitas();
     c.arg("--data")
         .arg(data)
@@ -102,7 +103,8 @@ fn gateway(data: &Path, member: &str, directory: &str, anchor_key: &str) -> Node
         .env("CIVITAS_EXCHANGE__GATEWAY_LISTEN", "127.0.0.1:0")
         .env("CIVITAS_EXCHANGE__POLL_SECS", "1")
         .env("CIVITAS_EXCHANGE__STALE_GRACE_SECS", GRACE_SECS)
-        .env("CIVITAS_EXCHANGE__ARCHIVE_DAYS", "1");
+        .env("CIVITAS_EXCHANGE__ARCHIVE_DAYS", "1")
+        .env("CIVITAS_WORKERS", workers.to_string());
     start(c)
 }
 
@@ -343,8 +345,10 @@ fn two_gateways_call_each_other_over_mutual_tls_with_every_message_signed() {
     let (status, _) = get_json(&rt, &format!("{}/exchange/v1/configuration", d.url));
     assert_eq!(status, 403);
     let directory_listen = d.url.trim_start_matches("http://").to_string();
-    let a = gateway(&ga, "TW/GOV/A", &d.url, &key);
-    let b = gateway(&gb, "TW/GOV/B", &d.url, &key);
+    // A runs its requests on one thread (Tokio's current-thread scheduler, as the benchmark
+    // runs both), B on one per core: each call passes through both kinds.
+    let a = gateway(&ga, "TW/GOV/A", &d.url, &key, 1);
+    let b = gateway(&gb, "TW/GOV/B", &d.url, &key, 0);
     let (a_peers, b_peers) = (a.peers.clone().unwrap(), b.peers.clone().unwrap());
     assert!(b_peers.starts_with("https://127.0.0.1:"), "{b_peers}");
 
