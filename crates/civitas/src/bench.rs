@@ -347,17 +347,19 @@ pub(crate) fn lanes_cpu_secs() -> f64 {
 
 /// utime + stime of a `/proc/…/stat` line, in seconds.
 fn cpu_secs_of_stat(stat: &str) -> f64 {
-    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let field = |n: usize| {
-        after
-            .split_whitespace()
-            .nth(n)
+    let field = |n| {
+        stat_field(stat, n)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name.
-    (field(11) + field(12)) / 100.0
+    (field(14) + field(15)) / 100.0
+}
+
+/// Field `n` of a `/proc/…/stat` line, counted from 1 as `man proc` does.
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(n.checked_sub(3)?)
 }
 
 /// A one-line description of the machine for the record.
@@ -784,12 +786,7 @@ mod tests {
 
     /// The scheduling policy in a `/proc/…/stat` (its 41st field): 0 normal, 3 batch.
     fn policy_in_stat(text: &str) -> String {
-        let (_, after_name) = text.rsplit_once(')').unwrap();
-        after_name
-            .split_whitespace()
-            .nth(41 - 3)
-            .unwrap()
-            .to_string()
+        super::stat_field(text, 41).unwrap().to_string()
     }
 
     /// A thread asks for SCHED_BATCH and back without privilege; a process it starts
