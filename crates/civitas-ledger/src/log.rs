@@ -595,8 +595,8 @@ impl Ledger {
     }
 }
 
-/// Checks that a tile lies within a tree of `size`: full tiles anywhere inside it, partial
-/// ones only at its right edge.
+/// Checks that a tile lies within a tree of `size`: full tiles and partial ones of any width
+/// that ends inside it (a partial tile of an earlier, smaller tree).
 fn check_tile(level: u8, n: u64, width: u32, size: u64) -> Result<(), LedgerError> {
     if width == 0 || width > 256 || level > 7 {
         return Err(LedgerError::NotFound("no such tile".into()));
@@ -606,7 +606,10 @@ fn check_tile(level: u8, n: u64, width: u32, size: u64) -> Result<(), LedgerErro
         .checked_mul(256)
         .and_then(|s| s.checked_add(u64::from(width)));
     match end {
-        Some(end) if end <= level_size && (width == 256 || end == level_size) => Ok(()),
+        // A partial tile stays served after the tree has grown past it: C2SP's tlog-tiles
+        // requires partial tiles for every size a checkpoint was produced for, and a client
+        // holding an older checkpoint asks for its width. Its content never changes.
+        Some(end) if end <= level_size => Ok(()),
         _ => Err(LedgerError::NotFound(format!(
             "tile {level}/{n} of width {width} is not in the tree of {size}"
         ))),

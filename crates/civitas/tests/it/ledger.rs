@@ -44,6 +44,17 @@ on_both_engines! {
         assert_eq!(tile.len() as u64, width * 32);
         assert_eq!(app.get("/ledger/tile/0/000.p/999").await.status(), 404);
         assert_eq!(app.get(&format!("/ledger/tile/0/{:03}", 5)).await.status(), 404, "beyond the tree");
+        assert_eq!(app.get(&format!("/ledger/tile/0/000.p/{}", width + 1)).await.status(), 404, "beyond the tree");
+        // Once the log has grown, a client holding the older checkpoint still gets its
+        // partial tiles, unchanged (C2SP: served for every size a checkpoint was made for).
+        if width < 255 {
+            let last = app.ledger.append(&civitas_ledger::Event::new("test.grow", "system", "x/1")).await.unwrap();
+            app.ledger.wait_for_checkpoint(last).await.unwrap();
+            let res = app.get(&format!("/ledger/tile/entries/000{suffix}")).await;
+            assert_eq!(res.status(), 200);
+            assert_eq!(res.bytes().await.unwrap(), bundle);
+            assert_eq!(app.get(&format!("/ledger/tile/0/000{suffix}")).await.bytes().await.unwrap(), tile);
+        }
         app.stop().await;
     }
 
