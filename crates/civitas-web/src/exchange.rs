@@ -973,19 +973,29 @@ pub(crate) async fn deliver(
         for (n, v) in &p.forward {
             out.append(n, v.clone());
         }
-        if let Some(len) = length {
-            out.insert(header::CONTENT_LENGTH, len);
+        if let Some(len) = &length {
+            out.insert(header::CONTENT_LENGTH, len.clone());
         }
     }
-    let body = if has_body {
-        Body::from_stream(body.map(move |chunk| {
-            if let (Ok(c), Some(Ok(mut h))) = (&chunk, feed.as_ref().map(|f| f.lock())) {
-                h.body(c);
-            }
-            chunk
-        }))
+    // What the provider leaves unread is read after its answer (`unread`). A body hashed
+    // here comes from the calling information system; any other, from the calling gateway.
+    let from_client = feed.is_some();
+    let (body, rest) = if has_body {
+        let declared = length
+            .as_ref()
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let fed = body
+            .map(move |chunk| {
+                if let (Ok(c), Some(Ok(mut h))) = (&chunk, feed.as_ref().map(|f| f.lock())) {
+                    h.body(c);
+                }
+                chunk
+            })
+            .boxed();
+        let (watched, rest) = crate::unread::watch(fed, declared);
+        (Body::from_stream(watched), Some(rest))
     } else {
-        Body::empty()
+        (Body::empty(), None)
     };
     let unreachable = |e: String| {
         Fault::server_proxy(
@@ -999,6 +1009,19 @@ pub(crate) async fn deliver(
         .send(req)
         .await
         .map_err(unreachable)?;
+    // The request hash, the log and (between gateways) the caller's signature cover the
+    // whole request, so an answer goes on only once the request has been read to its end.
+    // On the provider's gateway a body whose signature fails breaks off here too.
+    if let Some(rest) = rest {
+        rest.read_out().await.map_err(|e| {
+            let message = format!("the request's body did not end whole: {e}");
+            if from_client {
+                Fault::client("BadRequest", message)
+            } else {
+                Fault::server_proxy("InvalidMessage", message)
+            }
+        })?;
+    }
     let (parts, body) = answer.into_parts();
     let mut res = Response::builder().status(parts.status);
     for (n, v) in &parts.headers {

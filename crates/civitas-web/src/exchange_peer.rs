@@ -260,12 +260,13 @@ async fn read_up_to_buffer(mut body: BodyStream) -> std::io::Result<Read> {
 }
 
 /// The frames of a request: the head, the body as it streams (hashed on the way), and the
-/// signature over the request hash.
+/// signature over the request hash, which is also sent to `signed`.
 fn request_frames(
     head: Vec<u8>,
     body: BodyStream,
     hash: Arc<Mutex<RequestHash>>,
     signer: Signer,
+    signed: tokio::sync::oneshot::Sender<String>,
 ) -> BodyStream {
     let fed = hash.clone();
     frames(
@@ -281,7 +282,9 @@ fn request_frames(
                 .lock()
                 .map_err(|_| std::io::Error::other("hash"))?
                 .finish();
-            Ok(message::json_frame(END, &signer.sign_request(&h).await))
+            let end = message::json_frame(END, &signer.sign_request(&h).await);
+            let _ = signed.send(h);
+            Ok(end)
         },
     )
 }
@@ -385,6 +388,9 @@ pub(crate) async fn forward(
     } else {
         Read::Partly(Vec::new(), body)
     };
+    // A request that streams is signed when its body ends, which may be after the answer
+    // has come: its hash for this side's log is the one signed.
+    let mut signed = None;
     let outgoing = match read {
         Read::Whole(body) => {
             let request_hash = {
@@ -395,12 +401,17 @@ pub(crate) async fn forward(
             let end = role.signer.sign_request(&request_hash).await;
             Body::from(whole_message(&head_bytes, &body, &end))
         }
-        Read::Partly(read, rest) => Body::from_stream(request_frames(
-            head_bytes,
-            stream::iter(read.into_iter().map(Ok)).chain(rest).boxed(),
-            hash.clone(),
-            role.signer.clone(),
-        )),
+        Read::Partly(read, rest) => {
+            let (sent, signing) = tokio::sync::oneshot::channel();
+            signed = Some(signing);
+            Body::from_stream(request_frames(
+                head_bytes,
+                stream::iter(read.into_iter().map(Ok)).chain(rest).boxed(),
+                hash.clone(),
+                role.signer.clone(),
+                sent,
+            ))
+        }
     };
     let unreachable = |e: String| {
         Fault::client_proxy(
@@ -524,10 +535,20 @@ pub(crate) async fn forward(
         }
     }
     let res = res.body(body).map_err(internal)?;
-    let (request_hash, body_bytes) = {
-        let h = hash.lock().map_err(internal)?;
-        (h.finish(), h.body_bytes())
+    let request_hash = match signed {
+        Some(signed) => tokio::time::timeout(END_DUE, signed)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                Fault::client_proxy(
+                    "NetworkError",
+                    "the request's body did not reach the provider's gateway whole",
+                )
+            })?,
+        None => hash.lock().map_err(internal)?.finish(),
     };
+    let body_bytes = hash.lock().map_err(internal)?.body_bytes();
     let peer = Peer {
         side: Side::Client,
         gateway: peer.gateway.member.to_string(),

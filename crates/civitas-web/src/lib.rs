@@ -40,6 +40,7 @@ mod prefill;
 mod problem;
 pub mod services_api;
 mod services_pages;
+mod unread;
 
 use std::sync::Arc;
 

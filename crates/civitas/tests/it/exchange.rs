@@ -17,6 +17,9 @@ use crate::support::TestApp;
 
 /// A provider's information system: answers with what it received. `/missing` is its own
 /// 404; it sets a `Server` header and an `X-Road-Service` header the gateway must replace.
+/// `/too-large` answers 413 at once, before reading the body, and then reads and drops it,
+/// as a web server's lingering close does (one that closed at once would have its unread
+/// bytes answered with a reset, which can wipe out its answer before the caller reads it).
 pub(crate) async fn provider() -> SocketAddr {
     async fn echo(
         method: Method,
@@ -61,6 +64,29 @@ pub(crate) async fn provider() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let app = axum::Router::new()
+            .route(
+                "/api/too-large",
+                axum::routing::post(|headers: HeaderMap, body: axum::body::Body| async move {
+                    tokio::spawn(async move {
+                        use futures_util::StreamExt;
+                        let mut unread = body.into_data_stream();
+                        while let Some(Ok(_)) = unread.next().await {}
+                    });
+                    let list: Vec<(&str, String)> = headers
+                        .iter()
+                        .map(|(n, v)| {
+                            (
+                                n.as_str(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect();
+                    (
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        axum::Json(json!({ "error": "at most 1 MB", "headers": list })),
+                    )
+                }),
+            )
             .fallback(echo)
             .layer(axum::extract::DefaultBodyLimit::disable());
         axum::serve(listener, app).await.unwrap();
@@ -270,6 +296,35 @@ on_both_engines! {
         assert_eq!(b64.decode(&record.request_body).unwrap(), vec![7u8; 1 << 20]);
         let answer = String::from_utf8(b64.decode(&record.response_body).unwrap()).unwrap();
         assert!(answer.contains("\"body_len\":3000000"), "{answer}");
+
+        // A provider that answers before reading a large body: the gateway reads the rest,
+        // so the request hash and the log cover the whole request.
+        let large = vec![7u8; 24 << 20];
+        let early = format!("/r1/{}/too-large", c.echo);
+        let res = app
+            .client
+            .post(format!("{}{early}", app.base))
+            .header("X-Road-Client", c.portal.to_string())
+            .header("X-Road-Id", "my-call-2")
+            .header("Content-Type", "application/octet-stream")
+            .body(large.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 413);
+        let early_id = res.headers()["x-road-request-id"].to_str().unwrap().to_string();
+        let early_hash = res.headers()["x-road-request-hash"].to_str().unwrap().to_string();
+        let refused: Value = res.json().await.unwrap();
+        let received: Vec<(String, String)> = serde_json::from_value(refused["headers"].clone()).unwrap();
+        let forwarded = received.iter().filter(|(n, _)| !FILTERED.contains(&n.as_str()));
+        let mut expected = RequestHash::new("POST", &early, forwarded.map(|(n, v)| (n.as_str(), v.as_bytes())));
+        expected.body(&large);
+        // Logged before the answer is released, as the archive is on.
+        let logged = app.ledger.latest_of_kind("exchange.call").await.unwrap().unwrap().1;
+        assert_eq!(logged.public["request_id"], early_id.as_str());
+        assert_eq!(logged.public["request_body_bytes"], 24 << 20);
+        assert_eq!(logged.public["status"], 413);
+        assert_eq!(early_hash, expected.finish());
 
         // Without X-Road-Id the gateway makes one, INSTANCE-UUID; a provider's own error
         // passes through without X-Road-Error.

@@ -172,7 +172,7 @@ fn operator(data: &Path, args: &[&str]) -> String {
     run_ok(&mut c)
 }
 
-/// The events a node's ledger holds so far, as text (its first entry tile).
+/// The events a node's ledger holds so far, one a line (its first entry tile).
 fn log_of(rt: &tokio::runtime::Runtime, url: &str) -> String {
     rt.block_on(async {
         let checkpoint = reqwest::get(format!("{url}/ledger/checkpoint"))
@@ -183,13 +183,22 @@ fn log_of(rt: &tokio::runtime::Runtime, url: &str) -> String {
             .unwrap();
         let size: u64 = checkpoint.lines().nth(1).unwrap().parse().unwrap();
         assert!(size < 256, "one tile holds the whole log here");
-        let tile = reqwest::get(format!("{url}/ledger/tile/entries/000.p/{size}"))
-            .await
-            .unwrap()
-            .bytes()
+        let res = reqwest::get(format!("{url}/ledger/tile/entries/000.p/{size}"))
             .await
             .unwrap();
-        String::from_utf8_lossy(&tile).into_owned()
+        let status = res.status();
+        let tile = res.bytes().await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&tile));
+        // An entry bundle: each entry after its length, two bytes big-endian.
+        let mut entries = Vec::new();
+        let mut rest = &tile[..];
+        while let [hi, lo, more @ ..] = rest {
+            let n = u16::from_be_bytes([*hi, *lo]) as usize;
+            assert!(n <= more.len(), "an entry bundle cut short: {tile:?}");
+            entries.push(String::from_utf8_lossy(&more[..n]).into_owned());
+            rest = &more[n..];
+        }
+        entries.join("\n")
     })
 }
 
@@ -431,6 +440,46 @@ fn two_gateways_call_each_other_over_mutual_tls_with_every_message_signed() {
         echoed["body_sha256"],
         format!("{:x}", sha2::Sha256::digest(&big))
     );
+
+    // A provider that answers a large body before reading it: both gateways read the rest,
+    // so the answer is signed over the whole request and verifies, and both logs hold the
+    // whole body's length.
+    let large: Vec<u8> = vec![7; 24 << 20];
+    let res = rt.block_on(async {
+        http.post(format!("{}/r1/TW/GOV/B/api/echo/too-large", a.url))
+            .header("x-road-client", "TW/GOV/A/app")
+            .header("x-road-id", "call-too-large")
+            .body(large)
+            .send()
+            .await
+            .unwrap()
+    });
+    let hash = res.headers().get("x-road-request-hash").cloned();
+    let (status, error, refused) = rt.block_on(outcome(res));
+    assert_eq!((status, error.as_str()), (413, ""), "{refused}");
+    assert_eq!(hash.unwrap().len(), 88);
+    assert_eq!(refused["error"], "at most 1 MB");
+    for node in [&a, &b] {
+        // A gateway publishes its log's checkpoint within a moment of the entry.
+        let mut tries = 0;
+        let entry = loop {
+            let log = log_of(&rt, &node.url);
+            if let Some(e) = log
+                .split('\n')
+                .find(|e| e.contains("\"x_road_id\":\"call-too-large\""))
+            {
+                break e.to_string();
+            }
+            tries += 1;
+            assert!(tries < 100, "{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            entry.contains(&format!("\"request_body_bytes\":{}", 24 << 20))
+                && entry.contains("\"status\":413"),
+            "{entry}"
+        );
+    }
 
     // A call about a person: the provider's gateway reports it to the directory, and the
     // person finds it under "Who used my data" there.

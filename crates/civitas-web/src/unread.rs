@@ -1,0 +1,210 @@
+//! The part of a call's body that its provider did not read.
+//!
+//! A provider may answer before it has read the whole request: a `413` or a `401` to a large
+//! upload, say. The call's request hash (`X-Road-Request-Hash`), its log entry and, between
+//! gateways, the check of the calling gateway's signature all cover the whole request, so a
+//! gateway reads what the provider left unread before it logs and signs the answer. A body
+//! is [`watch`]ed on its way to the provider; after the answer's head has come,
+//! [`Rest::read_out`] waits until the provider has read the rest, or reads it itself (every
+//! chunk still passes through what the body was built with: the hash, the archive, the
+//! signature's check), and says whether the body ended whole.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::oneshot;
+
+use crate::exchange::BodyStream;
+
+/// How long the rest of a body may take, for each piece of it: the bound the gateway's
+/// hops put on every read.
+const DUE: Duration = Duration::from_secs(60);
+
+/// How a watched body ended for its reader.
+enum Ending {
+    /// Read to its end (or as far as its declared length).
+    Read,
+    /// Broken off, with the reason.
+    Broke(String),
+    /// Let go unfinished: the rest, still to be read.
+    Left(BodyStream),
+}
+
+/// A body on its way to the provider, which reports how its reader left it.
+pub(crate) struct Watched {
+    inner: Option<BodyStream>,
+    /// Bytes still to come before the declared length is reached, when one was declared.
+    left: Option<u64>,
+    report: Option<oneshot::Sender<Ending>>,
+}
+
+/// Where the rest of a watched body can be had once the answer is in.
+pub(crate) struct Rest(oneshot::Receiver<Ending>);
+
+/// Watches `body`, whose length is `length` when declared: a reader that stops at that
+/// length has read it whole.
+pub(crate) fn watch(body: BodyStream, length: Option<u64>) -> (Watched, Rest) {
+    let (report, rest) = oneshot::channel();
+    let watched = Watched {
+        inner: Some(body),
+        left: length,
+        report: Some(report),
+    };
+    (watched, Rest(rest))
+}
+
+impl Watched {
+    fn end(&mut self, ending: Ending) {
+        self.inner = None;
+        if let Some(report) = self.report.take() {
+            let _ = report.send(ending);
+        }
+    }
+}
+
+impl Stream for Watched {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item = std::task::ready!(inner.poll_next_unpin(cx));
+        match &item {
+            Some(Ok(chunk)) => {
+                if let Some(left) = self.left.as_mut() {
+                    *left = left.saturating_sub(chunk.len() as u64);
+                    if *left == 0 {
+                        self.end(Ending::Read);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                let reason = e.to_string();
+                self.end(Ending::Broke(reason));
+            }
+            None => self.end(Ending::Read),
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let (Some(rest), Some(report)) = (self.inner.take(), self.report.take()) {
+            let _ = report.send(Ending::Left(rest));
+        }
+    }
+}
+
+impl Rest {
+    /// Waits until the body has been read to its end, reading what its reader left: `Ok`
+    /// when it ended whole, or why it did not.
+    pub(crate) async fn read_out(self) -> Result<(), String> {
+        let ending = match tokio::time::timeout(DUE, self.0).await {
+            Err(_) => {
+                return Err(format!(
+                    "the provider answered and its request's body did not end within {} s",
+                    DUE.as_secs()
+                ));
+            }
+            Ok(Err(_)) => return Err("the request's body was dropped".into()),
+            Ok(Ok(ending)) => ending,
+        };
+        let mut rest = match ending {
+            Ending::Read => return Ok(()),
+            Ending::Broke(reason) => return Err(reason),
+            Ending::Left(rest) => rest,
+        };
+        loop {
+            match tokio::time::timeout(DUE, rest.next()).await {
+                Err(_) => {
+                    return Err(format!(
+                        "the rest of the request's body did not come within {} s",
+                        DUE.as_secs()
+                    ));
+                }
+                Ok(None) => return Ok(()),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn chunks(n: usize, seen: Arc<Mutex<usize>>) -> BodyStream {
+        futures_util::stream::iter((0..n).map(|_| Ok(Bytes::from_static(b"0123456789"))))
+            .map(move |c: Result<Bytes, std::io::Error>| {
+                if let Ok(b) = &c {
+                    *seen.lock().unwrap() += b.len();
+                }
+                c
+            })
+            .boxed()
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_is_whole_at_once() {
+        let seen = Arc::new(Mutex::new(0));
+        let (mut body, rest) = watch(chunks(3, seen.clone()), None);
+        while body.next().await.is_some() {}
+        assert_eq!(rest.read_out().await, Ok(()));
+        assert_eq!(*seen.lock().unwrap(), 30);
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_stops_at_the_declared_length_has_read_it_whole() {
+        let seen = Arc::new(Mutex::new(0));
+        let (mut body, rest) = watch(chunks(3, seen.clone()), Some(30));
+        for _ in 0..3 {
+            body.next().await.unwrap().unwrap();
+        }
+        // The reader keeps the body, without asking for its end.
+        assert_eq!(rest.read_out().await, Ok(()));
+        drop(body);
+    }
+
+    #[tokio::test]
+    async fn what_a_reader_leaves_is_read_through_the_body_it_was_built_with() {
+        let seen = Arc::new(Mutex::new(0));
+        let (mut body, rest) = watch(chunks(5, seen.clone()), None);
+        body.next().await.unwrap().unwrap();
+        assert_eq!(*seen.lock().unwrap(), 10);
+        drop(body);
+        assert_eq!(rest.read_out().await, Ok(()));
+        assert_eq!(*seen.lock().unwrap(), 50, "the rest passed the hash's feed");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_before_or_after_it_is_let_go_is_not_whole() {
+        let broken = || {
+            futures_util::stream::iter(vec![
+                Ok(Bytes::from_static(b"a")),
+                Err(std::io::Error::other("the signature does not verify")),
+            ])
+            .boxed()
+        };
+        let (mut body, rest) = watch(broken(), None);
+        body.next().await.unwrap().unwrap();
+        assert!(body.next().await.unwrap().is_err());
+        assert_eq!(
+            rest.read_out().await,
+            Err("the signature does not verify".to_string())
+        );
+        let (mut body, rest) = watch(broken(), None);
+        body.next().await.unwrap().unwrap();
+        drop(body);
+        assert_eq!(
+            rest.read_out().await,
+            Err("the signature does not verify".to_string())
+        );
+    }
+}
