@@ -535,20 +535,20 @@ pub(crate) async fn forward(
         }
     }
     let res = res.body(body).map_err(internal)?;
-    let request_hash = match signed {
-        Some(signed) => tokio::time::timeout(END_DUE, signed)
+    // An answer comes once the provider's gateway has read the whole request, so by then
+    // this side has signed it; a fault may come before (refused unread), and is logged with
+    // what was sent.
+    let signed = match signed {
+        Some(signed) if !is_fault => tokio::time::timeout(END_DUE, signed)
             .await
             .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| {
-                Fault::client_proxy(
-                    "NetworkError",
-                    "the request's body did not reach the provider's gateway whole",
-                )
-            })?,
-        None => hash.lock().map_err(internal)?.finish(),
+            .and_then(Result::ok),
+        _ => None,
     };
-    let body_bytes = hash.lock().map_err(internal)?.body_bytes();
+    let (request_hash, body_bytes) = {
+        let h = hash.lock().map_err(internal)?;
+        (signed.unwrap_or_else(|| h.finish()), h.body_bytes())
+    };
     let peer = Peer {
         side: Side::Client,
         gateway: peer.gateway.member.to_string(),
