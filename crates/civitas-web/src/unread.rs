@@ -10,6 +10,8 @@
 //! signature's check), and says whether the body ended whole.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,8 +21,8 @@ use tokio::sync::oneshot;
 
 use crate::exchange::BodyStream;
 
-/// How long the rest of a body may take, for each piece of it: the bound the gateway's
-/// hops put on every read.
+/// How long the rest of a body may go without a byte passing: the bound the gateway's hops
+/// put on every read.
 const DUE: Duration = Duration::from_secs(60);
 
 /// How a watched body ended for its reader.
@@ -36,24 +38,31 @@ enum Ending {
 /// A body on its way to the provider, which reports how its reader left it.
 pub(crate) struct Watched {
     inner: Option<BodyStream>,
+    /// Bytes its reader has taken so far.
+    taken: Arc<AtomicU64>,
     /// Bytes still to come before the declared length is reached, when one was declared.
     left: Option<u64>,
     report: Option<oneshot::Sender<Ending>>,
 }
 
 /// Where the rest of a watched body can be had once the answer is in.
-pub(crate) struct Rest(oneshot::Receiver<Ending>);
+pub(crate) struct Rest {
+    ending: oneshot::Receiver<Ending>,
+    taken: Arc<AtomicU64>,
+}
 
 /// Watches `body`, whose length is `length` when declared: a reader that stops at that
 /// length has read it whole.
 pub(crate) fn watch(body: BodyStream, length: Option<u64>) -> (Watched, Rest) {
-    let (report, rest) = oneshot::channel();
+    let (report, ending) = oneshot::channel();
+    let taken = Arc::new(AtomicU64::new(0));
     let watched = Watched {
         inner: Some(body),
+        taken: taken.clone(),
         left: length,
         report: Some(report),
     };
-    (watched, Rest(rest))
+    (watched, Rest { ending, taken })
 }
 
 impl Watched {
@@ -75,6 +84,7 @@ impl Stream for Watched {
         let item = std::task::ready!(inner.poll_next_unpin(cx));
         match &item {
             Some(Ok(chunk)) => {
+                self.taken.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 if let Some(left) = self.left.as_mut() {
                     *left = left.saturating_sub(chunk.len() as u64);
                     if *left == 0 {
@@ -104,15 +114,29 @@ impl Rest {
     /// Waits until the body has been read to its end, reading what its reader left: `Ok`
     /// when it ended whole, or why it did not.
     pub(crate) async fn read_out(self) -> Result<(), String> {
-        let ending = match tokio::time::timeout(DUE, self.0).await {
-            Err(_) => {
-                return Err(format!(
-                    "the provider answered and its request's body did not end within {} s",
-                    DUE.as_secs()
-                ));
+        self.read_out_within(DUE).await
+    }
+
+    /// [`Rest::read_out`], with `due` the longest the body may go without a byte passing.
+    async fn read_out_within(self, due: Duration) -> Result<(), String> {
+        let Rest { mut ending, taken } = self;
+        // While its reader still takes the body, however slowly, it is waited for.
+        let mut seen = taken.load(Ordering::Relaxed);
+        let ending = loop {
+            match tokio::time::timeout(due, &mut ending).await {
+                Ok(Ok(ending)) => break ending,
+                Ok(Err(_)) => return Err("the request's body was dropped".into()),
+                Err(_) => {
+                    let now = taken.load(Ordering::Relaxed);
+                    if now == seen {
+                        return Err(format!(
+                            "the provider answered and its request's body stopped for {} s",
+                            due.as_secs()
+                        ));
+                    }
+                    seen = now;
+                }
             }
-            Ok(Err(_)) => return Err("the request's body was dropped".into()),
-            Ok(Ok(ending)) => ending,
         };
         let mut rest = match ending {
             Ending::Read => return Ok(()),
@@ -120,11 +144,11 @@ impl Rest {
             Ending::Left(rest) => rest,
         };
         loop {
-            match tokio::time::timeout(DUE, rest.next()).await {
+            match tokio::time::timeout(due, rest.next()).await {
                 Err(_) => {
                     return Err(format!(
                         "the rest of the request's body did not come within {} s",
-                        DUE.as_secs()
+                        due.as_secs()
                     ));
                 }
                 Ok(None) => return Ok(()),
@@ -138,7 +162,7 @@ impl Rest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     fn chunks(n: usize, seen: Arc<Mutex<usize>>) -> BodyStream {
         futures_util::stream::iter((0..n).map(|_| Ok(Bytes::from_static(b"0123456789"))))
@@ -206,5 +230,27 @@ mod tests {
             rest.read_out().await,
             Err("the signature does not verify".to_string())
         );
+    }
+
+    #[tokio::test]
+    async fn a_reader_still_taking_the_body_is_waited_for_and_one_that_stopped_is_not() {
+        let due = Duration::from_millis(100);
+        // A reader that takes a piece every 40 ms for 400 ms: past `due`, still moving.
+        let seen = Arc::new(Mutex::new(0));
+        let (mut body, rest) = watch(chunks(10, seen.clone()), None);
+        let reader = tokio::spawn(async move {
+            while body.next().await.is_some() {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        });
+        assert_eq!(rest.read_out_within(due).await, Ok(()));
+        assert_eq!(*seen.lock().unwrap(), 100);
+        reader.await.unwrap();
+        // A reader that holds the body and stops taking it.
+        let (mut body, rest) = watch(chunks(10, seen.clone()), None);
+        body.next().await.unwrap().unwrap();
+        let outcome = rest.read_out_within(due).await;
+        assert!(outcome.unwrap_err().contains("stopped"));
+        drop(body);
     }
 }
