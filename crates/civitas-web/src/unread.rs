@@ -40,8 +40,8 @@ pub(crate) struct Watched {
     inner: Option<BodyStream>,
     /// Bytes its reader has taken so far.
     taken: Arc<AtomicU64>,
-    /// Bytes still to come before the declared length is reached, when one was declared.
-    left: Option<u64>,
+    /// The body's length, when declared.
+    length: Option<u64>,
     report: Option<oneshot::Sender<Ending>>,
 }
 
@@ -59,7 +59,7 @@ pub(crate) fn watch(body: BodyStream, length: Option<u64>) -> (Watched, Rest) {
     let watched = Watched {
         inner: Some(body),
         taken: taken.clone(),
-        left: length,
+        length,
         report: Some(report),
     };
     (watched, Rest { ending, taken })
@@ -84,12 +84,10 @@ impl Stream for Watched {
         let item = std::task::ready!(inner.poll_next_unpin(cx));
         match &item {
             Some(Ok(chunk)) => {
-                self.taken.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                if let Some(left) = self.left.as_mut() {
-                    *left = left.saturating_sub(chunk.len() as u64);
-                    if *left == 0 {
-                        self.end(Ending::Read);
-                    }
+                let len = chunk.len() as u64;
+                let taken = self.taken.fetch_add(len, Ordering::Relaxed) + len;
+                if self.length.is_some_and(|n| taken >= n) {
+                    self.end(Ending::Read);
                 }
             }
             Some(Err(e)) => {
